@@ -1,0 +1,165 @@
+//! One interface over the embedded SQLite database and PostgreSQL.
+//!
+//! This crate owns connections, pools, durability settings and Gatehouse's own
+//! migrations. Invariant: SQL reaches a connection only as a [`Statement`], which is
+//! built from a [`Sql`] pair of `'static` texts (one per dialect) plus bound values,
+//! so request text can never be spliced into SQL here.
+
+mod migrations;
+mod postgres;
+mod sqlite;
+mod statement;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use statement::{Row, Sql, Statement, Value};
+
+/// Which SQL dialect a [`Database`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the data lives, decided once at start-up.
+#[derive(Clone)]
+pub enum Location {
+    /// The embedded database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string; it may carry a password, so it is never printed.
+    Postgres(secrecy::SecretString),
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+            Location::Postgres(_) => f.write_str("Postgres([redacted])"),
+        }
+    }
+}
+
+impl Location {
+    /// The password a PostgreSQL location carries, if any, for production checks.
+    pub fn postgres_password(&self) -> Result<Option<secrecy::SecretString>> {
+        let Location::Postgres(url) = self else {
+            return Ok(None);
+        };
+        let config = postgres::parse_url(url)?;
+        Ok(config
+            .get_password()
+            .map(|password| String::from_utf8_lossy(password).into_owned().into()))
+    }
+}
+
+/// Pool bounds: every caller waits at most `acquire_timeout` for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_connections: usize,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+    #[error("no database connection became free in time")]
+    PoolTimeout,
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: Box<DbError>,
+    },
+    #[error("the database was written by a newer Gatehouse (migration {0} is unknown)")]
+    NewerSchema(i64),
+    #[error("cannot create the database folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unexpected value in column {0}")]
+    Decode(usize),
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// The storage layer every service uses; cheap to clone.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(sqlite::SqlitePool),
+    Postgres(postgres::PgPool),
+}
+
+impl Database {
+    /// Opens (creating if needed) the database and applies Gatehouse's own migrations.
+    pub async fn open(location: &Location, options: PoolOptions) -> Result<Self> {
+        let db = match location {
+            Location::Sqlite(path) => Database::Sqlite(sqlite::SqlitePool::open(path, options).await?),
+            Location::Postgres(url) => Database::Postgres(postgres::PgPool::open(url, options).await?),
+        };
+        migrations::apply(&db).await?;
+        Ok(db)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Database::Sqlite(_) => Dialect::Sqlite,
+            Database::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs one read-only statement and returns its rows.
+    pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
+        match self {
+            Database::Sqlite(pool) => pool.query(statement).await,
+            Database::Postgres(pool) => pool.query(statement).await,
+        }
+    }
+
+    /// Runs statements in one transaction, committed durably before this returns;
+    /// on any error nothing of it is kept. Returns each statement's rows.
+    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
+        match self {
+            Database::Sqlite(pool) => pool.transaction(statements).await,
+            Database::Postgres(pool) => pool.transaction(statements).await,
+        }
+    }
+
+    /// Answers whether the database serves queries and carries Gatehouse's tables.
+    pub async fn ping(&self) -> Result<()> {
+        migrations::current_version(self).await.map(|_| ())
+    }
+
+    /// Reads one value of Gatehouse's own key/value table.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let rows = self.query(Statement::new(&migrations::GET_META, vec![key.into()])).await?;
+        rows.first().map(|row| row.text(0).map(str::to_owned)).transpose()
+    }
+
+    /// Writes one value of Gatehouse's own key/value table, durably.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.transaction(vec![Statement::new(
+            &migrations::SET_META,
+            vec![key.into(), value.into()],
+        )])
+        .await
+        .map(|_| ())
+    }
+}

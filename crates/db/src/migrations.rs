@@ -1,0 +1,91 @@
+//! Gatehouse's own tables, created and upgraded at open. Each migration runs in
+//! one transaction together with its bookkeeping row, so a failure leaves the
+//! database as it was. On PostgreSQL an advisory lock makes instances that start
+//! together apply each step once; the DDL is idempotent for the instance that
+//! waited.
+
+use crate::{Database, DbError, Result, Sql, Statement, Value};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    steps: &'static [Sql],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "meta",
+    steps: &[Sql {
+        sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        postgres: "CREATE TABLE IF NOT EXISTS gatehouse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    }],
+}];
+
+const CREATE_LEDGER: Sql = Sql {
+    sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_migrations \
+             (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    postgres: "CREATE TABLE IF NOT EXISTS gatehouse_migrations \
+               (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+};
+
+/// SQLite's `BEGIN IMMEDIATE` already serialises writers; PostgreSQL needs the lock.
+const LOCK: Sql = Sql {
+    sqlite: "SELECT 1",
+    postgres: "SELECT 1 FROM (SELECT pg_advisory_xact_lock(7306010412)) AS locked",
+};
+
+const CURRENT_VERSION: Sql = Sql {
+    sqlite: "SELECT COALESCE(MAX(version), 0) FROM gatehouse_migrations",
+    postgres: "SELECT COALESCE(MAX(version), 0)::BIGINT FROM gatehouse_migrations",
+};
+
+const RECORD: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_migrations (version, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    postgres: "INSERT INTO gatehouse_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+};
+
+pub(crate) const GET_META: Sql = Sql {
+    sqlite: "SELECT value FROM gatehouse_meta WHERE key = ?1",
+    postgres: "SELECT value FROM gatehouse_meta WHERE key = $1",
+};
+
+pub(crate) const SET_META: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    postgres: "INSERT INTO gatehouse_meta (key, value) VALUES ($1, $2) \
+               ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+};
+
+pub(crate) async fn current_version(db: &Database) -> Result<i64> {
+    db.query(Statement::new(&CURRENT_VERSION, vec![])).await?[0].integer(0)
+}
+
+pub(crate) async fn apply(db: &Database) -> Result<()> {
+    db.transaction(vec![
+        Statement::new(&LOCK, vec![]),
+        Statement::new(&CREATE_LEDGER, vec![]),
+    ])
+    .await?;
+    let applied = current_version(db).await?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if applied > newest {
+        return Err(DbError::NewerSchema(applied));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        let mut statements = vec![Statement::new(&LOCK, vec![])];
+        statements.extend(migration.steps.iter().map(|step| Statement::new(step, vec![])));
+        statements.push(Statement::new(
+            &RECORD,
+            vec![Value::Integer(migration.version), migration.name.into()],
+        ));
+        db.transaction(statements)
+            .await
+            .map_err(|source| DbError::Migration {
+                version: migration.version,
+                name: migration.name,
+                source: Box::new(source),
+            })?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    }
+    Ok(())
+}

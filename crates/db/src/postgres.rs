@@ -1,0 +1,141 @@
+//! PostgreSQL through a bounded deadpool pool. Commits wait for the WAL flush
+//! (`synchronous_commit = on`, forced per connection so a server default cannot
+//! weaken it), which is what makes an acknowledged write survive a crash.
+
+use std::error::Error;
+use std::str::FromStr;
+
+use bytes::BytesMut;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{GenericClient, NoTls};
+
+use crate::{DbError, Dialect, PoolOptions, Result, Row, Statement, Value};
+
+#[derive(Clone)]
+pub struct PgPool {
+    pool: Pool,
+}
+
+impl PgPool {
+    pub async fn open(url: &SecretString, options: PoolOptions) -> Result<Self> {
+        let mut config = parse_url(url)?;
+        config.options("-c synchronous_commit=on");
+        config.application_name("gatehouse");
+        config.connect_timeout(options.acquire_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .wait_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(options.acquire_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| DbError::Pool(error.to_string()))?;
+        let pool = Self { pool };
+        // Fail at start-up, not on the first request, when the server is unreachable.
+        drop(pool.client().await?);
+        Ok(pool)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|error| match error {
+            deadpool_postgres::PoolError::Timeout(_) => DbError::PoolTimeout,
+            deadpool_postgres::PoolError::Backend(source) => DbError::Postgres(source),
+            other => DbError::Pool(other.to_string()),
+        })
+    }
+
+    pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        run(&**client, &statement).await
+    }
+
+    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            results.push(run(&*transaction, statement).await?);
+        }
+        transaction.commit().await?;
+        Ok(results)
+    }
+}
+
+pub(crate) fn parse_url(url: &SecretString) -> Result<tokio_postgres::Config> {
+    // The parser's message can quote the URL, password included: keep it out.
+    tokio_postgres::Config::from_str(url.expose_secret())
+        .map_err(|_| DbError::InvalidUrl("not a valid postgres:// connection string".into()))
+}
+
+async fn run(client: &impl GenericClient, statement: &Statement) -> Result<Vec<Row>> {
+    let prepared = client.prepare(statement.sql.text(Dialect::Postgres)).await?;
+    let params: Vec<&(dyn ToSql + Sync)> = statement
+        .params
+        .iter()
+        .map(|value| value as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client.query(&prepared, &params).await?;
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|column| from_postgres(row, column))
+                .collect::<Result<Vec<_>>>()
+                .map(Row)
+        })
+        .collect()
+}
+
+fn from_postgres(row: &tokio_postgres::Row, column: usize) -> Result<Value> {
+    let ty = row.columns()[column].type_();
+    let value = match *ty {
+        Type::BOOL => row.try_get::<_, Option<bool>>(column)?.map(Value::Bool),
+        Type::INT2 => row.try_get::<_, Option<i16>>(column)?.map(|n| Value::Integer(n.into())),
+        Type::INT4 => row.try_get::<_, Option<i32>>(column)?.map(|n| Value::Integer(n.into())),
+        Type::INT8 => row.try_get::<_, Option<i64>>(column)?.map(Value::Integer),
+        Type::FLOAT4 => row.try_get::<_, Option<f32>>(column)?.map(|n| Value::Real(n.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(column)?.map(Value::Real),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(column)?.map(Value::Blob),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+            row.try_get::<_, Option<String>>(column)?.map(Value::Text)
+        }
+        _ => return Err(DbError::Decode(column)),
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+/// Binds a [`Value`] to whatever type PostgreSQL inferred for the parameter, so one
+/// statement works whether a column is `int4` or `int8`, `text` or `varchar`.
+impl ToSql for Value {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Integer(number) => match *ty {
+                Type::INT2 => i16::try_from(*number)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*number)?.to_sql(ty, out),
+                Type::FLOAT8 => (*number as f64).to_sql(ty, out),
+                _ => number.to_sql(ty, out),
+            },
+            Value::Real(number) => match *ty {
+                Type::FLOAT4 => (*number as f32).to_sql(ty, out),
+                _ => number.to_sql(ty, out),
+            },
+            Value::Text(text) => text.as_str().to_sql(ty, out),
+            Value::Blob(bytes) => bytes.as_slice().to_sql(ty, out),
+            Value::Bool(flag) => flag.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}

@@ -1,0 +1,88 @@
+//! The `apikey` header decides which app is calling. Everything under the API
+//! prefixes needs one unless it is in [`PUBLIC`]; routes elsewhere (health) are
+//! open. Handlers that need a caller take [`ApiCaller`], which exists only when
+//! a key matched.
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use gatehouse_keys::ApiRole;
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::{ApiError, AppState};
+
+const KEYED_PREFIXES: &[&str] = &["/auth/v1", "/rest/v1", "/storage/v1"];
+
+/// Paths under the keyed prefixes that anyone may read.
+const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json"];
+
+/// The app role proven by the request's API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiCaller(pub ApiRole);
+
+fn needs_key(path: &str) -> bool {
+    KEYED_PREFIXES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }) && !PUBLIC.contains(&path)
+}
+
+fn missing() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "no_api_key", "No API key found in request.")
+}
+
+fn invalid() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "Invalid API key.")
+}
+
+pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let presented = request.headers().get("apikey").map(|value| value.to_str());
+    let caller = match presented {
+        Some(Ok(key)) => match state.api_keys().identify(key) {
+            Some(role) => Some(ApiCaller(role)),
+            None => return invalid().into_response(),
+        },
+        Some(Err(_)) => return invalid().into_response(),
+        None => None,
+    };
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+        }
+        None if needs_key(request.uri().path()) => return missing().into_response(),
+        None => {}
+    }
+    next.run(request).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<ApiCaller>().copied().ok_or_else(missing)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for ApiCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<ApiCaller>().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_key;
+
+    #[test]
+    fn api_prefixes_need_a_key_except_public_paths() {
+        for path in ["/auth/v1/user", "/rest/v1/orders", "/storage/v1/object/b/x", "/rest/v1"] {
+            assert!(needs_key(path), "{path}");
+        }
+        for path in ["/health", "/auth/v1/.well-known/jwks.json", "/rest/v10", "/"] {
+            assert!(!needs_key(path), "{path}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+use http::header::{self, HeaderName};
+use http::{HeaderValue, Method, request::Parts};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::CorsPolicy;
+
+/// Headers whose values are credentials: marked sensitive so that even a `Debug`
+/// print of the request shows them redacted.
+pub fn sensitive() -> [HeaderName; 5] {
+    [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::SET_COOKIE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("apikey"),
+    ]
+}
+
+/// Our answers are JSON, never meant to be framed or rendered; a strict CSP
+/// covers any HTML that does go out. Handlers may set more specific values first
+/// (a download's sandbox CSP), so these fill in only what is absent.
+const ALWAYS: &[(&str, &str)] = &[
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
+const HSTS: &str = "max-age=63072000; includeSubDomains";
+
+pub async fn security_headers(State(hsts): State<bool>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in ALWAYS {
+        if !headers.contains_key(*name) {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+    }
+    if hsts {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+    response
+}
+
+const ALLOWED_HEADERS: &[&str] = &[
+    "accept",
+    "accept-profile",
+    "apikey",
+    "authorization",
+    "content-profile",
+    "content-type",
+    "idempotency-key",
+    "prefer",
+    "range",
+    "x-client-info",
+    "x-request-id",
+    "x-supabase-api-version",
+    "x-upsert",
+];
+
+const EXPOSED_HEADERS: &[&str] = &[
+    "content-range",
+    "retry-after",
+    "x-request-id",
+    "x-supabase-api-version",
+    "x-total-count",
+];
+
+fn is_loopback_origin(origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+        .iter()
+        .any(|host| {
+            origin.strip_prefix(host).is_some_and(|rest| {
+                rest.is_empty()
+                    || rest
+                        .strip_prefix(':')
+                        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+}
+
+/// CORS from an explicit list. Credentials are allowed only because the origins
+/// are explicit: a wildcard never reaches this point.
+pub fn cors(policy: &CorsPolicy) -> CorsLayer {
+    let origins = match policy {
+        CorsPolicy::Deny => return CorsLayer::new(),
+        CorsPolicy::Loopback => AllowOrigin::predicate(|origin: &HeaderValue, _: &Parts| is_loopback_origin(origin)),
+        CorsPolicy::Origins(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        ),
+    };
+    let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(names(ALLOWED_HEADERS))
+        .expose_headers(names(EXPOSED_HEADERS))
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_only() {
+        for good in ["http://localhost:3000", "http://127.0.0.1:5173", "http://[::1]:8080", "http://localhost"] {
+            assert!(is_loopback_origin(&HeaderValue::from_static(good)), "{good}");
+        }
+        for bad in [
+            "http://localhost.evil.example",
+            "http://localhost:3000.evil.example",
+            "https://example.com",
+            "http://127.0.0.1:",
+            "null",
+        ] {
+            assert!(!is_loopback_origin(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}

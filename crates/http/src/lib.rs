@@ -1,0 +1,77 @@
+//! The edge: the only crate that knows HTTP. It owns the router, the tower
+//! middleware stack, API-key extraction and the one error model with its JSON
+//! shapes per surface (Supabase Auth, PostgREST, Supabase Storage).
+//!
+//! Invariant: every response leaves through [`error::render_errors`], so a client
+//! never sees anything but a stable code, a safe message and a request id.
+
+mod access_log;
+mod api_key;
+mod error;
+mod headers;
+mod request_id;
+mod routes;
+mod state;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use http::StatusCode;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use api_key::ApiCaller;
+pub use error::{ApiError, Surface};
+pub use request_id::RequestId;
+pub use state::{AppState, CorsPolicy, HttpSettings, metrics_handle};
+
+/// The public API: Gatehouse's routes plus the embedding app's own `custom`
+/// routes, all behind the same middleware stack.
+pub fn app(state: AppState, custom: Router<AppState>) -> Router {
+    let mut routes = Router::new()
+        .route("/health", axum::routing::get(routes::health::get))
+        .route("/ready", axum::routing::get(routes::ready::get))
+        .route(
+            "/auth/v1/.well-known/jwks.json",
+            axum::routing::get(routes::jwks::get),
+        );
+    if !state.settings().metrics_on_admin_listener {
+        routes = routes.route("/metrics", axum::routing::get(routes::metrics::get_with_secret_key));
+    }
+    let routes = routes.merge(custom).fallback(routes::not_found);
+    with_middleware(routes, state)
+}
+
+/// The admin listener: health and metrics without an API key, for a network
+/// only operators reach.
+pub fn admin_app(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/health", axum::routing::get(routes::health::get))
+        .route("/metrics", axum::routing::get(routes::metrics::get))
+        .fallback(routes::not_found);
+    with_middleware(routes, state)
+}
+
+/// The stack, outermost first: what a request meets on the way in.
+fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let settings = state.settings().clone();
+    let stack = ServiceBuilder::new()
+        .layer(from_fn(request_id::assign))
+        .layer(from_fn(access_log::record))
+        .layer(from_fn(error::render_errors))
+        .layer(from_fn_with_state(settings.hsts, headers::security_headers))
+        .layer(headers::cors(&settings.cors))
+        .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
+        .layer(from_fn_with_state(state.clone(), api_key::identify))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        .layer(DefaultBodyLimit::max(settings.body_limit));
+    routes.layer(stack).with_state(state)
+}

@@ -1,0 +1,13 @@
+//! One file per endpoint, named after its route.
+
+pub mod health;
+pub mod jwks;
+pub mod metrics;
+pub mod ready;
+
+use crate::ApiError;
+
+/// Every unknown path answers the same way, in the dialect of its surface.
+pub async fn not_found() -> ApiError {
+    ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "No such resource.")
+}

@@ -1,0 +1,102 @@
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use gatehouse_db::Database;
+use gatehouse_keys::{ApiKeys, KeySet};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// No cross-origin access at all.
+    Deny,
+    /// `http://localhost:*`, `http://127.0.0.1:*` and `http://[::1]:*`: the development default.
+    Loopback,
+    /// Exactly these origins, compared byte for byte (`*` is refused at config load).
+    Origins(Vec<String>),
+}
+
+/// Edge settings, validated by the server's configuration before they get here.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub cors: CorsPolicy,
+    /// Send HSTS: set when the public URL is https.
+    pub hsts: bool,
+    /// When an admin listener exists, `/metrics` lives there and not on the API.
+    pub metrics_on_admin_listener: bool,
+}
+
+struct Shared {
+    db: Database,
+    signing_keys: KeySet,
+    api_keys: ApiKeys,
+    settings: HttpSettings,
+    metrics: PrometheusHandle,
+}
+
+/// What every handler may reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(db: Database, signing_keys: KeySet, api_keys: ApiKeys, settings: HttpSettings) -> Self {
+        Self(Arc::new(Shared {
+            db,
+            signing_keys,
+            api_keys,
+            settings,
+            metrics: metrics_handle(),
+        }))
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.0.db
+    }
+
+    pub fn signing_keys(&self) -> &KeySet {
+        &self.0.signing_keys
+    }
+
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.0.api_keys
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.0.settings
+    }
+
+    pub(crate) fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+}
+
+/// Latency buckets in seconds, from a cached read to a password hash under load.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder. Metrics are a property of the process,
+/// so servers started side by side in one process (tests) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+                    }
+                    handle
+                }
+                // Only an empty bucket list fails, and ours is a non-empty constant.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}

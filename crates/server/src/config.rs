@@ -1,0 +1,442 @@
+//! Configuration: `gatehouse.toml`, then `GATEHOUSE_*` variables on top, parsed
+//! into a validated [`Config`] before anything runs. Secrets are not here: they
+//! come from the environment or files (see `secrets`), and a secret-looking key
+//! in the toml is refused with a pointer to the right variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatehouse_http::CorsPolicy;
+use serde::Deserialize;
+
+pub const DEFAULT_FILE: &str = "gatehouse.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:54321";
+
+/// Fields that would hold secrets; each names the variable to use instead.
+const SECRET_FIELDS: &[(&str, &str)] = &[
+    ("secret_key", "GATEHOUSE_SECRET_KEY"),
+    ("publishable_key", "GATEHOUSE_PUBLISHABLE_KEY"),
+    ("database_url", "GATEHOUSE_DATABASE_URL"),
+    ("url", "GATEHOUSE_DATABASE_URL"),
+    ("password", "GATEHOUSE_DATABASE_URL"),
+    ("signing_keys", "GATEHOUSE_SIGNING_KEYS_FILE"),
+    ("jwt_secret", "GATEHOUSE_SIGNING_KEYS_FILE"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}:{line}:{column}: {message}")]
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{variable}: {message}")]
+    Env { variable: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+/// The validated configuration everything else is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    /// The URL clients use; the token issuer derives from it. Defaults to the listen address.
+    pub public_url: Option<String>,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub cors: CorsPolicy,
+    pub pool_size: usize,
+    pub pool_timeout: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    database: DatabaseSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    public_url: Option<PublicUrl>,
+    body_limit_bytes: Option<Bounded<1024, { 1 << 30 }>>,
+    request_timeout_secs: Option<Bounded<1, 3600>>,
+    shutdown_grace_secs: Option<Bounded<0, 3600>>,
+    cors_origins: Option<Vec<Origin>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DatabaseSection {
+    pool_size: Option<Bounded<1, 256>>,
+    pool_timeout_secs: Option<Bounded<1, 600>>,
+}
+
+/// An integer setting within `MIN..=MAX`, checked while parsing so the error
+/// carries the line.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "i64")]
+struct Bounded<const MIN: i64, const MAX: i64>(u64);
+
+impl<const MIN: i64, const MAX: i64> TryFrom<i64> for Bounded<MIN, MAX> {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, String> {
+        if (MIN..=MAX).contains(&value) {
+            Ok(Self(value.unsigned_abs()))
+        } else {
+            Err(format!("{value} is out of range: use {MIN} to {MAX}"))
+        }
+    }
+}
+
+/// An exact browser origin such as `https://app.example.com`.
+#[derive(Deserialize, Clone)]
+#[serde(try_from = "String")]
+struct Origin(String);
+
+impl TryFrom<String> for Origin {
+    type Error = String;
+
+    fn try_from(origin: String) -> Result<Self, String> {
+        if origin.contains('*') {
+            return Err(format!(
+                "{origin:?}: wildcard origins are refused because the API allows credentials; list each origin"
+            ));
+        }
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| format!("{origin:?}: an origin starts with https:// or http://"))?;
+        if rest.is_empty() || rest.contains('/') || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{origin:?}: an origin is scheme://host[:port], without path or trailing slash"
+            ));
+        }
+        Ok(Self(origin))
+    }
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(try_from = "String")]
+struct PublicUrl(String);
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        let valid = (url.starts_with("https://") || url.starts_with("http://"))
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if valid {
+            Ok(Self(url.trim_end_matches('/').to_owned()))
+        } else {
+            Err(format!("{url:?}: the public URL starts with https:// or http://"))
+        }
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |n| before.len() - n - 1) + 1;
+    (line, column)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let (line, column) = line_and_column(text, error.span().map_or(0, |span| span.start));
+        let mut message = error.message().trim().to_owned();
+        if let Some((field, variable)) = SECRET_FIELDS
+            .iter()
+            .find(|(field, _)| message.contains(&format!("unknown field `{field}`")))
+        {
+            message = format!(
+                "`{field}` is a secret and is never read from the config file; set {variable} \
+                 (or {variable}_FILE) in the environment instead"
+            );
+        }
+        ConfigError::File {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+/// Reads environment variables; a closure so tests need not touch the process environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn env_value<T: TryFrom<String, Error = String>>(env: Env, variable: &str) -> Result<Option<T>, ConfigError> {
+    env(variable)
+        .map(|value| {
+            T::try_from(value).map_err(|message| ConfigError::Env {
+                variable: variable.to_owned(),
+                message,
+            })
+        })
+        .transpose()
+}
+
+fn env_parsed<T: std::str::FromStr>(env: Env, variable: &str, expect: &str) -> Result<Option<T>, ConfigError> {
+    env(variable)
+        .map(|value| {
+            value.trim().parse::<T>().map_err(|_| ConfigError::Env {
+                variable: variable.to_owned(),
+                message: format!("{value:?} is not {expect}"),
+            })
+        })
+        .transpose()
+}
+
+fn env_bounded<const MIN: i64, const MAX: i64>(
+    env: Env,
+    variable: &str,
+) -> Result<Option<Bounded<MIN, MAX>>, ConfigError> {
+    env_parsed::<i64>(env, variable, "a whole number")?
+        .map(|value| {
+            Bounded::try_from(value).map_err(|message| ConfigError::Env {
+                variable: variable.to_owned(),
+                message,
+            })
+        })
+        .transpose()
+}
+
+/// What the command line says, which wins over the environment and the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub production: bool,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the file (the named one, which must exist, or `gatehouse.toml` when
+    /// present), applies `GATEHOUSE_*` variables, then the command line.
+    pub fn load(overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let named = overrides
+            .config_file
+            .clone()
+            .or_else(|| env("GATEHOUSE_CONFIG").map(PathBuf::from));
+        let file = match named {
+            Some(path) => Some(read(&path)?.map(|text| (path.clone(), text)).ok_or(ConfigError::Read {
+                path,
+                source: std::io::ErrorKind::NotFound.into(),
+            })?),
+            None => read(Path::new(DEFAULT_FILE))?.map(|text| (PathBuf::from(DEFAULT_FILE), text)),
+        };
+        let parsed = match &file {
+            Some((path, text)) => parse_file(path, text)?,
+            None => FileConfig::default(),
+        };
+        Self::assemble(parsed, overrides, env)
+    }
+
+    fn assemble(file: FileConfig, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let production = overrides.production
+            || match env("GATEHOUSE_ENV").as_deref().map(str::trim) {
+                None | Some("" | "development") => false,
+                Some("production") => true,
+                Some(other) => {
+                    return Err(ConfigError::Env {
+                        variable: "GATEHOUSE_ENV".into(),
+                        message: format!("{other:?} is not development or production"),
+                    });
+                }
+            };
+        let server = file.server;
+        let listen = match overrides.listen {
+            Some(listen) => listen,
+            None => match env_parsed(env, "GATEHOUSE_LISTEN", "a socket address such as 127.0.0.1:54321")? {
+                Some(listen) => listen,
+                None => match server.listen {
+                    Some(listen) => listen,
+                    None => DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Env {
+                        variable: "GATEHOUSE_LISTEN".into(),
+                        message: "the built-in default does not parse".into(),
+                    })?,
+                },
+            },
+        };
+        let admin_listen = env_parsed(env, "GATEHOUSE_ADMIN_LISTEN", "a socket address")?.or(server.admin_listen);
+        let public_url = env_value::<PublicUrl>(env, "GATEHOUSE_PUBLIC_URL")?.or(server.public_url);
+        let cors_origins = match env("GATEHOUSE_CORS_ORIGINS") {
+            Some(list) => Some(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|origin| !origin.is_empty())
+                    .map(|origin| {
+                        Origin::try_from(origin.to_owned()).map_err(|message| ConfigError::Env {
+                            variable: "GATEHOUSE_CORS_ORIGINS".into(),
+                            message,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => server.cors_origins,
+        };
+        let cors = match cors_origins {
+            Some(origins) if origins.is_empty() => CorsPolicy::Deny,
+            Some(origins) => CorsPolicy::Origins(origins.into_iter().map(|o| o.0).collect()),
+            // Front ends on a developer's machine work out of the box; production
+            // admits no browser origin until the operator names one.
+            None if production => CorsPolicy::Deny,
+            None => CorsPolicy::Loopback,
+        };
+        let seconds = |bounded: Option<u64>, default: u64| Duration::from_secs(bounded.unwrap_or(default));
+        Ok(Config {
+            mode: if production { Mode::Production } else { Mode::Development },
+            data_dir: overrides
+                .data_dir
+                .clone()
+                .or_else(|| env("GATEHOUSE_DATA_DIR").map(PathBuf::from))
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("gatehouse-data")),
+            listen,
+            admin_listen,
+            public_url: public_url.map(|url| url.0),
+            body_limit: env_bounded::<1024, { 1 << 30 }>(env, "GATEHOUSE_BODY_LIMIT_BYTES")?
+                .or(server.body_limit_bytes)
+                .map_or(1 << 20, |b| b.0 as usize),
+            request_timeout: seconds(
+                env_bounded::<1, 3600>(env, "GATEHOUSE_REQUEST_TIMEOUT_SECS")?
+                    .or(server.request_timeout_secs)
+                    .map(|b| b.0),
+                30,
+            ),
+            shutdown_grace: seconds(server.shutdown_grace_secs.map(|b| b.0), 30),
+            cors,
+            pool_size: file.database.pool_size.map_or(8, |b| b.0 as usize),
+            pool_timeout: seconds(file.database.pool_timeout_secs.map(|b| b.0), 5),
+        })
+    }
+
+    /// The base URL clients reach: the configured public URL or the bound address.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+}
+
+fn read(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The commented starter file `gatehouse init` writes.
+pub const STARTER: &str = include_str!("starter.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file = parse_file(Path::new("gatehouse.toml"), text)?;
+        Config::assemble(file, &Overrides::default(), &no_env)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_starter_file_is_valid() {
+        let config = parse(STARTER).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let config = parse("").unwrap();
+        assert_eq!(config.mode, Mode::Development);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from("gatehouse-data"));
+        assert_eq!(config.cors, CorsPolicy::Loopback);
+        assert_eq!(config.body_limit, 1 << 20);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        for (text, expected) in [
+            ("[server]\nlisten = \"nowhere\"\n", "gatehouse.toml:2:"),
+            ("[server]\n\nrequest_timeout_secs = 0\n", "gatehouse.toml:3:"),
+            ("[server]\nlistne = \"127.0.0.1:1\"\n", "unknown field `listne`"),
+            ("[server]\ncors_origins = [\"*\"]\n", "wildcard origins are refused"),
+            ("[server]\ncors_origins = [\"https://a.example/\"]\n", "without path"),
+            ("[server\n", "gatehouse.toml:1:"),
+            ("secret_key = \"x\"\n", "GATEHOUSE_SECRET_KEY"),
+            ("[database]\nurl = \"postgres://u:p@h/db\"\n", "GATEHOUSE_DATABASE_URL"),
+        ] {
+            let message = error_of(text);
+            assert!(message.contains(expected), "{text:?} gave {message:?}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "GATEHOUSE_LISTEN" => Some("127.0.0.1:9999".to_owned()),
+            "GATEHOUSE_CORS_ORIGINS" => Some("https://a.example, https://b.example".to_owned()),
+            "GATEHOUSE_ENV" => Some("production".to_owned()),
+            _ => None,
+        };
+        let file = parse_file(Path::new("g.toml"), "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let config = Config::assemble(file, &Overrides::default(), &env).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(config.mode, Mode::Production);
+        assert_eq!(
+            config.cors,
+            CorsPolicy::Origins(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let env = |name: &str| (name == "GATEHOUSE_REQUEST_TIMEOUT_SECS").then(|| "soon".to_owned());
+        let error = Config::assemble(FileConfig::default(), &Overrides::default(), &env).unwrap_err();
+        assert!(error.to_string().starts_with("GATEHOUSE_REQUEST_TIMEOUT_SECS:"), "{error}");
+    }
+
+    #[test]
+    fn production_admits_no_browser_origin_by_default() {
+        let overrides = Overrides {
+            production: true,
+            ..Overrides::default()
+        };
+        let config = Config::assemble(FileConfig::default(), &overrides, &no_env).unwrap();
+        assert_eq!(config.cors, CorsPolicy::Deny);
+    }
+}

@@ -1,0 +1,141 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gatehouse_keys::{ApiRole, SigningAlgorithm};
+use gatehouse_server::commands::{init, keys, serve};
+use gatehouse_server::config::{Config, Overrides};
+
+/// Gatehouse: the whole backend of a web app in one binary, secure by default.
+#[derive(Parser)]
+#[command(name = "gatehouse", version)]
+struct Cli {
+    /// The configuration file (default: ./gatehouse.toml when present; or GATEHOUSE_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Production mode: refuse to start without strong operator-supplied secrets.
+    #[arg(long, global = true)]
+    production: bool,
+    /// The data folder (default: ./gatehouse-data; or GATEHOUSE_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:54321; or GATEHOUSE_LISTEN).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Write a commented starter gatehouse.toml.
+    Init {
+        #[arg(long, default_value = "gatehouse.toml")]
+        path: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Manage signing keys and API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Algorithm {
+    Es256,
+    Eddsa,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ApiKeyKind {
+    Publishable,
+    Secret,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new signing key set, or with --api-key a new API key, in a file.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "es256")]
+        alg: Algorithm,
+        #[arg(long, value_enum)]
+        api_key: Option<ApiKeyKind>,
+    },
+    /// List the signing keys (public facts only).
+    List {
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Add a new current signing key; older keys keep verifying.
+    Rotate {
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "es256")]
+        alg: Algorithm,
+    },
+    /// Remove a signing key that is no longer current.
+    Retire {
+        kid: String,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+fn algorithm(alg: Algorithm) -> SigningAlgorithm {
+    match alg {
+        Algorithm::Es256 => SigningAlgorithm::Es256,
+        Algorithm::Eddsa => SigningAlgorithm::EdDsa,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut overrides = Overrides {
+        config_file: cli.config,
+        production: cli.production,
+        listen: None,
+        data_dir: cli.data_dir,
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    match cli.command {
+        Command::Serve { listen } => {
+            overrides.listen = listen;
+            let config = Config::load(&overrides, &env)?;
+            gatehouse_server::logging::init();
+            tokio::runtime::Runtime::new()?.block_on(serve::run(config))
+        }
+        Command::Init { path, force } => init::run(&path, force),
+        Command::Keys(command) => {
+            let data_dir = || Config::load(&overrides, &env).map(|config| config.data_dir);
+            match command {
+                KeysCommand::Generate { out, api_key: Some(kind), .. } => keys::generate_api(
+                    &out,
+                    match kind {
+                        ApiKeyKind::Publishable => ApiRole::Anon,
+                        ApiKeyKind::Secret => ApiRole::Service,
+                    },
+                ),
+                KeysCommand::Generate { out, alg, api_key: None } => keys::generate_signing(&out, algorithm(alg)),
+                KeysCommand::List { file } => keys::list(&keys::key_set_path(file, &data_dir()?)),
+                KeysCommand::Rotate { file, alg } => keys::rotate(&keys::key_set_path(file, &data_dir()?), algorithm(alg)),
+                KeysCommand::Retire { kid, file } => keys::retire(&keys::key_set_path(file, &data_dir()?), &kid),
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Secrets: the API keys, the signing key set and the database URL. They come
+//! from `GATEHOUSE_<NAME>` or the file named by `GATEHOUSE_<NAME>_FILE`, never from
+//! the config file. In development, missing ones are generated once into the data
+//! folder (mode 0600); production refuses to start while any is missing, a
+//! development leftover, a well-known default or too short, naming each.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use gatehouse_db::Location;
+use gatehouse_keys::{ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, generate_api_key, weakness};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{Config, Env, Mode};
+
+pub const PUBLISHABLE_FILE: &str = "publishable.key";
+pub const SECRET_FILE: &str = "secret.key";
+pub const SIGNING_KEYS_FILE: &str = "signing-keys.json";
+pub const DATABASE_FILE: &str = "gatehouse.db";
+
+const MIN_API_KEY_LEN: usize = 32;
+const MIN_DATABASE_PASSWORD_LEN: usize = 16;
+
+pub struct Secrets {
+    pub database: Location,
+    pub api_keys: ApiKeys,
+    pub signing_keys: KeySet,
+    /// Where the secret API key is kept, for the start-up message; never the key.
+    pub secret_key_source: String,
+}
+
+/// `GATEHOUSE_<NAME>` or the contents of `GATEHOUSE_<NAME>_FILE`, trailing newline removed.
+pub fn read_secret(env: Env, name: &str) -> anyhow::Result<Option<SecretString>> {
+    let variable = format!("GATEHOUSE_{name}");
+    let file_variable = format!("{variable}_FILE");
+    match (env(&variable), env(&file_variable)) {
+        (Some(_), Some(_)) => bail!("set {variable} or {file_variable}, not both"),
+        (Some(value), None) => Ok(Some(value.into())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("{file_variable}: cannot read {path}"))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned().into()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn source_of(env: Env, name: &str) -> String {
+    let file_variable = format!("GATEHOUSE_{name}_FILE");
+    env(&file_variable).unwrap_or_else(|| format!("the GATEHOUSE_{name} environment variable"))
+}
+
+fn database_location(env: Env, data_dir: &Path) -> anyhow::Result<Location> {
+    match read_secret(env, "DATABASE_URL")? {
+        None => Ok(Location::Sqlite(data_dir.join(DATABASE_FILE))),
+        Some(url) => {
+            let scheme_ok = ["postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.expose_secret().starts_with(scheme));
+            if !scheme_ok {
+                bail!("GATEHOUSE_DATABASE_URL must start with postgres:// (leave it unset for SQLite)");
+            }
+            Ok(Location::Postgres(url))
+        }
+    }
+}
+
+pub fn create_data_dir(path: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create the data folder {}", path.display()))
+}
+
+pub fn resolve(config: &Config, env: Env) -> anyhow::Result<Secrets> {
+    match config.mode {
+        Mode::Production => production(config, env),
+        Mode::Development => development(config, env),
+    }
+}
+
+fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
+    create_data_dir(&config.data_dir)?;
+    let api_key = |name: &str, file: &str, role: ApiRole| -> anyhow::Result<(SecretString, String)> {
+        if let Some(value) = read_secret(env, name)? {
+            return Ok((value, source_of(env, name)));
+        }
+        let path = config.data_dir.join(file);
+        let value = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim_end().to_owned().into(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key = generate_api_key(role)?;
+                gatehouse_keys::write_private_file(&path, key.expose_secret().as_bytes())?;
+                key
+            }
+            Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Ok((value, path.display().to_string()))
+    };
+    let (publishable, _) = api_key("PUBLISHABLE_KEY", PUBLISHABLE_FILE, ApiRole::Anon)?;
+    let (secret, secret_key_source) = api_key("SECRET_KEY", SECRET_FILE, ApiRole::Service)?;
+    let signing_path = env("GATEHOUSE_SIGNING_KEYS_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.data_dir.join(SIGNING_KEYS_FILE));
+    let signing_keys = if signing_path.exists() {
+        KeySet::load(&signing_path)?
+    } else {
+        let keys = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Development)?;
+        keys.save(&signing_path)?;
+        keys
+    };
+    Ok(Secrets {
+        database: database_location(env, &config.data_dir)?,
+        api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
+        signing_keys,
+        secret_key_source,
+    })
+}
+
+fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
+    let mut problems = Vec::new();
+    let api_key_fix = |kind: &str, name: &str| {
+        format!(
+            "create one with `gatehouse keys generate --api-key {kind} --out {}.key` and set \
+             GATEHOUSE_{name}_FILE to its path",
+            kind
+        )
+    };
+    let mut api_key = |name: &str, kind: &str| match read_secret(env, name) {
+        Ok(Some(value)) => match weakness(value.expose_secret(), MIN_API_KEY_LEN) {
+            None => Some(value),
+            Some(reason) => {
+                problems.push(format!("GATEHOUSE_{name} is too weak ({reason}): {}", api_key_fix(kind, name)));
+                None
+            }
+        },
+        Ok(None) => {
+            problems.push(format!("GATEHOUSE_{name} is missing: {}", api_key_fix(kind, name)));
+            None
+        }
+        Err(error) => {
+            problems.push(format!("{error:#}"));
+            None
+        }
+    };
+    let publishable = api_key("PUBLISHABLE_KEY", "publishable");
+    let secret = api_key("SECRET_KEY", "secret");
+
+    let signing_fix = "create a key set with `gatehouse keys generate --out /etc/gatehouse/signing-keys.json` \
+                       and set GATEHOUSE_SIGNING_KEYS_FILE to its path";
+    let signing_keys = match env("GATEHOUSE_SIGNING_KEYS_FILE") {
+        None => {
+            problems.push(format!("GATEHOUSE_SIGNING_KEYS_FILE is missing: {signing_fix}"));
+            None
+        }
+        Some(path) => match KeySet::load(Path::new(&path)) {
+            Ok(keys) if keys.origin() == KeyOrigin::Development => {
+                problems.push(format!(
+                    "GATEHOUSE_SIGNING_KEYS_FILE ({path}) holds development keys: {signing_fix}"
+                ));
+                None
+            }
+            Ok(keys) => Some(keys),
+            Err(error) => {
+                problems.push(format!("GATEHOUSE_SIGNING_KEYS_FILE: {error}"));
+                None
+            }
+        },
+    };
+
+    let database = match database_location(env, &config.data_dir) {
+        Ok(location) => {
+            match location.postgres_password() {
+                Ok(None) if matches!(location, Location::Postgres(_)) => problems.push(format!(
+                    "GATEHOUSE_DATABASE_URL has no password: give the database user a random password of \
+                     {MIN_DATABASE_PASSWORD_LEN} or more characters and put it in the URL"
+                )),
+                Ok(Some(password)) => {
+                    if let Some(reason) = weakness(password.expose_secret(), MIN_DATABASE_PASSWORD_LEN) {
+                        problems.push(format!(
+                            "the GATEHOUSE_DATABASE_URL password is too weak ({reason}): use a random one of \
+                             {MIN_DATABASE_PASSWORD_LEN} or more characters"
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => problems.push(format!("GATEHOUSE_DATABASE_URL: {error}")),
+            }
+            Some(location)
+        }
+        Err(error) => {
+            problems.push(format!("{error:#}"));
+            None
+        }
+    };
+
+    match (publishable, secret, signing_keys, database) {
+        (Some(publishable), Some(secret), Some(signing_keys), Some(database)) if problems.is_empty() => {
+            if matches!(database, Location::Sqlite(_)) {
+                create_data_dir(&config.data_dir)?;
+            }
+            Ok(Secrets {
+                database,
+                api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
+                signing_keys,
+                secret_key_source: source_of(env, "SECRET_KEY"),
+            })
+        }
+        _ => bail!(
+            "production mode refuses to start:\n{}",
+            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        ),
+    }
+}

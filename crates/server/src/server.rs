@@ -1,0 +1,117 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use gatehouse_db::{Database, PoolOptions};
+use gatehouse_http::{AppState, HttpSettings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::secrets::Secrets;
+
+/// A started server: its bound addresses and the means to stop it gracefully.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub public_url: String,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    grace: Duration,
+}
+
+pub async fn start(config: &Config, secrets: Secrets, custom: Router<AppState>) -> anyhow::Result<Running> {
+    let db = Database::open(
+        &secrets.database,
+        PoolOptions {
+            max_connections: config.pool_size,
+            acquire_timeout: config.pool_timeout,
+        },
+    )
+    .await
+    .context("cannot open the database")?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on {admin}"))?,
+        ),
+        None => None,
+    };
+    let public_url = config.public_url(addr);
+    let settings = HttpSettings {
+        body_limit: config.body_limit,
+        request_timeout: config.request_timeout,
+        cors: config.cors.clone(),
+        hsts: public_url.starts_with("https://"),
+        metrics_on_admin_listener: admin_listener.is_some(),
+    };
+    let state = AppState::new(db, secrets.signing_keys, secrets.api_keys, settings);
+    let (stop, stopped) = watch::channel(false);
+    let mut listeners = vec![serve(listener, gatehouse_http::app(state.clone(), custom), stopped.clone())];
+    let mut admin_addr = None;
+    if let Some(admin_listener) = admin_listener {
+        admin_addr = Some(admin_listener.local_addr()?);
+        listeners.push(serve(admin_listener, gatehouse_http::admin_app(state.clone()), stopped));
+    }
+    tracing::info!(%addr, ?admin_addr, "listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        public_url,
+        state,
+        stop,
+        listeners,
+        grace: config.shutdown_grace,
+    })
+}
+
+fn serve(listener: TcpListener, app: Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>> {
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        // A closed channel means the `Running` handle is gone: stop as well.
+        let _ = stopped.wait_for(|stop| *stop).await;
+    });
+    tokio::spawn(async move { server.await })
+}
+
+impl Running {
+    /// Stops accepting connections and lets in-flight requests finish, for at
+    /// most the configured grace period.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!(grace_secs = self.grace.as_secs(), "shutting down; finishing in-flight requests");
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        for listener in self.listeners {
+            let abort = listener.abort_handle();
+            match tokio::time::timeout_at(deadline, listener).await {
+                Ok(result) => result.context("listener task failed")??,
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!("grace period over; dropping the requests still running");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Listens for SIGTERM and SIGINT (Ctrl-C) from the moment it is called; the
+/// returned future resolves on the first of them.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}
