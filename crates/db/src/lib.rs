@@ -111,8 +111,12 @@ impl Database {
     /// Opens (creating if needed) the database and applies Gatehouse's own migrations.
     pub async fn open(location: &Location, options: PoolOptions) -> Result<Self> {
         let db = match location {
-            Location::Sqlite(path) => Database::Sqlite(sqlite::SqlitePool::open(path, options).await?),
-            Location::Postgres(url) => Database::Postgres(postgres::PgPool::open(url, options).await?),
+            Location::Sqlite(path) => {
+                Database::Sqlite(sqlite::SqlitePool::open(path, options).await?)
+            }
+            Location::Postgres(url) => {
+                Database::Postgres(postgres::PgPool::open(url, options).await?)
+            }
         };
         migrations::apply(&db).await?;
         Ok(db)
@@ -149,8 +153,12 @@ impl Database {
 
     /// Reads one value of Gatehouse's own key/value table.
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
-        let rows = self.query(Statement::new(&migrations::GET_META, vec![key.into()])).await?;
-        rows.first().map(|row| row.text(0).map(str::to_owned)).transpose()
+        let rows = self
+            .query(Statement::new(&migrations::GET_META, vec![key.into()]))
+            .await?;
+        rows.first()
+            .map(|row| row.text(0).map(str::to_owned))
+            .transpose()
     }
 
     /// Writes one value of Gatehouse's own key/value table, durably.

@@ -73,7 +73,12 @@ pub(crate) async fn apply(db: &Database) -> Result<()> {
     }
     for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
         let mut statements = vec![Statement::new(&LOCK, vec![])];
-        statements.extend(migration.steps.iter().map(|step| Statement::new(step, vec![])));
+        statements.extend(
+            migration
+                .steps
+                .iter()
+                .map(|step| Statement::new(step, vec![])),
+        );
         statements.push(Statement::new(
             &RECORD,
             vec![Value::Integer(migration.version), migration.name.into()],
@@ -85,7 +90,11 @@ pub(crate) async fn apply(db: &Database) -> Result<()> {
                 name: migration.name,
                 source: Box::new(source),
             })?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
     }
     Ok(())
 }

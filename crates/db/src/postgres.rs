@@ -76,7 +76,9 @@ pub(crate) fn parse_url(url: &SecretString) -> Result<tokio_postgres::Config> {
 }
 
 async fn run(client: &impl GenericClient, statement: &Statement) -> Result<Vec<Row>> {
-    let prepared = client.prepare(statement.sql.text(Dialect::Postgres)).await?;
+    let prepared = client
+        .prepare(statement.sql.text(Dialect::Postgres))
+        .await?;
     let params: Vec<&(dyn ToSql + Sync)> = statement
         .params
         .iter()
@@ -97,10 +99,16 @@ fn from_postgres(row: &tokio_postgres::Row, column: usize) -> Result<Value> {
     let ty = row.columns()[column].type_();
     let value = match *ty {
         Type::BOOL => row.try_get::<_, Option<bool>>(column)?.map(Value::Bool),
-        Type::INT2 => row.try_get::<_, Option<i16>>(column)?.map(|n| Value::Integer(n.into())),
-        Type::INT4 => row.try_get::<_, Option<i32>>(column)?.map(|n| Value::Integer(n.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(column)?
+            .map(|n| Value::Integer(n.into())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(column)?
+            .map(|n| Value::Integer(n.into())),
         Type::INT8 => row.try_get::<_, Option<i64>>(column)?.map(Value::Integer),
-        Type::FLOAT4 => row.try_get::<_, Option<f32>>(column)?.map(|n| Value::Real(n.into())),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(column)?
+            .map(|n| Value::Real(n.into())),
         Type::FLOAT8 => row.try_get::<_, Option<f64>>(column)?.map(Value::Real),
         Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(column)?.map(Value::Blob),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
@@ -114,7 +122,11 @@ fn from_postgres(row: &tokio_postgres::Row, column: usize) -> Result<Value> {
 /// Binds a [`Value`] to whatever type PostgreSQL inferred for the parameter, so one
 /// statement works whether a column is `int4` or `int8`, `text` or `varchar`.
 impl ToSql for Value {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             Value::Null => Ok(IsNull::Yes),
             Value::Integer(number) => match *ty {

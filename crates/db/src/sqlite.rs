@@ -89,9 +89,10 @@ impl SqlitePool {
     }
 
     pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
-        let mut writer = tokio::time::timeout(self.acquire_timeout, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| DbError::PoolTimeout)?;
+        let mut writer =
+            tokio::time::timeout(self.acquire_timeout, self.writer.clone().lock_owned())
+                .await
+                .map_err(|_| DbError::PoolTimeout)?;
         tokio::task::spawn_blocking(move || {
             let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let results = statements

@@ -41,6 +41,7 @@ pub async fn record(request: Request, next: Next) -> Response {
         ("status", status.to_string()),
     ];
     metrics::counter!("gatehouse_http_requests_total", &labels).increment(1);
-    metrics::histogram!("gatehouse_http_request_duration_seconds", &labels).record(latency.as_secs_f64());
+    metrics::histogram!("gatehouse_http_request_duration_seconds", &labels)
+        .record(latency.as_secs_f64());
     response
 }

@@ -29,11 +29,19 @@ fn needs_key(path: &str) -> bool {
 }
 
 fn missing() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "no_api_key", "No API key found in request.")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "no_api_key",
+        "No API key found in request.",
+    )
 }
 
 fn invalid() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "Invalid API key.")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+        "Invalid API key.",
+    )
 }
 
 pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -60,7 +68,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<ApiCaller>().copied().ok_or_else(missing)
+        parts
+            .extensions
+            .get::<ApiCaller>()
+            .copied()
+            .ok_or_else(missing)
     }
 }
 
@@ -78,10 +90,20 @@ mod tests {
 
     #[test]
     fn api_prefixes_need_a_key_except_public_paths() {
-        for path in ["/auth/v1/user", "/rest/v1/orders", "/storage/v1/object/b/x", "/rest/v1"] {
+        for path in [
+            "/auth/v1/user",
+            "/rest/v1/orders",
+            "/storage/v1/object/b/x",
+            "/rest/v1",
+        ] {
             assert!(needs_key(path), "{path}");
         }
-        for path in ["/health", "/auth/v1/.well-known/jwks.json", "/rest/v10", "/"] {
+        for path in [
+            "/health",
+            "/auth/v1/.well-known/jwks.json",
+            "/rest/v10",
+            "/",
+        ] {
             assert!(!needs_key(path), "{path}");
         }
     }

@@ -24,7 +24,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -47,11 +51,23 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => ("unauthorized", "Authentication is required."),
             StatusCode::FORBIDDEN => ("forbidden", "Not allowed."),
             StatusCode::NOT_FOUND => ("not_found", "No such resource."),
-            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This method is not allowed here."),
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "The request body is too large."),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "The content type is not supported."),
-            StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "The request body is invalid."),
-            StatusCode::SERVICE_UNAVAILABLE => ("request_timeout", "The request took too long and was stopped."),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "This method is not allowed here.")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("payload_too_large", "The request body is too large.")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "The content type is not supported.",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ("validation_failed", "The request body is invalid.")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "request_timeout",
+                "The request took too long and was stopped.",
+            ),
             status if status.is_client_error() => ("bad_request", "The request was refused."),
             _ => return Self::internal(),
         };
@@ -142,9 +158,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     let json = body(&error, surface, &request_id, api_version.is_some());
     parts.status = error.status;
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let (Surface::Auth, Some(version)) = (surface, api_version) {
         parts.headers.insert(API_VERSION_HEADER, version);
     }
@@ -182,7 +199,11 @@ mod tests {
 
     #[test]
     fn shapes_per_surface() {
-        let error = ApiError::new(StatusCode::UNAUTHORIZED, "no_api_key", "No API key found in request");
+        let error = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_api_key",
+            "No API key found in request",
+        );
         let auth = body(&error, Surface::Auth, "rid", true);
         assert_eq!(auth["code"], "no_api_key");
         assert_eq!(auth["message"], "No API key found in request");

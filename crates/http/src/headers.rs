@@ -1,8 +1,8 @@
-use http::header::{self, HeaderName};
-use http::{HeaderValue, Method, request::Parts};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::header::{self, HeaderName};
+use http::{HeaderValue, Method, request::Parts};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::CorsPolicy;
@@ -40,11 +40,17 @@ pub async fn security_headers(State(hsts): State<bool>, request: Request, next: 
     let headers = response.headers_mut();
     for (name, value) in ALWAYS {
         if !headers.contains_key(*name) {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
     }
     if hsts {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
     }
     response
 }
@@ -82,9 +88,9 @@ fn is_loopback_origin(origin: &HeaderValue) -> bool {
         .any(|host| {
             origin.strip_prefix(host).is_some_and(|rest| {
                 rest.is_empty()
-                    || rest
-                        .strip_prefix(':')
-                        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+                    || rest.strip_prefix(':').is_some_and(|port| {
+                        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                    })
             })
         })
 }
@@ -94,13 +100,19 @@ fn is_loopback_origin(origin: &HeaderValue) -> bool {
 pub fn cors(policy: &CorsPolicy) -> CorsLayer {
     let origins = match policy {
         CorsPolicy::Deny => return CorsLayer::new(),
-        CorsPolicy::Loopback => AllowOrigin::predicate(|origin: &HeaderValue, _: &Parts| is_loopback_origin(origin)),
+        CorsPolicy::Loopback => {
+            AllowOrigin::predicate(|origin: &HeaderValue, _: &Parts| is_loopback_origin(origin))
+        }
         CorsPolicy::Origins(list) => AllowOrigin::list(
             list.iter()
                 .filter_map(|origin| HeaderValue::from_str(origin).ok()),
         ),
     };
-    let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect::<Vec<_>>()
+    };
     CorsLayer::new()
         .allow_origin(origins)
         .allow_credentials(true)
@@ -123,8 +135,16 @@ mod tests {
 
     #[test]
     fn loopback_origins_only() {
-        for good in ["http://localhost:3000", "http://127.0.0.1:5173", "http://[::1]:8080", "http://localhost"] {
-            assert!(is_loopback_origin(&HeaderValue::from_static(good)), "{good}");
+        for good in [
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+            "http://[::1]:8080",
+            "http://localhost",
+        ] {
+            assert!(
+                is_loopback_origin(&HeaderValue::from_static(good)),
+                "{good}"
+            );
         }
         for bad in [
             "http://localhost.evil.example",

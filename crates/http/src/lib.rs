@@ -39,7 +39,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::get(routes::jwks::get),
         );
     if !state.settings().metrics_on_admin_listener {
-        routes = routes.route("/metrics", axum::routing::get(routes::metrics::get_with_secret_key));
+        routes = routes.route(
+            "/metrics",
+            axum::routing::get(routes::metrics::get_with_secret_key),
+        );
     }
     let routes = routes.merge(custom).fallback(routes::not_found);
     with_middleware(routes, state)

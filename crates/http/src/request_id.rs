@@ -51,7 +51,14 @@ mod tests {
             assert!(is_well_formed(good.as_bytes()), "{good}");
         }
         let long = "a".repeat(129);
-        for bad in ["", "has space", "new\nline", "<script>", "quote\"", long.as_str()] {
+        for bad in [
+            "",
+            "has space",
+            "new\nline",
+            "<script>",
+            "quote\"",
+            long.as_str(),
+        ] {
             assert!(!is_well_formed(bad.as_bytes()), "{bad:?}");
         }
     }

@@ -9,5 +9,9 @@ use crate::ApiError;
 
 /// Every unknown path answers the same way, in the dialect of its surface.
 pub async fn not_found() -> ApiError {
-    ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "No such resource.")
+    ApiError::new(
+        http::StatusCode::NOT_FOUND,
+        "not_found",
+        "No such resource.",
+    )
 }

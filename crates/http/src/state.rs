@@ -41,7 +41,12 @@ struct Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(db: Database, signing_keys: KeySet, api_keys: ApiKeys, settings: HttpSettings) -> Self {
+    pub fn new(
+        db: Database,
+        signing_keys: KeySet,
+        api_keys: ApiKeys,
+        settings: HttpSettings,
+    ) -> Self {
         Self(Arc::new(Shared {
             db,
             signing_keys,
@@ -90,7 +95,9 @@ pub fn metrics_handle() -> PrometheusHandle {
                 Ok(recorder) => {
                     let handle = recorder.handle();
                     if metrics::set_global_recorder(recorder).is_err() {
-                        tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+                        tracing::warn!(
+                            "another metrics recorder is installed; /metrics stays empty"
+                        );
                     }
                     handle
                 }

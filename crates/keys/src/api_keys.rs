@@ -86,8 +86,17 @@ pub fn generate_api_key(role: ApiRole) -> Result<SecretString, KeyError> {
 /// Values people paste from examples. A key or password equal to one of these,
 /// ignoring case, is refused in production.
 const PLACEHOLDERS: &[&str] = &[
-    "changeme", "change-me", "secret", "password", "postgres", "admin", "example", "test",
-    "your-secret-key", "your-super-secret-and-long-postgres-password", "super-secret",
+    "changeme",
+    "change-me",
+    "secret",
+    "password",
+    "postgres",
+    "admin",
+    "example",
+    "test",
+    "your-secret-key",
+    "your-super-secret-and-long-postgres-password",
+    "super-secret",
 ];
 
 /// Why a secret is too weak for production, or `None` when it will do.
@@ -96,7 +105,10 @@ pub fn weakness(value: &str, min_len: usize) -> Option<String> {
     if lowered.is_empty() {
         return Some("it is empty".into());
     }
-    if PLACEHOLDERS.iter().any(|p| lowered == *p || lowered.trim_start_matches("sb_secret_") == *p) {
+    if PLACEHOLDERS
+        .iter()
+        .any(|p| lowered == *p || lowered.trim_start_matches("sb_secret_") == *p)
+    {
         return Some("it is a well-known default value".into());
     }
     if value.chars().count() < min_len {
@@ -125,8 +137,14 @@ mod tests {
     #[test]
     fn identifies_each_key_and_nothing_else() {
         let (keys, publishable, secret) = keys();
-        assert_eq!(keys.identify(publishable.expose_secret()), Some(ApiRole::Anon));
-        assert_eq!(keys.identify(secret.expose_secret()), Some(ApiRole::Service));
+        assert_eq!(
+            keys.identify(publishable.expose_secret()),
+            Some(ApiRole::Anon)
+        );
+        assert_eq!(
+            keys.identify(secret.expose_secret()),
+            Some(ApiRole::Service)
+        );
         assert_eq!(keys.identify(""), None);
         let mut near = secret.expose_secret().to_owned();
         near.pop();

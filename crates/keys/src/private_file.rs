@@ -24,7 +24,9 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     file.sync_all().map_err(fail)?;
     std::fs::rename(&temporary, path).map_err(fail)?;
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(folder).and_then(|f| f.sync_all()).map_err(fail)?;
+        std::fs::File::open(folder)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)?;
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -123,7 +125,10 @@ impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeySet")
             .field("current", &self.current)
-            .field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -138,11 +143,14 @@ impl SigningKey {
     fn generate(alg: SigningAlgorithm) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            SigningAlgorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
+            SigningAlgorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            }
             SigningAlgorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng),
         }
         .map_err(|_| KeyError::Random)?;
-        Self::from_pkcs8(alg, pkcs8.as_ref().to_vec(), now()).map_err(|reason| KeyError::Sign(reason))
+        Self::from_pkcs8(alg, pkcs8.as_ref().to_vec(), now())
+            .map_err(|reason| KeyError::Sign(reason))
     }
 
     fn from_pkcs8(alg: SigningAlgorithm, pkcs8: Vec<u8>, created_at: u64) -> Result<Self, String> {
@@ -157,12 +165,14 @@ impl SigningKey {
                 }
                 let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
                 let y = URL_SAFE_NO_PAD.encode(&point[33..]);
-                let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
+                let decoding =
+                    DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
                 let jwk = json!({"crv": "P-256", "kty": "EC", "x": x, "y": y});
                 (jwk, EncodingKey::from_ec_der(&pkcs8), decoding)
             }
             SigningAlgorithm::EdDsa => {
-                let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| format!("not an Ed25519 key: {e}"))?;
+                let pair = Ed25519KeyPair::from_pkcs8(&pkcs8)
+                    .map_err(|e| format!("not an Ed25519 key: {e}"))?;
                 let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
                 let decoding = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
                 let jwk = json!({"crv": "Ed25519", "kty": "OKP", "x": x});
@@ -228,7 +238,10 @@ impl KeySet {
             .collect::<Result<Vec<_>, String>>()
             .map_err(malformed)?;
         if !keys.iter().any(|key| key.kid == file.current) {
-            return Err(malformed(format!("the current kid {} is not in the set", file.current)));
+            return Err(malformed(format!(
+                "the current kid {} is not in the set",
+                file.current
+            )));
         }
         Ok(Self {
             origin: file.origin,
@@ -317,17 +330,30 @@ impl KeySet {
         let key = self.current_key();
         let mut header = Header::new(key.alg.jwt());
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// Verifies a token against the set and the rules, returning its claims.
-    pub fn verify<C: DeserializeOwned>(&self, token: &str, rules: &TokenRules) -> Result<C, TokenError> {
+    pub fn verify<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        rules: &TokenRules,
+    ) -> Result<C, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() || header.jwk.is_some() {
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.jwk.is_some()
+        {
             return Err(TokenError::ForeignKeySource);
         }
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKid)?;
-        let key = self.keys.iter().find(|key| key.kid == kid).ok_or(TokenError::UnknownKid)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.kid == kid)
+            .ok_or(TokenError::UnknownKid)?;
         if header.alg != key.alg.jwt() {
             return Err(TokenError::WrongAlgorithm);
         }
@@ -391,11 +417,20 @@ mod tests {
         let new_kid = set.rotate(SigningAlgorithm::EdDsa).unwrap();
         assert_ne!(old_kid, new_kid);
         let new_token = set.sign(&claims(3600)).unwrap();
-        assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().alg, Algorithm::EdDSA);
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token).unwrap().alg,
+            Algorithm::EdDSA
+        );
         assert!(set.verify::<Value>(&old_token, &rules()).is_ok());
-        assert!(matches!(set.retire(&new_kid), Err(KeyError::RetireCurrent(_))));
+        assert!(matches!(
+            set.retire(&new_kid),
+            Err(KeyError::RetireCurrent(_))
+        ));
         set.retire(&old_kid).unwrap();
-        assert_eq!(set.verify::<Value>(&old_token, &rules()), Err(TokenError::UnknownKid));
+        assert_eq!(
+            set.verify::<Value>(&old_token, &rules()),
+            Err(TokenError::UnknownKid)
+        );
         assert!(set.verify::<Value>(&new_token, &rules()).is_ok());
     }
 
@@ -407,7 +442,10 @@ mod tests {
         let mut set = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Development).unwrap();
         set.rotate(SigningAlgorithm::EdDsa).unwrap();
         set.save(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let loaded = KeySet::load(&path).unwrap();
         assert_eq!(loaded.list(), set.list());
         assert_eq!(loaded.origin(), KeyOrigin::Development);
@@ -457,7 +495,11 @@ mod tests {
             json!({"alg": "ES256", "kid": kid, "jwk": {"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}}),
         ];
         for header in cases {
-            assert!(set.verify::<Value>(&forge(&set, header.clone()), &rules()).is_err(), "{header}");
+            assert!(
+                set.verify::<Value>(&forge(&set, header.clone()), &rules())
+                    .is_err(),
+                "{header}"
+            );
         }
         assert!(set.verify::<Value>("not.a.token", &rules()).is_err());
         assert!(set.verify::<Value>("", &rules()).is_err());
@@ -467,14 +509,26 @@ mod tests {
     fn refuses_expired_and_foreign_tokens() {
         let set = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Operator).unwrap();
         let expired = set.sign(&claims(-60)).unwrap();
-        assert_eq!(set.verify::<Value>(&expired, &rules()), Err(TokenError::Expired));
+        assert_eq!(
+            set.verify::<Value>(&expired, &rules()),
+            Err(TokenError::Expired)
+        );
         let mut wrong_issuer = claims(60);
         wrong_issuer["iss"] = json!("https://elsewhere.example/auth/v1");
-        assert!(set.verify::<Value>(&set.sign(&wrong_issuer).unwrap(), &rules()).is_err());
+        assert!(
+            set.verify::<Value>(&set.sign(&wrong_issuer).unwrap(), &rules())
+                .is_err()
+        );
         let mut wrong_audience = claims(60);
         wrong_audience["aud"] = json!("someone-else");
-        assert!(set.verify::<Value>(&set.sign(&wrong_audience).unwrap(), &rules()).is_err());
+        assert!(
+            set.verify::<Value>(&set.sign(&wrong_audience).unwrap(), &rules())
+                .is_err()
+        );
         let other = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Operator).unwrap();
-        assert!(set.verify::<Value>(&other.sign(&claims(60)).unwrap(), &rules()).is_err());
+        assert!(
+            set.verify::<Value>(&other.sign(&claims(60)).unwrap(), &rules())
+                .is_err()
+        );
     }
 }

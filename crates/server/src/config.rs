@@ -130,7 +130,10 @@ impl TryFrom<String> for Origin {
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"))
             .ok_or_else(|| format!("{origin:?}: an origin starts with https:// or http://"))?;
-        if rest.is_empty() || rest.contains('/') || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if rest.is_empty()
+            || rest.contains('/')
+            || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(format!(
                 "{origin:?}: an origin is scheme://host[:port], without path or trailing slash"
             ));
@@ -152,7 +155,9 @@ impl TryFrom<String> for PublicUrl {
         if valid {
             Ok(Self(url.trim_end_matches('/').to_owned()))
         } else {
-            Err(format!("{url:?}: the public URL starts with https:// or http://"))
+            Err(format!(
+                "{url:?}: the public URL starts with https:// or http://"
+            ))
         }
     }
 }
@@ -160,7 +165,10 @@ impl TryFrom<String> for PublicUrl {
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |n| before.len() - n - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |n| before.len() - n - 1)
+        + 1;
     (line, column)
 }
 
@@ -189,7 +197,10 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 /// Reads environment variables; a closure so tests need not touch the process environment.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn env_value<T: TryFrom<String, Error = String>>(env: Env, variable: &str) -> Result<Option<T>, ConfigError> {
+fn env_value<T: TryFrom<String, Error = String>>(
+    env: Env,
+    variable: &str,
+) -> Result<Option<T>, ConfigError> {
     env(variable)
         .map(|value| {
             T::try_from(value).map_err(|message| ConfigError::Env {
@@ -200,7 +211,11 @@ fn env_value<T: TryFrom<String, Error = String>>(env: Env, variable: &str) -> Re
         .transpose()
 }
 
-fn env_parsed<T: std::str::FromStr>(env: Env, variable: &str, expect: &str) -> Result<Option<T>, ConfigError> {
+fn env_parsed<T: std::str::FromStr>(
+    env: Env,
+    variable: &str,
+    expect: &str,
+) -> Result<Option<T>, ConfigError> {
     env(variable)
         .map(|value| {
             value.trim().parse::<T>().map_err(|_| ConfigError::Env {
@@ -243,10 +258,12 @@ impl Config {
             .clone()
             .or_else(|| env("GATEHOUSE_CONFIG").map(PathBuf::from));
         let file = match named {
-            Some(path) => Some(read(&path)?.map(|text| (path.clone(), text)).ok_or(ConfigError::Read {
-                path,
-                source: std::io::ErrorKind::NotFound.into(),
-            })?),
+            Some(path) => Some(read(&path)?.map(|text| (path.clone(), text)).ok_or(
+                ConfigError::Read {
+                    path,
+                    source: std::io::ErrorKind::NotFound.into(),
+                },
+            )?),
             None => read(Path::new(DEFAULT_FILE))?.map(|text| (PathBuf::from(DEFAULT_FILE), text)),
         };
         let parsed = match &file {
@@ -271,7 +288,11 @@ impl Config {
         let server = file.server;
         let listen = match overrides.listen {
             Some(listen) => listen,
-            None => match env_parsed(env, "GATEHOUSE_LISTEN", "a socket address such as 127.0.0.1:54321")? {
+            None => match env_parsed(
+                env,
+                "GATEHOUSE_LISTEN",
+                "a socket address such as 127.0.0.1:54321",
+            )? {
                 Some(listen) => listen,
                 None => match server.listen {
                     Some(listen) => listen,
@@ -282,7 +303,8 @@ impl Config {
                 },
             },
         };
-        let admin_listen = env_parsed(env, "GATEHOUSE_ADMIN_LISTEN", "a socket address")?.or(server.admin_listen);
+        let admin_listen =
+            env_parsed(env, "GATEHOUSE_ADMIN_LISTEN", "a socket address")?.or(server.admin_listen);
         let public_url = env_value::<PublicUrl>(env, "GATEHOUSE_PUBLIC_URL")?.or(server.public_url);
         let cors_origins = match env("GATEHOUSE_CORS_ORIGINS") {
             Some(list) => Some(
@@ -307,9 +329,14 @@ impl Config {
             None if production => CorsPolicy::Deny,
             None => CorsPolicy::Loopback,
         };
-        let seconds = |bounded: Option<u64>, default: u64| Duration::from_secs(bounded.unwrap_or(default));
+        let seconds =
+            |bounded: Option<u64>, default: u64| Duration::from_secs(bounded.unwrap_or(default));
         Ok(Config {
-            mode: if production { Mode::Production } else { Mode::Development },
+            mode: if production {
+                Mode::Production
+            } else {
+                Mode::Development
+            },
             data_dir: overrides
                 .data_dir
                 .clone()
@@ -337,7 +364,9 @@ impl Config {
 
     /// The base URL clients reach: the configured public URL or the bound address.
     pub fn public_url(&self, bound: SocketAddr) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 }
 
@@ -392,13 +421,28 @@ mod tests {
     fn errors_name_file_line_and_problem() {
         for (text, expected) in [
             ("[server]\nlisten = \"nowhere\"\n", "gatehouse.toml:2:"),
-            ("[server]\n\nrequest_timeout_secs = 0\n", "gatehouse.toml:3:"),
-            ("[server]\nlistne = \"127.0.0.1:1\"\n", "unknown field `listne`"),
-            ("[server]\ncors_origins = [\"*\"]\n", "wildcard origins are refused"),
-            ("[server]\ncors_origins = [\"https://a.example/\"]\n", "without path"),
+            (
+                "[server]\n\nrequest_timeout_secs = 0\n",
+                "gatehouse.toml:3:",
+            ),
+            (
+                "[server]\nlistne = \"127.0.0.1:1\"\n",
+                "unknown field `listne`",
+            ),
+            (
+                "[server]\ncors_origins = [\"*\"]\n",
+                "wildcard origins are refused",
+            ),
+            (
+                "[server]\ncors_origins = [\"https://a.example/\"]\n",
+                "without path",
+            ),
             ("[server\n", "gatehouse.toml:1:"),
             ("secret_key = \"x\"\n", "GATEHOUSE_SECRET_KEY"),
-            ("[database]\nurl = \"postgres://u:p@h/db\"\n", "GATEHOUSE_DATABASE_URL"),
+            (
+                "[database]\nurl = \"postgres://u:p@h/db\"\n",
+                "GATEHOUSE_DATABASE_URL",
+            ),
         ] {
             let message = error_of(text);
             assert!(message.contains(expected), "{text:?} gave {message:?}");
@@ -425,9 +469,16 @@ mod tests {
 
     #[test]
     fn bad_environment_values_name_the_variable() {
-        let env = |name: &str| (name == "GATEHOUSE_REQUEST_TIMEOUT_SECS").then(|| "soon".to_owned());
-        let error = Config::assemble(FileConfig::default(), &Overrides::default(), &env).unwrap_err();
-        assert!(error.to_string().starts_with("GATEHOUSE_REQUEST_TIMEOUT_SECS:"), "{error}");
+        let env =
+            |name: &str| (name == "GATEHOUSE_REQUEST_TIMEOUT_SECS").then(|| "soon".to_owned());
+        let error =
+            Config::assemble(FileConfig::default(), &Overrides::default(), &env).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("GATEHOUSE_REQUEST_TIMEOUT_SECS:"),
+            "{error}"
+        );
     }
 
     #[test]

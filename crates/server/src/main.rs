@@ -124,17 +124,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => {
             let data_dir = || Config::load(&overrides, &env).map(|config| config.data_dir);
             match command {
-                KeysCommand::Generate { out, api_key: Some(kind), .. } => keys::generate_api(
+                KeysCommand::Generate {
+                    out,
+                    api_key: Some(kind),
+                    ..
+                } => keys::generate_api(
                     &out,
                     match kind {
                         ApiKeyKind::Publishable => ApiRole::Anon,
                         ApiKeyKind::Secret => ApiRole::Service,
                     },
                 ),
-                KeysCommand::Generate { out, alg, api_key: None } => keys::generate_signing(&out, algorithm(alg)),
+                KeysCommand::Generate {
+                    out,
+                    alg,
+                    api_key: None,
+                } => keys::generate_signing(&out, algorithm(alg)),
                 KeysCommand::List { file } => keys::list(&keys::key_set_path(file, &data_dir()?)),
-                KeysCommand::Rotate { file, alg } => keys::rotate(&keys::key_set_path(file, &data_dir()?), algorithm(alg)),
-                KeysCommand::Retire { kid, file } => keys::retire(&keys::key_set_path(file, &data_dir()?), &kid),
+                KeysCommand::Rotate { file, alg } => {
+                    keys::rotate(&keys::key_set_path(file, &data_dir()?), algorithm(alg))
+                }
+                KeysCommand::Retire { kid, file } => {
+                    keys::retire(&keys::key_set_path(file, &data_dir()?), &kid)
+                }
             }
         }
     }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use gatehouse_db::Location;
-use gatehouse_keys::{ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, generate_api_key, weakness};
+use gatehouse_keys::{
+    ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, generate_api_key, weakness,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, Env, Mode};
@@ -38,7 +40,8 @@ pub fn read_secret(env: Env, name: &str) -> anyhow::Result<Option<SecretString>>
         (Some(_), Some(_)) => bail!("set {variable} or {file_variable}, not both"),
         (Some(value), None) => Ok(Some(value.into())),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("{file_variable}: cannot read {path}"))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{file_variable}: cannot read {path}"))?;
             Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned().into()))
         }
         (None, None) => Ok(None),
@@ -58,7 +61,9 @@ fn database_location(env: Env, data_dir: &Path) -> anyhow::Result<Location> {
                 .iter()
                 .any(|scheme| url.expose_secret().starts_with(scheme));
             if !scheme_ok {
-                bail!("GATEHOUSE_DATABASE_URL must start with postgres:// (leave it unset for SQLite)");
+                bail!(
+                    "GATEHOUSE_DATABASE_URL must start with postgres:// (leave it unset for SQLite)"
+                );
             }
             Ok(Location::Postgres(url))
         }
@@ -82,22 +87,25 @@ pub fn resolve(config: &Config, env: Env) -> anyhow::Result<Secrets> {
 
 fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
     create_data_dir(&config.data_dir)?;
-    let api_key = |name: &str, file: &str, role: ApiRole| -> anyhow::Result<(SecretString, String)> {
-        if let Some(value) = read_secret(env, name)? {
-            return Ok((value, source_of(env, name)));
-        }
-        let path = config.data_dir.join(file);
-        let value = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim_end().to_owned().into(),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let key = generate_api_key(role)?;
-                gatehouse_keys::write_private_file(&path, key.expose_secret().as_bytes())?;
-                key
+    let api_key =
+        |name: &str, file: &str, role: ApiRole| -> anyhow::Result<(SecretString, String)> {
+            if let Some(value) = read_secret(env, name)? {
+                return Ok((value, source_of(env, name)));
             }
-            Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+            let path = config.data_dir.join(file);
+            let value = match std::fs::read_to_string(&path) {
+                Ok(text) => text.trim_end().to_owned().into(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    let key = generate_api_key(role)?;
+                    gatehouse_keys::write_private_file(&path, key.expose_secret().as_bytes())?;
+                    key
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot read {}", path.display()));
+                }
+            };
+            Ok((value, path.display().to_string()))
         };
-        Ok((value, path.display().to_string()))
-    };
     let (publishable, _) = api_key("PUBLISHABLE_KEY", PUBLISHABLE_FILE, ApiRole::Anon)?;
     let (secret, secret_key_source) = api_key("SECRET_KEY", SECRET_FILE, ApiRole::Service)?;
     let signing_path = env("GATEHOUSE_SIGNING_KEYS_FILE")
@@ -131,12 +139,18 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         Ok(Some(value)) => match weakness(value.expose_secret(), MIN_API_KEY_LEN) {
             None => Some(value),
             Some(reason) => {
-                problems.push(format!("GATEHOUSE_{name} is too weak ({reason}): {}", api_key_fix(kind, name)));
+                problems.push(format!(
+                    "GATEHOUSE_{name} is too weak ({reason}): {}",
+                    api_key_fix(kind, name)
+                ));
                 None
             }
         },
         Ok(None) => {
-            problems.push(format!("GATEHOUSE_{name} is missing: {}", api_key_fix(kind, name)));
+            problems.push(format!(
+                "GATEHOUSE_{name} is missing: {}",
+                api_key_fix(kind, name)
+            ));
             None
         }
         Err(error) => {
@@ -151,7 +165,9 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                        and set GATEHOUSE_SIGNING_KEYS_FILE to its path";
     let signing_keys = match env("GATEHOUSE_SIGNING_KEYS_FILE") {
         None => {
-            problems.push(format!("GATEHOUSE_SIGNING_KEYS_FILE is missing: {signing_fix}"));
+            problems.push(format!(
+                "GATEHOUSE_SIGNING_KEYS_FILE is missing: {signing_fix}"
+            ));
             None
         }
         Some(path) => match KeySet::load(Path::new(&path)) {
@@ -196,7 +212,9 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
     };
 
     match (publishable, secret, signing_keys, database) {
-        (Some(publishable), Some(secret), Some(signing_keys), Some(database)) if problems.is_empty() => {
+        (Some(publishable), Some(secret), Some(signing_keys), Some(database))
+            if problems.is_empty() =>
+        {
             if matches!(database, Location::Sqlite(_)) {
                 create_data_dir(&config.data_dir)?;
             }
@@ -209,7 +227,11 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         }
         _ => bail!(
             "production mode refuses to start:\n{}",
-            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }

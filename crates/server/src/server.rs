@@ -23,7 +23,11 @@ pub struct Running {
     grace: Duration,
 }
 
-pub async fn start(config: &Config, secrets: Secrets, custom: Router<AppState>) -> anyhow::Result<Running> {
+pub async fn start(
+    config: &Config,
+    secrets: Secrets,
+    custom: Router<AppState>,
+) -> anyhow::Result<Running> {
     let db = Database::open(
         &secrets.database,
         PoolOptions {
@@ -55,11 +59,19 @@ pub async fn start(config: &Config, secrets: Secrets, custom: Router<AppState>) 
     };
     let state = AppState::new(db, secrets.signing_keys, secrets.api_keys, settings);
     let (stop, stopped) = watch::channel(false);
-    let mut listeners = vec![serve(listener, gatehouse_http::app(state.clone(), custom), stopped.clone())];
+    let mut listeners = vec![serve(
+        listener,
+        gatehouse_http::app(state.clone(), custom),
+        stopped.clone(),
+    )];
     let mut admin_addr = None;
     if let Some(admin_listener) = admin_listener {
         admin_addr = Some(admin_listener.local_addr()?);
-        listeners.push(serve(admin_listener, gatehouse_http::admin_app(state.clone()), stopped));
+        listeners.push(serve(
+            admin_listener,
+            gatehouse_http::admin_app(state.clone()),
+            stopped,
+        ));
     }
     tracing::info!(%addr, ?admin_addr, "listening");
     Ok(Running {
@@ -73,7 +85,11 @@ pub async fn start(config: &Config, secrets: Secrets, custom: Router<AppState>) 
     })
 }
 
-fn serve(listener: TcpListener, app: Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>> {
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         // A closed channel means the `Running` handle is gone: stop as well.
         let _ = stopped.wait_for(|stop| *stop).await;
@@ -85,7 +101,10 @@ impl Running {
     /// Stops accepting connections and lets in-flight requests finish, for at
     /// most the configured grace period.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        tracing::info!(grace_secs = self.grace.as_secs(), "shutting down; finishing in-flight requests");
+        tracing::info!(
+            grace_secs = self.grace.as_secs(),
+            "shutting down; finishing in-flight requests"
+        );
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + self.grace;
         for listener in self.listeners {

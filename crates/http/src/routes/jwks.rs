@@ -9,7 +9,10 @@ use crate::AppState;
 /// locally. Cached briefly: a rotated key must be visible before it signs much.
 pub async fn get(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"))],
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
         Json(state.signing_keys().jwks()),
     )
 }

@@ -9,6 +9,9 @@ pub fn run(path: &Path, force: bool) -> anyhow::Result<()> {
         bail!("{} exists; pass --force to replace it", path.display());
     }
     std::fs::write(path, STARTER)?;
-    eprintln!("Wrote {}. Edit it, then run `gatehouse serve`.", path.display());
+    eprintln!(
+        "Wrote {}. Edit it, then run `gatehouse serve`.",
+        path.display()
+    );
     Ok(())
 }

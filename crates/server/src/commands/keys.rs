@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use gatehouse_keys::{ApiRole, KeyOrigin, KeySet, SigningAlgorithm, generate_api_key, write_private_file};
+use gatehouse_keys::{
+    ApiRole, KeyOrigin, KeySet, SigningAlgorithm, generate_api_key, write_private_file,
+};
 use secrecy::ExposeSecret;
 
 /// The key set to work on: the named file, `GATEHOUSE_SIGNING_KEYS_FILE`, or the
@@ -26,8 +28,15 @@ pub fn generate_signing(out: &Path, alg: SigningAlgorithm) -> anyhow::Result<()>
     refuse_overwrite(out)?;
     let keys = KeySet::generate(alg, KeyOrigin::Operator)?;
     keys.save(out)?;
-    eprintln!("Wrote a {alg} key set to {} (mode 0600), current kid {}.", out.display(), keys.current_kid());
-    eprintln!("Set GATEHOUSE_SIGNING_KEYS_FILE={} for `gatehouse serve`.", out.display());
+    eprintln!(
+        "Wrote a {alg} key set to {} (mode 0600), current kid {}.",
+        out.display(),
+        keys.current_kid()
+    );
+    eprintln!(
+        "Set GATEHOUSE_SIGNING_KEYS_FILE={} for `gatehouse serve`.",
+        out.display()
+    );
     Ok(())
 }
 
@@ -39,7 +48,11 @@ pub fn generate_api(out: &Path, role: ApiRole) -> anyhow::Result<()> {
         ApiRole::Anon => "GATEHOUSE_PUBLISHABLE_KEY_FILE",
         ApiRole::Service => "GATEHOUSE_SECRET_KEY_FILE",
     };
-    eprintln!("Wrote a new key to {} (mode 0600). Set {variable}={}.", out.display(), out.display());
+    eprintln!(
+        "Wrote a new key to {} (mode 0600). Set {variable}={}.",
+        out.display(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -65,7 +78,9 @@ pub fn rotate(path: &Path, alg: SigningAlgorithm) -> anyhow::Result<()> {
     let mut keys = load(path)?;
     let kid = keys.rotate(alg)?;
     keys.save(path)?;
-    eprintln!("New current key {kid}; older keys still verify until retired. Restart the servers to use it.");
+    eprintln!(
+        "New current key {kid}; older keys still verify until retired. Restart the servers to use it."
+    );
     Ok(())
 }
 

@@ -1,0 +1,167 @@
+//! The test kit: real servers on ephemeral ports, in process or as the real
+//! binary, and a client that talks HTTP to them.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+
+use axum::Router;
+use gatehouse_server::AppState;
+use gatehouse_server::config::{Config, Overrides};
+use gatehouse_server::server::{self, Running};
+
+pub struct TestServer {
+    pub url: String,
+    pub publishable: String,
+    pub secret: String,
+    pub running: Running,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+}
+
+pub fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// A development config on 127.0.0.1:0 with a fresh data folder.
+pub fn config(data_dir: &Path) -> Config {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Overrides::default()
+    };
+    Config::load(&overrides, &no_env).unwrap()
+}
+
+pub async fn start() -> TestServer {
+    start_with(|_| {}, Router::new()).await
+}
+
+pub async fn start_with(
+    configure: impl FnOnce(&mut Config),
+    custom: Router<AppState>,
+) -> TestServer {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = config(data_dir.path());
+    configure(&mut config);
+    let secrets = gatehouse_server::secrets::resolve(&config, &no_env).unwrap();
+    let running = server::start(&config, secrets, custom).await.unwrap();
+    let read = |file: &str| std::fs::read_to_string(data_dir.path().join(file)).unwrap();
+    TestServer {
+        url: format!("http://{}", running.addr),
+        publishable: read("publishable.key"),
+        secret: read("secret.key"),
+        running,
+        client: reqwest::Client::new(),
+        data_dir,
+    }
+}
+
+impl TestServer {
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url))
+    }
+}
+
+/// Reads a JSON body, failing the test with the text when it is not JSON.
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// The real `gatehouse` binary, started in `dir` with only the given environment.
+pub struct Process {
+    pub child: Child,
+    pub url: String,
+    pub banner: Vec<String>,
+    stderr: BufReader<ChildStderr>,
+}
+
+pub fn gatehouse(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command.current_dir(dir).args(args).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+impl Process {
+    /// Starts `gatehouse serve` on an ephemeral port and waits for its banner.
+    pub fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = gatehouse(dir, &all, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut banner = Vec::new();
+        let url = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("gatehouse exited before it listened: {banner:?}");
+            }
+            banner.push(line.trim_end().to_owned());
+            if let Some(url) = line.trim().strip_prefix("API URL:") {
+                break url.trim().to_owned();
+            }
+        };
+        while banner.len() < 5 {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            banner.push(line.trim_end().to_owned());
+        }
+        Process {
+            child,
+            url,
+            banner,
+            stderr,
+        }
+    }
+
+    pub fn banner_value(&self, label: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {label} in {:?}", self.banner))
+    }
+
+    /// Sends SIGTERM and returns the exit status and everything logged to stdout.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        (self.child.wait().unwrap(), stdout)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: each starts a real server on an ephemeral port and talks
+//! HTTP to it. One test binary, so the workspace links once.
+
+mod api_keys;
+mod binary;
+mod errors;
+mod keys;
+mod kit;
+mod middleware;
+mod ops;
