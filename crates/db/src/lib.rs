@@ -9,6 +9,8 @@ mod migrations;
 mod postgres;
 mod sqlite;
 mod statement;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::PathBuf;
 use std::time::Duration;

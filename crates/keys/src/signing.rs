@@ -149,8 +149,7 @@ impl SigningKey {
             SigningAlgorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng),
         }
         .map_err(|_| KeyError::Random)?;
-        Self::from_pkcs8(alg, pkcs8.as_ref().to_vec(), now())
-            .map_err(|reason| KeyError::Sign(reason))
+        Self::from_pkcs8(alg, pkcs8.as_ref().to_vec(), now()).map_err(KeyError::Sign)
     }
 
     fn from_pkcs8(alg: SigningAlgorithm, pkcs8: Vec<u8>, created_at: u64) -> Result<Self, String> {

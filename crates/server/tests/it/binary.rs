@@ -2,6 +2,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use gatehouse_db::testing::TestDatabase;
+
 use crate::kit::{Process, gatehouse};
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -181,6 +183,29 @@ fn production_refuses_weak_default_and_development_secrets() {
     let production = Process::serve(dir.path(), &["--production"], &good);
     assert!(production.banner.join("\n").contains("production mode"));
     production.terminate();
+
+    // The same on PostgreSQL with a strong password (the CI server trusts
+    // loopback, so the password is checked by us, not by it).
+    if let Some(database) = TestDatabase::postgres() {
+        let TestDatabase::Postgres { name, .. } = &database else {
+            unreachable!()
+        };
+        let url = format!("postgres://postgres:Zq8v3LmT9xW2rB7kN4pY@127.0.0.1:5432/{name}");
+        let mut env = good.clone();
+        env.push(("GATEHOUSE_DATABASE_URL", &url));
+        let on_postgres = Process::serve(dir.path(), &["--production"], &env);
+        let banner = on_postgres.banner.join("\n");
+        assert!(
+            banner.contains("PostgreSQL") && !banner.contains("Zq8v3LmT9xW2rB7kN4pY"),
+            "{banner}"
+        );
+        let (status, logs) = on_postgres.terminate();
+        assert!(status.success());
+        assert!(
+            !logs.contains("Zq8v3LmT9xW2rB7kN4pY"),
+            "the database password reached the log"
+        );
+    }
 }
 
 #[test]

@@ -1,13 +1,12 @@
 //! The test kit: real servers on ephemeral ports, in process or as the real
 //! binary, and a client that talks HTTP to them.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
 use axum::Router;
+use gatehouse_db::testing::TestDatabase;
 use gatehouse_server::AppState;
 use gatehouse_server::config::{Config, Overrides};
 use gatehouse_server::server::{self, Running};
@@ -18,7 +17,8 @@ pub struct TestServer {
     pub secret: String,
     pub running: Running,
     pub client: reqwest::Client,
-    pub data_dir: tempfile::TempDir,
+    /// Kept so the folder outlives the server.
+    _data_dir: tempfile::TempDir,
 }
 
 pub fn no_env(_: &str) -> Option<String> {
@@ -43,10 +43,22 @@ pub async fn start_with(
     configure: impl FnOnce(&mut Config),
     custom: Router<AppState>,
 ) -> TestServer {
+    start_on(None, configure, custom).await
+}
+
+/// Starts on the given database instead of the data folder's SQLite file.
+pub async fn start_on(
+    database: Option<&TestDatabase>,
+    configure: impl FnOnce(&mut Config),
+    custom: Router<AppState>,
+) -> TestServer {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = config(data_dir.path());
     configure(&mut config);
-    let secrets = gatehouse_server::secrets::resolve(&config, &no_env).unwrap();
+    let mut secrets = gatehouse_server::secrets::resolve(&config, &no_env).unwrap();
+    if let Some(database) = database {
+        secrets.database = database.location();
+    }
     let running = server::start(&config, secrets, custom).await.unwrap();
     let read = |file: &str| std::fs::read_to_string(data_dir.path().join(file)).unwrap();
     TestServer {
@@ -55,7 +67,7 @@ pub async fn start_with(
         secret: read("secret.key"),
         running,
         client: reqwest::Client::new(),
-        data_dir,
+        _data_dir: data_dir,
     }
 }
 
@@ -80,7 +92,8 @@ pub struct Process {
     pub child: Child,
     pub url: String,
     pub banner: Vec<String>,
-    stderr: BufReader<ChildStderr>,
+    /// Held open: a closed pipe would make the server's next message fail.
+    _stderr: BufReader<ChildStderr>,
 }
 
 pub fn gatehouse(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -126,7 +139,7 @@ impl Process {
             child,
             url,
             banner,
-            stderr,
+            _stderr: stderr,
         }
     }
 

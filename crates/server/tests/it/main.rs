@@ -1,6 +1,8 @@
 //! Integration tests: each starts a real server on an ephemeral port and talks
 //! HTTP to it. One test binary, so the workspace links once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
+
 mod api_keys;
 mod binary;
 mod errors;

@@ -1,4 +1,5 @@
 use axum::Router;
+use gatehouse_db::testing::TestDatabase;
 
 use crate::kit::{self, json};
 
@@ -11,6 +12,31 @@ async fn health_and_readiness() {
     let ready = server.get("/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(json(ready).await["status"], "ready");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    for database in TestDatabase::all() {
+        let server = kit::start_on(Some(&database), |_| {}, Router::new()).await;
+        let ready = server.get("/ready").send().await.unwrap();
+        assert_eq!(
+            ready.status(),
+            200,
+            "{:?}",
+            server.running.state.db().dialect()
+        );
+        if matches!(database, TestDatabase::Postgres { .. }) {
+            drop(database); // DROP DATABASE … WITH (FORCE) ends every connection.
+            let gone = server.get("/ready").send().await.unwrap();
+            assert_eq!(gone.status(), 503);
+            let text = gone.text().await.unwrap();
+            assert!(
+                text.contains("not_ready") && !text.contains("gatehouse_test_"),
+                "{text}"
+            );
+            assert_eq!(server.get("/health").send().await.unwrap().status(), 200);
+        }
+    }
 }
 
 #[tokio::test]

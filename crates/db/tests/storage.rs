@@ -1,0 +1,172 @@
+//! The storage layer on every backend: SQLite always; PostgreSQL when
+//! GATEHOUSE_TEST_DATABASE_URL names a server (`.ci/run` sets it, and in CI its
+//! absence is a failure, not a skip).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gatehouse_db::testing::TestDatabase;
+use gatehouse_db::{Database, Location, PoolOptions, Sql, Statement};
+use secrecy::ExposeSecret;
+
+fn options() -> PoolOptions {
+    PoolOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn opening_migrates_once_and_again_is_harmless() {
+    for backend in TestDatabase::all() {
+        let location = backend.location();
+        let (first, second) = tokio::join!(
+            Database::open(&location, options()),
+            Database::open(&location, options())
+        );
+        let (first, second) = (first.unwrap(), second.unwrap());
+        first.ping().await.unwrap();
+        second.ping().await.unwrap();
+        drop((first, second));
+        let again = Database::open(&location, options()).await.unwrap();
+        assert_eq!(again.meta("never-set").await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn meta_round_trips_and_overwrites() {
+    for backend in TestDatabase::all() {
+        let db = Database::open(&backend.location(), options())
+            .await
+            .unwrap();
+        db.set_meta("format", "1").await.unwrap();
+        assert_eq!(db.meta("format").await.unwrap().as_deref(), Some("1"));
+        db.set_meta("format", "2").await.unwrap();
+        assert_eq!(db.meta("format").await.unwrap().as_deref(), Some("2"));
+        // Values are bound, never spliced: quotes and SQL are just text.
+        let tricky = "x'); DROP TABLE gatehouse_meta; --";
+        db.set_meta(tricky, tricky).await.unwrap();
+        assert_eq!(db.meta(tricky).await.unwrap().as_deref(), Some(tricky));
+        db.ping().await.unwrap();
+    }
+}
+
+const WRITE: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_meta (key, value) VALUES (?1, ?2)",
+    postgres: "INSERT INTO gatehouse_meta (key, value) VALUES ($1, $2)",
+};
+
+const BROKEN: Sql = Sql {
+    sqlite: "INSERT INTO no_such_table (x) VALUES (1)",
+    postgres: "INSERT INTO no_such_table (x) VALUES (1)",
+};
+
+#[tokio::test]
+async fn a_transaction_is_all_or_nothing() {
+    for backend in TestDatabase::all() {
+        let db = Database::open(&backend.location(), options())
+            .await
+            .unwrap();
+        let result = db
+            .transaction(vec![
+                Statement::new(&WRITE, vec!["half".into(), "done".into()]),
+                Statement::new(&BROKEN, vec![]),
+            ])
+            .await;
+        assert!(result.is_err());
+        assert_eq!(db.meta("half").await.unwrap(), None, "{:?}", db.dialect());
+        // The connection is usable afterwards.
+        db.set_meta("after", "ok").await.unwrap();
+    }
+}
+
+#[test]
+fn sqlite_runs_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(Database::open(&Location::Sqlite(path.clone()), options()))
+        .unwrap();
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+const CHILD: &str = "GATEHOUSE_DURABILITY_CHILD";
+
+/// Not a test on its own: the writer process that `acknowledged_writes_survive_kill_9`
+/// starts (this same test binary, with CHILD set) and then kills.
+#[tokio::test]
+async fn durability_child() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let location = match spec.split_once(':') {
+        Some(("sqlite", path)) => Location::Sqlite(path.into()),
+        Some(("postgres", url)) => Location::Postgres(url.to_owned().into()),
+        _ => panic!("bad {CHILD}"),
+    };
+    let db = Database::open(&location, options()).await.unwrap();
+    // Bounded: the parent kills us long before this ends.
+    for i in 0..20_000 {
+        db.set_meta(&format!("k{i}"), "v").await.unwrap();
+        println!("ack {i}");
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    for backend in TestDatabase::all() {
+        let spec = match backend.location() {
+            Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Location::Postgres(url) => format!("postgres:{}", url.expose_secret()),
+        };
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "durability_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, spec)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acknowledged = None;
+        for line in lines.by_ref() {
+            if let Some(i) = line.unwrap().strip_prefix("ack ") {
+                acknowledged = Some(i.parse::<u32>().unwrap());
+                if acknowledged == Some(40) {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL: no destructor, no flush, no checkpoint.
+        // Acks printed before death are still in the pipe.
+        for line in lines {
+            if let Some(i) = line.unwrap().strip_prefix("ack ") {
+                acknowledged = Some(i.parse().unwrap());
+            }
+        }
+        child.wait().unwrap();
+        let last = acknowledged.expect("the writer acknowledged nothing");
+        let db = Database::open(&backend.location(), options())
+            .await
+            .unwrap();
+        for i in 0..=last {
+            assert_eq!(
+                db.meta(&format!("k{i}")).await.unwrap().as_deref(),
+                Some("v"),
+                "k{i} of {last}"
+            );
+        }
+    }
+}
