@@ -1,5 +1,5 @@
 //! The `apikey` header decides which app is calling. Everything under the API
-//! prefixes needs one unless it is in [`PUBLIC`]; routes elsewhere (health) are
+//! surfaces (auth, rest, storage) needs one unless it is in [`PUBLIC`]; routes elsewhere (health) are
 //! open. Handlers that need a caller take [`ApiCaller`], which exists only when
 //! a key matched.
 
@@ -10,9 +10,7 @@ use gatehouse_keys::ApiRole;
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::{ApiError, AppState};
-
-const KEYED_PREFIXES: &[&str] = &["/auth/v1", "/rest/v1", "/storage/v1"];
+use crate::{ApiError, AppState, Surface};
 
 /// Paths under the keyed prefixes that anyone may read.
 const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json"];
@@ -22,10 +20,7 @@ const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json"];
 pub struct ApiCaller(pub ApiRole);
 
 fn needs_key(path: &str) -> bool {
-    KEYED_PREFIXES.iter().any(|prefix| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }) && !PUBLIC.contains(&path)
+    Surface::of(path) != Surface::Plain && !PUBLIC.contains(&path)
 }
 
 fn missing() -> ApiError {

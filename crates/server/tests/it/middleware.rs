@@ -298,3 +298,33 @@ async fn a_panic_becomes_a_generic_500_with_the_request_id() {
     // The server keeps serving.
     assert_eq!(server.get("/health").send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn credential_headers_print_redacted_even_in_debug_output() {
+    let dump = Router::new().route(
+        "/dump",
+        get(|headers: axum::http::HeaderMap| async move { format!("{headers:?}") }),
+    );
+    let server = kit::start_with(|_| {}, dump).await;
+    let printed = server
+        .get("/dump")
+        .header("authorization", "Bearer token-value-1")
+        .header("cookie", "sid=cookie-value-2")
+        .header("apikey", &server.publishable)
+        .header("x-plain", "visible")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(printed.contains("visible"), "{printed}");
+    for secret in [
+        "token-value-1",
+        "cookie-value-2",
+        server.publishable.as_str(),
+    ] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    assert!(printed.contains("Sensitive"), "{printed}");
+}
