@@ -1,9 +1,9 @@
 //! One interface over the embedded SQLite database and PostgreSQL.
 //!
 //! This crate owns connections, pools, durability settings and Gatehouse's own
-//! migrations. Invariant: SQL reaches a connection only as a [`Statement`], which is
-//! built from a [`Sql`] pair of `'static` texts (one per dialect) plus bound values,
-//! so request text can never be spliced into SQL here.
+//! migrations. Invariant: SQL reaches a connection only as a [`Statement`]: either a
+//! [`Sql`] pair of `'static` texts (one per dialect) or SQL compiled from the
+//! declared schema, plus bound values, so request text is never spliced into SQL.
 
 mod migrations;
 mod postgres;
@@ -17,12 +17,7 @@ use std::time::Duration;
 
 pub use statement::{Row, Sql, Statement, Value};
 
-/// Which SQL dialect a [`Database`] speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    Postgres,
-}
+pub use gatehouse_core::Dialect;
 
 /// Where the data lives, decided once at start-up.
 #[derive(Clone)]

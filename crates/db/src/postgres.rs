@@ -76,9 +76,7 @@ pub(crate) fn parse_url(url: &SecretString) -> Result<tokio_postgres::Config> {
 }
 
 async fn run(client: &impl GenericClient, statement: &Statement) -> Result<Vec<Row>> {
-    let prepared = client
-        .prepare(statement.sql.text(Dialect::Postgres))
-        .await?;
+    let prepared = client.prepare(statement.text(Dialect::Postgres)).await?;
     let params: Vec<&(dyn ToSql + Sync)> = statement
         .params
         .iter()

@@ -108,7 +108,7 @@ impl SqlitePool {
 }
 
 fn run(connection: &Connection, statement: &Statement) -> Result<Vec<Row>> {
-    let mut prepared = connection.prepare_cached(statement.sql.text(Dialect::Sqlite))?;
+    let mut prepared = connection.prepare_cached(statement.text(Dialect::Sqlite))?;
     let width = prepared.column_count();
     let mut rows = prepared.query(rusqlite::params_from_iter(statement.params.iter()))?;
     let mut out = Vec::new();

@@ -1,0 +1,288 @@
+//! DDL for one dialect. Names are quoted identifiers; the only literals are the
+//! declaration's own defaults and check values, quoted by `string_literal`.
+
+use gatehouse_core::{Dialect, Identifier, string_literal};
+
+use crate::model::{Check, Column, ColumnType, Index, Literal, OnDelete, ServerValue, Table};
+
+fn sql_type(ty: ColumnType, dialect: Dialect) -> &'static str {
+    match dialect {
+        // SQLite keeps exact decimals, times, dates, uuids and JSON as text in a
+        // canonical form the edge writes, and booleans as 0/1.
+        Dialect::Sqlite => match ty {
+            ColumnType::Integer | ColumnType::Bigint | ColumnType::Boolean => "INTEGER",
+            ColumnType::Bytea => "BLOB",
+            _ => "TEXT",
+        },
+        Dialect::Postgres => match ty {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Timestamptz => "timestamptz",
+            ColumnType::Date => "date",
+            ColumnType::Uuid => "uuid",
+            ColumnType::Jsonb => "jsonb",
+            ColumnType::Bytea => "bytea",
+        },
+    }
+}
+
+fn literal(value: &Literal, ty: ColumnType, dialect: Dialect) -> String {
+    match (value, dialect) {
+        (Literal::Bool(flag), Dialect::Sqlite) => u8::from(*flag).to_string(),
+        (Literal::Bool(flag), Dialect::Postgres) => flag.to_string().to_uppercase(),
+        (Literal::Integer(n), _) => n.to_string(),
+        (Literal::Number(n), Dialect::Sqlite) => string_literal(n),
+        (Literal::Number(n), Dialect::Postgres) => n.clone(),
+        (Literal::Text(text), Dialect::Postgres) if ty == ColumnType::Jsonb => {
+            format!("{}::jsonb", string_literal(text))
+        }
+        (Literal::Text(text), _) => string_literal(text),
+    }
+}
+
+/// The database's own default, so rows written by the service role or by hand
+/// still get server-set values. `auth.uid()` has no database equivalent.
+fn default_clause(column: &Column, dialect: Dialect) -> Option<String> {
+    let value = match (&column.default, &column.server_set) {
+        (Some(value), _) | (None, Some(ServerValue::Literal(value))) => {
+            literal(value, column.ty, dialect)
+        }
+        (None, Some(ServerValue::Now)) => match dialect {
+            Dialect::Sqlite => "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))".to_owned(),
+            Dialect::Postgres => "now()".to_owned(),
+        },
+        _ => return None,
+    };
+    Some(format!("DEFAULT {value}"))
+}
+
+fn check_clauses(column: &Column, dialect: Dialect) -> Vec<String> {
+    let name = column.name.quoted();
+    let length = match dialect {
+        Dialect::Sqlite => "length",
+        Dialect::Postgres => "char_length",
+    };
+    let number = |n: &str| match (dialect, column.ty) {
+        (Dialect::Sqlite, ColumnType::Numeric) => format!("CAST({name} AS REAL) {n}"),
+        _ => format!("{name} {n}"),
+    };
+    let mut clauses: Vec<String> = column
+        .checks
+        .iter()
+        .filter_map(|check| match check {
+            Check::MinLength(n) => Some(format!("{length}({name}) >= {n}")),
+            Check::MaxLength(n) => Some(format!("{length}({name}) <= {n}")),
+            Check::Min(n) => Some(number(&format!(">= {n}"))),
+            Check::Max(n) => Some(number(&format!("<= {n}"))),
+            Check::OneOf(values) => Some(format!(
+                "{name} IN ({})",
+                values
+                    .iter()
+                    .map(|v| string_literal(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Check::Pattern(_) => None,
+        })
+        .collect();
+    if dialect == Dialect::Sqlite {
+        match column.ty {
+            ColumnType::Boolean => clauses.push(format!("{name} IN (0, 1)")),
+            ColumnType::Jsonb => clauses.push(format!("json_valid({name})")),
+            _ => {}
+        }
+    }
+    clauses
+        .into_iter()
+        .map(|c| format!("CHECK ({c})"))
+        .collect()
+}
+
+fn references_clause(column: &Column) -> Option<String> {
+    let fk = column.references.as_ref()?;
+    let action = match fk.on_delete {
+        OnDelete::NoAction => "NO ACTION",
+        OnDelete::Restrict => "RESTRICT",
+        OnDelete::Cascade => "CASCADE",
+        OnDelete::SetNull => "SET NULL",
+    };
+    Some(format!(
+        "REFERENCES {} ({}) ON DELETE {action}",
+        fk.table.quoted(),
+        fk.column.quoted()
+    ))
+}
+
+/// One column's definition, as in CREATE TABLE or ALTER TABLE ADD COLUMN.
+pub(crate) fn column_definition(column: &Column, dialect: Dialect) -> String {
+    let mut parts = vec![column.name.quoted()];
+    if column.primary_key {
+        parts.push(match (dialect, column.ty) {
+            // Exactly INTEGER, so SQLite makes it the rowid: compact and auto-assigned.
+            (Dialect::Sqlite, ty) if ty.is_integral() => "INTEGER PRIMARY KEY".to_owned(),
+            (Dialect::Postgres, ty) if ty.is_integral() => {
+                format!(
+                    "{} GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+                    sql_type(ty, dialect)
+                )
+            }
+            (_, ty) => format!("{} PRIMARY KEY", sql_type(ty, dialect)),
+        });
+    } else {
+        parts.push(sql_type(column.ty, dialect).to_owned());
+    }
+    if column.not_null {
+        parts.push("NOT NULL".to_owned());
+    }
+    parts.extend(default_clause(column, dialect));
+    parts.extend(check_clauses(column, dialect));
+    parts.extend(references_clause(column));
+    parts.join(" ")
+}
+
+pub(crate) fn create_table(table: &Table, dialect: Dialect) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("  {}", column_definition(c, dialect)))
+        .collect();
+    format!(
+        "CREATE TABLE {} (\n{}\n)",
+        table.name.quoted(),
+        columns.join(",\n")
+    )
+}
+
+pub(crate) fn create_index(table: &Identifier, index: &Index) -> String {
+    let columns: Vec<String> = index.columns.iter().map(Identifier::quoted).collect();
+    format!(
+        "CREATE {}INDEX {} ON {} ({})",
+        if index.unique { "UNIQUE " } else { "" },
+        index.name.quoted(),
+        table.quoted(),
+        columns.join(", ")
+    )
+}
+
+pub(crate) fn drop_index(index: &Index) -> String {
+    format!("DROP INDEX {}", index.name.quoted())
+}
+
+/// The statements that create a table and its indexes.
+pub fn create_statements(table: &Table, dialect: Dialect) -> Vec<String> {
+    std::iter::once(create_table(table, dialect))
+        .chain(
+            table
+                .indexes
+                .iter()
+                .map(|index| create_index(&table.name, index)),
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Schema;
+
+    fn shop() -> Schema {
+        let text = r#"
+            [tables.products]
+            columns.id = { type = "bigint", primary_key = true }
+            columns.name = { type = "text", not_null = true, check = { min_length = 1, max_length = 200 } }
+            columns.price_cents = { type = "integer", not_null = true, default = 0, check = { min = 0 } }
+            columns.active = { type = "boolean", not_null = true, default = true }
+            columns.sku = { type = "text", unique = true }
+
+            [tables.orders]
+            columns.id = { type = "uuid", primary_key = true }
+            columns.user_id = { type = "uuid", server_set = "auth.uid()", not_null = true }
+            columns.status = { type = "text", server_set = "'pending'", check = { one_of = ["pending", "paid"] } }
+            columns.note = { type = "text", check = { max_length = 500 } }
+            columns.created_at = { type = "timestamptz", server_set = "now()" }
+            indexes = [["user_id", "created_at"]]
+
+            [tables.order_items]
+            columns.id = { type = "bigint", primary_key = true }
+            columns.order_id = { type = "uuid", not_null = true, references = "orders", on_delete = "cascade" }
+            columns.product_id = { type = "bigint", not_null = true, references = "products.id" }
+            columns.quantity = { type = "integer", not_null = true, check = { min = 1, max = 1000 } }
+        "#;
+        #[derive(serde::Deserialize)]
+        struct File {
+            tables: indexmap::IndexMap<String, crate::declaration::TableDecl>,
+        }
+        let file: File = toml::from_str(text).unwrap();
+        Schema::from_declaration(&file.tables).unwrap()
+    }
+
+    fn ddl(dialect: Dialect) -> String {
+        shop()
+            .tables
+            .iter()
+            .flat_map(|t| create_statements(t, dialect))
+            .collect::<Vec<_>>()
+            .join(";\n")
+    }
+
+    #[test]
+    fn sqlite_ddl() {
+        let expected = r#"CREATE TABLE "products" (
+  "id" INTEGER PRIMARY KEY NOT NULL,
+  "name" TEXT NOT NULL CHECK (length("name") >= 1) CHECK (length("name") <= 200),
+  "price_cents" INTEGER NOT NULL DEFAULT 0 CHECK ("price_cents" >= 0),
+  "active" INTEGER NOT NULL DEFAULT 1 CHECK ("active" IN (0, 1)),
+  "sku" TEXT
+);
+CREATE UNIQUE INDEX "ux_products_sku" ON "products" ("sku");
+CREATE TABLE "orders" (
+  "id" TEXT PRIMARY KEY NOT NULL,
+  "user_id" TEXT NOT NULL,
+  "status" TEXT DEFAULT 'pending' CHECK ("status" IN ('pending', 'paid')),
+  "note" TEXT CHECK (length("note") <= 500),
+  "created_at" TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX "ix_orders_user_id_created_at" ON "orders" ("user_id", "created_at");
+CREATE TABLE "order_items" (
+  "id" INTEGER PRIMARY KEY NOT NULL,
+  "order_id" TEXT NOT NULL REFERENCES "orders" ("id") ON DELETE CASCADE,
+  "product_id" INTEGER NOT NULL REFERENCES "products" ("id") ON DELETE NO ACTION,
+  "quantity" INTEGER NOT NULL CHECK ("quantity" >= 1) CHECK ("quantity" <= 1000)
+);
+CREATE INDEX "ix_order_items_order_id" ON "order_items" ("order_id");
+CREATE INDEX "ix_order_items_product_id" ON "order_items" ("product_id")"#;
+        assert_eq!(ddl(Dialect::Sqlite), expected);
+    }
+
+    #[test]
+    fn postgres_ddl() {
+        let expected = r#"CREATE TABLE "products" (
+  "id" bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY NOT NULL,
+  "name" text NOT NULL CHECK (char_length("name") >= 1) CHECK (char_length("name") <= 200),
+  "price_cents" integer NOT NULL DEFAULT 0 CHECK ("price_cents" >= 0),
+  "active" boolean NOT NULL DEFAULT TRUE,
+  "sku" text
+);
+CREATE UNIQUE INDEX "ux_products_sku" ON "products" ("sku");
+CREATE TABLE "orders" (
+  "id" uuid PRIMARY KEY NOT NULL,
+  "user_id" uuid NOT NULL,
+  "status" text DEFAULT 'pending' CHECK ("status" IN ('pending', 'paid')),
+  "note" text CHECK (char_length("note") <= 500),
+  "created_at" timestamptz DEFAULT now()
+);
+CREATE INDEX "ix_orders_user_id_created_at" ON "orders" ("user_id", "created_at");
+CREATE TABLE "order_items" (
+  "id" bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY NOT NULL,
+  "order_id" uuid NOT NULL REFERENCES "orders" ("id") ON DELETE CASCADE,
+  "product_id" bigint NOT NULL REFERENCES "products" ("id") ON DELETE NO ACTION,
+  "quantity" integer NOT NULL CHECK ("quantity" >= 1) CHECK ("quantity" <= 1000)
+);
+CREATE INDEX "ix_order_items_order_id" ON "order_items" ("order_id");
+CREATE INDEX "ix_order_items_product_id" ON "order_items" ("product_id")"#;
+        assert_eq!(ddl(Dialect::Postgres), expected);
+    }
+}

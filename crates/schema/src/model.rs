@@ -1,0 +1,627 @@
+use gatehouse_core::Identifier;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::SchemaError;
+use crate::declaration::{CheckDecl, ColumnDecl, TableDecl};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Bigint,
+    Numeric,
+    Boolean,
+    Timestamptz,
+    Date,
+    Uuid,
+    Jsonb,
+    Bytea,
+}
+
+impl ColumnType {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "text" => Self::Text,
+            "integer" | "int" => Self::Integer,
+            "bigint" => Self::Bigint,
+            "numeric" => Self::Numeric,
+            "boolean" | "bool" => Self::Boolean,
+            "timestamptz" => Self::Timestamptz,
+            "date" => Self::Date,
+            "uuid" => Self::Uuid,
+            "jsonb" => Self::Jsonb,
+            "bytea" => Self::Bytea,
+            _ => return None,
+        })
+    }
+
+    pub fn is_integral(self) -> bool {
+        matches!(self, Self::Integer | Self::Bigint)
+    }
+
+    fn is_numeric(self) -> bool {
+        self.is_integral() || self == Self::Numeric
+    }
+}
+
+/// A constant from the declaration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Literal {
+    Bool(bool),
+    Integer(i64),
+    /// A decimal number, kept as written so no precision is lost.
+    Number(String),
+    Text(String),
+}
+
+/// A value the server always supplies, whatever the client sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerValue {
+    /// The caller's user id.
+    AuthUid,
+    /// The server's clock at the write.
+    Now,
+    Literal(Literal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    pub table: Identifier,
+    pub column: Identifier,
+    pub on_delete: OnDelete,
+}
+
+/// A constraint on one column's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    MinLength(u32),
+    MaxLength(u32),
+    Min(String),
+    Max(String),
+    /// Checked at the edge (SQLite has no regular expressions).
+    Pattern(String),
+    OneOf(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: Identifier,
+    pub ty: ColumnType,
+    pub primary_key: bool,
+    pub not_null: bool,
+    pub default: Option<Literal>,
+    pub server_set: Option<ServerValue>,
+    pub references: Option<ForeignKey>,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub name: Identifier,
+    pub columns: Vec<Identifier>,
+    pub unique: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub name: Identifier,
+    pub columns: Vec<Column>,
+    pub indexes: Vec<Index>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name.as_str() == name)
+    }
+
+    pub fn primary_key(&self) -> &Column {
+        // Validation guarantees exactly one primary key column.
+        self.columns
+            .iter()
+            .find(|c| c.primary_key)
+            .unwrap_or(&self.columns[0])
+    }
+}
+
+/// The validated declaration: every name checked, every reference resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// In dependency order: a table comes after the tables it references.
+    pub tables: Vec<Table>,
+}
+
+impl Schema {
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name.as_str() == name)
+    }
+
+    pub fn from_declaration(
+        declaration: &IndexMap<String, TableDecl>,
+    ) -> Result<Self, SchemaError> {
+        let mut tables = declaration
+            .iter()
+            .map(|(name, table)| table_of(name, table))
+            .collect::<Result<Vec<_>, _>>()?;
+        resolve_references(&mut tables, declaration)?;
+        add_foreign_key_indexes(&mut tables);
+        Ok(Schema {
+            tables: dependency_order(tables)?,
+        })
+    }
+}
+
+fn table_error(table: &str, message: impl Into<String>) -> SchemaError {
+    SchemaError::Table {
+        table: table.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn column_error(table: &str, column: &str, message: impl Into<String>) -> SchemaError {
+    SchemaError::Column {
+        table: table.to_owned(),
+        column: column.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Index and constraint names: `ix_<table>_<columns>`, shortened with a hash of
+/// the full name when PostgreSQL's 63-byte limit would cut it.
+fn index_name(prefix: &str, table: &Identifier, columns: &[Identifier]) -> Identifier {
+    let mut name = format!("{prefix}_{table}");
+    for column in columns {
+        name.push('_');
+        name.push_str(column.as_str());
+    }
+    if name.len() > 63 {
+        // FNV-1a: stable across builds and platforms, which `DefaultHasher` is not.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        name = format!("{}_{:08x}", &name[..54], hash as u32);
+    }
+    // The parts are identifiers and the prefix is ours, so this cannot fail.
+    Identifier::new(&name).unwrap_or_else(|_| table.clone())
+}
+
+fn table_of(name: &str, declared: &TableDecl) -> Result<Table, SchemaError> {
+    let table = Identifier::new(name).map_err(|e| table_error(name, e.to_string()))?;
+    if declared.columns.is_empty() {
+        return Err(table_error(name, "declare at least one column"));
+    }
+    let columns = declared
+        .columns
+        .iter()
+        .map(|(column, decl)| column_of(name, column, decl))
+        .collect::<Result<Vec<_>, _>>()?;
+    match columns.iter().filter(|c| c.primary_key).count() {
+        1 => {}
+        0 => {
+            return Err(table_error(
+                name,
+                "declare one column with primary_key = true",
+            ));
+        }
+        _ => return Err(table_error(name, "only one column may be the primary key")),
+    }
+    let resolve = |list: &Vec<String>| -> Result<Vec<Identifier>, SchemaError> {
+        if list.is_empty() {
+            return Err(table_error(name, "an index needs at least one column"));
+        }
+        list.iter()
+            .map(|column| {
+                columns
+                    .iter()
+                    .find(|c| c.name.as_str() == column)
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| {
+                        table_error(name, format!("index names unknown column {column:?}"))
+                    })
+            })
+            .collect()
+    };
+    let mut indexes = Vec::new();
+    for (column, decl) in columns.iter().zip(declared.columns.values()) {
+        if decl.unique && !decl.primary_key {
+            let list = vec![column.name.clone()];
+            indexes.push(Index {
+                name: index_name("ux", &table, &list),
+                columns: list,
+                unique: true,
+            });
+        }
+    }
+    for (list, unique) in declared
+        .unique
+        .iter()
+        .map(|l| (l, true))
+        .chain(declared.indexes.iter().map(|l| (l, false)))
+    {
+        let list = resolve(list)?;
+        let index = Index {
+            name: index_name(if unique { "ux" } else { "ix" }, &table, &list),
+            columns: list,
+            unique,
+        };
+        if !indexes
+            .iter()
+            .any(|i: &Index| i.columns == index.columns && i.unique == index.unique)
+        {
+            indexes.push(index);
+        }
+    }
+    Ok(Table {
+        name: table,
+        columns,
+        indexes,
+    })
+}
+
+fn literal_for(ty: ColumnType, value: &serde_json::Value) -> Result<Literal, String> {
+    use serde_json::Value as J;
+    match (ty, value) {
+        (ColumnType::Boolean, J::Bool(flag)) => Ok(Literal::Bool(*flag)),
+        (ColumnType::Integer | ColumnType::Bigint, J::Number(n)) => n
+            .as_i64()
+            .filter(|n| ty == ColumnType::Bigint || i32::try_from(*n).is_ok())
+            .map(Literal::Integer)
+            .ok_or_else(|| format!("{n} does not fit a {ty:?} column").to_lowercase()),
+        (ColumnType::Numeric, J::Number(n)) => Ok(Literal::Number(n.to_string())),
+        (
+            ColumnType::Text | ColumnType::Uuid | ColumnType::Date | ColumnType::Timestamptz,
+            J::String(s),
+        ) => Ok(Literal::Text(s.clone())),
+        (ColumnType::Jsonb, value) => Ok(Literal::Text(value.to_string())),
+        _ => Err(format!(
+            "{value} is not a valid value for this column's type"
+        )),
+    }
+}
+
+fn server_value(ty: ColumnType, text: &str) -> Result<ServerValue, String> {
+    match text.trim() {
+        "auth.uid()" if ty == ColumnType::Uuid || ty == ColumnType::Text => {
+            Ok(ServerValue::AuthUid)
+        }
+        "auth.uid()" => Err("auth.uid() fills uuid or text columns".into()),
+        "now()" if ty == ColumnType::Timestamptz => Ok(ServerValue::Now),
+        "now()" => Err("now() fills timestamptz columns".into()),
+        literal => {
+            let parsed = match literal.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+                Some(text) => serde_json::Value::String(text.replace("''", "'")),
+                None => serde_json::from_str(literal)
+                    .map_err(|_| format!("server_set is auth.uid(), now() or a literal such as 'pending', not {literal}"))?,
+            };
+            literal_for(ty, &parsed).map(ServerValue::Literal)
+        }
+    }
+}
+
+fn checks_of(ty: ColumnType, decl: &CheckDecl) -> Result<Vec<Check>, String> {
+    let mut checks = Vec::new();
+    let textual = matches!(ty, ColumnType::Text);
+    if decl.min_length.is_some() || decl.max_length.is_some() || decl.pattern.is_some() {
+        if !textual {
+            return Err("min_length, max_length and pattern apply to text columns".into());
+        }
+    }
+    if (decl.min.is_some() || decl.max.is_some()) && !ty.is_numeric() {
+        return Err("min and max apply to integer, bigint and numeric columns".into());
+    }
+    if let (Some(low), Some(high)) = (decl.min_length, decl.max_length) {
+        if low > high {
+            return Err("min_length is larger than max_length".into());
+        }
+    }
+    checks.extend(decl.min_length.map(Check::MinLength));
+    checks.extend(decl.max_length.map(Check::MaxLength));
+    checks.extend(decl.min.as_ref().map(|n| Check::Min(n.to_string())));
+    checks.extend(decl.max.as_ref().map(|n| Check::Max(n.to_string())));
+    if let Some(pattern) = &decl.pattern {
+        checks.push(Check::Pattern(pattern.clone()));
+    }
+    if let Some(values) = &decl.one_of {
+        if !textual {
+            return Err("one_of applies to text columns".into());
+        }
+        if values.is_empty() {
+            return Err("one_of needs at least one value".into());
+        }
+        checks.push(Check::OneOf(values.clone()));
+    }
+    Ok(checks)
+}
+
+fn column_of(table: &str, name: &str, decl: &ColumnDecl) -> Result<Column, SchemaError> {
+    let error = |message: String| column_error(table, name, message);
+    let column = Identifier::new(name).map_err(|e| error(e.to_string()))?;
+    let ty = ColumnType::parse(&decl.ty).ok_or_else(|| {
+        error(format!(
+            "unknown type {:?}: use text, integer, bigint, numeric, boolean, timestamptz, date, uuid, jsonb or bytea",
+            decl.ty
+        ))
+    })?;
+    if decl.primary_key
+        && !matches!(
+            ty,
+            ColumnType::Uuid | ColumnType::Integer | ColumnType::Bigint | ColumnType::Text
+        )
+    {
+        return Err(error(
+            "a primary key is uuid (generated v7), integer or bigint (identity), or text".into(),
+        ));
+    }
+    let default = decl
+        .default
+        .as_ref()
+        .map(|value| literal_for(ty, value))
+        .transpose()
+        .map_err(error)?;
+    let server_set = decl
+        .server_set
+        .as_deref()
+        .map(|text| server_value(ty, text))
+        .transpose()
+        .map_err(error)?;
+    if default.is_some() && server_set.is_some() {
+        return Err(error(
+            "a column has a default or a server_set value, not both".into(),
+        ));
+    }
+    if decl.primary_key && (default.is_some() || server_set.is_some()) {
+        return Err(error(
+            "the primary key is generated; it takes no default or server_set".into(),
+        ));
+    }
+    if decl.on_delete.is_some() && decl.references.is_none() {
+        return Err(error("on_delete needs references".into()));
+    }
+    let checks = decl
+        .check
+        .as_ref()
+        .map(|c| checks_of(ty, c))
+        .transpose()
+        .map_err(error)?
+        .unwrap_or_default();
+    Ok(Column {
+        name: column,
+        ty,
+        primary_key: decl.primary_key,
+        not_null: decl.not_null || decl.primary_key,
+        default,
+        server_set,
+        // Resolved once every table is known.
+        references: None,
+        checks,
+    })
+}
+
+fn resolve_references(
+    tables: &mut [Table],
+    declaration: &IndexMap<String, TableDecl>,
+) -> Result<(), SchemaError> {
+    let snapshot: Vec<Table> = tables.to_vec();
+    for (table, (table_name, decl)) in tables.iter_mut().zip(declaration) {
+        for (column, (column_name, column_decl)) in table.columns.iter_mut().zip(&decl.columns) {
+            let Some(target) = &column_decl.references else {
+                continue;
+            };
+            let error = |message: String| column_error(table_name, column_name, message);
+            let (target_table, target_column) = match target.split_once('.') {
+                Some((t, c)) => (t, Some(c)),
+                None => (target.as_str(), None),
+            };
+            let referenced = snapshot
+                .iter()
+                .find(|t| t.name.as_str() == target_table)
+                .ok_or_else(|| error(format!("references unknown table {target_table:?}")))?;
+            let referenced_column = match target_column {
+                Some(c) => referenced
+                    .column(c)
+                    .ok_or_else(|| error(format!("references unknown column {target:?}")))?,
+                None => referenced.primary_key(),
+            };
+            let unique = referenced_column.primary_key
+                || referenced
+                    .indexes
+                    .iter()
+                    .any(|i| i.unique && i.columns == [referenced_column.name.clone()]);
+            if !unique {
+                return Err(error(format!(
+                    "{target} is neither a primary key nor unique"
+                )));
+            }
+            let compatible = referenced_column.ty == column.ty
+                || (referenced_column.ty.is_integral() && column.ty.is_integral());
+            if !compatible {
+                return Err(error(format!("its type differs from the type of {target}")));
+            }
+            let on_delete = match column_decl.on_delete.as_deref() {
+                None | Some("no action") => OnDelete::NoAction,
+                Some("restrict") => OnDelete::Restrict,
+                Some("cascade") => OnDelete::Cascade,
+                Some("set null") if !column.not_null => OnDelete::SetNull,
+                Some("set null") => {
+                    return Err(error(
+                        "on_delete = \"set null\" needs a nullable column".into(),
+                    ));
+                }
+                Some(other) => {
+                    return Err(error(format!(
+                        "on_delete {other:?}: use \"no action\", \"restrict\", \"cascade\" or \"set null\""
+                    )));
+                }
+            };
+            column.references = Some(ForeignKey {
+                table: referenced.name.clone(),
+                column: referenced_column.name.clone(),
+                on_delete,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Joins and cascades walk foreign keys; an unindexed one turns each into a scan.
+fn add_foreign_key_indexes(tables: &mut [Table]) {
+    for table in tables {
+        let wanted: Vec<Identifier> = table
+            .columns
+            .iter()
+            .filter(|c| c.references.is_some() && !c.primary_key)
+            .map(|c| c.name.clone())
+            .collect();
+        for column in wanted {
+            let covered = table
+                .indexes
+                .iter()
+                .any(|i| i.columns.first() == Some(&column));
+            if !covered {
+                let columns = vec![column];
+                table.indexes.push(Index {
+                    name: index_name("ix", &table.name, &columns),
+                    columns,
+                    unique: false,
+                });
+            }
+        }
+    }
+}
+
+fn dependency_order(mut pending: Vec<Table>) -> Result<Vec<Table>, SchemaError> {
+    let mut ordered: Vec<Table> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|table| {
+            table
+                .columns
+                .iter()
+                .filter_map(|c| c.references.as_ref())
+                .all(|fk| {
+                    fk.table == table.name || ordered.iter().any(|done| done.name == fk.table)
+                })
+        });
+        match ready {
+            Some(position) => ordered.push(pending.remove(position)),
+            None => {
+                return Err(table_error(
+                    pending[0].name.as_str(),
+                    "its foreign keys form a cycle with other tables; make one side nullable and drop the reference",
+                ));
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Schema, SchemaError> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            tables: IndexMap<String, TableDecl>,
+        }
+        let file: File = toml::from_str(text).unwrap();
+        Schema::from_declaration(&file.tables)
+    }
+
+    #[test]
+    fn declaration_errors_name_table_column_and_fix() {
+        for (text, expected) in [
+            (
+                "[tables.t]\ncolumns.id = { type = \"serial\", primary_key = true }",
+                "column id: unknown type",
+            ),
+            (
+                "[tables.t]\ncolumns.name = { type = \"text\" }",
+                "table t: declare one column with primary_key",
+            ),
+            (
+                "[tables.Bad]\ncolumns.id = { type = \"uuid\", primary_key = true }",
+                "not a valid name",
+            ),
+            (
+                "[tables.gatehouse_x]\ncolumns.id = { type = \"uuid\", primary_key = true }",
+                "reserved",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.o = { type = \"uuid\", references = \"nope\" }",
+                "column o: references unknown table",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.o = { type = \"text\", server_set = \"now()\" }",
+                "now() fills timestamptz",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.n = { type = \"integer\", default = \"x\" }",
+                "not a valid value",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.n = { type = \"integer\", check = { max_length = 3 } }",
+                "apply to text columns",
+            ),
+            (
+                "[tables.a]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.b = { type = \"uuid\", references = \"b\" }\n\
+                 [tables.b]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"uuid\", references = \"a\" }",
+                "cycle",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\nindexes = [[\"missing\"]]",
+                "unknown column \"missing\"",
+            ),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text:?} gave {error}");
+        }
+    }
+
+    #[test]
+    fn server_values_and_self_references() {
+        let schema = parse(
+            "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\n\
+             columns.parent = { type = \"uuid\", references = \"t\", on_delete = \"set null\" }\n\
+             columns.owner = { type = \"uuid\", server_set = \"auth.uid()\" }\n\
+             columns.state = { type = \"text\", server_set = \"'it''s new'\" }\n",
+        )
+        .unwrap();
+        let table = schema.table("t").unwrap();
+        assert_eq!(
+            table.column("owner").unwrap().server_set,
+            Some(ServerValue::AuthUid)
+        );
+        assert_eq!(
+            table.column("state").unwrap().server_set,
+            Some(ServerValue::Literal(Literal::Text("it's new".into())))
+        );
+        assert_eq!(
+            table
+                .column("parent")
+                .unwrap()
+                .references
+                .as_ref()
+                .unwrap()
+                .on_delete,
+            OnDelete::SetNull
+        );
+        assert_eq!(
+            table.indexes[0].columns[0].as_str(),
+            "parent",
+            "foreign keys are indexed"
+        );
+    }
+}
