@@ -314,18 +314,18 @@ fn server_value(ty: ColumnType, text: &str) -> Result<ServerValue, String> {
 fn checks_of(ty: ColumnType, decl: &CheckDecl) -> Result<Vec<Check>, String> {
     let mut checks = Vec::new();
     let textual = matches!(ty, ColumnType::Text);
-    if decl.min_length.is_some() || decl.max_length.is_some() || decl.pattern.is_some() {
-        if !textual {
-            return Err("min_length, max_length and pattern apply to text columns".into());
-        }
+    if (decl.min_length.is_some() || decl.max_length.is_some() || decl.pattern.is_some())
+        && !textual
+    {
+        return Err("min_length, max_length and pattern apply to text columns".into());
     }
     if (decl.min.is_some() || decl.max.is_some()) && !ty.is_numeric() {
         return Err("min and max apply to integer, bigint and numeric columns".into());
     }
-    if let (Some(low), Some(high)) = (decl.min_length, decl.max_length) {
-        if low > high {
-            return Err("min_length is larger than max_length".into());
-        }
+    if let (Some(low), Some(high)) = (decl.min_length, decl.max_length)
+        && low > high
+    {
+        return Err("min_length is larger than max_length".into());
     }
     checks.extend(decl.min_length.map(Check::MinLength));
     checks.extend(decl.max_length.map(Check::MaxLength));
