@@ -5,6 +5,7 @@
 //! [`Sql`] pair of `'static` texts (one per dialect) or SQL compiled from the
 //! declared schema, plus bound values, so request text is never spliced into SQL.
 
+mod declared;
 mod migrations;
 mod postgres;
 mod sqlite;
@@ -15,6 +16,7 @@ pub mod testing;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use declared::{MigrateOptions, Migration};
 pub use statement::{Row, Sql, Statement, Value};
 
 pub use gatehouse_core::Dialect;
@@ -91,6 +93,10 @@ pub enum DbError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Schema(gatehouse_schema::SchemaError),
+    #[error("refusing destructive steps without --allow-destructive: {}", .0.join("; "))]
+    Destructive(Vec<String>),
     #[error("unexpected value in column {0}")]
     Decode(usize),
 }

@@ -12,14 +12,28 @@ struct Migration {
     steps: &'static [Sql],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "meta",
-    steps: &[Sql {
-        sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        postgres: "CREATE TABLE IF NOT EXISTS gatehouse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    }],
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "meta",
+        steps: &[Sql {
+            sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            postgres: "CREATE TABLE IF NOT EXISTS gatehouse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        }],
+    },
+    Migration {
+        version: 2,
+        name: "schema_versions",
+        steps: &[Sql {
+            sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_schema_versions (version INTEGER PRIMARY KEY, \
+                     applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, declaration TEXT NOT NULL, \
+                     statements TEXT NOT NULL)",
+            postgres: "CREATE TABLE IF NOT EXISTS gatehouse_schema_versions (version BIGINT PRIMARY KEY, \
+                       applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), declaration TEXT NOT NULL, \
+                       statements TEXT NOT NULL)",
+        }],
+    },
+];
 
 const CREATE_LEDGER: Sql = Sql {
     sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_migrations \
@@ -29,7 +43,7 @@ const CREATE_LEDGER: Sql = Sql {
 };
 
 /// SQLite's `BEGIN IMMEDIATE` already serialises writers; PostgreSQL needs the lock.
-const LOCK: Sql = Sql {
+pub(crate) const LOCK: Sql = Sql {
     sqlite: "SELECT 1",
     postgres: "SELECT 1 FROM (SELECT pg_advisory_xact_lock(7306010412)) AS locked",
 };

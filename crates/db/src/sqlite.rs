@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::Semaphore;
@@ -36,7 +37,7 @@ impl SqlitePool {
         let reader_count = options.max_connections.max(1);
         let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
             let writer = Connection::open(&path)?;
-            writer.busy_timeout(BUSY_TIMEOUT)?;
+            configure(&writer)?;
             let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 tracing::warn!(%mode, "SQLite refused WAL mode; writes stay durable but readers block writers");
@@ -48,7 +49,7 @@ impl SqlitePool {
                         &path,
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
-                    reader.busy_timeout(BUSY_TIMEOUT)?;
+                    configure(&reader)?;
                     Ok(reader)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -105,6 +106,16 @@ impl SqlitePool {
         .await
         .map_err(|join| DbError::Pool(join.to_string()))?
     }
+}
+
+/// Settings every connection gets. SQLite by default reads a double-quoted name
+/// that matches no column as a string literal, so a misspelt identifier would
+/// silently compare against text; with DQS off it is an error, as in PostgreSQL.
+fn configure(connection: &Connection) -> Result<()> {
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
+    Ok(())
 }
 
 fn run(connection: &Connection, statement: &Statement) -> Result<Vec<Row>> {

@@ -211,12 +211,7 @@ mod tests {
             columns.product_id = { type = "bigint", not_null = true, references = "products.id" }
             columns.quantity = { type = "integer", not_null = true, check = { min = 1, max = 1000 } }
         "#;
-        #[derive(serde::Deserialize)]
-        struct File {
-            tables: indexmap::IndexMap<String, crate::declaration::TableDecl>,
-        }
-        let file: File = toml::from_str(text).unwrap();
-        Schema::from_declaration(&file.tables).unwrap()
+        Schema::from_toml(text).unwrap()
     }
 
     fn ddl(dialect: Dialect) -> String {

@@ -149,6 +149,18 @@ impl Schema {
         self.tables.iter().find(|t| t.name.as_str() == name)
     }
 
+    /// Parses the `[tables.*]` sections of a TOML document: for tools and tests;
+    /// the server reads them as part of `gatehouse.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Document {
+            #[serde(default)]
+            tables: IndexMap<String, TableDecl>,
+        }
+        let document: Document = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_declaration(&document.tables).map_err(|e| e.to_string())
+    }
+
     pub fn from_declaration(
         declaration: &IndexMap<String, TableDecl>,
     ) -> Result<Self, SchemaError> {
@@ -531,13 +543,8 @@ fn dependency_order(mut pending: Vec<Table>) -> Result<Vec<Table>, SchemaError> 
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Schema, SchemaError> {
-        #[derive(serde::Deserialize)]
-        struct File {
-            tables: IndexMap<String, TableDecl>,
-        }
-        let file: File = toml::from_str(text).unwrap();
-        Schema::from_declaration(&file.tables)
+    fn parse(text: &str) -> Result<Schema, String> {
+        Schema::from_toml(text)
     }
 
     #[test]
@@ -585,7 +592,7 @@ mod tests {
                 "unknown column \"missing\"",
             ),
         ] {
-            let error = parse(text).unwrap_err().to_string();
+            let error = parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?} gave {error}");
         }
     }

@@ -230,13 +230,7 @@ mod tests {
     use super::*;
 
     fn schema(text: &str) -> Schema {
-        #[derive(serde::Deserialize)]
-        struct File {
-            #[serde(default)]
-            tables: indexmap::IndexMap<String, crate::declaration::TableDecl>,
-        }
-        let file: File = toml::from_str(text).unwrap();
-        Schema::from_declaration(&file.tables).unwrap()
+        Schema::from_toml(text).unwrap()
     }
 
     const BASE: &str = r#"
