@@ -2,4 +2,5 @@
 
 pub mod init;
 pub mod keys;
+pub mod migrate;
 pub mod serve;

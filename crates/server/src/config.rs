@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gatehouse_http::CorsPolicy;
+use gatehouse_schema::declaration::TableDecl;
+use gatehouse_schema::{Schema, SchemaError};
+use indexmap::IndexMap;
 use serde::Deserialize;
 
 pub const DEFAULT_FILE: &str = "gatehouse.toml";
@@ -42,6 +45,18 @@ pub enum ConfigError {
     Env { variable: String, message: String },
 }
 
+impl ConfigError {
+    fn in_file(path: &Path, text: &str, offset: usize, message: String) -> Self {
+        let (line, column) = line_and_column(text, offset);
+        ConfigError::File {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Development,
@@ -63,6 +78,9 @@ pub struct Config {
     pub cors: CorsPolicy,
     pub pool_size: usize,
     pub pool_timeout: Duration,
+    /// Apply the declared schema at start (destructive steps still need `gatehouse migrate`).
+    pub auto_migrate: bool,
+    pub schema: Schema,
 }
 
 #[derive(Deserialize, Default)]
@@ -73,6 +91,8 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     database: DatabaseSection,
+    #[serde(default)]
+    tables: IndexMap<String, TableDecl>,
 }
 
 #[derive(Deserialize, Default)]
@@ -92,6 +112,7 @@ struct ServerSection {
 struct DatabaseSection {
     pool_size: Option<Bounded<1, 256>>,
     pool_timeout_secs: Option<Bounded<1, 600>>,
+    auto_migrate: Option<bool>,
 }
 
 /// An integer setting within `MIN..=MAX`, checked while parsing so the error
@@ -172,9 +193,48 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Where a table (and column) of the declaration is written, for messages about
+/// them: the first line that names it.
+fn declaration_offset(text: &str, table: &str, column: Option<&str>) -> usize {
+    let table_at = [format!("[tables.{table}]"), format!("tables.{table}.")]
+        .iter()
+        .filter_map(|needle| text.find(needle.as_str()))
+        .min()
+        .unwrap_or(0);
+    column
+        .and_then(|column| {
+            [
+                format!("columns.{column} "),
+                format!("columns.{column}="),
+                format!("[tables.{table}.columns.{column}]"),
+            ]
+            .iter()
+            .filter_map(|needle| text[table_at..].find(needle.as_str()))
+            .min()
+        })
+        .map_or(table_at, |offset| table_at + offset)
+}
+
+fn schema_of(
+    path: &Path,
+    text: &str,
+    tables: &IndexMap<String, TableDecl>,
+) -> Result<Schema, ConfigError> {
+    Schema::from_declaration(tables).map_err(|error| {
+        let offset = match &error {
+            SchemaError::Table { table, .. } => declaration_offset(text, table, None),
+            SchemaError::Column { table, column, .. } => {
+                declaration_offset(text, table, Some(column))
+            }
+            SchemaError::Unsupported(_) => 0,
+        };
+        ConfigError::in_file(path, text, offset, error.to_string())
+    })
+}
+
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|error| {
-        let (line, column) = line_and_column(text, error.span().map_or(0, |span| span.start));
+        let offset = error.span().map_or(0, |span| span.start);
         let mut message = error.message().trim().to_owned();
         if let Some((field, variable)) = SECRET_FIELDS
             .iter()
@@ -185,12 +245,7 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                  (or {variable}_FILE) in the environment instead"
             );
         }
-        ConfigError::File {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
+        ConfigError::in_file(path, text, offset, message)
     })
 }
 
@@ -266,14 +321,23 @@ impl Config {
             )?),
             None => read(Path::new(DEFAULT_FILE))?.map(|text| (PathBuf::from(DEFAULT_FILE), text)),
         };
-        let parsed = match &file {
-            Some((path, text)) => parse_file(path, text)?,
-            None => FileConfig::default(),
+        let (parsed, schema) = match &file {
+            Some((path, text)) => {
+                let parsed = parse_file(path, text)?;
+                let schema = schema_of(path, text, &parsed.tables)?;
+                (parsed, schema)
+            }
+            None => (FileConfig::default(), Schema::default()),
         };
-        Self::assemble(parsed, overrides, env)
+        Self::assemble(parsed, schema, overrides, env)
     }
 
-    fn assemble(file: FileConfig, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+    fn assemble(
+        file: FileConfig,
+        schema: Schema,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
         let production = overrides.production
             || match env("GATEHOUSE_ENV").as_deref().map(str::trim) {
                 None | Some("" | "development") => false,
@@ -359,6 +423,8 @@ impl Config {
             cors,
             pool_size: file.database.pool_size.map_or(8, |b| b.0 as usize),
             pool_timeout: seconds(file.database.pool_timeout_secs.map(|b| b.0), 5),
+            auto_migrate: file.database.auto_migrate.unwrap_or(true),
+            schema,
         })
     }
 
@@ -393,8 +459,10 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file = parse_file(Path::new("gatehouse.toml"), text)?;
-        Config::assemble(file, &Overrides::default(), &no_env)
+        let path = Path::new("gatehouse.toml");
+        let file = parse_file(path, text)?;
+        let schema = schema_of(path, text, &file.tables)?;
+        Config::assemble(file, schema, &Overrides::default(), &no_env)
     }
 
     fn error_of(text: &str) -> String {
@@ -458,7 +526,8 @@ mod tests {
             _ => None,
         };
         let file = parse_file(Path::new("g.toml"), "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
-        let config = Config::assemble(file, &Overrides::default(), &env).unwrap();
+        let config =
+            Config::assemble(file, Schema::default(), &Overrides::default(), &env).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(config.mode, Mode::Production);
         assert_eq!(
@@ -471,8 +540,13 @@ mod tests {
     fn bad_environment_values_name_the_variable() {
         let env =
             |name: &str| (name == "GATEHOUSE_REQUEST_TIMEOUT_SECS").then(|| "soon".to_owned());
-        let error =
-            Config::assemble(FileConfig::default(), &Overrides::default(), &env).unwrap_err();
+        let error = Config::assemble(
+            FileConfig::default(),
+            Schema::default(),
+            &Overrides::default(),
+            &env,
+        )
+        .unwrap_err();
         assert!(
             error
                 .to_string()
@@ -487,7 +561,13 @@ mod tests {
             production: true,
             ..Overrides::default()
         };
-        let config = Config::assemble(FileConfig::default(), &overrides, &no_env).unwrap();
+        let config = Config::assemble(
+            FileConfig::default(),
+            Schema::default(),
+            &overrides,
+            &no_env,
+        )
+        .unwrap();
         assert_eq!(config.cors, CorsPolicy::Deny);
     }
 }

@@ -2,8 +2,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gatehouse_db::MigrateOptions;
 use gatehouse_keys::{ApiRole, SigningAlgorithm};
-use gatehouse_server::commands::{init, keys, serve};
+use gatehouse_server::commands::{init, keys, migrate, serve};
 use gatehouse_server::config::{Config, Overrides};
 
 /// Gatehouse: the whole backend of a web app in one binary, secure by default.
@@ -30,6 +31,15 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:54321; or GATEHOUSE_LISTEN).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Bring the database to the schema declared in gatehouse.toml.
+    Migrate {
+        /// Print the plan and its SQL without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow steps that lose data (dropping tables or columns, narrowing types).
+        #[arg(long)]
+        allow_destructive: bool,
     },
     /// Write a commented starter gatehouse.toml.
     Init {
@@ -119,6 +129,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&overrides, &env)?;
             gatehouse_server::logging::init();
             tokio::runtime::Runtime::new()?.block_on(serve::run(config))
+        }
+        Command::Migrate {
+            dry_run,
+            allow_destructive,
+        } => {
+            let config = Config::load(&overrides, &env)?;
+            let options = MigrateOptions {
+                dry_run,
+                allow_destructive,
+            };
+            tokio::runtime::Runtime::new()?.block_on(migrate::run(config, options))
         }
         Command::Init { path, force } => init::run(&path, force),
         Command::Keys(command) => {

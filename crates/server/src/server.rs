@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use gatehouse_db::{Database, PoolOptions};
+use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_http::{AppState, HttpSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,15 +28,12 @@ pub async fn start(
     secrets: Secrets,
     custom: Router<AppState>,
 ) -> anyhow::Result<Running> {
-    let db = Database::open(
-        &secrets.database,
-        PoolOptions {
-            max_connections: config.pool_size,
-            acquire_timeout: config.pool_timeout,
-        },
-    )
-    .await
-    .context("cannot open the database")?;
+    let db = open_database(config, &secrets.database).await?;
+    if config.auto_migrate {
+        db.migrate_schema(&config.schema, MigrateOptions::default())
+            .await
+            .context("cannot apply the declared schema (run `gatehouse migrate --dry-run` to see the plan)")?;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -83,6 +80,19 @@ pub async fn start(
         listeners,
         grace: config.shutdown_grace,
     })
+}
+
+pub async fn open_database(
+    config: &Config,
+    location: &gatehouse_db::Location,
+) -> anyhow::Result<Database> {
+    let options = PoolOptions {
+        max_connections: config.pool_size,
+        acquire_timeout: config.pool_timeout,
+    };
+    Database::open(location, options)
+        .await
+        .context("cannot open the database")
 }
 
 fn serve(

@@ -9,4 +9,5 @@ mod errors;
 mod keys;
 mod kit;
 mod middleware;
+mod migrate;
 mod ops;

@@ -1,0 +1,115 @@
+//! The declared schema through the real binary: `migrate` and `serve`.
+
+use crate::kit::{Process, gatehouse};
+
+const NOTES: &str = r#"
+[tables.notes]
+columns.id = { type = "uuid", primary_key = true }
+columns.owner = { type = "uuid", server_set = "auth.uid()" }
+columns.body = { type = "text", not_null = true, check = { max_length = 2000 } }
+columns.archived = { type = "boolean", not_null = true, default = false }
+"#;
+
+fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = gatehouse(dir, args, &[]).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dry_run_prints_the_sql_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gatehouse.toml"), NOTES).unwrap();
+    for _ in 0..2 {
+        let (ok, stdout, stderr) = run(dir.path(), &["migrate", "--dry-run"]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("Would apply schema version 1"), "{stdout}");
+        assert!(stdout.contains("+ create table notes"), "{stdout}");
+        assert!(stdout.contains(r#"CREATE TABLE "notes""#), "{stdout}");
+        assert!(
+            stdout.contains(r#""archived" INTEGER NOT NULL DEFAULT 0"#),
+            "{stdout}"
+        );
+    }
+    let (ok, stdout, _) = run(dir.path(), &["migrate"]);
+    assert!(ok);
+    assert!(stdout.contains("Applied schema version 1"), "{stdout}");
+    let (_, stdout, _) = run(dir.path(), &["migrate"]);
+    assert!(stdout.contains("up to date (schema version 1)"), "{stdout}");
+}
+
+#[test]
+fn serve_applies_safe_changes_and_refuses_destructive_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(&config, NOTES).unwrap();
+    Process::serve(dir.path(), &[], &[]).terminate();
+    let (_, stdout, _) = run(dir.path(), &["migrate", "--dry-run"]);
+    assert!(
+        stdout.contains("up to date (schema version 1)"),
+        "serve applied it: {stdout}"
+    );
+
+    let without_archived = NOTES.replace(
+        "columns.archived = { type = \"boolean\", not_null = true, default = false }\n",
+        "",
+    );
+    std::fs::write(&config, without_archived).unwrap();
+    let refused = gatehouse(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("drop column notes.archived") && stderr.contains("--allow-destructive"),
+        "{stderr}"
+    );
+
+    let (ok, stdout, stderr) = run(dir.path(), &["migrate"]);
+    assert!(
+        !ok && stderr.contains("--allow-destructive"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, _) = run(dir.path(), &["migrate", "--allow-destructive"]);
+    assert!(ok);
+    assert!(stdout.contains("! drop column notes.archived"), "{stdout}");
+    Process::serve(dir.path(), &[], &[]).terminate();
+}
+
+#[test]
+fn auto_migrate_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        format!("[database]\nauto_migrate = false\n{NOTES}"),
+    )
+    .unwrap();
+    Process::serve(dir.path(), &[], &[]).terminate();
+    let (_, stdout, _) = run(dir.path(), &["migrate", "--dry-run"]);
+    assert!(stdout.contains("Would apply schema version 1"), "{stdout}");
+}
+
+#[test]
+fn a_bad_declaration_stops_start_up_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        NOTES.replace(
+            "columns.owner = { type = \"uuid\"",
+            "columns.owner = { type = \"uuid\", references = \"users\"",
+        ),
+    )
+    .unwrap();
+    let output = gatehouse(dir.path(), &["serve"], &[]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "gatehouse.toml:4:1: table notes, column owner: references unknown table \"users\""
+        ),
+        "{stderr}"
+    );
+}
