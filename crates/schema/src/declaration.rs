@@ -14,6 +14,19 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+/// Reads the `[tables.*]` sections of a TOML document (for tools and tests; the
+/// server reads them as part of `gatehouse.toml`).
+pub fn parse(text: &str) -> Result<IndexMap<String, TableDecl>, String> {
+    #[derive(Deserialize)]
+    struct Document {
+        #[serde(default)]
+        tables: IndexMap<String, TableDecl>,
+    }
+    toml::from_str::<Document>(text)
+        .map(|document| document.tables)
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableDecl {
@@ -24,6 +37,51 @@ pub struct TableDecl {
     /// Unique constraints over several columns.
     #[serde(default)]
     pub unique: Vec<Vec<String>>,
+    /// Row policies; compiled by the policy crate.
+    #[serde(default)]
+    pub policies: Vec<PolicyDecl>,
+    /// Column allow-lists per role and command, e.g. `grants.anon.select = ["id", "name"]`.
+    #[serde(default)]
+    pub grants: IndexMap<String, GrantDecl>,
+}
+
+/// `[[tables.<name>.policies]]`: as `CREATE POLICY … FOR … TO … USING … WITH CHECK …`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDecl {
+    pub name: String,
+    /// `select`, `insert`, `update`, `delete` or `all`; one or a list.
+    #[serde(rename = "for")]
+    pub commands: OneOrMany,
+    /// `anon`, `authenticated`; one or a list.
+    #[serde(rename = "to")]
+    pub roles: OneOrMany,
+    pub using: Option<String>,
+    pub with_check: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(item) => vec![item.as_str()],
+            OneOrMany::Many(items) => items.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The columns one role may read and write in a table; absent means all of them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantDecl {
+    pub select: Option<Vec<String>>,
+    pub update: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -152,13 +152,30 @@ impl Schema {
     /// Parses the `[tables.*]` sections of a TOML document: for tools and tests;
     /// the server reads them as part of `gatehouse.toml`.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        #[derive(Deserialize)]
-        struct Document {
-            #[serde(default)]
-            tables: IndexMap<String, TableDecl>,
+        Self::from_declaration(&crate::declaration::parse(text)?).map_err(|e| e.to_string())
+    }
+
+    /// Indexes each (table, column) unless an index already starts with it; for
+    /// the columns row policies filter on, so those filters never scan.
+    pub fn index_columns(&mut self, wanted: &[(Identifier, Identifier)]) {
+        for (table_name, column) in wanted {
+            let Some(table) = self.tables.iter_mut().find(|t| &t.name == table_name) else {
+                continue;
+            };
+            let covered = table
+                .indexes
+                .iter()
+                .any(|i| i.columns.first() == Some(column))
+                || table.column(column.as_str()).is_some_and(|c| c.primary_key);
+            if !covered {
+                let columns = vec![column.clone()];
+                table.indexes.push(Index {
+                    name: index_name("ix", &table.name, &columns),
+                    columns,
+                    unique: false,
+                });
+            }
         }
-        let document: Document = toml::from_str(text).map_err(|e| e.to_string())?;
-        Self::from_declaration(&document.tables).map_err(|e| e.to_string())
     }
 
     pub fn from_declaration(

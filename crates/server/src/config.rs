@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gatehouse_http::CorsPolicy;
+use gatehouse_policy::Policies;
 use gatehouse_schema::declaration::TableDecl;
 use gatehouse_schema::{Schema, SchemaError};
 use indexmap::IndexMap;
@@ -80,7 +81,9 @@ pub struct Config {
     pub pool_timeout: Duration,
     /// Apply the declared schema at start (destructive steps still need `gatehouse migrate`).
     pub auto_migrate: bool,
+    /// The declared tables, with indexes added for every column a policy filters on.
     pub schema: Schema,
+    pub policies: Policies,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,8 +222,8 @@ fn schema_of(
     path: &Path,
     text: &str,
     tables: &IndexMap<String, TableDecl>,
-) -> Result<Schema, ConfigError> {
-    Schema::from_declaration(tables).map_err(|error| {
+) -> Result<(Schema, Policies), ConfigError> {
+    let mut schema = Schema::from_declaration(tables).map_err(|error| {
         let offset = match &error {
             SchemaError::Table { table, .. } => declaration_offset(text, table, None),
             SchemaError::Column { table, column, .. } => {
@@ -229,7 +232,16 @@ fn schema_of(
             SchemaError::Unsupported(_) => 0,
         };
         ConfigError::in_file(path, text, offset, error.to_string())
-    })
+    })?;
+    let policies = Policies::compile(tables, &schema).map_err(|error| {
+        let table_at = declaration_offset(text, &error.table, None);
+        let offset = text[table_at..]
+            .find(&format!("{:?}", error.policy))
+            .map_or(table_at, |at| table_at + at);
+        ConfigError::in_file(path, text, offset, error.to_string())
+    })?;
+    schema.index_columns(&policies.filtered_columns());
+    Ok((schema, policies))
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
@@ -327,14 +339,14 @@ impl Config {
                 let schema = schema_of(path, text, &parsed.tables)?;
                 (parsed, schema)
             }
-            None => (FileConfig::default(), Schema::default()),
+            None => (FileConfig::default(), Default::default()),
         };
         Self::assemble(parsed, schema, overrides, env)
     }
 
     fn assemble(
         file: FileConfig,
-        schema: Schema,
+        (schema, policies): (Schema, Policies),
         overrides: &Overrides,
         env: Env,
     ) -> Result<Self, ConfigError> {
@@ -425,6 +437,7 @@ impl Config {
             pool_timeout: seconds(file.database.pool_timeout_secs.map(|b| b.0), 5),
             auto_migrate: file.database.auto_migrate.unwrap_or(true),
             schema,
+            policies,
         })
     }
 
@@ -527,7 +540,7 @@ mod tests {
         };
         let file = parse_file(Path::new("g.toml"), "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
         let config =
-            Config::assemble(file, Schema::default(), &Overrides::default(), &env).unwrap();
+            Config::assemble(file, Default::default(), &Overrides::default(), &env).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(config.mode, Mode::Production);
         assert_eq!(
@@ -542,7 +555,7 @@ mod tests {
             |name: &str| (name == "GATEHOUSE_REQUEST_TIMEOUT_SECS").then(|| "soon".to_owned());
         let error = Config::assemble(
             FileConfig::default(),
-            Schema::default(),
+            Default::default(),
             &Overrides::default(),
             &env,
         )
@@ -563,7 +576,7 @@ mod tests {
         };
         let config = Config::assemble(
             FileConfig::default(),
-            Schema::default(),
+            Default::default(),
             &overrides,
             &no_env,
         )

@@ -1,0 +1,122 @@
+//! Checked conditions: every column resolved against the declared schema, every
+//! comparison between compatible types. This is what the query compiler renders,
+//! with context values (the caller's id, role and claims) as bound parameters.
+
+use gatehouse_core::Identifier;
+use gatehouse_schema::{ColumnType, Literal};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    pub fn sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
+/// A value known only per request, always bound as a parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextValue {
+    /// `auth.uid()`: the caller's user id; NULL for anon.
+    Uid,
+    /// `auth.role()`: `anon` or `authenticated`.
+    Role,
+    /// `auth.jwt() ->> 'claim'`: a claim of the verified token as text, or NULL.
+    Claim(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Term {
+    /// A column of the table at `depth`: 0 is the policy's table, 1 the table of
+    /// the first `exists`, and so on.
+    Column {
+        depth: usize,
+        name: Identifier,
+        ty: ColumnType,
+    },
+    Value(Literal),
+    Context(ContextValue),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Const(bool),
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    Not(Box<Condition>),
+    Compare {
+        left: Term,
+        op: CmpOp,
+        right: Term,
+    },
+    In {
+        term: Term,
+        list: Vec<Term>,
+        negated: bool,
+    },
+    IsNull {
+        term: Term,
+        negated: bool,
+    },
+    /// `exists (select 1 from table where condition)`; inside, depth grows by one.
+    Exists {
+        table: Identifier,
+        condition: Box<Condition>,
+    },
+}
+
+impl Condition {
+    /// Every column the condition reads, with the table it belongs to.
+    pub fn columns<'a>(
+        &'a self,
+        tables: &mut Vec<&'a Identifier>,
+        out: &mut Vec<(Identifier, Identifier)>,
+    ) {
+        let mut term = |term: &Term, tables: &Vec<&Identifier>| {
+            if let Term::Column { depth, name, .. } = term
+                && let Some(table) = tables.get(*depth)
+            {
+                out.push(((*table).clone(), name.clone()));
+            }
+        };
+        match self {
+            Condition::Const(_) => {}
+            Condition::And(items) | Condition::Or(items) => {
+                for item in items {
+                    item.columns(tables, out);
+                }
+            }
+            Condition::Not(inner) => inner.columns(tables, out),
+            Condition::Compare { left, right, .. } => {
+                term(left, tables);
+                term(right, tables);
+            }
+            Condition::In { term: t, list, .. } => {
+                term(t, tables);
+                for item in list {
+                    term(item, tables);
+                }
+            }
+            Condition::IsNull { term: t, .. } => term(t, tables),
+            Condition::Exists { table, condition } => {
+                tables.push(table);
+                condition.columns(tables, out);
+                tables.pop();
+            }
+        }
+    }
+}

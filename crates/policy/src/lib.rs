@@ -1,0 +1,348 @@
+//! Row policies as in PostgreSQL row-level security: per table, command and role,
+//! `using` and `with check` conditions in a small SQL-like language, parsed and
+//! type-checked against the declared schema when the configuration loads, and
+//! kept as [`Condition`]s the query compiler renders into every statement.
+//!
+//! Invariant: deny by default. A command with no policy for a role is not
+//! allowed; a policy that does not parse or check stops start-up.
+
+mod ast;
+mod check;
+mod condition;
+mod lexer;
+mod parser;
+
+use std::collections::HashMap;
+
+use gatehouse_core::Identifier;
+use gatehouse_schema::Schema;
+use gatehouse_schema::declaration::{GrantDecl, TableDecl};
+use indexmap::IndexMap;
+
+pub use condition::{CmpOp, Condition, ContextValue, Term};
+
+/// A syntax or type error inside one expression, at a byte offset when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl ParseError {
+    fn at(offset: usize, message: impl Into<String>) -> Self {
+        Self {
+            offset,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("table {table}, policy {policy:?}: {message}")]
+pub struct PolicyError {
+    pub table: String,
+    pub policy: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    Select,
+    Insert,
+    Update,
+    Delete,
+}
+
+/// The roles policies are written for. The service role bypasses policies and
+/// is never named in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Anon,
+    Authenticated,
+}
+
+/// One policy's conditions for one command.
+#[derive(Debug, Clone, PartialEq)]
+struct Rule {
+    using: Option<Condition>,
+    with_check: Option<Condition>,
+}
+
+/// Column allow-lists of one role.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Grant {
+    select: Option<Vec<Identifier>>,
+    update: Option<Vec<Identifier>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TablePolicies {
+    rules: HashMap<(Command, Role), Vec<Rule>>,
+    grants: HashMap<Role, Grant>,
+}
+
+fn any_of(conditions: Vec<Condition>) -> Condition {
+    match conditions.len() {
+        1 => conditions
+            .into_iter()
+            .next()
+            .unwrap_or(Condition::Const(false)),
+        _ => Condition::Or(conditions),
+    }
+}
+
+impl TablePolicies {
+    /// Whether any policy lets `role` run `command` at all.
+    pub fn allows(&self, command: Command, role: Role) -> bool {
+        self.rules
+            .get(&(command, role))
+            .is_some_and(|rules| !rules.is_empty())
+    }
+
+    /// Which existing rows `role` may see (select) or touch (update, delete):
+    /// the policies' `using` conditions, any of which suffices. `None` when no
+    /// policy allows the command.
+    pub fn using(&self, command: Command, role: Role) -> Option<Condition> {
+        let rules = self.rules.get(&(command, role)).filter(|r| !r.is_empty())?;
+        Some(any_of(
+            rules
+                .iter()
+                .map(|rule| rule.using.clone().unwrap_or(Condition::Const(true)))
+                .collect(),
+        ))
+    }
+
+    /// What a new or changed row must satisfy (insert, update): each policy's
+    /// `with check`, or its `using` when it has none, any of which suffices.
+    pub fn with_check(&self, command: Command, role: Role) -> Option<Condition> {
+        let rules = self.rules.get(&(command, role)).filter(|r| !r.is_empty())?;
+        Some(any_of(
+            rules
+                .iter()
+                .map(|rule| {
+                    rule.with_check
+                        .clone()
+                        .or_else(|| rule.using.clone())
+                        .unwrap_or(Condition::Const(true))
+                })
+                .collect(),
+        ))
+    }
+
+    /// The columns `role` may read; `None` means every column.
+    pub fn readable_columns(&self, role: Role) -> Option<&[Identifier]> {
+        self.grants.get(&role)?.select.as_deref()
+    }
+
+    /// The columns `role` may change; `None` means every column.
+    pub fn writable_columns(&self, role: Role) -> Option<&[Identifier]> {
+        self.grants.get(&role)?.update.as_deref()
+    }
+}
+
+/// Every table's policies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policies {
+    tables: HashMap<Identifier, TablePolicies>,
+}
+
+fn parse_commands(items: &[&str]) -> Result<Vec<Command>, String> {
+    let mut commands = Vec::new();
+    for item in items {
+        match item.to_ascii_lowercase().as_str() {
+            "select" => commands.push(Command::Select),
+            "insert" => commands.push(Command::Insert),
+            "update" => commands.push(Command::Update),
+            "delete" => commands.push(Command::Delete),
+            "all" => commands.extend([
+                Command::Select,
+                Command::Insert,
+                Command::Update,
+                Command::Delete,
+            ]),
+            other => {
+                return Err(format!(
+                    "unknown command {other:?}: use select, insert, update, delete or all"
+                ));
+            }
+        }
+    }
+    Ok(commands)
+}
+
+fn parse_role(name: &str) -> Result<Role, String> {
+    match name {
+        "anon" => Ok(Role::Anon),
+        "authenticated" => Ok(Role::Authenticated),
+        "service" | "service_role" => {
+            Err("the service role bypasses policies; leave it out".into())
+        }
+        other => Err(format!("unknown role {other:?}: use anon or authenticated")),
+    }
+}
+
+impl Policies {
+    pub fn for_table(&self, table: &str) -> Option<&TablePolicies> {
+        self.tables
+            .iter()
+            .find(|(name, _)| name.as_str() == table)
+            .map(|(_, p)| p)
+    }
+
+    pub fn compile(
+        declaration: &IndexMap<String, TableDecl>,
+        schema: &Schema,
+    ) -> Result<Self, PolicyError> {
+        let mut tables = HashMap::new();
+        for (table_name, decl) in declaration {
+            let Some(table) = schema.table(table_name) else {
+                continue;
+            };
+            let mut compiled = TablePolicies::default();
+            for policy in &decl.policies {
+                let error = |message: String| PolicyError {
+                    table: table_name.clone(),
+                    policy: policy.name.clone(),
+                    message,
+                };
+                let commands = parse_commands(&policy.commands.items()).map_err(error)?;
+                let roles = policy
+                    .roles
+                    .items()
+                    .iter()
+                    .map(|r| parse_role(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(error)?;
+                let expression = |label: &str,
+                                  source: &Option<String>|
+                 -> Result<Option<Condition>, PolicyError> {
+                    source
+                        .as_deref()
+                        .map(|source| {
+                            parser::parse(source)
+                                .and_then(|expr| check::check(&expr, schema, table))
+                                .map_err(|e| {
+                                    let near = source
+                                        .get(e.offset..)
+                                        .unwrap_or("")
+                                        .chars()
+                                        .take(20)
+                                        .collect::<String>();
+                                    error(format!("{label}: {} (near {near:?})", e.message))
+                                })
+                        })
+                        .transpose()
+                };
+                let using = expression("using", &policy.using)?;
+                let with_check = expression("with_check", &policy.with_check)?;
+                for command in &commands {
+                    let shape_error = match command {
+                        Command::Insert if using.is_some() && commands.len() == 1 => Some(
+                            "an insert policy has with_check only: there is no existing row to test",
+                        ),
+                        Command::Insert if with_check.is_none() && using.is_none() => {
+                            Some("insert needs with_check")
+                        }
+                        Command::Select | Command::Delete
+                            if with_check.is_some() && commands.len() == 1 =>
+                        {
+                            Some("select and delete policies have using only")
+                        }
+                        Command::Select | Command::Update | Command::Delete if using.is_none() => {
+                            Some("select, update and delete need using")
+                        }
+                        _ => None,
+                    };
+                    if let Some(message) = shape_error {
+                        return Err(error(message.into()));
+                    }
+                    let rule = Rule {
+                        using: if *command == Command::Insert {
+                            None
+                        } else {
+                            using.clone()
+                        },
+                        with_check: match command {
+                            Command::Insert | Command::Update => with_check.clone(),
+                            _ => None,
+                        },
+                    };
+                    for role in &roles {
+                        compiled
+                            .rules
+                            .entry((*command, *role))
+                            .or_default()
+                            .push(rule.clone());
+                    }
+                }
+            }
+            for (role_name, grant) in &decl.grants {
+                let role = parse_role(role_name).map_err(|message| PolicyError {
+                    table: table_name.clone(),
+                    policy: format!("grants.{role_name}"),
+                    message,
+                })?;
+                compiled
+                    .grants
+                    .insert(role, grant_of(table_name, role_name, grant, schema)?);
+            }
+            tables.insert(table.name.clone(), compiled);
+        }
+        Ok(Self { tables })
+    }
+
+    /// Every column some policy reads, with its table: the columns to index so
+    /// that policy filters never scan.
+    pub fn filtered_columns(&self) -> Vec<(Identifier, Identifier)> {
+        let mut out = Vec::new();
+        for (table, policies) in &self.tables {
+            for rules in policies.rules.values() {
+                for rule in rules {
+                    for condition in rule.using.iter().chain(&rule.with_check) {
+                        condition.columns(&mut vec![table], &mut out);
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+fn grant_of(
+    table: &str,
+    role: &str,
+    grant: &GrantDecl,
+    schema: &Schema,
+) -> Result<Grant, PolicyError> {
+    let resolve = |list: &Option<Vec<String>>,
+                   command: &str|
+     -> Result<Option<Vec<Identifier>>, PolicyError> {
+        list.as_ref()
+            .map(|columns| {
+                columns
+                    .iter()
+                    .map(|column| {
+                        schema
+                            .table(table)
+                            .and_then(|t| t.column(column))
+                            .map(|c| c.name.clone())
+                            .ok_or_else(|| PolicyError {
+                                table: table.to_owned(),
+                                policy: format!("grants.{role}.{command}"),
+                                message: format!("unknown column {column:?}"),
+                            })
+                    })
+                    .collect()
+            })
+            .transpose()
+    };
+    Ok(Grant {
+        select: resolve(&grant.select, "select")?,
+        update: resolve(&grant.update, "update")?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+use super::*;
+
+const SHOP: &str = r#"
+[tables.teams]
+columns.id = { type = "uuid", primary_key = true }
+columns.name = { type = "text", not_null = true }
+
+[tables.team_members]
+columns.id = { type = "uuid", primary_key = true }
+columns.team_id = { type = "uuid", not_null = true, references = "teams" }
+columns.user_id = { type = "uuid", not_null = true }
+
+[tables.projects]
+columns.id = { type = "uuid", primary_key = true }
+columns.team_id = { type = "uuid", not_null = true, references = "teams" }
+columns.title = { type = "text", not_null = true }
+columns.public = { type = "boolean", not_null = true, default = false }
+columns.budget = { type = "integer" }
+
+[[tables.projects.policies]]
+name = "members see their team's projects"
+for = "select"
+to = "authenticated"
+using = "public OR exists (select 1 from team_members m where m.team_id = projects.team_id and m.user_id = auth.uid())"
+
+[[tables.projects.policies]]
+name = "anyone sees public projects"
+for = "select"
+to = ["anon"]
+using = "public = true"
+
+[tables.projects.grants.anon]
+select = ["id", "title"]
+"#;
+
+fn compile(text: &str) -> Result<Policies, String> {
+    let declaration = gatehouse_schema::declaration::parse(text)?;
+    let schema = Schema::from_declaration(&declaration).map_err(|e| e.to_string())?;
+    Policies::compile(&declaration, &schema).map_err(|e| e.to_string())
+}
+
+fn with_policy(
+    using: Option<&str>,
+    with_check: Option<&str>,
+    command: &str,
+) -> Result<Policies, String> {
+    let mut text = SHOP.to_owned();
+    text.push_str(&format!(
+        "\n[[tables.projects.policies]]\nname = \"p\"\nfor = \"{command}\"\nto = \"authenticated\"\n"
+    ));
+    if let Some(using) = using {
+        text.push_str(&format!("using = {using:?}\n"));
+    }
+    if let Some(check) = with_check {
+        text.push_str(&format!("with_check = {check:?}\n"));
+    }
+    compile(&text)
+}
+
+#[test]
+fn deny_by_default() {
+    let policies = compile(SHOP).unwrap();
+    let projects = policies.for_table("projects").unwrap();
+    assert!(projects.allows(Command::Select, Role::Authenticated));
+    assert!(projects.allows(Command::Select, Role::Anon));
+    for command in [Command::Insert, Command::Update, Command::Delete] {
+        assert!(
+            !projects.allows(command, Role::Authenticated),
+            "{command:?}"
+        );
+        assert!(projects.using(command, Role::Anon).is_none());
+    }
+    let teams = policies.for_table("teams").unwrap();
+    assert!(
+        !teams.allows(Command::Select, Role::Authenticated),
+        "no policy, no access"
+    );
+}
+
+#[test]
+fn exists_resolves_inner_and_outer_columns() {
+    let policies = compile(SHOP).unwrap();
+    let using = policies
+        .for_table("projects")
+        .unwrap()
+        .using(Command::Select, Role::Authenticated)
+        .unwrap();
+    let Condition::Or(parts) = using else {
+        panic!("{using:?}")
+    };
+    let Condition::Exists { table, condition } = &parts[1] else {
+        panic!("{parts:?}")
+    };
+    assert_eq!(table.as_str(), "team_members");
+    let Condition::And(inner) = condition.as_ref() else {
+        panic!()
+    };
+    let Condition::Compare { left, right, .. } = &inner[0] else {
+        panic!()
+    };
+    assert!(matches!(left, Term::Column { depth: 1, name, .. } if name.as_str() == "team_id"));
+    assert!(matches!(right, Term::Column { depth: 0, name, .. } if name.as_str() == "team_id"));
+    let Condition::Compare { right, .. } = &inner[1] else {
+        panic!()
+    };
+    assert_eq!(right, &Term::Context(ContextValue::Uid));
+}
+
+#[test]
+fn policy_columns_are_reported_for_indexing() {
+    let columns = compile(SHOP).unwrap().filtered_columns();
+    let names: Vec<String> = columns.iter().map(|(t, c)| format!("{t}.{c}")).collect();
+    assert_eq!(
+        names,
+        [
+            "projects.public",
+            "projects.team_id",
+            "team_members.team_id",
+            "team_members.user_id"
+        ]
+    );
+}
+
+#[test]
+fn grants_limit_columns_per_role() {
+    let policies = compile(SHOP).unwrap();
+    let projects = policies.for_table("projects").unwrap();
+    let anon: Vec<&str> = projects
+        .readable_columns(Role::Anon)
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(anon, ["id", "title"]);
+    assert!(projects.readable_columns(Role::Authenticated).is_none());
+}
+
+#[test]
+fn the_language_accepts_its_whole_subset() {
+    for using in [
+        "budget > 10 AND budget <= 1000",
+        "NOT (budget < 0) OR budget IS NULL",
+        "title IN ('a', 'b''s') AND budget NOT IN (1, 2)",
+        "auth.role() = 'authenticated'",
+        "auth.jwt() ->> 'tenant' = title",
+        "budget IS NOT NULL and public = false",
+        "projects.budget <> -5",
+        "EXISTS (SELECT 1 FROM team_members WHERE user_id = auth.uid() AND team_members.team_id = projects.team_id)",
+        "true",
+    ] {
+        with_policy(Some(using), None, "select").unwrap_or_else(|e| panic!("{using}: {e}"));
+    }
+}
+
+#[test]
+fn mistakes_are_named() {
+    for (using, expected) in [
+        ("usr_id = auth.uid()", "unknown column usr_id"),
+        ("title = 5", "cannot compare"),
+        ("public = 'yes'", "cannot compare"),
+        ("budget = NULL", "IS NULL"),
+        ("budget = auth.uid()", "cannot compare"),
+        ("budget", "a condition is"),
+        ("title = 'x' ;drop table projects", "unexpected"),
+        ("lower(title) = 'x'", "unknown function lower()"),
+        ("auth.email() = title", "unknown function auth.email()"),
+        ("exists (select * from teams where true)", "unexpected '*'"),
+        ("exists (select id from teams where true)", "SELECT 1"),
+        (
+            "exists (select 1 from nowhere where true)",
+            "unknown table nowhere",
+        ),
+        ("title = 'unterminated", "unterminated string"),
+        ("(title = 'a'", "expected ')'"),
+        ("title = ", "found the end"),
+        ("x.title = 'a'", "unknown column x.title"),
+    ] {
+        let error = with_policy(Some(using), None, "select").unwrap_err();
+        assert!(error.contains(expected), "{using}: {error}");
+        assert!(
+            error.starts_with("table projects, policy \"p\": using:"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn commands_take_the_clauses_postgres_allows() {
+    assert!(with_policy(None, Some("budget > 0"), "insert").is_ok());
+    assert!(
+        with_policy(Some("budget > 0"), None, "insert")
+            .unwrap_err()
+            .contains("with_check only")
+    );
+    assert!(
+        with_policy(Some("true"), Some("true"), "select")
+            .unwrap_err()
+            .contains("using only")
+    );
+    assert!(
+        with_policy(None, None, "delete")
+            .unwrap_err()
+            .contains("need using")
+    );
+    let update = with_policy(Some("budget > 0"), None, "update").unwrap();
+    let projects = update.for_table("projects").unwrap();
+    assert_eq!(
+        projects.with_check(Command::Update, Role::Authenticated),
+        projects.using(Command::Update, Role::Authenticated),
+        "with check defaults to using"
+    );
+    assert!(
+        with_policy(Some("true"), None, "truncate")
+            .unwrap_err()
+            .contains("unknown command")
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let deep = format!("{}true{}", "(".repeat(10_000), ")".repeat(10_000));
+    assert!(
+        with_policy(Some(&deep), None, "select")
+            .unwrap_err()
+            .contains("too deeply")
+    );
+    let nots = format!("{}true", "not ".repeat(10_000));
+    assert!(
+        with_policy(Some(&nots), None, "select")
+            .unwrap_err()
+            .contains("too deeply")
+    );
+}
