@@ -1,0 +1,138 @@
+//! The PostgREST query grammar, parsed into a typed [`Request`]. Names are left
+//! as written; the rest service resolves them against the declared schema and
+//! the caller's policies, so this crate needs neither.
+//!
+//! Invariant: parsing is total and bounded. Every input gives a `Request` or a
+//! [`QueryError`]; nesting depth, list lengths and value sizes are capped.
+
+mod filter;
+mod select;
+
+pub use filter::{Filter, Op, Operand};
+pub use select::SelectItem;
+
+/// Limits on what one query string may ask for.
+pub const MAX_NESTING: usize = 16;
+pub const MAX_ITEMS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("\"{param}\": {message}")]
+    Invalid { param: String, message: String },
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> QueryError {
+    QueryError::Invalid {
+        param: param.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderTerm {
+    pub column: String,
+    pub descending: bool,
+    /// `None`: the database's default for the direction.
+    pub nulls_first: Option<bool>,
+}
+
+/// A parsed query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Empty means `*`.
+    pub select: Vec<SelectItem>,
+    /// All must hold.
+    pub filters: Vec<Filter>,
+    pub order: Vec<OrderTerm>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+    /// `on_conflict=col1,col2` for upserts.
+    pub on_conflict: Vec<String>,
+    /// `columns=a,b` limiting which body keys an insert uses.
+    pub columns: Option<Vec<String>>,
+}
+
+/// Parses decoded query pairs. Unknown parameter names are filters on columns,
+/// as in PostgREST.
+pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {
+    if pairs.len() > MAX_ITEMS {
+        return Err(invalid(
+            "query",
+            format!("more than {MAX_ITEMS} parameters"),
+        ));
+    }
+    let mut request = Request::default();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "select" => request.select = select::parse(value)?,
+            "order" => request.order = order(value)?,
+            "limit" => request.limit = Some(number(key, value)?),
+            "offset" => request.offset = Some(number(key, value)?),
+            "on_conflict" => request.on_conflict = names(key, value)?,
+            "columns" => request.columns = Some(names(key, value)?),
+            "or" | "and" | "not.or" | "not.and" => {
+                request.filters.push(filter::logical(key, value)?)
+            }
+            column => request.filters.push(filter::leaf(column, value)?),
+        }
+    }
+    Ok(request)
+}
+
+fn number(param: &str, value: &str) -> Result<u64, QueryError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            param,
+            format!("{value:?} is not a non-negative whole number"),
+        )
+    })
+}
+
+fn names(param: &str, value: &str) -> Result<Vec<String>, QueryError> {
+    let list: Vec<String> = value.split(',').map(|n| n.trim().to_owned()).collect();
+    if list.len() > MAX_ITEMS || list.iter().any(String::is_empty) {
+        return Err(invalid(
+            param,
+            "expected a comma-separated list of column names",
+        ));
+    }
+    Ok(list)
+}
+
+fn order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
+    let terms: Vec<&str> = value.split(',').collect();
+    if terms.len() > MAX_ITEMS {
+        return Err(invalid("order", "too many terms"));
+    }
+    terms
+        .into_iter()
+        .map(|term| {
+            let mut parts = term.trim().split('.');
+            let column = parts.next().unwrap_or_default().to_owned();
+            if column.is_empty() {
+                return Err(invalid(
+                    "order",
+                    "expected column[.asc|.desc][.nullsfirst|.nullslast]",
+                ));
+            }
+            let mut term = OrderTerm {
+                column,
+                descending: false,
+                nulls_first: None,
+            };
+            for modifier in parts {
+                match modifier {
+                    "asc" => term.descending = false,
+                    "desc" => term.descending = true,
+                    "nullsfirst" => term.nulls_first = Some(true),
+                    "nullslast" => term.nulls_first = Some(false),
+                    other => return Err(invalid("order", format!("unknown modifier {other:?}"))),
+                }
+            }
+            Ok(term)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

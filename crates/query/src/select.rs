@@ -1,0 +1,143 @@
+//! `select=id,name,author:users(id,name),orders!inner(*)`.
+
+use crate::{MAX_ITEMS, MAX_NESTING, QueryError, invalid};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectItem {
+    Star,
+    Column {
+        name: String,
+        alias: Option<String>,
+    },
+    /// A related table along a declared foreign key.
+    Embed {
+        relation: String,
+        alias: Option<String>,
+        /// `!hint`: which foreign key, when several could apply.
+        hint: Option<String>,
+        /// `!inner`: drop parent rows without a match.
+        inner: bool,
+        items: Vec<SelectItem>,
+    },
+}
+
+pub fn parse(text: &str) -> Result<Vec<SelectItem>, QueryError> {
+    let mut parser = Parser { text, at: 0 };
+    let items = parser.items(0)?;
+    if parser.at != text.len() {
+        return Err(invalid(
+            "select",
+            format!("unexpected {:?}", &text[parser.at..]),
+        ));
+    }
+    Ok(items)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<char> {
+        self.text[self.at..].chars().next()
+    }
+
+    fn word(&mut self) -> String {
+        let rest = &self.text[self.at..];
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        self.at += end;
+        rest[..end].to_owned()
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.peek() == Some(' ') {
+            self.at += 1;
+        }
+    }
+
+    fn items(&mut self, depth: usize) -> Result<Vec<SelectItem>, QueryError> {
+        if depth > MAX_NESTING {
+            return Err(invalid("select", "embedded resources nest too deeply"));
+        }
+        let mut items = vec![self.item(depth)?];
+        while self.peek() == Some(',') {
+            self.at += 1;
+            items.push(self.item(depth)?);
+            if items.len() > MAX_ITEMS {
+                return Err(invalid("select", "too many columns"));
+            }
+        }
+        Ok(items)
+    }
+
+    fn item(&mut self, depth: usize) -> Result<SelectItem, QueryError> {
+        self.skip_spaces();
+        if self.peek() == Some('*') {
+            self.at += 1;
+            return Ok(SelectItem::Star);
+        }
+        let mut name = self.word();
+        let mut alias = None;
+        if self.peek() == Some(':') && !self.text[self.at..].starts_with("::") {
+            self.at += 1;
+            alias = Some(name);
+            name = self.word();
+        }
+        if name.is_empty() {
+            return Err(invalid(
+                "select",
+                format!("expected a column name at {:?}", &self.text[self.at..]),
+            ));
+        }
+        let mut hint = None;
+        let mut inner = false;
+        while self.peek() == Some('!') {
+            self.at += 1;
+            match self.word().as_str() {
+                "inner" => inner = true,
+                "left" => inner = false,
+                "" => return Err(invalid("select", "expected a name after '!'")),
+                other => hint = Some(other.to_owned()),
+            }
+        }
+        self.skip_spaces();
+        if self.peek() == Some('(') {
+            self.at += 1;
+            let items = if self.peek() == Some(')') {
+                vec![]
+            } else {
+                self.items(depth + 1)?
+            };
+            if self.peek() != Some(')') {
+                return Err(invalid(
+                    "select",
+                    format!("expected ')' after the columns of {name}"),
+                ));
+            }
+            self.at += 1;
+            return Ok(SelectItem::Embed {
+                relation: name,
+                alias,
+                hint,
+                inner,
+                items,
+            });
+        }
+        if hint.is_some() || inner {
+            return Err(invalid(
+                "select",
+                format!("'!' applies to embedded resources, not to column {name}"),
+            ));
+        }
+        if self.text[self.at..].starts_with("::") || self.text[self.at..].starts_with("->") {
+            return Err(invalid(
+                "select",
+                "casts and JSON paths in select are not supported",
+            ));
+        }
+        Ok(SelectItem::Column { name, alias })
+    }
+}

@@ -1,0 +1,193 @@
+use super::*;
+
+fn pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+fn check(query: &str) -> Request {
+    parse(&pairs(query)).unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+fn leaf(column: &str, negated: bool, op: Op, operand: Operand) -> Filter {
+    Filter::Leaf {
+        column: column.into(),
+        negated,
+        op,
+        operand,
+    }
+}
+
+fn value(v: &str) -> Operand {
+    Operand::Value(v.into())
+}
+
+#[test]
+fn select_lists() {
+    assert_eq!(check("").select, vec![]);
+    assert_eq!(check("select=*").select, vec![SelectItem::Star]);
+    assert_eq!(
+        check("select=id,title:name").select,
+        vec![
+            SelectItem::Column {
+                name: "id".into(),
+                alias: None
+            },
+            SelectItem::Column {
+                name: "name".into(),
+                alias: Some("title".into())
+            },
+        ]
+    );
+    assert_eq!(
+        check("select=id,owner:users!author_id(id,name),items!inner(*)").select,
+        vec![
+            SelectItem::Column {
+                name: "id".into(),
+                alias: None
+            },
+            SelectItem::Embed {
+                relation: "users".into(),
+                alias: Some("owner".into()),
+                hint: Some("author_id".into()),
+                inner: false,
+                items: vec![
+                    SelectItem::Column {
+                        name: "id".into(),
+                        alias: None
+                    },
+                    SelectItem::Column {
+                        name: "name".into(),
+                        alias: None
+                    },
+                ],
+            },
+            SelectItem::Embed {
+                relation: "items".into(),
+                alias: None,
+                hint: None,
+                inner: true,
+                items: vec![SelectItem::Star],
+            },
+        ]
+    );
+}
+
+#[test]
+fn filters() {
+    let request = check(
+        "age=gte.18&name=not.ilike.*ann*&id=in.(1,2,\"a,b\")&deleted=is.null&x=eq.\"quoted\"",
+    );
+    assert_eq!(
+        request.filters,
+        vec![
+            leaf("age", false, Op::Gte, value("18")),
+            leaf("name", true, Op::Ilike, value("%ann%")),
+            leaf(
+                "id",
+                false,
+                Op::In,
+                Operand::List(vec!["1".into(), "2".into(), "a,b".into()])
+            ),
+            leaf("deleted", false, Op::Is, Operand::Null),
+            leaf("x", false, Op::Eq, value("quoted")),
+        ]
+    );
+    assert_eq!(
+        check("v=eq.a.b").filters,
+        vec![leaf("v", false, Op::Eq, value("a.b"))]
+    );
+}
+
+#[test]
+fn logical_groups_nest() {
+    let request =
+        check("or=(age.lt.18,and(age.gte.65,not.retired.is.true))&not.and=(a.eq.1,b.eq.2)");
+    assert_eq!(
+        request.filters,
+        vec![
+            Filter::Any {
+                negated: false,
+                items: vec![
+                    leaf("age", false, Op::Lt, value("18")),
+                    Filter::All {
+                        negated: false,
+                        items: vec![
+                            leaf("age", false, Op::Gte, value("65")),
+                            leaf("retired", true, Op::Is, Operand::True),
+                        ],
+                    },
+                ],
+            },
+            Filter::All {
+                negated: true,
+                items: vec![
+                    leaf("a", false, Op::Eq, value("1")),
+                    leaf("b", false, Op::Eq, value("2"))
+                ],
+            },
+        ]
+    );
+}
+
+#[test]
+fn order_limit_offset() {
+    let request = check("order=created_at.desc.nullslast,id&limit=20&offset=40");
+    assert_eq!(
+        request.order,
+        vec![
+            OrderTerm {
+                column: "created_at".into(),
+                descending: true,
+                nulls_first: Some(false)
+            },
+            OrderTerm {
+                column: "id".into(),
+                descending: false,
+                nulls_first: None
+            },
+        ]
+    );
+    assert_eq!((request.limit, request.offset), (Some(20), Some(40)));
+}
+
+#[test]
+fn malformed_input_is_an_error_naming_the_parameter() {
+    for (query, param) in [
+        ("age=between.1.2", "age"),
+        ("age=5", "age"),
+        ("limit=-1", "limit"),
+        ("offset=x", "offset"),
+        ("order=id.sideways", "order"),
+        ("or=age.eq.1", "or"),
+        ("or=(age.eq.1", "or"),
+        ("or=(age)", "or"),
+        ("select=id,(", "select"),
+        ("select=a::text", "select"),
+        ("select=a!inner", "select"),
+        ("id=in.1,2", "id"),
+        ("deleted=is.maybe", "deleted"),
+        ("=eq.1", "filter"),
+    ] {
+        match parse(&pairs(query)) {
+            Err(QueryError::Invalid { param: p, .. }) => assert_eq!(p, param, "{query}"),
+            Ok(request) => panic!("{query} parsed: {request:?}"),
+        }
+    }
+}
+
+#[test]
+fn depth_and_size_are_bounded() {
+    let deep = format!("or=({}a.eq.1{})", "or(".repeat(100), ")".repeat(100));
+    assert!(parse(&pairs(&deep)).is_err());
+    let deep_select = format!("select={}id{}", "a(".repeat(100), ")".repeat(100));
+    assert!(parse(&pairs(&deep_select)).is_err());
+    let wide: Vec<(String, String)> = (0..300).map(|i| (format!("c{i}"), "eq.1".into())).collect();
+    assert!(parse(&wide).is_err());
+}
