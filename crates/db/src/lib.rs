@@ -103,6 +103,45 @@ pub enum DbError {
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
+/// Which integrity rule a failed write broke, in either dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    Unique,
+    ForeignKey,
+    Check,
+    NotNull,
+}
+
+impl DbError {
+    pub fn constraint(&self) -> Option<Constraint> {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => {
+                match error.extended_code {
+                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => Some(Constraint::Unique),
+                    rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Constraint::ForeignKey),
+                    rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => Some(Constraint::Check),
+                    rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => Some(Constraint::NotNull),
+                    _ => None,
+                }
+            }
+            DbError::Postgres(error) => {
+                use tokio_postgres::error::SqlState;
+                match error.code()? {
+                    code if *code == SqlState::UNIQUE_VIOLATION => Some(Constraint::Unique),
+                    code if *code == SqlState::FOREIGN_KEY_VIOLATION => {
+                        Some(Constraint::ForeignKey)
+                    }
+                    code if *code == SqlState::CHECK_VIOLATION => Some(Constraint::Check),
+                    code if *code == SqlState::NOT_NULL_VIOLATION => Some(Constraint::NotNull),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The storage layer every service uses; cheap to clone.
 #[derive(Clone)]
 pub enum Database {
@@ -143,9 +182,23 @@ impl Database {
     /// Runs statements in one transaction, committed durably before this returns;
     /// on any error nothing of it is kept. Returns each statement's rows.
     pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
+        self.transaction_if(statements, |_| true)
+            .await?
+            .ok_or_else(|| DbError::Pool("an unconditional transaction was refused".into()))
+    }
+
+    /// Like [`Database::transaction`], but `accept` sees every statement's rows
+    /// before the commit; when it says no, nothing is kept and `Ok(None)` comes back.
+    /// The caller uses it for checks that need the written rows, such as a row
+    /// policy's `with check`.
+    pub async fn transaction_if(
+        &self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<Row>]) -> bool,
+    ) -> Result<Option<Vec<Vec<Row>>>> {
         match self {
-            Database::Sqlite(pool) => pool.transaction(statements).await,
-            Database::Postgres(pool) => pool.transaction(statements).await,
+            Database::Sqlite(pool) => pool.transaction_if(statements, accept).await,
+            Database::Postgres(pool) => pool.transaction_if(statements, accept).await,
         }
     }
 

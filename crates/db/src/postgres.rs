@@ -21,7 +21,8 @@ pub struct PgPool {
 impl PgPool {
     pub async fn open(url: &SecretString, options: PoolOptions) -> Result<Self> {
         let mut config = parse_url(url)?;
-        config.options("-c synchronous_commit=on");
+        // UTC, so times come back in one canonical form on every connection.
+        config.options("-c synchronous_commit=on -c TimeZone=UTC");
         config.application_name("gatehouse");
         config.connect_timeout(options.acquire_timeout);
         let manager = Manager::from_config(
@@ -57,15 +58,23 @@ impl PgPool {
         run(&**client, &statement).await
     }
 
-    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
+    pub async fn transaction_if(
+        &self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<Row>]) -> bool,
+    ) -> Result<Option<Vec<Vec<Row>>>> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
         let mut results = Vec::with_capacity(statements.len());
         for statement in &statements {
             results.push(run(&*transaction, statement).await?);
         }
+        if !accept(&results) {
+            transaction.rollback().await?;
+            return Ok(None);
+        }
         transaction.commit().await?;
-        Ok(results)
+        Ok(Some(results))
     }
 }
 

@@ -89,7 +89,11 @@ impl SqlitePool {
         rows
     }
 
-    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
+    pub async fn transaction_if(
+        &self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<Row>]) -> bool,
+    ) -> Result<Option<Vec<Vec<Row>>>> {
         let mut writer =
             tokio::time::timeout(self.acquire_timeout, self.writer.clone().lock_owned())
                 .await
@@ -100,8 +104,12 @@ impl SqlitePool {
                 .iter()
                 .map(|statement| run(&transaction, statement))
                 .collect::<Result<Vec<_>>>()?;
+            if !accept(&results) {
+                // Dropping the transaction rolls it back.
+                return Ok(None);
+            }
             transaction.commit()?;
-            Ok(results)
+            Ok(Some(results))
         })
         .await
         .map_err(|join| DbError::Pool(join.to_string()))?
@@ -115,6 +123,8 @@ fn configure(connection: &Connection) -> Result<()> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
+    // LIKE is case-sensitive, as in PostgreSQL; ILIKE is compiled with lower().
+    connection.execute_batch("PRAGMA case_sensitive_like = ON")?;
     Ok(())
 }
 

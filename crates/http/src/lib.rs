@@ -9,6 +9,7 @@ mod access_log;
 mod api_key;
 mod error;
 mod headers;
+mod identity;
 mod request_id;
 mod routes;
 mod state;
@@ -25,8 +26,9 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use api_key::ApiCaller;
 pub use error::{ApiError, Surface};
+pub use identity::Identity;
 pub use request_id::RequestId;
-pub use state::{AppState, CorsPolicy, HttpSettings, metrics_handle};
+pub use state::{AppState, CorsPolicy, HttpSettings, Parts, metrics_handle};
 
 /// The public API: Gatehouse's routes plus the embedding app's own `custom`
 /// routes, all behind the same middleware stack.
@@ -37,6 +39,13 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
         .route(
             "/auth/v1/.well-known/jwks.json",
             axum::routing::get(routes::jwks::get),
+        )
+        .route(
+            "/rest/v1/{table}",
+            axum::routing::get(routes::rest_table::get)
+                .post(routes::rest_table::post)
+                .patch(routes::rest_table::patch)
+                .delete(routes::rest_table::delete),
         );
     if !state.settings().metrics_on_admin_listener {
         routes = routes.route(

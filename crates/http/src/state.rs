@@ -2,7 +2,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gatehouse_db::Database;
-use gatehouse_keys::{ApiKeys, KeySet};
+use gatehouse_keys::{ApiKeys, KeySet, TokenRules};
+use gatehouse_rest::Rest;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Which browser origins may call the API.
@@ -31,9 +32,22 @@ pub struct HttpSettings {
 struct Shared {
     db: Database,
     signing_keys: KeySet,
+    token_rules: TokenRules,
     api_keys: ApiKeys,
+    rest: Rest,
     settings: HttpSettings,
     metrics: PrometheusHandle,
+}
+
+/// What the state is built from.
+pub struct Parts {
+    pub db: Database,
+    pub signing_keys: KeySet,
+    /// What an access token must say about its issuer and audience.
+    pub token_rules: TokenRules,
+    pub api_keys: ApiKeys,
+    pub rest: Rest,
+    pub settings: HttpSettings,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -41,19 +55,24 @@ struct Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(
-        db: Database,
-        signing_keys: KeySet,
-        api_keys: ApiKeys,
-        settings: HttpSettings,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self(Arc::new(Shared {
-            db,
-            signing_keys,
-            api_keys,
-            settings,
+            db: parts.db,
+            signing_keys: parts.signing_keys,
+            token_rules: parts.token_rules,
+            api_keys: parts.api_keys,
+            rest: parts.rest,
+            settings: parts.settings,
             metrics: metrics_handle(),
         }))
+    }
+
+    pub fn token_rules(&self) -> &TokenRules {
+        &self.0.token_rules
+    }
+
+    pub fn rest(&self) -> &Rest {
+        &self.0.rest
     }
 
     pub fn db(&self) -> &Database {

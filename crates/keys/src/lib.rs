@@ -11,7 +11,7 @@ mod signing;
 
 pub use api_keys::{ApiKeys, ApiRole, generate_api_key, weakness};
 pub use private_file::write_private_file;
-pub use signing::{KeyInfo, KeyOrigin, KeySet, SigningAlgorithm, TokenRules};
+pub use signing::{KeyInfo, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, VerifiedClaims};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

@@ -115,6 +115,35 @@ pub struct TokenRules {
     pub leeway: u64,
 }
 
+/// The claims of an access token that passed verification. Only
+/// [`KeySet::verify_access_token`] makes one, so holding one proves the check ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedClaims {
+    subject: String,
+    role: String,
+    claims: serde_json::Map<String, Value>,
+}
+
+impl VerifiedClaims {
+    /// The user id (`sub`).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// A claim as text, as `auth.jwt() ->> 'name'` reads it.
+    pub fn claim_text(&self, name: &str) -> Option<String> {
+        match self.claims.get(name)? {
+            Value::Null => None,
+            Value::String(text) => Some(text.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
 pub struct KeySet {
     origin: KeyOrigin,
     current: String,
@@ -333,6 +362,30 @@ impl KeySet {
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
+    /// Verifies an access token: signature, key, algorithm, issuer, audience and
+    /// expiry as in [`KeySet::verify`], plus a non-empty `sub` and a `role`.
+    pub fn verify_access_token(
+        &self,
+        token: &str,
+        rules: &TokenRules,
+    ) -> Result<VerifiedClaims, TokenError> {
+        let claims: serde_json::Map<String, Value> = self.verify(token, rules)?;
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let subject = text("sub").ok_or_else(|| TokenError::Invalid("no sub claim".into()))?;
+        let role = text("role").ok_or_else(|| TokenError::Invalid("no role claim".into()))?;
+        Ok(VerifiedClaims {
+            subject,
+            role,
+            claims,
+        })
+    }
+
     /// Verifies a token against the set and the rules, returning its claims.
     pub fn verify<C: DeserializeOwned>(
         &self,
@@ -394,6 +447,31 @@ mod tests {
 
     fn b64(value: &Value) -> String {
         URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    #[test]
+    fn access_tokens_need_a_subject_and_a_role() {
+        let set = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Operator).unwrap();
+        let mut token = claims(60);
+        token["tenant"] = json!("acme");
+        let verified = set
+            .verify_access_token(&set.sign(&token).unwrap(), &rules())
+            .unwrap();
+        assert_eq!(
+            (verified.subject(), verified.role()),
+            ("user-1", "authenticated")
+        );
+        assert_eq!(verified.claim_text("tenant").as_deref(), Some("acme"));
+        assert_eq!(verified.claim_text("missing"), None);
+        for field in ["sub", "role"] {
+            let mut without = claims(60);
+            without.as_object_mut().unwrap().remove(field);
+            assert!(
+                set.verify_access_token(&set.sign(&without).unwrap(), &rules())
+                    .is_err(),
+                "{field}"
+            );
+        }
     }
 
     #[test]

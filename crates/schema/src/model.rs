@@ -361,6 +361,11 @@ fn checks_of(ty: ColumnType, decl: &CheckDecl) -> Result<Vec<Check>, String> {
     checks.extend(decl.min.as_ref().map(|n| Check::Min(n.to_string())));
     checks.extend(decl.max.as_ref().map(|n| Check::Max(n.to_string())));
     if let Some(pattern) = &decl.pattern {
+        // The edge runs it on every write: refuse what does not compile or is huge.
+        regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("pattern does not compile: {e}"))?;
         checks.push(Check::Pattern(pattern.clone()));
     }
     if let Some(values) = &decl.one_of {

@@ -4,7 +4,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use gatehouse_db::{Database, MigrateOptions, PoolOptions};
-use gatehouse_http::{AppState, HttpSettings};
+use gatehouse_http::{AppState, HttpSettings, Parts};
+use gatehouse_keys::TokenRules;
+use gatehouse_rest::{Rest, RestSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,7 +56,24 @@ pub async fn start(
         hsts: public_url.starts_with("https://"),
         metrics_on_admin_listener: admin_listener.is_some(),
     };
-    let state = AppState::new(db, secrets.signing_keys, secrets.api_keys, settings);
+    let rest = Rest::new(
+        config.schema.clone(),
+        config.policies.clone(),
+        RestSettings::default(),
+    );
+    let token_rules = TokenRules {
+        issuer: format!("{public_url}/auth/v1"),
+        audience: "authenticated".into(),
+        leeway: 30,
+    };
+    let state = AppState::new(Parts {
+        db,
+        signing_keys: secrets.signing_keys,
+        token_rules,
+        api_keys: secrets.api_keys,
+        rest,
+        settings,
+    });
     let (stop, stopped) = watch::channel(false);
     let mut listeners = vec![serve(
         listener,

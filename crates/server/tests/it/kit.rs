@@ -35,6 +35,34 @@ pub fn config(data_dir: &Path) -> Config {
     Config::load(&overrides, &no_env).unwrap()
 }
 
+/// A development config read from a `gatehouse.toml` holding `text`.
+pub fn config_from(data_dir: &Path, text: &str) -> Config {
+    let file = data_dir.join("gatehouse.toml");
+    std::fs::write(&file, text).unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(data_dir.to_path_buf()),
+        config_file: Some(file),
+        ..Overrides::default()
+    };
+    Config::load(&overrides, &no_env).unwrap()
+}
+
+/// A server whose gatehouse.toml is `text`, on the given database.
+pub async fn start_declared(text: &str, database: &TestDatabase) -> TestServer {
+    let text = text.to_owned();
+    start_on(
+        Some(database),
+        move |config| {
+            let declared = config_from(&config.data_dir, &text);
+            config.schema = declared.schema;
+            config.policies = declared.policies;
+        },
+        Router::new(),
+    )
+    .await
+}
+
 pub async fn start() -> TestServer {
     start_with(|_| {}, Router::new()).await
 }
@@ -78,6 +106,37 @@ impl TestServer {
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(format!("{}{path}", self.url))
+    }
+
+    /// An access token for `user`, signed with the server's development key, as
+    /// the auth endpoints will issue it.
+    pub fn token_for(&self, user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "sub": user, "role": "authenticated", "aud": "authenticated",
+            "iss": format!("{}/auth/v1", self.url), "iat": now, "exp": now + 600,
+        });
+        self.running.state.signing_keys().sign(&claims).unwrap()
+    }
+
+    /// A request to the data API as `user` (None: anon with the publishable key).
+    pub fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method, format!("{}/rest/v1/{path}", self.url))
+            .header("apikey", &self.publishable);
+        match user {
+            Some(user) => request.bearer_auth(self.token_for(user)),
+            None => request.bearer_auth(&self.publishable),
+        }
     }
 }
 

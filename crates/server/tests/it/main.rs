@@ -11,3 +11,4 @@ mod kit;
 mod middleware;
 mod migrate;
 mod ops;
+mod rest;

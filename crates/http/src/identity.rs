@@ -1,0 +1,60 @@
+//! Who is calling, from verified material only: the API key (already checked by
+//! `api_key::identify`) and, when present, a bearer access token verified against
+//! the signing keys. Nothing the client writes in a body, query or other header
+//! can change the answer.
+
+use axum::extract::FromRequestParts;
+use gatehouse_keys::ApiRole;
+use gatehouse_rest::Caller;
+use http::request::Parts;
+use http::{StatusCode, header};
+
+use crate::{ApiCaller, ApiError, AppState};
+
+/// The caller of a data request.
+pub struct Identity(pub Caller);
+
+fn invalid_token(expired: bool) -> ApiError {
+    let message = if expired {
+        "JWT expired"
+    } else {
+        "JWT invalid"
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", message)
+}
+
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ApiCaller(app) = ApiCaller::from_request_parts(parts, state).await?;
+        let bearer = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => {
+                let value = value.to_str().map_err(|_| invalid_token(false))?;
+                let (scheme, token) = value.split_once(' ').ok_or_else(|| invalid_token(false))?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(invalid_token(false));
+                }
+                Some(token.trim())
+            }
+        };
+        // supabase-js sends the API key as the bearer token until a user signs in.
+        let user_token = bearer.filter(|token| state.api_keys().identify(token).is_none());
+        let caller = match (user_token, app) {
+            (Some(token), _) => {
+                let claims = state
+                    .signing_keys()
+                    .verify_access_token(token, state.token_rules())
+                    .map_err(|error| {
+                        tracing::info!(%error, "refused an access token");
+                        invalid_token(error == gatehouse_keys::TokenError::Expired)
+                    })?;
+                Caller::User(claims)
+            }
+            (None, ApiRole::Service) => Caller::Service,
+            (None, ApiRole::Anon) => Caller::Anon,
+        };
+        Ok(Identity(caller))
+    }
+}

@@ -1,0 +1,287 @@
+//! `/rest/v1/{table}`: PostgREST's table endpoint, for GET, POST, PATCH and DELETE.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use gatehouse_rest::{Caller, Count, ReadOptions, RestError, WriteOptions};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::Value as Json;
+
+use crate::{ApiError, AppState, Identity};
+
+const SINGLE_OBJECT: &str = "application/vnd.pgrst.object+json";
+
+fn request(query: Option<String>) -> Result<gatehouse_query::Request, ApiError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    gatehouse_query::parse(&pairs)
+        .map_err(|error| rest_error(RestError::Query(error), &Caller::Anon))
+}
+
+/// PostgREST's status and code for each failure; the caller decides 401 or 403.
+fn rest_error(error: RestError, caller: &Caller) -> ApiError {
+    let denied = if matches!(caller, Caller::Anon) {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let (status, code) = match &error {
+        RestError::UnknownTable(_) => (StatusCode::NOT_FOUND, "PGRST205"),
+        RestError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "42703"),
+        RestError::TableDenied(_) | RestError::ColumnDenied { .. } => (denied, "42501"),
+        RestError::CheckFailed(_) => (StatusCode::FORBIDDEN, "42501"),
+        RestError::ServerSet(_) => (StatusCode::BAD_REQUEST, "server_set_column"),
+        RestError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "22P02"),
+        RestError::Query(_) | RestError::Unsupported(_) => (StatusCode::BAD_REQUEST, "PGRST100"),
+        RestError::Body(_) => (StatusCode::BAD_REQUEST, "PGRST102"),
+        RestError::Unfiltered(_) => (StatusCode::BAD_REQUEST, "21000"),
+        RestError::UnknownRole => (StatusCode::UNAUTHORIZED, "PGRST301"),
+        RestError::NotSingular(_) => (StatusCode::NOT_ACCEPTABLE, "PGRST116"),
+        RestError::Conflict => (StatusCode::CONFLICT, "23505"),
+        RestError::ForeignKey => (StatusCode::CONFLICT, "23503"),
+        RestError::Check => (StatusCode::BAD_REQUEST, "23514"),
+        RestError::NotNull => (StatusCode::BAD_REQUEST, "23502"),
+        RestError::Database(detail) => {
+            tracing::error!(error = %detail, "data request failed in the database");
+            return ApiError::internal();
+        }
+    };
+    ApiError::new(status, code, error.to_string())
+}
+
+struct Prefer {
+    representation: bool,
+    count: Option<Count>,
+}
+
+fn prefer(headers: &HeaderMap) -> Prefer {
+    let mut prefer = Prefer {
+        representation: false,
+        count: None,
+    };
+    for value in headers.get_all("prefer") {
+        for item in value.to_str().unwrap_or_default().split(',') {
+            match item.trim() {
+                "return=representation" => prefer.representation = true,
+                "count=exact" | "count=planned" | "count=estimated" => {
+                    prefer.count = Some(Count::Exact)
+                }
+                _ => {}
+            }
+        }
+    }
+    prefer
+}
+
+fn wants_single(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(SINGLE_OBJECT))
+}
+
+/// `Range: 0-9` (or `0-`) as (first, last).
+fn range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "PGRST103",
+            "Requested range not satisfiable",
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?;
+    let (first, last) = text.trim().split_once('-').ok_or_else(invalid)?;
+    let first: u64 = first.trim().parse().map_err(|_| invalid())?;
+    let last = match last.trim() {
+        "" => None,
+        last => Some(last.parse::<u64>().map_err(|_| invalid())?),
+    };
+    if last.is_some_and(|last| last < first) {
+        return Err(invalid());
+    }
+    Ok(Some((first, last)))
+}
+
+fn json_response(status: StatusCode, rows: Vec<Json>, single: bool) -> Result<Response, RestError> {
+    let body = if single {
+        if rows.len() != 1 {
+            return Err(RestError::NotSingular(rows.len()));
+        }
+        rows.into_iter().next().unwrap_or(Json::Null)
+    } else {
+        Json::Array(rows)
+    };
+    let content_type = if single {
+        SINGLE_OBJECT
+    } else {
+        "application/json"
+    };
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+fn body_json(headers: &HeaderMap, body: &Bytes) -> Result<Json, RestError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return Err(RestError::Body("send the body as application/json".into()));
+    }
+    serde_json::from_slice(body).map_err(|_| RestError::Body("the body is not valid JSON".into()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Identity(caller): Identity,
+    Path(table): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = request(query)?;
+    let prefer = prefer(&headers);
+    let options = ReadOptions {
+        count: prefer.count,
+        range: range(&headers)?,
+    };
+    let run = async {
+        let result = state
+            .rest()
+            .read(state.db(), &caller, &table, &request, options)
+            .await?;
+        let shown = result.rows.len() as u64;
+        let total = result.total.map_or("*".to_owned(), |t| t.to_string());
+        let content_range = if shown == 0 {
+            format!("*/{total}")
+        } else {
+            format!("{}-{}/{total}", result.offset, result.offset + shown - 1)
+        };
+        let mut response = json_response(StatusCode::OK, result.rows, wants_single(&headers))?;
+        if let Ok(value) = HeaderValue::from_str(&content_range) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        Ok(response)
+    };
+    run.await.map_err(|error| rest_error(error, &caller))
+}
+
+fn written(
+    status_with_body: StatusCode,
+    rows: Vec<Json>,
+    representation: bool,
+    headers: &HeaderMap,
+    empty: StatusCode,
+) -> Result<Response, RestError> {
+    if representation {
+        json_response(status_with_body, rows, wants_single(headers))
+    } else {
+        Ok(empty.into_response())
+    }
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Identity(caller): Identity,
+    Path(table): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = request(query)?;
+    let representation = prefer(&headers).representation;
+    let run = async {
+        let json = body_json(&headers, &body)?;
+        let result = state
+            .rest()
+            .insert(
+                state.db(),
+                &caller,
+                &table,
+                &request,
+                &json,
+                WriteOptions { representation },
+            )
+            .await?;
+        written(
+            StatusCode::CREATED,
+            result.rows,
+            representation,
+            &headers,
+            StatusCode::CREATED,
+        )
+    };
+    run.await.map_err(|error| rest_error(error, &caller))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Identity(caller): Identity,
+    Path(table): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = request(query)?;
+    let representation = prefer(&headers).representation;
+    let run = async {
+        let json = body_json(&headers, &body)?;
+        let result = state
+            .rest()
+            .update(
+                state.db(),
+                &caller,
+                &table,
+                &request,
+                &json,
+                WriteOptions { representation },
+            )
+            .await?;
+        written(
+            StatusCode::OK,
+            result.rows,
+            representation,
+            &headers,
+            StatusCode::NO_CONTENT,
+        )
+    };
+    run.await.map_err(|error| rest_error(error, &caller))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Identity(caller): Identity,
+    Path(table): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = request(query)?;
+    let representation = prefer(&headers).representation;
+    let run = async {
+        let result = state
+            .rest()
+            .delete(
+                state.db(),
+                &caller,
+                &table,
+                &request,
+                WriteOptions { representation },
+            )
+            .await?;
+        written(
+            StatusCode::OK,
+            result.rows,
+            representation,
+            &headers,
+            StatusCode::NO_CONTENT,
+        )
+    };
+    run.await.map_err(|error| rest_error(error, &caller))
+}

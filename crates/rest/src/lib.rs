@@ -1,0 +1,172 @@
+//! The data API's logic, without HTTP: a parsed PostgREST request, the declared
+//! schema and the caller's row policies become parameterised SQL; results come
+//! back as JSON. The edge (`gatehouse-http`) maps [`RestError`] to PostgREST's
+//! statuses and codes.
+//!
+//! Invariants: deny by default (a command without a policy for the caller's role
+//! is refused before any SQL is built); every read, update and delete carries the
+//! policy's `using` in its WHERE; every insert and update carries its `with check`
+//! and is rolled back whole if any row fails it; names come only from the schema.
+
+mod caller;
+mod error;
+mod read;
+mod sql;
+mod values;
+mod write;
+
+use std::collections::HashMap;
+
+use gatehouse_core::Identifier;
+use gatehouse_db::Database;
+use gatehouse_policy::{Command, Policies, Role, TablePolicies};
+use gatehouse_schema::{Check, Column, Schema, Table};
+
+pub use caller::Caller;
+pub use error::RestError;
+pub use read::{Count, ReadOptions, ReadResult};
+pub use write::{WriteOptions, WriteResult};
+
+/// Bounds and switches of the data API.
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    /// Rows one read returns at most, whatever the request asks.
+    pub max_rows: u64,
+    /// Rows one insert may carry.
+    pub max_insert_rows: usize,
+    /// Allow PATCH and DELETE without a filter.
+    pub allow_unfiltered_writes: bool,
+}
+
+impl Default for RestSettings {
+    fn default() -> Self {
+        Self {
+            max_rows: 1000,
+            max_insert_rows: 1000,
+            allow_unfiltered_writes: false,
+        }
+    }
+}
+
+/// The compiled data API: schema, policies and settings, shared by all requests.
+pub struct Rest {
+    schema: Schema,
+    policies: Policies,
+    settings: RestSettings,
+    patterns: HashMap<(Identifier, Identifier), regex::Regex>,
+}
+
+/// One table as one caller may use it.
+pub(crate) struct Access<'a> {
+    pub table: &'a Table,
+    pub policies: Option<&'a TablePolicies>,
+    pub role: Option<Role>,
+}
+
+impl Rest {
+    pub fn new(schema: Schema, policies: Policies, settings: RestSettings) -> Self {
+        let mut patterns = HashMap::new();
+        for table in &schema.tables {
+            for column in &table.columns {
+                for check in &column.checks {
+                    // Patterns were compiled once already when the schema was validated.
+                    if let Check::Pattern(pattern) = check
+                        && let Ok(regex) = regex::Regex::new(pattern)
+                    {
+                        patterns.insert((table.name.clone(), column.name.clone()), regex);
+                    }
+                }
+            }
+        }
+        Self {
+            schema,
+            policies,
+            settings,
+            patterns,
+        }
+    }
+
+    pub fn settings(&self) -> &RestSettings {
+        &self.settings
+    }
+
+    /// The table, if the caller may run `command` on it at all. A table nobody
+    /// may use answers like a forbidden one, so existence is not revealed to
+    /// anon callers beyond what PostgREST shows.
+    pub(crate) fn access(
+        &self,
+        name: &str,
+        command: Command,
+        caller: &Caller,
+    ) -> Result<Access<'_>, RestError> {
+        let table = self
+            .schema
+            .table(name)
+            .ok_or_else(|| RestError::UnknownTable(name.to_owned()))?;
+        let role = caller.role()?;
+        let policies = self.policies.for_table(name);
+        if let Some(role) = role
+            && !policies.is_some_and(|p| p.allows(command, role))
+        {
+            return Err(RestError::TableDenied(name.to_owned()));
+        }
+        Ok(Access {
+            table,
+            policies,
+            role,
+        })
+    }
+
+    pub(crate) fn pattern_matches(&self, table: &Table, column: &Column, text: &str) -> bool {
+        self.patterns
+            .get(&(table.name.clone(), column.name.clone()))
+            .is_none_or(|regex| regex.is_match(text))
+    }
+
+    pub async fn read(
+        &self,
+        db: &Database,
+        caller: &Caller,
+        table: &str,
+        request: &gatehouse_query::Request,
+        options: ReadOptions,
+    ) -> Result<ReadResult, RestError> {
+        read::run(self, db, caller, table, request, options).await
+    }
+}
+
+impl Access<'_> {
+    /// A column the caller may read, by name.
+    pub fn readable(&self, name: &str) -> Result<&Column, RestError> {
+        let column = self
+            .table
+            .column(name)
+            .ok_or_else(|| RestError::UnknownColumn {
+                table: self.table.name.to_string(),
+                column: name.to_owned(),
+            })?;
+        let allowed = match (self.role, self.policies) {
+            (Some(role), Some(policies)) => policies
+                .readable_columns(role)
+                .is_none_or(|columns| columns.contains(&column.name)),
+            _ => true,
+        };
+        if allowed {
+            Ok(column)
+        } else {
+            Err(RestError::ColumnDenied {
+                table: self.table.name.to_string(),
+                column: name.to_owned(),
+            })
+        }
+    }
+
+    /// Every column the caller may read, in declared order.
+    pub fn readable_columns(&self) -> Vec<&Column> {
+        self.table
+            .columns
+            .iter()
+            .filter(|c| self.readable(c.name.as_str()).is_ok())
+            .collect()
+    }
+}

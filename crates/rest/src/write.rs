@@ -1,0 +1,403 @@
+//! POST, PATCH and DELETE. Inserts and updates carry the policy's `with check`
+//! on the new row inside the statement; if any row fails it, nothing is kept.
+
+use std::collections::HashMap;
+
+use gatehouse_core::Identifier;
+use gatehouse_db::{Database, Row, Statement, Value};
+use gatehouse_policy::Command;
+use gatehouse_query::Request;
+use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
+use serde_json::{Map, Value as Json};
+
+use crate::read::{row_object, selected, where_clause};
+use crate::sql::{Scope, Sql};
+use crate::values::{canonical_time, from_json, from_text};
+use crate::{Access, Caller, Rest, RestError};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// `Prefer: return=representation`.
+    pub representation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteResult {
+    pub affected: usize,
+    /// The written rows, when representation was asked for.
+    pub rows: Vec<Json>,
+}
+
+fn literal_value(column: &Column, literal: &Literal) -> Result<Value, RestError> {
+    Ok(match literal {
+        Literal::Bool(flag) => Value::Bool(*flag),
+        Literal::Integer(n) => Value::Integer(*n),
+        Literal::Number(text) => Value::Text(text.clone()),
+        Literal::Text(text) => {
+            from_text(column, text).map_err(|message| RestError::InvalidValue {
+                column: column.name.to_string(),
+                message,
+            })?
+        }
+    })
+}
+
+/// A client's value for a server-set column is refused, except an owner id equal
+/// to the caller's own, which supabase-js code commonly sends.
+fn accept_server_set(column: &Column, json: &Json, caller: &Caller) -> Result<(), RestError> {
+    match (&column.server_set, json, caller.user_id()) {
+        (Some(ServerValue::AuthUid), Json::String(given), Some(uid))
+            if given.eq_ignore_ascii_case(uid) =>
+        {
+            Ok(())
+        }
+        _ => Err(RestError::ServerSet(column.name.to_string())),
+    }
+}
+
+impl Rest {
+    fn checked_value(
+        &self,
+        access: &Access<'_>,
+        column: &Column,
+        json: &Json,
+    ) -> Result<Value, RestError> {
+        from_json(column, json, &|text| {
+            self.pattern_matches(access.table, column, text)
+        })
+        .map_err(|message| RestError::InvalidValue {
+            column: column.name.to_string(),
+            message,
+        })
+    }
+
+    /// The full new row: the client's values checked, server-set values filled,
+    /// declared defaults applied, a uuid v7 made for a uuid primary key. Columns
+    /// left to the database (an identity key, absent nullable columns) map to NULL.
+    fn new_row(
+        &self,
+        access: &Access<'_>,
+        caller: &Caller,
+        object: &Map<String, Json>,
+    ) -> Result<HashMap<Identifier, Value>, RestError> {
+        let table = access.table;
+        for key in object.keys() {
+            if table.column(key).is_none() {
+                return Err(RestError::UnknownColumn {
+                    table: table.name.to_string(),
+                    column: key.clone(),
+                });
+            }
+        }
+        let mut row = HashMap::with_capacity(table.columns.len());
+        for column in &table.columns {
+            let given = object.get(column.name.as_str());
+            let value = match (&column.server_set, given) {
+                (Some(_), Some(json)) => {
+                    accept_server_set(column, json, caller)?;
+                    None
+                }
+                (None, Some(json)) => Some(self.checked_value(access, column, json)?),
+                (_, None) => None,
+            };
+            let value = match (value, &column.server_set) {
+                (Some(value), _) => value,
+                (None, Some(ServerValue::AuthUid)) => caller
+                    .user_id()
+                    .map_or(Value::Null, |id| Value::Text(id.to_owned())),
+                (None, Some(ServerValue::Now)) => {
+                    Value::Text(canonical_time(time::OffsetDateTime::now_utc()))
+                }
+                (None, Some(ServerValue::Literal(literal))) => literal_value(column, literal)?,
+                (None, None) if column.primary_key && column.ty == ColumnType::Uuid => {
+                    Value::Text(uuid::Uuid::now_v7().hyphenated().to_string())
+                }
+                (None, None) => match &column.default {
+                    Some(literal) => literal_value(column, literal)?,
+                    None => Value::Null,
+                },
+            };
+            let database_fills = column.primary_key && column.ty.is_integral();
+            if value == Value::Null && column.not_null && !database_fills {
+                return Err(RestError::InvalidValue {
+                    column: column.name.to_string(),
+                    message: "a value is required".into(),
+                });
+            }
+            row.insert(column.name.clone(), value);
+        }
+        Ok(row)
+    }
+
+    /// RETURNING the representation's columns, or just the key: the rows coming
+    /// back is how a write learns how many rows it touched.
+    fn returning(sql: &mut Sql, columns: &[(&Column, String)], key: &Column) {
+        sql.push(" RETURNING ");
+        if columns.is_empty() {
+            sql.output(None, key);
+            return;
+        }
+        for (i, (column, _)) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.output(None, column);
+        }
+    }
+
+    pub async fn insert(
+        &self,
+        db: &Database,
+        caller: &Caller,
+        table: &str,
+        request: &Request,
+        body: &Json,
+        options: WriteOptions,
+    ) -> Result<WriteResult, RestError> {
+        let access = self.access(table, Command::Insert, caller)?;
+        let objects: Vec<&Map<String, Json>> = match body {
+            Json::Object(object) => vec![object],
+            Json::Array(items) => items
+                .iter()
+                .map(|item| {
+                    item.as_object()
+                        .ok_or_else(|| RestError::Body("every array item must be an object".into()))
+                })
+                .collect::<Result<_, _>>()?,
+            _ => {
+                return Err(RestError::Body(
+                    "the body must be a JSON object or an array of objects".into(),
+                ));
+            }
+        };
+        if objects.len() > self.settings.max_insert_rows {
+            return Err(RestError::Body(format!(
+                "at most {} rows per insert",
+                self.settings.max_insert_rows
+            )));
+        }
+        let returned = if options.representation {
+            selected(&access, &request.select)?
+        } else {
+            vec![]
+        };
+        let check = match (access.role, access.policies) {
+            (Some(role), Some(policies)) => policies.with_check(Command::Insert, role),
+            _ => None,
+        };
+        let mut statements = Vec::with_capacity(objects.len());
+        for object in objects {
+            let row = self.new_row(&access, caller, object)?;
+            let columns: Vec<&Column> = access
+                .table
+                .columns
+                .iter()
+                .filter(|c| {
+                    !(c.primary_key && c.ty.is_integral() && row.get(&c.name) == Some(&Value::Null))
+                })
+                .collect();
+            let mut sql = Sql::new(db.dialect());
+            sql.push(&format!("INSERT INTO {} (", access.table.name.quoted()));
+            sql.push(
+                &columns
+                    .iter()
+                    .map(|c| c.name.quoted())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            sql.push(") SELECT ");
+            for (i, column) in columns.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.param(row[&column.name].clone(), Some(column.ty));
+            }
+            sql.push(" WHERE (1 = 1)");
+            if let Some(check) = &check {
+                sql.push(" AND ");
+                sql.condition(
+                    check,
+                    caller,
+                    &mut vec![Scope {
+                        alias: "t0".into(),
+                        new_values: Some(&row),
+                    }],
+                );
+            }
+            Self::returning(&mut sql, &returned, access.table.primary_key());
+            statements.push(sql.finish());
+        }
+        let written = db
+            .transaction_if(statements, |results| {
+                results.iter().all(|rows| rows.len() == 1)
+            })
+            .await?
+            .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
+        Ok(WriteResult {
+            affected: written.len(),
+            rows: if options.representation {
+                objects_of(&returned, written.iter().flatten())
+            } else {
+                vec![]
+            },
+        })
+    }
+
+    pub async fn update(
+        &self,
+        db: &Database,
+        caller: &Caller,
+        table: &str,
+        request: &Request,
+        body: &Json,
+        options: WriteOptions,
+    ) -> Result<WriteResult, RestError> {
+        let access = self.access(table, Command::Update, caller)?;
+        let object = body.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
+            RestError::Body("the body must be a JSON object with the columns to change".into())
+        })?;
+        if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
+            return Err(RestError::Unfiltered("UPDATE"));
+        }
+        let mut changes = HashMap::new();
+        let mut ordered = Vec::new();
+        for (key, json) in object {
+            let column = access
+                .table
+                .column(key)
+                .ok_or_else(|| RestError::UnknownColumn {
+                    table: access.table.name.to_string(),
+                    column: key.clone(),
+                })?;
+            let writable = match (access.role, access.policies) {
+                (Some(role), Some(policies)) => policies
+                    .writable_columns(role)
+                    .is_none_or(|columns| columns.contains(&column.name)),
+                _ => true,
+            };
+            if !writable {
+                return Err(RestError::ColumnDenied {
+                    table: access.table.name.to_string(),
+                    column: key.clone(),
+                });
+            }
+            if column.server_set.is_some() {
+                accept_server_set(column, json, caller)?;
+                continue;
+            }
+            changes.insert(
+                column.name.clone(),
+                self.checked_value(&access, column, json)?,
+            );
+            ordered.push(column);
+        }
+        let returned = if options.representation {
+            selected(&access, &request.select)?
+        } else {
+            vec![]
+        };
+        let name = access.table.name.quoted();
+
+        let mut count = Sql::new(db.dialect());
+        count.push(&format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM {name} AS \"t0\""
+        ));
+        where_clause(&mut count, &access, request, caller, Command::Update)?;
+
+        let mut update = Sql::new(db.dialect());
+        update.push(&format!("UPDATE {name} AS \"t0\" SET "));
+        if ordered.is_empty() {
+            // Only tolerated owner values were sent: a no-op that still reports the rows.
+            let key = &access.table.primary_key().name;
+            update.push(&format!("{} = {}", key.quoted(), key.quoted()));
+        }
+        for (i, column) in ordered.iter().enumerate() {
+            if i > 0 {
+                update.push(", ");
+            }
+            update.push(&format!("{} = ", column.name.quoted()));
+            update.param(changes[&column.name].clone(), Some(column.ty));
+        }
+        where_clause(&mut update, &access, request, caller, Command::Update)?;
+        if let (Some(role), Some(policies)) = (access.role, access.policies)
+            && let Some(check) = policies.with_check(Command::Update, role)
+        {
+            update.push(" AND ");
+            update.condition(
+                &check,
+                caller,
+                &mut vec![Scope {
+                    alias: "t0".into(),
+                    new_values: Some(&changes),
+                }],
+            );
+        }
+        Self::returning(&mut update, &returned, access.table.primary_key());
+        let results = db
+            .transaction_if(
+                vec![count.finish(), update.finish()],
+                every_visible_row_passed,
+            )
+            .await?
+            .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
+        let rows = &results[1];
+        Ok(WriteResult {
+            affected: rows.len(),
+            rows: if options.representation {
+                objects_of(&returned, rows.iter())
+            } else {
+                vec![]
+            },
+        })
+    }
+
+    pub async fn delete(
+        &self,
+        db: &Database,
+        caller: &Caller,
+        table: &str,
+        request: &Request,
+        options: WriteOptions,
+    ) -> Result<WriteResult, RestError> {
+        let access = self.access(table, Command::Delete, caller)?;
+        if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
+            return Err(RestError::Unfiltered("DELETE"));
+        }
+        let returned = if options.representation {
+            selected(&access, &request.select)?
+        } else {
+            vec![]
+        };
+        let mut sql = Sql::new(db.dialect());
+        sql.push(&format!(
+            "DELETE FROM {} AS \"t0\"",
+            access.table.name.quoted()
+        ));
+        where_clause(&mut sql, &access, request, caller, Command::Delete)?;
+        Self::returning(&mut sql, &returned, access.table.primary_key());
+        let statement: Statement = sql.finish();
+        let rows = db.transaction(vec![statement]).await?.remove(0);
+        Ok(WriteResult {
+            affected: rows.len(),
+            rows: if options.representation {
+                objects_of(&returned, rows.iter())
+            } else {
+                vec![]
+            },
+        })
+    }
+}
+
+/// The update touched every row its filters and `using` matched; a row missing
+/// means its new version failed the `with check`.
+fn every_visible_row_passed(results: &[Vec<Row>]) -> bool {
+    let visible = results[0]
+        .first()
+        .and_then(|row| row.integer(0).ok())
+        .unwrap_or(-1);
+    usize::try_from(visible).is_ok_and(|visible| visible == results[1].len())
+}
+
+fn objects_of<'a>(columns: &[(&Column, String)], rows: impl Iterator<Item = &'a Row>) -> Vec<Json> {
+    rows.map(|row| row_object(columns, &row.0)).collect()
+}

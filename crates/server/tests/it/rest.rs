@@ -1,0 +1,562 @@
+//! The data API through HTTP, on SQLite and (in CI) PostgreSQL: owner policies,
+//! deny by default, grants, validation, filters, paging and PostgREST's shapes.
+
+use gatehouse_db::testing::TestDatabase;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::kit::{self, TestServer, json};
+
+const NOTES: &str = r#"
+[tables.notes]
+columns.id = { type = "uuid", primary_key = true }
+columns.owner = { type = "uuid", server_set = "auth.uid()", not_null = true }
+columns.title = { type = "text", not_null = true, check = { max_length = 100 } }
+columns.stars = { type = "integer", not_null = true, default = 0, check = { min = 0 } }
+columns.public = { type = "boolean", not_null = true, default = false }
+columns.slug = { type = "text", unique = true }
+columns.created_at = { type = "timestamptz", server_set = "now()" }
+
+[[tables.notes.policies]]
+name = "owners do everything"
+for = "all"
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+
+[[tables.notes.policies]]
+name = "public notes are readable"
+for = "select"
+to = ["anon", "authenticated"]
+using = "public"
+
+[tables.notes.grants.anon]
+select = ["id", "title", "public"]
+
+[tables.vault]
+columns.id = { type = "bigint", primary_key = true }
+columns.secret = { type = "text" }
+"#;
+
+const ALICE: &str = "0190c2a4-7e5b-7000-8000-00000000a11c";
+const BOB: &str = "0190c2a4-7e5b-7000-8000-000000000b0b";
+
+async fn insert(server: &TestServer, user: &str, body: Value) -> reqwest::Response {
+    server
+        .rest(Method::POST, "notes", Some(user))
+        .header("prefer", "return=representation")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn list(server: &TestServer, query: &str, user: Option<&str>) -> Value {
+    let response = server
+        .rest(Method::GET, &format!("notes?{query}"), user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    json(response).await
+}
+
+#[tokio::test]
+async fn owners_see_and_change_only_their_rows() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NOTES, &database).await;
+        let created = insert(&server, ALICE, json!({"title": "alice's", "slug": "a"})).await;
+        assert_eq!(created.status(), 201);
+        let row = json(created).await[0].clone();
+        assert_eq!(row["owner"], ALICE, "the server sets the owner");
+        assert_eq!(row["stars"], 0);
+        assert_eq!(row["public"], false);
+        assert!(
+            row["created_at"].as_str().unwrap().ends_with("+00:00"),
+            "{row}"
+        );
+        let id = row["id"].as_str().unwrap().to_owned();
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+        insert(&server, BOB, json!({"title": "bob's"})).await;
+
+        let mine = list(&server, "select=title", Some(ALICE)).await;
+        assert_eq!(mine, json!([{"title": "alice's"}]));
+        assert_eq!(
+            list(&server, &format!("id=eq.{id}"), Some(BOB)).await,
+            json!([]),
+            "hidden, not forbidden"
+        );
+        let single = server
+            .rest(Method::GET, &format!("notes?id=eq.{id}"), Some(BOB))
+            .header("accept", "application/vnd.pgrst.object+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(single.status(), 406);
+        assert_eq!(json(single).await["code"], "PGRST116");
+
+        for (method, body) in [
+            (Method::PATCH, Some(json!({"title": "hacked"}))),
+            (Method::DELETE, None),
+        ] {
+            let mut request = server.rest(method.clone(), &format!("notes?id=eq.{id}"), Some(BOB));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            assert_eq!(request.send().await.unwrap().status(), 204, "{method}");
+        }
+        assert_eq!(
+            list(&server, "select=title", Some(ALICE)).await,
+            json!([{"title": "alice's"}])
+        );
+
+        let changed = server
+            .rest(Method::PATCH, &format!("notes?id=eq.{id}"), Some(ALICE))
+            .header("prefer", "return=representation")
+            .json(&json!({"title": "renamed", "stars": 3}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200);
+        assert_eq!(json(changed).await[0]["title"], "renamed");
+
+        let deleted = server
+            .rest(Method::DELETE, &format!("notes?id=eq.{id}"), Some(ALICE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204);
+        assert_eq!(list(&server, "", Some(ALICE)).await, json!([]));
+    }
+}
+
+#[tokio::test]
+async fn identity_comes_from_the_token_not_the_body() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NOTES, &database).await;
+        let forged = insert(&server, BOB, json!({"title": "mine?", "owner": ALICE})).await;
+        assert_eq!(forged.status(), 400);
+        let body = json(forged).await;
+        assert_eq!(body["code"], "server_set_column");
+        assert!(
+            body["message"].as_str().unwrap().contains("owner"),
+            "{body}"
+        );
+        // Sending one's own id, as supabase-js code often does, is fine.
+        assert_eq!(
+            insert(&server, BOB, json!({"title": "ok", "owner": BOB}))
+                .await
+                .status(),
+            201
+        );
+        let id = list(&server, "select=id", Some(BOB)).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let moved = server
+            .rest(Method::PATCH, &format!("notes?id=eq.{id}"), Some(BOB))
+            .json(&json!({"owner": ALICE}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), 400);
+        let fake_time = insert(
+            &server,
+            BOB,
+            json!({"title": "t", "created_at": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+        assert_eq!(fake_time.status(), 400);
+    }
+}
+
+#[tokio::test]
+async fn anon_sees_public_rows_and_granted_columns_only() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_declared(NOTES, &database).await;
+    insert(&server, ALICE, json!({"title": "open", "public": true})).await;
+    insert(&server, ALICE, json!({"title": "closed"})).await;
+    assert_eq!(
+        list(&server, "", None).await,
+        json!([{"id": list(&server, "select=id&public=is.true", None).await[0]["id"], "title": "open", "public": true}])
+    );
+    for query in ["select=owner", "owner=eq.x", "order=owner"] {
+        let response = server
+            .rest(Method::GET, &format!("notes?{query}"), None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{query}");
+        assert_eq!(json(response).await["code"], "42501");
+    }
+    let write = server
+        .rest(Method::POST, "notes", None)
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 401, "anon has no insert policy");
+    // Bob sees Alice's public note through the second policy, all columns.
+    let seen = list(&server, "select=title,owner", Some(BOB)).await;
+    assert_eq!(seen, json!([{"title": "open", "owner": ALICE}]));
+}
+
+#[tokio::test]
+async fn a_table_without_policies_is_unreachable_except_for_the_secret_key() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_declared(NOTES, &database).await;
+    let anon = server
+        .rest(Method::GET, "vault", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let signed_in = server
+        .rest(Method::GET, "vault", Some(ALICE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 403);
+    assert_eq!(json(signed_in).await["code"], "42501");
+    let insert = server
+        .rest(Method::POST, "vault", Some(ALICE))
+        .json(&json!({"secret": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(insert.status(), 403);
+
+    let service = |method: Method, path: &str| {
+        server
+            .client
+            .request(method, format!("{}/rest/v1/{path}", server.url))
+            .header("apikey", &server.secret)
+    };
+    let created = service(Method::POST, "vault")
+        .json(&json!({"secret": "s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let rows = json(service(Method::GET, "vault").send().await.unwrap()).await;
+    assert_eq!(rows, json!([{"id": 1, "secret": "s"}]));
+    let missing = server
+        .rest(Method::GET, "nothing", Some(ALICE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(json(missing).await["code"], "PGRST205");
+}
+
+#[tokio::test]
+async fn filters_order_paging_and_counts() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NOTES, &database).await;
+        for (title, stars) in [("a", 1), ("b", 5), ("c", 3), ("d", 0), ("e", 9)] {
+            insert(&server, ALICE, json!({"title": title, "stars": stars})).await;
+        }
+        let titles = |rows: Value| {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["title"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            titles(
+                list(
+                    &server,
+                    "select=title&stars=gte.3&order=stars.desc",
+                    Some(ALICE)
+                )
+                .await
+            ),
+            ["e", "b", "c"]
+        );
+        assert_eq!(
+            titles(
+                list(
+                    &server,
+                    "select=title&or=(stars.eq.0,title.eq.a)&order=title",
+                    Some(ALICE)
+                )
+                .await
+            ),
+            ["a", "d"]
+        );
+        assert_eq!(
+            titles(
+                list(
+                    &server,
+                    "select=title&title=in.(b,c,zz)&order=title",
+                    Some(ALICE)
+                )
+                .await
+            ),
+            ["b", "c"]
+        );
+        assert_eq!(
+            titles(
+                list(
+                    &server,
+                    "select=title&title=not.in.(b,c)&stars=lt.9&order=title",
+                    Some(ALICE)
+                )
+                .await
+            ),
+            ["a", "d"]
+        );
+        assert_eq!(
+            titles(list(&server, "select=title&title=like.*c*", Some(ALICE)).await),
+            ["c"]
+        );
+        assert_eq!(
+            titles(list(&server, "select=title&title=ilike.C", Some(ALICE)).await),
+            ["c"]
+        );
+        assert_eq!(
+            titles(list(&server, "select=title&title=like.C", Some(ALICE)).await),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            titles(
+                list(
+                    &server,
+                    "select=title&order=title&limit=2&offset=1",
+                    Some(ALICE)
+                )
+                .await
+            ),
+            ["b", "c"]
+        );
+
+        let counted = server
+            .rest(Method::GET, "notes?select=title&order=title", Some(ALICE))
+            .header("range", "1-2")
+            .header("prefer", "count=exact")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(counted.headers()["content-range"], "1-2/5");
+        assert_eq!(titles(json(counted).await), ["b", "c"]);
+        let none = server
+            .rest(Method::GET, "notes?title=eq.zz", Some(ALICE))
+            .header("prefer", "count=exact")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(none.headers()["content-range"], "*/0");
+
+        // A value that looks like SQL is only ever a value.
+        for attack in ["' OR '1'='1", "a'); DROP TABLE notes; --", "\" OR 1=1 --"] {
+            let query = format!("title=eq.{}", urlencode(attack));
+            assert_eq!(
+                list(&server, &query, Some(ALICE)).await,
+                json!([]),
+                "{attack}"
+            );
+        }
+        assert_eq!(
+            list(&server, "select=title", Some(ALICE))
+                .await
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_naming_the_problem() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NOTES, &database).await;
+        insert(&server, ALICE, json!({"title": "t", "slug": "taken"})).await;
+        let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"title": "x", "stars": -1})),
+                400,
+                "22P02",
+                "stars",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"title": "x".repeat(101)})),
+                400,
+                "22P02",
+                "title",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"title": "x", "color": "red"})),
+                400,
+                "42703",
+                "color",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"stars": 1})),
+                400,
+                "22P02",
+                "title",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"title": 5})),
+                400,
+                "22P02",
+                "title",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"title": "x", "slug": "taken"})),
+                409,
+                "23505",
+                "",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .header("content-type", "application/json")
+                    .body("{oops"),
+                400,
+                "PGRST102",
+                "",
+            ),
+            (
+                server.rest(Method::GET, "notes?stars=eq.many", Some(ALICE)),
+                400,
+                "22P02",
+                "stars",
+            ),
+            (
+                server.rest(Method::GET, "notes?id=eq.not-a-uuid", Some(ALICE)),
+                400,
+                "22P02",
+                "id",
+            ),
+            (
+                server.rest(Method::GET, "notes?colour=eq.1", Some(ALICE)),
+                400,
+                "42703",
+                "colour",
+            ),
+            (
+                server.rest(Method::GET, "notes?stars=between.1", Some(ALICE)),
+                400,
+                "PGRST100",
+                "between",
+            ),
+            (
+                server.rest(Method::GET, "notes?order=stars.sideways", Some(ALICE)),
+                400,
+                "PGRST100",
+                "sideways",
+            ),
+            (
+                server
+                    .rest(Method::GET, "notes", Some(ALICE))
+                    .header("range", "5-1"),
+                416,
+                "PGRST103",
+                "",
+            ),
+            (
+                server.rest(Method::DELETE, "notes", Some(ALICE)),
+                400,
+                "21000",
+                "DELETE",
+            ),
+            (
+                server
+                    .rest(Method::PATCH, "notes", Some(ALICE))
+                    .json(&json!({"title": "all"})),
+                400,
+                "21000",
+                "UPDATE",
+            ),
+        ];
+        for (request, status, code, mentions) in cases {
+            let response = request.send().await.unwrap();
+            let got = response.status().as_u16();
+            let body = json(response).await;
+            assert_eq!(
+                (got, body["code"].as_str().unwrap()),
+                (status, code),
+                "{body}"
+            );
+            assert!(
+                body["message"].as_str().unwrap().contains(mentions),
+                "{body}"
+            );
+            let text = body.to_string();
+            assert!(
+                !text.contains("INSERT") && !text.contains("SELECT") && !text.contains("sqlite"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_verified() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_declared(NOTES, &database).await;
+    let get = |token: String| {
+        server
+            .client
+            .get(format!("{}/rest/v1/notes", server.url))
+            .header("apikey", &server.publishable)
+            .bearer_auth(token)
+    };
+    let good = server.token_for(ALICE);
+    assert_eq!(get(good.clone()).send().await.unwrap().status(), 200);
+    let mut tampered = good.clone();
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    let other_keys = gatehouse_keys::KeySet::generate(
+        gatehouse_keys::SigningAlgorithm::Es256,
+        gatehouse_keys::KeyOrigin::Operator,
+    )
+    .unwrap();
+    let claims: Value = server
+        .running
+        .state
+        .signing_keys()
+        .verify(&good, server.running.state.token_rules())
+        .unwrap();
+    let foreign = other_keys.sign(&claims).unwrap();
+    let mut expired_claims = claims.clone();
+    expired_claims["exp"] = json!(1_000_000);
+    let expired = server
+        .running
+        .state
+        .signing_keys()
+        .sign(&expired_claims)
+        .unwrap();
+    for (token, message) in [
+        (tampered, "JWT invalid"),
+        (foreign, "JWT invalid"),
+        (expired, "JWT expired"),
+        ("garbage".into(), "JWT invalid"),
+    ] {
+        let response = get(token).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body = json(response).await;
+        assert_eq!(
+            (body["code"].as_str(), body["message"].as_str()),
+            (Some("PGRST301"), Some(message))
+        );
+    }
+}
