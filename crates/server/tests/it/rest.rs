@@ -560,3 +560,137 @@ async fn tokens_are_verified() {
         );
     }
 }
+
+const TEAMS: &str = r#"
+[tables.teams]
+columns.id = { type = "bigint", primary_key = true }
+columns.name = { type = "text", not_null = true }
+
+[tables.team_members]
+columns.id = { type = "bigint", primary_key = true }
+columns.team_id = { type = "bigint", not_null = true, references = "teams", on_delete = "cascade" }
+columns.user_id = { type = "uuid", not_null = true }
+unique = [["team_id", "user_id"]]
+
+[tables.projects]
+columns.id = { type = "bigint", primary_key = true }
+columns.team_id = { type = "bigint", not_null = true, references = "teams" }
+columns.title = { type = "text", not_null = true }
+columns.budget = { type = "integer", not_null = true, default = 0 }
+
+[[tables.projects.policies]]
+name = "members read their team's projects"
+for = ["select", "update"]
+to = "authenticated"
+using = "exists (select 1 from team_members m where m.team_id = projects.team_id and m.user_id = auth.uid())"
+with_check = "budget <= 1000 and exists (select 1 from team_members m where m.team_id = projects.team_id and m.user_id = auth.uid())"
+
+[[tables.projects.policies]]
+name = "members add projects to their teams"
+for = "insert"
+to = "authenticated"
+with_check = "exists (select 1 from team_members m where m.team_id = projects.team_id and m.user_id = auth.uid())"
+"#;
+
+#[tokio::test]
+async fn membership_policies_and_with_check() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(TEAMS, &database).await;
+        let service = |path: &str, body: Value| {
+            server
+                .client
+                .post(format!("{}/rest/v1/{path}", server.url))
+                .header("apikey", &server.secret)
+                .json(&body)
+        };
+        assert_eq!(
+            service("teams", json!([{"name": "red"}, {"name": "blue"}]))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        let members = json!([{"team_id": 1, "user_id": ALICE}, {"team_id": 2, "user_id": BOB}]);
+        assert_eq!(
+            service("team_members", members)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+
+        let add = |user: &str, body: Value| {
+            server
+                .rest(Method::POST, "projects", Some(user))
+                .json(&body)
+        };
+        assert_eq!(
+            add(ALICE, json!({"team_id": 1, "title": "apollo"}))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        // Alice is not in team 2: the new row fails the check and nothing is kept.
+        let foreign = add(
+            ALICE,
+            json!([{"team_id": 1, "title": "ok"}, {"team_id": 2, "title": "sneaky"}]),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(foreign.status(), 403);
+        assert_eq!(json(foreign).await["code"], "42501");
+        assert_eq!(
+            add(BOB, json!({"team_id": 2, "title": "gemini"}))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+
+        let titles = |user: &'static str| {
+            let request = server.rest(Method::GET, "projects?select=title&order=title", Some(user));
+            async move { json(request.send().await.unwrap()).await }
+        };
+        assert_eq!(
+            titles(ALICE).await,
+            json!([{"title": "apollo"}]),
+            "the batch was rolled back whole"
+        );
+        assert_eq!(titles(BOB).await, json!([{"title": "gemini"}]));
+
+        // with check on update: over budget, or moved to a team she is not in.
+        for change in [json!({"budget": 5000}), json!({"team_id": 2})] {
+            let response = server
+                .rest(Method::PATCH, "projects?title=eq.apollo", Some(ALICE))
+                .json(&change)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 403, "{change}");
+        }
+        let fine = server
+            .rest(Method::PATCH, "projects?title=eq.apollo", Some(ALICE))
+            .header("prefer", "return=representation")
+            .json(&json!({"budget": 500}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json(fine).await,
+            json!([{"id": 1, "team_id": 1, "title": "apollo", "budget": 500}])
+        );
+        // No delete policy at all.
+        let delete = server
+            .rest(Method::DELETE, "projects?id=eq.1", Some(ALICE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(delete.status(), 403);
+    }
+}
