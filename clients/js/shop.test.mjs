@@ -1,0 +1,124 @@
+// supabase-js v2, unchanged, against examples/shop on a real Gatehouse.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createClient } from '@supabase/supabase-js';
+import ws from 'ws';
+import { startGatehouse } from './gatehouse.mjs';
+
+const shop = fileURLToPath(new URL('../../examples/shop/gatehouse.toml', import.meta.url));
+const ALICE = '0190c2a4-7e5b-7000-8000-00000000a11c';
+const BOB = '0190c2a4-7e5b-7000-8000-000000000b0b';
+
+describe('examples/shop through supabase-js', () => {
+  let server;
+  let service;
+  let anon;
+  let alice;
+  let bob;
+
+  before(async () => {
+    server = await startGatehouse(shop);
+    // Node 20 has no WebSocket of its own; realtime is not used here but is built.
+    const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
+    service = createClient(server.url, server.secretKey, options);
+    anon = createClient(server.url, server.publishableKey, options);
+    const as = (user) =>
+      createClient(server.url, server.publishableKey, {
+        accessToken: async () => server.tokenFor(user),
+        realtime: { transport: ws },
+      });
+    alice = as(ALICE);
+    bob = as(BOB);
+    const { error } = await service.from('products').insert([
+      { name: 'Kettle', price_cents: 2999 },
+      { name: 'Teapot', price_cents: 1999 },
+      { name: 'Cup', price_cents: 499 },
+      { name: 'Retired', price_cents: 100, active: false },
+    ]);
+    assert.equal(error, null);
+  });
+
+  after(async () => server?.stop());
+
+  test('anyone reads the active catalogue with filters, order, range and count', async () => {
+    const { data, error, count } = await anon
+      .from('products')
+      .select('name, price_cents', { count: 'exact' })
+      .gte('price_cents', 1000)
+      .order('price_cents', { ascending: false })
+      .range(0, 0);
+    assert.equal(error, null);
+    assert.deepEqual(data, [{ name: 'Kettle', price_cents: 2999 }]);
+    assert.equal(count, 2);
+    const { data: cheap } = await anon.from('products').select('name').or('price_cents.lt.500,name.eq.Teapot').order('name');
+    assert.deepEqual(cheap, [{ name: 'Cup' }, { name: 'Teapot' }]);
+    const { data: some } = await anon.from('products').select('name').in('name', ['Cup', 'Retired']);
+    assert.deepEqual(some, [{ name: 'Cup' }], 'inactive products stay hidden');
+    const { data: like } = await anon.from('products').select('name').ilike('name', '%POT%');
+    assert.deepEqual(like, [{ name: 'Teapot' }]);
+  });
+
+  test('only the server writes the catalogue', async () => {
+    const { error } = await alice.from('products').insert({ name: 'Free', price_cents: 0 });
+    assert.equal(error.code, '42501');
+  });
+
+  test('orders belong to the signed-in user', async () => {
+    const { data: order, error } = await alice.from('orders').insert({ note: 'gift wrap' }).select().single();
+    assert.equal(error, null);
+    assert.equal(order.user_id, ALICE);
+    assert.equal(order.status, 'pending');
+    const { error: lineError } = await alice
+      .from('order_items')
+      .insert({ order_id: order.id, product_id: 1, quantity: 2 });
+    assert.equal(lineError, null);
+
+    const { data: mine } = await alice.from('orders').select('id, note').eq('id', order.id).maybeSingle();
+    assert.deepEqual(mine, { id: order.id, note: 'gift wrap' });
+    const { data: theirs, error: single } = await bob.from('orders').select().eq('id', order.id).single();
+    assert.equal(theirs, null);
+    assert.equal(single.code, 'PGRST116');
+    const { data: lines } = await bob.from('order_items').select();
+    assert.deepEqual(lines, []);
+
+    const { error: forged } = await bob.from('order_items').insert({ order_id: order.id, product_id: 1, quantity: 1 });
+    assert.equal(forged.code, '42501', 'no lines on somebody else’s order');
+    const { error: owner } = await bob.from('orders').insert({ user_id: ALICE });
+    assert.equal(owner.code, 'server_set_column');
+
+    const { data: updated, error: updateError } = await alice
+      .from('orders')
+      .update({ note: 'no wrap' })
+      .eq('id', order.id)
+      .select('note');
+    assert.equal(updateError, null);
+    assert.deepEqual(updated, [{ note: 'no wrap' }]);
+    const { error: status } = await alice.from('orders').update({ status: 'paid' }).eq('id', order.id);
+    assert.ok(status, 'status is set by the server');
+    const { data: untouched } = await bob.from('orders').update({ note: 'mine now' }).eq('id', order.id).select();
+    assert.deepEqual(untouched, []);
+  });
+
+  test('team members share projects, and delete them', async () => {
+    await service.from('teams').insert({ name: 'red' });
+    await service.from('team_members').insert({ team_id: 1, user_id: ALICE });
+    const { data: created, error } = await alice.from('projects').insert({ team_id: 1, title: 'Apollo' }).select('id, title');
+    assert.equal(error, null);
+    assert.equal(created[0].title, 'Apollo');
+    const { count } = await bob.from('projects').select('*', { count: 'exact', head: false });
+    assert.equal(count, 0);
+    const { data: gone, error: deleteError } = await alice.from('projects').delete().eq('id', created[0].id).select('title');
+    assert.equal(deleteError, null);
+    assert.deepEqual(gone, [{ title: 'Apollo' }]);
+  });
+
+  test('profiles: public names, private bios', async () => {
+    const { error } = await alice.from('profiles').insert({ display_name: 'Alice', bio: 'tea' });
+    assert.equal(error, null);
+    const { data } = await anon.from('profiles').select();
+    assert.deepEqual(Object.keys(data[0]).sort(), ['display_name', 'id']);
+    const { error: bio } = await anon.from('profiles').select('bio');
+    assert.equal(bio.code, '42501');
+  });
+});
