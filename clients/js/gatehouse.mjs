@@ -15,7 +15,14 @@ export async function startGatehouse(configFile) {
   const child = spawn(
     binary,
     ['--config', configFile, '--data-dir', dataDir, 'serve', '--listen', '127.0.0.1:0'],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH } },
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      // Only what the suite chooses: PostgreSQL when GATEHOUSE_DATABASE_URL names one.
+      env: Object.fromEntries(
+        Object.entries({ PATH: process.env.PATH, GATEHOUSE_DATABASE_URL: process.env.GATEHOUSE_DATABASE_URL })
+          .filter(([, value]) => value !== undefined),
+      ),
+    },
   );
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('gatehouse did not start in 20 s')), 20_000);
