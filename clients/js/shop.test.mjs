@@ -120,5 +120,19 @@ describe('examples/shop through supabase-js', () => {
     assert.deepEqual(Object.keys(data[0]).sort(), ['display_name', 'id']);
     const { error: bio } = await anon.from('profiles').select('bio');
     assert.equal(bio.code, '42501');
+    // One profile per user: upsert on the server-set owner column renames it.
+    const { data: renamed, error: upsertError } = await alice
+      .from('profiles')
+      .upsert({ display_name: 'Alice L.' }, { onConflict: 'user_id' })
+      .select('display_name');
+    assert.equal(upsertError, null);
+    assert.deepEqual(renamed, [{ display_name: 'Alice L.' }]);
+    const { error: takeover } = await bob
+      .from('profiles')
+      .upsert({ id: data[0].id, display_name: 'Bob' })
+      .select();
+    assert.equal(takeover.code, '42501');
+    const { data: names } = await anon.from('profiles').select('display_name');
+    assert.deepEqual(names, [{ display_name: 'Alice L.' }]);
   });
 });

@@ -25,7 +25,7 @@ use gatehouse_schema::{Check, Column, Schema, Table};
 pub use caller::Caller;
 pub use error::RestError;
 pub use read::{Count, ReadOptions, ReadResult};
-pub use write::{WriteOptions, WriteResult};
+pub use write::{Resolution, WriteOptions, WriteResult};
 
 /// Bounds and switches of the data API.
 #[derive(Debug, Clone)]
@@ -157,6 +157,24 @@ impl Access<'_> {
             Err(RestError::ColumnDenied {
                 table: self.table.name.to_string(),
                 column: name.to_owned(),
+            })
+        }
+    }
+
+    /// Refuses a column the caller's grants do not let it change.
+    pub fn writable(&self, column: &Column) -> Result<(), RestError> {
+        let allowed = match (self.role, self.policies) {
+            (Some(role), Some(policies)) => policies
+                .writable_columns(role)
+                .is_none_or(|columns| columns.contains(&column.name)),
+            _ => true,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(RestError::ColumnDenied {
+                table: self.table.name.to_string(),
+                column: column.name.to_string(),
             })
         }
     }

@@ -19,6 +19,14 @@ use crate::{Access, Caller, Rest, RestError};
 pub struct WriteOptions {
     /// `Prefer: return=representation`.
     pub representation: bool,
+    /// `Prefer: resolution=…`: an insert becomes an upsert.
+    pub resolution: Option<Resolution>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    MergeDuplicates,
+    IgnoreDuplicates,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +153,43 @@ impl Rest {
         }
     }
 
+    /// The conflict target of an upsert: `on_conflict` columns, which must be the
+    /// primary key or exactly a unique index, else the primary key.
+    fn conflict_target<'t>(
+        &self,
+        access: &Access<'t>,
+        request: &Request,
+    ) -> Result<Vec<&'t Column>, RestError> {
+        let table = access.table;
+        if request.on_conflict.is_empty() {
+            return Ok(vec![table.primary_key()]);
+        }
+        let columns = request
+            .on_conflict
+            .iter()
+            .map(|name| {
+                table.column(name).ok_or_else(|| RestError::UnknownColumn {
+                    table: table.name.to_string(),
+                    column: name.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<Identifier> = columns.iter().map(|c| c.name.clone()).collect();
+        let unique = (names.len() == 1 && columns[0].primary_key)
+            || table
+                .indexes
+                .iter()
+                .any(|index| index.unique && index.columns == names);
+        if unique {
+            Ok(columns)
+        } else {
+            Err(RestError::Body(
+                "on_conflict must name the primary key or the columns of a unique constraint"
+                    .into(),
+            ))
+        }
+    }
+
     pub async fn insert(
         &self,
         db: &Database,
@@ -181,9 +226,24 @@ impl Rest {
         } else {
             vec![]
         };
-        let check = match (access.role, access.policies) {
-            (Some(role), Some(policies)) => policies.with_check(Command::Insert, role),
+        let policy = |command| match (access.role, access.policies) {
+            (Some(role), Some(policies)) => policies.with_check(command, role),
             _ => None,
+        };
+        let check = policy(Command::Insert);
+        let upsert = match options.resolution {
+            None => None,
+            Some(resolution) => {
+                let target = self.conflict_target(&access, request)?;
+                // Merging updates an existing row: the caller needs the update policy too.
+                let update = match resolution {
+                    Resolution::IgnoreDuplicates => None,
+                    Resolution::MergeDuplicates => {
+                        Some(self.access(table, Command::Update, caller)?)
+                    }
+                };
+                Some((target, update))
+            }
         };
         let mut statements = Vec::with_capacity(objects.len());
         for object in objects {
@@ -197,7 +257,10 @@ impl Rest {
                 })
                 .collect();
             let mut sql = Sql::new(db.dialect());
-            sql.push(&format!("INSERT INTO {} (", access.table.name.quoted()));
+            sql.push(&format!(
+                "INSERT INTO {} AS \"t0\" (",
+                access.table.name.quoted()
+            ));
             sql.push(
                 &columns
                     .iter()
@@ -212,6 +275,7 @@ impl Rest {
                 }
                 sql.param(row[&column.name].clone(), Some(column.ty));
             }
+            // The WHERE also keeps SQLite from reading ON CONFLICT as a join clause.
             sql.push(" WHERE (1 = 1)");
             if let Some(check) = &check {
                 sql.push(" AND ");
@@ -224,23 +288,96 @@ impl Rest {
                     }],
                 );
             }
+            if let Some((target, update)) = &upsert {
+                self.on_conflict(&mut sql, caller, target, update.as_ref(), object, &row)?;
+            }
             Self::returning(&mut sql, &returned, access.table.primary_key());
             statements.push(sql.finish());
         }
+        let accept = match options.resolution {
+            // A skipped duplicate returns no row; so does a row failing the check,
+            // which is then not written either.
+            Some(Resolution::IgnoreDuplicates) => at_most_one_row_each,
+            _ => exactly_one_row_each,
+        };
         let written = db
-            .transaction_if(statements, |results| {
-                results.iter().all(|rows| rows.len() == 1)
-            })
+            .transaction_if(statements, accept)
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
+        let rows: Vec<&Row> = written.iter().flatten().collect();
         Ok(WriteResult {
-            affected: written.len(),
+            affected: rows.len(),
             rows: if options.representation {
-                objects_of(&returned, written.iter().flatten())
+                objects_of(&returned, rows.into_iter())
             } else {
                 vec![]
             },
         })
+    }
+
+    /// `ON CONFLICT … DO NOTHING`, or `DO UPDATE SET` the columns the client sent,
+    /// only where the update policy's `using` admits the existing row and its
+    /// `with check` the changed one.
+    fn on_conflict(
+        &self,
+        sql: &mut Sql,
+        caller: &Caller,
+        target: &[&Column],
+        update: Option<&Access<'_>>,
+        object: &Map<String, Json>,
+        row: &HashMap<Identifier, Value>,
+    ) -> Result<(), RestError> {
+        let names: Vec<String> = target.iter().map(|c| c.name.quoted()).collect();
+        sql.push(&format!(" ON CONFLICT ({}) DO ", names.join(", ")));
+        let Some(update) = update else {
+            sql.push("NOTHING");
+            return Ok(());
+        };
+        let mut changes = HashMap::new();
+        let mut set = Vec::new();
+        for column in &update.table.columns {
+            let sent = object.contains_key(column.name.as_str());
+            if !sent || column.server_set.is_some() || target.iter().any(|t| t.name == column.name)
+            {
+                continue;
+            }
+            update.writable(column)?;
+            changes.insert(column.name.clone(), row[&column.name].clone());
+            set.push(format!(
+                "{name} = excluded.{name}",
+                name = column.name.quoted()
+            ));
+        }
+        if set.is_empty() {
+            // Nothing to change: touch the key so the row still comes back.
+            set.push(format!("{name} = excluded.{name}", name = names[0]));
+        }
+        sql.push(&format!("UPDATE SET {} WHERE (1 = 1)", set.join(", ")));
+        if let (Some(role), Some(policies)) = (update.role, update.policies) {
+            if let Some(using) = policies.using(Command::Update, role) {
+                sql.push(" AND ");
+                sql.condition(
+                    &using,
+                    caller,
+                    &mut vec![Scope {
+                        alias: "t0".into(),
+                        new_values: None,
+                    }],
+                );
+            }
+            if let Some(check) = policies.with_check(Command::Update, role) {
+                sql.push(" AND ");
+                sql.condition(
+                    &check,
+                    caller,
+                    &mut vec![Scope {
+                        alias: "t0".into(),
+                        new_values: Some(&changes),
+                    }],
+                );
+            }
+        }
+        Ok(())
     }
 
     pub async fn update(
@@ -269,18 +406,7 @@ impl Rest {
                     table: access.table.name.to_string(),
                     column: key.clone(),
                 })?;
-            let writable = match (access.role, access.policies) {
-                (Some(role), Some(policies)) => policies
-                    .writable_columns(role)
-                    .is_none_or(|columns| columns.contains(&column.name)),
-                _ => true,
-            };
-            if !writable {
-                return Err(RestError::ColumnDenied {
-                    table: access.table.name.to_string(),
-                    column: key.clone(),
-                });
-            }
+            access.writable(column)?;
             if column.server_set.is_some() {
                 accept_server_set(column, json, caller)?;
                 continue;
@@ -386,6 +512,14 @@ impl Rest {
             },
         })
     }
+}
+
+fn exactly_one_row_each(results: &[Vec<Row>]) -> bool {
+    results.iter().all(|rows| rows.len() == 1)
+}
+
+fn at_most_one_row_each(results: &[Vec<Row>]) -> bool {
+    results.iter().all(|rows| rows.len() <= 1)
 }
 
 /// The update touched every row its filters and `using` matched; a row missing

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use gatehouse_rest::{Caller, Count, ReadOptions, RestError, WriteOptions};
+use gatehouse_rest::{Caller, Count, ReadOptions, Resolution, RestError, WriteOptions};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value as Json;
 
@@ -53,12 +53,23 @@ fn rest_error(error: RestError, caller: &Caller) -> ApiError {
 struct Prefer {
     representation: bool,
     count: Option<Count>,
+    resolution: Option<Resolution>,
+}
+
+impl Prefer {
+    fn write(&self) -> WriteOptions {
+        WriteOptions {
+            representation: self.representation,
+            resolution: self.resolution,
+        }
+    }
 }
 
 fn prefer(headers: &HeaderMap) -> Prefer {
     let mut prefer = Prefer {
         representation: false,
         count: None,
+        resolution: None,
     };
     for value in headers.get_all("prefer") {
         for item in value.to_str().unwrap_or_default().split(',') {
@@ -66,6 +77,12 @@ fn prefer(headers: &HeaderMap) -> Prefer {
                 "return=representation" => prefer.representation = true,
                 "count=exact" | "count=planned" | "count=estimated" => {
                     prefer.count = Some(Count::Exact)
+                }
+                "resolution=merge-duplicates" => {
+                    prefer.resolution = Some(Resolution::MergeDuplicates)
+                }
+                "resolution=ignore-duplicates" => {
+                    prefer.resolution = Some(Resolution::IgnoreDuplicates)
                 }
                 _ => {}
             }
@@ -196,19 +213,13 @@ pub async fn post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request = request(query)?;
-    let representation = prefer(&headers).representation;
+    let prefer = prefer(&headers);
+    let representation = prefer.representation;
     let run = async {
         let json = body_json(&headers, &body)?;
         let result = state
             .rest()
-            .insert(
-                state.db(),
-                &caller,
-                &table,
-                &request,
-                &json,
-                WriteOptions { representation },
-            )
+            .insert(state.db(), &caller, &table, &request, &json, prefer.write())
             .await?;
         written(
             StatusCode::CREATED,
@@ -230,19 +241,13 @@ pub async fn patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request = request(query)?;
-    let representation = prefer(&headers).representation;
+    let prefer = prefer(&headers);
+    let representation = prefer.representation;
     let run = async {
         let json = body_json(&headers, &body)?;
         let result = state
             .rest()
-            .update(
-                state.db(),
-                &caller,
-                &table,
-                &request,
-                &json,
-                WriteOptions { representation },
-            )
+            .update(state.db(), &caller, &table, &request, &json, prefer.write())
             .await?;
         written(
             StatusCode::OK,
@@ -263,17 +268,12 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = request(query)?;
-    let representation = prefer(&headers).representation;
+    let prefer = prefer(&headers);
+    let representation = prefer.representation;
     let run = async {
         let result = state
             .rest()
-            .delete(
-                state.db(),
-                &caller,
-                &table,
-                &request,
-                WriteOptions { representation },
-            )
+            .delete(state.db(), &caller, &table, &request, prefer.write())
             .await?;
         written(
             StatusCode::OK,

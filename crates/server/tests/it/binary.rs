@@ -307,13 +307,36 @@ async fn logs_are_structured_and_carry_no_credentials() {
 #[test]
 fn the_example_shop_declaration_loads_and_migrates() {
     let dir = tempfile::tempdir().unwrap();
-    let shop = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shop/gatehouse.toml");
-    let output = gatehouse(dir.path(), &["--config", shop, "migrate", "--dry-run"], &[]).output().unwrap();
+    let shop = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/shop/gatehouse.toml"
+    );
+    let output = gatehouse(dir.path(), &["--config", shop, "migrate", "--dry-run"], &[])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for table in ["profiles", "products", "orders", "order_items", "teams", "team_members", "projects"] {
-        assert!(stdout.contains(&format!("+ create table {table}")), "{table}: {stdout}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for table in [
+        "profiles",
+        "products",
+        "orders",
+        "order_items",
+        "teams",
+        "team_members",
+        "projects",
+    ] {
+        assert!(
+            stdout.contains(&format!("+ create table {table}")),
+            "{table}: {stdout}"
+        );
     }
     // Policy columns are indexed without being declared.
-    assert!(stdout.contains(r#"CREATE INDEX "ix_team_members_user_id""#), "{stdout}");
+    assert!(
+        stdout.contains(r#"CREATE INDEX "ix_team_members_user_id""#),
+        "{stdout}"
+    );
 }

@@ -694,3 +694,93 @@ async fn membership_policies_and_with_check() {
         assert_eq!(delete.status(), 403);
     }
 }
+
+async fn upsert(
+    server: &TestServer,
+    user: &str,
+    query: &str,
+    resolution: &str,
+    body: Value,
+) -> reqwest::Response {
+    server
+        .rest(Method::POST, &format!("notes?{query}"), Some(user))
+        .header(
+            "prefer",
+            format!("return=representation,resolution={resolution}"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn upserts_merge_own_rows_and_never_take_over_others() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NOTES, &database).await;
+        let first = upsert(
+            &server,
+            ALICE,
+            "on_conflict=slug",
+            "merge-duplicates",
+            json!({"slug": "s", "title": "one"}),
+        )
+        .await;
+        assert_eq!(first.status(), 201);
+        let id = json(first).await[0]["id"].clone();
+        let merged = upsert(
+            &server,
+            ALICE,
+            "on_conflict=slug",
+            "merge-duplicates",
+            json!({"slug": "s", "title": "two", "stars": 4}),
+        )
+        .await;
+        assert_eq!(merged.status(), 201);
+        let row = json(merged).await[0].clone();
+        assert_eq!(
+            (
+                row["id"].clone(),
+                row["title"].clone(),
+                row["stars"].clone()
+            ),
+            (id.clone(), json!("two"), json!(4))
+        );
+
+        // Bob cannot merge into Alice's row, by unique column or by primary key.
+        for (query, body) in [
+            (
+                "on_conflict=slug",
+                json!({"slug": "s", "title": "bob was here"}),
+            ),
+            ("", json!({"id": id, "title": "bob was here"})),
+        ] {
+            let taken = upsert(&server, BOB, query, "merge-duplicates", body).await;
+            assert_eq!(taken.status(), 403, "{query}");
+        }
+        let ignored = upsert(
+            &server,
+            BOB,
+            "on_conflict=slug",
+            "ignore-duplicates",
+            json!({"slug": "s", "title": "x"}),
+        )
+        .await;
+        assert_eq!(ignored.status(), 201);
+        assert_eq!(json(ignored).await, json!([]));
+        assert_eq!(
+            list(&server, "select=title,stars", Some(ALICE)).await,
+            json!([{"title": "two", "stars": 4}])
+        );
+
+        let not_unique = upsert(
+            &server,
+            ALICE,
+            "on_conflict=title",
+            "merge-duplicates",
+            json!({"title": "t"}),
+        )
+        .await;
+        assert_eq!(not_unique.status(), 400);
+    }
+}
