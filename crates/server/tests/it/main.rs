@@ -12,3 +12,4 @@ mod middleware;
 mod migrate;
 mod ops;
 mod rest;
+mod robustness;
