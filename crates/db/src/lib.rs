@@ -202,6 +202,19 @@ impl Database {
         }
     }
 
+    /// The plan the database would use for a read, one line per step.
+    pub async fn explain(&self, statement: Statement) -> Result<Vec<String>> {
+        let dialect = self.dialect();
+        let detail_column = match dialect {
+            Dialect::Sqlite => 3,
+            Dialect::Postgres => 0,
+        };
+        let rows = self.query(statement.explained(dialect)).await?;
+        rows.iter()
+            .map(|row| row.text(detail_column).map(str::to_owned))
+            .collect()
+    }
+
     /// Answers whether the database serves queries and carries Gatehouse's tables.
     pub async fn ping(&self) -> Result<()> {
         migrations::current_version(self).await.map(|_| ())

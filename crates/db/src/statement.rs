@@ -77,6 +77,18 @@ impl Statement {
         }
     }
 
+    /// The same statement under EXPLAIN, to read the plan the database picks.
+    pub(crate) fn explained(self, dialect: Dialect) -> Statement {
+        let prefix = match dialect {
+            Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+            Dialect::Postgres => "EXPLAIN ",
+        };
+        Statement {
+            text: Text::Compiled(format!("{prefix}{}", self.text(dialect))),
+            params: self.params,
+        }
+    }
+
     pub(crate) fn text(&self, dialect: Dialect) -> &str {
         match &self.text {
             Text::Fixed(sql) => sql.text(dialect),

@@ -133,6 +133,17 @@ impl Rest {
     ) -> Result<ReadResult, RestError> {
         read::run(self, db, caller, table, request, options).await
     }
+
+    /// The database's plan for a read, one line per step: for tests and `doctor`.
+    pub async fn plan_read(
+        &self,
+        db: &Database,
+        caller: &Caller,
+        table: &str,
+        request: &gatehouse_query::Request,
+    ) -> Result<Vec<String>, RestError> {
+        read::plan(self, db, caller, table, request).await
+    }
 }
 
 impl Access<'_> {

@@ -1,6 +1,6 @@
 //! GET: select, filter, order and page, with the policy's `using` in the WHERE.
 
-use gatehouse_db::{Database, Value};
+use gatehouse_db::{Database, Statement, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::{Request, SelectItem};
 use gatehouse_schema::Column;
@@ -103,19 +103,18 @@ pub(crate) fn row_object(columns: &[(&Column, String)], values: &[Value]) -> Jso
     Json::Object(object)
 }
 
-pub(crate) async fn run(
+/// The SELECT for a read, with the columns it returns and the offset it starts at.
+fn statement<'a>(
     rest: &Rest,
-    db: &Database,
+    dialect: gatehouse_core::Dialect,
+    access: &'a Access<'_>,
     caller: &Caller,
-    table: &str,
     request: &Request,
     options: ReadOptions,
-) -> Result<ReadResult, RestError> {
-    let access = rest.access(table, Command::Select, caller)?;
-    let columns = selected(&access, &request.select)?;
+) -> Result<(Statement, Vec<(&'a Column, String)>, u64), RestError> {
+    let columns = selected(access, &request.select)?;
     let name = access.table.name.quoted();
-
-    let mut sql = Sql::new(db.dialect());
+    let mut sql = Sql::new(dialect);
     sql.push("SELECT ");
     for (i, (column, _)) in columns.iter().enumerate() {
         if i > 0 {
@@ -161,7 +160,42 @@ pub(crate) async fn run(
         Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)),
         Some(gatehouse_schema::ColumnType::Bigint),
     );
-    let rows = db.query(sql.finish()).await?;
+    Ok((sql.finish(), columns, offset))
+}
+
+/// The plan the database would follow for this read.
+pub(crate) async fn plan(
+    rest: &Rest,
+    db: &Database,
+    caller: &Caller,
+    table: &str,
+    request: &Request,
+) -> Result<Vec<String>, RestError> {
+    let access = rest.access(table, Command::Select, caller)?;
+    let (statement, _, _) = statement(
+        rest,
+        db.dialect(),
+        &access,
+        caller,
+        request,
+        ReadOptions::default(),
+    )?;
+    Ok(db.explain(statement).await?)
+}
+
+pub(crate) async fn run(
+    rest: &Rest,
+    db: &Database,
+    caller: &Caller,
+    table: &str,
+    request: &Request,
+    options: ReadOptions,
+) -> Result<ReadResult, RestError> {
+    let access = rest.access(table, Command::Select, caller)?;
+    let (statement, columns, offset) =
+        statement(rest, db.dialect(), &access, caller, request, options)?;
+    let name = access.table.name.quoted();
+    let rows = db.query(statement).await?;
 
     let total = match options.count {
         None => None,

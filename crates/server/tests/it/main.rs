@@ -13,3 +13,4 @@ mod migrate;
 mod ops;
 mod rest;
 mod robustness;
+mod scale;
