@@ -103,6 +103,9 @@ pub(crate) fn row_object(columns: &[(&Column, String)], values: &[Value]) -> Jso
     Json::Object(object)
 }
 
+/// The columns a read returns, each with its JSON key.
+type Selected<'a> = Vec<(&'a Column, String)>;
+
 /// The SELECT for a read, with the columns it returns and the offset it starts at.
 fn statement<'a>(
     rest: &Rest,
@@ -111,7 +114,7 @@ fn statement<'a>(
     caller: &Caller,
     request: &Request,
     options: ReadOptions,
-) -> Result<(Statement, Vec<(&'a Column, String)>, u64), RestError> {
+) -> Result<(Statement, Selected<'a>, u64), RestError> {
     let columns = selected(access, &request.select)?;
     let name = access.table.name.quoted();
     let mut sql = Sql::new(dialect);
@@ -123,7 +126,7 @@ fn statement<'a>(
         sql.output(Some("t0"), column);
     }
     sql.push(&format!(" FROM {name} AS \"t0\""));
-    where_clause(&mut sql, &access, request, caller, Command::Select)?;
+    where_clause(&mut sql, access, request, caller, Command::Select)?;
     if !request.order.is_empty() {
         sql.push(" ORDER BY ");
         for (i, term) in request.order.iter().enumerate() {
