@@ -76,6 +76,13 @@ describe('examples/shop through supabase-js', () => {
 
     const { data: mine } = await alice.from('orders').select('id, note').eq('id', order.id).maybeSingle();
     assert.deepEqual(mine, { id: order.id, note: 'gift wrap' });
+    const { data: embedded, error: embedError } = await alice
+      .from('orders')
+      .select('id, order_items(quantity, products(name))')
+      .eq('id', order.id)
+      .single();
+    assert.equal(embedError, null);
+    assert.deepEqual(embedded, { id: order.id, order_items: [{ quantity: 2, products: { name: 'Kettle' } }] });
     const { data: theirs, error: single } = await bob.from('orders').select().eq('id', order.id).single();
     assert.equal(theirs, null);
     assert.equal(single.code, 'PGRST116');

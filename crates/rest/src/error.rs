@@ -32,6 +32,8 @@ pub enum RestError {
     NotSingular(usize),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Relationship(String),
     #[error("the row conflicts with an existing one (duplicate key)")]
     Conflict,
     #[error("the row references a missing row, or is still referenced")]

@@ -9,6 +9,7 @@
 //! and is rolled back whole if any row fails it; names come only from the schema.
 
 mod caller;
+mod embed;
 mod error;
 mod read;
 mod sql;
@@ -32,6 +33,8 @@ pub use write::{Resolution, WriteOptions, WriteResult};
 pub struct RestSettings {
     /// Rows one read returns at most, whatever the request asks.
     pub max_rows: u64,
+    /// Rows one embedded resource may bring, across all parents of a page.
+    pub max_embedded_rows: usize,
     /// Rows one insert may carry.
     pub max_insert_rows: usize,
     /// Allow PATCH and DELETE without a filter.
@@ -42,6 +45,7 @@ impl Default for RestSettings {
     fn default() -> Self {
         Self {
             max_rows: 1000,
+            max_embedded_rows: 10_000,
             max_insert_rows: 1000,
             allow_unfiltered_writes: false,
         }

@@ -1,11 +1,15 @@
 //! GET: select, filter, order and page, with the policy's `using` in the WHERE.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+
 use gatehouse_db::{Database, Statement, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::{Request, SelectItem};
 use gatehouse_schema::Column;
 use serde_json::{Map, Value as Json};
 
+use crate::embed;
 use crate::sql::{Scope, Sql};
 use crate::values::to_json;
 use crate::{Access, Caller, Rest, RestError};
@@ -56,11 +60,8 @@ pub(crate) fn selected<'a>(
                 let column = access.readable(name)?;
                 out.push((column, alias.clone().unwrap_or_else(|| name.clone())));
             }
-            SelectItem::Embed { relation, .. } => {
-                return Err(RestError::Unsupported(format!(
-                    "embedding {relation} is not supported yet; select its rows with a second request"
-                )));
-            }
+            // Embeds are read separately (see `load`).
+            SelectItem::Embed { .. } => {}
         }
     }
     Ok(out)
@@ -107,6 +108,9 @@ pub(crate) fn row_object(columns: &[(&Column, String)], values: &[Value]) -> Jso
 type Selected<'a> = Vec<(&'a Column, String)>;
 
 /// The SELECT for a read, with the columns it returns and the offset it starts at.
+/// `hidden` columns follow the selected ones (join keys for embeds); `within`
+/// restricts the rows to a column's values (an embed's link to its parents).
+#[allow(clippy::too_many_arguments)]
 fn statement<'a>(
     rest: &Rest,
     dialect: gatehouse_core::Dialect,
@@ -114,12 +118,18 @@ fn statement<'a>(
     caller: &Caller,
     request: &Request,
     options: ReadOptions,
+    hidden: &[&Column],
+    within: Option<(&Column, &[Value])>,
 ) -> Result<(Statement, Selected<'a>, u64), RestError> {
     let columns = selected(access, &request.select)?;
     let name = access.table.name.quoted();
     let mut sql = Sql::new(dialect);
     sql.push("SELECT ");
-    for (i, (column, _)) in columns.iter().enumerate() {
+    let outputs = columns
+        .iter()
+        .map(|(column, _)| *column)
+        .chain(hidden.iter().copied());
+    for (i, column) in outputs.enumerate() {
         if i > 0 {
             sql.push(", ");
         }
@@ -127,6 +137,16 @@ fn statement<'a>(
     }
     sql.push(&format!(" FROM {name} AS \"t0\""));
     where_clause(&mut sql, access, request, caller, Command::Select)?;
+    if let Some((column, values)) = within {
+        sql.push(" AND ").column("t0", &column.name).push(" IN (");
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.param(value.clone(), Some(column.ty));
+        }
+        sql.push(")");
+    }
     if !request.order.is_empty() {
         sql.push(" ORDER BY ");
         for (i, term) in request.order.iter().enumerate() {
@@ -148,11 +168,17 @@ fn statement<'a>(
         None => (None, None),
     };
     let offset = request.offset.or(range_offset).unwrap_or(0);
-    let limit = [request.limit, range_limit, Some(rest.settings.max_rows)]
+    // Embedded rows are bounded too; one more than allowed tells that it overflowed.
+    let cap = if within.is_some() {
+        rest.settings.max_embedded_rows as u64 + 1
+    } else {
+        rest.settings.max_rows
+    };
+    let limit = [request.limit, range_limit, Some(cap)]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(rest.settings.max_rows);
+        .unwrap_or(cap);
     sql.push(" LIMIT ");
     sql.param(
         Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
@@ -182,8 +208,159 @@ pub(crate) async fn plan(
         caller,
         request,
         ReadOptions::default(),
+        &[],
+        None,
     )?;
     Ok(db.explain(statement).await?)
+}
+
+/// One level of a read: its rows as JSON objects (embeds attached), and per row
+/// the values of the hidden join columns, the link to the parent last.
+struct Level {
+    objects: Vec<Map<String, Json>>,
+    keys: Vec<Vec<Value>>,
+    offset: u64,
+    total: Option<u64>,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, RestError>> + Send + 'a>>;
+
+/// Values compare by their debug form: `Value` holds floats, so it is not `Hash`.
+fn group_key(value: &Value) -> String {
+    format!("{value:?}")
+}
+
+fn load<'a>(
+    rest: &'a Rest,
+    db: &'a Database,
+    caller: &'a Caller,
+    table: &'a str,
+    mut request: Request,
+    within: Option<(&'a Column, Vec<Value>)>,
+    options: ReadOptions,
+) -> Boxed<'a, Level> {
+    Box::pin(async move {
+        let access = rest.access(table, Command::Select, caller)?;
+        let mut links = embed::links(&rest.schema, access.table, &request.select)?;
+        request.filters = embed::distribute(std::mem::take(&mut request.filters), &mut links)?;
+        let mut hidden: Vec<&Column> = links.iter().map(|link| link.parent_column).collect();
+        if let Some((column, _)) = &within {
+            hidden.push(column);
+        }
+        let (statement, columns, offset) = statement(
+            rest,
+            db.dialect(),
+            &access,
+            caller,
+            &request,
+            options,
+            &hidden,
+            within
+                .as_ref()
+                .map(|(column, values)| (*column, values.as_slice())),
+        )?;
+        let rows = db.query(statement).await?;
+        if within.is_some() && rows.len() > rest.settings.max_embedded_rows {
+            return Err(RestError::Body(format!(
+                "an embed would return more than {} rows; page the parent rows",
+                rest.settings.max_embedded_rows
+            )));
+        }
+        let visible = columns.len();
+        let mut objects: Vec<Map<String, Json>> = rows
+            .iter()
+            .map(|row| match row_object(&columns, &row.0[..visible]) {
+                Json::Object(object) => object,
+                _ => Map::new(),
+            })
+            .collect();
+        let mut keys: Vec<Vec<Value>> = rows.iter().map(|row| row.0[visible..].to_vec()).collect();
+        let mut keep = vec![true; objects.len()];
+        for (index, link) in links.iter_mut().enumerate() {
+            let mut wanted: Vec<Value> = Vec::new();
+            for key in &keys {
+                if key[index] != Value::Null && !wanted.contains(&key[index]) {
+                    wanted.push(key[index].clone());
+                }
+            }
+            let child = Request {
+                select: link.items.to_vec(),
+                filters: std::mem::take(&mut link.filters),
+                ..Request::default()
+            };
+            let children = if wanted.is_empty() {
+                Level {
+                    objects: vec![],
+                    keys: vec![],
+                    offset: 0,
+                    total: None,
+                }
+            } else {
+                load(
+                    rest,
+                    db,
+                    caller,
+                    link.target.name.as_str(),
+                    child,
+                    Some((link.child_column, wanted)),
+                    ReadOptions::default(),
+                )
+                .await?
+            };
+            let mut groups: HashMap<String, Vec<Json>> = HashMap::new();
+            for (object, key) in children.objects.into_iter().zip(children.keys) {
+                if let Some(parent) = key.last() {
+                    groups
+                        .entry(group_key(parent))
+                        .or_default()
+                        .push(Json::Object(object));
+                }
+            }
+            for (row, object) in objects.iter_mut().enumerate() {
+                let matched = groups
+                    .get(&group_key(&keys[row][index]))
+                    .cloned()
+                    .unwrap_or_default();
+                if link.inner && matched.is_empty() {
+                    keep[row] = false;
+                }
+                let value = if link.many {
+                    Json::Array(matched)
+                } else {
+                    matched.into_iter().next().unwrap_or(Json::Null)
+                };
+                object.insert(link.key.clone(), value);
+            }
+        }
+        let mut kept = keep.iter();
+        objects.retain(|_| *kept.next().unwrap_or(&true));
+        let mut kept = keep.iter();
+        keys.retain(|_| *kept.next().unwrap_or(&true));
+
+        let total = match (options.count, &within) {
+            (Some(Count::Exact), None) => {
+                let mut count = Sql::new(db.dialect());
+                count.push(&format!(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM {} AS \"t0\"",
+                    access.table.name.quoted()
+                ));
+                where_clause(&mut count, &access, &request, caller, Command::Select)?;
+                let rows = db.query(count.finish()).await?;
+                Some(
+                    rows.first()
+                        .map_or(Ok(0), |row| row.integer(0))?
+                        .unsigned_abs(),
+                )
+            }
+            _ => None,
+        };
+        Ok(Level {
+            objects,
+            keys,
+            offset,
+            total,
+        })
+    })
 }
 
 pub(crate) async fn run(
@@ -194,34 +371,10 @@ pub(crate) async fn run(
     request: &Request,
     options: ReadOptions,
 ) -> Result<ReadResult, RestError> {
-    let access = rest.access(table, Command::Select, caller)?;
-    let (statement, columns, offset) =
-        statement(rest, db.dialect(), &access, caller, request, options)?;
-    let name = access.table.name.quoted();
-    let rows = db.query(statement).await?;
-
-    let total = match options.count {
-        None => None,
-        Some(Count::Exact) => {
-            let mut count = Sql::new(db.dialect());
-            count.push(&format!(
-                "SELECT CAST(COUNT(*) AS BIGINT) FROM {name} AS \"t0\""
-            ));
-            where_clause(&mut count, &access, request, caller, Command::Select)?;
-            let rows = db.query(count.finish()).await?;
-            Some(
-                rows.first()
-                    .map_or(Ok(0), |row| row.integer(0))?
-                    .unsigned_abs(),
-            )
-        }
-    };
+    let level = load(rest, db, caller, table, request.clone(), None, options).await?;
     Ok(ReadResult {
-        rows: rows
-            .iter()
-            .map(|row| row_object(&columns, &row.0))
-            .collect(),
-        offset,
-        total,
+        rows: level.objects.into_iter().map(Json::Object).collect(),
+        offset: level.offset,
+        total: level.total,
     })
 }

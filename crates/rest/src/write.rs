@@ -36,6 +36,20 @@ pub struct WriteResult {
     pub rows: Vec<Json>,
 }
 
+/// Rows written come back without embeds for now; say so rather than drop them.
+fn refuse_embeds(request: &Request, options: &WriteOptions) -> Result<(), RestError> {
+    let embeds = request
+        .select
+        .iter()
+        .any(|item| matches!(item, gatehouse_query::SelectItem::Embed { .. }));
+    if options.representation && embeds {
+        return Err(RestError::Unsupported(
+            "embedded resources in the rows a write returns are not supported yet".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn literal_value(column: &Column, literal: &Literal) -> Result<Value, RestError> {
     Ok(match literal {
         Literal::Bool(flag) => Value::Bool(*flag),
@@ -199,6 +213,7 @@ impl Rest {
         body: &Json,
         options: WriteOptions,
     ) -> Result<WriteResult, RestError> {
+        refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Insert, caller)?;
         let objects: Vec<&Map<String, Json>> = match body {
             Json::Object(object) => vec![object],
@@ -389,6 +404,7 @@ impl Rest {
         body: &Json,
         options: WriteOptions,
     ) -> Result<WriteResult, RestError> {
+        refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Update, caller)?;
         let object = body.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
             RestError::Body("the body must be a JSON object with the columns to change".into())
@@ -485,6 +501,7 @@ impl Rest {
         request: &Request,
         options: WriteOptions,
     ) -> Result<WriteResult, RestError> {
+        refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Delete, caller)?;
         if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
             return Err(RestError::Unfiltered("DELETE"));

@@ -35,6 +35,7 @@ fn rest_error(error: RestError, caller: &Caller) -> ApiError {
         RestError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "22P02"),
         RestError::Query(_) | RestError::Unsupported(_) => (StatusCode::BAD_REQUEST, "PGRST100"),
         RestError::Body(_) => (StatusCode::BAD_REQUEST, "PGRST102"),
+        RestError::Relationship(_) => (StatusCode::BAD_REQUEST, "PGRST200"),
         RestError::Unfiltered(_) => (StatusCode::BAD_REQUEST, "21000"),
         RestError::UnknownRole => (StatusCode::UNAUTHORIZED, "PGRST301"),
         RestError::NotSingular(_) => (StatusCode::NOT_ACCEPTABLE, "PGRST116"),

@@ -784,3 +784,137 @@ async fn upserts_merge_own_rows_and_never_take_over_others() {
         assert_eq!(not_unique.status(), 400);
     }
 }
+
+const BLOG: &str = r#"
+[tables.posts]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns.title = { type = "text", not_null = true }
+
+[[tables.posts.policies]]
+name = "own posts"
+for = ["select", "insert"]
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+
+[tables.comments]
+columns.id = { type = "bigint", primary_key = true }
+columns.post_id = { type = "bigint", not_null = true, references = "posts", on_delete = "cascade" }
+columns.body = { type = "text", not_null = true }
+
+[[tables.comments.policies]]
+name = "comments on own posts"
+for = ["select", "insert"]
+to = "authenticated"
+using = "exists (select 1 from posts p where p.id = comments.post_id and p.owner = auth.uid())"
+with_check = "exists (select 1 from posts p where p.id = comments.post_id and p.owner = auth.uid())"
+
+[tables.audit]
+columns.id = { type = "bigint", primary_key = true }
+columns.post_id = { type = "bigint", references = "posts" }
+"#;
+
+#[tokio::test]
+async fn embedded_resources_follow_foreign_keys_and_policies() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(BLOG, &database).await;
+        let post =
+            |user: &str, body: Value| server.rest(Method::POST, "posts", Some(user)).json(&body);
+        assert_eq!(
+            post(ALICE, json!([{"title": "hello"}, {"title": "quiet"}]))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        assert_eq!(
+            post(BOB, json!({"title": "bob's"}))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        let comment = |user: &str, body: Value| {
+            server
+                .rest(Method::POST, "comments", Some(user))
+                .json(&body)
+        };
+        let first = json!([{"post_id": 1, "body": "first"}, {"post_id": 1, "body": "second"}]);
+        assert_eq!(comment(ALICE, first).send().await.unwrap().status(), 201);
+        assert_eq!(
+            comment(BOB, json!({"post_id": 3, "body": "bob on bob"}))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+
+        let get = |query: &str, user: &str| {
+            let request = server.rest(Method::GET, query, Some(user));
+            async move {
+                let response = request.send().await.unwrap();
+                (response.status().as_u16(), json(response).await)
+            }
+        };
+        let (_, nested) = get("posts?select=title,comments(body)&order=id", ALICE).await;
+        assert_eq!(
+            nested,
+            json!([
+                {"title": "hello", "comments": [{"body": "first"}, {"body": "second"}]},
+                {"title": "quiet", "comments": []},
+            ])
+        );
+        let (_, upward) = get(
+            "comments?select=body,post:posts(title)&order=id&limit=1",
+            ALICE,
+        )
+        .await;
+        assert_eq!(
+            upward,
+            json!([{"body": "first", "post": {"title": "hello"}}])
+        );
+        let (_, round) = get(
+            "posts?select=title,comments(body,posts(title))&id=eq.1&comments.body=eq.second",
+            ALICE,
+        )
+        .await;
+        assert_eq!(
+            round,
+            json!([{"title": "hello", "comments": [{"body": "second", "posts": {"title": "hello"}}]}])
+        );
+        let (_, inner) = get(
+            "posts?select=title,comments!inner(body)&comments.body=eq.first",
+            ALICE,
+        )
+        .await;
+        assert_eq!(
+            inner,
+            json!([{"title": "hello", "comments": [{"body": "first"}]}])
+        );
+
+        // Bob's view: his own post and comment, nothing of Alice's through any embed.
+        let (_, bobs) = get("posts?select=title,comments(body)", BOB).await;
+        assert_eq!(
+            bobs,
+            json!([{"title": "bob's", "comments": [{"body": "bob on bob"}]}])
+        );
+        let (_, bobs_comments) = get("comments?select=body,posts(title)", BOB).await;
+        assert_eq!(
+            bobs_comments,
+            json!([{"body": "bob on bob", "posts": {"title": "bob's"}}])
+        );
+
+        let (status, body) = get("posts?select=title,likes(*)", ALICE).await;
+        assert_eq!((status, body["code"].clone()), (400, json!("PGRST200")));
+        let (status, body) = get("posts?select=title,audit(*)", ALICE).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (403, json!("42501")),
+            "an embedded table keeps its own deny"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Embedded resources along declared foreign keys, in both directions:
+//! `orders?select=*,order_items(*)` (one-to-many, an array) and
+//! `order_items?select=*,orders(*)` (many-to-one, an object or null). Each
+//! embedded table is read with its own select policy, so embedding never shows
+//! a row the caller could not read directly.
+
+use gatehouse_query::{Filter, SelectItem};
+use gatehouse_schema::{Column, Schema, Table};
+
+use crate::RestError;
+
+pub(crate) struct Link<'a> {
+    /// The key the embedded rows get in the parent object.
+    pub key: String,
+    pub target: &'a Table,
+    /// The parent's column the child refers to (one-to-many) or that refers to the
+    /// child (many-to-one).
+    pub parent_column: &'a Column,
+    pub child_column: &'a Column,
+    /// One-to-many: an array of children; else one object or null.
+    pub many: bool,
+    /// `!inner`: parents without a match are dropped.
+    pub inner: bool,
+    pub items: &'a [SelectItem],
+    /// Filters on the embedded table (`items.quantity=gt.1`), the prefix removed.
+    pub filters: Vec<Filter>,
+}
+
+fn no_relationship(parent: &Table, relation: &str) -> RestError {
+    RestError::Relationship(format!(
+        "Could not find a relationship between '{}' and '{relation}' in the schema cache",
+        parent.name
+    ))
+}
+
+/// The embeds of one select list, resolved against the schema.
+pub(crate) fn links<'a>(
+    schema: &'a Schema,
+    parent: &'a Table,
+    select: &'a [SelectItem],
+) -> Result<Vec<Link<'a>>, RestError> {
+    let mut links = Vec::new();
+    for item in select {
+        let SelectItem::Embed {
+            relation,
+            alias,
+            hint,
+            inner,
+            items,
+        } = item
+        else {
+            continue;
+        };
+        let target = schema
+            .table(relation)
+            .ok_or_else(|| no_relationship(parent, relation))?;
+        let hinted = |column: &Column| hint.as_ref().is_none_or(|h| h == column.name.as_str());
+        let mut candidates: Vec<(&Column, &Column, bool)> = Vec::new();
+        // Many-to-one: the parent refers to the target.
+        for column in parent.columns.iter().filter(|c| hinted(c)) {
+            if let Some(fk) = column
+                .references
+                .as_ref()
+                .filter(|fk| fk.table == target.name)
+                && let Some(referenced) = target.column(fk.column.as_str())
+            {
+                candidates.push((column, referenced, false));
+            }
+        }
+        // One-to-many: the target refers to the parent.
+        for column in target.columns.iter().filter(|c| hinted(c)) {
+            if let Some(fk) = column
+                .references
+                .as_ref()
+                .filter(|fk| fk.table == parent.name)
+                && let Some(referenced) = parent.column(fk.column.as_str())
+                && !candidates
+                    .iter()
+                    .any(|(p, c, _)| p.name == referenced.name && c.name == column.name)
+            {
+                candidates.push((referenced, column, true));
+            }
+        }
+        let (parent_column, child_column, many) = match candidates.as_slice() {
+            [one] => *one,
+            [] => return Err(no_relationship(parent, relation)),
+            _ => {
+                return Err(RestError::Relationship(format!(
+                    "more than one relationship between '{}' and '{relation}': name the column, as {relation}!column(...)",
+                    parent.name
+                )));
+            }
+        };
+        links.push(Link {
+            key: alias.clone().unwrap_or_else(|| relation.clone()),
+            target,
+            parent_column,
+            child_column,
+            many,
+            inner: *inner,
+            items,
+            filters: Vec::new(),
+        });
+    }
+    Ok(links)
+}
+
+/// Moves filters written on an embed (`items.quantity=gt.1`) to that embed; the
+/// rest stay with the parent.
+pub(crate) fn distribute(
+    filters: Vec<Filter>,
+    links: &mut [Link<'_>],
+) -> Result<Vec<Filter>, RestError> {
+    let mut own = Vec::new();
+    for filter in filters {
+        let target = match &filter {
+            Filter::Leaf { column, .. } => column.split_once('.').map(|(head, _)| head.to_owned()),
+            _ => None,
+        };
+        match target {
+            None => own.push(filter),
+            Some(head) => {
+                let link = links
+                    .iter_mut()
+                    .find(|link| link.key == head)
+                    .ok_or_else(|| {
+                        RestError::Relationship(format!("'{head}' is not embedded in this select"))
+                    })?;
+                if let Filter::Leaf {
+                    column,
+                    negated,
+                    op,
+                    operand,
+                } = filter
+                {
+                    let rest = column[head.len() + 1..].to_owned();
+                    link.filters.push(Filter::Leaf {
+                        column: rest,
+                        negated,
+                        op,
+                        operand,
+                    });
+                }
+            }
+        }
+    }
+    Ok(own)
+}
