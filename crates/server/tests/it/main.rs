@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod binary;
+mod bola;
 mod errors;
 mod keys;
 mod kit;
