@@ -262,8 +262,12 @@ impl Policies {
                         } else {
                             using.clone()
                         },
+                        // As in PostgreSQL, a policy without WITH CHECK checks new
+                        // rows with its USING (an `all` policy covers inserts too).
                         with_check: match command {
-                            Command::Insert | Command::Update => with_check.clone(),
+                            Command::Insert | Command::Update => {
+                                with_check.clone().or_else(|| using.clone())
+                            }
                             _ => None,
                         },
                     };

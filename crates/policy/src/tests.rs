@@ -231,3 +231,23 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
             .contains("too deeply")
     );
 }
+
+#[test]
+fn an_all_policy_with_only_using_checks_new_rows_with_it() {
+    let policies = with_policy(Some("budget > 0"), None, "all").unwrap();
+    let projects = policies.for_table("projects").unwrap();
+    let using = projects.using(Command::Select, Role::Authenticated);
+    assert!(using.is_some());
+    let insert = projects
+        .with_check(Command::Insert, Role::Authenticated)
+        .unwrap();
+    assert_ne!(
+        insert,
+        Condition::Const(true),
+        "an insert must not be let through unchecked"
+    );
+    let Condition::Compare { left, .. } = insert else {
+        panic!("{insert:?}")
+    };
+    assert!(matches!(left, Term::Column { name, .. } if name.as_str() == "budget"));
+}

@@ -3,4 +3,5 @@
 pub mod init;
 pub mod keys;
 pub mod migrate;
+pub mod policy_test;
 pub mod serve;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gatehouse_db::MigrateOptions;
 use gatehouse_keys::{ApiRole, SigningAlgorithm};
-use gatehouse_server::commands::{init, keys, migrate, serve};
+use gatehouse_server::commands::{init, keys, migrate, policy_test, serve};
 use gatehouse_server::config::{Config, Overrides};
 
 /// Gatehouse: the whole backend of a web app in one binary, secure by default.
@@ -49,9 +49,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check row policies against a fixture of users, rows and expectations.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Manage signing keys and API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run a fixture on a throwaway database; exits non-zero when an expectation fails.
+    Test { file: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -142,6 +151,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(migrate::run(config, options))
         }
         Command::Init { path, force } => init::run(&path, force),
+        Command::Policy(PolicyCommand::Test { file }) => {
+            tokio::runtime::Runtime::new()?.block_on(policy_test::run(&file, &overrides))
+        }
         Command::Keys(command) => {
             let data_dir = || Config::load(&overrides, &env).map(|config| config.data_dir);
             match command {

@@ -113,3 +113,45 @@ fn a_bad_declaration_stops_start_up_with_its_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn policy_test_runs_the_shop_fixture_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/shop/policies.test.toml"
+    );
+    let (ok, stdout, stderr) = run(dir.path(), &["policy", "test", fixture]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ok    bob cannot select orders"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("14 expectations, 0 failed"), "{stdout}");
+
+    let shop = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/shop/gatehouse.toml"
+    );
+    let wrong = format!(
+        "config = {shop:?}\n[users]\nbob = {{ id = \"0190c2a4-7e5b-7000-8000-000000000b0b\" }}\n\
+         [[expect]]\nas = \"bob\"\ncan = \"select\"\ntable = \"orders\"\n\
+         [[expect]]\nas = \"anon\"\ncan = \"insert\"\ntable = \"products\"\nbody = {{ name = \"x\", price_cents = 1 }}\n"
+    );
+    let file = dir.path().join("wrong.test.toml");
+    std::fs::write(&file, wrong).unwrap();
+    let (ok, stdout, stderr) = run(dir.path(), &["policy", "test", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("FAIL  bob can select orders: 0 row(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL  anon can insert products: refused: permission denied"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("2 policy expectation(s) failed"),
+        "{stderr}"
+    );
+}
