@@ -40,6 +40,8 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             "/auth/v1/.well-known/jwks.json",
             axum::routing::get(routes::jwks::get),
         )
+        .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
+        .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(
             "/rest/v1/{table}",
             axum::routing::get(routes::rest_table::get)

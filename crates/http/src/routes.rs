@@ -4,6 +4,7 @@ pub mod health;
 pub mod jwks;
 pub mod metrics;
 pub mod ready;
+pub mod rest_root;
 pub mod rest_table;
 
 use crate::ApiError;

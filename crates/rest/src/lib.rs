@@ -11,6 +11,7 @@
 mod caller;
 mod embed;
 mod error;
+mod openapi;
 mod read;
 mod sql;
 mod values;

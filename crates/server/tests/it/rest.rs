@@ -918,3 +918,62 @@ async fn embedded_resources_follow_foreign_keys_and_policies() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_shows_only_what_the_caller_may_reach() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_declared(NOTES, &database).await;
+    let document = |user: Option<&'static str>| {
+        let request = server.rest(Method::GET, "", user);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/openapi+json"
+            );
+            json(response).await
+        }
+    };
+    let anon = document(None).await;
+    assert_eq!(anon["openapi"], "3.0.3");
+    let operations: Vec<&String> = anon["paths"]["/notes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(operations, ["get"]);
+    let properties: Vec<&String> = anon["components"]["schemas"]["notes"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(properties, ["id", "title", "public"], "anon's grant");
+    assert!(anon["paths"].get("/vault").is_none());
+
+    let alice = document(Some(ALICE)).await;
+    let mut operations: Vec<&String> = alice["paths"]["/notes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    operations.sort();
+    assert_eq!(operations, ["delete", "get", "patch", "post"]);
+    let notes = &alice["components"]["schemas"]["notes"];
+    assert_eq!(notes["properties"]["owner"]["readOnly"], true);
+    assert_eq!(notes["properties"]["title"]["maxLength"], 100);
+    assert_eq!(notes["required"], json!(["title"]));
+    assert!(
+        alice["paths"].get("/vault").is_none(),
+        "no policy, not listed"
+    );
+
+    let service = server
+        .client
+        .get(format!("{}/rest/v1/", server.url))
+        .header("apikey", &server.secret)
+        .send()
+        .await
+        .unwrap();
+    assert!(json(service).await["paths"].get("/vault").is_some());
+}
