@@ -50,6 +50,17 @@ pub struct Request {
     pub on_conflict: Vec<String>,
     /// `columns=a,b` limiting which body keys an insert uses.
     pub columns: Option<Vec<String>>,
+    /// `items.order=…`, `items.limit=…`, `items.offset=…`: paging of embedded
+    /// resources, by the embed's path.
+    pub embedded: Vec<(String, Paging)>,
+}
+
+/// Ordering or paging applied to one embedded resource, per parent row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paging {
+    Order(Vec<OrderTerm>),
+    Limit(u64),
+    Offset(u64),
 }
 
 /// Parses decoded query pairs. Unknown parameter names are filters on columns,
@@ -72,6 +83,21 @@ pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {
             "columns" => request.columns = Some(names(key, value)?),
             "or" | "and" | "not.or" | "not.and" => {
                 request.filters.push(filter::logical(key, value)?)
+            }
+            key if key.ends_with(".order")
+                || key.ends_with(".limit")
+                || key.ends_with(".offset") =>
+            {
+                let (path, kind) = key.rsplit_once('.').unwrap_or((key, ""));
+                let paging = match kind {
+                    "order" => Paging::Order(order(value)?),
+                    "limit" => Paging::Limit(number(key, value)?),
+                    _ => Paging::Offset(number(key, value)?),
+                };
+                if request.embedded.len() >= MAX_ITEMS {
+                    return Err(invalid(key, "too many embedded modifiers"));
+                }
+                request.embedded.push((path.to_owned(), paging));
             }
             column => request.filters.push(filter::leaf(column, value)?),
         }

@@ -191,3 +191,26 @@ fn depth_and_size_are_bounded() {
     let wide: Vec<(String, String)> = (0..300).map(|i| (format!("c{i}"), "eq.1".into())).collect();
     assert!(parse(&wide).is_err());
 }
+
+#[test]
+fn embedded_paging() {
+    let request =
+        check("select=*,items(*)&items.order=qty.desc&items.limit=2&items.offset=1&a.b.limit=3");
+    assert_eq!(
+        request.embedded,
+        vec![
+            (
+                "items".to_owned(),
+                Paging::Order(vec![OrderTerm {
+                    column: "qty".into(),
+                    descending: true,
+                    nulls_first: None
+                }])
+            ),
+            ("items".to_owned(), Paging::Limit(2)),
+            ("items".to_owned(), Paging::Offset(1)),
+            ("a.b".to_owned(), Paging::Limit(3)),
+        ]
+    );
+    assert!(request.filters.is_empty());
+}

@@ -4,7 +4,7 @@
 //! embedded table is read with its own select policy, so embedding never shows
 //! a row the caller could not read directly.
 
-use gatehouse_query::{Filter, SelectItem};
+use gatehouse_query::{Filter, OrderTerm, Paging, SelectItem};
 use gatehouse_schema::{Column, Schema, Table};
 
 use crate::RestError;
@@ -24,6 +24,13 @@ pub(crate) struct Link<'a> {
     pub items: &'a [SelectItem],
     /// Filters on the embedded table (`items.quantity=gt.1`), the prefix removed.
     pub filters: Vec<Filter>,
+    /// `items.order=…`: the order of each parent's children.
+    pub order: Vec<OrderTerm>,
+    /// `items.limit=…` and `items.offset=…`: per parent row, as in PostgREST.
+    pub limit: Option<u64>,
+    pub offset: u64,
+    /// Paging for embeds nested deeper, the prefix removed.
+    pub nested: Vec<(String, Paging)>,
 }
 
 fn no_relationship(parent: &Table, relation: &str) -> RestError {
@@ -100,6 +107,10 @@ pub(crate) fn links<'a>(
             inner: *inner,
             items,
             filters: Vec::new(),
+            order: Vec::new(),
+            limit: None,
+            offset: 0,
+            nested: Vec::new(),
         });
     }
     Ok(links)
@@ -145,4 +156,30 @@ pub(crate) fn distribute(
         }
     }
     Ok(own)
+}
+
+/// Hands `path.order|limit|offset` modifiers to the embed they name.
+pub(crate) fn page(
+    embedded: Vec<(String, Paging)>,
+    links: &mut [Link<'_>],
+) -> Result<(), RestError> {
+    for (path, paging) in embedded {
+        let (head, rest) = path.split_once('.').unwrap_or((path.as_str(), ""));
+        let link = links
+            .iter_mut()
+            .find(|link| link.key == head)
+            .ok_or_else(|| {
+                RestError::Relationship(format!("'{head}' is not embedded in this select"))
+            })?;
+        if !rest.is_empty() {
+            link.nested.push((rest.to_owned(), paging));
+            continue;
+        }
+        match paging {
+            Paging::Order(terms) => link.order = terms,
+            Paging::Limit(limit) => link.limit = Some(limit),
+            Paging::Offset(offset) => link.offset = offset,
+        }
+    }
+    Ok(())
 }

@@ -243,6 +243,7 @@ fn load<'a>(
         let access = rest.access(table, Command::Select, caller)?;
         let mut links = embed::links(&rest.schema, access.table, &request.select)?;
         request.filters = embed::distribute(std::mem::take(&mut request.filters), &mut links)?;
+        embed::page(std::mem::take(&mut request.embedded), &mut links)?;
         let mut hidden: Vec<&Column> = links.iter().map(|link| link.parent_column).collect();
         if let Some((column, _)) = &within {
             hidden.push(column);
@@ -286,6 +287,8 @@ fn load<'a>(
             let child = Request {
                 select: link.items.to_vec(),
                 filters: std::mem::take(&mut link.filters),
+                order: std::mem::take(&mut link.order),
+                embedded: std::mem::take(&mut link.nested),
                 ..Request::default()
             };
             let children = if wanted.is_empty() {
@@ -315,6 +318,18 @@ fn load<'a>(
                         .or_default()
                         .push(Json::Object(object));
                 }
+            }
+            // Children arrive in the embed's order, so paging per parent is a slice.
+            let skip = usize::try_from(link.offset).unwrap_or(usize::MAX);
+            let take = link.limit.map_or(usize::MAX, |limit| {
+                usize::try_from(limit).unwrap_or(usize::MAX)
+            });
+            for group in groups.values_mut() {
+                *group = std::mem::take(group)
+                    .into_iter()
+                    .skip(skip)
+                    .take(take)
+                    .collect();
             }
             for (row, object) in objects.iter_mut().enumerate() {
                 let matched = groups

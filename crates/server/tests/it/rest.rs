@@ -896,6 +896,21 @@ async fn embedded_resources_follow_foreign_keys_and_policies() {
             json!([{"title": "hello", "comments": [{"body": "first"}]}])
         );
 
+        let (_, paged) = get(
+            "posts?select=title,comments(body)&order=id&comments.order=body.desc&comments.limit=1",
+            ALICE,
+        )
+        .await;
+        assert_eq!(
+            paged,
+            json!([{"title": "hello", "comments": [{"body": "second"}]}, {"title": "quiet", "comments": []}])
+        );
+        let (_, offset) = get(
+            "posts?select=comments(body)&id=eq.1&comments.order=body&comments.offset=1",
+            ALICE,
+        )
+        .await;
+        assert_eq!(offset, json!([{"comments": [{"body": "second"}]}]));
         // Bob's view: his own post and comment, nothing of Alice's through any embed.
         let (_, bobs) = get("posts?select=title,comments(body)", BOB).await;
         assert_eq!(
