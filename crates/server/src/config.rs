@@ -94,6 +94,9 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     database: DatabaseSection,
+    /// Files holding more `[tables.*]` declarations, relative to this one.
+    #[serde(default)]
+    schema_files: Vec<PathBuf>,
     #[serde(default)]
     tables: IndexMap<String, TableDecl>,
 }
@@ -196,52 +199,121 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Where a table (and column) of the declaration is written, for messages about
-/// them: the first line that names it.
-fn declaration_offset(text: &str, table: &str, column: Option<&str>) -> usize {
-    let table_at = [format!("[tables.{table}]"), format!("tables.{table}.")]
+/// One file of the declaration: gatehouse.toml or a schema file it names.
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+/// Where a table (and column) is declared in one file: the first line naming it.
+fn declaration_offset(text: &str, table: &str, column: Option<&str>) -> Option<usize> {
+    let table_at = [
+        format!("[tables.{table}]"),
+        format!("[tables.{table}."),
+        format!("tables.{table}."),
+    ]
+    .iter()
+    .filter_map(|needle| text.find(needle.as_str()))
+    .min()?;
+    let column_at = column.and_then(|column| {
+        [
+            format!("columns.{column} "),
+            format!("columns.{column}="),
+            format!("[tables.{table}.columns.{column}]"),
+        ]
         .iter()
-        .filter_map(|needle| text.find(needle.as_str()))
+        .filter_map(|needle| text[table_at..].find(needle.as_str()))
         .min()
-        .unwrap_or(0);
-    column
-        .and_then(|column| {
-            [
-                format!("columns.{column} "),
-                format!("columns.{column}="),
-                format!("[tables.{table}.columns.{column}]"),
-            ]
-            .iter()
-            .filter_map(|needle| text[table_at..].find(needle.as_str()))
-            .min()
-        })
-        .map_or(table_at, |offset| table_at + offset)
+    });
+    Some(column_at.map_or(table_at, |offset| table_at + offset))
+}
+
+/// An error about `table` (and `column`, or the text `near`), at its line in
+/// whichever file declares it.
+fn located(
+    sources: &[Source],
+    table: &str,
+    column: Option<&str>,
+    near: Option<&str>,
+    message: String,
+) -> ConfigError {
+    let found = sources.iter().find_map(|source| {
+        let table_at = declaration_offset(&source.text, table, column)?;
+        let offset = near
+            .and_then(|near| source.text[table_at..].find(near))
+            .map_or(table_at, |at| table_at + at);
+        Some((source, offset))
+    });
+    match found.or_else(|| sources.first().map(|source| (source, 0))) {
+        Some((source, offset)) => ConfigError::in_file(&source.path, &source.text, offset, message),
+        None => ConfigError::Env {
+            variable: "tables".into(),
+            message,
+        },
+    }
 }
 
 fn schema_of(
-    path: &Path,
-    text: &str,
+    sources: &[Source],
     tables: &IndexMap<String, TableDecl>,
 ) -> Result<(Schema, Policies), ConfigError> {
     let mut schema = Schema::from_declaration(tables).map_err(|error| {
-        let offset = match &error {
-            SchemaError::Table { table, .. } => declaration_offset(text, table, None),
+        let message = error.to_string();
+        match &error {
+            SchemaError::Table { table, .. } => located(sources, table, None, None, message),
             SchemaError::Column { table, column, .. } => {
-                declaration_offset(text, table, Some(column))
+                located(sources, table, Some(column), None, message)
             }
-            SchemaError::Unsupported(_) => 0,
-        };
-        ConfigError::in_file(path, text, offset, error.to_string())
+            SchemaError::Unsupported(_) => located(sources, "", None, None, message),
+        }
     })?;
     let policies = Policies::compile(tables, &schema).map_err(|error| {
-        let table_at = declaration_offset(text, &error.table, None);
-        let offset = text[table_at..]
-            .find(&format!("{:?}", error.policy))
-            .map_or(table_at, |at| table_at + at);
-        ConfigError::in_file(path, text, offset, error.to_string())
+        let near = format!("{:?}", error.policy);
+        located(sources, &error.table, None, Some(&near), error.to_string())
     })?;
     schema.index_columns(&policies.filtered_columns());
     Ok((schema, policies))
+}
+
+/// Adds the tables of each schema file the config names (relative to it).
+fn read_schema_files(
+    main: &Source,
+    files: &[PathBuf],
+    tables: &mut IndexMap<String, TableDecl>,
+) -> Result<Vec<Source>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SchemaFile {
+        #[serde(default)]
+        tables: IndexMap<String, TableDecl>,
+    }
+    let folder = main.path.parent().unwrap_or(Path::new(""));
+    let mut sources = Vec::new();
+    for file in files {
+        let path = folder.join(file);
+        let text = read(&path)?.ok_or_else(|| ConfigError::Read {
+            path: path.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        let parsed: SchemaFile = toml::from_str(&text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            ConfigError::in_file(&path, &text, offset, error.message().trim().to_owned())
+        })?;
+        for (name, table) in parsed.tables {
+            if tables.contains_key(&name) {
+                let offset = declaration_offset(&text, &name, None).unwrap_or(0);
+                return Err(ConfigError::in_file(
+                    &path,
+                    &text,
+                    offset,
+                    format!("table {name} is declared twice"),
+                ));
+            }
+            tables.insert(name, table);
+        }
+        sources.push(Source { path, text });
+    }
+    Ok(sources)
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
@@ -333,10 +405,14 @@ impl Config {
             )?),
             None => read(Path::new(DEFAULT_FILE))?.map(|text| (PathBuf::from(DEFAULT_FILE), text)),
         };
-        let (parsed, schema) = match &file {
+        let (parsed, schema) = match file {
             Some((path, text)) => {
-                let parsed = parse_file(path, text)?;
-                let schema = schema_of(path, text, &parsed.tables)?;
+                let mut parsed = parse_file(&path, &text)?;
+                let main = Source { path, text };
+                let mut sources =
+                    read_schema_files(&main, &parsed.schema_files, &mut parsed.tables)?;
+                sources.insert(0, main);
+                let schema = schema_of(&sources, &parsed.tables)?;
                 (parsed, schema)
             }
             None => (FileConfig::default(), Default::default()),
@@ -474,7 +550,11 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let path = Path::new("gatehouse.toml");
         let file = parse_file(path, text)?;
-        let schema = schema_of(path, text, &file.tables)?;
+        let sources = [Source {
+            path: path.to_path_buf(),
+            text: text.to_owned(),
+        }];
+        let schema = schema_of(&sources, &file.tables)?;
         Config::assemble(file, schema, &Overrides::default(), &no_env)
     }
 

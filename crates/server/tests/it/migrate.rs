@@ -155,3 +155,46 @@ fn policy_test_runs_the_shop_fixture_and_reports_failures() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tables_can_live_in_files_the_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tables")).unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "schema_files = [\"tables/notes.toml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tables/notes.toml"), NOTES).unwrap();
+    let (ok, stdout, stderr) = run(dir.path(), &["migrate", "--dry-run"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("+ create table notes"), "{stdout}");
+
+    std::fs::write(
+        dir.path().join("tables/notes.toml"),
+        NOTES.replace(
+            "type = \"text\", not_null = true",
+            "type = \"txt\", not_null = true",
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(dir.path(), &["migrate", "--dry-run"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("tables/notes.toml:5:1: table notes, column body: unknown type"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("tables/notes.toml"), NOTES).unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        format!("schema_files = [\"tables/notes.toml\"]\n{NOTES}"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(dir.path(), &["migrate", "--dry-run"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("tables/notes.toml:2:1: table notes is declared twice"),
+        "{stderr}"
+    );
+}
