@@ -65,7 +65,8 @@ fn literal_value(column: &Column, literal: &Literal) -> Result<Value, RestError>
 }
 
 /// A client's value for a server-set column is refused, except an owner id equal
-/// to the caller's own, which supabase-js code commonly sends.
+/// to the caller's own, which supabase-js code commonly sends. (The service role
+/// writes server-set columns freely; callers check that first.)
 fn accept_server_set(column: &Column, json: &Json, caller: &Caller) -> Result<(), RestError> {
     match (&column.server_set, json, caller.user_id()) {
         (Some(ServerValue::AuthUid), Json::String(given), Some(uid))
@@ -115,6 +116,10 @@ impl Rest {
         for column in &table.columns {
             let given = object.get(column.name.as_str());
             let value = match (&column.server_set, given) {
+                // The service role (the app's own server) may set them, e.g. to seed data.
+                (Some(_), Some(json)) if matches!(caller, Caller::Service) => {
+                    Some(self.checked_value(access, column, json)?)
+                }
                 (Some(_), Some(json)) => {
                     accept_server_set(column, json, caller)?;
                     None
@@ -423,7 +428,7 @@ impl Rest {
                     column: key.clone(),
                 })?;
             access.writable(column)?;
-            if column.server_set.is_some() {
+            if column.server_set.is_some() && !matches!(caller, Caller::Service) {
                 accept_server_set(column, json, caller)?;
                 continue;
             }

@@ -160,6 +160,26 @@ async fn identity_comes_from_the_token_not_the_body() {
             .await
             .unwrap();
         assert_eq!(moved.status(), 400);
+        // The app's own server (secret key) may set server-set columns, e.g. to seed.
+        let seeded = server
+            .client
+            .post(format!("{}/rest/v1/notes", server.url))
+            .header("apikey", &server.secret)
+            .json(&json!({"title": "seeded", "owner": ALICE, "created_at": "2020-01-01T00:00:00Z"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seeded.status(), 201);
+        let seen = list(
+            &server,
+            "select=title,created_at&title=eq.seeded",
+            Some(ALICE),
+        )
+        .await;
+        assert_eq!(
+            seen,
+            json!([{"title": "seeded", "created_at": "2020-01-01T00:00:00+00:00"}])
+        );
         let fake_time = insert(
             &server,
             BOB,
