@@ -6,6 +6,7 @@
 //! declared schema, plus bound values, so request text is never spliced into SQL.
 
 mod declared;
+pub mod json;
 mod migrations;
 mod postgres;
 mod sqlite;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::Semaphore;
@@ -125,6 +126,24 @@ fn configure(connection: &Connection) -> Result<()> {
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
     // LIKE is case-sensitive, as in PostgreSQL; ILIKE is compiled with lower().
     connection.execute_batch("PRAGMA case_sensitive_like = ON")?;
+    connection.create_scalar_function(
+        "gatehouse_json_contains",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |context| {
+            let parse = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+                Ok(context
+                    .get::<Option<String>>(index)?
+                    .and_then(|text| serde_json::from_str(&text).ok()))
+            };
+            Ok(match (parse(0)?, parse(1)?) {
+                (Some(container), Some(contained)) => {
+                    Some(crate::json::contains(&container, &contained))
+                }
+                _ => None,
+            })
+        },
+    )?;
     Ok(())
 }
 

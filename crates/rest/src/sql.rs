@@ -330,10 +330,33 @@ impl Sql {
                             }
                         }
                     }
-                    (Op::Cs | Op::Cd, _) => {
-                        return Err(RestError::Unsupported(
-                            "the cs and cd operators are not supported yet".into(),
-                        ));
+                    (Op::Cs | Op::Cd, Operand::Value(text)) => {
+                        if column.ty != ColumnType::Jsonb {
+                            return Err(invalid("cs and cd apply to jsonb columns".into()));
+                        }
+                        let value = from_text(column, text).map_err(invalid)?;
+                        match self.dialect {
+                            Dialect::Postgres => {
+                                let op = if *op == Op::Cs { " @> " } else { " <@ " };
+                                self.column(alias, &column.name)
+                                    .push(op)
+                                    .param(value, Some(column.ty));
+                            }
+                            Dialect::Sqlite => {
+                                // The same containment, as a registered function (db::json).
+                                self.push("gatehouse_json_contains(");
+                                if *op == Op::Cs {
+                                    self.column(alias, &column.name)
+                                        .push(", ")
+                                        .param(value, Some(column.ty));
+                                } else {
+                                    self.param(value, Some(column.ty))
+                                        .push(", ")
+                                        .column(alias, &column.name);
+                                }
+                                self.push(")");
+                            }
+                        }
                     }
                     (op, Operand::Value(text)) => {
                         if matches!(column.ty, ColumnType::Jsonb | ColumnType::Bytea) {

@@ -1012,3 +1012,76 @@ async fn the_openapi_document_shows_only_what_the_caller_may_reach() {
         .unwrap();
     assert!(json(service).await["paths"].get("/vault").is_some());
 }
+
+#[tokio::test]
+async fn jsonb_containment_filters_mean_the_same_on_both_databases() {
+    const DOCS: &str = r#"
+[tables.docs]
+columns.id = { type = "bigint", primary_key = true }
+columns.data = { type = "jsonb", not_null = true }
+
+[[tables.docs.policies]]
+name = "public"
+for = "select"
+to = "anon"
+using = "true"
+"#;
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(DOCS, &database).await;
+        let rows = json!([
+            {"data": {"tags": ["a", "b"], "n": 1}},
+            {"data": {"tags": ["b"], "n": 2}},
+            {"data": {"other": true}},
+        ]);
+        let created = server
+            .client
+            .post(format!("{}/rest/v1/docs", server.url))
+            .header("apikey", &server.secret)
+            .json(&rows)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let ids = |query: &str| {
+            let request = server.rest(
+                Method::GET,
+                &format!("docs?select=id&order=id&{query}"),
+                None,
+            );
+            async move {
+                let rows = json(request.send().await.unwrap()).await;
+                rows.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["id"].as_i64().unwrap())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            ids(&format!("data=cs.{}", urlencode(r#"{"tags":["b"]}"#))).await,
+            [1, 2]
+        );
+        assert_eq!(
+            ids(&format!("data=cs.{}", urlencode(r#"{"tags":["a"],"n":1}"#))).await,
+            [1]
+        );
+        assert_eq!(
+            ids(&format!(
+                "data=cd.{}",
+                urlencode(r#"{"tags":["b"],"n":2,"x":0}"#)
+            ))
+            .await,
+            [2]
+        );
+        assert_eq!(
+            ids(&format!("data=not.cs.{}", urlencode(r#"{"tags":[]}"#))).await,
+            [3]
+        );
+        let bad = server
+            .rest(Method::GET, "docs?data=cs.not-json", None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+    }
+}

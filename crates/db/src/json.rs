@@ -1,0 +1,59 @@
+//! JSON containment (`@>`), as PostgreSQL defines it for jsonb, so that the `cs`
+//! and `cd` filters mean the same on SQLite, where it is registered as the SQL
+//! function `gatehouse_json_contains(container, contained)`.
+
+use serde_json::Value;
+
+/// Whether `container` contains `contained`: objects by key (recursively),
+/// arrays by element (each wanted element contained by some element, order and
+/// duplicates ignored), scalars by equality; a top-level array also contains a
+/// scalar it holds.
+pub fn contains(container: &Value, contained: &Value) -> bool {
+    contains_at(container, contained, true)
+}
+
+fn contains_at(container: &Value, contained: &Value, top: bool) -> bool {
+    match (container, contained) {
+        (Value::Object(have), Value::Object(want)) => want.iter().all(|(key, value)| {
+            have.get(key)
+                .is_some_and(|inner| contains_at(inner, value, false))
+        }),
+        (Value::Array(have), Value::Array(want)) => want.iter().all(|value| {
+            have.iter().any(|inner| match value {
+                Value::Array(_) | Value::Object(_) => contains_at(inner, value, false),
+                scalar => inner == scalar,
+            })
+        }),
+        (Value::Array(have), scalar) if top && !scalar.is_object() => have.contains(scalar),
+        (have, want) => have == want,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+    use serde_json::json;
+
+    #[test]
+    fn postgres_containment_rules() {
+        for (a, b, expected) in [
+            (
+                json!({"a": 1, "b": {"c": 2, "d": 3}}),
+                json!({"b": {"c": 2}}),
+                true,
+            ),
+            (json!({"a": 1}), json!({"a": 2}), false),
+            (json!([1, 2, 3]), json!([3, 1]), true),
+            (json!([1, 2, 3]), json!([1, 1]), true),
+            (json!([1, 2]), json!([4]), false),
+            (json!([1, [2, 3]]), json!([[3]]), true),
+            (json!(["a", "b"]), json!("a"), true),
+            (json!({"tags": ["x", "y"]}), json!({"tags": ["y"]}), true),
+            (json!("a"), json!("a"), true),
+            (json!({"a": 1}), json!([]), false),
+            (json!([]), json!([]), true),
+        ] {
+            assert_eq!(contains(&a, &b), expected, "{a} @> {b}");
+        }
+    }
+}
