@@ -120,6 +120,7 @@ fn statement<'a>(
     options: ReadOptions,
     hidden: &[&Column],
     within: Option<(&Column, &[Value])>,
+    links: &[embed::Link<'_>],
 ) -> Result<(Statement, Selected<'a>, u64), RestError> {
     let columns = selected(access, &request.select)?;
     let name = access.table.name.quoted();
@@ -153,8 +154,18 @@ fn statement<'a>(
             if i > 0 {
                 sql.push(", ");
             }
-            let column = access.readable(&term.column)?;
-            sql.column("t0", &column.name);
+            match term.column.split_once('(') {
+                None => {
+                    let column = access.readable(&term.column)?;
+                    sql.column("t0", &column.name);
+                }
+                Some((relation, inner)) => {
+                    let column = inner.strip_suffix(')').ok_or_else(|| {
+                        RestError::Relationship(format!("order by an embed is {relation}(column)"))
+                    })?;
+                    order_by_embedded(&mut sql, rest, caller, links, relation, column)?;
+                }
+            }
             sql.push(if term.descending { " DESC" } else { " ASC" });
             match term.nulls_first {
                 Some(true) => sql.push(" NULLS FIRST"),
@@ -192,6 +203,52 @@ fn statement<'a>(
     Ok((sql.finish(), columns, offset))
 }
 
+/// `order=author(name)`: a to-one embed's column, read through a subquery that
+/// carries the embedded table's own select policy, so a hidden row sorts as NULL
+/// and its value never leaks through the order.
+fn order_by_embedded(
+    sql: &mut Sql,
+    rest: &Rest,
+    caller: &Caller,
+    links: &[embed::Link<'_>],
+    relation: &str,
+    column: &str,
+) -> Result<(), RestError> {
+    let link = links
+        .iter()
+        .find(|link| link.key == relation && !link.many)
+        .ok_or_else(|| {
+            RestError::Relationship(format!(
+                "'{relation}' is not a to-one embed of this select; only those can order the rows"
+            ))
+        })?;
+    let target = rest.access(link.target.name.as_str(), Command::Select, caller)?;
+    let column = target.readable(column)?;
+    sql.push("(SELECT ").column("o0", &column.name);
+    sql.push(&format!(
+        " FROM {} AS \"o0\" WHERE ",
+        link.target.name.quoted()
+    ));
+    sql.column("o0", &link.child_column.name)
+        .push(" = ")
+        .column("t0", &link.parent_column.name);
+    if let (Some(role), Some(policies)) = (target.role, target.policies)
+        && let Some(using) = policies.using(Command::Select, role)
+    {
+        sql.push(" AND ");
+        sql.condition(
+            &using,
+            caller,
+            &mut vec![Scope {
+                alias: "o0".into(),
+                new_values: None,
+            }],
+        );
+    }
+    sql.push(")");
+    Ok(())
+}
+
 /// The plan the database would follow for this read.
 pub(crate) async fn plan(
     rest: &Rest,
@@ -210,6 +267,7 @@ pub(crate) async fn plan(
         ReadOptions::default(),
         &[],
         None,
+        &[],
     )?;
     Ok(db.explain(statement).await?)
 }
@@ -259,6 +317,7 @@ fn load<'a>(
             within
                 .as_ref()
                 .map(|(column, values)| (*column, values.as_slice())),
+            &links,
         )?;
         let rows = db.query(statement).await?;
         if within.is_some() && rows.len() > rest.settings.max_embedded_rows {

@@ -931,6 +931,29 @@ async fn embedded_resources_follow_foreign_keys_and_policies() {
         )
         .await;
         assert_eq!(offset, json!([{"comments": [{"body": "second"}]}]));
+        let third = comment(ALICE, json!({"post_id": 2, "body": "third"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(third.status(), 201);
+        let (_, ordered) = get(
+            "comments?select=body,posts(title)&order=posts(title).desc,body",
+            ALICE,
+        )
+        .await;
+        let bodies: Vec<&str> = ordered
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["body"].as_str().unwrap())
+            .collect();
+        assert_eq!(bodies, ["third", "first", "second"]);
+        let (status, _) = get(
+            "posts?select=title,comments(body)&order=comments(body)",
+            ALICE,
+        )
+        .await;
+        assert_eq!(status, 400, "only a to-one embed can order its parents");
         // Bob's view: his own post and comment, nothing of Alice's through any embed.
         let (_, bobs) = get("posts?select=title,comments(body)", BOB).await;
         assert_eq!(
