@@ -33,6 +33,50 @@ const MIGRATIONS: &[Migration] = &[
                        statements TEXT NOT NULL)",
         }],
     },
+    Migration {
+        version: 3,
+        name: "auth",
+        steps: &[
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_users (id TEXT PRIMARY KEY, email TEXT UNIQUE, \
+                         password_hash TEXT, email_confirmed_at TEXT, is_anonymous INTEGER NOT NULL DEFAULT 0, \
+                         banned_until TEXT, user_metadata TEXT NOT NULL DEFAULT '{}', \
+                         app_metadata TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, \
+                         updated_at TEXT NOT NULL, last_sign_in_at TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_users (id TEXT PRIMARY KEY, email TEXT UNIQUE, \
+                           password_hash TEXT, email_confirmed_at TEXT, is_anonymous BOOLEAN NOT NULL DEFAULT FALSE, \
+                           banned_until TEXT, user_metadata TEXT NOT NULL DEFAULT '{}', \
+                           app_metadata TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, \
+                           updated_at TEXT NOT NULL, last_sign_in_at TEXT)",
+            },
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_sessions (id TEXT PRIMARY KEY, \
+                         user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                         created_at TEXT NOT NULL, refreshed_at TEXT, not_after TEXT NOT NULL, \
+                         user_agent TEXT, ip TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_sessions (id TEXT PRIMARY KEY, \
+                           user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                           created_at TEXT NOT NULL, refreshed_at TEXT, not_after TEXT NOT NULL, \
+                           user_agent TEXT, ip TEXT)",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_sessions_user ON gatehouse_sessions (user_id)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_sessions_user ON gatehouse_sessions (user_id)",
+            },
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_refresh_tokens (token_hash TEXT PRIMARY KEY, \
+                         session_id TEXT NOT NULL REFERENCES gatehouse_sessions (id) ON DELETE CASCADE, \
+                         created_at TEXT NOT NULL, used_at TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_refresh_tokens (token_hash TEXT PRIMARY KEY, \
+                           session_id TEXT NOT NULL REFERENCES gatehouse_sessions (id) ON DELETE CASCADE, \
+                           created_at TEXT NOT NULL, used_at TEXT)",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_refresh_tokens_session ON gatehouse_refresh_tokens (session_id)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_refresh_tokens_session ON gatehouse_refresh_tokens (session_id)",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -109,6 +109,24 @@ impl Row {
         }
     }
 
+    /// Text or NULL.
+    pub fn optional_text(&self, column: usize) -> Result<Option<&str>> {
+        match self.0.get(column) {
+            Some(Value::Null) => Ok(None),
+            Some(Value::Text(text)) => Ok(Some(text)),
+            _ => Err(DbError::Decode(column)),
+        }
+    }
+
+    /// A boolean, stored as 0/1 on SQLite and as boolean on PostgreSQL.
+    pub fn flag(&self, column: usize) -> Result<bool> {
+        match self.0.get(column) {
+            Some(Value::Bool(flag)) => Ok(*flag),
+            Some(Value::Integer(number)) => Ok(*number != 0),
+            _ => Err(DbError::Decode(column)),
+        }
+    }
+
     pub fn integer(&self, column: usize) -> Result<i64> {
         match self.0.get(column) {
             Some(Value::Integer(number)) => Ok(*number),

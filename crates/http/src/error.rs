@@ -21,6 +21,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: Cow<'static, str>,
+    /// Answer with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -33,7 +35,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: false,
         }
+    }
+
+    pub fn with_challenge(mut self) -> Self {
+        self.challenge = true;
+        self
     }
 
     pub fn internal() -> Self {
@@ -162,6 +170,12 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if error.challenge {
+        parts.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
     if let (Surface::Auth, Some(version)) = (surface, api_version) {
         parts.headers.insert(API_VERSION_HEADER, version);
     }

@@ -20,7 +20,7 @@ fn invalid_token(expired: bool) -> ApiError {
     } else {
         "JWT invalid"
     };
-    ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", message)
+    ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", message).with_challenge()
 }
 
 impl FromRequestParts<AppState> for Identity {
@@ -50,6 +50,11 @@ impl FromRequestParts<AppState> for Identity {
                         tracing::info!(%error, "refused an access token");
                         invalid_token(error == gatehouse_keys::TokenError::Expired)
                     })?;
+                // Signed-out, deleted and banned users' sessions end at once.
+                let revocable = claims.claim_text("session_id").is_some();
+                if revocable && state.auth().check_session(&claims).await.is_err() {
+                    return Err(invalid_token(false));
+                }
                 Caller::User(claims)
             }
             (None, ApiRole::Service) => Caller::Service,

@@ -40,6 +40,37 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             "/auth/v1/.well-known/jwks.json",
             axum::routing::get(routes::jwks::get),
         )
+        .route(
+            "/auth/v1/signup",
+            axum::routing::post(routes::auth::signup::post),
+        )
+        .route(
+            "/auth/v1/token",
+            axum::routing::post(routes::auth::token::post),
+        )
+        .route(
+            "/auth/v1/logout",
+            axum::routing::post(routes::auth::logout::post),
+        )
+        .route(
+            "/auth/v1/user",
+            axum::routing::get(routes::auth::user::get).put(routes::auth::user::put),
+        )
+        .route(
+            "/auth/v1/settings",
+            axum::routing::get(routes::auth::settings::get),
+        )
+        .route(
+            "/auth/v1/admin/users",
+            axum::routing::get(routes::auth::admin_users::list)
+                .post(routes::auth::admin_users::create),
+        )
+        .route(
+            "/auth/v1/admin/users/{id}",
+            axum::routing::get(routes::auth::admin_users::get)
+                .put(routes::auth::admin_users::update)
+                .delete(routes::auth::admin_users::delete),
+        )
         .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(

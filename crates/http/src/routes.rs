@@ -1,5 +1,6 @@
 //! One file per endpoint, named after its route.
 
+pub mod auth;
 pub mod health;
 pub mod jwks;
 pub mod metrics;

@@ -1,6 +1,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use gatehouse_auth::Auth;
 use gatehouse_db::Database;
 use gatehouse_keys::{ApiKeys, KeySet, TokenRules};
 use gatehouse_rest::Rest;
@@ -35,6 +36,7 @@ struct Shared {
     token_rules: TokenRules,
     api_keys: ApiKeys,
     rest: Rest,
+    auth: Auth,
     settings: HttpSettings,
     metrics: PrometheusHandle,
 }
@@ -47,6 +49,7 @@ pub struct Parts {
     pub token_rules: TokenRules,
     pub api_keys: ApiKeys,
     pub rest: Rest,
+    pub auth: Auth,
     pub settings: HttpSettings,
 }
 
@@ -62,6 +65,7 @@ impl AppState {
             token_rules: parts.token_rules,
             api_keys: parts.api_keys,
             rest: parts.rest,
+            auth: parts.auth,
             settings: parts.settings,
             metrics: metrics_handle(),
         }))
@@ -73,6 +77,10 @@ impl AppState {
 
     pub fn rest(&self) -> &Rest {
         &self.0.rest
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.0.auth
     }
 
     pub fn db(&self) -> &Database {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatehouse_auth::{AuthSettings, HashParams};
 use gatehouse_http::CorsPolicy;
 use gatehouse_policy::Policies;
 use gatehouse_schema::declaration::TableDecl;
@@ -84,6 +85,7 @@ pub struct Config {
     /// The declared tables, with indexes added for every column a policy filters on.
     pub schema: Schema,
     pub policies: Policies,
+    pub auth: AuthSettings,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,6 +96,8 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     database: DatabaseSection,
+    #[serde(default)]
+    auth: AuthSection,
     /// Files holding more `[tables.*]` declarations, relative to this one.
     #[serde(default)]
     schema_files: Vec<PathBuf>,
@@ -111,6 +115,19 @@ struct ServerSection {
     request_timeout_secs: Option<Bounded<1, 3600>>,
     shutdown_grace_secs: Option<Bounded<0, 3600>>,
     cors_origins: Option<Vec<Origin>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    email_confirmation: Option<bool>,
+    anonymous_sign_ins: Option<bool>,
+    signups: Option<bool>,
+    password_min_length: Option<Bounded<8, 256>>,
+    access_token_ttl_secs: Option<Bounded<60, 604_800>>,
+    email_in_token: Option<bool>,
+    argon2_memory_kib: Option<Bounded<8192, 1_048_576>>,
+    argon2_iterations: Option<Bounded<1, 20>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -514,6 +531,7 @@ impl Config {
             auto_migrate: file.database.auto_migrate.unwrap_or(true),
             schema,
             policies,
+            auth: auth_settings(&file.auth),
         })
     }
 
@@ -522,6 +540,36 @@ impl Config {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"))
+    }
+}
+
+fn auth_settings(section: &AuthSection) -> AuthSettings {
+    let defaults = AuthSettings::default();
+    AuthSettings {
+        email_confirmation: section
+            .email_confirmation
+            .unwrap_or(defaults.email_confirmation),
+        anonymous_sign_ins: section
+            .anonymous_sign_ins
+            .unwrap_or(defaults.anonymous_sign_ins),
+        signups: section.signups.unwrap_or(defaults.signups),
+        password_min_length: section
+            .password_min_length
+            .map_or(defaults.password_min_length, |b| b.0 as usize),
+        access_token_ttl: section
+            .access_token_ttl_secs
+            .map_or(defaults.access_token_ttl, |b| Duration::from_secs(b.0)),
+        email_in_token: section.email_in_token.unwrap_or(defaults.email_in_token),
+        hash: HashParams {
+            memory_kib: section
+                .argon2_memory_kib
+                .map_or(defaults.hash.memory_kib, |b| b.0 as u32),
+            iterations: section
+                .argon2_iterations
+                .map_or(defaults.hash.iterations, |b| b.0 as u32),
+            parallelism: defaults.hash.parallelism,
+        },
+        ..defaults
     }
 }
 

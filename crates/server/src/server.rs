@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use gatehouse_auth::Auth;
 use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
@@ -66,12 +67,15 @@ pub async fn start(
         audience: "authenticated".into(),
         leeway: 30,
     };
+    let auth = Auth::new(db.clone(), config.auth.clone(), token_rules.issuer.clone())
+        .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?;
     let state = AppState::new(Parts {
         db,
         signing_keys: secrets.signing_keys,
         token_rules,
         api_keys: secrets.api_keys,
         rest,
+        auth,
         settings,
     });
     let (stop, stopped) = watch::channel(false);
@@ -119,7 +123,8 @@ fn serve(
     app: Router,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         // A closed channel means the `Running` handle is gone: stop as well.
         let _ = stopped.wait_for(|stop| *stop).await;
     });

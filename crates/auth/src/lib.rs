@@ -1,0 +1,789 @@
+//! Authentication without HTTP: users, Argon2id passwords, sessions, access tokens
+//! (signed by the key set) and opaque rotating refresh tokens, over the same
+//! `Database` as everything else.
+//!
+//! Invariants: a refresh token is stored only as its SHA-256 and is spent once;
+//! spending a spent token after the grace period ends its whole session; sign-in
+//! with an unknown email costs a dummy hash and fails exactly like a wrong
+//! password; access tokens carry ids and roles, never personal data unless a
+//! setting asks for it, and never a secret.
+
+mod password;
+mod store;
+mod user;
+
+use std::time::Duration;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_db::{Database, DbError, Statement, Value};
+use gatehouse_keys::{KeySet, VerifiedClaims};
+use serde_json::{Value as Json, json};
+use time::OffsetDateTime;
+
+pub use password::{HashParams, Hasher, weakness};
+pub use user::User;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Invalid login credentials")]
+    InvalidCredentials,
+    #[error("Email not confirmed")]
+    EmailNotConfirmed,
+    #[error("User already registered")]
+    UserAlreadyExists,
+    #[error("Password is known to be weak and easy to guess, please choose a different one.")]
+    WeakPassword(&'static str),
+    #[error("{0}")]
+    Validation(String),
+    #[error("Invalid Refresh Token: Refresh Token Not Found")]
+    RefreshTokenNotFound,
+    #[error("Invalid Refresh Token: Already Used")]
+    RefreshTokenAlreadyUsed,
+    #[error("Session not found")]
+    SessionNotFound,
+    #[error("User not found")]
+    UserNotFound,
+    #[error("User is banned")]
+    UserBanned,
+    #[error("Current password required when setting new password.")]
+    CurrentPasswordRequired,
+    #[error("Signups not allowed for this instance")]
+    SignupDisabled,
+    #[error("Anonymous sign-ins are disabled")]
+    AnonymousDisabled,
+    #[error("{0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+}
+
+impl AuthError {
+    /// Supabase Auth's `error_code` for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::EmailNotConfirmed => "email_not_confirmed",
+            AuthError::UserAlreadyExists => "user_already_exists",
+            AuthError::WeakPassword(_) => "weak_password",
+            AuthError::Validation(_) => "validation_failed",
+            AuthError::RefreshTokenNotFound => "refresh_token_not_found",
+            AuthError::RefreshTokenAlreadyUsed => "refresh_token_already_used",
+            AuthError::SessionNotFound => "session_not_found",
+            AuthError::UserNotFound => "user_not_found",
+            AuthError::UserBanned => "user_banned",
+            AuthError::CurrentPasswordRequired => "current_password_required",
+            AuthError::SignupDisabled => "signup_disabled",
+            AuthError::AnonymousDisabled => "anonymous_provider_disabled",
+            AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
+                "unexpected_failure"
+            }
+        }
+    }
+}
+
+pub type Result<T, E = AuthError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// New email users must confirm before signing in (needs email delivery).
+    pub email_confirmation: bool,
+    pub anonymous_sign_ins: bool,
+    pub signups: bool,
+    pub password_min_length: usize,
+    pub access_token_ttl: Duration,
+    /// Absolute lifetime of a session, however often it refreshes.
+    pub session_lifetime: Duration,
+    /// A spent refresh token may be presented again this long (tabs refreshing together).
+    pub refresh_reuse_grace: Duration,
+    /// Put the email in access tokens (off: tokens carry no personal data).
+    pub email_in_token: bool,
+    pub hash: HashParams,
+    pub concurrent_hashes: usize,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            email_confirmation: true,
+            anonymous_sign_ins: false,
+            signups: true,
+            password_min_length: 8,
+            access_token_ttl: Duration::from_secs(3600),
+            session_lifetime: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
+            email_in_token: false,
+            hash: HashParams::default(),
+            concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+        }
+    }
+}
+
+/// Where a request came from, recorded on its session.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// A signed-in session as the client receives it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub expires_at: i64,
+    pub user: User,
+}
+
+impl Session {
+    /// Supabase Auth's session JSON.
+    pub fn to_json(&self) -> Json {
+        json!({
+            "access_token": self.access_token,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+            "expires_at": self.expires_at,
+            "refresh_token": self.refresh_token,
+            "user": self.user.to_json(),
+        })
+    }
+}
+
+/// The outcome of a sign-up.
+pub enum SignUp {
+    SignedIn(Session),
+    /// Confirmation is required: no session until the email is confirmed.
+    Unconfirmed(User),
+}
+
+/// `POST /logout?scope=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    Local,
+    Others,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub user_metadata: Option<Json>,
+    pub app_metadata: Option<Json>,
+    pub email_confirmed: Option<bool>,
+    /// Until when the user is banned; `Some(None)` lifts a ban.
+    pub banned_until: Option<Option<String>>,
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`: fixed width, so times compare as text.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.microsecond()
+    )
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| AuthError::Internal("random generator failed".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn token_hash(token: &str) -> String {
+    digest(&SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A well-formed email, lowercased: one `@`, something on each side, no spaces.
+fn normalise_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.matches('@').count() == 1;
+    if valid {
+        Ok(email)
+    } else {
+        Err(AuthError::Validation(
+            "Unable to validate email address: invalid format".into(),
+        ))
+    }
+}
+
+pub struct Auth {
+    db: Database,
+    settings: AuthSettings,
+    hasher: Hasher,
+    issuer: String,
+}
+
+impl Auth {
+    pub fn new(db: Database, settings: AuthSettings, issuer: String) -> Result<Self> {
+        let hasher = Hasher::new(settings.hash, settings.concurrent_hashes)?;
+        Ok(Self {
+            db,
+            settings,
+            hasher,
+            issuer,
+        })
+    }
+
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    async fn user_where(
+        &self,
+        sql: &gatehouse_db::Sql,
+        key: &str,
+    ) -> Result<Option<(User, Option<String>)>> {
+        let rows = self.db.query(Statement::new(sql, vec![key.into()])).await?;
+        rows.first()
+            .map(User::from_row)
+            .transpose()
+            .map_err(AuthError::from)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<User> {
+        self.user_where(&store::USER_BY_ID, id)
+            .await?
+            .map(|(user, _)| user)
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    fn check_password(&self, password: &str) -> Result<()> {
+        match weakness(password, self.settings.password_min_length) {
+            Some(reason) => Err(AuthError::WeakPassword(reason)),
+            None => Ok(()),
+        }
+    }
+
+    async fn insert_user(
+        &self,
+        email: Option<String>,
+        password: Option<&str>,
+        changes: &Changes,
+        anonymous: bool,
+    ) -> Result<User> {
+        let hash = match password {
+            Some(password) => Some(self.hasher.hash(password).await?),
+            None => None,
+        };
+        let created = timestamp(now());
+        let confirmed = changes
+            .email_confirmed
+            .unwrap_or(false)
+            .then(|| created.clone());
+        let id = uuid::Uuid::new_v4().to_string();
+        let provider = if anonymous { "anonymous" } else { "email" };
+        let mut app_metadata = json!({"provider": provider, "providers": [provider]});
+        if let Some(Json::Object(extra)) = &changes.app_metadata {
+            for (key, value) in extra {
+                app_metadata[key] = value.clone();
+            }
+        }
+        let user_metadata = changes.user_metadata.clone().unwrap_or_else(|| json!({}));
+        let text = |v: Option<String>| v.map_or(Value::Null, Value::Text);
+        let statement = Statement::new(
+            &store::INSERT_USER,
+            vec![
+                id.clone().into(),
+                text(email),
+                text(hash),
+                text(confirmed),
+                Value::Bool(anonymous),
+                user_metadata.to_string().into(),
+                app_metadata.to_string().into(),
+                created.into(),
+                text(changes.banned_until.clone().flatten()),
+            ],
+        );
+        match self.db.transaction(vec![statement]).await {
+            Ok(_) => self.user(&id).await,
+            Err(error) if error.constraint() == Some(gatehouse_db::Constraint::Unique) => {
+                Err(AuthError::UserAlreadyExists)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// `POST /signup` with an email and password.
+    pub async fn sign_up(
+        &self,
+        keys: &KeySet,
+        email: &str,
+        password: &str,
+        data: Option<Json>,
+        client: &Client,
+    ) -> Result<SignUp> {
+        if !self.settings.signups {
+            return Err(AuthError::SignupDisabled);
+        }
+        let email = normalise_email(email)?;
+        self.check_password(password)?;
+        let changes = Changes {
+            user_metadata: data,
+            email_confirmed: Some(!self.settings.email_confirmation),
+            ..Changes::default()
+        };
+        let user = self
+            .insert_user(Some(email), Some(password), &changes, false)
+            .await?;
+        if self.settings.email_confirmation {
+            return Ok(SignUp::Unconfirmed(user));
+        }
+        Ok(SignUp::SignedIn(
+            self.start_session(keys, user, "password", client).await?,
+        ))
+    }
+
+    /// `POST /signup` without credentials, as `signInAnonymously` sends it.
+    pub async fn sign_up_anonymously(
+        &self,
+        keys: &KeySet,
+        data: Option<Json>,
+        client: &Client,
+    ) -> Result<Session> {
+        if !self.settings.anonymous_sign_ins {
+            return Err(AuthError::AnonymousDisabled);
+        }
+        let changes = Changes {
+            user_metadata: data,
+            ..Changes::default()
+        };
+        let user = self.insert_user(None, None, &changes, true).await?;
+        self.start_session(keys, user, "anonymous", client).await
+    }
+
+    /// `POST /token?grant_type=password`.
+    pub async fn sign_in_with_password(
+        &self,
+        keys: &KeySet,
+        email: &str,
+        password: &str,
+        client: &Client,
+    ) -> Result<Session> {
+        let found = match normalise_email(email) {
+            Ok(email) => self.user_where(&store::USER_BY_EMAIL, &email).await?,
+            Err(_) => None,
+        };
+        let stored = found.as_ref().and_then(|(_, hash)| hash.as_deref());
+        // Always one hash, whether or not the account exists.
+        let verified = self.hasher.verify(password, stored).await?;
+        let Some((user, _)) = found.filter(|_| verified.matches) else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        if user.email_confirmed_at.is_none() {
+            return Err(AuthError::EmailNotConfirmed);
+        }
+        if user.is_banned(&timestamp(now())) {
+            return Err(AuthError::UserBanned);
+        }
+        let rehashed = match verified.needs_rehash {
+            true => Some(self.hasher.hash(password).await?),
+            false => None,
+        };
+        let signed_in = timestamp(now());
+        self.db
+            .transaction(vec![Statement::new(
+                &store::SIGNED_IN,
+                vec![
+                    user.id.clone().into(),
+                    signed_in.into(),
+                    rehashed.map_or(Value::Null, Value::Text),
+                ],
+            )])
+            .await?;
+        let user = self.user(&user.id).await?;
+        self.start_session(keys, user, "password", client).await
+    }
+
+    async fn start_session(
+        &self,
+        keys: &KeySet,
+        user: User,
+        method: &str,
+        client: &Client,
+    ) -> Result<Session> {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let created = now();
+        let not_after = created + self.settings.session_lifetime;
+        let refresh_token = random_token()?;
+        let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+        self.db
+            .transaction(vec![
+                Statement::new(
+                    &store::INSERT_SESSION,
+                    vec![
+                        session_id.clone().into(),
+                        user.id.clone().into(),
+                        timestamp(created).into(),
+                        timestamp(not_after).into(),
+                        text(&client.user_agent),
+                        text(&client.ip),
+                    ],
+                ),
+                Statement::new(
+                    &store::INSERT_REFRESH,
+                    vec![
+                        token_hash(&refresh_token).into(),
+                        session_id.clone().into(),
+                        timestamp(created).into(),
+                    ],
+                ),
+            ])
+            .await?;
+        self.session(keys, user, &session_id, method, refresh_token)
+    }
+
+    fn session(
+        &self,
+        keys: &KeySet,
+        user: User,
+        session_id: &str,
+        method: &str,
+        refresh_token: String,
+    ) -> Result<Session> {
+        let issued = now();
+        let expires_at = issued + self.settings.access_token_ttl;
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": user.id,
+            "aud": "authenticated",
+            "exp": expires_at.unix_timestamp(),
+            "iat": issued.unix_timestamp(),
+            "role": "authenticated",
+            "aal": "aal1",
+            "amr": [{"method": method, "timestamp": issued.unix_timestamp()}],
+            "session_id": session_id,
+            "is_anonymous": user.is_anonymous,
+        });
+        if self.settings.email_in_token {
+            claims["email"] = json!(user.email);
+        }
+        let access_token = keys
+            .sign(&claims)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        Ok(Session {
+            access_token,
+            refresh_token,
+            expires_in: self.settings.access_token_ttl.as_secs(),
+            expires_at: expires_at.unix_timestamp(),
+            user,
+        })
+    }
+
+    /// `POST /token?grant_type=refresh_token`: spends the token and issues the next.
+    pub async fn refresh(
+        &self,
+        keys: &KeySet,
+        refresh_token: &str,
+        client: &Client,
+    ) -> Result<Session> {
+        let hash = token_hash(refresh_token);
+        let rows = self
+            .db
+            .query(Statement::new(
+                &store::REFRESH_BY_HASH,
+                vec![hash.clone().into()],
+            ))
+            .await?;
+        let row = rows.first().ok_or(AuthError::RefreshTokenNotFound)?;
+        let session_id = row.text(0)?.to_owned();
+        let used_at = row.optional_text(1)?.map(str::to_owned);
+        let user_id = row.text(2)?.to_owned();
+        let at = now();
+        if let Some(used_at) = used_at {
+            let grace_ends = timestamp(
+                OffsetDateTime::parse(&used_at, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| AuthError::Internal(e.to_string()))?
+                    + self.settings.refresh_reuse_grace,
+            );
+            if timestamp(at) > grace_ends {
+                // A spent token again, after the grace: assume it was stolen.
+                tracing::warn!(session_id, "refresh token reused; revoking the session");
+                self.db
+                    .transaction(vec![Statement::new(
+                        &store::DELETE_SESSION,
+                        vec![session_id.into()],
+                    )])
+                    .await?;
+                return Err(AuthError::RefreshTokenAlreadyUsed);
+            }
+        } else {
+            let spent = self
+                .db
+                .transaction(vec![Statement::new(
+                    &store::SPEND_REFRESH,
+                    vec![hash.into(), timestamp(at).into()],
+                )])
+                .await?;
+            if spent.first().is_none_or(Vec::is_empty) {
+                // Another request spent it a moment ago: within the grace, go on.
+                tracing::info!(session_id, "refresh token spent concurrently");
+            }
+        }
+        self.active_user(&session_id, &user_id).await?;
+        let next = random_token()?;
+        let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+        self.db
+            .transaction(vec![
+                Statement::new(
+                    &store::INSERT_REFRESH,
+                    vec![
+                        token_hash(&next).into(),
+                        session_id.clone().into(),
+                        timestamp(at).into(),
+                    ],
+                ),
+                Statement::new(
+                    &store::TOUCH_SESSION,
+                    vec![
+                        session_id.clone().into(),
+                        timestamp(at).into(),
+                        text(&client.user_agent),
+                        text(&client.ip),
+                    ],
+                ),
+            ])
+            .await?;
+        let user = self.user(&user_id).await?;
+        self.session(keys, user, &session_id, "token_refresh", next)
+    }
+
+    /// The user behind a live session: it exists, has not expired, and its user is
+    /// neither deleted nor banned.
+    async fn active_user(&self, session_id: &str, user_id: &str) -> Result<()> {
+        let rows = self
+            .db
+            .query(Statement::new(
+                &store::ACTIVE_SESSION,
+                vec![session_id.into(), timestamp(now()).into()],
+            ))
+            .await?;
+        match rows.first() {
+            Some(row) if row.text(0)? == user_id => Ok(()),
+            _ => Err(AuthError::SessionNotFound),
+        }
+    }
+
+    /// Whether a verified access token still stands for a live session.
+    pub async fn check_session(&self, claims: &VerifiedClaims) -> Result<()> {
+        let session_id = claims
+            .claim_text("session_id")
+            .ok_or(AuthError::SessionNotFound)?;
+        self.active_user(&session_id, claims.subject()).await
+    }
+
+    /// `GET /user`.
+    pub async fn current_user(&self, claims: &VerifiedClaims) -> Result<User> {
+        self.check_session(claims).await?;
+        self.user(claims.subject()).await
+    }
+
+    /// `POST /logout`.
+    pub async fn sign_out(&self, claims: &VerifiedClaims, scope: Scope) -> Result<()> {
+        let session_id = claims
+            .claim_text("session_id")
+            .ok_or(AuthError::SessionNotFound)?;
+        let user_id = claims.subject().to_owned();
+        let statement = match scope {
+            Scope::Local => Statement::new(&store::DELETE_SESSION, vec![session_id.into()]),
+            Scope::Global => Statement::new(&store::DELETE_USER_SESSIONS, vec![user_id.into()]),
+            Scope::Others => Statement::new(
+                &store::DELETE_OTHER_SESSIONS,
+                vec![user_id.into(), session_id.into()],
+            ),
+        };
+        self.db.transaction(vec![statement]).await?;
+        Ok(())
+    }
+
+    /// `PUT /user`: the signed-in user changes their password or metadata. A new
+    /// password needs the current one.
+    pub async fn update_own(
+        &self,
+        claims: &VerifiedClaims,
+        changes: Changes,
+        current_password: Option<&str>,
+    ) -> Result<User> {
+        let user = self.current_user(claims).await?;
+        if let Some(password) = &changes.password {
+            let (_, stored) = self
+                .user_where(&store::USER_BY_ID, &user.id)
+                .await?
+                .ok_or(AuthError::UserNotFound)?;
+            if stored.is_some() {
+                let current = current_password.ok_or(AuthError::CurrentPasswordRequired)?;
+                if !self
+                    .hasher
+                    .verify(current, stored.as_deref())
+                    .await?
+                    .matches
+                {
+                    return Err(AuthError::InvalidCredentials);
+                }
+            }
+            self.check_password(password)?;
+        }
+        if changes.email.is_some() {
+            return Err(AuthError::Validation(
+                "changing the email needs a confirmation by mail, which is not available yet"
+                    .into(),
+            ));
+        }
+        let own = Changes {
+            password: changes.password,
+            user_metadata: changes.user_metadata,
+            ..Changes::default()
+        };
+        self.apply(&user.id, own).await
+    }
+
+    async fn apply(&self, id: &str, changes: Changes) -> Result<User> {
+        let (user, stored) = self
+            .user_where(&store::USER_BY_ID, id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        let email = match changes.email {
+            Some(email) => Some(normalise_email(&email)?),
+            None => user.email.clone(),
+        };
+        let hash = match changes.password {
+            Some(password) => Some(self.hasher.hash(&password).await?),
+            None => stored,
+        };
+        let confirmed = match changes.email_confirmed {
+            Some(true) => user
+                .email_confirmed_at
+                .clone()
+                .or_else(|| Some(timestamp(now()))),
+            Some(false) => None,
+            None => user.email_confirmed_at.clone(),
+        };
+        let merge = |base: &Json, extra: Option<Json>| match (base.clone(), extra) {
+            (Json::Object(mut base), Some(Json::Object(extra))) => {
+                base.extend(extra);
+                Json::Object(base)
+            }
+            (base, _) => base,
+        };
+        let user_metadata = merge(&user.user_metadata, changes.user_metadata);
+        let app_metadata = merge(&user.app_metadata, changes.app_metadata);
+        let banned_until = changes.banned_until.unwrap_or(user.banned_until.clone());
+        let text = |v: Option<String>| v.map_or(Value::Null, Value::Text);
+        let update = Statement::new(
+            &store::UPDATE_USER,
+            vec![
+                id.into(),
+                text(email),
+                text(hash),
+                text(confirmed),
+                user_metadata.to_string().into(),
+                app_metadata.to_string().into(),
+                text(banned_until.clone()),
+                timestamp(now()).into(),
+            ],
+        );
+        let mut statements = vec![update];
+        if banned_until.is_some() {
+            // A ban ends every session at once, not when tokens expire.
+            statements.push(Statement::new(
+                &store::DELETE_USER_SESSIONS,
+                vec![id.into()],
+            ));
+        }
+        if let Err(error) = self.db.transaction(statements).await {
+            return Err(match error.constraint() {
+                Some(gatehouse_db::Constraint::Unique) => AuthError::UserAlreadyExists,
+                _ => error.into(),
+            });
+        }
+        self.user(id).await
+    }
+
+    // The admin API (secret key only; the edge checks that).
+
+    pub async fn admin_list(&self, page: u64, per_page: u64) -> Result<(Vec<User>, u64)> {
+        let per_page = per_page.clamp(1, 1000);
+        let offset = page.saturating_sub(1).saturating_mul(per_page);
+        let to_i64 = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = self
+            .db
+            .query(Statement::new(
+                &store::USERS_PAGE,
+                vec![to_i64(per_page), to_i64(offset)],
+            ))
+            .await?;
+        let users = rows
+            .iter()
+            .map(|row| User::from_row(row).map(|(user, _)| user))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = self
+            .db
+            .query(Statement::new(&store::COUNT_USERS, vec![]))
+            .await?;
+        let total = total
+            .first()
+            .map_or(Ok(0), |row| row.integer(0))?
+            .unsigned_abs();
+        Ok((users, total))
+    }
+
+    pub async fn admin_create(
+        &self,
+        email: &str,
+        password: Option<&str>,
+        changes: Changes,
+    ) -> Result<User> {
+        let email = normalise_email(email)?;
+        if let Some(password) = password {
+            self.check_password(password)?;
+        }
+        self.insert_user(Some(email), password, &changes, false)
+            .await
+    }
+
+    pub async fn admin_update(&self, id: &str, changes: Changes) -> Result<User> {
+        if let Some(password) = &changes.password {
+            self.check_password(password)?;
+        }
+        self.apply(id, changes).await
+    }
+
+    pub async fn admin_delete(&self, id: &str) -> Result<()> {
+        let deleted = self
+            .db
+            .transaction(vec![Statement::new(&store::DELETE_USER, vec![id.into()])])
+            .await?;
+        if deleted.first().is_none_or(Vec::is_empty) {
+            return Err(AuthError::UserNotFound);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The SQL behind users, sessions and refresh tokens: fixed texts for each
+//! dialect, values always bound.
+
+use gatehouse_db::Sql;
+
+/// The user columns every read returns, in this order (see `User::from_row`).
+macro_rules! user_columns {
+    () => {
+        "id, email, email_confirmed_at, is_anonymous, banned_until, user_metadata, app_metadata, \
+         created_at, updated_at, last_sign_in_at, password_hash"
+    };
+}
+
+pub const USER_BY_EMAIL: Sql = Sql {
+    sqlite: concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM gatehouse_users WHERE email = ?1"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM gatehouse_users WHERE email = $1"
+    ),
+};
+
+pub const USER_BY_ID: Sql = Sql {
+    sqlite: concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM gatehouse_users WHERE id = ?1"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM gatehouse_users WHERE id = $1"
+    ),
+};
+
+pub const USERS_PAGE: Sql = Sql {
+    sqlite: concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM gatehouse_users ORDER BY created_at, id LIMIT ?1 OFFSET ?2"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM gatehouse_users ORDER BY created_at, id LIMIT $1 OFFSET $2"
+    ),
+};
+
+pub const COUNT_USERS: Sql = Sql {
+    sqlite: "SELECT CAST(COUNT(*) AS BIGINT) FROM gatehouse_users",
+    postgres: "SELECT CAST(COUNT(*) AS BIGINT) FROM gatehouse_users",
+};
+
+pub const INSERT_USER: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_users (id, email, password_hash, email_confirmed_at, is_anonymous, \
+             user_metadata, app_metadata, created_at, updated_at, banned_until) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+    postgres: "INSERT INTO gatehouse_users (id, email, password_hash, email_confirmed_at, is_anonymous, \
+               user_metadata, app_metadata, created_at, updated_at, banned_until) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+};
+
+pub const UPDATE_USER: Sql = Sql {
+    sqlite: "UPDATE gatehouse_users SET email = ?2, password_hash = ?3, email_confirmed_at = ?4, \
+             user_metadata = ?5, app_metadata = ?6, banned_until = ?7, updated_at = ?8 WHERE id = ?1",
+    postgres: "UPDATE gatehouse_users SET email = $2, password_hash = $3, email_confirmed_at = $4, \
+               user_metadata = $5, app_metadata = $6, banned_until = $7, updated_at = $8 WHERE id = $1",
+};
+
+pub const SIGNED_IN: Sql = Sql {
+    sqlite: "UPDATE gatehouse_users SET last_sign_in_at = ?2, password_hash = COALESCE(?3, password_hash) WHERE id = ?1",
+    postgres: "UPDATE gatehouse_users SET last_sign_in_at = $2, password_hash = COALESCE($3, password_hash) WHERE id = $1",
+};
+
+pub const DELETE_USER: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_users WHERE id = ?1 RETURNING id",
+    postgres: "DELETE FROM gatehouse_users WHERE id = $1 RETURNING id",
+};
+
+pub const INSERT_SESSION: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_sessions (id, user_id, created_at, refreshed_at, not_after, user_agent, ip) \
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
+    postgres: "INSERT INTO gatehouse_sessions (id, user_id, created_at, refreshed_at, not_after, user_agent, ip) \
+               VALUES ($1, $2, $3, $3, $4, $5, $6)",
+};
+
+/// A session that exists, has not passed its absolute expiry, and whose user is
+/// not banned; returns the user id.
+pub const ACTIVE_SESSION: Sql = Sql {
+    sqlite: "SELECT s.user_id FROM gatehouse_sessions s JOIN gatehouse_users u ON u.id = s.user_id \
+             WHERE s.id = ?1 AND s.not_after > ?2 AND (u.banned_until IS NULL OR u.banned_until <= ?2)",
+    postgres: "SELECT s.user_id FROM gatehouse_sessions s JOIN gatehouse_users u ON u.id = s.user_id \
+               WHERE s.id = $1 AND s.not_after > $2 AND (u.banned_until IS NULL OR u.banned_until <= $2)",
+};
+
+pub const DELETE_SESSION: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_sessions WHERE id = ?1",
+    postgres: "DELETE FROM gatehouse_sessions WHERE id = $1",
+};
+
+pub const DELETE_USER_SESSIONS: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_sessions WHERE user_id = ?1",
+    postgres: "DELETE FROM gatehouse_sessions WHERE user_id = $1",
+};
+
+pub const DELETE_OTHER_SESSIONS: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_sessions WHERE user_id = ?1 AND id <> ?2",
+    postgres: "DELETE FROM gatehouse_sessions WHERE user_id = $1 AND id <> $2",
+};
+
+pub const TOUCH_SESSION: Sql = Sql {
+    sqlite: "UPDATE gatehouse_sessions SET refreshed_at = ?2, user_agent = ?3, ip = ?4 WHERE id = ?1",
+    postgres: "UPDATE gatehouse_sessions SET refreshed_at = $2, user_agent = $3, ip = $4 WHERE id = $1",
+};
+
+pub const INSERT_REFRESH: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+    postgres: "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+};
+
+/// The token, its session, when it was spent (or NULL), and the session's user.
+pub const REFRESH_BY_HASH: Sql = Sql {
+    sqlite: "SELECT r.session_id, r.used_at, s.user_id FROM gatehouse_refresh_tokens r \
+             JOIN gatehouse_sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
+    postgres: "SELECT r.session_id, r.used_at, s.user_id FROM gatehouse_refresh_tokens r \
+               JOIN gatehouse_sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
+};
+
+/// Spends a token once: the row comes back only to the first caller.
+pub const SPEND_REFRESH: Sql = Sql {
+    sqlite: "UPDATE gatehouse_refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL \
+             RETURNING session_id",
+    postgres: "UPDATE gatehouse_refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
+               RETURNING session_id",
+};

@@ -1,0 +1,109 @@
+//! `/auth/v1`: Supabase Auth's endpoints, one file each, and what they share:
+//! the mapping of `AuthError` to Supabase's status and `error_code`, the
+//! signed-in user extractor, and the request's client facts.
+
+pub mod admin_users;
+pub mod logout;
+pub mod settings;
+pub mod signup;
+pub mod token;
+pub mod user;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use gatehouse_auth::{AuthError, Client};
+use gatehouse_keys::{ApiRole, VerifiedClaims};
+use http::request::Parts;
+use http::{HeaderMap, StatusCode, header};
+
+use crate::{ApiCaller, ApiError, AppState};
+
+pub fn auth_error(error: AuthError) -> ApiError {
+    let status = match &error {
+        AuthError::InvalidCredentials
+        | AuthError::EmailNotConfirmed
+        | AuthError::Validation(_)
+        | AuthError::RefreshTokenNotFound
+        | AuthError::RefreshTokenAlreadyUsed
+        | AuthError::CurrentPasswordRequired => StatusCode::BAD_REQUEST,
+        AuthError::UserAlreadyExists
+        | AuthError::WeakPassword(_)
+        | AuthError::SignupDisabled
+        | AuthError::AnonymousDisabled => StatusCode::UNPROCESSABLE_ENTITY,
+        AuthError::SessionNotFound | AuthError::UserBanned => StatusCode::FORBIDDEN,
+        AuthError::UserNotFound => StatusCode::NOT_FOUND,
+        AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
+            tracing::error!(%error, "auth request failed");
+            return ApiError::internal();
+        }
+    };
+    ApiError::new(status, error.code(), error.to_string())
+}
+
+/// 401 for a missing or unacceptable token, with the RFC 6750 challenge.
+pub fn invalid_token(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", message).with_challenge()
+}
+
+/// A signed-in user: a verified access token whose session is still live.
+pub struct SignedIn(pub VerifiedClaims);
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        ApiCaller::from_request_parts(parts, state).await?;
+        let token = bearer(&parts.headers)
+            .filter(|token| state.api_keys().identify(token).is_none())
+            .ok_or_else(|| invalid_token("This endpoint requires a valid Bearer token"))?;
+        let claims = state
+            .signing_keys()
+            .verify_access_token(token, state.token_rules())
+            .map_err(|error| {
+                tracing::info!(%error, "refused an access token");
+                invalid_token(
+                    "invalid JWT: unable to parse or verify signature, token is expired or invalid",
+                )
+            })?;
+        state
+            .auth()
+            .check_session(&claims)
+            .await
+            .map_err(auth_error)?;
+        Ok(SignedIn(claims))
+    }
+}
+
+/// The secret key: the admin API's only credential.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match ApiCaller::from_request_parts(parts, state).await? {
+            ApiCaller(ApiRole::Service) => Ok(Admin),
+            ApiCaller(ApiRole::Anon) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_admin",
+                "User not allowed: the admin API needs the secret key",
+            )),
+        }
+    }
+}
+
+/// The user agent and address recorded on a session.
+pub fn client(headers: &HeaderMap, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>) -> Client {
+    Client {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect()),
+        ip: Some(peer.ip().to_string()),
+    }
+}

@@ -1,0 +1,142 @@
+//! `/auth/v1/admin/users[/{id}]`: the admin users API, for the secret key only.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use gatehouse_auth::{AuthError, Changes};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::{Admin, auth_error};
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+pub struct Page {
+    page: Option<u64>,
+    per_page: Option<u64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let (users, total) = state
+        .auth()
+        .admin_list(page.page.unwrap_or(1), page.per_page.unwrap_or(50))
+        .await
+        .map_err(auth_error)?;
+    let users: Vec<Value> = users.iter().map(|u| u.to_json()).collect();
+    Ok(Json(
+        json!({"users": users, "aud": "authenticated", "total": total}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Body {
+    email: Option<String>,
+    password: Option<String>,
+    email_confirm: Option<bool>,
+    user_metadata: Option<Value>,
+    app_metadata: Option<Value>,
+    /// `"24h"`, `"30m"`, `"90s"`, or `"none"` to lift a ban.
+    ban_duration: Option<String>,
+}
+
+/// `"24h"` → the time the ban ends; `"none"` → no ban.
+fn ban_until(duration: &str) -> Result<Option<String>, ApiError> {
+    if duration == "none" {
+        return Ok(None);
+    }
+    let invalid = || {
+        auth_error(AuthError::Validation(
+            "ban_duration is like 24h, 30m, 90s or none".into(),
+        ))
+    };
+    let (number, unit) = duration.split_at(
+        duration
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?,
+    );
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "h" => number.checked_mul(3600),
+        "m" => number.checked_mul(60),
+        "s" => Some(number),
+        _ => None,
+    }
+    .filter(|s| (0..=100 * 365 * 86400).contains(s))
+    .ok_or_else(invalid)?;
+    Ok(Some(gatehouse_auth::timestamp(
+        OffsetDateTime::now_utc() + time::Duration::seconds(seconds),
+    )))
+}
+
+fn changes(body: Body) -> Result<(Option<String>, Option<String>, Changes), ApiError> {
+    let banned_until = body.ban_duration.as_deref().map(ban_until).transpose()?;
+    Ok((
+        body.email.clone(),
+        body.password.clone(),
+        Changes {
+            email: body.email,
+            password: body.password,
+            user_metadata: body.user_metadata,
+            app_metadata: body.app_metadata,
+            email_confirmed: body.email_confirm,
+            banned_until,
+        },
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    _: Admin,
+    Json(body): Json<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let (email, password, changes) = changes(body)?;
+    let email =
+        email.ok_or_else(|| auth_error(AuthError::Validation("an email is required".into())))?;
+    let user = state
+        .auth()
+        .admin_create(&email, password.as_deref(), changes)
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(user.to_json()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        state.auth().user(&id).await.map_err(auth_error)?.to_json(),
+    ))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(body): Json<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, _, changes) = changes(body)?;
+    Ok(Json(
+        state
+            .auth()
+            .admin_update(&id, changes)
+            .await
+            .map_err(auth_error)?
+            .to_json(),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth().admin_delete(&id).await.map_err(auth_error)?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,36 @@
+use axum::extract::{Query, State};
+use gatehouse_auth::{AuthError, Scope};
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{SignedIn, auth_error};
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+pub struct Options {
+    scope: Option<String>,
+}
+
+/// `POST /auth/v1/logout?scope=global|local|others` (global by default, as in Supabase).
+pub async fn post(
+    State(state): State<AppState>,
+    SignedIn(claims): SignedIn,
+    Query(options): Query<Options>,
+) -> Result<StatusCode, ApiError> {
+    let scope = match options.scope.as_deref() {
+        None | Some("global") => Scope::Global,
+        Some("local") => Scope::Local,
+        Some("others") => Scope::Others,
+        Some(other) => {
+            return Err(auth_error(AuthError::Validation(format!(
+                "unknown scope {other:?}"
+            ))));
+        }
+    };
+    state
+        .auth()
+        .sign_out(&claims, scope)
+        .await
+        .map_err(auth_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}

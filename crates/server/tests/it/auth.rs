@@ -1,0 +1,529 @@
+//! `/auth/v1` through HTTP: sign-up, sign-in, refresh rotation and reuse, sign-out
+//! scopes, the user endpoints, the admin API, and token attacks.
+
+use std::time::Duration;
+
+use axum::Router;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::kit::{self, TestServer, json};
+
+async fn start(configure: impl FnOnce(&mut gatehouse_server::config::Config)) -> TestServer {
+    kit::start_with(
+        |config| {
+            config.auth.email_confirmation = false;
+            config.auth.refresh_reuse_grace = Duration::ZERO;
+            configure(config);
+        },
+        Router::new(),
+    )
+    .await
+}
+
+fn auth(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
+    server
+        .client
+        .request(method, format!("{}/auth/v1/{path}", server.url))
+        .header("apikey", &server.publishable)
+}
+
+async fn sign_up(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
+    auth(server, Method::POST, "signup")
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sign_in(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
+    auth(server, Method::POST, "token?grant_type=password")
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
+    auth(server, Method::POST, "token?grant_type=refresh_token")
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_user(server: &TestServer, token: &str) -> reqwest::Response {
+    auth(server, Method::GET, "user")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn claims(server: &TestServer, token: &str) -> Value {
+    server
+        .running
+        .state
+        .signing_keys()
+        .verify(token, server.running.state.token_rules())
+        .unwrap()
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[tokio::test]
+async fn sign_up_and_sign_in_issue_sessions_without_personal_data_in_the_token() {
+    let server = start(|_| {}).await;
+    let created = sign_up(&server, "Alice@Example.com", PASSWORD).await;
+    assert_eq!(created.status(), 200);
+    let session = json(created).await;
+    assert_eq!(session["token_type"], "bearer");
+    assert_eq!(session["expires_in"], 3600);
+    assert_eq!(session["user"]["email"], "alice@example.com");
+    assert!(
+        session["refresh_token"].as_str().unwrap().len() >= 43,
+        "256 random bits"
+    );
+    let token = session["access_token"].as_str().unwrap();
+    let claims = claims(&server, token);
+    assert_eq!(claims["sub"], session["user"]["id"]);
+    for (claim, value) in [
+        ("role", json!("authenticated")),
+        ("aud", json!("authenticated")),
+        ("aal", json!("aal1")),
+        ("is_anonymous", json!(false)),
+    ] {
+        assert_eq!(claims[claim], value, "{claim}");
+    }
+    assert!(claims["session_id"].is_string() && claims["amr"][0]["method"] == "password");
+    assert!(
+        claims.get("email").is_none(),
+        "no personal data by default: {claims}"
+    );
+    assert_eq!(claims["iss"], format!("{}/auth/v1", server.url));
+
+    let user = json(get_user(&server, token).await).await;
+    assert_eq!(user["id"], session["user"]["id"]);
+    let again = sign_in(&server, "alice@example.com", PASSWORD).await;
+    assert_eq!(again.status(), 200);
+    let duplicate = sign_up(&server, "alice@example.com", PASSWORD).await;
+    assert_eq!(duplicate.status(), 422);
+    assert_eq!(json(duplicate).await["error_code"], "user_already_exists");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_look_the_same() {
+    let server = start(|_| {}).await;
+    sign_up(&server, "bob@example.com", PASSWORD).await;
+    let wrong = sign_in(&server, "bob@example.com", "not the password").await;
+    let unknown = sign_in(&server, "nobody@example.com", "not the password").await;
+    assert_eq!(
+        (wrong.status(), unknown.status()),
+        (
+            reqwest::StatusCode::BAD_REQUEST,
+            reqwest::StatusCode::BAD_REQUEST
+        )
+    );
+    let (wrong, unknown) = (json(wrong).await, json(unknown).await);
+    assert_eq!(wrong["error_code"], "invalid_credentials");
+    assert_eq!(
+        (wrong["error_code"].clone(), wrong["msg"].clone()),
+        (unknown["error_code"].clone(), unknown["msg"].clone())
+    );
+}
+
+#[tokio::test]
+async fn weak_passwords_and_unconfirmed_emails_are_refused() {
+    let server = kit::start().await; // confirmation on: the default
+    for (password, status) in [("short", 422), ("password1", 422), ("qwertyuiop", 422)] {
+        let response = sign_up(&server, "carol@example.com", password).await;
+        assert_eq!(response.status(), status, "{password}");
+        assert_eq!(json(response).await["error_code"], "weak_password");
+    }
+    let created = sign_up(&server, "carol@example.com", PASSWORD).await;
+    assert_eq!(created.status(), 200);
+    let user = json(created).await;
+    assert!(
+        user.get("access_token").is_none() && user["email_confirmed_at"].is_null(),
+        "{user}"
+    );
+    let refused = sign_in(&server, "carol@example.com", PASSWORD).await;
+    assert_eq!(json(refused).await["error_code"], "email_not_confirmed");
+    let bad = sign_up(&server, "not-an-email", PASSWORD).await;
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
+    let server = start(|_| {}).await;
+    let first = json(sign_up(&server, "dave@example.com", PASSWORD).await).await;
+    let old = first["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = refresh(&server, &old).await;
+    assert_eq!(rotated.status(), 200);
+    let rotated = json(rotated).await;
+    let newest = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(newest, old);
+    let access = rotated["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        claims(&server, &access)["session_id"],
+        claims(&server, first["access_token"].as_str().unwrap())["session_id"]
+    );
+    assert_eq!(get_user(&server, &access).await.status(), 200);
+
+    // The spent token again, after the grace period: the whole session ends.
+    let reuse = refresh(&server, &old).await;
+    assert_eq!(reuse.status(), 400);
+    assert_eq!(
+        json(reuse).await["error_code"],
+        "refresh_token_already_used"
+    );
+    assert_eq!(
+        refresh(&server, &newest).await.status(),
+        400,
+        "the family is revoked"
+    );
+    assert_eq!(get_user(&server, &access).await.status(), 403);
+    let rest = server
+        .client
+        .get(format!("{}/rest/v1/anything", server.url))
+        .header("apikey", &server.publishable)
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.status(),
+        401,
+        "the data API refuses a revoked session's token too"
+    );
+    assert_eq!(refresh(&server, "made-up").await.status(), 400);
+}
+
+#[tokio::test]
+async fn a_spent_token_within_the_grace_period_still_refreshes() {
+    let server = kit::start_with(
+        |config| config.auth.email_confirmation = false,
+        Router::new(),
+    )
+    .await;
+    let first = json(sign_up(&server, "tabs@example.com", PASSWORD).await).await;
+    let token = first["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&server, token).await.status(), 200);
+    assert_eq!(
+        refresh(&server, token).await.status(),
+        200,
+        "two tabs refreshing together"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_scopes() {
+    let server = start(|_| {}).await;
+    sign_up(&server, "erin@example.com", PASSWORD).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let session = json(sign_in(&server, "erin@example.com", PASSWORD).await).await;
+        sessions.push(session["access_token"].as_str().unwrap().to_owned());
+    }
+    let live = |token: &str| {
+        let request = auth(&server, Method::GET, "user").bearer_auth(token.to_owned());
+        async move { request.send().await.unwrap().status() == 200 }
+    };
+    let logout = |token: &str, scope: &str| {
+        auth(&server, Method::POST, &format!("logout?scope={scope}")).bearer_auth(token.to_owned())
+    };
+    assert_eq!(
+        logout(&sessions[0], "local").send().await.unwrap().status(),
+        204
+    );
+    assert!(!live(&sessions[0]).await && live(&sessions[1]).await && live(&sessions[2]).await);
+    assert_eq!(
+        logout(&sessions[1], "others")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert!(live(&sessions[1]).await && !live(&sessions[2]).await);
+    assert_eq!(
+        logout(&sessions[1], "global")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert!(!live(&sessions[1]).await);
+}
+
+#[tokio::test]
+async fn changing_the_password_needs_the_current_one() {
+    let server = start(|_| {}).await;
+    let session = json(sign_up(&server, "frank@example.com", PASSWORD).await).await;
+    let token = session["access_token"].as_str().unwrap();
+    let put = |body: Value| {
+        auth(&server, Method::PUT, "user")
+            .bearer_auth(token.to_owned())
+            .json(&body)
+    };
+    let missing = put(json!({"password": "a brand new passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(missing).await["error_code"],
+        "current_password_required"
+    );
+    let wrong = put(json!({"password": "a brand new passphrase", "current_password": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(wrong).await["error_code"], "invalid_credentials");
+    let changed = put(json!({"password": "a brand new passphrase", "current_password": PASSWORD, "data": {"name": "Frank"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(json(changed).await["user_metadata"]["name"], "Frank");
+    assert_eq!(
+        sign_in(&server, "frank@example.com", PASSWORD)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        sign_in(&server, "frank@example.com", "a brand new passphrase")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_secret_key_and_bans_end_sessions() {
+    let server = start(|_| {}).await;
+    let admin = |method: Method, path: &str| {
+        server
+            .client
+            .request(method, format!("{}/auth/v1/admin/{path}", server.url))
+            .header("apikey", &server.secret)
+            .bearer_auth(&server.secret)
+    };
+    let denied = auth(&server, Method::GET, "admin/users")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert_eq!(json(denied).await["error_code"], "not_admin");
+
+    let created = admin(Method::POST, "users")
+        .json(&json!({"email": "gina@example.com", "password": PASSWORD, "email_confirm": true, "user_metadata": {"plan": "pro"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let id = json(created).await["id"].as_str().unwrap().to_owned();
+    let listed = json(
+        admin(Method::GET, "users?page=1&per_page=10")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed["users"][0]["user_metadata"]["plan"], "pro");
+    assert_eq!(
+        json(
+            admin(Method::GET, &format!("users/{id}"))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await["email"],
+        "gina@example.com"
+    );
+
+    let session = json(sign_in(&server, "gina@example.com", PASSWORD).await).await;
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let banned = admin(Method::PUT, &format!("users/{id}"))
+        .json(&json!({"ban_duration": "24h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(banned.status(), 200);
+    assert_eq!(
+        get_user(&server, &token).await.status(),
+        403,
+        "a ban ends live sessions"
+    );
+    assert_eq!(
+        json(sign_in(&server, "gina@example.com", PASSWORD).await).await["error_code"],
+        "user_banned"
+    );
+    admin(Method::PUT, &format!("users/{id}"))
+        .json(&json!({"ban_duration": "none"}))
+        .send()
+        .await
+        .unwrap();
+    let session = json(sign_in(&server, "gina@example.com", PASSWORD).await).await;
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        admin(Method::DELETE, &format!("users/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get_user(&server, &token).await.status(),
+        403,
+        "a deleted user's token stops working"
+    );
+    assert_eq!(
+        admin(Method::GET, &format!("users/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn anonymous_sign_in_is_off_until_turned_on() {
+    let off = start(|_| {}).await;
+    let refused = auth(&off, Method::POST, "signup")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    assert_eq!(
+        json(refused).await["error_code"],
+        "anonymous_provider_disabled"
+    );
+    let on = start(|config| config.auth.anonymous_sign_ins = true).await;
+    let session = json(
+        auth(&on, Method::POST, "signup")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(session["user"]["is_anonymous"], true);
+    assert_eq!(
+        claims(&on, session["access_token"].as_str().unwrap())["is_anonymous"],
+        true
+    );
+    let settings = json(auth(&on, Method::GET, "settings").send().await.unwrap()).await;
+    assert_eq!(settings["external"]["anonymous_users"], true);
+    assert_eq!(settings["mailer_autoconfirm"], true);
+}
+
+#[tokio::test]
+async fn forged_tokens_get_401_with_a_bearer_challenge() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let server = start(|_| {}).await;
+    let session = json(sign_up(&server, "hank@example.com", PASSWORD).await).await;
+    let good = session["access_token"].as_str().unwrap().to_owned();
+    let parts: Vec<&str> = good.split('.').collect();
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let mut payload = claims(&server, &good);
+    let kid = jsonwebtoken::decode_header(&good).unwrap().kid.unwrap();
+    let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": kid})), parts[1]);
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.clone()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &payload,
+        &jsonwebtoken::EncodingKey::from_secret(
+            server
+                .running
+                .state
+                .signing_keys()
+                .jwks()
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .unwrap();
+    let unknown_kid = format!(
+        "{}.{}.{}",
+        b64(&json!({"alg": "ES256", "kid": "not-a-key"})),
+        parts[1],
+        parts[2]
+    );
+    payload["sub"] = json!("someone-else");
+    let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
+    let sign = |change: &dyn Fn(&mut Value)| {
+        let mut claims = claims(&server, &good);
+        change(&mut claims);
+        server.running.state.signing_keys().sign(&claims).unwrap()
+    };
+    let expired = sign(&|c| c["exp"] = json!(1_000_000));
+    let wrong_aud = sign(&|c| c["aud"] = json!("service_role"));
+    let wrong_iss = sign(&|c| c["iss"] = json!("https://evil.example/auth/v1"));
+    for (name, token) in [
+        ("alg none", none),
+        ("HS256 with public key", hs256),
+        ("unknown kid", unknown_kid),
+        ("tampered", tampered),
+        ("expired", expired),
+        ("wrong aud", wrong_aud),
+        ("wrong iss", wrong_iss),
+    ] {
+        for path in ["/auth/v1/user", "/rest/v1/anything"] {
+            let response = server
+                .client
+                .get(format!("{}{path}", server.url))
+                .header("apikey", &server.publishable)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{name} at {path}");
+            assert_eq!(
+                response.headers()["www-authenticate"],
+                "Bearer error=\"invalid_token\"",
+                "{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_auth_flow_on_every_database() {
+    for database in gatehouse_db::testing::TestDatabase::all() {
+        let server = kit::start_on(
+            Some(&database),
+            |config| {
+                config.auth.email_confirmation = false;
+                config.auth.refresh_reuse_grace = Duration::ZERO;
+            },
+            Router::new(),
+        )
+        .await;
+        let session = json(sign_up(&server, "ivy@example.com", PASSWORD).await).await;
+        let id = session["user"]["id"].as_str().unwrap().to_owned();
+        let signed_in = json(sign_in(&server, "ivy@example.com", PASSWORD).await).await;
+        assert_eq!(signed_in["user"]["id"], id);
+        assert!(signed_in["user"]["last_sign_in_at"].is_string());
+        let old = signed_in["refresh_token"].as_str().unwrap().to_owned();
+        let rotated = json(refresh(&server, &old).await).await;
+        let access = rotated["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(get_user(&server, &access).await.status(), 200);
+        assert_eq!(refresh(&server, &old).await.status(), 400);
+        assert_eq!(get_user(&server, &access).await.status(), 403);
+        assert_eq!(
+            get_user(&server, session["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            200,
+            "other sessions live on"
+        );
+    }
+}
