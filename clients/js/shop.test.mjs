@@ -6,7 +6,7 @@ import { createClient } from '@supabase/supabase-js';
 import ws from 'ws';
 import { startGatehouse } from './gatehouse.mjs';
 
-const shop = fileURLToPath(new URL('../../examples/shop/gatehouse.toml', import.meta.url));
+const shop = fileURLToPath(new URL('./shop.toml', import.meta.url));
 const ALICE = '0190c2a4-7e5b-7000-8000-00000000a11c';
 const BOB = '0190c2a4-7e5b-7000-8000-000000000b0b';
 

@@ -527,3 +527,34 @@ async fn the_auth_flow_on_every_database() {
         );
     }
 }
+
+#[tokio::test]
+async fn unknown_emails_cost_as_much_as_wrong_passwords() {
+    let server = start(|_| {}).await;
+    sign_up(&server, "jo@example.com", PASSWORD).await;
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..50 {
+        // Interleaved, so drift on a shared machine hits both alike.
+        let started = std::time::Instant::now();
+        sign_in(&server, "jo@example.com", "not the password").await;
+        wrong.push(started.elapsed());
+        let started = std::time::Instant::now();
+        sign_in(
+            &server,
+            &format!("nobody{i}@example.com"),
+            "not the password",
+        )
+        .await;
+        unknown.push(started.elapsed());
+    }
+    wrong.sort();
+    unknown.sort();
+    let (wrong, unknown) = (wrong[25].as_secs_f64(), unknown[25].as_secs_f64());
+    let ratio = unknown / wrong;
+    eprintln!(
+        "median sign-in failure: wrong password {wrong:.4}s, unknown email {unknown:.4}s, ratio {ratio:.3}"
+    );
+    // Loose on purpose: the machine is shared. Without the dummy hash the ratio is ~0.01.
+    assert!((0.5..2.0).contains(&ratio), "ratio {ratio}");
+}

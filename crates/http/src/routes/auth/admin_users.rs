@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use gatehouse_auth::{AuthError, Changes};
-use http::StatusCode;
+use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -11,25 +11,46 @@ use time::OffsetDateTime;
 use super::{Admin, auth_error};
 use crate::{ApiError, AppState};
 
+/// auth-js sends `page=&per_page=` when it has no preference: empty means default.
 #[derive(Deserialize)]
 pub struct Page {
-    page: Option<u64>,
-    per_page: Option<u64>,
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+fn number(text: Option<&String>, default: u64) -> Result<u64, ApiError> {
+    match text.map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| {
+            auth_error(AuthError::Validation(format!(
+                "{text:?} is not a page number"
+            )))
+        }),
+    }
 }
 
 pub async fn list(
     State(state): State<AppState>,
     _: Admin,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
+    let (page, per_page) = (
+        number(page.page.as_ref(), 1)?,
+        number(page.per_page.as_ref(), 50)?,
+    );
     let (users, total) = state
         .auth()
-        .admin_list(page.page.unwrap_or(1), page.per_page.unwrap_or(50))
+        .admin_list(page, per_page)
         .await
         .map_err(auth_error)?;
     let users: Vec<Value> = users.iter().map(|u| u.to_json()).collect();
-    Ok(Json(
-        json!({"users": users, "aud": "authenticated", "total": total}),
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
+        headers.insert("x-total-count", value);
+    }
+    Ok((
+        headers,
+        Json(json!({"users": users, "aud": "authenticated", "total": total})),
     ))
 }
 
@@ -132,11 +153,13 @@ pub async fn update(
     ))
 }
 
+/// Answers with the deleted user, as auth-js expects a body.
 pub async fn delete(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
+    let user = state.auth().user(&id).await.map_err(auth_error)?;
     state.auth().admin_delete(&id).await.map_err(auth_error)?;
-    Ok(StatusCode::OK)
+    Ok(Json(user.to_json()))
 }
