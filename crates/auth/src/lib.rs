@@ -8,6 +8,8 @@
 //! password; access tokens carry ids and roles, never personal data unless a
 //! setting asks for it, and never a secret.
 
+mod email;
+mod links;
 mod password;
 mod store;
 mod user;
@@ -20,8 +22,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_db::{Database, DbError, Statement, Value};
 use gatehouse_keys::{KeySet, VerifiedClaims};
 use serde_json::{Value as Json, json};
-use time::OffsetDateTime;
+use std::sync::Arc;
 
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+pub use links::{Kind, Proof, recently_verified};
 pub use password::{HashParams, Hasher, weakness};
 pub use user::User;
 
@@ -53,6 +59,8 @@ pub enum AuthError {
     SignupDisabled,
     #[error("Anonymous sign-ins are disabled")]
     AnonymousDisabled,
+    #[error("Token has expired or is invalid")]
+    OtpInvalid,
     #[error("{0}")]
     Config(String),
     #[error("internal: {0}")]
@@ -78,6 +86,7 @@ impl AuthError {
             AuthError::CurrentPasswordRequired => "current_password_required",
             AuthError::SignupDisabled => "signup_disabled",
             AuthError::AnonymousDisabled => "anonymous_provider_disabled",
+            AuthError::OtpInvalid => "otp_expired",
             AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
                 "unexpected_failure"
             }
@@ -103,6 +112,12 @@ pub struct AuthSettings {
     pub email_in_token: bool,
     pub hash: HashParams,
     pub concurrent_hashes: usize,
+    /// Where email links lead by default.
+    pub site_url: String,
+    /// Other places a link may lead (`redirect_to`), by prefix.
+    pub redirect_urls: Vec<String>,
+    /// How long a link or code in an email stays valid.
+    pub link_lifetime: Duration,
 }
 
 impl Default for AuthSettings {
@@ -118,6 +133,9 @@ impl Default for AuthSettings {
             email_in_token: false,
             hash: HashParams::default(),
             concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+            site_url: "http://localhost:3000".into(),
+            redirect_urls: Vec::new(),
+            link_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -180,33 +198,20 @@ pub struct Changes {
     pub banned_until: Option<Option<String>>,
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`: fixed width, so times compare as text.
-pub fn timestamp(at: OffsetDateTime) -> String {
-    let utc = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second(),
-        utc.microsecond()
-    )
-}
+pub use gatehouse_db::timestamp;
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-fn random_token() -> Result<String> {
+pub(crate) fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| AuthError::Internal("random generator failed".into()))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     digest(&SHA256, token.as_bytes())
         .as_ref()
         .iter()
@@ -215,7 +220,7 @@ fn token_hash(token: &str) -> String {
 }
 
 /// A well-formed email, lowercased: one `@`, something on each side, no spaces.
-fn normalise_email(email: &str) -> Result<String> {
+pub(crate) fn normalise_email(email: &str) -> Result<String> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
@@ -240,16 +245,24 @@ pub struct Auth {
     settings: AuthSettings,
     hasher: Hasher,
     issuer: String,
+    /// Tells the mail sender there is something in the outbox.
+    wake: Arc<Notify>,
 }
 
 impl Auth {
-    pub fn new(db: Database, settings: AuthSettings, issuer: String) -> Result<Self> {
+    pub fn new(
+        db: Database,
+        settings: AuthSettings,
+        issuer: String,
+        wake: Arc<Notify>,
+    ) -> Result<Self> {
         let hasher = Hasher::new(settings.hash, settings.concurrent_hashes)?;
         Ok(Self {
             db,
             settings,
             hasher,
             issuer,
+            wake,
         })
     }
 
@@ -257,7 +270,7 @@ impl Auth {
         &self.settings
     }
 
-    async fn user_where(
+    pub(crate) async fn user_where(
         &self,
         sql: &gatehouse_db::Sql,
         key: &str,
@@ -283,12 +296,15 @@ impl Auth {
         }
     }
 
-    async fn insert_user(
+    /// Creates a user; `extra` builds statements (given the new id) that commit
+    /// with it, such as a confirmation link and its email.
+    pub(crate) async fn insert_user(
         &self,
         email: Option<String>,
         password: Option<&str>,
         changes: &Changes,
         anonymous: bool,
+        extra: impl FnOnce(&str) -> Result<Vec<Statement>>,
     ) -> Result<User> {
         let hash = match password {
             Some(password) => Some(self.hasher.hash(password).await?),
@@ -300,6 +316,7 @@ impl Auth {
             .unwrap_or(false)
             .then(|| created.clone());
         let id = uuid::Uuid::new_v4().to_string();
+        let extra = extra(&id)?;
         let provider = if anonymous { "anonymous" } else { "email" };
         let mut app_metadata = json!({"provider": provider, "providers": [provider]});
         if let Some(Json::Object(extra)) = &changes.app_metadata {
@@ -323,8 +340,16 @@ impl Auth {
                 text(changes.banned_until.clone().flatten()),
             ],
         );
-        match self.db.transaction(vec![statement]).await {
-            Ok(_) => self.user(&id).await,
+        let mut statements = vec![statement];
+        let sends_mail = !extra.is_empty();
+        statements.extend(extra);
+        match self.db.transaction(statements).await {
+            Ok(_) => {
+                if sends_mail {
+                    self.wake.notify_one();
+                }
+                self.user(&id).await
+            }
             Err(error) if error.constraint() == Some(gatehouse_db::Constraint::Unique) => {
                 Err(AuthError::UserAlreadyExists)
             }
@@ -339,12 +364,14 @@ impl Auth {
         email: &str,
         password: &str,
         data: Option<Json>,
+        redirect_to: Option<&str>,
         client: &Client,
     ) -> Result<SignUp> {
         if !self.settings.signups {
             return Err(AuthError::SignupDisabled);
         }
         let email = normalise_email(email)?;
+        let redirect_to = self.redirect(redirect_to)?;
         self.check_password(password)?;
         let changes = Changes {
             user_metadata: data,
@@ -352,7 +379,16 @@ impl Auth {
             ..Changes::default()
         };
         let user = self
-            .insert_user(Some(email), Some(password), &changes, false)
+            .insert_user(
+                Some(email.clone()),
+                Some(password),
+                &changes,
+                false,
+                |id| match self.settings.email_confirmation {
+                    true => self.link_statements(id, &email, Kind::Signup, &redirect_to),
+                    false => Ok(Vec::new()),
+                },
+            )
             .await?;
         if self.settings.email_confirmation {
             return Ok(SignUp::Unconfirmed(user));
@@ -376,7 +412,9 @@ impl Auth {
             user_metadata: data,
             ..Changes::default()
         };
-        let user = self.insert_user(None, None, &changes, true).await?;
+        let user = self
+            .insert_user(None, None, &changes, true, |_| Ok(Vec::new()))
+            .await?;
         self.start_session(keys, user, "anonymous", client).await
     }
 
@@ -638,7 +676,8 @@ impl Auth {
                 .user_where(&store::USER_BY_ID, &user.id)
                 .await?
                 .ok_or(AuthError::UserNotFound)?;
-            if stored.is_some() {
+            // A recovery or magic-link session has just proven the mailbox instead.
+            if stored.is_some() && !recently_verified(claims) {
                 let current = current_password.ok_or(AuthError::CurrentPasswordRequired)?;
                 if !self
                     .hasher
@@ -765,7 +804,7 @@ impl Auth {
         if let Some(password) = password {
             self.check_password(password)?;
         }
-        self.insert_user(Some(email), password, &changes, false)
+        self.insert_user(Some(email), password, &changes, false, |_| Ok(Vec::new()))
             .await
     }
 

@@ -137,3 +137,35 @@ pub const SPEND_REFRESH: Sql = Sql {
     postgres: "UPDATE gatehouse_refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
                RETURNING session_id",
 };
+
+pub const INSERT_ONE_TIME: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_one_time_tokens (token_hash, code_hash, user_id, kind, email, redirect_to, \
+             created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    postgres: "INSERT INTO gatehouse_one_time_tokens (token_hash, code_hash, user_id, kind, email, redirect_to, \
+               created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+};
+
+/// Spends a link token of one kind, once, before it expires.
+pub const SPEND_LINK: Sql = Sql {
+    sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL \
+             AND expires_at > ?2 AND kind = ?3 RETURNING user_id, kind, redirect_to",
+    postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
+               AND expires_at > $2 AND kind = $3 RETURNING user_id, kind, redirect_to",
+};
+
+/// Spends the newest live code sent to an email, of one of two kinds.
+pub const SPEND_CODE: Sql = Sql {
+    sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?3 WHERE token_hash = (SELECT token_hash \
+             FROM gatehouse_one_time_tokens WHERE email = ?1 AND code_hash = ?2 AND used_at IS NULL \
+             AND expires_at > ?3 AND kind IN (?4, ?5) ORDER BY created_at DESC LIMIT 1) \
+             RETURNING user_id, kind, redirect_to",
+    postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $3 WHERE token_hash = (SELECT token_hash \
+               FROM gatehouse_one_time_tokens WHERE email = $1 AND code_hash = $2 AND used_at IS NULL \
+               AND expires_at > $3 AND kind IN ($4, $5) ORDER BY created_at DESC LIMIT 1) \
+               RETURNING user_id, kind, redirect_to",
+};
+
+pub const CONFIRM_EMAIL: Sql = Sql {
+    sqlite: "UPDATE gatehouse_users SET email_confirmed_at = COALESCE(email_confirmed_at, ?2), updated_at = ?2 WHERE id = ?1",
+    postgres: "UPDATE gatehouse_users SET email_confirmed_at = COALESCE(email_confirmed_at, $2), updated_at = $2 WHERE id = $1",
+};

@@ -104,6 +104,22 @@ pub enum DbError {
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
+/// How Gatehouse's own tables store times: `YYYY-MM-DDTHH:MM:SS.ffffffZ`, fixed
+/// width, so they compare and sort as text on both databases.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.microsecond()
+    )
+}
+
 /// Which integrity rule a failed write broke, in either dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Constraint {

@@ -77,6 +77,40 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 4,
+        name: "mail_and_one_time_tokens",
+        steps: &[
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_outbox (id TEXT PRIMARY KEY, recipient TEXT NOT NULL, \
+                         subject TEXT NOT NULL, text_body TEXT NOT NULL, html_body TEXT NOT NULL, \
+                         created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, \
+                         next_attempt_at TEXT NOT NULL, sent_at TEXT, last_error TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_outbox (id TEXT PRIMARY KEY, recipient TEXT NOT NULL, \
+                           subject TEXT NOT NULL, text_body TEXT NOT NULL, html_body TEXT NOT NULL, \
+                           created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, \
+                           next_attempt_at TEXT NOT NULL, sent_at TEXT, last_error TEXT)",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_outbox_due ON gatehouse_outbox (sent_at, next_attempt_at)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_outbox_due ON gatehouse_outbox (sent_at, next_attempt_at)",
+            },
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_one_time_tokens (token_hash TEXT PRIMARY KEY, \
+                         code_hash TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                         kind TEXT NOT NULL, email TEXT NOT NULL, redirect_to TEXT, created_at TEXT NOT NULL, \
+                         expires_at TEXT NOT NULL, used_at TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_one_time_tokens (token_hash TEXT PRIMARY KEY, \
+                           code_hash TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                           kind TEXT NOT NULL, email TEXT NOT NULL, redirect_to TEXT, created_at TEXT NOT NULL, \
+                           expires_at TEXT NOT NULL, used_at TEXT)",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_one_time_tokens_code ON gatehouse_one_time_tokens (email, code_hash)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_one_time_tokens_code ON gatehouse_one_time_tokens (email, code_hash)",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

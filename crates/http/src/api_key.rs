@@ -13,7 +13,7 @@ use http::request::Parts;
 use crate::{ApiError, AppState, Surface};
 
 /// Paths under the keyed prefixes that anyone may read.
-const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json"];
+const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json", "/auth/v1/verify"];
 
 /// The app role proven by the request's API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

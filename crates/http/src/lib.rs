@@ -61,6 +61,15 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::get(routes::auth::settings::get),
         )
         .route(
+            "/auth/v1/recover",
+            axum::routing::post(routes::auth::recover::post),
+        )
+        .route("/auth/v1/otp", axum::routing::post(routes::auth::otp::post))
+        .route(
+            "/auth/v1/verify",
+            axum::routing::get(routes::auth::verify::get).post(routes::auth::verify::post),
+        )
+        .route(
             "/auth/v1/admin/users",
             axum::routing::get(routes::auth::admin_users::list)
                 .post(routes::auth::admin_users::create),

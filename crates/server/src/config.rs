@@ -86,6 +86,7 @@ pub struct Config {
     pub schema: Schema,
     pub policies: Policies,
     pub auth: AuthSettings,
+    pub email_from: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +129,12 @@ struct AuthSection {
     email_in_token: Option<bool>,
     argon2_memory_kib: Option<Bounded<8192, 1_048_576>>,
     argon2_iterations: Option<Bounded<1, 20>>,
+    /// Where email links lead by default.
+    site_url: Option<PublicUrl>,
+    /// Other allowed `redirect_to` targets (by prefix).
+    redirect_urls: Option<Vec<PublicUrl>>,
+    /// The sender of auth emails, e.g. "Shop <no-reply@shop.example>".
+    email_from: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -532,6 +539,11 @@ impl Config {
             schema,
             policies,
             auth: auth_settings(&file.auth),
+            email_from: file
+                .auth
+                .email_from
+                .clone()
+                .unwrap_or_else(|| "Gatehouse <no-reply@localhost>".into()),
         })
     }
 
@@ -569,6 +581,14 @@ fn auth_settings(section: &AuthSection) -> AuthSettings {
                 .map_or(defaults.hash.iterations, |b| b.0 as u32),
             parallelism: defaults.hash.parallelism,
         },
+        site_url: section
+            .site_url
+            .clone()
+            .map_or(defaults.site_url.clone(), |url| url.0),
+        redirect_urls: section
+            .redirect_urls
+            .clone()
+            .map_or_else(Vec::new, |urls| urls.into_iter().map(|url| url.0).collect()),
         ..defaults
     }
 }

@@ -28,6 +28,8 @@ pub struct Secrets {
     pub database: Location,
     pub api_keys: ApiKeys,
     pub signing_keys: KeySet,
+    /// `GATEHOUSE_SMTP_URL`: how auth emails leave; without it they wait in the outbox.
+    pub smtp: Option<SecretString>,
     /// Where the secret API key is kept, for the start-up message; never the key.
     pub secret_key_source: String,
 }
@@ -122,6 +124,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         database: database_location(env, &config.data_dir)?,
         api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
         signing_keys,
+        smtp: read_secret(env, "SMTP_URL")?,
         secret_key_source,
     })
 }
@@ -222,6 +225,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 database,
                 api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
                 signing_keys,
+                smtp: read_secret(env, "SMTP_URL")?,
                 secret_key_source: source_of(env, "SECRET_KEY"),
             })
         }

@@ -8,8 +8,10 @@ use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
 use gatehouse_rest::{Rest, RestSettings};
+use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -23,6 +25,7 @@ pub struct Running {
     pub state: AppState,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    mail_sender: Option<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -67,8 +70,14 @@ pub async fn start(
         audience: "authenticated".into(),
         leeway: 30,
     };
-    let auth = Auth::new(db.clone(), config.auth.clone(), token_rules.issuer.clone())
-        .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?;
+    let wake = Arc::new(Notify::new());
+    let auth = Auth::new(
+        db.clone(),
+        config.auth.clone(),
+        token_rules.issuer.clone(),
+        wake.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?;
     let state = AppState::new(Parts {
         db,
         signing_keys: secrets.signing_keys,
@@ -79,6 +88,23 @@ pub async fn start(
         settings,
     });
     let (stop, stopped) = watch::channel(false);
+    let mail_sender = match &secrets.smtp {
+        Some(url) => {
+            let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
+            Some(gatehouse_mail::spawn_sender(
+                state.db().clone(),
+                smtp,
+                wake,
+                stopped.clone(),
+            ))
+        }
+        None => {
+            tracing::warn!(
+                "no GATEHOUSE_SMTP_URL: auth emails wait in the outbox until one is configured"
+            );
+            None
+        }
+    };
     let mut listeners = vec![serve(
         listener,
         gatehouse_http::app(state.clone(), custom),
@@ -101,6 +127,7 @@ pub async fn start(
         state,
         stop,
         listeners,
+        mail_sender,
         grace: config.shutdown_grace,
     })
 }
@@ -150,6 +177,10 @@ impl Running {
                     tracing::warn!("grace period over; dropping the requests still running");
                 }
             }
+        }
+        if let Some(sender) = self.mail_sender {
+            // It stops between messages; an unsent one stays in the outbox.
+            let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
         }
         Ok(())
     }

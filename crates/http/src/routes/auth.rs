@@ -4,10 +4,13 @@
 
 pub mod admin_users;
 pub mod logout;
+pub mod otp;
+pub mod recover;
 pub mod settings;
 pub mod signup;
 pub mod token;
 pub mod user;
+pub mod verify;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use gatehouse_auth::{AuthError, Client};
@@ -29,7 +32,9 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::WeakPassword(_)
         | AuthError::SignupDisabled
         | AuthError::AnonymousDisabled => StatusCode::UNPROCESSABLE_ENTITY,
-        AuthError::SessionNotFound | AuthError::UserBanned => StatusCode::FORBIDDEN,
+        AuthError::SessionNotFound | AuthError::UserBanned | AuthError::OtpInvalid => {
+            StatusCode::FORBIDDEN
+        }
         AuthError::UserNotFound => StatusCode::NOT_FOUND,
         AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
             tracing::error!(%error, "auth request failed");
@@ -42,6 +47,12 @@ pub fn auth_error(error: AuthError) -> ApiError {
 /// 401 for a missing or unacceptable token, with the RFC 6750 challenge.
 pub fn invalid_token(message: &'static str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", message).with_challenge()
+}
+
+/// `?redirect_to=` on the endpoints that send links.
+#[derive(serde::Deserialize)]
+pub struct Redirect {
+    pub redirect_to: Option<String>,
 }
 
 /// A signed-in user: a verified access token whose session is still live.

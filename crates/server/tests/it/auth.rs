@@ -558,3 +558,227 @@ async fn unknown_emails_cost_as_much_as_wrong_passwords() {
     // Loose on purpose: the machine is shared. Without the dummy hash the ratio is ~0.01.
     assert!((0.5..2.0).contains(&ratio), "ratio {ratio}");
 }
+
+/// The emails waiting in the outbox: (recipient, subject, text).
+async fn outbox(server: &TestServer) -> Vec<(String, String, String)> {
+    let sql = "SELECT recipient, subject, text_body FROM gatehouse_outbox ORDER BY created_at";
+    let rows = server
+        .running
+        .state
+        .db()
+        .query(gatehouse_db::Statement::compiled(sql.into(), vec![]))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                row.text(0).unwrap().to_owned(),
+                row.text(1).unwrap().to_owned(),
+                row.text(2).unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn link_and_code(text: &str) -> (String, String) {
+    let link = text
+        .lines()
+        .find(|line| line.starts_with("http"))
+        .unwrap()
+        .to_owned();
+    let code = text.split("Or enter this code: ").nth(1).unwrap()[..6].to_owned();
+    (link, code)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn confirmation_links_in_email_sign_the_user_in_once() {
+    let server = kit::start_with(
+        |config| {
+            config.auth.site_url = "https://app.example".into();
+            config.auth.redirect_urls = vec!["https://app.example/welcome".into()];
+        },
+        Router::new(),
+    )
+    .await;
+    let created = auth(
+        &server,
+        Method::POST,
+        "signup?redirect_to=https%3A%2F%2Fapp.example%2Fwelcome%2Fnew",
+    )
+    .json(&json!({"email": "kim@example.com", "password": PASSWORD}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 200);
+    let mails = outbox(&server).await;
+    assert_eq!(mails.len(), 1, "the email was queued with the sign-up");
+    let (to, subject, text) = &mails[0];
+    assert_eq!(
+        (to.as_str(), subject.as_str()),
+        ("kim@example.com", "Confirm your email")
+    );
+    let (link, _) = link_and_code(text);
+    assert!(
+        link.starts_with(&format!("{}/auth/v1/verify?token=", server.url)),
+        "{link}"
+    );
+    assert_eq!(
+        json(sign_in(&server, "kim@example.com", PASSWORD).await).await["error_code"],
+        "email_not_confirmed"
+    );
+
+    // The link from the email: no API key, a redirect with the session in the fragment.
+    let opened = no_redirects().get(&link).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let location = opened.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("https://app.example/welcome/new#access_token="),
+        "{location}"
+    );
+    assert!(
+        location.contains("&refresh_token=") && location.contains("&type=signup"),
+        "{location}"
+    );
+    assert_eq!(
+        sign_in(&server, "kim@example.com", PASSWORD).await.status(),
+        200
+    );
+
+    let again = no_redirects().get(&link).send().await.unwrap();
+    let location = again.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("https://app.example#error=access_denied&error_code=otp_expired"),
+        "{location}"
+    );
+
+    let elsewhere = auth(
+        &server,
+        Method::POST,
+        "signup?redirect_to=https%3A%2F%2Fevil.example",
+    )
+    .json(&json!({"email": "lee@example.com", "password": PASSWORD}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 400, "an open redirect is refused");
+    assert_eq!(outbox(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn recovery_by_code_then_a_new_password_without_the_old_one() {
+    let server = start(|_| {}).await;
+    sign_up(&server, "max@example.com", PASSWORD).await;
+    let recover =
+        |email: &str| auth(&server, Method::POST, "recover").json(&json!({"email": email}));
+    let unknown = recover("nobody@example.com").send().await.unwrap();
+    let known = recover("max@example.com").send().await.unwrap();
+    assert_eq!(
+        (unknown.status(), known.status()),
+        (reqwest::StatusCode::OK, reqwest::StatusCode::OK)
+    );
+    assert_eq!(
+        json(unknown).await,
+        json(known).await,
+        "the same answer either way"
+    );
+    let mails = outbox(&server).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].1, "Reset your password");
+    let (_, code) = link_and_code(&mails[0].2);
+
+    let verify = |body: Value| auth(&server, Method::POST, "verify").json(&body);
+    let wrong = verify(json!({"type": "recovery", "email": "max@example.com", "token": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let session = verify(json!({"type": "recovery", "email": "max@example.com", "token": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
+    let token = json(session).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = auth(&server, Method::PUT, "user")
+        .bearer_auth(&token)
+        .json(&json!({"password": "a recovered passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.status(),
+        200,
+        "a fresh recovery session needs no current password"
+    );
+    assert_eq!(
+        sign_in(&server, "max@example.com", "a recovered passphrase")
+            .await
+            .status(),
+        200
+    );
+    let reused = verify(json!({"type": "recovery", "email": "max@example.com", "token": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(reused).await["error_code"], "otp_expired");
+}
+
+#[tokio::test]
+async fn magic_links_and_codes_sign_in_and_create_users() {
+    let server = start(|_| {}).await;
+    let sent = auth(&server, Method::POST, "otp")
+        .json(&json!({"email": "nia@example.com", "create_user": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let mails = outbox(&server).await;
+    assert_eq!(mails[0].1, "Your sign-in link");
+    let (link, code) = link_and_code(&mails[0].2);
+    let session = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email", "email": "nia@example.com", "token": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
+    let session = json(session).await;
+    assert!(session["user"]["email_confirmed_at"].is_string());
+    assert_eq!(
+        claims(&server, session["access_token"].as_str().unwrap())["amr"][0]["method"],
+        "magiclink"
+    );
+    // The same email's link was the other half of the same token: spent too.
+    let token = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let by_link = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "magiclink", "token_hash": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_link.status(), 403);
+    let no_create = auth(&server, Method::POST, "otp")
+        .json(&json!({"email": "ola@example.com", "create_user": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_create.status(), 200);
+    assert_eq!(
+        outbox(&server).await.len(),
+        1,
+        "no user, no email, same answer"
+    );
+}

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use gatehouse_auth::SignUp;
 use http::HeaderMap;
 use serde::Deserialize;
@@ -20,6 +20,7 @@ pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
     peer: ConnectInfo<std::net::SocketAddr>,
+    Query(options): Query<super::Redirect>,
     headers: HeaderMap,
     Json(body): Json<Body>,
 ) -> Result<Json<Value>, ApiError> {
@@ -28,7 +29,14 @@ pub async fn post(
     let auth = state.auth();
     let answer = match (body.email, body.password) {
         (Some(email), Some(password)) => match auth
-            .sign_up(keys, &email, &password, body.data, &client)
+            .sign_up(
+                keys,
+                &email,
+                &password,
+                body.data,
+                options.redirect_to.as_deref(),
+                &client,
+            )
             .await
         {
             Ok(SignUp::SignedIn(session)) => session.to_json(),

@@ -1,0 +1,89 @@
+//! The emails auth sends: each with a plain-text part and an HTML part in which
+//! every interpolated value is escaped.
+
+use gatehouse_mail::Message;
+
+/// What an email asks the reader to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Confirm,
+    Recover,
+    MagicLink,
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+pub fn message(purpose: Purpose, to: &str, link: &str, code: &str) -> Message {
+    let (subject, lead, action) = match purpose {
+        Purpose::Confirm => (
+            "Confirm your email",
+            "Confirm your email address to finish signing up.",
+            "Confirm my email",
+        ),
+        Purpose::Recover => (
+            "Reset your password",
+            "Someone asked to reset the password of this account. If it was you:",
+            "Reset my password",
+        ),
+        Purpose::MagicLink => ("Your sign-in link", "Use this link to sign in:", "Sign in"),
+    };
+    let text = format!(
+        "{lead}\n\n{link}\n\nOr enter this code: {code}\n\nIf you did not ask for this, ignore this email.\n"
+    );
+    let html = format!(
+        "<!doctype html><html><body><p>{}</p><p><a href=\"{}\">{}</a></p>\
+         <p>Or enter this code: <strong>{}</strong></p>\
+         <p>If you did not ask for this, ignore this email.</p></body></html>",
+        escape(lead),
+        escape(link),
+        escape(action),
+        escape(code),
+    );
+    Message {
+        to: to.to_owned(),
+        subject: subject.to_owned(),
+        text,
+        html,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_is_escaped_in_html() {
+        let message = message(
+            Purpose::Confirm,
+            "a@example.com",
+            "https://x.example/?a=1&b=\"<script>",
+            "123456",
+        );
+        assert!(
+            message
+                .html
+                .contains("https://x.example/?a=1&amp;b=&quot;&lt;script&gt;"),
+            "{}",
+            message.html
+        );
+        assert!(!message.html.contains("<script>"));
+        assert!(
+            message.text.contains("https://x.example/?a=1&b=\"<script>"),
+            "the text part is plain"
+        );
+        assert!(message.text.contains("123456") && message.html.contains("123456"));
+    }
+}
