@@ -2,7 +2,7 @@
 // development key, as the auth endpoints will once they land.
 import { spawn } from 'node:child_process';
 import { createPrivateKey, sign } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 const binary = process.env.GATEHOUSE_BIN;
 if (!binary) throw new Error('GATEHOUSE_BIN must name the gatehouse binary');
 
-export async function startGatehouse(configFile) {
+export async function startGatehouse(configFile, extraEnv = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-js-'));
   const child = spawn(
     binary,
@@ -19,7 +19,11 @@ export async function startGatehouse(configFile) {
       stdio: ['ignore', 'ignore', 'pipe'],
       // Only what the suite chooses: PostgreSQL when GATEHOUSE_DATABASE_URL names one.
       env: Object.fromEntries(
-        Object.entries({ PATH: process.env.PATH, GATEHOUSE_DATABASE_URL: process.env.GATEHOUSE_DATABASE_URL })
+        Object.entries({
+          PATH: process.env.PATH,
+          GATEHOUSE_DATABASE_URL: process.env.GATEHOUSE_DATABASE_URL,
+          ...extraEnv,
+        })
           .filter(([, value]) => value !== undefined),
       ),
     },
@@ -65,6 +69,62 @@ export async function startGatehouse(configFile) {
       child.kill('SIGTERM');
       await new Promise((resolve) => child.once('exit', resolve));
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/// A real SMTP server (aiosmtpd, from PyPI) writing what it receives to a maildir.
+export async function startMailbox() {
+  const { createServer, connect } = await import('node:net');
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const root = mkdtempSync(join(tmpdir(), 'gatehouse-mail-'));
+  // aiosmtpd's Mailbox creates the maildir (with tmp/, new/, cur/) itself.
+  const dir = join(root, 'maildir');
+  const child = spawn('python3', ['-m', 'aiosmtpd', '-n', '-l', `127.0.0.1:${port}`, '-c', 'aiosmtpd.handlers.Mailbox', dir], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  for (let attempt = 0; ; attempt++) {
+    const up = await new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (attempt > 100) throw new Error('aiosmtpd did not start (pip install aiosmtpd)');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const seen = new Set();
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    /// The next new message to `recipient`, decoded: its link and code.
+    async next(recipient) {
+      for (let attempt = 0; attempt < 150; attempt++) {
+        for (const folder of ['new', 'cur']) {
+          let files = [];
+          try { files = readdirSync(join(dir, folder)); } catch { continue; }
+          for (const file of files) {
+            const path = join(dir, folder, file);
+            if (seen.has(path)) continue;
+            const raw = readFileSync(path, 'utf8');
+            if (!raw.toLowerCase().includes(`to: ${recipient}`)) continue;
+            seen.add(path);
+            const text = raw.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
+            const link = text.match(/https?:\/\/\S+\/auth\/v1\/verify\?[^\s"<]+/)[0].replace(/&amp;/g, '&');
+            const code = text.match(/Or enter this code: (?:<strong>)?(\d{6})/)[1];
+            return { link, code, raw };
+          }
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      throw new Error(`no email to ${recipient}`);
+    },
+    stop() {
+      child.kill('SIGTERM');
+      rmSync(root, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,88 @@
+// The email flows end to end: supabase-js calls, a real SMTP server (aiosmtpd),
+// and the links and codes read out of the delivered messages.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createClient } from '@supabase/supabase-js';
+import ws from 'ws';
+import { startGatehouse, startMailbox } from './gatehouse.mjs';
+
+const config = fileURLToPath(new URL('./mail.toml', import.meta.url));
+const PASSWORD = 'correct horse battery staple';
+
+describe('email flows through supabase-js and SMTP', () => {
+  let server;
+  let mailbox;
+  const client = () =>
+    createClient(server.url, server.publishableKey, {
+      auth: { persistSession: false, autoRefreshToken: false },
+      realtime: { transport: ws },
+    });
+
+  before(async () => {
+    mailbox = await startMailbox();
+    server = await startGatehouse(config, { GATEHOUSE_SMTP_URL: mailbox.url });
+  });
+  after(async () => {
+    await server?.stop();
+    mailbox?.stop();
+  });
+
+  test('sign-up is confirmed through the link in the email', async () => {
+    const supabase = client();
+    const { data, error } = await supabase.auth.signUp({
+      email: 'pat@example.com',
+      password: PASSWORD,
+      options: { emailRedirectTo: 'http://localhost:3000/welcome' },
+    });
+    assert.equal(error, null);
+    assert.equal(data.session, null, 'no session before confirmation');
+    const refused = await supabase.auth.signInWithPassword({ email: 'pat@example.com', password: PASSWORD });
+    assert.equal(refused.error.code, 'email_not_confirmed');
+
+    const mail = await mailbox.next('pat@example.com');
+    assert.match(mail.raw, /Subject: Confirm your email/);
+    const opened = await fetch(mail.link, { redirect: 'manual' });
+    assert.equal(opened.status, 303);
+    const location = opened.headers.get('location');
+    assert.ok(location.startsWith('http://localhost:3000/welcome#access_token='), location);
+
+    const { error: signInError } = await supabase.auth.signInWithPassword({ email: 'pat@example.com', password: PASSWORD });
+    assert.equal(signInError, null);
+  });
+
+  test('password recovery by code, then a new password', async () => {
+    const supabase = client();
+    const { error } = await supabase.auth.resetPasswordForEmail('pat@example.com');
+    assert.equal(error, null);
+    const mail = await mailbox.next('pat@example.com');
+    assert.match(mail.raw, /Subject: Reset your password/);
+    const { data, error: verifyError } = await supabase.auth.verifyOtp({ email: 'pat@example.com', token: mail.code, type: 'recovery' });
+    assert.equal(verifyError, null);
+    assert.ok(data.session.access_token);
+    const { error: updateError } = await supabase.auth.updateUser({ password: 'a brand new passphrase' });
+    assert.equal(updateError, null);
+    const { error: signInError } = await client().auth.signInWithPassword({ email: 'pat@example.com', password: 'a brand new passphrase' });
+    assert.equal(signInError, null);
+    const { error: unknown } = await supabase.auth.resetPasswordForEmail('nobody@example.com');
+    assert.equal(unknown, null, 'the same answer for an unknown address');
+  });
+
+  test('magic code sign-in creates the user', async () => {
+    const supabase = client();
+    const { error } = await supabase.auth.signInWithOtp({ email: 'quinn@example.com' });
+    assert.equal(error, null);
+    const mail = await mailbox.next('quinn@example.com');
+    const { data, error: verifyError } = await supabase.auth.verifyOtp({ email: 'quinn@example.com', token: mail.code, type: 'email' });
+    assert.equal(verifyError, null);
+    assert.equal(data.user.email, 'quinn@example.com');
+    const { data: order, error: orderError } = await supabase.from('orders').insert({ note: 'by magic' }).select().single();
+    assert.equal(orderError, null);
+    assert.equal(order.user_id, data.user.id);
+  });
+
+  test('a redirect outside the allow-list is refused', async () => {
+    const { error } = await client().auth.resetPasswordForEmail('pat@example.com', { redirectTo: 'https://evil.example/' });
+    assert.equal(error.code, 'validation_failed');
+  });
+});
