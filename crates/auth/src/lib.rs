@@ -8,6 +8,7 @@
 //! password; access tokens carry ids and roles, never personal data unless a
 //! setting asks for it, and never a secret.
 
+mod cookies;
 mod email;
 mod links;
 mod password;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
+pub use cookies::CookieSecrets;
 pub use links::{Kind, Proof, recently_verified};
 pub use password::{HashParams, Hasher, weakness};
 pub use user::User;
@@ -61,6 +63,8 @@ pub enum AuthError {
     AnonymousDisabled,
     #[error("Token has expired or is invalid")]
     OtpInvalid,
+    #[error("The request lacks a valid CSRF token for its session cookie")]
+    CsrfFailed,
     #[error("{0}")]
     Config(String),
     #[error("internal: {0}")]
@@ -87,6 +91,7 @@ impl AuthError {
             AuthError::SignupDisabled => "signup_disabled",
             AuthError::AnonymousDisabled => "anonymous_provider_disabled",
             AuthError::OtpInvalid => "otp_expired",
+            AuthError::CsrfFailed => "csrf_failed",
             AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
                 "unexpected_failure"
             }
@@ -118,6 +123,10 @@ pub struct AuthSettings {
     pub redirect_urls: Vec<String>,
     /// How long a link or code in an email stays valid.
     pub link_lifetime: Duration,
+    /// Offer cookie sessions to requests that send `X-Use-Cookie: true`.
+    pub cookie_sessions: bool,
+    /// A cookie session unused this long ends.
+    pub cookie_idle_timeout: Duration,
 }
 
 impl Default for AuthSettings {
@@ -136,6 +145,8 @@ impl Default for AuthSettings {
             site_url: "http://localhost:3000".into(),
             redirect_urls: Vec::new(),
             link_lifetime: Duration::from_secs(3600),
+            cookie_sessions: false,
+            cookie_idle_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -150,6 +161,7 @@ pub struct Client {
 /// A signed-in session as the client receives it.
 #[derive(Debug, Clone)]
 pub struct Session {
+    pub id: String,
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: u64,
@@ -528,6 +540,7 @@ impl Auth {
             .sign(&claims)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(Session {
+            id: session_id.to_owned(),
             access_token,
             refresh_token,
             expires_in: self.settings.access_token_ttl.as_secs(),

@@ -169,3 +169,23 @@ pub const CONFIRM_EMAIL: Sql = Sql {
     sqlite: "UPDATE gatehouse_users SET email_confirmed_at = COALESCE(email_confirmed_at, ?2), updated_at = ?2 WHERE id = ?1",
     postgres: "UPDATE gatehouse_users SET email_confirmed_at = COALESCE(email_confirmed_at, $2), updated_at = $2 WHERE id = $1",
 };
+
+pub const SET_COOKIE: Sql = Sql {
+    sqlite: "UPDATE gatehouse_sessions SET cookie_hash = ?2, csrf_hash = ?3, last_seen_at = ?4 WHERE id = ?1",
+    postgres: "UPDATE gatehouse_sessions SET cookie_hash = $2, csrf_hash = $3, last_seen_at = $4 WHERE id = $1",
+};
+
+/// A live cookie session: id, user, CSRF hash, last seen.
+pub const COOKIE_SESSION: Sql = Sql {
+    sqlite: "SELECT s.id, s.user_id, s.csrf_hash, s.last_seen_at FROM gatehouse_sessions s \
+             JOIN gatehouse_users u ON u.id = s.user_id WHERE s.cookie_hash = ?1 AND s.not_after > ?2 \
+             AND (u.banned_until IS NULL OR u.banned_until <= ?2)",
+    postgres: "SELECT s.id, s.user_id, s.csrf_hash, s.last_seen_at FROM gatehouse_sessions s \
+               JOIN gatehouse_users u ON u.id = s.user_id WHERE s.cookie_hash = $1 AND s.not_after > $2 \
+               AND (u.banned_until IS NULL OR u.banned_until <= $2)",
+};
+
+pub const SEEN: Sql = Sql {
+    sqlite: "UPDATE gatehouse_sessions SET last_seen_at = ?2 WHERE id = ?1",
+    postgres: "UPDATE gatehouse_sessions SET last_seen_at = $2 WHERE id = $1",
+};

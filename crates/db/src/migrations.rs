@@ -111,6 +111,28 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 5,
+        name: "cookie_sessions",
+        steps: &[
+            Sql {
+                sqlite: "ALTER TABLE gatehouse_sessions ADD COLUMN cookie_hash TEXT",
+                postgres: "ALTER TABLE gatehouse_sessions ADD COLUMN IF NOT EXISTS cookie_hash TEXT",
+            },
+            Sql {
+                sqlite: "ALTER TABLE gatehouse_sessions ADD COLUMN csrf_hash TEXT",
+                postgres: "ALTER TABLE gatehouse_sessions ADD COLUMN IF NOT EXISTS csrf_hash TEXT",
+            },
+            Sql {
+                sqlite: "ALTER TABLE gatehouse_sessions ADD COLUMN last_seen_at TEXT",
+                postgres: "ALTER TABLE gatehouse_sessions ADD COLUMN IF NOT EXISTS last_seen_at TEXT",
+            },
+            Sql {
+                sqlite: "CREATE UNIQUE INDEX IF NOT EXISTS gatehouse_sessions_cookie ON gatehouse_sessions (cookie_hash)",
+                postgres: "CREATE UNIQUE INDEX IF NOT EXISTS gatehouse_sessions_cookie ON gatehouse_sessions (cookie_hash)",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

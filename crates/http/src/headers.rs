@@ -95,6 +95,17 @@ fn is_loopback_origin(origin: &HeaderValue) -> bool {
         })
 }
 
+/// Whether the CORS policy admits `origin`.
+pub fn origin_allowed(policy: &CorsPolicy, origin: &HeaderValue) -> bool {
+    match policy {
+        CorsPolicy::Deny => false,
+        CorsPolicy::Loopback => is_loopback_origin(origin),
+        CorsPolicy::Origins(list) => list
+            .iter()
+            .any(|allowed| allowed.as_bytes() == origin.as_bytes()),
+    }
+}
+
 /// CORS from an explicit list. Credentials are allowed only because the origins
 /// are explicit: a wildcard never reaches this point.
 pub fn cors(policy: &CorsPolicy) -> CorsLayer {

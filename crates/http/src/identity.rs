@@ -41,6 +41,14 @@ impl FromRequestParts<AppState> for Identity {
         };
         // supabase-js sends the API key as the bearer token until a user signs in.
         let user_token = bearer.filter(|token| state.api_keys().identify(token).is_none());
+        // A cookie session stands in for the bearer token when there is none.
+        if user_token.is_none()
+            && state.auth().settings().cookie_sessions
+            && let Some(cookie) = crate::cookies::session(&parts.headers)
+        {
+            let claims = crate::cookies::claims(parts, state, cookie).await?;
+            return Ok(Identity(Caller::User(claims)));
+        }
         let caller = match (user_token, app) {
             (Some(token), _) => {
                 let claims = state

@@ -7,6 +7,7 @@
 
 mod access_log;
 mod api_key;
+mod cookies;
 mod error;
 mod headers;
 mod identity;

@@ -135,6 +135,9 @@ struct AuthSection {
     redirect_urls: Option<Vec<PublicUrl>>,
     /// The sender of auth emails, e.g. "Shop <no-reply@shop.example>".
     email_from: Option<String>,
+    /// Offer HttpOnly cookie sessions (with CSRF tokens) to server-rendered apps.
+    cookie_sessions: Option<bool>,
+    cookie_idle_timeout_secs: Option<Bounded<60, 604_800>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -585,6 +588,10 @@ fn auth_settings(section: &AuthSection) -> AuthSettings {
             .site_url
             .clone()
             .map_or(defaults.site_url.clone(), |url| url.0),
+        cookie_sessions: section.cookie_sessions.unwrap_or(defaults.cookie_sessions),
+        cookie_idle_timeout: section
+            .cookie_idle_timeout_secs
+            .map_or(defaults.cookie_idle_timeout, |b| Duration::from_secs(b.0)),
         redirect_urls: section
             .redirect_urls
             .clone()

@@ -32,9 +32,10 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::WeakPassword(_)
         | AuthError::SignupDisabled
         | AuthError::AnonymousDisabled => StatusCode::UNPROCESSABLE_ENTITY,
-        AuthError::SessionNotFound | AuthError::UserBanned | AuthError::OtpInvalid => {
-            StatusCode::FORBIDDEN
-        }
+        AuthError::SessionNotFound
+        | AuthError::UserBanned
+        | AuthError::OtpInvalid
+        | AuthError::CsrfFailed => StatusCode::FORBIDDEN,
         AuthError::UserNotFound => StatusCode::NOT_FOUND,
         AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
             tracing::error!(%error, "auth request failed");
@@ -69,9 +70,17 @@ impl FromRequestParts<AppState> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         ApiCaller::from_request_parts(parts, state).await?;
-        let token = bearer(&parts.headers)
-            .filter(|token| state.api_keys().identify(token).is_none())
-            .ok_or_else(|| invalid_token("This endpoint requires a valid Bearer token"))?;
+        let bearer =
+            bearer(&parts.headers).filter(|token| state.api_keys().identify(token).is_none());
+        let token = match (bearer, crate::cookies::session(&parts.headers)) {
+            (Some(token), _) => token,
+            (None, Some(cookie)) if state.auth().settings().cookie_sessions => {
+                return crate::cookies::claims(parts, state, cookie)
+                    .await
+                    .map(SignedIn);
+            }
+            (None, _) => return Err(invalid_token("This endpoint requires a valid Bearer token")),
+        };
         let claims = state
             .signing_keys()
             .verify_access_token(token, state.token_rules())

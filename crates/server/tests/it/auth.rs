@@ -782,3 +782,172 @@ async fn magic_links_and_codes_sign_in_and_create_users() {
         "no user, no email, same answer"
     );
 }
+
+#[tokio::test]
+async fn cookie_sessions_need_the_csrf_token_and_a_same_site_origin() {
+    let server = start(|config| {
+        config.auth.cookie_sessions = true;
+        config.cors = gatehouse_http::CorsPolicy::Origins(vec!["https://app.example".into()]);
+    })
+    .await;
+    sign_up(&server, "olly@example.com", PASSWORD).await;
+    let signed_in = auth(&server, Method::POST, "token?grant_type=password")
+        .header("x-use-cookie", "true")
+        .json(&json!({"email": "olly@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookies: Vec<String> = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-gh-session="))
+        .unwrap()
+        .clone();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(session_cookie.contains(attribute), "{session_cookie}");
+    }
+    let csrf = json(signed_in).await["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = session_cookie.split(';').next().unwrap().to_owned();
+
+    let with_cookie = |method: Method, path: &str| {
+        server
+            .client
+            .request(method, format!("{}{path}", server.url))
+            .header("apikey", &server.publishable)
+            .header("cookie", &cookie)
+    };
+    assert_eq!(
+        with_cookie(Method::GET, "/auth/v1/user")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "safe: no token needed"
+    );
+    let change = || with_cookie(Method::PUT, "/auth/v1/user").json(&json!({"data": {"x": 1}}));
+    let cross_site = change()
+        .header("origin", "https://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    assert_eq!(json(cross_site).await["error_code"], "csrf_failed");
+    let no_token = change()
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        no_token.status(),
+        403,
+        "a same-site request still needs the token"
+    );
+    let wrong_token = change()
+        .header("origin", "https://app.example")
+        .header("x-csrf-token", "guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), 403);
+    let no_origin = change().header("x-csrf-token", &csrf).send().await.unwrap();
+    assert_eq!(
+        no_origin.status(),
+        403,
+        "an unsafe cookie request must say where it comes from"
+    );
+    let same_site = change()
+        .header("origin", "https://app.example")
+        .header("sec-fetch-site", "same-site")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_site.status(), 200);
+
+    // The data API honours the cookie the same way.
+    let rest = with_cookie(Method::GET, "/rest/v1/nothing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 404, "past identity: the cookie was accepted");
+    let rest_write = with_cookie(Method::DELETE, "/rest/v1/nothing?id=eq.1")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest_write.status(), 403);
+
+    let logout = with_cookie(Method::POST, "/auth/v1/logout?scope=local")
+        .header("origin", "https://app.example")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert!(
+        logout.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        with_cookie(Method::GET, "/auth/v1/user")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "the session ended"
+    );
+}
+
+#[tokio::test]
+async fn a_new_sign_in_gets_a_new_cookie_and_bearer_clients_are_unaffected() {
+    let server = start(|config| config.auth.cookie_sessions = true).await;
+    sign_up(&server, "pia@example.com", PASSWORD).await;
+    let cookie_of = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("__Host-gh-session="))
+    };
+    let sign_in_with_cookie = || {
+        auth(&server, Method::POST, "token?grant_type=password")
+            .header("x-use-cookie", "true")
+            .json(&json!({"email": "pia@example.com", "password": PASSWORD}))
+    };
+    let first = sign_in_with_cookie().send().await.unwrap();
+    let second = sign_in_with_cookie().send().await.unwrap();
+    assert_ne!(
+        cookie_of(&first),
+        cookie_of(&second),
+        "the session id rotates at sign-in"
+    );
+    let bearer = sign_in(&server, "pia@example.com", PASSWORD).await;
+    assert!(cookie_of(&bearer).is_none(), "no cookie unless asked for");
+    let token = json(bearer).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = auth(&server, Method::PUT, "user")
+        .bearer_auth(&token)
+        .json(&json!({"data": {"y": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200, "bearer requests need no CSRF token");
+}

@@ -1,6 +1,6 @@
 use axum::extract::{Query, State};
 use gatehouse_auth::{AuthError, Scope};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::{SignedIn, auth_error};
@@ -16,7 +16,7 @@ pub async fn post(
     State(state): State<AppState>,
     SignedIn(claims): SignedIn,
     Query(options): Query<Options>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, HeaderMap), ApiError> {
     let scope = match options.scope.as_deref() {
         None | Some("global") => Scope::Global,
         Some("local") => Scope::Local,
@@ -32,5 +32,8 @@ pub async fn post(
         .sign_out(&claims, scope)
         .await
         .map_err(auth_error)?;
-    Ok(StatusCode::NO_CONTENT)
+    // Clearing cookies a bearer client never had is harmless.
+    let mut headers = HeaderMap::new();
+    crate::cookies::clear(&mut headers);
+    Ok((StatusCode::NO_CONTENT, headers))
 }

@@ -1,6 +1,7 @@
 use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
-use gatehouse_auth::AuthError;
+use axum::response::{IntoResponse, Response};
+use gatehouse_auth::{AuthError, Session};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,7 +29,7 @@ pub async fn post(
     peer: ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<Body>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let client = client(&headers, peer);
     let keys = state.signing_keys();
     let session = match (grant.grant_type.as_str(), body) {
@@ -59,5 +60,27 @@ pub async fn post(
             "unsupported grant_type {other:?}"
         ))),
     };
-    Ok(Json(session.map_err(auth_error)?.to_json()))
+    let session = session.map_err(auth_error)?;
+    respond(&state, &headers, session).await
+}
+
+/// The session as JSON; with `X-Use-Cookie: true` (and cookie sessions on) also
+/// in `__Host-` cookies, with the CSRF token in the body for the page to keep.
+pub async fn respond(
+    state: &AppState,
+    request: &HeaderMap,
+    session: Session,
+) -> Result<Response, ApiError> {
+    let mut body = session.to_json();
+    let mut response_headers = HeaderMap::new();
+    if crate::cookies::wanted(state, request) {
+        let secrets = state
+            .auth()
+            .attach_cookie(&session.id)
+            .await
+            .map_err(auth_error)?;
+        body["csrf_token"] = Value::String(secrets.csrf.clone());
+        crate::cookies::set(&mut response_headers, &secrets);
+    }
+    Ok((response_headers, Json(body)).into_response())
 }

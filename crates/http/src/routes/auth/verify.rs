@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Redirect as Redirection, Response};
 use gatehouse_auth::{AuthError, Kind, Proof};
 use http::HeaderMap;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{auth_error, client};
 use crate::{ApiCaller, ApiError, AppState};
@@ -39,7 +38,7 @@ pub async fn post(
     peer: ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<Body>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let proof = match (&body.token_hash, &body.email, &body.token) {
         (Some(token), _, _) => Proof::Link {
             token,
@@ -61,7 +60,7 @@ pub async fn post(
         .verify(state.signing_keys(), proof, &client(&headers, peer))
         .await
         .map_err(auth_error)?;
-    Ok(Json(session.to_json()))
+    super::token::respond(&state, &headers, session).await
 }
 
 #[derive(Deserialize)]
