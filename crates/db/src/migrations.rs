@@ -1,8 +1,8 @@
 //! Gatehouse's own tables, created and upgraded at open. Each migration runs in
-//! one transaction together with its bookkeeping row, so a failure leaves the
-//! database as it was. On PostgreSQL an advisory lock makes instances that start
-//! together apply each step once; the DDL is idempotent for the instance that
-//! waited.
+//! one transaction that records its version first, so a failure leaves the
+//! database as it was, and an instance racing another to the same version fails
+//! on that record before touching the schema, then finds the work done. On
+//! PostgreSQL an advisory lock also serialises the instances.
 
 use crate::{Database, DbError, Result, Sql, Statement, Value};
 
@@ -153,9 +153,11 @@ const CURRENT_VERSION: Sql = Sql {
     postgres: "SELECT COALESCE(MAX(version), 0)::BIGINT FROM gatehouse_migrations",
 };
 
+/// Recorded before the steps: a second instance applying the same version fails
+/// on the key here, before touching the schema.
 const RECORD: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_migrations (version, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-    postgres: "INSERT INTO gatehouse_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    sqlite: "INSERT INTO gatehouse_migrations (version, name) VALUES (?1, ?2)",
+    postgres: "INSERT INTO gatehouse_migrations (version, name) VALUES ($1, $2)",
 };
 
 pub(crate) const GET_META: Sql = Sql {
@@ -186,29 +188,35 @@ pub(crate) async fn apply(db: &Database) -> Result<()> {
         return Err(DbError::NewerSchema(applied));
     }
     for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-        let mut statements = vec![Statement::new(&LOCK, vec![])];
+        let mut statements = vec![
+            Statement::new(&LOCK, vec![]),
+            Statement::new(
+                &RECORD,
+                vec![Value::Integer(migration.version), migration.name.into()],
+            ),
+        ];
         statements.extend(
             migration
                 .steps
                 .iter()
                 .map(|step| Statement::new(step, vec![])),
         );
-        statements.push(Statement::new(
-            &RECORD,
-            vec![Value::Integer(migration.version), migration.name.into()],
-        ));
-        db.transaction(statements)
-            .await
-            .map_err(|source| DbError::Migration {
-                version: migration.version,
-                name: migration.name,
-                source: Box::new(source),
-            })?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied migration"
-        );
+        match db.transaction(statements).await {
+            Ok(_) => tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            ),
+            // Another instance applied it since we looked: nothing left to do.
+            Err(_) if current_version(db).await? >= migration.version => {}
+            Err(source) => {
+                return Err(DbError::Migration {
+                    version: migration.version,
+                    name: migration.name,
+                    source: Box::new(source),
+                });
+            }
+        }
     }
     Ok(())
 }
