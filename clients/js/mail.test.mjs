@@ -81,6 +81,35 @@ describe('email flows through supabase-js and SMTP', () => {
     assert.equal(order.user_id, data.user.id);
   });
 
+  test('an email change is confirmed from the new address', async () => {
+    const supabase = client();
+    await supabase.auth.signInWithPassword({ email: 'pat@example.com', password: 'a brand new passphrase' });
+    const { error } = await supabase.auth.updateUser({ email: 'pat@new.example' });
+    assert.equal(error, null);
+    const mail = await mailbox.next('pat@new.example');
+    assert.match(mail.raw, /Subject: Confirm your new email/);
+    const opened = await fetch(mail.link, { redirect: 'manual' });
+    assert.equal(opened.status, 303);
+    const { error: signInError } = await client().auth.signInWithPassword({ email: 'pat@new.example', password: 'a brand new passphrase' });
+    assert.equal(signInError, null);
+  });
+
+  test('admin generateLink returns the link instead of sending it', async () => {
+    const admin = createClient(server.url, server.secretKey, {
+      auth: { persistSession: false, autoRefreshToken: false },
+      realtime: { transport: ws },
+    }).auth.admin;
+    const { data, error } = await admin.generateLink({ type: 'magiclink', email: 'quinn@example.com' });
+    assert.equal(error, null);
+    assert.ok(data.properties.action_link.includes('/auth/v1/verify?token='));
+    const { data: verified, error: verifyError } = await client().auth.verifyOtp({
+      token_hash: data.properties.hashed_token,
+      type: 'magiclink',
+    });
+    assert.equal(verifyError, null);
+    assert.equal(verified.user.email, 'quinn@example.com');
+  });
+
   test('a redirect outside the allow-list is refused', async () => {
     const { error } = await client().auth.resetPasswordForEmail('pat@example.com', { redirectTo: 'https://evil.example/' });
     assert.equal(error.code, 'validation_failed');

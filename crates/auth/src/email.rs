@@ -9,6 +9,7 @@ pub enum Purpose {
     Confirm,
     Recover,
     MagicLink,
+    ChangeEmail,
 }
 
 fn escape(text: &str) -> String {
@@ -39,6 +40,11 @@ pub fn message(purpose: Purpose, to: &str, link: &str, code: &str) -> Message {
             "Reset my password",
         ),
         Purpose::MagicLink => ("Your sign-in link", "Use this link to sign in:", "Sign in"),
+        Purpose::ChangeEmail => (
+            "Confirm your new email",
+            "Confirm this address to make it the email of your account.",
+            "Confirm the change",
+        ),
     };
     let text = format!(
         "{lead}\n\n{link}\n\nOr enter this code: {code}\n\nIf you did not ask for this, ignore this email.\n"

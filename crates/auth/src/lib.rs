@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 pub use cookies::CookieSecrets;
-pub use links::{Kind, Proof, recently_verified};
+pub use links::{GeneratedLink, Kind, Proof, recently_verified};
 pub use password::{HashParams, Hasher, weakness};
 pub use user::User;
 
@@ -301,7 +301,7 @@ impl Auth {
             .ok_or(AuthError::UserNotFound)
     }
 
-    fn check_password(&self, password: &str) -> Result<()> {
+    pub(crate) fn check_password(&self, password: &str) -> Result<()> {
         match weakness(password, self.settings.password_min_length) {
             Some(reason) => Err(AuthError::WeakPassword(reason)),
             None => Ok(()),
@@ -703,11 +703,9 @@ impl Auth {
             }
             self.check_password(password)?;
         }
-        if changes.email.is_some() {
-            return Err(AuthError::Validation(
-                "changing the email needs a confirmation by mail, which is not available yet"
-                    .into(),
-            ));
+        if let Some(email) = &changes.email {
+            // Confirmed through a link to the new address before it takes effect.
+            self.request_email_change(&user.id, email, None).await?;
         }
         let own = Changes {
             password: changes.password,
@@ -717,7 +715,7 @@ impl Auth {
         self.apply(&user.id, own).await
     }
 
-    async fn apply(&self, id: &str, changes: Changes) -> Result<User> {
+    pub(crate) async fn apply(&self, id: &str, changes: Changes) -> Result<User> {
         let (user, stored) = self
             .user_where(&store::USER_BY_ID, id)
             .await?

@@ -19,6 +19,8 @@ pub enum Kind {
     Signup,
     Recovery,
     MagicLink,
+    /// Sent to the new address; verifying it moves the account there.
+    EmailChange,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Signup => "signup",
             Kind::Recovery => "recovery",
             Kind::MagicLink => "magiclink",
+            Kind::EmailChange => "email_change",
         }
     }
 
@@ -35,8 +38,26 @@ impl Kind {
             Kind::Signup => Purpose::Confirm,
             Kind::Recovery => Purpose::Recover,
             Kind::MagicLink => Purpose::MagicLink,
+            Kind::EmailChange => Purpose::ChangeEmail,
         }
     }
+}
+
+pub(crate) struct NewLink {
+    statement: Statement,
+    url: String,
+    token: String,
+    code: String,
+}
+
+/// What `generate_link` hands the admin instead of sending an email.
+pub struct GeneratedLink {
+    pub user: crate::User,
+    pub action_link: String,
+    pub email_otp: String,
+    pub hashed_token: String,
+    pub redirect_to: String,
+    pub kind: Kind,
 }
 
 /// How a verification names its token.
@@ -92,6 +113,21 @@ impl Auth {
         kind: Kind,
         redirect_to: &str,
     ) -> Result<Vec<Statement>> {
+        let link = self.new_link(user_id, email, kind, redirect_to)?;
+        Ok(vec![
+            link.statement,
+            gatehouse_mail::enqueue(&message(kind.purpose(), email, &link.url, &link.code)),
+        ])
+    }
+
+    /// A link and code for `user`, and the statement that stores their hashes.
+    pub(crate) fn new_link(
+        &self,
+        user_id: &str,
+        email: &str,
+        kind: Kind,
+        redirect_to: &str,
+    ) -> Result<NewLink> {
         let token = random_token()?;
         let code = six_digits()?;
         let created = now();
@@ -116,10 +152,12 @@ impl Auth {
                 timestamp(expires).into(),
             ],
         );
-        Ok(vec![
-            insert,
-            gatehouse_mail::enqueue(&message(kind.purpose(), email, &link, &code)),
-        ])
+        Ok(NewLink {
+            statement: insert,
+            url: link,
+            token,
+            code,
+        })
     }
 
     pub(crate) async fn send(&self, statements: Vec<Statement>) -> Result<()> {
@@ -233,6 +271,14 @@ impl Auth {
         let redirect_to = row
             .optional_text(2)?
             .map_or_else(|| self.settings.site_url.clone(), str::to_owned);
+        if kind == Kind::EmailChange.name() {
+            let changes = Changes {
+                email: Some(row.text(3)?.to_owned()),
+                email_confirmed: Some(true),
+                ..Changes::default()
+            };
+            self.apply(&user_id, changes).await?;
+        }
         self.db
             .transaction(vec![Statement::new(
                 &store::CONFIRM_EMAIL,
@@ -268,4 +314,79 @@ pub fn recently_verified(claims: &gatehouse_keys::VerifiedClaims) -> bool {
         let at = entry["timestamp"].as_i64().unwrap_or(0);
         matches!(method, "recovery" | "magiclink" | "otp") && now - at < 15 * 60
     })
+}
+
+impl Auth {
+    /// `PUT /user` with a new email: a confirmation link goes to the new address;
+    /// the account moves there only when it is opened.
+    pub async fn request_email_change(
+        &self,
+        user_id: &str,
+        new_email: &str,
+        redirect_to: Option<&str>,
+    ) -> Result<()> {
+        let redirect_to = self.redirect(redirect_to)?;
+        let email = normalise_email(new_email)?;
+        if self
+            .user_where(&store::USER_BY_EMAIL, &email)
+            .await?
+            .is_some()
+        {
+            return Err(AuthError::UserAlreadyExists);
+        }
+        self.send(self.link_statements(user_id, &email, Kind::EmailChange, &redirect_to)?)
+            .await
+    }
+
+    /// `POST /admin/generate_link`: the link and code an email would carry,
+    /// returned instead of sent. A sign-up link creates the user first.
+    pub async fn generate_link(
+        &self,
+        kind: Kind,
+        email: &str,
+        password: Option<&str>,
+        new_email: Option<&str>,
+        redirect_to: Option<&str>,
+    ) -> Result<GeneratedLink> {
+        let redirect_to = self.redirect(redirect_to)?;
+        let email = normalise_email(email)?;
+        let existing = self
+            .user_where(&store::USER_BY_EMAIL, &email)
+            .await?
+            .map(|(user, _)| user);
+        let user = match (kind, existing) {
+            (_, Some(user)) => user,
+            (Kind::Signup, None) => {
+                if let Some(password) = password {
+                    self.check_password(password)?;
+                }
+                self.insert_user(
+                    Some(email.clone()),
+                    password,
+                    &Changes::default(),
+                    false,
+                    |_| Ok(Vec::new()),
+                )
+                .await?
+            }
+            (_, None) => return Err(AuthError::UserNotFound),
+        };
+        let target = match kind {
+            Kind::EmailChange => normalise_email(
+                new_email
+                    .ok_or_else(|| AuthError::Validation("email_change needs new_email".into()))?,
+            )?,
+            _ => email,
+        };
+        let link = self.new_link(&user.id, &target, kind, &redirect_to)?;
+        self.db.transaction(vec![link.statement]).await?;
+        Ok(GeneratedLink {
+            user,
+            action_link: link.url,
+            email_otp: link.code,
+            hashed_token: link.token,
+            redirect_to,
+            kind,
+        })
+    }
 }

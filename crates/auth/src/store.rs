@@ -148,9 +148,9 @@ pub const INSERT_ONE_TIME: Sql = Sql {
 /// Spends a link token of one kind, once, before it expires.
 pub const SPEND_LINK: Sql = Sql {
     sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL \
-             AND expires_at > ?2 AND kind = ?3 RETURNING user_id, kind, redirect_to",
+             AND expires_at > ?2 AND kind = ?3 RETURNING user_id, kind, redirect_to, email",
     postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
-               AND expires_at > $2 AND kind = $3 RETURNING user_id, kind, redirect_to",
+               AND expires_at > $2 AND kind = $3 RETURNING user_id, kind, redirect_to, email",
 };
 
 /// Spends the newest live code sent to an email, of one of two kinds.
@@ -158,11 +158,11 @@ pub const SPEND_CODE: Sql = Sql {
     sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?3 WHERE token_hash = (SELECT token_hash \
              FROM gatehouse_one_time_tokens WHERE email = ?1 AND code_hash = ?2 AND used_at IS NULL \
              AND expires_at > ?3 AND kind IN (?4, ?5) ORDER BY created_at DESC LIMIT 1) \
-             RETURNING user_id, kind, redirect_to",
+             RETURNING user_id, kind, redirect_to, email",
     postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $3 WHERE token_hash = (SELECT token_hash \
                FROM gatehouse_one_time_tokens WHERE email = $1 AND code_hash = $2 AND used_at IS NULL \
                AND expires_at > $3 AND kind IN ($4, $5) ORDER BY created_at DESC LIMIT 1) \
-               RETURNING user_id, kind, redirect_to",
+               RETURNING user_id, kind, redirect_to, email",
 };
 
 pub const CONFIRM_EMAIL: Sql = Sql {

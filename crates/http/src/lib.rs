@@ -76,6 +76,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
                 .post(routes::auth::admin_users::create),
         )
         .route(
+            "/auth/v1/admin/generate_link",
+            axum::routing::post(routes::auth::generate_link::post),
+        )
+        .route(
             "/auth/v1/admin/users/{id}",
             axum::routing::get(routes::auth::admin_users::get)
                 .put(routes::auth::admin_users::update)

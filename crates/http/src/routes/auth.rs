@@ -3,6 +3,7 @@
 //! signed-in user extractor, and the request's client facts.
 
 pub mod admin_users;
+pub mod generate_link;
 pub mod logout;
 pub mod otp;
 pub mod recover;

@@ -951,3 +951,109 @@ async fn a_new_sign_in_gets_a_new_cookie_and_bearer_clients_are_unaffected() {
         .unwrap();
     assert_eq!(put.status(), 200, "bearer requests need no CSRF token");
 }
+
+#[tokio::test]
+async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
+    let server = start(|_| {}).await;
+    let session = json(sign_up(&server, "ray@example.com", PASSWORD).await).await;
+    let token = session["access_token"].as_str().unwrap();
+    let requested = auth(&server, Method::PUT, "user")
+        .bearer_auth(token)
+        .json(&json!({"email": "ray@new.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(requested.status(), 200);
+    assert_eq!(
+        json(requested).await["email"],
+        "ray@example.com",
+        "nothing changes before confirmation"
+    );
+    let mails = outbox(&server).await;
+    assert_eq!(
+        (mails[0].0.as_str(), mails[0].1.as_str()),
+        ("ray@new.example", "Confirm your new email")
+    );
+    let (link, _) = link_and_code(&mails[0].2);
+    let token_hash = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let confirmed = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email_change", "token_hash": token_hash}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(json(confirmed).await["user"]["email"], "ray@new.example");
+    assert_eq!(
+        sign_in(&server, "ray@new.example", PASSWORD).await.status(),
+        200
+    );
+    assert_eq!(
+        sign_in(&server, "ray@example.com", PASSWORD).await.status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn generate_link_hands_the_admin_what_the_email_would_carry() {
+    let server = start(|_| {}).await;
+    let admin = |body: Value| {
+        server
+            .client
+            .post(format!("{}/auth/v1/admin/generate_link", server.url))
+            .header("apikey", &server.secret)
+            .json(&body)
+    };
+    let refused = auth(&server, Method::POST, "admin/generate_link")
+        .json(&json!({"type": "magiclink", "email": "x@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let created = json(
+        admin(json!({"type": "signup", "email": "sam@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(created["email"], "sam@example.com");
+    assert_eq!(created["verification_type"], "signup");
+    assert!(
+        created["action_link"]
+            .as_str()
+            .unwrap()
+            .contains("/auth/v1/verify?token=")
+    );
+    assert_eq!(created["email_otp"].as_str().unwrap().len(), 6);
+    assert!(outbox(&server).await.is_empty(), "nothing is sent");
+    let verified = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "signup", "token_hash": created["hashed_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let magic = json(
+        admin(json!({"type": "magiclink", "email": "sam@example.com"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let by_code = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email", "email": "sam@example.com", "token": magic["email_otp"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_code.status(), 200);
+    let unknown = admin(json!({"type": "recovery", "email": "nobody@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}

@@ -17,6 +17,7 @@ fn kind(name: &str) -> Result<Kind, ApiError> {
         "signup" => Ok(Kind::Signup),
         "recovery" => Ok(Kind::Recovery),
         "magiclink" => Ok(Kind::MagicLink),
+        "email_change" => Ok(Kind::EmailChange),
         other => Err(auth_error(AuthError::Validation(format!(
             "unsupported verification type {other:?}"
         )))),
