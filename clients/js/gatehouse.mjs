@@ -32,10 +32,10 @@ export async function startGatehouse(configFile, extraEnv = {}) {
     const timer = setTimeout(() => reject(new Error('gatehouse did not start in 20 s')), 20_000);
     child.on('exit', (code) => reject(new Error(`gatehouse exited with ${code}`)));
     createInterface({ input: child.stderr }).on('line', (line) => {
-      const match = line.match(/API URL:\s+(\S+)/);
+      const match = line.match(/Listening on:\s+(\S+)/);
       if (match) {
         clearTimeout(timer);
-        resolve(match[1]);
+        resolve(`http://${match[1]}`);
       }
     });
   });

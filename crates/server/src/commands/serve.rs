@@ -12,7 +12,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Install the handlers before serving so a signal during start-up is not lost.
     let signal = server::shutdown_signal()?;
     let running = server::start(&config, secrets, Router::new()).await?;
-    eprintln!("{}", banner.replace("{url}", &running.public_url));
+    eprintln!(
+        "{}",
+        banner
+            .replace("{url}", &running.public_url)
+            .replace("{listen}", &running.addr.to_string())
+    );
     signal.await;
     running.shutdown().await
 }
@@ -29,6 +34,7 @@ fn banner(config: &Config, secrets: &Secrets) -> String {
     format!(
         "Gatehouse is running in {mode} mode.\n\
          \x20 API URL:          {{url}}\n\
+         \x20 Listening on:     {{listen}}\n\
          \x20 Publishable key:  {}\n\
          \x20 Secret key:       kept in {} (server-side only; never ship it to a browser)\n\
          \x20 Database:         {database}",

@@ -144,3 +144,57 @@ fn generate_writes_private_files_and_never_overwrites() {
     let keys = gatehouse_keys::KeySet::load(&dir.path().join("signing.json")).unwrap();
     assert_eq!(keys.origin(), gatehouse_keys::KeyOrigin::Operator);
 }
+
+#[tokio::test]
+async fn a_token_signed_by_a_retired_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        // A fixed public URL: the issuer must not change with the ephemeral port.
+        "[server]\npublic_url = \"http://gatehouse.test\"\n[auth]\nemail_confirmation = false\n",
+    )
+    .unwrap();
+    let publishable =
+        || std::fs::read_to_string(dir.path().join("gatehouse-data/publishable.key")).unwrap();
+    let user = |process: &Process, token: &str| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/auth/v1/user", process.url))
+            .header("apikey", publishable())
+            .bearer_auth(token.to_owned());
+        async move { request.send().await.unwrap() }
+    };
+
+    let first = Process::serve(dir.path(), &[], &[]);
+    let session: Value = reqwest::Client::new()
+        .post(format!("{}/auth/v1/signup", first.url))
+        .header("apikey", publishable())
+        .json(&json!({"email": "ted@example.com", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let old_kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    first.terminate();
+
+    run_keys(dir.path(), &["rotate"]);
+    let second = Process::serve(dir.path(), &[], &[]);
+    assert_eq!(
+        user(&second, &token).await.status(),
+        200,
+        "rotation logs nobody out"
+    );
+    second.terminate();
+
+    run_keys(dir.path(), &["retire", &old_kid]);
+    let third = Process::serve(dir.path(), &[], &[]);
+    let refused = user(&third, &token).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    third.terminate();
+}

@@ -183,11 +183,12 @@ impl Process {
                 panic!("gatehouse exited before it listened: {banner:?}");
             }
             banner.push(line.trim_end().to_owned());
-            if let Some(url) = line.trim().strip_prefix("API URL:") {
-                break url.trim().to_owned();
+            // The listening address, which the public URL need not resolve to.
+            if let Some(addr) = line.trim().strip_prefix("Listening on:") {
+                break format!("http://{}", addr.trim());
             }
         };
-        while banner.len() < 5 {
+        while banner.len() < 6 {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap() == 0 {
                 break;
