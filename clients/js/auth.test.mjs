@@ -78,6 +78,17 @@ describe('auth through supabase-js', () => {
     assert.equal(data.user.is_anonymous, true);
   });
 
+  test('sign out the other sessions', async () => {
+    const here = client(server.publishableKey);
+    const there = client(server.publishableKey);
+    await here.auth.signUp({ email: 'dana@example.com', password: PASSWORD });
+    await there.auth.signInWithPassword({ email: 'dana@example.com', password: PASSWORD });
+    const { error } = await here.auth.signOut({ scope: 'others' });
+    assert.equal(error, null);
+    assert.equal((await here.auth.getUser()).error, null, 'this session lives on');
+    assert.ok((await there.auth.getUser()).error, 'the other one ended');
+  });
+
   test('sign out everywhere', async () => {
     const first = client(server.publishableKey);
     const second = client(server.publishableKey);

@@ -401,7 +401,27 @@ impl Auth {
                     false => Ok(Vec::new()),
                 },
             )
-            .await?;
+            .await;
+        let user = match (user, self.settings.email_confirmation) {
+            // With confirmation on, a taken address answers like a new one (the
+            // password was hashed either way), so sign-up reveals no accounts.
+            (Err(AuthError::UserAlreadyExists), true) => {
+                let at = timestamp(now());
+                return Ok(SignUp::Unconfirmed(User {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    email: Some(email),
+                    email_confirmed_at: None,
+                    is_anonymous: false,
+                    banned_until: None,
+                    user_metadata: json!({}),
+                    app_metadata: json!({"provider": "email", "providers": ["email"]}),
+                    created_at: at.clone(),
+                    updated_at: at,
+                    last_sign_in_at: None,
+                }));
+            }
+            (user, _) => user?,
+        };
         if self.settings.email_confirmation {
             return Ok(SignUp::Unconfirmed(user));
         }

@@ -149,6 +149,12 @@ async fn weak_passwords_and_unconfirmed_emails_are_refused() {
     );
     let refused = sign_in(&server, "carol@example.com", PASSWORD).await;
     assert_eq!(json(refused).await["error_code"], "email_not_confirmed");
+    // Signing up again with a taken address looks like a first sign-up.
+    let again = sign_up(&server, "carol@example.com", PASSWORD).await;
+    assert_eq!(again.status(), 200);
+    let again = json(again).await;
+    assert_eq!(again["email"], "carol@example.com");
+    assert_ne!(again["id"], user["id"], "not the real account");
     let bad = sign_up(&server, "not-an-email", PASSWORD).await;
     assert_eq!(bad.status(), 400);
 }
