@@ -113,8 +113,9 @@ pub struct AuthSettings {
     pub session_lifetime: Duration,
     /// A spent refresh token may be presented again this long (tabs refreshing together).
     pub refresh_reuse_grace: Duration,
-    /// Put the email in access tokens (off: tokens carry no personal data).
-    pub email_in_token: bool,
+    /// Put the email and user metadata in access tokens (off: tokens carry no
+    /// personal data, as the seeds ask).
+    pub personal_data_in_token: bool,
     pub hash: HashParams,
     pub concurrent_hashes: usize,
     /// Where email links lead by default.
@@ -139,7 +140,7 @@ impl Default for AuthSettings {
             access_token_ttl: Duration::from_secs(3600),
             session_lifetime: Duration::from_secs(30 * 24 * 3600),
             refresh_reuse_grace: Duration::from_secs(10),
-            email_in_token: false,
+            personal_data_in_token: false,
             hash: HashParams::default(),
             concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
             site_url: "http://localhost:3000".into(),
@@ -553,8 +554,10 @@ impl Auth {
             "session_id": session_id,
             "is_anonymous": user.is_anonymous,
         });
-        if self.settings.email_in_token {
+        if self.settings.personal_data_in_token {
             claims["email"] = json!(user.email);
+            claims["phone"] = json!("");
+            claims["user_metadata"] = user.user_metadata.clone();
         }
         let access_token = keys
             .sign(&claims)

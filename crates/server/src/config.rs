@@ -126,7 +126,7 @@ struct AuthSection {
     signups: Option<bool>,
     password_min_length: Option<Bounded<8, 256>>,
     access_token_ttl_secs: Option<Bounded<60, 604_800>>,
-    email_in_token: Option<bool>,
+    personal_data_in_token: Option<bool>,
     argon2_memory_kib: Option<Bounded<8192, 1_048_576>>,
     argon2_iterations: Option<Bounded<1, 20>>,
     /// Where email links lead by default.
@@ -574,7 +574,9 @@ fn auth_settings(section: &AuthSection) -> AuthSettings {
         access_token_ttl: section
             .access_token_ttl_secs
             .map_or(defaults.access_token_ttl, |b| Duration::from_secs(b.0)),
-        email_in_token: section.email_in_token.unwrap_or(defaults.email_in_token),
+        personal_data_in_token: section
+            .personal_data_in_token
+            .unwrap_or(defaults.personal_data_in_token),
         hash: HashParams {
             memory_kib: section
                 .argon2_memory_kib

@@ -1063,3 +1063,17 @@ async fn generate_link_hands_the_admin_what_the_email_would_carry() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test]
+async fn personal_data_enters_tokens_only_when_asked() {
+    let server = start(|config| config.auth.personal_data_in_token = true).await;
+    let session = auth(&server, Method::POST, "signup")
+        .json(&json!({"email": "uma@example.com", "password": PASSWORD, "data": {"plan": "pro"}}))
+        .send()
+        .await
+        .unwrap();
+    let session = json(session).await;
+    let claims = claims(&server, session["access_token"].as_str().unwrap());
+    assert_eq!(claims["email"], "uma@example.com");
+    assert_eq!(claims["user_metadata"]["plan"], "pro");
+}
