@@ -210,12 +210,13 @@ LEAK_CHECK = r"""
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
 response = function(status, headers, body)
-  if {{LEAKED}} then leaked_rows = (leaked_rows or 0) + 1 end
+  if {{LEAKED}} then leaked_rows = (leaked_rows or 0) + 1; last_seen = status .. " " .. string.sub(body, 1, 200) end
 end
 done = function(summary, latency, requests)
   local total = 0
   for _, thread in ipairs(threads) do total = total + (thread:get("leaked_rows") or 0) end
   io.write("LEAKS " .. total .. "\n")
+  for _, thread in ipairs(threads) do io.write("LAST " .. tostring(thread:get("last_seen")) .. "\n") end
 end
 """
 
@@ -236,6 +237,9 @@ def wrk(url, lua, rows_file, connections, seconds):
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     leaks = re.search(r"LEAKS (\d+)", output)
+    for line in output.splitlines():
+        if line.startswith("LAST ") and line != "LAST nil" and os.environ.get("BENCH_STATUSES"):
+            print("   ", line[:240], flush=True)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
@@ -289,6 +293,8 @@ def rows_file(path, credentials, order_ids, users, extra):
 def run_server(kind, server, base, rows, seconds, repeats):
     results = {}
     for name, connections, request, leaked in workloads(kind):
+        # BENCH_STATUSES=1 counts every status (slower): to find where non-2xx come from.
+        leaked = leaked or ("status >= 300" if os.environ.get("BENCH_STATUSES") else None)
         check = LEAK_CHECK.replace("{{LEAKED}}", leaked) if leaked else ""
         lua = LUA.replace("{{REQUEST}}", request).replace("{{RESPONSE}}", check)
         runs = [wrk(base, lua, rows, connections, seconds) for _ in range(repeats)]

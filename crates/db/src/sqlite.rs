@@ -67,27 +67,33 @@ impl SqlitePool {
     }
 
     pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
-        let _slot = tokio::time::timeout(self.acquire_timeout, self.reader_slots.acquire())
-            .await
-            .map_err(|_| DbError::PoolTimeout)?
-            .map_err(|closed| DbError::Pool(closed.to_string()))?;
-        let connection = self
-            .readers
-            .lock()
-            .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
-            .pop()
-            .ok_or_else(|| DbError::Pool("reader slot without a connection".into()))?;
-        let (connection, rows) = tokio::task::spawn_blocking(move || {
+        let slot = tokio::time::timeout(
+            self.acquire_timeout,
+            self.reader_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| DbError::PoolTimeout)?
+        .map_err(|closed| DbError::Pool(closed.to_string()))?;
+        let readers = self.readers.clone();
+        // The blocking task takes the connection and puts it back itself, and holds
+        // the slot until then: if the request is dropped mid-query (a client hung
+        // up), the connection still returns to the pool.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let connection = readers
+                .lock()
+                .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
+                .pop()
+                .ok_or_else(|| DbError::Pool("reader slot without a connection".into()))?;
             let rows = run(&connection, &statement);
-            (connection, rows)
+            readers
+                .lock()
+                .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
+                .push(connection);
+            rows
         })
         .await
-        .map_err(|join| DbError::Pool(join.to_string()))?;
-        self.readers
-            .lock()
-            .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
-            .push(connection);
-        rows
+        .map_err(|join| DbError::Pool(join.to_string()))?
     }
 
     pub async fn transaction_if(

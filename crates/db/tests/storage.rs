@@ -170,3 +170,24 @@ async fn acknowledged_writes_survive_kill_9() {
         }
     }
 }
+
+#[tokio::test]
+async fn reads_abandoned_mid_query_give_their_connection_back() {
+    for backend in TestDatabase::all() {
+        let pool = PoolOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let db = Database::open(&backend.location(), pool).await.unwrap();
+        // Slow reads dropped while in flight, as when clients hang up.
+        let slow = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 300000) \
+                    SELECT CAST(COUNT(*) AS BIGINT) FROM c";
+        for _ in 0..4 {
+            let read = db.query(Statement::compiled(slow.into(), vec![]));
+            let _ = tokio::time::timeout(Duration::from_millis(5), read).await;
+        }
+        for _ in 0..10 {
+            db.meta("k").await.expect("every connection came back");
+        }
+    }
+}
