@@ -177,6 +177,16 @@ impl Access<'_> {
         }
     }
 
+    /// The rows `command` may see, for this caller; `None` for the service role.
+    pub fn using(&self, command: Command) -> Option<gatehouse_policy::Condition> {
+        self.policies?.using(command, self.role?)
+    }
+
+    /// What a written row must satisfy, for this caller; `None` for the service role.
+    pub fn with_check(&self, command: Command) -> Option<gatehouse_policy::Condition> {
+        self.policies?.with_check(command, self.role?)
+    }
+
     /// Refuses a column the caller's grants do not let it change.
     pub fn writable(&self, column: &Column) -> Result<(), RestError> {
         let allowed = match (self.role, self.policies) {

@@ -10,7 +10,7 @@ use gatehouse_schema::Column;
 use serde_json::{Map, Value as Json};
 
 use crate::embed;
-use crate::sql::{Scope, Sql};
+use crate::sql::Sql;
 use crate::values::to_json;
 use crate::{Access, Caller, Rest, RestError};
 
@@ -80,19 +80,7 @@ pub(crate) fn where_clause(
         sql.push(" AND ");
         sql.filter(filter, "t0", &|name| access.readable(name))?;
     }
-    if let (Some(role), Some(policies)) = (access.role, access.policies)
-        && let Some(using) = policies.using(command, role)
-    {
-        sql.push(" AND ");
-        sql.condition(
-            &using,
-            caller,
-            &mut vec![Scope {
-                alias: "t0".into(),
-                new_values: None,
-            }],
-        );
-    }
+    sql.and_policy(access.using(command), caller, "t0", None);
     Ok(!request.filters.is_empty())
 }
 
@@ -232,19 +220,7 @@ fn order_by_embedded(
     sql.column("o0", &link.child_column.name)
         .push(" = ")
         .column("t0", &link.parent_column.name);
-    if let (Some(role), Some(policies)) = (target.role, target.policies)
-        && let Some(using) = policies.using(Command::Select, role)
-    {
-        sql.push(" AND ");
-        sql.condition(
-            &using,
-            caller,
-            &mut vec![Scope {
-                alias: "o0".into(),
-                new_values: None,
-            }],
-        );
-    }
+    sql.and_policy(target.using(Command::Select), caller, "o0", None);
     sql.push(")");
     Ok(())
 }

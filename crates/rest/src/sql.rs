@@ -237,6 +237,27 @@ impl Sql {
         }
     }
 
+    /// ` AND <condition>` over the table aliased `alias`, with the columns in
+    /// `new_values` read as those values (a row being written); nothing when
+    /// there is no condition (the service role).
+    pub fn and_policy(
+        &mut self,
+        condition: Option<Condition>,
+        caller: &Caller,
+        alias: &str,
+        new_values: Option<&HashMap<Identifier, Value>>,
+    ) -> &mut Self {
+        if let Some(condition) = condition {
+            self.push(" AND ");
+            let scope = Scope {
+                alias: alias.to_owned(),
+                new_values,
+            };
+            self.condition(&condition, caller, &mut vec![scope]);
+        }
+        self
+    }
+
     /// A request filter on the table aliased `alias`; names resolve by `resolve`,
     /// which also refuses columns the caller may not read.
     pub fn filter<'c>(

@@ -11,7 +11,7 @@ use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
 use serde_json::{Map, Value as Json};
 
 use crate::read::{row_object, selected, where_clause};
-use crate::sql::{Scope, Sql};
+use crate::sql::Sql;
 use crate::values::{canonical_time, from_json, from_text};
 use crate::{Access, Caller, Rest, RestError};
 
@@ -246,11 +246,7 @@ impl Rest {
         } else {
             vec![]
         };
-        let policy = |command| match (access.role, access.policies) {
-            (Some(role), Some(policies)) => policies.with_check(command, role),
-            _ => None,
-        };
-        let check = policy(Command::Insert);
+        let check = access.with_check(Command::Insert);
         let upsert = match options.resolution {
             None => None,
             Some(resolution) => {
@@ -296,18 +292,8 @@ impl Rest {
                 sql.param(row[&column.name].clone(), Some(column.ty));
             }
             // The WHERE also keeps SQLite from reading ON CONFLICT as a join clause.
-            sql.push(" WHERE (1 = 1)");
-            if let Some(check) = &check {
-                sql.push(" AND ");
-                sql.condition(
-                    check,
-                    caller,
-                    &mut vec![Scope {
-                        alias: "t0".into(),
-                        new_values: Some(&row),
-                    }],
-                );
-            }
+            sql.push(" WHERE (1 = 1)")
+                .and_policy(check.clone(), caller, "t0", Some(&row));
             if let Some((target, update)) = &upsert {
                 self.on_conflict(&mut sql, caller, target, update.as_ref(), object, &row)?;
             }
@@ -373,30 +359,13 @@ impl Rest {
             set.push(format!("{name} = excluded.{name}", name = names[0]));
         }
         sql.push(&format!("UPDATE SET {} WHERE (1 = 1)", set.join(", ")));
-        if let (Some(role), Some(policies)) = (update.role, update.policies) {
-            if let Some(using) = policies.using(Command::Update, role) {
-                sql.push(" AND ");
-                sql.condition(
-                    &using,
-                    caller,
-                    &mut vec![Scope {
-                        alias: "t0".into(),
-                        new_values: None,
-                    }],
-                );
-            }
-            if let Some(check) = policies.with_check(Command::Update, role) {
-                sql.push(" AND ");
-                sql.condition(
-                    &check,
-                    caller,
-                    &mut vec![Scope {
-                        alias: "t0".into(),
-                        new_values: Some(&changes),
-                    }],
-                );
-            }
-        }
+        sql.and_policy(update.using(Command::Update), caller, "t0", None)
+            .and_policy(
+                update.with_check(Command::Update),
+                caller,
+                "t0",
+                Some(&changes),
+            );
         Ok(())
     }
 
@@ -466,19 +435,12 @@ impl Rest {
             update.param(changes[&column.name].clone(), Some(column.ty));
         }
         where_clause(&mut update, &access, request, caller, Command::Update)?;
-        if let (Some(role), Some(policies)) = (access.role, access.policies)
-            && let Some(check) = policies.with_check(Command::Update, role)
-        {
-            update.push(" AND ");
-            update.condition(
-                &check,
-                caller,
-                &mut vec![Scope {
-                    alias: "t0".into(),
-                    new_values: Some(&changes),
-                }],
-            );
-        }
+        update.and_policy(
+            access.with_check(Command::Update),
+            caller,
+            "t0",
+            Some(&changes),
+        );
         Self::returning(&mut update, &returned, access.table.primary_key());
         let results = db
             .transaction_if(
