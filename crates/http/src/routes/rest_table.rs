@@ -191,18 +191,54 @@ pub async fn get(
     run.await.map_err(|error| rest_error(error, &caller))
 }
 
-fn written(
-    status_with_body: StatusCode,
-    rows: Vec<Json>,
-    representation: bool,
+/// The three writes, which share everything but the call and the statuses.
+enum Write {
+    Insert,
+    Update,
+    Delete,
+}
+
+async fn write(
+    state: &AppState,
+    caller: &Caller,
+    table: &str,
+    query: Option<String>,
     headers: &HeaderMap,
-    empty: StatusCode,
-) -> Result<Response, RestError> {
-    if representation {
-        json_response(status_with_body, rows, wants_single(headers))
-    } else {
-        Ok(empty.into_response())
-    }
+    body: Option<&Bytes>,
+    kind: Write,
+) -> Result<Response, ApiError> {
+    let request = request(query)?;
+    let prefer = prefer(headers);
+    let run = async {
+        let json = body.map(|body| body_json(headers, body)).transpose()?;
+        let json = json.unwrap_or(Json::Null);
+        let (db, rest, options) = (state.db(), state.rest(), prefer.write());
+        let (result, with_body, without_body) = match kind {
+            Write::Insert => (
+                rest.insert(db, caller, table, &request, &json, options)
+                    .await?,
+                StatusCode::CREATED,
+                StatusCode::CREATED,
+            ),
+            Write::Update => (
+                rest.update(db, caller, table, &request, &json, options)
+                    .await?,
+                StatusCode::OK,
+                StatusCode::NO_CONTENT,
+            ),
+            Write::Delete => (
+                rest.delete(db, caller, table, &request, options).await?,
+                StatusCode::OK,
+                StatusCode::NO_CONTENT,
+            ),
+        };
+        if prefer.representation {
+            json_response(with_body, result.rows, wants_single(headers))
+        } else {
+            Ok(without_body.into_response())
+        }
+    };
+    run.await.map_err(|error| rest_error(error, caller))
 }
 
 pub async fn post(
@@ -213,24 +249,16 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = request(query)?;
-    let prefer = prefer(&headers);
-    let representation = prefer.representation;
-    let run = async {
-        let json = body_json(&headers, &body)?;
-        let result = state
-            .rest()
-            .insert(state.db(), &caller, &table, &request, &json, prefer.write())
-            .await?;
-        written(
-            StatusCode::CREATED,
-            result.rows,
-            representation,
-            &headers,
-            StatusCode::CREATED,
-        )
-    };
-    run.await.map_err(|error| rest_error(error, &caller))
+    write(
+        &state,
+        &caller,
+        &table,
+        query,
+        &headers,
+        Some(&body),
+        Write::Insert,
+    )
+    .await
 }
 
 pub async fn patch(
@@ -241,24 +269,16 @@ pub async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = request(query)?;
-    let prefer = prefer(&headers);
-    let representation = prefer.representation;
-    let run = async {
-        let json = body_json(&headers, &body)?;
-        let result = state
-            .rest()
-            .update(state.db(), &caller, &table, &request, &json, prefer.write())
-            .await?;
-        written(
-            StatusCode::OK,
-            result.rows,
-            representation,
-            &headers,
-            StatusCode::NO_CONTENT,
-        )
-    };
-    run.await.map_err(|error| rest_error(error, &caller))
+    write(
+        &state,
+        &caller,
+        &table,
+        query,
+        &headers,
+        Some(&body),
+        Write::Update,
+    )
+    .await
 }
 
 pub async fn delete(
@@ -268,21 +288,14 @@ pub async fn delete(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = request(query)?;
-    let prefer = prefer(&headers);
-    let representation = prefer.representation;
-    let run = async {
-        let result = state
-            .rest()
-            .delete(state.db(), &caller, &table, &request, prefer.write())
-            .await?;
-        written(
-            StatusCode::OK,
-            result.rows,
-            representation,
-            &headers,
-            StatusCode::NO_CONTENT,
-        )
-    };
-    run.await.map_err(|error| rest_error(error, &caller))
+    write(
+        &state,
+        &caller,
+        &table,
+        query,
+        &headers,
+        None,
+        Write::Delete,
+    )
+    .await
 }
