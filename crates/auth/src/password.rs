@@ -37,11 +37,42 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs hashes on a few dedicated threads. Each Argon2id call touches 19 MiB; on
+/// the shared blocking pool, every thread's allocator arena would keep its own
+/// copy, and peak memory would grow with the pool instead of with the permits.
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
     dummy: Arc<String>,
+}
+
+fn start_workers(count: usize) -> Result<std::sync::mpsc::Sender<Job>, AuthError> {
+    let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+    let receiver = Arc::new(std::sync::Mutex::new(receiver));
+    for index in 0..count {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("gatehouse-hash-{index}"))
+            .spawn(move || {
+                loop {
+                    // Ends when every Hasher (and so every sender) is gone.
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|e| AuthError::Config(format!("cannot start the hashing threads: {e}")))?;
+    }
+    Ok(sender)
 }
 
 fn argon(params: Params) -> Argon2<'static> {
@@ -64,6 +95,7 @@ impl Hasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrent.max(1))),
+            jobs: start_workers(concurrent.max(1))?,
             dummy: Arc::new(dummy),
         })
     }
@@ -72,14 +104,25 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _permit = self
+        // The job holds the permit until it has run, so even when callers give
+        // up waiting, no more than `concurrent` hashes are queued or running.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+            drop(permit);
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| AuthError::Internal("the hashing threads stopped".into()))?;
+        result
             .await
-            .map_err(|e| AuthError::Internal(e.to_string()))
+            .map_err(|_| AuthError::Internal("a hashing job was lost".into()))
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
