@@ -104,6 +104,10 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let hex = text
         .strip_prefix("\\x")
         .ok_or_else(|| "bytea values are hex strings starting with \\x".to_owned())?;
+    // Checked first so that the byte slicing below stays on character boundaries.
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("not a hex digit".into());
+    }
     if hex.len() % 2 != 0 {
         return Err("odd number of hex digits".into());
     }
@@ -333,6 +337,10 @@ mod tests {
         );
         let bytes = column(ColumnType::Bytea, vec![]);
         assert_eq!(from_text(&bytes, "\\x0aff"), Ok(Value::Blob(vec![10, 255])));
+        // "\\xaé1" has an even byte length with a character across a byte pair.
+        for bad in ["\\xaé1", "\\xé1", "\\xzz", "\\x0", "0aff"] {
+            assert!(from_text(&bytes, bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

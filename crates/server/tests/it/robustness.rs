@@ -19,6 +19,7 @@ columns.at = { type = "timestamptz" }
 columns.data = { type = "jsonb" }
 columns.flag = { type = "boolean" }
 columns.price = { type = "numeric" }
+columns.blob = { type = "bytea" }
 
 [[tables.notes.policies]]
 name = "own"
@@ -69,6 +70,7 @@ fn parameter() -> impl Strategy<Value = String> {
         Just("at"),
         Just("data"),
         Just("flag"),
+        Just("blob"),
         Just("price"),
         Just("nope"),
         Just(""),
