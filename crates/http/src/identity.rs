@@ -59,9 +59,15 @@ impl FromRequestParts<AppState> for Identity {
                         invalid_token(error == gatehouse_keys::TokenError::Expired)
                     })?;
                 // Signed-out, deleted and banned users' sessions end at once.
-                let revocable = claims.claim_text("session_id").is_some();
-                if revocable && state.auth().check_session(&claims).await.is_err() {
-                    return Err(invalid_token(false));
+                if claims.claim_text("session_id").is_some() {
+                    match state.auth().check_session(&claims).await {
+                        Ok(()) => {}
+                        Err(gatehouse_auth::AuthError::SessionNotFound) => {
+                            return Err(invalid_token(false));
+                        }
+                        // A database failure is not the client's bad token.
+                        Err(other) => return Err(crate::routes::auth::auth_error(other)),
+                    }
                 }
                 Caller::User(claims)
             }
