@@ -29,7 +29,7 @@ pub use api_key::ApiCaller;
 pub use error::{ApiError, Surface};
 pub use identity::Identity;
 pub use request_id::RequestId;
-pub use state::{AppState, CorsPolicy, HttpSettings, Parts, metrics_handle};
+pub use state::{AppState, CorsPolicy, HttpSettings, Parts};
 
 /// The public API: Gatehouse's routes plus the embedding app's own `custom`
 /// routes, all behind the same middleware stack.

@@ -111,7 +111,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The process-wide Prometheus recorder. Metrics are a property of the process,
 /// so servers started side by side in one process (tests) share it.
-pub fn metrics_handle() -> PrometheusHandle {
+fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

@@ -91,10 +91,6 @@ impl Rest {
         }
     }
 
-    pub fn settings(&self) -> &RestSettings {
-        &self.settings
-    }
-
     /// The table, if the caller may run `command` on it at all. A table nobody
     /// may use answers like a forbidden one, so existence is not revealed to
     /// anon callers beyond what PostgREST shows.

@@ -596,6 +596,16 @@ fn link_and_code(text: &str) -> (String, String) {
     (link, code)
 }
 
+/// The `token` query parameter of an emailed link.
+fn token_of(link: &str) -> &str {
+    link.split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -763,13 +773,7 @@ async fn magic_links_and_codes_sign_in_and_create_users() {
         "magiclink"
     );
     // The same email's link was the other half of the same token: spent too.
-    let token = link
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let token = token_of(&link);
     let by_link = auth(&server, Method::POST, "verify")
         .json(&json!({"type": "magiclink", "token_hash": token}))
         .send()
@@ -981,13 +985,7 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
         ("ray@new.example", "Confirm your new email")
     );
     let (link, _) = link_and_code(&mails[0].2);
-    let token_hash = link
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let token_hash = token_of(&link);
     let confirmed = auth(&server, Method::POST, "verify")
         .json(&json!({"type": "email_change", "token_hash": token_hash}))
         .send()
