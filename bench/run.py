@@ -290,14 +290,45 @@ def rows_file(path, credentials, order_ids, users, extra):
             out.write("\t".join([credentials[i], order_ids[i][0], other, user["email"], extra[i]]) + "\n")
 
 
-def run_server(kind, server, base, rows, seconds, repeats):
+def profiled(server, name, run):
+    """Runs `run` under perf (cpu-clock samples with DWARF call graphs) and writes a
+    flame graph to bench/profiles/<letter>.svg plus the top functions by self time."""
+    out = os.path.join(BENCH, "profiles")
+    os.makedirs(out, exist_ok=True)
+    data = os.path.join(tempfile.gettempdir(), f"gatehouse-perf-{os.getpid()}.data")
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(server.process.pid), "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = run()
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=120)
+    letter = name.split()[0]
+    script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+    folded = subprocess.run(["inferno-collapse-perf"], input=script, capture_output=True, text=True).stdout
+    with open(os.path.join(out, f"{letter}.folded"), "w") as stacks:
+        stacks.write(folded)
+    with open(os.path.join(out, f"{letter}.svg"), "w") as svg:
+        subprocess.run(["inferno-flamegraph", "--title", f"Gatehouse, workload {name}"], input=folded, stdout=svg, text=True, check=True)
+    report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--percent-limit", "1.5", "-g", "none", "--sort", "symbol"], capture_output=True, text=True).stdout
+    with open(os.path.join(out, f"{letter}.txt"), "w") as top:
+        top.write(report)
+    os.unlink(data)
+    print("\n".join(line.rstrip().replace("  ", " ") for line in report.splitlines() if line.strip() and not line.startswith("#")), flush=True)
+    return result
+
+
+def run_server(kind, server, base, rows, seconds, repeats, profile=()):
     results = {}
     for name, connections, request, leaked in workloads(kind):
+        if profile and name.split()[0] not in profile:
+            continue
         # BENCH_STATUSES=1 counts every status (slower): to find where non-2xx come from.
         leaked = leaked or ("status >= 300" if os.environ.get("BENCH_STATUSES") else None)
         check = LEAK_CHECK.replace("{{LEAKED}}", leaked) if leaked else ""
         lua = LUA.replace("{{REQUEST}}", request).replace("{{RESPONSE}}", check)
         runs = [wrk(base, lua, rows, connections, seconds) for _ in range(repeats)]
+        if name.split()[0] in profile:
+            runs = [profiled(server, name, lambda: wrk(base, lua, rows, connections, seconds))]
         results[name] = {
             "rps": statistics.median(r["rps"] for r in runs),
             "p50_ms": statistics.median(r["p50_ms"] or 0 for r in runs),
@@ -316,11 +347,18 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", help="comma-separated: gatehouse,pocketbase,baseline")
+    parser.add_argument("--profile", help="comma-separated workload letters (a,b,...): profile Gatehouse on these with perf, write flame graphs to bench/profiles/ and no results")
     args = parser.parse_args()
     only = set((args.only or "gatehouse,pocketbase,baseline").split(","))
+    profile = tuple(args.profile.split(",")) if args.profile else ()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "gatehouse-server", "-p", "gatehouse-bench-baseline"], cwd=ROOT, check=True)
+    build = "profiling" if profile else "release"
+    if profile:
+        only = {"gatehouse"}
+        if not (shutil.which("perf") and shutil.which("inferno-flamegraph")):
+            sys.exit("profiling needs perf and inferno: apt-get install linux-perf; cargo install inferno")
+    subprocess.run(["cargo", "build", "--profile", build, "-q", "-p", "gatehouse-server", "-p", "gatehouse-bench-baseline"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="gatehouse-bench-")
     users = [{"email": f"user{i}@example.com"} for i in range(USERS)]
     report = {"date": datetime.date.today().isoformat(), "seconds": args.seconds, "repeats": args.repeats, "servers": {}}
@@ -332,7 +370,7 @@ def main():
             config = os.path.join(work, "gatehouse.toml")
             with open(config, "w") as out:
                 out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n[auth]\nemail_confirmation = false\n')
-            server = Server("gatehouse", [os.path.join(TARGET, "release", "gatehouse"), "--config", config, "--data-dir", data, "serve", "--listen", f"127.0.0.1:{port}"], {"GATEHOUSE_LOG": "warn"})
+            server = Server("gatehouse", [os.path.join(TARGET, build, "gatehouse"), "--config", config, "--data-dir", data, "serve", "--listen", f"127.0.0.1:{port}"], {"GATEHOUSE_LOG": "warn"})
             base = f"http://127.0.0.1:{port}"
             wait_until_up(f"{base}/health")
             secret = open(os.path.join(data, "secret.key")).read().strip()
@@ -342,7 +380,9 @@ def main():
             tokens, order_ids = seed_gatehouse(base, secret, gh_users)
             path = os.path.join(work, "gatehouse.rows")
             rows_file(path, tokens, order_ids, gh_users, [publishable] * USERS)
-            report["servers"]["gatehouse"] = run_server("gatehouse", server, base, path, args.seconds, args.repeats)
+            report["servers"]["gatehouse"] = run_server("gatehouse", server, base, path, args.seconds, args.repeats, profile)
+            if profile:
+                return
             versions["gatehouse"] = subprocess.run([os.path.join(TARGET, "release", "gatehouse"), "--version"], capture_output=True, text=True).stdout.strip()
         if "baseline" in only:
             port = free_port()

@@ -11,6 +11,7 @@
 mod cookies;
 mod email;
 mod links;
+mod live_sessions;
 mod password;
 mod store;
 mod user;
@@ -27,6 +28,11 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+
+use live_sessions::LiveSessions;
+
+/// How many live-session answers an instance remembers (about 100 bytes each).
+const LIVE_SESSIONS_REMEMBERED: usize = 100_000;
 
 pub use cookies::CookieSecrets;
 pub use links::{GeneratedLink, Kind, Proof, recently_verified};
@@ -128,6 +134,9 @@ pub struct AuthSettings {
     pub cookie_sessions: bool,
     /// A cookie session unused this long ends.
     pub cookie_idle_timeout: Duration,
+    /// How long a data request may rely on this instance having found its session
+    /// live; revocations through this instance take effect at once regardless.
+    pub session_check_ttl: Duration,
 }
 
 impl Default for AuthSettings {
@@ -148,6 +157,7 @@ impl Default for AuthSettings {
             link_lifetime: Duration::from_secs(3600),
             cookie_sessions: false,
             cookie_idle_timeout: Duration::from_secs(30 * 60),
+            session_check_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -260,6 +270,7 @@ pub struct Auth {
     issuer: String,
     /// Tells the mail sender there is something in the outbox.
     wake: Arc<Notify>,
+    live_sessions: LiveSessions,
 }
 
 impl Auth {
@@ -270,8 +281,10 @@ impl Auth {
         wake: Arc<Notify>,
     ) -> Result<Self> {
         let hasher = Hasher::new(settings.hash, settings.concurrent_hashes)?;
+        let live_sessions = LiveSessions::new(settings.session_check_ttl, LIVE_SESSIONS_REMEMBERED);
         Ok(Self {
             db,
+            live_sessions,
             settings,
             hasher,
             issuer,
@@ -601,12 +614,11 @@ impl Auth {
             if timestamp(at) > grace_ends {
                 // A spent token again, after the grace: assume it was stolen.
                 tracing::warn!(session_id, "refresh token reused; revoking the session");
-                self.db
-                    .transaction(vec![Statement::new(
-                        &store::DELETE_SESSION,
-                        vec![session_id.into()],
-                    )])
-                    .await?;
+                self.end_sessions(vec![Statement::new(
+                    &store::DELETE_SESSION,
+                    vec![session_id.into()],
+                )])
+                .await?;
                 return Err(AuthError::RefreshTokenAlreadyUsed);
             }
         } else {
@@ -671,7 +683,28 @@ impl Auth {
         let session_id = claims
             .claim_text("session_id")
             .ok_or(AuthError::SessionNotFound)?;
-        self.active_user(&session_id, claims.subject()).await
+        let user_id = claims.subject();
+        if self.live_sessions.recently_live(&session_id, user_id) {
+            return Ok(());
+        }
+        let generation = self.live_sessions.generation();
+        self.active_user(&session_id, user_id).await?;
+        self.live_sessions
+            .found_live(&session_id, user_id, generation);
+        Ok(())
+    }
+
+    /// Runs statements that end sessions or change who may hold one, then makes
+    /// this instance forget which sessions it found live. Forgetting after the
+    /// commit matters: a check that read the row before the commit carries an older
+    /// generation and is not trusted.
+    async fn end_sessions(
+        &self,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Vec<gatehouse_db::Row>>, gatehouse_db::DbError> {
+        let outcome = self.db.transaction(statements).await;
+        self.live_sessions.revoked();
+        outcome
     }
 
     /// `GET /user`.
@@ -694,7 +727,7 @@ impl Auth {
                 vec![user_id.into(), session_id.into()],
             ),
         };
-        self.db.transaction(vec![statement]).await?;
+        self.end_sessions(vec![statement]).await?;
         Ok(())
     }
 
@@ -791,7 +824,7 @@ impl Auth {
                 vec![id.into()],
             ));
         }
-        if let Err(error) = self.db.transaction(statements).await {
+        if let Err(error) = self.end_sessions(statements).await {
             return Err(match error.constraint() {
                 Some(gatehouse_db::Constraint::Unique) => AuthError::UserAlreadyExists,
                 _ => error.into(),
@@ -851,8 +884,7 @@ impl Auth {
 
     pub async fn admin_delete(&self, id: &str) -> Result<()> {
         let deleted = self
-            .db
-            .transaction(vec![Statement::new(&store::DELETE_USER, vec![id.into()])])
+            .end_sessions(vec![Statement::new(&store::DELETE_USER, vec![id.into()])])
             .await?;
         if deleted.first().is_none_or(Vec::is_empty) {
             return Err(AuthError::UserNotFound);

@@ -83,6 +83,52 @@ async fn a_transaction_is_all_or_nothing() {
     }
 }
 
+/// Many writers at once (on SQLite they share commits): each gets its own outcome,
+/// and a failed or refused one leaves no trace while its neighbours are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_keep_their_own_outcomes() {
+    for backend in TestDatabase::all() {
+        let db = Database::open(&backend.location(), options())
+            .await
+            .unwrap();
+        db.set_meta("taken", "first").await.unwrap();
+        let mut writers = tokio::task::JoinSet::new();
+        for i in 0..90 {
+            let db = db.clone();
+            writers.spawn(async move {
+                let key = match i % 3 {
+                    0 => "taken".to_owned(),
+                    _ => format!("key-{i}"),
+                };
+                let write = vec![Statement::new(
+                    &WRITE,
+                    vec![key.into(), i.to_string().into()],
+                )];
+                let outcome = if i % 3 == 1 {
+                    db.transaction_if(write, |_| false).await
+                } else {
+                    db.transaction(write).await.map(Some)
+                };
+                (i, outcome)
+            });
+        }
+        while let Some(joined) = writers.join_next().await {
+            let (i, outcome) = joined.unwrap();
+            match i % 3 {
+                0 => assert!(outcome.unwrap_err().constraint().is_some(), "{i}"),
+                1 => assert!(outcome.unwrap().is_none(), "{i}"),
+                _ => assert!(outcome.unwrap().is_some(), "{i}"),
+            }
+        }
+        for i in 0..90 {
+            let kept = db.meta(&format!("key-{i}")).await.unwrap();
+            let expected = (i % 3 == 2).then(|| i.to_string());
+            assert_eq!(kept, expected, "key-{i} on {:?}", db.dialect());
+        }
+        assert_eq!(db.meta("taken").await.unwrap().as_deref(), Some("first"));
+    }
+}
+
 #[test]
 fn sqlite_runs_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();

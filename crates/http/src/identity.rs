@@ -51,13 +51,10 @@ impl FromRequestParts<AppState> for Identity {
         }
         let caller = match (user_token, app) {
             (Some(token), _) => {
-                let claims = state
-                    .signing_keys()
-                    .verify_access_token(token, state.token_rules())
-                    .map_err(|error| {
-                        tracing::info!(%error, "refused an access token");
-                        invalid_token(error == gatehouse_keys::TokenError::Expired)
-                    })?;
+                let claims = state.verify_access_token(token).map_err(|error| {
+                    tracing::info!(%error, "refused an access token");
+                    invalid_token(error == gatehouse_keys::TokenError::Expired)
+                })?;
                 // Signed-out, deleted and banned users' sessions end at once.
                 if claims.claim_text("session_id").is_some() {
                     match state.auth().check_session(&claims).await {

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use gatehouse_auth::Auth;
 use gatehouse_db::Database;
-use gatehouse_keys::{ApiKeys, KeySet, TokenRules};
+use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
 use gatehouse_rest::Rest;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -30,10 +30,12 @@ pub struct HttpSettings {
     pub metrics_on_admin_listener: bool,
 }
 
+/// How many verified access tokens an instance remembers (about 1 KB each).
+const VERIFIED_TOKENS_REMEMBERED: usize = 10_000;
+
 struct Shared {
     db: Database,
-    signing_keys: KeySet,
-    token_rules: TokenRules,
+    tokens: TokenVerifier,
     api_keys: ApiKeys,
     rest: Rest,
     auth: Auth,
@@ -61,8 +63,11 @@ impl AppState {
     pub fn new(parts: Parts) -> Self {
         Self(Arc::new(Shared {
             db: parts.db,
-            signing_keys: parts.signing_keys,
-            token_rules: parts.token_rules,
+            tokens: TokenVerifier::new(
+                parts.signing_keys,
+                parts.token_rules,
+                VERIFIED_TOKENS_REMEMBERED,
+            ),
             api_keys: parts.api_keys,
             rest: parts.rest,
             auth: parts.auth,
@@ -72,7 +77,12 @@ impl AppState {
     }
 
     pub fn token_rules(&self) -> &TokenRules {
-        &self.0.token_rules
+        self.0.tokens.rules()
+    }
+
+    /// Verifies a user's access token (remembering the answer; see [`TokenVerifier`]).
+    pub fn verify_access_token(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
+        self.0.tokens.verify(token)
     }
 
     pub fn rest(&self) -> &Rest {
@@ -88,7 +98,7 @@ impl AppState {
     }
 
     pub fn signing_keys(&self) -> &KeySet {
-        &self.0.signing_keys
+        self.0.tokens.keys()
     }
 
     pub fn api_keys(&self) -> &ApiKeys {

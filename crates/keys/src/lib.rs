@@ -8,10 +8,12 @@
 mod api_keys;
 mod private_file;
 mod signing;
+mod token_cache;
 
 pub use api_keys::{ApiKeys, ApiRole, generate_api_key, weakness};
 pub use private_file::write_private_file;
 pub use signing::{KeyInfo, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, VerifiedClaims};
+pub use token_cache::TokenVerifier;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

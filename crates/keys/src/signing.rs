@@ -134,6 +134,14 @@ impl VerifiedClaims {
         &self.role
     }
 
+    /// `exp`, in seconds since the epoch.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map(|exp| exp as u64)
+    }
+
     /// A claim as text, as `auth.jwt() ->> 'name'` reads it.
     pub fn claim_text(&self, name: &str) -> Option<String> {
         match self.claims.get(name)? {

@@ -138,6 +138,8 @@ struct AuthSection {
     /// Offer HttpOnly cookie sessions (with CSRF tokens) to server-rendered apps.
     cookie_sessions: Option<bool>,
     cookie_idle_timeout_secs: Option<Bounded<60, 604_800>>,
+    /// How long this instance trusts its own finding that a session is live.
+    session_check_secs: Option<Bounded<0, 60>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -594,6 +596,9 @@ fn auth_settings(section: &AuthSection) -> AuthSettings {
         cookie_idle_timeout: section
             .cookie_idle_timeout_secs
             .map_or(defaults.cookie_idle_timeout, |b| Duration::from_secs(b.0)),
+        session_check_ttl: section
+            .session_check_secs
+            .map_or(defaults.session_check_ttl, |b| Duration::from_secs(b.0)),
         redirect_urls: section
             .redirect_urls
             .clone()

@@ -82,15 +82,12 @@ impl FromRequestParts<AppState> for SignedIn {
             }
             (None, _) => return Err(invalid_token("This endpoint requires a valid Bearer token")),
         };
-        let claims = state
-            .signing_keys()
-            .verify_access_token(token, state.token_rules())
-            .map_err(|error| {
-                tracing::info!(%error, "refused an access token");
-                invalid_token(
-                    "invalid JWT: unable to parse or verify signature, token is expired or invalid",
-                )
-            })?;
+        let claims = state.verify_access_token(token).map_err(|error| {
+            tracing::info!(%error, "refused an access token");
+            invalid_token(
+                "invalid JWT: unable to parse or verify signature, token is expired or invalid",
+            )
+        })?;
         state
             .auth()
             .check_session(&claims)

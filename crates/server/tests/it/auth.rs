@@ -263,6 +263,35 @@ async fn sign_out_scopes() {
     assert!(!live(&sessions[1]).await);
 }
 
+/// Two instances on one data folder (database and keys): a session ended through
+/// one is refused by the other once `session_check_secs` has passed, and by the
+/// one that ended it at once.
+#[tokio::test]
+async fn a_session_ended_elsewhere_is_refused_within_the_check_ttl() {
+    let ttl = Duration::from_secs(1);
+    let folder = tempfile::tempdir().unwrap();
+    let shared = |config: &mut gatehouse_server::config::Config| {
+        config.auth.session_check_ttl = ttl;
+        config.data_dir = folder.path().to_path_buf();
+        // Behind one load balancer: one issuer.
+        config.public_url = Some("http://gatehouse.test".into());
+    };
+    let first = start(shared).await;
+    let second = start(shared).await;
+    let session = json(sign_up(&first, "gina@example.com", PASSWORD).await).await;
+    let token = session["access_token"].as_str().unwrap();
+    assert_eq!(get_user(&second, token).await.status(), 200);
+    let logout = auth(&first, Method::POST, "logout?scope=local")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(get_user(&first, token).await.status(), 403);
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(get_user(&second, token).await.status(), 403);
+}
+
 #[tokio::test]
 async fn changing_the_password_needs_the_current_one() {
     let server = start(|_| {}).await;

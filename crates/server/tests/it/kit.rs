@@ -88,7 +88,7 @@ pub async fn start_on(
         secrets.database = database.location();
     }
     let running = server::start(&config, secrets, custom).await.unwrap();
-    let read = |file: &str| std::fs::read_to_string(data_dir.path().join(file)).unwrap();
+    let read = |file: &str| std::fs::read_to_string(config.data_dir.join(file)).unwrap();
     TestServer {
         url: format!("http://{}", running.addr),
         publishable: read("publishable.key"),

@@ -1108,3 +1108,43 @@ using = "true"
         assert_eq!(bad.status(), 400);
     }
 }
+
+/// 64 inserts at once on SQLite: every one is acknowledged and kept, and they
+/// share commits (group commit), which `/metrics` shows as more writes than commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_share_commits_and_all_land() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_declared(NOTES, &database).await;
+    let mut inserts = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let request = server
+            .rest(Method::POST, "notes", Some(ALICE))
+            .json(&json!({"title": format!("n{i}")}));
+        inserts.spawn(request.send());
+    }
+    while let Some(response) = inserts.join_next().await {
+        assert_eq!(response.unwrap().unwrap().status(), 201);
+    }
+    let rows = list(&server, "select=title&limit=100", Some(ALICE)).await;
+    assert_eq!(rows.as_array().unwrap().len(), 64);
+    let metrics = server
+        .get("/metrics")
+        .header("apikey", &server.secret)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+    };
+    let (writes, commits) = (
+        counter("gatehouse_sqlite_writes_total"),
+        counter("gatehouse_sqlite_commits_total"),
+    );
+    assert!(writes > commits, "{writes} writes in {commits} commits");
+}
