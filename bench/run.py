@@ -311,7 +311,7 @@ def profiled(server, name, run):
         subprocess.run(["inferno-flamegraph", "--title", f"Gatehouse, workload {name}"], input=folded, stdout=svg, text=True, check=True)
     report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--percent-limit", "1.5", "-g", "none", "--sort", "symbol"], capture_output=True, text=True).stdout
     with open(os.path.join(out, f"{letter}.txt"), "w") as top:
-        top.write(report)
+        top.write("\n".join(line.rstrip() for line in report.splitlines()) + "\n")
     os.unlink(data)
     print("\n".join(line.rstrip().replace("  ", " ") for line in report.splitlines() if line.strip() and not line.startswith("#")), flush=True)
     return result

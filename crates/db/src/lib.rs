@@ -53,11 +53,13 @@ impl Location {
     }
 }
 
-/// Pool bounds: every caller waits at most `acquire_timeout` for a connection.
+/// Pool bounds: every caller waits at most `acquire_timeout` for a connection, and
+/// a statement runs at most `statement_timeout`.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolOptions {
     pub max_connections: usize,
     pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -65,6 +67,7 @@ impl Default for PoolOptions {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum DbError {
     InvalidUrl(String),
     #[error("no database connection became free in time")]
     PoolTimeout,
+    #[error("the statement ran longer than its timeout and was cancelled")]
+    StatementTimeout,
     #[error("database pool: {0}")]
     Pool(String),
     #[error("migration {version} ({name}) failed: {source}")]

@@ -22,7 +22,10 @@ impl PgPool {
     pub async fn open(url: &SecretString, options: PoolOptions) -> Result<Self> {
         let mut config = parse_url(url)?;
         // UTC, so times come back in one canonical form on every connection.
-        config.options("-c synchronous_commit=on -c TimeZone=UTC");
+        config.options(format!(
+            "-c synchronous_commit=on -c TimeZone=UTC -c statement_timeout={}",
+            options.statement_timeout.as_millis()
+        ));
         config.application_name("gatehouse");
         config.connect_timeout(options.acquire_timeout);
         let manager = Manager::from_config(
@@ -55,7 +58,7 @@ impl PgPool {
 
     pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
         let client = self.client().await?;
-        run(&**client, &statement).await
+        run(&**client, &statement).await.map_err(timed_out)
     }
 
     pub async fn transaction_if(
@@ -67,7 +70,7 @@ impl PgPool {
         let transaction = client.transaction().await?;
         let mut results = Vec::with_capacity(statements.len());
         for statement in &statements {
-            results.push(run(&*transaction, statement).await?);
+            results.push(run(&*transaction, statement).await.map_err(timed_out)?);
         }
         if !accept(&results) {
             transaction.rollback().await?;
@@ -75,6 +78,18 @@ impl PgPool {
         }
         transaction.commit().await?;
         Ok(Some(results))
+    }
+}
+
+/// PostgreSQL's `statement_timeout` cancellation, named as on SQLite.
+fn timed_out(error: DbError) -> DbError {
+    match &error {
+        DbError::Postgres(source)
+            if source.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+        {
+            DbError::StatementTimeout
+        }
+        _ => error,
     }
 }
 

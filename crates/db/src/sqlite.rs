@@ -11,8 +11,9 @@
 //! fsync, which bounds durable writes per second, is shared.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
 use rusqlite::functions::FunctionFlags;
@@ -27,6 +28,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_QUEUE: usize = 1024;
 /// The most writes that share one commit.
 const GROUP_LIMIT: usize = 64;
+/// How long a read may run on the async thread that asked for it before it is
+/// stopped and run again on the blocking pool. Most reads (an indexed lookup, a
+/// page of rows) finish in far less; handing each to another thread cost more than
+/// the query itself (bench/README.md).
+const INLINE_BUDGET: Duration = Duration::from_micros(500);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
+/// SQLite calls the progress handler every this many virtual machine steps.
+const PROGRESS_STEPS: i32 = 1000;
 
 type Accept = fn(&[Vec<Row>]) -> bool;
 type Outcome = Result<Option<Vec<Vec<Row>>>>;
@@ -41,9 +51,47 @@ struct Write {
 #[derive(Clone)]
 pub struct SqlitePool {
     writes: tokio::sync::mpsc::Sender<Write>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Arc<Mutex<Vec<Reader>>>,
     reader_slots: Arc<Semaphore>,
     acquire_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+/// A read-only connection whose statements stop at `deadline`.
+struct Reader {
+    connection: Connection,
+    deadline: Arc<Deadline>,
+}
+
+/// When the running statement must stop, in microseconds since [`epoch`]; SQLite's
+/// progress handler reads it, so setting it costs no allocation per statement.
+#[derive(Default)]
+struct Deadline(AtomicU64);
+
+impl Deadline {
+    fn set(&self, after: Duration) {
+        let at = epoch().elapsed().saturating_add(after).as_micros();
+        self.0
+            .store(u64::try_from(at).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn passed(&self) -> bool {
+        let now = u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX);
+        now > self.0.load(Ordering::Relaxed)
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn interrupted(error: &DbError) -> bool {
+    matches!(
+        error,
+        DbError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::OperationInterrupted
+    )
 }
 
 impl SqlitePool {
@@ -66,12 +114,19 @@ impl SqlitePool {
             writer.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
             let readers = (0..reader_count)
                 .map(|_| {
-                    let reader = Connection::open_with_flags(
+                    let mut connection = Connection::open_with_flags(
                         &path,
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
-                    configure(&reader)?;
-                    Ok(reader)
+                    configure(&connection)?;
+                    let deadline = Arc::new(Deadline::default());
+                    let watched = deadline.clone();
+                    connection
+                        .progress_handler(PROGRESS_STEPS, Some(move || watched.passed()))?;
+                    Ok(Reader {
+                        connection,
+                        deadline,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok((writer, readers))
@@ -88,10 +143,37 @@ impl SqlitePool {
             readers: Arc::new(Mutex::new(readers)),
             reader_slots: Arc::new(Semaphore::new(reader_count)),
             acquire_timeout: options.acquire_timeout,
+            statement_timeout: options.statement_timeout,
         })
     }
 
+    /// Runs a read. When a connection is free it first runs right here, stopped
+    /// after [`INLINE_BUDGET`]; a read that needs longer, or finds every connection
+    /// busy, runs on the blocking pool until the statement timeout.
     pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
+        if let Ok(slot) = self.reader_slots.clone().try_acquire_owned() {
+            let reader = self
+                .readers
+                .lock()
+                .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
+                .pop()
+                .ok_or_else(|| DbError::Pool("reader slot without a connection".into()))?;
+            reader.deadline.set(INLINE_BUDGET);
+            let rows = run(&reader.connection, &statement);
+            self.readers
+                .lock()
+                .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
+                .push(reader);
+            drop(slot);
+            match rows {
+                Err(error) if interrupted(&error) => {}
+                done => return done,
+            }
+        }
+        self.query_off_thread(statement).await
+    }
+
+    async fn query_off_thread(&self, statement: Statement) -> Result<Vec<Row>> {
         let slot = tokio::time::timeout(
             self.acquire_timeout,
             self.reader_slots.clone().acquire_owned(),
@@ -100,22 +182,30 @@ impl SqlitePool {
         .map_err(|_| DbError::PoolTimeout)?
         .map_err(|closed| DbError::Pool(closed.to_string()))?;
         let readers = self.readers.clone();
+        let timeout = self.statement_timeout;
         // The blocking task takes the connection and puts it back itself, and holds
         // the slot until then: if the request is dropped mid-query (a client hung
         // up), the connection still returns to the pool.
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let connection = readers
+            let reader = readers
                 .lock()
                 .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
                 .pop()
                 .ok_or_else(|| DbError::Pool("reader slot without a connection".into()))?;
-            let rows = run(&connection, &statement);
+            reader.deadline.set(timeout);
+            let rows = run(&reader.connection, &statement);
             readers
                 .lock()
                 .map_err(|poisoned| DbError::Pool(poisoned.to_string()))?
-                .push(connection);
-            rows
+                .push(reader);
+            rows.map_err(|error| {
+                if interrupted(&error) {
+                    DbError::StatementTimeout
+                } else {
+                    error
+                }
+            })
         })
         .await
         .map_err(|join| DbError::Pool(join.to_string()))?
@@ -232,6 +322,9 @@ fn commit_group(connection: &mut Connection, group: &[Write]) -> Result<Vec<Outc
 /// silently compare against text; with DQS off it is an error, as in PostgreSQL.
 fn configure(connection: &Connection) -> Result<()> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
+    // Compiled statements differ by table, columns, filters and limit; keep the
+    // working set of a typical app prepared.
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
     // LIKE is case-sensitive, as in PostgreSQL; ILIKE is compiled with lower().

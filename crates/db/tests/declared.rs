@@ -26,6 +26,7 @@ async fn open(database: &TestDatabase) -> Database {
     let options = PoolOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
+        ..PoolOptions::default()
     };
     Database::open(&database.location(), options).await.unwrap()
 }

@@ -16,6 +16,7 @@ fn options() -> PoolOptions {
     PoolOptions {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(5),
+        ..PoolOptions::default()
     }
 }
 
@@ -223,6 +224,7 @@ async fn reads_abandoned_mid_query_give_their_connection_back() {
         let pool = PoolOptions {
             max_connections: 2,
             acquire_timeout: Duration::from_secs(2),
+            ..PoolOptions::default()
         };
         let db = Database::open(&backend.location(), pool).await.unwrap();
         // Slow reads dropped while in flight, as when clients hang up.
@@ -235,5 +237,33 @@ async fn reads_abandoned_mid_query_give_their_connection_back() {
         for _ in 0..10 {
             db.meta("k").await.expect("every connection came back");
         }
+    }
+}
+
+/// A read longer than the statement timeout is stopped, on both databases, and the
+/// connection serves the next read.
+#[tokio::test]
+async fn a_statement_past_its_timeout_is_cancelled() {
+    for backend in TestDatabase::all() {
+        let pool = PoolOptions {
+            max_connections: 1,
+            statement_timeout: Duration::from_millis(200),
+            ..PoolOptions::default()
+        };
+        let db = Database::open(&backend.location(), pool).await.unwrap();
+        let endless = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) \
+                       SELECT CAST(COUNT(*) AS BIGINT) FROM c";
+        let started = std::time::Instant::now();
+        let error = db
+            .query(Statement::compiled(endless.into(), vec![]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, gatehouse_db::DbError::StatementTimeout),
+            "{error:?} on {:?}",
+            db.dialect()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        db.ping().await.unwrap();
     }
 }

@@ -139,6 +139,8 @@ pub async fn open_database(
     let options = PoolOptions {
         max_connections: config.pool_size,
         acquire_timeout: config.pool_timeout,
+        // No statement outlives the request that asked for it.
+        statement_timeout: config.request_timeout,
     };
     Database::open(location, options)
         .await
