@@ -3,6 +3,8 @@
 //! show what HTTP plus SQLite cost on this machine; it is insecure by design.
 //!
 //! Usage: gatehouse-bench-baseline <listen> <database file>
+//!        gatehouse-bench-baseline hash-rate <seconds>   (raw Argon2id verifications
+//!        per second on one thread, at Gatehouse's parameters)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark fixture, not a service.
 
@@ -92,9 +94,7 @@ async fn sign_in(State(app): App, Json(body): Json<Value>) -> StatusCode {
     let hash = app.hash.clone();
     let ok = tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).unwrap();
-        Argon2::default()
-            .verify_password(&password, &parsed)
-            .is_ok()
+        argon2().verify_password(&password, &parsed).is_ok()
     })
     .await
     .unwrap();
@@ -105,10 +105,39 @@ async fn sign_in(State(app): App, Json(body): Json<Value>) -> StatusCode {
     }
 }
 
+/// Gatehouse's default Argon2id parameters: 19 MiB, 2 passes, 1 lane.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Verifies one stored hash in a loop on this thread: the ceiling for sign-ins on
+/// one core.
+fn hash_rate(seconds: f64) {
+    let hash = argon2()
+        .hash_password(b"correct horse battery staple")
+        .unwrap()
+        .to_string();
+    let parsed = PasswordHash::new(&hash).unwrap();
+    let started = std::time::Instant::now();
+    let mut done = 0u32;
+    while started.elapsed().as_secs_f64() < seconds {
+        argon2()
+            .verify_password(b"correct horse battery staple", &parsed)
+            .unwrap();
+        done += 1;
+    }
+    println!("{:.2}", f64::from(done) / started.elapsed().as_secs_f64());
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let listen = args.next().expect("listen address");
+    if listen == "hash-rate" {
+        hash_rate(args.next().expect("seconds").parse().unwrap());
+        return;
+    }
     let path = args.next().expect("database file");
     let db = Connection::open(path).unwrap();
     db.execute_batch(
@@ -118,8 +147,7 @@ async fn main() {
          CREATE INDEX IF NOT EXISTS orders_user ON orders (user_id, created_at);",
     )
     .unwrap();
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap();
-    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    let hash = argon2()
         .hash_password(b"correct horse battery staple")
         .unwrap()
         .to_string();

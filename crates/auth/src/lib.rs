@@ -8,12 +8,14 @@
 //! password; access tokens carry ids and roles, never personal data unless a
 //! setting asks for it, and never a secret.
 
+pub mod audit;
 mod cookies;
 mod email;
 mod links;
 mod live_sessions;
 mod password;
 mod store;
+mod throttle;
 mod user;
 
 use std::time::Duration;
@@ -37,6 +39,7 @@ const LIVE_SESSIONS_REMEMBERED: usize = 100_000;
 pub use cookies::CookieSecrets;
 pub use links::{GeneratedLink, Kind, Proof, recently_verified};
 pub use password::{HashParams, Hasher, weakness};
+pub use throttle::ThrottleSettings;
 pub use user::User;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,11 @@ pub enum AuthError {
     OtpInvalid,
     #[error("The request lacks a valid CSRF token for its session cookie")]
     CsrfFailed,
+    #[error("Too many failed sign-ins; try again later")]
+    Throttled(Duration),
+    /// This attempt's failure locked the account or address (answered like `Throttled`).
+    #[error("Too many failed sign-ins; try again later")]
+    Locked(Duration),
     #[error("{0}")]
     Config(String),
     #[error("internal: {0}")]
@@ -98,6 +106,7 @@ impl AuthError {
             AuthError::AnonymousDisabled => "anonymous_provider_disabled",
             AuthError::OtpInvalid => "otp_expired",
             AuthError::CsrfFailed => "csrf_failed",
+            AuthError::Throttled(_) | AuthError::Locked(_) => "over_request_rate_limit",
             AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
                 "unexpected_failure"
             }
@@ -137,6 +146,7 @@ pub struct AuthSettings {
     /// How long a data request may rely on this instance having found its session
     /// live; revocations through this instance take effect at once regardless.
     pub session_check_ttl: Duration,
+    pub throttle: ThrottleSettings,
 }
 
 impl Default for AuthSettings {
@@ -158,6 +168,7 @@ impl Default for AuthSettings {
             cookie_sessions: false,
             cookie_idle_timeout: Duration::from_secs(30 * 60),
             session_check_ttl: Duration::from_secs(2),
+            throttle: ThrottleSettings::default(),
         }
     }
 }
@@ -271,6 +282,7 @@ pub struct Auth {
     /// Tells the mail sender there is something in the outbox.
     wake: Arc<Notify>,
     live_sessions: LiveSessions,
+    throttle: throttle::Throttle,
 }
 
 impl Auth {
@@ -283,6 +295,7 @@ impl Auth {
         let hasher = Hasher::new(settings.hash, settings.concurrent_hashes)?;
         let live_sessions = LiveSessions::new(settings.session_check_ttl, LIVE_SESSIONS_REMEMBERED);
         Ok(Self {
+            throttle: throttle::Throttle::new(db.clone(), settings.throttle),
             db,
             live_sessions,
             settings,
@@ -472,6 +485,9 @@ impl Auth {
         password: &str,
         client: &Client,
     ) -> Result<Session> {
+        let throttled = throttle::Keys::new(email, client.ip.as_deref());
+        // A locked account or address costs no hash and reveals nothing.
+        self.throttle.check(&throttled).await?;
         let found = match normalise_email(email) {
             Ok(email) => self.user_where(&store::USER_BY_EMAIL, &email).await?,
             Err(_) => None,
@@ -480,8 +496,12 @@ impl Auth {
         // Always one hash, whether or not the account exists.
         let verified = self.hasher.verify(password, stored).await?;
         let Some((user, _)) = found.filter(|_| verified.matches) else {
+            if let Some(lock) = self.throttle.failed(&throttled).await? {
+                return Err(AuthError::Locked(lock));
+            }
             return Err(AuthError::InvalidCredentials);
         };
+        self.throttle.succeeded(&throttled).await?;
         if user.email_confirmed_at.is_none() {
             return Err(AuthError::EmailNotConfirmed);
         }

@@ -133,6 +133,32 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 6,
+        name: "sign_in_throttle_and_audit_log",
+        steps: &[
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_sign_in_throttle (key TEXT PRIMARY KEY, \
+                         failures INTEGER NOT NULL, window_started_at TEXT NOT NULL, locked_until TEXT, \
+                         locks INTEGER NOT NULL DEFAULT 0)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_sign_in_throttle (key TEXT PRIMARY KEY, \
+                           failures BIGINT NOT NULL, window_started_at TEXT NOT NULL, locked_until TEXT, \
+                           locks BIGINT NOT NULL DEFAULT 0)",
+            },
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+                         at TEXT NOT NULL, actor TEXT, ip TEXT, user_agent TEXT, action TEXT NOT NULL, \
+                         outcome TEXT NOT NULL, request_id TEXT, detail TEXT NOT NULL DEFAULT '{}')",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_audit_log (id BIGSERIAL PRIMARY KEY, \
+                           at TEXT NOT NULL, actor TEXT, ip TEXT, user_agent TEXT, action TEXT NOT NULL, \
+                           outcome TEXT NOT NULL, request_id TEXT, detail TEXT NOT NULL DEFAULT '{}')",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_audit_log_action ON gatehouse_audit_log (action, id)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_audit_log_action ON gatehouse_audit_log (action, id)",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -23,6 +23,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     /// Answer with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).
     pub challenge: bool,
+    /// Answer with `Retry-After`, in whole seconds rounded up.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -36,7 +38,13 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: false,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn with_challenge(mut self) -> Self {
@@ -175,6 +183,12 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer error=\"invalid_token\""),
         );
+    }
+    if let Some(wait) = error.retry_after {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     if let (Surface::Auth, Some(version)) = (surface, api_version) {
         parts.headers.insert(API_VERSION_HEADER, version);

@@ -7,10 +7,13 @@
 
 mod access_log;
 mod api_key;
+mod audit;
+mod client_ip;
 mod cookies;
 mod error;
 mod headers;
 mod identity;
+mod rate_limit;
 mod request_id;
 mod routes;
 mod state;
@@ -26,8 +29,11 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use api_key::ApiCaller;
+pub use audit::Audit;
+pub use client_ip::ClientIp;
 pub use error::{ApiError, Surface};
 pub use identity::Identity;
+pub use rate_limit::RateLimits;
 pub use request_id::RequestId;
 pub use state::{AppState, CorsPolicy, HttpSettings, Parts};
 
@@ -119,12 +125,14 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let settings = state.settings().clone();
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id::assign))
+        .layer(from_fn_with_state(state.clone(), client_ip::assign))
         .layer(from_fn(access_log::record))
         .layer(from_fn(error::render_errors))
         .layer(from_fn_with_state(settings.hsts, headers::security_headers))
         .layer(headers::cors(&settings.cors))
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
         .layer(from_fn_with_state(state.clone(), api_key::identify))
+        .layer(from_fn_with_state(state.clone(), rate_limit::enforce))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

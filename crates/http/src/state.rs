@@ -2,8 +2,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gatehouse_auth::Auth;
+use gatehouse_auth::audit::AuditLog;
 use gatehouse_db::Database;
 use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
+use gatehouse_limits::Limiter;
 use gatehouse_rest::Rest;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -28,6 +30,9 @@ pub struct HttpSettings {
     pub hsts: bool,
     /// When an admin listener exists, `/metrics` lives there and not on the API.
     pub metrics_on_admin_listener: bool,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub rate_limits: crate::RateLimits,
 }
 
 /// How many verified access tokens an instance remembers (about 1 KB each).
@@ -40,6 +45,8 @@ struct Shared {
     rest: Rest,
     auth: Auth,
     settings: HttpSettings,
+    limiter: Option<Arc<Limiter>>,
+    audit: AuditLog,
     metrics: PrometheusHandle,
 }
 
@@ -53,6 +60,8 @@ pub struct Parts {
     pub rest: Rest,
     pub auth: Auth,
     pub settings: HttpSettings,
+    /// `None` turns rate limiting off.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -62,6 +71,7 @@ pub struct AppState(Arc<Shared>);
 impl AppState {
     pub fn new(parts: Parts) -> Self {
         Self(Arc::new(Shared {
+            audit: AuditLog::new(parts.db.clone()),
             db: parts.db,
             tokens: TokenVerifier::new(
                 parts.signing_keys,
@@ -72,6 +82,7 @@ impl AppState {
             rest: parts.rest,
             auth: parts.auth,
             settings: parts.settings,
+            limiter: parts.limiter,
             metrics: metrics_handle(),
         }))
     }
@@ -107,6 +118,14 @@ impl AppState {
 
     pub fn settings(&self) -> &HttpSettings {
         &self.0.settings
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.0.audit
+    }
+
+    pub fn limiter(&self) -> Option<&Limiter> {
+        self.0.limiter.as_deref()
     }
 
     pub(crate) fn metrics(&self) -> &PrometheusHandle {

@@ -10,17 +10,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::digest::{SHA256, digest};
-
 use crate::{KeySet, TokenError, TokenRules, VerifiedClaims};
 
-/// A bounded cache of verified access tokens in front of a key set. Keyed by the
-/// token's SHA-256, so a full token is never kept twice and a lookup compares 32
-/// bytes.
+/// A bounded cache of verified access tokens in front of a key set, keyed by the
+/// whole token: a hit means byte-for-byte the token that was verified (a digest
+/// would cost more than the rest of the lookup).
 pub struct TokenVerifier {
     keys: KeySet,
     rules: TokenRules,
-    verified: quick_cache::sync::Cache<[u8; 32], VerifiedClaims>,
+    verified: quick_cache::sync::Cache<Box<str>, VerifiedClaims>,
 }
 
 impl TokenVerifier {
@@ -43,20 +41,16 @@ impl TokenVerifier {
 
     /// [`KeySet::verify_access_token`], remembered.
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
-        let key: [u8; 32] = digest(&SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .map_err(|_| TokenError::Malformed)?;
-        if let Some(claims) = self.verified.get(&key) {
+        if let Some(claims) = self.verified.get(token) {
             return if self.expired(&claims) {
-                self.verified.remove(&key);
+                self.verified.remove(token);
                 Err(TokenError::Expired)
             } else {
                 Ok(claims)
             };
         }
         let claims = self.keys.verify_access_token(token, &self.rules)?;
-        self.verified.insert(key, claims.clone());
+        self.verified.insert(token.into(), claims.clone());
         Ok(claims)
     }
 

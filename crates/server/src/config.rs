@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gatehouse_auth::{AuthSettings, HashParams};
-use gatehouse_http::CorsPolicy;
+use gatehouse_http::{CorsPolicy, RateLimits};
+use gatehouse_limits::Policy;
 use gatehouse_policy::Policies;
 use gatehouse_schema::declaration::TableDecl;
 use gatehouse_schema::{Schema, SchemaError};
 use indexmap::IndexMap;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 pub const DEFAULT_FILE: &str = "gatehouse.toml";
@@ -87,6 +89,10 @@ pub struct Config {
     pub policies: Policies,
     pub auth: AuthSettings,
     pub email_from: String,
+    /// Proxies whose `X-Forwarded-For` is believed (none by default).
+    pub trusted_proxies: Vec<IpNet>,
+    /// `None` when the operator turned rate limiting off.
+    pub rate_limits: Option<RateLimits>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +105,8 @@ struct FileConfig {
     database: DatabaseSection,
     #[serde(default)]
     auth: AuthSection,
+    #[serde(default)]
+    rate_limits: RateLimitsSection,
     /// Files holding more `[tables.*]` declarations, relative to this one.
     #[serde(default)]
     schema_files: Vec<PathBuf>,
@@ -116,6 +124,50 @@ struct ServerSection {
     request_timeout_secs: Option<Bounded<1, 3600>>,
     shutdown_grace_secs: Option<Bounded<0, 3600>>,
     cors_origins: Option<Vec<Origin>>,
+    trusted_proxies: Option<Vec<ProxyNet>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RateLimitsSection {
+    enabled: Option<bool>,
+    auth: Option<LimitDecl>,
+    reads: Option<LimitDecl>,
+    writes: Option<LimitDecl>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct LimitDecl {
+    limit: Bounded<1, 1_000_000>,
+    window_secs: Bounded<1, 86_400>,
+}
+
+impl LimitDecl {
+    fn apply(decl: Option<Self>, default: Policy) -> Policy {
+        decl.map_or(default, |decl| Policy {
+            limit: decl.limit.0 as u32,
+            window: Duration::from_secs(decl.window_secs.0),
+            ..default
+        })
+    }
+}
+
+/// A trusted proxy: an address or a CIDR network.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "String")]
+struct ProxyNet(IpNet);
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = text.trim();
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{text:?} is not an address or a CIDR network such as 10.0.0.0/8"))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -512,6 +564,13 @@ impl Config {
         };
         let seconds =
             |bounded: Option<u64>, default: u64| Duration::from_secs(bounded.unwrap_or(default));
+        let defaults = RateLimits::default();
+        let limits = &file.rate_limits;
+        let rate_limits = limits.enabled.unwrap_or(true).then(|| RateLimits {
+            auth: LimitDecl::apply(limits.auth, defaults.auth),
+            reads: LimitDecl::apply(limits.reads, defaults.reads),
+            writes: LimitDecl::apply(limits.writes, defaults.writes),
+        });
         Ok(Config {
             mode: if production {
                 Mode::Production
@@ -549,6 +608,13 @@ impl Config {
                 .email_from
                 .clone()
                 .unwrap_or_else(|| "Gatehouse <no-reply@localhost>".into()),
+            trusted_proxies: server
+                .trusted_proxies
+                .unwrap_or_default()
+                .into_iter()
+                .map(|net| net.0)
+                .collect(),
+            rate_limits,
         })
     }
 

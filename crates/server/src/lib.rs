@@ -9,4 +9,4 @@ pub mod logging;
 pub mod secrets;
 pub mod server;
 
-pub use gatehouse_http::{ApiCaller, ApiError, AppState, RequestId};
+pub use gatehouse_http::{ApiCaller, ApiError, AppState, RateLimits, RequestId};

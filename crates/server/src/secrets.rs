@@ -30,6 +30,8 @@ pub struct Secrets {
     pub signing_keys: KeySet,
     /// `GATEHOUSE_SMTP_URL`: how auth emails leave; without it they wait in the outbox.
     pub smtp: Option<SecretString>,
+    /// `GATEHOUSE_REDIS_URL`: shared state (rate limits) for several instances.
+    pub redis: Option<SecretString>,
     /// Where the secret API key is kept, for the start-up message; never the key.
     pub secret_key_source: String,
 }
@@ -125,6 +127,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
         signing_keys,
         smtp: read_secret(env, "SMTP_URL")?,
+        redis: read_secret(env, "REDIS_URL")?,
         secret_key_source,
     })
 }
@@ -226,6 +229,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
                 signing_keys,
                 smtp: read_secret(env, "SMTP_URL")?,
+                redis: read_secret(env, "REDIS_URL")?,
                 secret_key_source: source_of(env, "SECRET_KEY"),
             })
         }

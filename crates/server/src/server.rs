@@ -7,6 +7,7 @@ use gatehouse_auth::Auth;
 use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
+use gatehouse_limits::Limiter;
 use gatehouse_rest::{Rest, RestSettings};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -59,6 +60,17 @@ pub async fn start(
         cors: config.cors.clone(),
         hsts: public_url.starts_with("https://"),
         metrics_on_admin_listener: admin_listener.is_some(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        rate_limits: config.rate_limits.unwrap_or_default(),
+    };
+    let limiter = match (&config.rate_limits, &secrets.redis) {
+        (None, _) => None,
+        (Some(limits), Some(url)) => Some(Arc::new(
+            Limiter::shared(&limits.all(), url)
+                .await
+                .context("cannot reach Redis at GATEHOUSE_REDIS_URL")?,
+        )),
+        (Some(limits), None) => Some(Arc::new(Limiter::in_process(&limits.all())?)),
     };
     let rest = Rest::new(
         config.schema.clone(),
@@ -86,8 +98,12 @@ pub async fn start(
         rest,
         auth,
         settings,
+        limiter: limiter.clone(),
     });
     let (stop, stopped) = watch::channel(false);
+    if let Some(limiter) = limiter {
+        tokio::spawn(forget_idle_clients(limiter, stopped.clone()));
+    }
     let mail_sender = match &secrets.smtp {
         Some(url) => {
             let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
@@ -130,6 +146,16 @@ pub async fn start(
         mail_sender,
         grace: config.shutdown_grace,
     })
+}
+
+/// Rate-limit state for clients that went quiet is dropped once a minute.
+async fn forget_idle_clients(limiter: Arc<Limiter>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 pub async fn open_database(

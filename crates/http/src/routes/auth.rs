@@ -13,7 +13,10 @@ pub mod token;
 pub mod user;
 pub mod verify;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::Extension;
+use axum::extract::FromRequestParts;
+
+use crate::ClientIp;
 use gatehouse_auth::{AuthError, Client};
 use gatehouse_keys::{ApiRole, VerifiedClaims};
 use http::request::Parts;
@@ -38,6 +41,14 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::OtpInvalid
         | AuthError::CsrfFailed => StatusCode::FORBIDDEN,
         AuthError::UserNotFound => StatusCode::NOT_FOUND,
+        AuthError::Throttled(wait) | AuthError::Locked(wait) => {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                error.code(),
+                error.to_string(),
+            )
+            .with_retry_after(*wait);
+        }
         AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
             tracing::error!(%error, "auth request failed");
             return ApiError::internal();
@@ -116,12 +127,12 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 /// The user agent and address recorded on a session.
-pub fn client(headers: &HeaderMap, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>) -> Client {
+pub fn client(headers: &HeaderMap, Extension(ClientIp(ip)): Extension<ClientIp>) -> Client {
     Client {
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(512).collect()),
-        ip: Some(peer.ip().to_string()),
+        ip: Some(ip.to_string()),
     }
 }

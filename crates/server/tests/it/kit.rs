@@ -25,14 +25,17 @@ pub fn no_env(_: &str) -> Option<String> {
     None
 }
 
-/// A development config on 127.0.0.1:0 with a fresh data folder.
+/// A development config on 127.0.0.1:0 with a fresh data folder. Rate limits are
+/// off: every test talks from 127.0.0.1, and `limits.rs` turns them on to test them.
 pub fn config(data_dir: &Path) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         data_dir: Some(data_dir.to_path_buf()),
         ..Overrides::default()
     };
-    Config::load(&overrides, &no_env).unwrap()
+    let mut config = Config::load(&overrides, &no_env).unwrap();
+    config.rate_limits = None;
+    config
 }
 
 /// A development config read from a `gatehouse.toml` holding `text`.
@@ -80,6 +83,16 @@ pub async fn start_on(
     configure: impl FnOnce(&mut Config),
     custom: Router<AppState>,
 ) -> TestServer {
+    start_sharing(database, None, configure, custom).await
+}
+
+/// Starts on the given database and, when given, shares state through Redis.
+pub async fn start_sharing(
+    database: Option<&TestDatabase>,
+    redis: Option<&str>,
+    configure: impl FnOnce(&mut Config),
+    custom: Router<AppState>,
+) -> TestServer {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = config(data_dir.path());
     configure(&mut config);
@@ -87,6 +100,7 @@ pub async fn start_on(
     if let Some(database) = database {
         secrets.database = database.location();
     }
+    secrets.redis = redis.map(|url| url.to_owned().into());
     let running = server::start(&config, secrets, custom).await.unwrap();
     let read = |file: &str| std::fs::read_to_string(config.data_dir.join(file)).unwrap();
     TestServer {

@@ -10,6 +10,7 @@ mod bola;
 mod errors;
 mod keys;
 mod kit;
+mod limits;
 mod middleware;
 mod migrate;
 mod ops;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{Admin, auth_error};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Audit};
 
 /// auth-js sends `page=&per_page=` when it has no preference: empty means default.
 #[derive(Deserialize)]
@@ -113,17 +113,26 @@ fn changes(body: Body) -> Result<(Option<String>, Option<String>, Changes), ApiE
 pub async fn create(
     State(state): State<AppState>,
     _: Admin,
+    audit: Audit,
     Json(body): Json<Body>,
 ) -> Result<Json<Value>, ApiError> {
     let (email, password, changes) = changes(body)?;
     let email =
         email.ok_or_else(|| auth_error(AuthError::Validation("an email is required".into())))?;
-    let user = state
+    let created = state
         .auth()
         .admin_create(&email, password.as_deref(), changes)
-        .await
-        .map_err(auth_error)?;
-    Ok(Json(user.to_json()))
+        .await;
+    let detail = json!({"user_id": created.as_ref().ok().map(|user| user.id.clone())});
+    audit
+        .outcome(
+            "admin_user_created",
+            &created,
+            |_| Some("service".into()),
+            detail,
+        )
+        .await;
+    Ok(Json(created.map_err(auth_error)?.to_json()))
 }
 
 pub async fn get(
@@ -139,27 +148,42 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     _: Admin,
+    audit: Audit,
     Path(id): Path<String>,
     Json(body): Json<Body>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, _, changes) = changes(body)?;
-    Ok(Json(
-        state
-            .auth()
-            .admin_update(&id, changes)
-            .await
-            .map_err(auth_error)?
-            .to_json(),
-    ))
+    let banned = changes.banned_until.is_some();
+    let updated = state.auth().admin_update(&id, changes).await;
+    let detail = json!({"user_id": id, "ban_changed": banned});
+    audit
+        .outcome(
+            "admin_user_updated",
+            &updated,
+            |_| Some("service".into()),
+            detail,
+        )
+        .await;
+    Ok(Json(updated.map_err(auth_error)?.to_json()))
 }
 
 /// Answers with the deleted user, as auth-js expects a body.
 pub async fn delete(
     State(state): State<AppState>,
     _: Admin,
+    audit: Audit,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user = state.auth().user(&id).await.map_err(auth_error)?;
-    state.auth().admin_delete(&id).await.map_err(auth_error)?;
+    let deleted = state.auth().admin_delete(&id).await;
+    audit
+        .outcome(
+            "admin_user_deleted",
+            &deleted,
+            |()| Some("service".into()),
+            json!({"user_id": id}),
+        )
+        .await;
+    deleted.map_err(auth_error)?;
     Ok(Json(user.to_json()))
 }

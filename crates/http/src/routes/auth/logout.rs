@@ -4,7 +4,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::{SignedIn, auth_error};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Audit};
 
 #[derive(Deserialize)]
 pub struct Options {
@@ -15,6 +15,7 @@ pub struct Options {
 pub async fn post(
     State(state): State<AppState>,
     SignedIn(claims): SignedIn,
+    audit: Audit,
     Query(options): Query<Options>,
 ) -> Result<(StatusCode, HeaderMap), ApiError> {
     let scope = match options.scope.as_deref() {
@@ -27,11 +28,17 @@ pub async fn post(
             ))));
         }
     };
-    state
-        .auth()
-        .sign_out(&claims, scope)
-        .await
-        .map_err(auth_error)?;
+    let signed_out = state.auth().sign_out(&claims, scope).await;
+    let scope_name = options.scope.as_deref().unwrap_or("global");
+    audit
+        .outcome(
+            "sign_out",
+            &signed_out,
+            |()| Some(claims.subject().to_owned()),
+            serde_json::json!({"scope": scope_name}),
+        )
+        .await;
+    signed_out.map_err(auth_error)?;
     // Clearing cookies a bearer client never had is harmless.
     let mut headers = HeaderMap::new();
     crate::cookies::clear(&mut headers);

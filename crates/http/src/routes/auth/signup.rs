@@ -1,5 +1,8 @@
+use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
+
+use crate::ClientIp;
 use gatehouse_auth::SignUp;
 use http::HeaderMap;
 use serde::Deserialize;
@@ -19,7 +22,7 @@ pub struct Body {
 pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
-    peer: ConnectInfo<std::net::SocketAddr>,
+    peer: Extension<ClientIp>,
     Query(options): Query<super::Redirect>,
     headers: HeaderMap,
     Json(body): Json<Body>,

@@ -1,13 +1,16 @@
+use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
+
+use crate::ClientIp;
 use axum::response::{IntoResponse, Response};
 use gatehouse_auth::{AuthError, Session};
 use http::HeaderMap;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{auth_error, client};
-use crate::{ApiCaller, ApiError, AppState};
+use crate::{ApiCaller, ApiError, AppState, Audit};
 
 #[derive(Deserialize)]
 pub struct Grant {
@@ -26,7 +29,8 @@ pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
     Query(grant): Query<Grant>,
-    peer: ConnectInfo<std::net::SocketAddr>,
+    peer: Extension<ClientIp>,
+    audit: Audit,
     headers: HeaderMap,
     Json(body): Json<Body>,
 ) -> Result<Response, ApiError> {
@@ -41,10 +45,20 @@ pub async fn post(
                 ..
             },
         ) => {
-            state
+            let session = state
                 .auth()
                 .sign_in_with_password(keys, &email, &password, &client)
-                .await
+                .await;
+            let typed: String = email.trim().to_lowercase().chars().take(254).collect();
+            audit
+                .outcome(
+                    "sign_in",
+                    &session,
+                    |s| Some(s.user.id.clone()),
+                    json!({"email": typed}),
+                )
+                .await;
+            session
         }
         (
             "refresh_token",
@@ -52,7 +66,18 @@ pub async fn post(
                 refresh_token: Some(token),
                 ..
             },
-        ) => state.auth().refresh(keys, &token, &client).await,
+        ) => {
+            let session = state.auth().refresh(keys, &token, &client).await;
+            audit
+                .outcome(
+                    "token_refresh",
+                    &session,
+                    |s| Some(s.user.id.clone()),
+                    json!({}),
+                )
+                .await;
+            session
+        }
         ("password" | "refresh_token", _) => Err(AuthError::Validation(
             "missing credentials for this grant".into(),
         )),

@@ -2,8 +2,11 @@
 //! is the link in the email and redirects to the allowed `redirect_to` with the
 //! session in the URL fragment, as Supabase's implicit flow does.
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
+
+use crate::ClientIp;
 use axum::response::{IntoResponse, Redirect as Redirection, Response};
 use gatehouse_auth::{AuthError, Kind, Proof};
 use http::HeaderMap;
@@ -36,7 +39,7 @@ pub struct Body {
 pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
-    peer: ConnectInfo<std::net::SocketAddr>,
+    peer: Extension<ClientIp>,
     headers: HeaderMap,
     Json(body): Json<Body>,
 ) -> Result<Response, ApiError> {
@@ -74,7 +77,7 @@ pub struct Link {
 /// The link in the email. Public (no API key: it is opened from a mail client).
 pub async fn get(
     State(state): State<AppState>,
-    peer: ConnectInfo<std::net::SocketAddr>,
+    peer: Extension<ClientIp>,
     headers: HeaderMap,
     Query(link): Query<Link>,
 ) -> Result<Response, ApiError> {

@@ -1,0 +1,94 @@
+//! Who is on the other end of the connection. `X-Forwarded-For` is believed only
+//! when the connection comes from a configured trusted proxy, and then only the
+//! addresses our own proxies appended: walking from the right, the first address
+//! that is not a trusted proxy is the client. Anything a client wrote further
+//! left is ignored, so a spoofed header cannot pick the rate-limit key.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use ipnet::IpNet;
+
+use crate::AppState;
+
+/// The client's address as far as Gatehouse can prove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+pub fn resolve_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let trusted_hop = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !trusted_hop(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted_hop(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // An unreadable entry ends what can be believed.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+pub async fn assign(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(peer) = peer {
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        let ip = resolve_ip(peer, forwarded, &state.settings().trusted_proxies);
+        request.extensions_mut().insert(ClientIp(ip));
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|_| panic!("{text}"))
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_else(|_| panic!())];
+        // Straight from the internet: the header is the client's own claim.
+        assert_eq!(
+            resolve_ip(ip("203.0.113.7"), Some("1.2.3.4"), &trusted),
+            ip("203.0.113.7")
+        );
+        // Through our proxy: the address it appended.
+        assert_eq!(
+            resolve_ip(ip("10.0.0.2"), Some("1.2.3.4, 198.51.100.9"), &trusted),
+            ip("198.51.100.9")
+        );
+        // Through two of our proxies.
+        assert_eq!(
+            resolve_ip(ip("10.0.0.2"), Some("198.51.100.9, 10.0.0.3"), &trusted),
+            ip("198.51.100.9")
+        );
+        // Garbage on the right stops the walk at the last address we believe.
+        assert_eq!(
+            resolve_ip(ip("10.0.0.2"), Some("1.2.3.4, nonsense"), &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(resolve_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+        // No trusted proxies configured: the header never counts.
+        assert_eq!(
+            resolve_ip(ip("10.0.0.2"), Some("1.2.3.4"), &[]),
+            ip("10.0.0.2")
+        );
+    }
+}

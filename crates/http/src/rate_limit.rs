@@ -1,0 +1,162 @@
+//! Rate limits per route class: auth endpoints that cost a password hash or send
+//! email are keyed by client address; data requests by user when the token is
+//! valid and by address otherwise. The secret key (the app's own server) is not
+//! limited. Over the limit: 429 with `Retry-After` and the IETF `RateLimit-Policy`
+//! and `RateLimit` fields; under it, the same fields tell the client its budget.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use gatehouse_keys::ApiRole;
+use gatehouse_limits::{Decision, Policy};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use crate::client_ip::ClientIp;
+use crate::{ApiCaller, ApiError, AppState};
+
+/// The limits of each class of route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Sign-in, sign-up, token refresh, recovery, OTP and verification, per address.
+    pub auth: Policy,
+    /// Reads of the data API.
+    pub reads: Policy,
+    /// Writes of the data API.
+    pub writes: Policy,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            auth: Policy {
+                name: "auth",
+                limit: 30,
+                window: minute,
+            },
+            reads: Policy {
+                name: "reads",
+                limit: 1200,
+                window: minute,
+            },
+            writes: Policy {
+                name: "writes",
+                limit: 300,
+                window: minute,
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn all(&self) -> [Policy; 3] {
+        [self.auth, self.reads, self.writes]
+    }
+
+    fn for_request(&self, method: &Method, path: &str) -> Option<(Policy, bool)> {
+        const AUTH: &[&str] = &[
+            "/auth/v1/token",
+            "/auth/v1/signup",
+            "/auth/v1/recover",
+            "/auth/v1/otp",
+            "/auth/v1/magiclink",
+            "/auth/v1/verify",
+            "/auth/v1/resend",
+        ];
+        if AUTH.contains(&path) {
+            return Some((self.auth, false));
+        }
+        if path == "/rest/v1" || path.starts_with("/rest/v1/") {
+            let read = matches!(*method, Method::GET | Method::HEAD);
+            return Some((if read { self.reads } else { self.writes }, true));
+        }
+        None
+    }
+}
+
+fn seconds_up(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+fn describe(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: Duration) {
+    let fields = [
+        (
+            "ratelimit-policy",
+            format!(
+                "\"{}\";q={};w={}",
+                policy.name,
+                policy.limit,
+                policy.window.as_secs()
+            ),
+        ),
+        (
+            "ratelimit",
+            format!("\"{}\";r={remaining};t={}", policy.name, seconds_up(reset)),
+        ),
+    ];
+    for (name, value) in fields {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// The user behind a valid bearer token, if any; an invalid one is the handler's
+/// to refuse, and counts against the address meanwhile.
+fn user_key(request: &Request, state: &AppState) -> Option<String> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let claims = state.verify_access_token(token.trim()).ok()?;
+    Some(format!("user:{}", claims.subject()))
+}
+
+pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(limiter) = state.limiter() else {
+        return next.run(request).await;
+    };
+    let limits = state.settings().rate_limits;
+    let Some((policy, per_user)) = limits.for_request(request.method(), request.uri().path())
+    else {
+        return next.run(request).await;
+    };
+    if request.extensions().get::<ApiCaller>() == Some(&ApiCaller(ApiRole::Service)) {
+        return next.run(request).await;
+    }
+    let address = request.extensions().get::<ClientIp>().map_or_else(
+        || "ip:unknown".to_owned(),
+        |ClientIp(ip)| format!("ip:{ip}"),
+    );
+    let key = if per_user {
+        user_key(&request, &state).unwrap_or(address)
+    } else {
+        address
+    };
+    match limiter.check(&policy, &key).await {
+        Decision::Allowed { remaining, reset } => {
+            let mut response = next.run(request).await;
+            describe(response.headers_mut(), &policy, remaining, reset);
+            response
+        }
+        Decision::Limited { retry_after } => {
+            tracing::info!(policy = policy.name, "request over its rate limit");
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "over_request_rate_limit",
+                "Too many requests; try again later.",
+            )
+            .with_retry_after(retry_after)
+            .into_response();
+            describe(response.headers_mut(), &policy, 0, retry_after);
+            response
+        }
+    }
+}
