@@ -82,6 +82,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
                 .post(routes::auth::admin_users::create),
         )
         .route(
+            "/auth/v1/admin/audit",
+            axum::routing::get(routes::auth::admin_audit::get),
+        )
+        .route(
             "/auth/v1/admin/generate_link",
             axum::routing::post(routes::auth::generate_link::post),
         )

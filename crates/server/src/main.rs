@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gatehouse_db::MigrateOptions;
 use gatehouse_keys::{ApiRole, SigningAlgorithm};
-use gatehouse_server::commands::{init, keys, migrate, policy_test, serve};
+use gatehouse_server::commands::{audit, init, keys, migrate, policy_test, serve};
 use gatehouse_server::config::{Config, Overrides};
 
 // mimalloc: a request allocates and frees many small objects across threads, where
@@ -60,6 +60,20 @@ enum Command {
     /// Manage signing keys and API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the security audit log, newest first, one JSON object per line.
+    Audit {
+        /// Only this action (sign_in, sign_out, password_change, admin_user_deleted, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this actor (a user id, `service` or `cli`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries older than this id (paging).
+        #[arg(long)]
+        before: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +130,16 @@ fn algorithm(alg: Algorithm) -> SigningAlgorithm {
         Algorithm::Es256 => SigningAlgorithm::Es256,
         Algorithm::Eddsa => SigningAlgorithm::EdDsa,
     }
+}
+
+/// Key changes go into the audit log of the database the configuration names.
+fn audit_key_change(overrides: &Overrides, action: &'static str, kid: &str) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = Config::load(overrides, &env)?;
+    let event =
+        gatehouse_auth::audit::Event::new(action, "success").with(serde_json::json!({"kid": kid}));
+    tokio::runtime::Runtime::new()?.block_on(audit::record(&config, event));
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -180,12 +204,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } => keys::generate_signing(&out, algorithm(alg)),
                 KeysCommand::List { file } => keys::list(&keys::key_set_path(file, &data_dir()?)),
                 KeysCommand::Rotate { file, alg } => {
-                    keys::rotate(&keys::key_set_path(file, &data_dir()?), algorithm(alg))
+                    let kid =
+                        keys::rotate(&keys::key_set_path(file, &data_dir()?), algorithm(alg))?;
+                    audit_key_change(&overrides, "signing_key_rotated", &kid)
                 }
                 KeysCommand::Retire { kid, file } => {
-                    keys::retire(&keys::key_set_path(file, &data_dir()?), &kid)
+                    keys::retire(&keys::key_set_path(file, &data_dir()?), &kid)?;
+                    audit_key_change(&overrides, "signing_key_retired", &kid)
                 }
             }
+        }
+        Command::Audit {
+            action,
+            actor,
+            before,
+            limit,
+        } => {
+            let config = Config::load(&overrides, &env)?;
+            let query = gatehouse_auth::audit::Query {
+                action,
+                actor,
+                before,
+                limit: limit.clamp(1, gatehouse_auth::audit::MAX_PAGE),
+            };
+            tokio::runtime::Runtime::new()?.block_on(audit::show(config, query))
         }
     }
 }

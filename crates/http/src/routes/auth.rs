@@ -2,6 +2,7 @@
 //! the mapping of `AuthError` to Supabase's status and `error_code`, the
 //! signed-in user extractor, and the request's client facts.
 
+pub mod admin_audit;
 pub mod admin_users;
 pub mod generate_link;
 pub mod logout;

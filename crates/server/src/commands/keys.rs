@@ -74,14 +74,15 @@ pub fn list(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn rotate(path: &Path, alg: SigningAlgorithm) -> anyhow::Result<()> {
+/// Returns the new key's kid.
+pub fn rotate(path: &Path, alg: SigningAlgorithm) -> anyhow::Result<String> {
     let mut keys = load(path)?;
     let kid = keys.rotate(alg)?;
     keys.save(path)?;
     eprintln!(
         "New current key {kid}; older keys still verify until retired. Restart the servers to use it."
     );
-    Ok(())
+    Ok(kid)
 }
 
 pub fn retire(path: &Path, kid: &str) -> anyhow::Result<()> {

@@ -96,6 +96,29 @@ async fn rotation_keeps_old_tokens_verifying_until_retired() {
     );
     run_keys(dir.path(), &["retire", &old_kid]);
 
+    // Both key changes are in the audit log, readable from the command line.
+    let audit = gatehouse(dir.path(), &["audit", "--actor", "cli"], &[])
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{audit:?}");
+    let entries: Vec<serde_json::Value> = String::from_utf8(audit.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["signing_key_retired", "signing_key_rotated"]);
+    assert_eq!(entries[0]["detail"]["kid"], old_kid.as_str());
+    assert_eq!(entries[1]["detail"]["kid"], new_kid.as_str());
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["outcome"] == "success" && e["actor"] == "cli")
+    );
+
     let third = Process::serve(dir.path(), &[], &[]);
     let retired = jwks_of(&third).await;
     assert_eq!(retired.keys.len(), 1);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
 
 mod api_keys;
+mod audit;
 mod auth;
 mod binary;
 mod bola;

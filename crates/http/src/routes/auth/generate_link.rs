@@ -2,10 +2,10 @@ use axum::Json;
 use axum::extract::{Query, State};
 use gatehouse_auth::{AuthError, Kind};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Admin, Redirect, auth_error};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Audit};
 
 #[derive(Deserialize)]
 pub struct Body {
@@ -23,6 +23,7 @@ pub struct Body {
 pub async fn post(
     State(state): State<AppState>,
     _: Admin,
+    audit: Audit,
     Query(query): Query<Redirect>,
     Json(body): Json<Body>,
 ) -> Result<Json<Value>, ApiError> {
@@ -47,8 +48,16 @@ pub async fn post(
             body.new_email.as_deref(),
             redirect_to.as_deref(),
         )
-        .await
-        .map_err(auth_error)?;
+        .await;
+    audit
+        .outcome(
+            "admin_link_generated",
+            &generated,
+            |_| Some("service".into()),
+            json!({"type": body.kind, "user_id": generated.as_ref().ok().map(|g| g.user.id.clone())}),
+        )
+        .await;
+    let generated = generated.map_err(auth_error)?;
     let mut answer = generated.user.to_json();
     answer["action_link"] = generated.action_link.into();
     answer["email_otp"] = generated.email_otp.into();

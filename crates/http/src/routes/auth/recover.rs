@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Redirect, auth_error};
-use crate::{ApiCaller, ApiError, AppState};
+use crate::{ApiCaller, ApiError, AppState, Audit};
 
 #[derive(Deserialize)]
 pub struct Body {
@@ -15,13 +15,23 @@ pub struct Body {
 pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
+    audit: Audit,
     Query(options): Query<Redirect>,
     Json(body): Json<Body>,
 ) -> Result<Json<Value>, ApiError> {
-    state
+    let requested = state
         .auth()
         .recover(&body.email, options.redirect_to.as_deref())
-        .await
-        .map_err(auth_error)?;
+        .await;
+    let typed: String = body.email.trim().to_lowercase().chars().take(254).collect();
+    audit
+        .outcome(
+            "recovery_requested",
+            &requested,
+            |_| None,
+            json!({"email": typed}),
+        )
+        .await;
+    requested.map_err(auth_error)?;
     Ok(Json(json!({})))
 }

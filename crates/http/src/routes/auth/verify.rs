@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Redirect as Redirection, Response};
 use gatehouse_auth::{AuthError, Kind, Proof};
 use http::HeaderMap;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{auth_error, client};
-use crate::{ApiCaller, ApiError, AppState};
+use crate::{ApiCaller, ApiError, AppState, Audit};
 
 fn kind(name: &str) -> Result<Kind, ApiError> {
     match name {
@@ -40,6 +41,7 @@ pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
     peer: Extension<ClientIp>,
+    audit: Audit,
     headers: HeaderMap,
     Json(body): Json<Body>,
 ) -> Result<Response, ApiError> {
@@ -59,11 +61,19 @@ pub async fn post(
             )));
         }
     };
-    let (session, _) = state
+    let verified = state
         .auth()
         .verify(state.signing_keys(), proof, &client(&headers, peer))
-        .await
-        .map_err(auth_error)?;
+        .await;
+    audit
+        .outcome(
+            "verify",
+            &verified,
+            |(session, _)| Some(session.user.id.clone()),
+            json!({"type": body.kind}),
+        )
+        .await;
+    let (session, _) = verified.map_err(auth_error)?;
     super::token::respond(&state, &headers, session).await
 }
 
@@ -78,6 +88,7 @@ pub struct Link {
 pub async fn get(
     State(state): State<AppState>,
     peer: Extension<ClientIp>,
+    audit: Audit,
     headers: HeaderMap,
     Query(link): Query<Link>,
 ) -> Result<Response, ApiError> {
@@ -89,6 +100,14 @@ pub async fn get(
     let outcome = state
         .auth()
         .verify(state.signing_keys(), proof, &client(&headers, peer))
+        .await;
+    audit
+        .outcome(
+            "verify",
+            &outcome,
+            |(session, _)| Some(session.user.id.clone()),
+            json!({"type": link.kind}),
+        )
         .await;
     let (target, fragment) = match outcome {
         Ok((session, redirect_to)) => {
