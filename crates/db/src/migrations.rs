@@ -159,6 +159,24 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 7,
+        name: "idempotency_keys",
+        steps: &[
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_idempotency (caller TEXT NOT NULL, key TEXT NOT NULL, \
+                         fingerprint TEXT NOT NULL, status INTEGER, headers TEXT, body BLOB, created_at TEXT NOT NULL, \
+                         PRIMARY KEY (caller, key))",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_idempotency (caller TEXT NOT NULL, key TEXT NOT NULL, \
+                           fingerprint TEXT NOT NULL, status BIGINT, headers TEXT, body BYTEA, created_at TEXT NOT NULL, \
+                           PRIMARY KEY (caller, key))",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_idempotency_created ON gatehouse_idempotency (created_at)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_idempotency_created ON gatehouse_idempotency (created_at)",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

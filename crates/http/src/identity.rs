@@ -11,6 +11,18 @@ use http::{StatusCode, header};
 
 use crate::{ApiCaller, ApiError, AppState};
 
+/// The user behind a valid bearer token, for layers that key state by caller
+/// (rate limits, idempotency keys) before the handler's [`Identity`] exists.
+pub(crate) fn bearer_subject(headers: &http::HeaderMap, state: &AppState) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let claims = state.verify_access_token(token.trim()).ok()?;
+    Some(claims.subject().to_owned())
+}
+
 /// The caller of a data request.
 pub struct Identity(pub Caller);
 

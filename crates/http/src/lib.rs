@@ -12,6 +12,7 @@ mod client_ip;
 mod cookies;
 mod error;
 mod headers;
+mod idempotency;
 mod identity;
 mod rate_limit;
 mod request_id;
@@ -32,6 +33,7 @@ pub use api_key::ApiCaller;
 pub use audit::Audit;
 pub use client_ip::ClientIp;
 pub use error::{ApiError, Surface};
+pub use idempotency::prune as prune_idempotency_keys;
 pub use identity::Identity;
 pub use rate_limit::RateLimits;
 pub use request_id::RequestId;
@@ -137,6 +139,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
         .layer(from_fn_with_state(state.clone(), api_key::identify))
         .layer(from_fn_with_state(state.clone(), rate_limit::enforce))
+        .layer(from_fn_with_state(state.clone(), idempotency::replay))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use gatehouse_keys::ApiRole;
 use gatehouse_limits::{Decision, Policy};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::client_ip::ClientIp;
 use crate::{ApiCaller, ApiError, AppState};
@@ -103,22 +103,6 @@ fn describe(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: Dur
     }
 }
 
-/// The user behind a valid bearer token, if any; an invalid one is the handler's
-/// to refuse, and counts against the address meanwhile.
-fn user_key(request: &Request, state: &AppState) -> Option<String> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let claims = state.verify_access_token(token.trim()).ok()?;
-    Some(format!("user:{}", claims.subject()))
-}
-
 pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(limiter) = state.limiter() else {
         return next.run(request).await;
@@ -136,7 +120,10 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         |ClientIp(ip)| format!("ip:{ip}"),
     );
     let key = if per_user {
-        user_key(&request, &state).unwrap_or(address)
+        // An invalid token is the handler's to refuse; it counts against the address.
+        crate::identity::bearer_subject(request.headers(), &state)
+            .map(|user| format!("user:{user}"))
+            .unwrap_or(address)
     } else {
         address
     };

@@ -101,9 +101,7 @@ pub async fn start(
         limiter: limiter.clone(),
     });
     let (stop, stopped) = watch::channel(false);
-    if let Some(limiter) = limiter {
-        tokio::spawn(forget_idle_clients(limiter, stopped.clone()));
-    }
+    tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
     let mail_sender = match &secrets.smtp {
         Some(url) => {
             let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
@@ -148,11 +146,21 @@ pub async fn start(
     })
 }
 
-/// Rate-limit state for clients that went quiet is dropped once a minute.
-async fn forget_idle_clients(limiter: Arc<Limiter>, mut stopped: watch::Receiver<bool>) {
+/// Once a minute: drop rate-limit state of clients that went quiet, and
+/// idempotency records past their 24 hours, so neither grows without bound.
+async fn housekeeping(
+    state: AppState,
+    limiter: Option<Arc<Limiter>>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
+            () = tokio::time::sleep(Duration::from_secs(60)) => {
+                if let Some(limiter) = &limiter {
+                    limiter.forget_idle();
+                }
+                gatehouse_http::prune_idempotency_keys(state.db()).await;
+            }
             _ = stopped.changed() => return,
         }
     }

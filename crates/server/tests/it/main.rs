@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod bola;
 mod errors;
+mod idempotency;
 mod keys;
 mod kit;
 mod limits;
