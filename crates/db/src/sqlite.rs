@@ -107,7 +107,7 @@ impl SqlitePool {
         let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
             let writer = Connection::open(&path)?;
             configure(&writer)?;
-            let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            let mode = wal_mode(&writer)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 tracing::warn!(%mode, "SQLite refused WAL mode; writes stay durable but readers block writers");
             }
@@ -315,6 +315,24 @@ fn commit_group(connection: &mut Connection, group: &[Write]) -> Result<Vec<Outc
     transaction.commit()?;
     metrics::counter!("gatehouse_sqlite_commits_total").increment(1);
     Ok(outcomes)
+}
+
+/// Switches the file to WAL. Switching needs the file to itself and SQLite
+/// answers BUSY at once, without its busy handler, when another process or pool
+/// is opening the same new file: retry within the busy timeout.
+fn wal_mode(connection: &Connection) -> Result<String> {
+    let started = Instant::now();
+    loop {
+        match connection.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Settings every connection gets. SQLite by default reads a double-quoted name

@@ -8,6 +8,7 @@
 mod access_log;
 mod api_key;
 mod audit;
+mod bounds;
 mod client_ip;
 mod cookies;
 mod error;
@@ -134,6 +135,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), client_ip::assign))
         .layer(from_fn(access_log::record))
         .layer(from_fn(error::render_errors))
+        .layer(from_fn_with_state(state.clone(), bounds::url_length))
         .layer(from_fn_with_state(settings.hsts, headers::security_headers))
         .layer(headers::cors(&settings.cors))
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
@@ -145,6 +147,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
+        .layer(from_fn_with_state(state.clone(), bounds::json_depth))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(DefaultBodyLimit::max(settings.body_limit));
     routes.layer(stack).with_state(state)

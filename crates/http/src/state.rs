@@ -33,6 +33,10 @@ pub struct HttpSettings {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub rate_limits: crate::RateLimits,
+    /// Longer request targets get 414.
+    pub max_url_bytes: usize,
+    /// Deeper JSON bodies get 400.
+    pub max_json_depth: usize,
 }
 
 /// How many verified access tokens an instance remembers (about 1 KB each).

@@ -17,6 +17,8 @@ use indexmap::IndexMap;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::listener::ConnectionLimits;
+
 pub const DEFAULT_FILE: &str = "gatehouse.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:54321";
 
@@ -93,6 +95,11 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// `None` when the operator turned rate limiting off.
     pub rate_limits: Option<RateLimits>,
+    pub connection_limits: ConnectionLimits,
+    /// Longer request targets (path and query) get 414.
+    pub max_url_bytes: usize,
+    /// Deeper JSON bodies get 400.
+    pub max_json_depth: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,6 +132,12 @@ struct ServerSection {
     shutdown_grace_secs: Option<Bounded<0, 3600>>,
     cors_origins: Option<Vec<Origin>>,
     trusted_proxies: Option<Vec<ProxyNet>>,
+    max_headers: Option<Bounded<8, 1000>>,
+    max_header_bytes: Option<Bounded<8192, { 1 << 20 }>>,
+    header_read_timeout_secs: Option<Bounded<1, 300>>,
+    max_connections_per_ip: Option<Bounded<1, 1_000_000>>,
+    max_url_bytes: Option<Bounded<256, 65_536>>,
+    max_json_depth: Option<Bounded<2, 128>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -564,6 +577,7 @@ impl Config {
         };
         let seconds =
             |bounded: Option<u64>, default: u64| Duration::from_secs(bounded.unwrap_or(default));
+        let connection = ConnectionLimits::default();
         let defaults = RateLimits::default();
         let limits = &file.rate_limits;
         let rate_limits = limits.enabled.unwrap_or(true).then(|| RateLimits {
@@ -615,6 +629,22 @@ impl Config {
                 .map(|net| net.0)
                 .collect(),
             rate_limits,
+            connection_limits: ConnectionLimits {
+                max_headers: server
+                    .max_headers
+                    .map_or(connection.max_headers, |b| b.0 as usize),
+                max_header_bytes: server
+                    .max_header_bytes
+                    .map_or(connection.max_header_bytes, |b| b.0 as usize),
+                header_read_timeout: server
+                    .header_read_timeout_secs
+                    .map_or(connection.header_read_timeout, |b| Duration::from_secs(b.0)),
+                max_connections_per_ip: server
+                    .max_connections_per_ip
+                    .map_or(connection.max_connections_per_ip, |b| b.0 as usize),
+            },
+            max_url_bytes: server.max_url_bytes.map_or(8192, |b| b.0 as usize),
+            max_json_depth: server.max_json_depth.map_or(32, |b| b.0 as usize),
         })
     }
 

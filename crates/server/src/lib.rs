@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod listener;
 pub mod logging;
 pub mod secrets;
 pub mod server;

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::listener::ConnectionLimits;
 use crate::secrets::Secrets;
 
 /// A started server: its bound addresses and the means to stop it gracefully.
@@ -62,6 +63,8 @@ pub async fn start(
         metrics_on_admin_listener: admin_listener.is_some(),
         trusted_proxies: config.trusted_proxies.clone(),
         rate_limits: config.rate_limits.unwrap_or_default(),
+        max_url_bytes: config.max_url_bytes,
+        max_json_depth: config.max_json_depth,
     };
     let limiter = match (&config.rate_limits, &secrets.redis) {
         (None, _) => None,
@@ -122,6 +125,7 @@ pub async fn start(
     let mut listeners = vec![serve(
         listener,
         gatehouse_http::app(state.clone(), custom),
+        config.connection_limits,
         stopped.clone(),
     )];
     let mut admin_addr = None;
@@ -130,6 +134,7 @@ pub async fn start(
         listeners.push(serve(
             admin_listener,
             gatehouse_http::admin_app(state.clone()),
+            config.connection_limits,
             stopped,
         ));
     }
@@ -184,14 +189,10 @@ pub async fn open_database(
 fn serve(
     listener: TcpListener,
     app: Router,
-    mut stopped: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    stopped: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        // A closed channel means the `Running` handle is gone: stop as well.
-        let _ = stopped.wait_for(|stop| *stop).await;
-    });
-    tokio::spawn(async move { server.await })
+    tokio::spawn(crate::listener::serve(listener, app, limits, stopped))
 }
 
 impl Running {

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod binary;
 mod bola;
+mod bounds;
 mod errors;
 mod idempotency;
 mod keys;
