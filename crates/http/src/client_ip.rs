@@ -6,12 +6,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Request};
 use ipnet::IpNet;
-
-use crate::AppState;
 
 /// The client's address as far as Gatehouse can prove it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +33,8 @@ pub fn resolve_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) 
     client
 }
 
-pub async fn assign(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// Records the request's [`ClientIp`] for the layers and handlers after it.
+pub fn assign(request: &mut Request, trusted: &[IpNet]) {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -47,10 +44,9 @@ pub async fn assign(State(state): State<AppState>, mut request: Request, next: N
             .headers()
             .get("x-forwarded-for")
             .and_then(|value| value.to_str().ok());
-        let ip = resolve_ip(peer, forwarded, &state.settings().trusted_proxies);
+        let ip = resolve_ip(peer, forwarded, trusted);
         request.extensions_mut().insert(ClientIp(ip));
     }
-    next.run(request).await
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl FromRequestParts<AppState> for Identity {
                         Err(other) => return Err(crate::routes::auth::auth_error(other)),
                     }
                 }
-                Caller::User(claims)
+                Caller::User(std::sync::Arc::unwrap_or_clone(claims))
             }
             (None, ApiRole::Service) => Caller::Service,
             (None, ApiRole::Anon) => Caller::Anon,

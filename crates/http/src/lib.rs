@@ -81,8 +81,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
         )
         .route(
             "/auth/v1/admin/users",
-            axum::routing::get(routes::auth::admin_users::list)
-                .post(routes::auth::admin_users::create),
+            axum::routing::get(routes::auth::admin_users::list).merge(
+                axum::routing::post(routes::auth::admin_users::create)
+                    .layer(from_fn_with_state(state.clone(), idempotency::replay)),
+            ),
         )
         .route(
             "/auth/v1/admin/audit",
@@ -102,10 +104,12 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(
             "/rest/v1/{table}",
-            axum::routing::get(routes::rest_table::get)
-                .post(routes::rest_table::post)
-                .patch(routes::rest_table::patch)
-                .delete(routes::rest_table::delete),
+            axum::routing::get(routes::rest_table::get).merge(
+                axum::routing::post(routes::rest_table::post)
+                    .patch(routes::rest_table::patch)
+                    .delete(routes::rest_table::delete)
+                    .layer(from_fn_with_state(state.clone(), idempotency::replay)),
+            ),
         );
     if !state.settings().metrics_on_admin_listener {
         routes = routes.route(
@@ -132,22 +136,19 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let settings = state.settings().clone();
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id::assign))
-        .layer(from_fn_with_state(state.clone(), client_ip::assign))
         .layer(from_fn(access_log::record))
         .layer(from_fn(error::render_errors))
-        .layer(from_fn_with_state(state.clone(), bounds::url_length))
+        .layer(from_fn_with_state(state.clone(), bounds::admit))
         .layer(from_fn_with_state(settings.hsts, headers::security_headers))
         .layer(headers::cors(&settings.cors))
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
         .layer(from_fn_with_state(state.clone(), api_key::identify))
         .layer(from_fn_with_state(state.clone(), rate_limit::enforce))
-        .layer(from_fn_with_state(state.clone(), idempotency::replay))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
-        .layer(from_fn_with_state(state.clone(), bounds::json_depth))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(DefaultBodyLimit::max(settings.body_limit));
     routes.layer(stack).with_state(state)

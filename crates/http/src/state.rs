@@ -96,7 +96,7 @@ impl AppState {
     }
 
     /// Verifies a user's access token (remembering the answer; see [`TokenVerifier`]).
-    pub fn verify_access_token(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
+    pub fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedClaims>, TokenError> {
         self.0.tokens.verify(token)
     }
 

@@ -8,6 +8,7 @@
 //! the key set and rules are fixed at start-up; the one thing that can, expiry, is
 //! checked again on every hit.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{KeySet, TokenError, TokenRules, VerifiedClaims};
@@ -18,7 +19,7 @@ use crate::{KeySet, TokenError, TokenRules, VerifiedClaims};
 pub struct TokenVerifier {
     keys: KeySet,
     rules: TokenRules,
-    verified: quick_cache::sync::Cache<Box<str>, VerifiedClaims>,
+    verified: quick_cache::sync::Cache<Box<str>, Arc<VerifiedClaims>>,
 }
 
 impl TokenVerifier {
@@ -39,8 +40,9 @@ impl TokenVerifier {
         &self.rules
     }
 
-    /// [`KeySet::verify_access_token`], remembered.
-    pub fn verify(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
+    /// [`KeySet::verify_access_token`], remembered. Shared, so layers that only
+    /// need the subject do not copy the claims.
+    pub fn verify(&self, token: &str) -> Result<Arc<VerifiedClaims>, TokenError> {
         if let Some(claims) = self.verified.get(token) {
             return if self.expired(&claims) {
                 self.verified.remove(token);
@@ -49,7 +51,7 @@ impl TokenVerifier {
                 Ok(claims)
             };
         }
-        let claims = self.keys.verify_access_token(token, &self.rules)?;
+        let claims = Arc::new(self.keys.verify_access_token(token, &self.rules)?);
         self.verified.insert(token.into(), claims.clone());
         Ok(claims)
     }

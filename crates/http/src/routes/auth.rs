@@ -105,7 +105,7 @@ impl FromRequestParts<AppState> for SignedIn {
             .check_session(&claims)
             .await
             .map_err(auth_error)?;
-        Ok(SignedIn(claims))
+        Ok(SignedIn(std::sync::Arc::unwrap_or_clone(claims)))
     }
 }
 

@@ -252,3 +252,37 @@ async fn failed_sign_ins_lock_the_account_across_addresses_and_restarts() {
         .unwrap();
     assert_eq!(still.status(), 429, "the lock outlives a restart");
 }
+
+/// A lock ends by itself: with a one-second first lock, the right password works
+/// again once it has passed, and that success clears the account's count.
+#[tokio::test]
+async fn a_sign_in_lock_expires_by_itself() {
+    let server = start(|config| {
+        config.auth.email_confirmation = false;
+        config.auth.throttle.per_account = 2;
+        config.auth.throttle.first_lock = Duration::from_secs(1);
+    })
+    .await;
+    let password = "correct horse battery staple";
+    let sign_in = |guess: &str| {
+        server
+            .post("/auth/v1/token?grant_type=password")
+            .header("apikey", &server.publishable)
+            .json(&json!({"email": "ola@example.com", "password": guess}))
+            .send()
+    };
+    server
+        .post("/auth/v1/signup")
+        .header("apikey", &server.publishable)
+        .json(&json!({"email": "ola@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_in("wrong").await.unwrap().status(), 400);
+    assert_eq!(sign_in("wrong").await.unwrap().status(), 429);
+    assert_eq!(sign_in(password).await.unwrap().status(), 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(sign_in(password).await.unwrap().status(), 200);
+    // The count started over: one failure does not lock again.
+    assert_eq!(sign_in("wrong").await.unwrap().status(), 400);
+}
