@@ -177,6 +177,32 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 8,
+        name: "storage",
+        steps: &[
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_buckets (id TEXT PRIMARY KEY, public INTEGER NOT NULL, \
+                         file_size_limit INTEGER, allowed_mime_types TEXT, created_at TEXT NOT NULL, \
+                         updated_at TEXT NOT NULL)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_buckets (id TEXT PRIMARY KEY, public BOOLEAN NOT NULL, \
+                           file_size_limit BIGINT, allowed_mime_types TEXT, created_at TEXT NOT NULL, \
+                           updated_at TEXT NOT NULL)",
+            },
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_objects (id TEXT PRIMARY KEY, \
+                         bucket_id TEXT NOT NULL REFERENCES gatehouse_buckets (id), name TEXT NOT NULL, owner TEXT, \
+                         size INTEGER NOT NULL, content_type TEXT NOT NULL, checksum TEXT NOT NULL, \
+                         metadata TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT NOT NULL, \
+                         UNIQUE (bucket_id, name))",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_objects (id TEXT PRIMARY KEY, \
+                           bucket_id TEXT NOT NULL REFERENCES gatehouse_buckets (id), name TEXT NOT NULL, owner TEXT, \
+                           size BIGINT NOT NULL, content_type TEXT NOT NULL, checksum TEXT NOT NULL, \
+                           metadata TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT NOT NULL, \
+                           UNIQUE (bucket_id, name))",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

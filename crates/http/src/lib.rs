@@ -100,6 +100,20 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
                 .put(routes::auth::admin_users::update)
                 .delete(routes::auth::admin_users::delete),
         )
+        .route(
+            "/storage/v1/bucket",
+            axum::routing::get(routes::storage_buckets::list).post(routes::storage_buckets::create),
+        )
+        .route(
+            "/storage/v1/bucket/{id}",
+            axum::routing::get(routes::storage_buckets::get)
+                .put(routes::storage_buckets::update)
+                .delete(routes::storage_buckets::delete),
+        )
+        .route(
+            "/storage/v1/bucket/{id}/empty",
+            axum::routing::post(routes::storage_buckets::empty),
+        )
         .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod ready;
 pub mod rest_root;
 pub mod rest_table;
+pub mod storage_buckets;
 
 use crate::ApiError;
 

@@ -7,6 +7,7 @@ use gatehouse_db::Database;
 use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
 use gatehouse_limits::Limiter;
 use gatehouse_rest::Rest;
+use gatehouse_storage::Buckets;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Which browser origins may call the API.
@@ -51,6 +52,7 @@ struct Shared {
     settings: HttpSettings,
     limiter: Option<Arc<Limiter>>,
     audit: AuditLog,
+    buckets: Buckets,
     metrics: PrometheusHandle,
 }
 
@@ -76,6 +78,7 @@ impl AppState {
     pub fn new(parts: Parts) -> Self {
         Self(Arc::new(Shared {
             audit: AuditLog::new(parts.db.clone()),
+            buckets: Buckets::new(parts.db.clone()),
             db: parts.db,
             tokens: TokenVerifier::new(
                 parts.signing_keys,
@@ -122,6 +125,10 @@ impl AppState {
 
     pub fn settings(&self) -> &HttpSettings {
         &self.0.settings
+    }
+
+    pub fn buckets(&self) -> &Buckets {
+        &self.0.buckets
     }
 
     pub fn audit(&self) -> &AuditLog {

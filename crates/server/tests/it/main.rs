@@ -20,3 +20,4 @@ mod ops;
 mod rest;
 mod robustness;
 mod scale;
+mod storage;

@@ -1,0 +1,169 @@
+//! `/storage/v1/bucket[/{id}[/empty]]`: Supabase Storage's bucket API, for the
+//! secret key only.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use gatehouse_storage::{BucketChanges, NewBucket, StorageError};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::routes::auth::Admin;
+use crate::{ApiError, AppState};
+
+pub fn storage_error(error: StorageError) -> ApiError {
+    let status = match &error {
+        StorageError::InvalidBucket | StorageError::InvalidName(_) | StorageError::Invalid(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        StorageError::NoSuchBucket => StatusCode::NOT_FOUND,
+        StorageError::BucketExists | StorageError::BucketNotEmpty => StatusCode::CONFLICT,
+        StorageError::Database(detail) => {
+            tracing::error!(error = %detail, "storage request failed in the database");
+            return ApiError::internal();
+        }
+    };
+    ApiError::new(status, error.code(), error.to_string())
+}
+
+/// storage-js sends the size limit as a number of bytes or as text such as "20MB".
+fn size(value: &Value) -> Result<Option<u64>, ApiError> {
+    let invalid = || {
+        storage_error(StorageError::Invalid(
+            "file_size_limit is a number of bytes or text such as \"20MB\"".into(),
+        ))
+    };
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(number) => number.as_u64().map(Some).ok_or_else(invalid),
+        Value::String(text) => {
+            let text = text.trim().to_ascii_uppercase();
+            let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let unit = match text[digits.len()..].trim() {
+                "" | "B" => 1,
+                "KB" => 1 << 10,
+                "MB" => 1 << 20,
+                "GB" => 1 << 30,
+                _ => return Err(invalid()),
+            };
+            let count: u64 = digits.trim().parse().map_err(|_| invalid())?;
+            count.checked_mul(unit).map(Some).ok_or_else(invalid)
+        }
+        _ => Err(invalid()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Create {
+    id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    file_size_limit: Value,
+    allowed_mime_types: Option<Vec<String>>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    _: Admin,
+    Json(body): Json<Create>,
+) -> Result<Json<Value>, ApiError> {
+    let id = body.id.or(body.name).unwrap_or_default();
+    let bucket = state
+        .buckets()
+        .create(NewBucket {
+            id,
+            public: body.public,
+            file_size_limit: size(&body.file_size_limit)?,
+            allowed_mime_types: body.allowed_mime_types,
+        })
+        .await
+        .map_err(storage_error)?;
+    Ok(Json(json!({"name": bucket.id})))
+}
+
+pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let buckets = state.buckets().list().await.map_err(storage_error)?;
+    Ok(Json(buckets.iter().map(|b| b.to_json()).collect()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bucket = state.buckets().get(&id).await.map_err(storage_error)?;
+    Ok(Json(bucket.to_json()))
+}
+
+/// A field that was sent, `null` included (serde would read `null` as absent).
+fn sent<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    field: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(field).map(Some)
+}
+
+/// Absent fields keep their value; `null` clears a limit.
+#[derive(Deserialize)]
+pub struct Update {
+    public: Option<bool>,
+    #[serde(default, deserialize_with = "sent")]
+    file_size_limit: Option<Value>,
+    #[serde(default, deserialize_with = "sent")]
+    allowed_mime_types: Option<Option<Vec<String>>>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(body): Json<Update>,
+) -> Result<Json<Value>, ApiError> {
+    let file_size_limit = body.file_size_limit.as_ref().map(size).transpose()?;
+    let changes = BucketChanges {
+        public: body.public,
+        file_size_limit,
+        allowed_mime_types: body.allowed_mime_types,
+    };
+    state
+        .buckets()
+        .update(&id, changes)
+        .await
+        .map_err(storage_error)?;
+    Ok(Json(json!({"message": "Successfully updated"})))
+}
+
+pub async fn empty(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.buckets().empty(&id).await.map_err(storage_error)?;
+    Ok(Json(json!({"message": "Successfully emptied"})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.buckets().delete(&id).await.map_err(storage_error)?;
+    Ok(Json(json!({"message": "Successfully deleted"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_come_as_numbers_or_text_with_units() {
+        assert_eq!(size(&json!(1024)).ok(), Some(Some(1024)));
+        assert_eq!(size(&json!("20MB")).ok(), Some(Some(20 << 20)));
+        assert_eq!(size(&json!("5 kb")).ok(), Some(Some(5 << 10)));
+        assert_eq!(size(&Value::Null).ok(), Some(None));
+        for bad in [json!("lots"), json!(-1), json!("1TB"), json!(true)] {
+            assert!(size(&bad).is_err(), "{bad}");
+        }
+    }
+}
