@@ -76,6 +76,11 @@ const PAGE: Sql = Sql {
                AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
 };
 
+const PRUNE: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_audit_log WHERE at < ?1",
+    postgres: "DELETE FROM gatehouse_audit_log WHERE at < $1",
+};
+
 /// The most entries one read returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -113,6 +118,15 @@ impl AuditLog {
             tracing::error!(%error, action = event.action, outcome = event.outcome, actor = ?event.actor, "audit entry not written");
             return Err(error.into());
         }
+        Ok(())
+    }
+
+    /// Deletes entries older than `keep`.
+    pub async fn prune(&self, keep: std::time::Duration) -> Result<()> {
+        let before = timestamp(now() - keep);
+        self.db
+            .transaction(vec![Statement::new(&PRUNE, vec![before.into()])])
+            .await?;
         Ok(())
     }
 

@@ -147,6 +147,8 @@ pub struct AuthSettings {
     /// live; revocations through this instance take effect at once regardless.
     pub session_check_ttl: Duration,
     pub throttle: ThrottleSettings,
+    /// Audit entries older than this are deleted.
+    pub audit_retention: Duration,
 }
 
 impl Default for AuthSettings {
@@ -169,6 +171,7 @@ impl Default for AuthSettings {
             cookie_idle_timeout: Duration::from_secs(30 * 60),
             session_check_ttl: Duration::from_secs(2),
             throttle: ThrottleSettings::default(),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -281,7 +284,7 @@ pub struct Auth {
     issuer: String,
     /// Tells the mail sender there is something in the outbox.
     wake: Arc<Notify>,
-    live_sessions: LiveSessions,
+    live_sessions: Arc<LiveSessions>,
     throttle: throttle::Throttle,
 }
 
@@ -293,7 +296,10 @@ impl Auth {
         wake: Arc<Notify>,
     ) -> Result<Self> {
         let hasher = Hasher::new(settings.hash, settings.concurrent_hashes)?;
-        let live_sessions = LiveSessions::new(settings.session_check_ttl, LIVE_SESSIONS_REMEMBERED);
+        let live_sessions = Arc::new(LiveSessions::new(
+            settings.session_check_ttl,
+            LIVE_SESSIONS_REMEMBERED,
+        ));
         Ok(Self {
             throttle: throttle::Throttle::new(db.clone(), settings.throttle),
             db,
@@ -307,6 +313,15 @@ impl Auth {
 
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
+    }
+
+    /// Drops sign-in counts whose window and lock are over and audit entries past
+    /// their retention, so neither table grows without bound.
+    pub async fn prune(&self) -> Result<()> {
+        self.throttle.prune().await?;
+        audit::AuditLog::new(self.db.clone())
+            .prune(self.settings.audit_retention)
+            .await
     }
 
     pub(crate) async fn user_where(
@@ -487,7 +502,7 @@ impl Auth {
     ) -> Result<Session> {
         let throttled = throttle::Keys::new(email, client.ip.as_deref());
         // A locked account or address costs no hash and reveals nothing.
-        self.throttle.check(&throttled).await?;
+        self.throttle.begin(&throttled).await?;
         let found = match normalise_email(email) {
             Ok(email) => self.user_where(&store::USER_BY_EMAIL, &email).await?,
             Err(_) => None,
@@ -717,14 +732,21 @@ impl Auth {
     /// Runs statements that end sessions or change who may hold one, then makes
     /// this instance forget which sessions it found live. Forgetting after the
     /// commit matters: a check that read the row before the commit carries an older
-    /// generation and is not trusted.
+    /// generation and is not trusted. The two run in their own task, so a request
+    /// cancelled midway (a client hanging up) still forgets once its write lands.
     async fn end_sessions(
         &self,
         statements: Vec<Statement>,
     ) -> Result<Vec<Vec<gatehouse_db::Row>>, gatehouse_db::DbError> {
-        let outcome = self.db.transaction(statements).await;
-        self.live_sessions.revoked();
-        outcome
+        let db = self.db.clone();
+        let live_sessions = self.live_sessions.clone();
+        tokio::spawn(async move {
+            let outcome = db.transaction(statements).await;
+            live_sessions.revoked();
+            outcome
+        })
+        .await
+        .map_err(|join| gatehouse_db::DbError::Pool(join.to_string()))?
     }
 
     /// `GET /user`.

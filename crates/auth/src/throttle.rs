@@ -1,12 +1,14 @@
-//! Failed password sign-ins, counted per account and per client address in the
-//! database (so a restart or another instance does not reset them). Too many in a
-//! window locks the key for a while that doubles with each lock, up to a ceiling,
-//! and ends by itself. The account key is the hash of the address typed, existing
-//! or not, so a lock says nothing about whether an account exists.
+//! Password sign-in attempts, counted per account and per client address in the
+//! database (so a restart or another instance does not reset them). Each attempt
+//! is counted before its password is hashed, so guesses sent in parallel cannot
+//! outrun the count; a success starts the account's count over. Reaching the count
+//! with a failure locks the key for a while that doubles with each lock, up to a
+//! ceiling, and ends by itself. The account key is the hash of the address typed,
+//! existing or not, so a lock says nothing about whether an account exists.
 
 use std::time::Duration;
 
-use gatehouse_db::{Database, Sql, Statement, Value};
+use gatehouse_db::{Database, Sql, Statement};
 use time::OffsetDateTime;
 
 use crate::{AuthError, Result, now, timestamp};
@@ -36,37 +38,47 @@ impl Default for ThrottleSettings {
     }
 }
 
-const LOCKED_UNTIL: Sql = Sql {
-    sqlite: "SELECT MAX(locked_until) FROM gatehouse_sign_in_throttle \
-             WHERE key IN (?1, ?2) AND locked_until > ?3",
-    postgres: "SELECT MAX(locked_until) FROM gatehouse_sign_in_throttle \
-               WHERE key IN ($1, $2) AND locked_until > $3",
-};
-
-/// Counts one failure, starting a new window when the last one is over.
-const FAILED: Sql = Sql {
+/// Counts one attempt, starting a new window when the last one is over.
+const COUNT: Sql = Sql {
     sqlite: "INSERT INTO gatehouse_sign_in_throttle (key, failures, window_started_at) VALUES (?1, 1, ?2) \
              ON CONFLICT (key) DO UPDATE SET \
              failures = CASE WHEN window_started_at < ?3 THEN 1 ELSE failures + 1 END, \
              window_started_at = CASE WHEN window_started_at < ?3 THEN ?2 ELSE window_started_at END \
-             RETURNING failures, locks",
+             RETURNING failures, locks, locked_until",
     postgres: "INSERT INTO gatehouse_sign_in_throttle AS t (key, failures, window_started_at) VALUES ($1, 1, $2) \
                ON CONFLICT (key) DO UPDATE SET \
                failures = CASE WHEN t.window_started_at < $3 THEN 1 ELSE t.failures + 1 END, \
                window_started_at = CASE WHEN t.window_started_at < $3 THEN $2 ELSE t.window_started_at END \
-               RETURNING failures, locks",
+               RETURNING failures, locks, locked_until",
 };
 
+/// Locks a key that is not locked already (racing attempts lock it once).
 const LOCK: Sql = Sql {
     sqlite: "UPDATE gatehouse_sign_in_throttle SET locked_until = ?2, locks = locks + 1, failures = 0 \
-             WHERE key = ?1",
+             WHERE key = ?1 AND (locked_until IS NULL OR locked_until <= ?3)",
     postgres: "UPDATE gatehouse_sign_in_throttle SET locked_until = $2, locks = locks + 1, failures = 0 \
-               WHERE key = $1",
+               WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $3)",
 };
 
-const FORGET: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_sign_in_throttle WHERE key = ?1",
-    postgres: "DELETE FROM gatehouse_sign_in_throttle WHERE key = $1",
+/// A success starts the count over, and leaves a lock an in-flight guess met alone.
+const SUCCEEDED: Sql = Sql {
+    sqlite: "UPDATE gatehouse_sign_in_throttle SET failures = 0, locks = 0 \
+             WHERE key = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
+    postgres: "UPDATE gatehouse_sign_in_throttle SET failures = 0, locks = 0 \
+               WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)",
+};
+
+/// Keys whose window and lock are over: what they counted no longer matters.
+const STATE: Sql = Sql {
+    sqlite: "SELECT failures, locks FROM gatehouse_sign_in_throttle WHERE key = ?1",
+    postgres: "SELECT failures, locks FROM gatehouse_sign_in_throttle WHERE key = $1",
+};
+
+const PRUNE: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_sign_in_throttle WHERE window_started_at < ?1 \
+             AND (locked_until IS NULL OR locked_until < ?2)",
+    postgres: "DELETE FROM gatehouse_sign_in_throttle WHERE window_started_at < $1 \
+               AND (locked_until IS NULL OR locked_until < $2)",
 };
 
 /// The keys one sign-in attempt counts against.
@@ -102,86 +114,163 @@ impl Throttle {
         Self { db, settings }
     }
 
-    /// Refuses the attempt while either key is locked, before any hashing.
-    pub(crate) async fn check(&self, keys: &Keys) -> Result<()> {
-        let at = now();
-        let address = keys.address.clone().map_or(Value::Null, Value::Text);
-        let rows = self
-            .db
-            .query(Statement::new(
-                &LOCKED_UNTIL,
-                vec![keys.account.clone().into(), address, timestamp(at).into()],
-            ))
-            .await?;
-        match rows.first().map(|row| row.optional_text(0)).transpose()? {
-            Some(Some(until)) => {
-                let wait = parse_time(until)? - at;
-                Err(AuthError::Throttled(wait.try_into().unwrap_or_default()))
-            }
-            _ => Ok(()),
-        }
+    fn counted(&self, keys: &Keys) -> [(Option<String>, u32); 2] {
+        [
+            (Some(keys.account.clone()), self.settings.per_account),
+            (keys.address.clone(), self.settings.per_address),
+        ]
     }
 
-    /// Counts a failed attempt against both keys; returns how long a key it
-    /// locked stays locked.
-    pub(crate) async fn failed(&self, keys: &Keys) -> Result<Option<Duration>> {
-        let mut locked = None;
-        let counted = [
-            (Some(&keys.account), self.settings.per_account),
-            (keys.address.as_ref(), self.settings.per_address),
-        ];
-        for (key, threshold) in counted {
+    /// Counts the attempt against both keys before any hashing. Refused while a
+    /// key is locked, or when the attempt goes past a key's count (then it locks).
+    pub(crate) async fn begin(&self, keys: &Keys) -> Result<()> {
+        for (key, threshold) in self.counted(keys) {
             let Some(key) = key else { continue };
             let at = now();
-            let window_start = at - self.settings.window;
             let rows = self
                 .db
                 .transaction(vec![Statement::new(
-                    &FAILED,
+                    &COUNT,
                     vec![
                         key.clone().into(),
                         timestamp(at).into(),
-                        timestamp(window_start).into(),
+                        timestamp(at - self.settings.window).into(),
                     ],
                 )])
                 .await?;
             let Some(row) = rows.first().and_then(|rows| rows.first()) else {
                 continue;
             };
-            let (failures, locks) = (row.integer(0)?, row.integer(1)?);
-            if failures < i64::from(threshold) {
-                continue;
+            if let Some(until) = row.optional_text(2)? {
+                let wait = parse_time(until)? - at;
+                if wait.is_positive() {
+                    return Err(AuthError::Throttled(wait.try_into().unwrap_or_default()));
+                }
             }
-            let doubling = u32::try_from(locks.clamp(0, 16)).unwrap_or(16);
-            let lock = self
-                .settings
-                .first_lock
-                .saturating_mul(1 << doubling)
-                .min(self.settings.longest_lock);
-            self.db
-                .transaction(vec![Statement::new(
-                    &LOCK,
-                    vec![key.clone().into(), timestamp(at + lock).into()],
-                )])
+            if row.integer(0)? > i64::from(threshold) {
+                let lock = self.lock(&key, row.integer(1)?).await?;
+                return Err(AuthError::Throttled(lock));
+            }
+        }
+        Ok(())
+    }
+
+    /// The attempt's password was wrong: a key whose count it reached is locked;
+    /// returns how long.
+    pub(crate) async fn failed(&self, keys: &Keys) -> Result<Option<Duration>> {
+        let mut locked = None;
+        for (key, threshold) in self.counted(keys) {
+            let Some(key) = key else { continue };
+            let rows = self
+                .db
+                .query(Statement::new(&STATE, vec![key.clone().into()]))
                 .await?;
-            tracing::warn!(
-                key = key.split(':').next(),
-                ?lock,
-                "failed sign-ins locked a key"
-            );
-            locked = Some(locked.map_or(lock, |other: Duration| other.max(lock)));
+            let Some(row) = rows.first() else { continue };
+            if row.integer(0)? >= i64::from(threshold) {
+                let lock = self.lock(&key, row.integer(1)?).await?;
+                locked = Some(locked.map_or(lock, |other: Duration| other.max(lock)));
+            }
         }
         Ok(locked)
     }
 
-    /// A successful sign-in clears the account's count (not the address's).
+    async fn lock(&self, key: &str, locks: i64) -> Result<Duration> {
+        let at = now();
+        let doubling = u32::try_from(locks.clamp(0, 16)).unwrap_or(16);
+        let lock = self
+            .settings
+            .first_lock
+            .saturating_mul(1 << doubling)
+            .min(self.settings.longest_lock);
+        self.db
+            .transaction(vec![Statement::new(
+                &LOCK,
+                vec![
+                    key.to_owned().into(),
+                    timestamp(at + lock).into(),
+                    timestamp(at).into(),
+                ],
+            )])
+            .await?;
+        tracing::warn!(
+            key = key.split(':').next(),
+            ?lock,
+            "sign-in attempts locked a key"
+        );
+        Ok(lock)
+    }
+
+    /// A successful sign-in starts the account's count over (not the address's).
     pub(crate) async fn succeeded(&self, keys: &Keys) -> Result<()> {
         self.db
             .transaction(vec![Statement::new(
-                &FORGET,
-                vec![keys.account.clone().into()],
+                &SUCCEEDED,
+                vec![keys.account.clone().into(), timestamp(now()).into()],
             )])
             .await?;
         Ok(())
+    }
+
+    /// Drops keys whose window and lock are over; the server calls it periodically.
+    pub(crate) async fn prune(&self) -> Result<()> {
+        let at = now();
+        self.db
+            .transaction(vec![Statement::new(
+                &PRUNE,
+                vec![
+                    timestamp(at - self.settings.window).into(),
+                    timestamp(at).into(),
+                ],
+            )])
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use gatehouse_db::testing::TestDatabase;
+
+    use super::*;
+
+    /// Attempts are counted before any hash: with a count of 3, a fourth attempt
+    /// is refused at `begin` even while the first three are still being hashed,
+    /// which is what keeps parallel guesses from outrunning the lock.
+    #[tokio::test]
+    async fn attempts_past_the_count_are_refused_before_hashing() {
+        let database = TestDatabase::sqlite();
+        let db = Database::open(&database.location(), Default::default())
+            .await
+            .unwrap();
+        let throttle = Throttle::new(
+            db,
+            ThrottleSettings {
+                per_account: 3,
+                ..ThrottleSettings::default()
+            },
+        );
+        let keys = Keys::new("sam@example.com", Some("198.51.100.7"));
+        for _ in 0..3 {
+            throttle.begin(&keys).await.unwrap();
+        }
+        let refused = throttle.begin(&keys).await;
+        assert!(
+            matches!(refused, Err(AuthError::Throttled(_))),
+            "{refused:?}"
+        );
+        // The lock holds for the right password as well, and an in-flight success
+        // does not lift it.
+        throttle.succeeded(&keys).await.unwrap();
+        assert!(matches!(
+            throttle.begin(&keys).await,
+            Err(AuthError::Throttled(_))
+        ));
+        // Another account from the same address is not locked.
+        throttle
+            .begin(&Keys::new("kai@example.com", Some("198.51.100.7")))
+            .await
+            .unwrap();
     }
 }

@@ -241,7 +241,6 @@ fn write_loop(mut connection: Connection, mut queue: tokio::sync::mpsc::Receiver
                 Err(_) => break,
             }
         }
-        metrics::counter!("gatehouse_sqlite_writes_total").increment(group.len() as u64);
         if group.len() > 1 {
             match commit_group(&mut connection, &group) {
                 Ok(outcomes) => {
@@ -275,7 +274,7 @@ fn commit_alone(connection: &mut Connection, statements: &[Statement], accept: A
         return Ok(None);
     }
     transaction.commit()?;
-    metrics::counter!("gatehouse_sqlite_commits_total").increment(1);
+    committed(1);
     Ok(Some(results))
 }
 
@@ -313,8 +312,18 @@ fn commit_group(connection: &mut Connection, group: &[Write]) -> Result<Vec<Outc
         outcomes.push(outcome);
     }
     transaction.commit()?;
-    metrics::counter!("gatehouse_sqlite_commits_total").increment(1);
+    let kept = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Ok(Some(_))));
+    committed(kept.count());
     Ok(outcomes)
+}
+
+/// Counts a commit and the writes it kept: more writes than commits means writes
+/// shared fsyncs.
+fn committed(writes: usize) {
+    metrics::counter!("gatehouse_sqlite_commits_total").increment(1);
+    metrics::counter!("gatehouse_sqlite_writes_total").increment(writes as u64);
 }
 
 /// Switches the file to WAL. Switching needs the file to itself and SQLite

@@ -11,7 +11,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
+use http::{Method, StatusCode, header};
 
 use crate::{ApiError, AppState};
 
@@ -29,11 +29,13 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
             "The request URL is too long.",
         );
     }
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|kind| kind.to_ascii_lowercase().contains("json"));
+    // The data API reads a body without a content type as JSON, so it is checked too.
+    let is_json = match request.headers().get(header::CONTENT_TYPE) {
+        None => !matches!(*request.method(), Method::GET | Method::HEAD),
+        Some(kind) => kind
+            .to_str()
+            .is_ok_and(|kind| kind.to_ascii_lowercase().contains("json")),
+    };
     if !is_json {
         return next.run(request).await;
     }

@@ -25,7 +25,7 @@ use crate::{ApiCaller, ApiError, AppState, ClientIp};
 
 /// How long a response is kept for replay.
 pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
-/// The largest response kept; a larger one is answered but not replayable.
+/// The largest response body kept; a larger one is replayed as its status alone.
 const LARGEST_KEPT: usize = 8 << 20;
 const HEADER: &str = "idempotency-key";
 /// Response headers that belong to the answer and are replayed with it.
@@ -110,10 +110,14 @@ pub async fn replay(State(state): State<AppState>, request: Request, next: Next)
     };
     let caller = match (
         crate::identity::bearer_subject(request.headers(), &state),
+        crate::cookies::session(request.headers()),
         request.extensions().get::<ApiCaller>(),
     ) {
-        (Some(user), _) => format!("user:{user}"),
-        (None, Some(ApiCaller(ApiRole::Service))) => "service".to_owned(),
+        (Some(user), _, _) => format!("user:{user}"),
+        // A cookie session is its own namespace (the cookie is checked by the handler;
+        // a forged one writes nothing and replays only its own refusal).
+        (None, Some(cookie), _) => format!("session:{}", digest_hex(cookie.as_bytes())),
+        (None, None, Some(ApiCaller(ApiRole::Service))) => "service".to_owned(),
         _ => request
             .extensions()
             .get::<ClientIp>()
@@ -160,7 +164,11 @@ fn fingerprint(method: &Method, uri: &http::Uri, body: &Bytes) -> String {
     input.extend_from_slice(uri.to_string().as_bytes());
     input.push(b'\n');
     input.extend_from_slice(body);
-    digest(&SHA256, &input)
+    digest_hex(&input)
+}
+
+fn digest_hex(bytes: &[u8]) -> String {
+    digest(&SHA256, bytes)
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -242,24 +250,31 @@ async fn keep(db: &Database, caller: &str, key: &str, response: Response) -> Res
         return response;
     }
     let (parts, body) = response.into_parts();
-    let body = match to_bytes(body, LARGEST_KEPT).await {
+    // The handler built the whole answer in memory already; collecting it copies
+    // nothing. One too large to keep is still recorded, without its body, so a retry
+    // learns the outcome and the write never runs twice.
+    let body = match to_bytes(body, usize::MAX).await {
         Ok(body) => body,
-        Err(_) => {
-            tracing::warn!("response too large to keep for idempotent replay");
-            let _ = db.transaction(vec![Statement::new(&RELEASE, ids)]).await;
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "unexpected_failure",
-                "The server could not complete the request.",
-            );
+        Err(error) => {
+            tracing::error!(%error, "response body failed while being kept");
+            return ApiError::internal().into_response();
         }
+    };
+    let kept = if body.len() <= LARGEST_KEPT {
+        body.to_vec()
+    } else {
+        tracing::warn!(
+            bytes = body.len(),
+            "response too large to replay; keeping its status only"
+        );
+        Vec::new()
     };
     let headers = replayed_headers(&parts.headers);
     let mut values = ids;
     values.extend([
         Value::Integer(i64::from(parts.status.as_u16())),
         headers.to_string().into(),
-        Value::Blob(body.to_vec()),
+        Value::Blob(kept),
     ]);
     if let Err(error) = db
         .transaction(vec![Statement::new(&COMPLETE, values)])

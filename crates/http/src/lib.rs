@@ -32,7 +32,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use api_key::ApiCaller;
 pub use audit::Audit;
-pub use client_ip::ClientIp;
+pub use client_ip::{ClientIp, is_trusted_proxy};
 pub use error::{ApiError, Surface};
 pub use idempotency::prune as prune_idempotency_keys;
 pub use identity::Identity;

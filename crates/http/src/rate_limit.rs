@@ -19,7 +19,8 @@ use crate::{ApiCaller, ApiError, AppState};
 /// The limits of each class of route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
-    /// Sign-in, sign-up, token refresh, recovery, OTP and verification, per address.
+    /// Sign-in, sign-up, token refresh, recovery, OTP, verification and changes to
+    /// the signed-in user, per address.
     pub auth: Policy,
     /// Reads of the data API.
     pub reads: Policy,
@@ -65,7 +66,9 @@ impl RateLimits {
             "/auth/v1/verify",
             "/auth/v1/resend",
         ];
-        if AUTH.contains(&path) {
+        // Changing the password costs hashes and changing the email sends mail.
+        let user_update = path == "/auth/v1/user" && *method == Method::PUT;
+        if AUTH.contains(&path) || user_update {
             return Some((self.auth, false));
         }
         if path == "/rest/v1" || path.starts_with("/rest/v1/") {

@@ -205,6 +205,7 @@ struct AuthSection {
     cookie_idle_timeout_secs: Option<Bounded<60, 604_800>>,
     /// How long this instance trusts its own finding that a session is live.
     session_check_secs: Option<Bounded<0, 60>>,
+    audit_retention_days: Option<Bounded<1, 3650>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -578,6 +579,13 @@ impl Config {
         let seconds =
             |bounded: Option<u64>, default: u64| Duration::from_secs(bounded.unwrap_or(default));
         let connection = ConnectionLimits::default();
+        let trusted_proxies: Vec<IpNet> = server
+            .trusted_proxies
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|net| net.0)
+            .collect();
         let defaults = RateLimits::default();
         let limits = &file.rate_limits;
         let rate_limits = limits.enabled.unwrap_or(true).then(|| RateLimits {
@@ -622,12 +630,7 @@ impl Config {
                 .email_from
                 .clone()
                 .unwrap_or_else(|| "Gatehouse <no-reply@localhost>".into()),
-            trusted_proxies: server
-                .trusted_proxies
-                .unwrap_or_default()
-                .into_iter()
-                .map(|net| net.0)
-                .collect(),
+            trusted_proxies: trusted_proxies.clone(),
             rate_limits,
             connection_limits: ConnectionLimits {
                 max_headers: server
@@ -642,6 +645,7 @@ impl Config {
                 max_connections_per_ip: server
                     .max_connections_per_ip
                     .map_or(connection.max_connections_per_ip, |b| b.0 as usize),
+                trusted_proxies,
             },
             max_url_bytes: server.max_url_bytes.map_or(8192, |b| b.0 as usize),
             max_json_depth: server.max_json_depth.map_or(32, |b| b.0 as usize),
@@ -695,6 +699,11 @@ fn auth_settings(section: &AuthSection) -> AuthSettings {
         session_check_ttl: section
             .session_check_secs
             .map_or(defaults.session_check_ttl, |b| Duration::from_secs(b.0)),
+        audit_retention: section
+            .audit_retention_days
+            .map_or(defaults.audit_retention, |b| {
+                Duration::from_secs(b.0 * 86_400)
+            }),
         redirect_urls: section
             .redirect_urls
             .clone()

@@ -20,13 +20,16 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// What one connection may do before it reaches the router.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_headers: usize,
     /// Request line plus headers, in bytes (at least 8 KiB, hyper's floor).
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub max_connections_per_ip: usize,
+    /// The operator's proxies: their connections carry many clients, so the
+    /// per-address cap does not apply to them.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ConnectionLimits {
@@ -36,6 +39,7 @@ impl Default for ConnectionLimits {
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -123,9 +127,20 @@ pub async fn serve(
             },
             () = stop_requested(&mut stopped) => break,
         };
-        let Some(slot) = Slot::take(&open, peer.ip(), limits.max_connections_per_ip) else {
-            tokio::spawn(refuse(stream));
-            continue;
+        let slot = if gatehouse_http::is_trusted_proxy(peer.ip(), &limits.trusted_proxies) {
+            None
+        } else {
+            match Slot::take(
+                &open,
+                peer.ip().to_canonical(),
+                limits.max_connections_per_ip,
+            ) {
+                Some(slot) => Some(slot),
+                None => {
+                    tokio::spawn(refuse(stream));
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app

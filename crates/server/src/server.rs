@@ -125,7 +125,7 @@ pub async fn start(
     let mut listeners = vec![serve(
         listener,
         gatehouse_http::app(state.clone(), custom),
-        config.connection_limits,
+        config.connection_limits.clone(),
         stopped.clone(),
     )];
     let mut admin_addr = None;
@@ -134,7 +134,7 @@ pub async fn start(
         listeners.push(serve(
             admin_listener,
             gatehouse_http::admin_app(state.clone()),
-            config.connection_limits,
+            config.connection_limits.clone(),
             stopped,
         ));
     }
@@ -151,8 +151,9 @@ pub async fn start(
     })
 }
 
-/// Once a minute: drop rate-limit state of clients that went quiet, and
-/// idempotency records past their 24 hours, so neither grows without bound.
+/// Once a minute: drop rate-limit state of clients that went quiet, idempotency
+/// records past their 24 hours, finished sign-in counts and audit entries past
+/// their retention, so none of them grows without bound.
 async fn housekeeping(
     state: AppState,
     limiter: Option<Arc<Limiter>>,
@@ -165,6 +166,9 @@ async fn housekeeping(
                     limiter.forget_idle();
                 }
                 gatehouse_http::prune_idempotency_keys(state.db()).await;
+                if let Err(error) = state.auth().prune().await {
+                    tracing::warn!(%error, "expired sign-in counts and audit entries not pruned");
+                }
             }
             _ = stopped.changed() => return,
         }

@@ -283,6 +283,10 @@ async fn a_sign_in_lock_expires_by_itself() {
     assert_eq!(sign_in(password).await.unwrap().status(), 429);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(sign_in(password).await.unwrap().status(), 200);
-    // The count started over: one failure does not lock again.
+    // The success started everything over: the next lock is a first lock again
+    // (one second, not two).
     assert_eq!(sign_in("wrong").await.unwrap().status(), 400);
+    let locked = sign_in("wrong").await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert_eq!(locked.headers()["retry-after"], "1");
 }
