@@ -41,6 +41,8 @@ def attempt(base, publishable, password, address):
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status
     except urllib.error.HTTPError as error:
+        if os.environ.get("ABUSE_DEBUG"):
+            print(error.code, error.read()[:200], flush=True)
         return error.code
 
 
@@ -126,7 +128,10 @@ def main():
         if accepted_after_lock or report["p99_ratio"] >= 5:
             sys.exit("FAILED: a guess was accepted after the lock, or reads slowed more than 5x")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("ABUSE_DEBUG"):
+            print("kept", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

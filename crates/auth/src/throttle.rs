@@ -38,16 +38,20 @@ impl Default for ThrottleSettings {
     }
 }
 
-/// Counts one attempt, starting a new window when the last one is over.
+/// Counts one attempt, starting a new window when the last one is over; attempts
+/// refused by a lock are not counted (they cost nothing, and counting them would
+/// turn the wrong passwords hashed before the lock into lock answers too).
 const COUNT: Sql = Sql {
     sqlite: "INSERT INTO gatehouse_sign_in_throttle (key, failures, window_started_at) VALUES (?1, 1, ?2) \
              ON CONFLICT (key) DO UPDATE SET \
-             failures = CASE WHEN window_started_at < ?3 THEN 1 ELSE failures + 1 END, \
+             failures = CASE WHEN locked_until > ?2 THEN failures \
+             WHEN window_started_at < ?3 THEN 1 ELSE failures + 1 END, \
              window_started_at = CASE WHEN window_started_at < ?3 THEN ?2 ELSE window_started_at END \
              RETURNING failures, locks, locked_until",
     postgres: "INSERT INTO gatehouse_sign_in_throttle AS t (key, failures, window_started_at) VALUES ($1, 1, $2) \
                ON CONFLICT (key) DO UPDATE SET \
-               failures = CASE WHEN t.window_started_at < $3 THEN 1 ELSE t.failures + 1 END, \
+               failures = CASE WHEN t.locked_until > $2 THEN t.failures \
+               WHEN t.window_started_at < $3 THEN 1 ELSE t.failures + 1 END, \
                window_started_at = CASE WHEN t.window_started_at < $3 THEN $2 ELSE t.window_started_at END \
                RETURNING failures, locks, locked_until",
 };
@@ -55,9 +59,9 @@ const COUNT: Sql = Sql {
 /// Locks a key that is not locked already (racing attempts lock it once).
 const LOCK: Sql = Sql {
     sqlite: "UPDATE gatehouse_sign_in_throttle SET locked_until = ?2, locks = locks + 1, failures = 0 \
-             WHERE key = ?1 AND (locked_until IS NULL OR locked_until <= ?3)",
+             WHERE key = ?1 AND (locked_until IS NULL OR locked_until <= ?3) RETURNING locks",
     postgres: "UPDATE gatehouse_sign_in_throttle SET locked_until = $2, locks = locks + 1, failures = 0 \
-               WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $3)",
+               WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $3) RETURNING locks",
 };
 
 /// A success starts the count over, and leaves a lock an in-flight guess met alone.
@@ -148,8 +152,11 @@ impl Throttle {
                 }
             }
             if row.integer(0)? > i64::from(threshold) {
+                // Locked now, by this attempt or a racing one.
                 let lock = self.lock(&key, row.integer(1)?).await?;
-                return Err(AuthError::Throttled(lock));
+                return Err(AuthError::Throttled(
+                    lock.unwrap_or(self.settings.first_lock),
+                ));
             }
         }
         Ok(())
@@ -166,15 +173,17 @@ impl Throttle {
                 .query(Statement::new(&STATE, vec![key.clone().into()]))
                 .await?;
             let Some(row) = rows.first() else { continue };
-            if row.integer(0)? >= i64::from(threshold) {
-                let lock = self.lock(&key, row.integer(1)?).await?;
+            if row.integer(0)? >= i64::from(threshold)
+                && let Some(lock) = self.lock(&key, row.integer(1)?).await?
+            {
                 locked = Some(locked.map_or(lock, |other: Duration| other.max(lock)));
             }
         }
         Ok(locked)
     }
 
-    async fn lock(&self, key: &str, locks: i64) -> Result<Duration> {
+    /// Locks `key` unless it is locked already; returns how long, when it did.
+    async fn lock(&self, key: &str, locks: i64) -> Result<Option<Duration>> {
         let at = now();
         let doubling = u32::try_from(locks.clamp(0, 16)).unwrap_or(16);
         let lock = self
@@ -182,7 +191,8 @@ impl Throttle {
             .first_lock
             .saturating_mul(1 << doubling)
             .min(self.settings.longest_lock);
-        self.db
+        let rows = self
+            .db
             .transaction(vec![Statement::new(
                 &LOCK,
                 vec![
@@ -192,12 +202,15 @@ impl Throttle {
                 ],
             )])
             .await?;
+        if rows.first().is_none_or(Vec::is_empty) {
+            return Ok(None);
+        }
         tracing::warn!(
             key = key.split(':').next(),
             ?lock,
             "sign-in attempts locked a key"
         );
-        Ok(lock)
+        Ok(Some(lock))
     }
 
     /// A successful sign-in starts the account's count over (not the address's).
