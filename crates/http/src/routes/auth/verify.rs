@@ -61,20 +61,33 @@ pub async fn post(
             )));
         }
     };
+    let client = client(&headers, peer);
+    let verified = verify_audited(&state, proof, &client, &audit, &body.kind).await;
+    let (session, _) = verified.map_err(auth_error)?;
+    super::token::respond(&state, &headers, session).await
+}
+
+/// Spends the proof and records the outcome in the audit log.
+async fn verify_audited(
+    state: &AppState,
+    proof: Proof<'_>,
+    client: &gatehouse_auth::Client,
+    audit: &Audit,
+    kind: &str,
+) -> Result<(gatehouse_auth::Session, String), AuthError> {
     let verified = state
         .auth()
-        .verify(state.signing_keys(), proof, &client(&headers, peer))
+        .verify(state.signing_keys(), proof, client)
         .await;
     audit
         .outcome(
             "verify",
             &verified,
             |(session, _)| Some(session.user.id.clone()),
-            json!({"type": body.kind}),
+            json!({"type": kind}),
         )
         .await;
-    let (session, _) = verified.map_err(auth_error)?;
-    super::token::respond(&state, &headers, session).await
+    verified
 }
 
 #[derive(Deserialize)]
@@ -97,18 +110,8 @@ pub async fn get(
         kind: kind(&link.kind)?,
     };
     // The redirect was checked when the link was made and is stored with it.
-    let outcome = state
-        .auth()
-        .verify(state.signing_keys(), proof, &client(&headers, peer))
-        .await;
-    audit
-        .outcome(
-            "verify",
-            &outcome,
-            |(session, _)| Some(session.user.id.clone()),
-            json!({"type": link.kind}),
-        )
-        .await;
+    let client = client(&headers, peer);
+    let outcome = verify_audited(&state, proof, &client, &audit, &link.kind).await;
     let (target, fragment) = match outcome {
         Ok((session, redirect_to)) => {
             let fragment = form_urlencoded::Serializer::new(String::new())
