@@ -105,13 +105,21 @@ impl SqlitePool {
         let path = path.to_path_buf();
         let reader_count = options.max_connections.max(1);
         let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let writer = Connection::open(&path)?;
+            let mut writer = Connection::open(&path)?;
             configure(&writer)?;
             let mode = wal_mode(&writer)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 tracing::warn!(%mode, "SQLite refused WAL mode; writes stay durable but readers block writers");
             }
             writer.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+            let writer_deadline = Arc::new(Deadline::default());
+            let watched = writer_deadline.clone();
+            writer.progress_handler(PROGRESS_STEPS, Some(move || watched.passed()))?;
+            let writer = Writer {
+                connection: writer,
+                deadline: writer_deadline,
+                timeout: options.statement_timeout,
+            };
             let readers = (0..reader_count)
                 .map(|_| {
                     let mut connection = Connection::open_with_flags(
@@ -232,7 +240,7 @@ impl SqlitePool {
 
 /// The writer thread: until every pool handle is gone, takes what is queued and
 /// commits it as one group.
-fn write_loop(mut connection: Connection, mut queue: tokio::sync::mpsc::Receiver<Write>) {
+fn write_loop(mut writer: Writer, mut queue: tokio::sync::mpsc::Receiver<Write>) {
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < GROUP_LIMIT {
@@ -242,7 +250,7 @@ fn write_loop(mut connection: Connection, mut queue: tokio::sync::mpsc::Receiver
             }
         }
         if group.len() > 1 {
-            match commit_group(&mut connection, &group) {
+            match commit_group(&mut writer, &group) {
                 Ok(outcomes) => {
                     for (write, outcome) in group.into_iter().zip(outcomes) {
                         // A caller that stopped waiting does not need the answer.
@@ -257,22 +265,47 @@ fn write_loop(mut connection: Connection, mut queue: tokio::sync::mpsc::Receiver
             }
         }
         for write in group {
-            let outcome = commit_alone(&mut connection, &write.statements, write.accept);
+            let outcome = commit_alone(&mut writer, &write.statements, write.accept);
             let _ = write.reply.send(outcome);
         }
     }
 }
 
-fn commit_alone(connection: &mut Connection, statements: &[Statement], accept: Accept) -> Outcome {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// The writer connection and the deadline its progress handler watches: each
+/// write gets the statement timeout; a commit is never cut off.
+struct Writer {
+    connection: Connection,
+    deadline: Arc<Deadline>,
+    timeout: Duration,
+}
+
+/// A deadline no commit reaches: a commit is never cut off halfway.
+const UNBOUNDED: Duration = Duration::from_secs(24 * 3600);
+
+fn timed_out(error: DbError) -> DbError {
+    if interrupted(&error) {
+        DbError::StatementTimeout
+    } else {
+        error
+    }
+}
+
+fn commit_alone(writer: &mut Writer, statements: &[Statement], accept: Accept) -> Outcome {
+    let deadline = writer.deadline.clone();
+    deadline.set(writer.timeout);
+    let transaction = writer
+        .connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
     let results = statements
         .iter()
         .map(|statement| run(&transaction, statement))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()
+        .map_err(timed_out)?;
     if !accept(&results) {
         // Dropping the transaction rolls it back.
         return Ok(None);
     }
+    deadline.set(UNBOUNDED);
     transaction.commit()?;
     committed(1);
     Ok(Some(results))
@@ -282,10 +315,15 @@ fn commit_alone(connection: &mut Connection, statements: &[Statement], accept: A
 /// write that fails or is refused rolls back to its savepoint and gets its own
 /// outcome; the error case (`Err`) means the transaction itself was lost and
 /// nothing of the group was kept.
-fn commit_group(connection: &mut Connection, group: &[Write]) -> Result<Vec<Outcome>> {
-    let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn commit_group(writer: &mut Writer, group: &[Write]) -> Result<Vec<Outcome>> {
+    let deadline = writer.deadline.clone();
+    let timeout = writer.timeout;
+    let mut transaction = writer
+        .connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(group.len());
     for write in group {
+        deadline.set(timeout);
         let savepoint = transaction.savepoint()?;
         let results = write
             .statements
@@ -303,14 +341,16 @@ fn commit_group(connection: &mut Connection, group: &[Write]) -> Result<Vec<Outc
                 refused_or_failed.map(|_| None)
             }
         };
-        // Some failures (a full disk, I/O errors) end the whole transaction.
+        // Some failures (a full disk, I/O errors, an interrupted statement) end the
+        // whole transaction; each write then runs alone and gets its own answer.
         if transaction.is_autocommit() {
             return Err(DbError::Pool(
                 "the group's transaction was rolled back".into(),
             ));
         }
-        outcomes.push(outcome);
+        outcomes.push(outcome.map_err(timed_out));
     }
+    deadline.set(UNBOUNDED);
     transaction.commit()?;
     let kept = outcomes
         .iter()

@@ -267,3 +267,32 @@ async fn a_statement_past_its_timeout_is_cancelled() {
         db.ping().await.unwrap();
     }
 }
+
+/// A write that runs past the statement timeout is stopped and rolled back, on
+/// both databases, and the writer serves the next write.
+#[tokio::test]
+async fn a_write_past_its_timeout_is_cancelled() {
+    for backend in TestDatabase::all() {
+        let pool = PoolOptions {
+            statement_timeout: Duration::from_millis(200),
+            ..PoolOptions::default()
+        };
+        let db = Database::open(&backend.location(), pool).await.unwrap();
+        let endless = "INSERT INTO gatehouse_meta (key, value) \
+                       WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) \
+                       SELECT 'k' || CAST(n AS TEXT), 'v' FROM c";
+        let started = std::time::Instant::now();
+        let error = db
+            .transaction(vec![Statement::compiled(endless.into(), vec![])])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, gatehouse_db::DbError::StatementTimeout),
+            "{error:?} on {:?}",
+            db.dialect()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(db.meta("k1").await.unwrap(), None, "rolled back");
+        db.set_meta("after", "ok").await.unwrap();
+    }
+}
