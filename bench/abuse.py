@@ -75,19 +75,10 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "gatehouse-server"], cwd=bench.ROOT, check=True)
     work = tempfile.mkdtemp(prefix="gatehouse-abuse-")
     try:
-        port = bench.free_port()
-        data = os.path.join(work, "data")
-        config = os.path.join(work, "gatehouse.toml")
-        with open(config, "w") as out:
-            out.write(f'schema_files = ["{bench.ROOT}/examples/shop/tables.toml"]\n'
-                      '[server]\ntrusted_proxies = ["127.0.0.1"]\n'
-                      '[rate_limits]\nreads = { limit = 1000000, window_secs = 60 }\n')
-        server = bench.Server("gatehouse", [os.path.join(bench.TARGET, "release", "gatehouse"), "--config", config, "--data-dir", data, "serve", "--listen", f"127.0.0.1:{port}"], {"GATEHOUSE_LOG": "warn"})
-        base = f"http://127.0.0.1:{port}"
-        bench.wait_until_up(f"{base}/health")
-        secret = open(os.path.join(data, "secret.key")).read().strip()
-        publishable = open(os.path.join(data, "publishable.key")).read().strip()
-        admin = {"apikey": secret, "authorization": f"Bearer {secret}"}
+        gatehouse = bench.Gatehouse(work, '[server]\ntrusted_proxies = ["127.0.0.1"]\n'
+                                    '[rate_limits]\nreads = { limit = 1000000, window_secs = 60 }\n')
+        server, base, publishable = gatehouse.server, gatehouse.base, gatehouse.publishable
+        admin = {"apikey": gatehouse.secret, "authorization": f"Bearer {gatehouse.secret}"}
         bench.http("POST", f"{base}/auth/v1/admin/users", {"email": EMAIL, "password": bench.PASSWORD, "email_confirm": True}, admin)
         bench.http("POST", f"{base}/auth/v1/admin/users", {"email": "reader@example.com", "password": bench.PASSWORD, "email_confirm": True}, admin)
         token = bench.http("POST", f"{base}/auth/v1/token?grant_type=password", {"email": "reader@example.com", "password": bench.PASSWORD}, {"apikey": publishable, "x-forwarded-for": "203.0.113.1"})["access_token"]

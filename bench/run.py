@@ -105,6 +105,29 @@ class Server:
         return rss
 
 
+class Gatehouse:
+    """A Gatehouse on 127.0.0.1 with its own data folder and `config` (toml text);
+    `restart` starts it again on the same folder and port."""
+
+    def __init__(self, work, config, build="release"):
+        self.binary = os.path.join(TARGET, build, "gatehouse")
+        self.port = free_port()
+        self.data = os.path.join(work, "gatehouse")
+        self.config = os.path.join(work, "gatehouse.toml")
+        with open(self.config, "w") as out:
+            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.server = self.restart("gatehouse")
+        self.secret = open(os.path.join(self.data, "secret.key")).read().strip()
+        self.publishable = open(os.path.join(self.data, "publishable.key")).read().strip()
+
+    def restart(self, name):
+        argv = [self.binary, "--config", self.config, "--data-dir", self.data, "serve", "--listen", f"127.0.0.1:{self.port}"]
+        self.server = Server(name, argv, {"GATEHOUSE_LOG": "warn"})
+        wait_until_up(f"{self.base}/health")
+        return self.server
+
+
 # --- Seeding: the same users and orders in each server --------------------------------
 
 
@@ -397,34 +420,25 @@ def main():
     versions = {}
     try:
         if "gatehouse" in only:
-            port = free_port()
-            data = os.path.join(work, "gatehouse")
-            config = os.path.join(work, "gatehouse.toml")
-            with open(config, "w") as out:
-                # Limits far above the load, so they are checked but never trip.
-                out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n[auth]\nemail_confirmation = false\n'
-                          '[rate_limits]\nauth = { limit = 1000000, window_secs = 60 }\n'
-                          'reads = { limit = 1000000, window_secs = 60 }\nwrites = { limit = 1000000, window_secs = 60 }\n')
-            server = Server("gatehouse", [os.path.join(TARGET, build, "gatehouse"), "--config", config, "--data-dir", data, "serve", "--listen", f"127.0.0.1:{port}"], {"GATEHOUSE_LOG": "warn"})
-            base = f"http://127.0.0.1:{port}"
-            wait_until_up(f"{base}/health")
-            secret = open(os.path.join(data, "secret.key")).read().strip()
-            publishable = open(os.path.join(data, "publishable.key")).read().strip()
+            # Limits far above the load, so they are checked but never trip.
+            gatehouse = Gatehouse(work, '[auth]\nemail_confirmation = false\n[rate_limits]\n'
+                                  'auth = { limit = 1000000, window_secs = 60 }\n'
+                                  'reads = { limit = 1000000, window_secs = 60 }\nwrites = { limit = 1000000, window_secs = 60 }\n', build)
+            base = gatehouse.base
             print("seeding gatehouse", flush=True)
             gh_users = [dict(u) for u in users]
-            tokens, order_ids = seed_gatehouse(base, secret, gh_users)
+            tokens, order_ids = seed_gatehouse(base, gatehouse.secret, gh_users)
             path = os.path.join(work, "gatehouse.rows")
-            rows_file(path, tokens, order_ids, gh_users, [publishable] * USERS)
-            report["servers"]["gatehouse"] = run_server("gatehouse", server, base, path, args.seconds, args.repeats, profile)
+            rows_file(path, tokens, order_ids, gh_users, [gatehouse.publishable] * USERS)
+            report["servers"]["gatehouse"] = run_server("gatehouse", gatehouse.server, base, path, args.seconds, args.repeats, profile)
             if profile:
                 return
             versions["gatehouse"] = subprocess.run([os.path.join(TARGET, "release", "gatehouse"), "--version"], capture_output=True, text=True).stdout.strip()
             if not args.skip_large:
-                rows_now = grow_to_a_million(os.path.join(data, "gatehouse.db"))
+                rows_now = grow_to_a_million(os.path.join(gatehouse.data, "gatehouse.db"))
                 print(f"gatehouse grown to {rows_now} orders", flush=True)
                 report["large_rows"] = rows_now
-                server = Server("gatehouse-1m", [os.path.join(TARGET, build, "gatehouse"), "--config", config, "--data-dir", data, "serve", "--listen", f"127.0.0.1:{port}"], {"GATEHOUSE_LOG": "warn"})
-                wait_until_up(f"{base}/health")
+                server = gatehouse.restart("gatehouse-1m")
                 report["servers"]["gatehouse-1m"] = run_server("gatehouse", server, base, path, args.seconds, args.repeats, only_workloads=("a", "b"))
         if "baseline" in only:
             port = free_port()
