@@ -64,6 +64,13 @@ const LOCK: Sql = Sql {
                WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $3) RETURNING locks",
 };
 
+/// A success takes its own attempt back off the address's count: only failures
+/// should add up there.
+const UNCOUNT: Sql = Sql {
+    sqlite: "UPDATE gatehouse_sign_in_throttle SET failures = MAX(failures - 1, 0) WHERE key = ?1",
+    postgres: "UPDATE gatehouse_sign_in_throttle SET failures = GREATEST(failures - 1, 0) WHERE key = $1",
+};
+
 /// A success starts the count over, and leaves a lock an in-flight guess met alone.
 const SUCCEEDED: Sql = Sql {
     sqlite: "UPDATE gatehouse_sign_in_throttle SET failures = 0, locks = 0 \
@@ -213,14 +220,17 @@ impl Throttle {
         Ok(Some(lock))
     }
 
-    /// A successful sign-in starts the account's count over (not the address's).
+    /// A successful sign-in starts the account's count over and takes its attempt
+    /// back off the address's count (many people sign in from one address).
     pub(crate) async fn succeeded(&self, keys: &Keys) -> Result<()> {
-        self.db
-            .transaction(vec![Statement::new(
-                &SUCCEEDED,
-                vec![keys.account.clone().into(), timestamp(now()).into()],
-            )])
-            .await?;
+        let mut statements = vec![Statement::new(
+            &SUCCEEDED,
+            vec![keys.account.clone().into(), timestamp(now()).into()],
+        )];
+        if let Some(address) = &keys.address {
+            statements.push(Statement::new(&UNCOUNT, vec![address.clone().into()]));
+        }
+        self.db.transaction(statements).await?;
         Ok(())
     }
 
@@ -285,5 +295,27 @@ mod tests {
             .begin(&Keys::new("kai@example.com", Some("198.51.100.7")))
             .await
             .unwrap();
+    }
+
+    /// Successful sign-ins do not add up against their address: a hundred people
+    /// behind one address sign in over and over without a lock.
+    #[tokio::test]
+    async fn successes_do_not_count_against_the_address() {
+        let database = TestDatabase::sqlite();
+        let db = Database::open(&database.location(), Default::default())
+            .await
+            .unwrap();
+        let throttle = Throttle::new(
+            db,
+            ThrottleSettings {
+                per_address: 5,
+                ..ThrottleSettings::default()
+            },
+        );
+        for i in 0..20 {
+            let keys = Keys::new(&format!("user{i}@example.com"), Some("203.0.113.9"));
+            throttle.begin(&keys).await.unwrap();
+            throttle.succeeded(&keys).await.unwrap();
+        }
     }
 }
