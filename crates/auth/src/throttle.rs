@@ -258,22 +258,25 @@ mod tests {
 
     use super::*;
 
+    /// A throttle on a fresh SQLite database (kept alive by the first value).
+    async fn throttle(settings: ThrottleSettings) -> (TestDatabase, Throttle) {
+        let database = TestDatabase::sqlite();
+        let db = Database::open(&database.location(), Default::default())
+            .await
+            .unwrap();
+        (database, Throttle::new(db, settings))
+    }
+
     /// Attempts are counted before any hash: with a count of 3, a fourth attempt
     /// is refused at `begin` even while the first three are still being hashed,
     /// which is what keeps parallel guesses from outrunning the lock.
     #[tokio::test]
     async fn attempts_past_the_count_are_refused_before_hashing() {
-        let database = TestDatabase::sqlite();
-        let db = Database::open(&database.location(), Default::default())
-            .await
-            .unwrap();
-        let throttle = Throttle::new(
-            db,
-            ThrottleSettings {
-                per_account: 3,
-                ..ThrottleSettings::default()
-            },
-        );
+        let (_database, throttle) = throttle(ThrottleSettings {
+            per_account: 3,
+            ..ThrottleSettings::default()
+        })
+        .await;
         let keys = Keys::new("sam@example.com", Some("198.51.100.7"));
         for _ in 0..3 {
             throttle.begin(&keys).await.unwrap();
@@ -301,17 +304,11 @@ mod tests {
     /// behind one address sign in over and over without a lock.
     #[tokio::test]
     async fn successes_do_not_count_against_the_address() {
-        let database = TestDatabase::sqlite();
-        let db = Database::open(&database.location(), Default::default())
-            .await
-            .unwrap();
-        let throttle = Throttle::new(
-            db,
-            ThrottleSettings {
-                per_address: 5,
-                ..ThrottleSettings::default()
-            },
-        );
+        let (_database, throttle) = throttle(ThrottleSettings {
+            per_address: 5,
+            ..ThrottleSettings::default()
+        })
+        .await;
         for i in 0..20 {
             let keys = Keys::new(&format!("user{i}@example.com"), Some("203.0.113.9"));
             throttle.begin(&keys).await.unwrap();

@@ -185,7 +185,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         );
     }
     if let Some(wait) = error.retry_after {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = seconds_up(wait);
         parts
             .headers
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
@@ -194,6 +194,11 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         parts.headers.insert(API_VERSION_HEADER, version);
     }
     Response::from_parts(parts, Body::from(json.to_string()))
+}
+
+/// Whole seconds, rounded up: what `Retry-After` and `RateLimit`'s `t` carry.
+pub(crate) fn seconds_up(duration: std::time::Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 /// A panic becomes a generic 500; what it said goes to the log only.

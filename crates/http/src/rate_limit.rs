@@ -79,10 +79,6 @@ impl RateLimits {
     }
 }
 
-fn seconds_up(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
-}
-
 fn describe(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: Duration) {
     let fields = [
         (
@@ -96,7 +92,11 @@ fn describe(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: Dur
         ),
         (
             "ratelimit",
-            format!("\"{}\";r={remaining};t={}", policy.name, seconds_up(reset)),
+            format!(
+                "\"{}\";r={remaining};t={}",
+                policy.name,
+                crate::error::seconds_up(reset)
+            ),
         ),
     ];
     for (name, value) in fields {
