@@ -8,6 +8,7 @@
 mod declared;
 pub mod json;
 mod migrations;
+pub mod path_parts;
 mod postgres;
 mod sqlite;
 mod statement;

@@ -203,6 +203,44 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 9,
+        name: "storage objects",
+        steps: &[
+            // The blob holding the current bytes: a fresh key per upload, so a
+            // replacement becomes visible only when its row commits.
+            Sql {
+                sqlite: "ALTER TABLE gatehouse_objects ADD COLUMN version TEXT NOT NULL DEFAULT ''",
+                postgres: "ALTER TABLE gatehouse_objects ADD COLUMN version TEXT NOT NULL DEFAULT ''",
+            },
+            Sql {
+                sqlite: "ALTER TABLE gatehouse_objects ADD COLUMN cache_control TEXT",
+                postgres: "ALTER TABLE gatehouse_objects ADD COLUMN cache_control TEXT",
+            },
+            Sql {
+                sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_objects_version ON gatehouse_objects (version)",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_objects_version ON gatehouse_objects (version)",
+            },
+            // Storage policies' path functions; SQLite registers the same names
+            // per connection (`path_parts.rs`).
+            Sql {
+                sqlite: "SELECT 1",
+                postgres: "CREATE OR REPLACE FUNCTION gatehouse_foldername(path text, n integer) RETURNS text \
+                           LANGUAGE sql IMMUTABLE STRICT AS $f$ SELECT CASE WHEN n >= 1 \
+                           AND n < cardinality(string_to_array(path, '/')) THEN (string_to_array(path, '/'))[n] END $f$",
+            },
+            Sql {
+                sqlite: "SELECT 1",
+                postgres: "CREATE OR REPLACE FUNCTION gatehouse_filename(path text) RETURNS text \
+                           LANGUAGE sql IMMUTABLE STRICT AS $f$ SELECT (regexp_match(path, '[^/]*$'))[1] $f$",
+            },
+            Sql {
+                sqlite: "SELECT 1",
+                postgres: "CREATE OR REPLACE FUNCTION gatehouse_extension(path text) RETURNS text \
+                           LANGUAGE sql IMMUTABLE STRICT AS $f$ SELECT (regexp_match(path, '\\.([^./]*)$'))[1] $f$",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

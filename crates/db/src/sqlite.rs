@@ -414,6 +414,20 @@ fn configure(connection: &Connection) -> Result<()> {
             })
         },
     )?;
+    let deterministic = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    connection.create_scalar_function("gatehouse_foldername", 2, deterministic, |context| {
+        let path = context.get::<Option<String>>(0)?;
+        let n = context.get::<i64>(1)?;
+        Ok(path.and_then(|path| crate::path_parts::folder(&path, n).map(str::to_owned)))
+    })?;
+    connection.create_scalar_function("gatehouse_filename", 1, deterministic, |context| {
+        let path = context.get::<Option<String>>(0)?;
+        Ok(path.map(|path| crate::path_parts::filename(&path).to_owned()))
+    })?;
+    connection.create_scalar_function("gatehouse_extension", 1, deterministic, |context| {
+        let path = context.get::<Option<String>>(0)?;
+        Ok(path.and_then(|path| crate::path_parts::extension(&path).map(str::to_owned)))
+    })?;
     Ok(())
 }
 

@@ -296,3 +296,46 @@ async fn a_write_past_its_timeout_is_cancelled() {
         db.set_meta("after", "ok").await.unwrap();
     }
 }
+
+const PATH_PARTS: Sql = Sql {
+    sqlite: "SELECT gatehouse_foldername(?1, 1), gatehouse_foldername(?1, 2), gatehouse_filename(?1), \
+             gatehouse_extension(?1)",
+    postgres: "SELECT gatehouse_foldername($1::text, 1), gatehouse_foldername($1::text, 2), \
+               gatehouse_filename($1::text), gatehouse_extension($1::text)",
+};
+
+/// Storage policies' path functions mean the same on both databases, and the
+/// same as `gatehouse_db::path_parts`.
+#[tokio::test]
+async fn path_parts_agree_on_every_backend() {
+    use gatehouse_db::path_parts::{extension, filename, folder};
+    for backend in TestDatabase::all() {
+        let db = Database::open(&backend.location(), options())
+            .await
+            .unwrap();
+        for path in [
+            "a/b/c.png",
+            "c.png",
+            "a/c",
+            "x/.bashrc",
+            "a.b/c",
+            "file.",
+            "d/e.tar.gz",
+            "ü/ñ.jpg",
+        ] {
+            let rows = db
+                .query(Statement::new(&PATH_PARTS, vec![path.to_owned().into()]))
+                .await
+                .unwrap();
+            let got: Vec<Option<&str>> =
+                (0..4).map(|i| rows[0].optional_text(i).unwrap()).collect();
+            let want = vec![
+                folder(path, 1),
+                folder(path, 2),
+                Some(filename(path)),
+                extension(path),
+            ];
+            assert_eq!(got, want, "{path} on {:?}", db.dialect());
+        }
+    }
+}

@@ -19,8 +19,20 @@ const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json", "/auth/v1/verify"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiCaller(pub ApiRole);
 
+/// Storage routes whose URL is the permission (a public bucket, a signed token):
+/// they are fetched by `<img src>` and plain links, without an API key. Routes
+/// beside them that need a caller still ask for one through their extractors.
+const OWN_CAPABILITY: &[&str] = &[
+    "/storage/v1/object/public/",
+    "/storage/v1/object/info/public/",
+    "/storage/v1/object/sign/",
+    "/storage/v1/object/upload/sign/",
+];
+
 fn needs_key(path: &str) -> bool {
-    Surface::of(path) != Surface::Plain && !PUBLIC.contains(&path)
+    Surface::of(path) != Surface::Plain
+        && !PUBLIC.contains(&path)
+        && !OWN_CAPABILITY.iter().any(|prefix| path.starts_with(prefix))
 }
 
 fn missing() -> ApiError {
@@ -98,6 +110,8 @@ mod tests {
             "/auth/v1/.well-known/jwks.json",
             "/rest/v10",
             "/",
+            "/storage/v1/object/public/avatars/a.png",
+            "/storage/v1/object/sign/avatars/a.png",
         ] {
             assert!(!needs_key(path), "{path}");
         }

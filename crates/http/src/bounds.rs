@@ -36,7 +36,8 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
             .to_str()
             .is_ok_and(|kind| kind.to_ascii_lowercase().contains("json")),
     };
-    if !is_json {
+    if !is_json || crate::routes::storage_objects::is_upload(request.method(), request.uri().path())
+    {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -131,8 +131,88 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::get(routes::metrics::get_with_secret_key),
         );
     }
-    let routes = routes.merge(custom).fallback(routes::not_found);
-    with_middleware(routes, state)
+    let routes = bounded(
+        storage_routes(routes)
+            .merge(custom)
+            .fallback(routes::not_found),
+        state.settings(),
+    );
+    with_middleware(upload_routes(state.settings()).merge(routes), state)
+}
+
+/// `/storage/v1/object/…` but uploads.
+fn storage_routes(routes: Router<AppState>) -> Router<AppState> {
+    use axum::routing::{delete, get, post};
+    use routes::storage_objects as objects;
+    routes
+        .route(
+            "/storage/v1/object/{bucket}/{*name}",
+            get(objects::get_object).head(objects::head_object),
+        )
+        .route(
+            "/storage/v1/object/authenticated/{bucket}/{*name}",
+            get(objects::get_object),
+        )
+        .route(
+            "/storage/v1/object/public/{bucket}/{*name}",
+            get(objects::get_public),
+        )
+        .route(
+            "/storage/v1/object/sign/{bucket}/{*name}",
+            get(objects::get_signed).post(objects::sign),
+        )
+        .route("/storage/v1/object/sign/{bucket}", post(objects::sign_many))
+        .route(
+            "/storage/v1/object/upload/sign/{bucket}/{*name}",
+            post(objects::sign_upload),
+        )
+        .route(
+            "/storage/v1/object/info/{bucket}/{*name}",
+            get(objects::info),
+        )
+        .route(
+            "/storage/v1/object/info/authenticated/{bucket}/{*name}",
+            get(objects::info),
+        )
+        .route(
+            "/storage/v1/object/info/public/{bucket}/{*name}",
+            get(objects::info_public),
+        )
+        .route("/storage/v1/object/list/{bucket}", post(objects::list))
+        .route("/storage/v1/object/move", post(objects::move_object))
+        .route("/storage/v1/object/copy", post(objects::copy_object))
+        .route("/storage/v1/object/{bucket}", delete(objects::remove))
+}
+
+/// Object uploads: no body limit at the edge (the bucket's size limit is
+/// enforced while streaming) and their own time limit.
+fn upload_routes(settings: &HttpSettings) -> Router<AppState> {
+    use axum::routing::{post, put};
+    use routes::storage_objects as objects;
+    Router::new()
+        .route(
+            "/storage/v1/object/{bucket}/{*name}",
+            post(objects::put_object).put(objects::put_object),
+        )
+        .route(
+            "/storage/v1/object/upload/sign/{bucket}/{*name}",
+            put(objects::put_signed),
+        )
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.upload_timeout,
+        ))
+}
+
+/// Every other route: the request time limit and the body limit.
+fn bounded(routes: Router<AppState>, settings: &HttpSettings) -> Router<AppState> {
+    routes
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
 }
 
 /// The admin listener: health and metrics without an API key, for a network
@@ -142,6 +222,7 @@ pub fn admin_app(state: AppState) -> Router {
         .route("/health", axum::routing::get(routes::health::get))
         .route("/metrics", axum::routing::get(routes::metrics::get))
         .fallback(routes::not_found);
+    let routes = bounded(routes, state.settings());
     with_middleware(routes, state)
 }
 
@@ -158,12 +239,6 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
         .layer(from_fn_with_state(state.clone(), api_key::identify))
         .layer(from_fn_with_state(state.clone(), rate_limit::enforce))
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            settings.request_timeout,
-        ))
-        .layer(RequestBodyLimitLayer::new(settings.body_limit))
-        .layer(DefaultBodyLimit::max(settings.body_limit));
+        .layer(CatchPanicLayer::custom(error::panic_response));
     routes.layer(stack).with_state(state)
 }

@@ -8,6 +8,7 @@ pub mod ready;
 pub mod rest_root;
 pub mod rest_table;
 pub mod storage_buckets;
+pub mod storage_objects;
 
 use crate::ApiError;
 

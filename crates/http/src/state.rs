@@ -7,7 +7,7 @@ use gatehouse_db::Database;
 use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
 use gatehouse_limits::Limiter;
 use gatehouse_rest::Rest;
-use gatehouse_storage::Buckets;
+use gatehouse_storage::{Buckets, Objects};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Which browser origins may call the API.
@@ -38,6 +38,8 @@ pub struct HttpSettings {
     pub max_url_bytes: usize,
     /// Deeper JSON bodies get 400.
     pub max_json_depth: usize,
+    /// The time limit of one object upload (other requests have `request_timeout`).
+    pub upload_timeout: Duration,
 }
 
 /// How many verified access tokens an instance remembers (about 1 KB each).
@@ -53,6 +55,7 @@ struct Shared {
     limiter: Option<Arc<Limiter>>,
     audit: AuditLog,
     buckets: Buckets,
+    objects: Objects,
     metrics: PrometheusHandle,
 }
 
@@ -68,6 +71,7 @@ pub struct Parts {
     pub settings: HttpSettings,
     /// `None` turns rate limiting off.
     pub limiter: Option<Arc<Limiter>>,
+    pub objects: Objects,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -90,6 +94,7 @@ impl AppState {
             auth: parts.auth,
             settings: parts.settings,
             limiter: parts.limiter,
+            objects: parts.objects,
             metrics: metrics_handle(),
         }))
     }
@@ -129,6 +134,10 @@ impl AppState {
 
     pub fn buckets(&self) -> &Buckets {
         &self.0.buckets
+    }
+
+    pub fn objects(&self) -> &Objects {
+        &self.0.objects
     }
 
     pub fn audit(&self) -> &AuditLog {

@@ -57,6 +57,17 @@ impl ApiKeys {
         &self.publishable
     }
 
+    /// Key material for one `purpose` (such as signing storage URLs), derived
+    /// from the secret key: every instance sharing the key derives the same, and
+    /// a new secret key retires what the old one signed.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.secret_digest);
+        let tag = aws_lc_rs::hmac::sign(&key, purpose.as_bytes());
+        let mut out = [0; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     pub fn identify(&self, presented: &str) -> Option<ApiRole> {
         let presented = sha256(presented.as_bytes());
         let is_publishable = presented.ct_eq(&self.publishable_digest);

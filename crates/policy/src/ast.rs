@@ -38,4 +38,9 @@ pub enum Operand {
     AuthUid,
     AuthRole,
     JwtClaim(String),
+    /// `storage.foldername(col)[n]`, `storage.filename(col)`, `storage.extension(col)`.
+    Path {
+        part: crate::PathPart,
+        column: Box<Operand>,
+    },
 }

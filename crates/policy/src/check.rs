@@ -3,9 +3,9 @@
 
 use gatehouse_schema::{ColumnType, Literal, Schema, Table};
 
-use crate::ParseError;
 use crate::ast::{Expr, Operand};
 use crate::condition::{CmpOp, Condition, ContextValue, Term};
+use crate::{ParseError, PathPart};
 
 /// The tables in scope, innermost last, each with the name it is known by.
 struct Scope<'a> {
@@ -213,5 +213,24 @@ fn term(operand: &Operand, scope: &Scope<'_>) -> Result<(Term, Kind), ParseError
             Term::Context(ContextValue::Claim(claim.clone())),
             Kind::Text,
         ),
+        Operand::Path { part, column } => {
+            let (column, kind) = term(column, scope)?;
+            if kind != Kind::Column(ColumnType::Text) {
+                return Err(ParseError::at(0, "storage functions take a text column"));
+            }
+            if *part == PathPart::Folder(0) {
+                return Err(ParseError::at(
+                    0,
+                    "storage.foldername(…) is a list: pick a folder, as in storage.foldername(name)[1]",
+                ));
+            }
+            (
+                Term::Path {
+                    part: *part,
+                    column: Box::new(column),
+                },
+                Kind::Text,
+            )
+        }
     })
 }

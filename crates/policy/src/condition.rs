@@ -39,6 +39,30 @@ pub enum ContextValue {
     Claim(String),
 }
 
+/// A part of an object path such as `a/b/c.png`, as Supabase's `storage.foldername`,
+/// `storage.filename` and `storage.extension` give it; NULL where there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathPart {
+    /// The n-th folder, counted from 1 (`a`, then `b`).
+    Folder(u16),
+    /// The last segment (`c.png`).
+    Filename,
+    /// What follows the file name's last dot (`png`).
+    Extension,
+}
+
+impl PathPart {
+    /// The SQL function computing this part of `path`, the same on both databases
+    /// (registered on SQLite, created by a migration on PostgreSQL).
+    pub fn sql(self, path: &str) -> String {
+        match self {
+            PathPart::Folder(n) => format!("gatehouse_foldername({path}, {n})"),
+            PathPart::Filename => format!("gatehouse_filename({path})"),
+            PathPart::Extension => format!("gatehouse_extension({path})"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Term {
     /// A column of the table at `depth`: 0 is the policy's table, 1 the table of
@@ -50,6 +74,11 @@ pub enum Term {
     },
     Value(Literal),
     Context(ContextValue),
+    /// A part of the path held in a text column (the column is a `Term::Column`).
+    Path {
+        part: PathPart,
+        column: Box<Term>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +116,10 @@ impl Condition {
         out: &mut Vec<(Identifier, Identifier)>,
     ) {
         let mut term = |term: &Term, tables: &Vec<&Identifier>| {
+            let term = match term {
+                Term::Path { column, .. } => column,
+                other => other,
+            };
             if let Term::Column { depth, name, .. } = term
                 && let Some(table) = tables.get(*depth)
             {

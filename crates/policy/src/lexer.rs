@@ -12,6 +12,8 @@ pub enum Token {
     RParen,
     Comma,
     Dot,
+    LBracket,
+    RBracket,
     LongArrow,
     Cmp(&'static str),
 }
@@ -31,6 +33,8 @@ pub fn tokens(source: &str) -> Result<Vec<(usize, Token)>, ParseError> {
             b'(' => Token::LParen,
             b')' => Token::RParen,
             b',' => Token::Comma,
+            b'[' => Token::LBracket,
+            b']' => Token::RBracket,
             b'.' => Token::Dot,
             b'=' => Token::Cmp("="),
             b'<' | b'>' | b'!' | b'-' => {

@@ -15,11 +15,11 @@ mod parser;
 use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
-use gatehouse_schema::Schema;
-use gatehouse_schema::declaration::{GrantDecl, TableDecl};
+use gatehouse_schema::declaration::{GrantDecl, PolicyDecl, TableDecl};
+use gatehouse_schema::{Schema, Table, storage_objects};
 use indexmap::IndexMap;
 
-pub use condition::{CmpOp, Condition, ContextValue, Term};
+pub use condition::{CmpOp, Condition, ContextValue, PathPart, Term};
 
 /// A syntax or type error inside one expression, at a byte offset when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,88 +198,7 @@ impl Policies {
             let Some(table) = schema.table(table_name) else {
                 continue;
             };
-            let mut compiled = TablePolicies::default();
-            for policy in &decl.policies {
-                let error = |message: String| PolicyError {
-                    table: table_name.clone(),
-                    policy: policy.name.clone(),
-                    message,
-                };
-                let commands = parse_commands(&policy.commands.items()).map_err(error)?;
-                let roles = policy
-                    .roles
-                    .items()
-                    .iter()
-                    .map(|r| parse_role(r))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(error)?;
-                let expression = |label: &str,
-                                  source: &Option<String>|
-                 -> Result<Option<Condition>, PolicyError> {
-                    source
-                        .as_deref()
-                        .map(|source| {
-                            parser::parse(source)
-                                .and_then(|expr| check::check(&expr, schema, table))
-                                .map_err(|e| {
-                                    let near = source
-                                        .get(e.offset..)
-                                        .unwrap_or("")
-                                        .chars()
-                                        .take(20)
-                                        .collect::<String>();
-                                    error(format!("{label}: {} (near {near:?})", e.message))
-                                })
-                        })
-                        .transpose()
-                };
-                let using = expression("using", &policy.using)?;
-                let with_check = expression("with_check", &policy.with_check)?;
-                for command in &commands {
-                    let shape_error = match command {
-                        Command::Insert if using.is_some() && commands.len() == 1 => Some(
-                            "an insert policy has with_check only: there is no existing row to test",
-                        ),
-                        Command::Insert if with_check.is_none() && using.is_none() => {
-                            Some("insert needs with_check")
-                        }
-                        Command::Select | Command::Delete
-                            if with_check.is_some() && commands.len() == 1 =>
-                        {
-                            Some("select and delete policies have using only")
-                        }
-                        Command::Select | Command::Update | Command::Delete if using.is_none() => {
-                            Some("select, update and delete need using")
-                        }
-                        _ => None,
-                    };
-                    if let Some(message) = shape_error {
-                        return Err(error(message.into()));
-                    }
-                    let rule = Rule {
-                        using: if *command == Command::Insert {
-                            None
-                        } else {
-                            using.clone()
-                        },
-                        // As in PostgreSQL, a policy without WITH CHECK checks new
-                        // rows with its USING (an `all` policy covers inserts too).
-                        with_check: match command {
-                            Command::Insert | Command::Update => {
-                                with_check.clone().or_else(|| using.clone())
-                            }
-                            _ => None,
-                        },
-                    };
-                    for role in &roles {
-                        compiled
-                            .rules
-                            .entry((*command, *role))
-                            .or_default()
-                            .push(rule.clone());
-                    }
-                }
-            }
+            let mut compiled = compile_rules(table_name, &decl.policies, table, schema)?;
             for (role_name, grant) in &decl.grants {
                 let role = parse_role(role_name).map_err(|message| PolicyError {
                     table: table_name.clone(),
@@ -293,6 +212,15 @@ impl Policies {
             tables.insert(table.name.clone(), compiled);
         }
         Ok(Self { tables })
+    }
+
+    /// The storage policies (`[[storage.policies]]`), over Supabase's
+    /// `storage.objects` columns; `exists` may name declared tables.
+    pub fn compile_objects(
+        policies: &[PolicyDecl],
+        schema: &Schema,
+    ) -> Result<TablePolicies, PolicyError> {
+        compile_rules("storage.objects", policies, &storage_objects(), schema)
     }
 
     /// Every column some policy reads, with its table: the columns to index so
@@ -312,6 +240,98 @@ impl Policies {
         out.dedup();
         out
     }
+}
+
+/// One table's policies, checked against `table` (names in `exists` resolve in
+/// `schema`).
+fn compile_rules(
+    table_name: &str,
+    policies: &[PolicyDecl],
+    table: &Table,
+    schema: &Schema,
+) -> Result<TablePolicies, PolicyError> {
+    let mut compiled = TablePolicies::default();
+    for policy in policies {
+        let error = |message: String| PolicyError {
+            table: table_name.to_owned(),
+            policy: policy.name.clone(),
+            message,
+        };
+        let commands = parse_commands(&policy.commands.items()).map_err(error)?;
+        let roles = policy
+            .roles
+            .items()
+            .iter()
+            .map(|r| parse_role(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error)?;
+        let expression =
+            |label: &str, source: &Option<String>| -> Result<Option<Condition>, PolicyError> {
+                source
+                    .as_deref()
+                    .map(|source| {
+                        parser::parse(source)
+                            .and_then(|expr| check::check(&expr, schema, table))
+                            .map_err(|e| {
+                                let near = source
+                                    .get(e.offset..)
+                                    .unwrap_or("")
+                                    .chars()
+                                    .take(20)
+                                    .collect::<String>();
+                                error(format!("{label}: {} (near {near:?})", e.message))
+                            })
+                    })
+                    .transpose()
+            };
+        let using = expression("using", &policy.using)?;
+        let with_check = expression("with_check", &policy.with_check)?;
+        for command in &commands {
+            let shape_error = match command {
+                Command::Insert if using.is_some() && commands.len() == 1 => {
+                    Some("an insert policy has with_check only: there is no existing row to test")
+                }
+                Command::Insert if with_check.is_none() && using.is_none() => {
+                    Some("insert needs with_check")
+                }
+                Command::Select | Command::Delete
+                    if with_check.is_some() && commands.len() == 1 =>
+                {
+                    Some("select and delete policies have using only")
+                }
+                Command::Select | Command::Update | Command::Delete if using.is_none() => {
+                    Some("select, update and delete need using")
+                }
+                _ => None,
+            };
+            if let Some(message) = shape_error {
+                return Err(error(message.into()));
+            }
+            let rule = Rule {
+                using: if *command == Command::Insert {
+                    None
+                } else {
+                    using.clone()
+                },
+                // As in PostgreSQL, a policy without WITH CHECK checks new
+                // rows with its USING (an `all` policy covers inserts too).
+                with_check: match command {
+                    Command::Insert | Command::Update => {
+                        with_check.clone().or_else(|| using.clone())
+                    }
+                    _ => None,
+                },
+            };
+            for role in &roles {
+                compiled
+                    .rules
+                    .entry((*command, *role))
+                    .or_default()
+                    .push(rule.clone());
+            }
+        }
+    }
+    Ok(compiled)
 }
 
 fn grant_of(

@@ -7,14 +7,16 @@
 //!          | '(' expr ')' | operand [cmp operand | [NOT] IN '(' operands ')' | IS [NOT] NULL]
 //! operand := 'text' | number | TRUE | FALSE | NULL | name[.name]
 //!          | auth.uid() | auth.role() | auth.jwt() ->> 'claim'
+//!          | storage.foldername(name)[n] | (storage.foldername(name))[n]
+//!          | storage.filename(name) | storage.extension(name)
 //! ```
 //!
 //! Anything else is an error naming the offset, so no construct slips through
 //! that the compiler does not know how to render safely.
 
-use crate::ParseError;
 use crate::ast::{Expr, Operand};
 use crate::lexer::{Token, tokens};
+use crate::{ParseError, PathPart};
 
 /// Nesting beyond this is refused, so a hostile declaration cannot overflow the stack.
 const MAX_DEPTH: usize = 32;
@@ -49,6 +51,8 @@ fn describe(token: &Token) -> String {
         Token::RParen => "')'".into(),
         Token::Comma => "','".into(),
         Token::Dot => "'.'".into(),
+        Token::LBracket => "'['".into(),
+        Token::RBracket => "']'".into(),
         Token::LongArrow => "'->>'".into(),
         Token::Cmp(op) => format!("'{op}'"),
     }
@@ -57,6 +61,14 @@ fn describe(token: &Token) -> String {
 impl Parser {
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.at).map(|(_, token)| token)
+    }
+
+    /// `.name(` next: a qualified function call rather than a qualified column.
+    fn function_follows(&self) -> bool {
+        let token = |n: usize| self.tokens.get(self.at + n).map(|(_, token)| token);
+        token(0) == Some(&Token::Dot)
+            && matches!(token(1), Some(Token::Word(_)))
+            && token(2) == Some(&Token::LParen)
     }
 
     fn offset(&self) -> usize {
@@ -147,6 +159,18 @@ impl Parser {
         }
         if self.peek() == Some(&Token::LParen) {
             self.at += 1;
+            // `(storage.foldername(name))[1]`, as Supabase's policies write it.
+            if matches!(self.peek(), Some(Token::Word(w)) if w == "storage") && {
+                self.at += 1;
+                let function = self.function_follows();
+                self.at -= 1;
+                function
+            } {
+                let operand = self.operand()?;
+                self.expect(&Token::RParen, "')'")?;
+                let operand = self.folder_index(operand)?;
+                return self.predicate(operand);
+            }
             let inner = self.expr()?;
             self.expect(&Token::RParen, "')'")?;
             return Ok(inner);
@@ -220,6 +244,7 @@ impl Parser {
                 "false" => Ok(Operand::Bool(false)),
                 "null" => Ok(Operand::Null),
                 "auth" if self.peek() == Some(&Token::Dot) => self.auth_function(),
+                "storage" if self.function_follows() => self.storage_function(),
                 _ => {
                     if self.peek() == Some(&Token::Dot) {
                         self.at += 1;
@@ -249,6 +274,64 @@ impl Parser {
             }
             None => Err(self.error("expected a value or a column, found the end")),
         }
+    }
+
+    /// `storage.foldername(col)` (then indexed), `storage.filename(col)`,
+    /// `storage.extension(col)`: parts of an object path, as in Supabase.
+    fn storage_function(&mut self) -> Result<Operand, ParseError> {
+        self.at += 1; // the dot
+        let function = self.name()?;
+        self.expect(&Token::LParen, "'('")?;
+        let column = self.operand()?;
+        if !matches!(column, Operand::Column { .. }) {
+            return Err(self.error("storage functions take a column, such as name"));
+        }
+        self.expect(&Token::RParen, "')'")?;
+        let part = match function.as_str() {
+            // The index follows, here or after a closing parenthesis.
+            "foldername" => PathPart::Folder(0),
+            "filename" => PathPart::Filename,
+            "extension" => PathPart::Extension,
+            other => {
+                return Err(self.error(format!(
+                    "unknown function storage.{other}(): use storage.foldername(name)[n], \
+                     storage.filename(name) or storage.extension(name)"
+                )));
+            }
+        };
+        let operand = Operand::Path {
+            part,
+            column: Box::new(column),
+        };
+        if self.peek() == Some(&Token::LBracket) {
+            return self.folder_index(operand);
+        }
+        Ok(operand)
+    }
+
+    /// `[n]` after `storage.foldername(col)`: the n-th folder, counted from 1.
+    fn folder_index(&mut self, operand: Operand) -> Result<Operand, ParseError> {
+        let Operand::Path {
+            part: PathPart::Folder(0),
+            column,
+        } = operand
+        else {
+            return Err(self.error("only storage.foldername(…) takes an index"));
+        };
+        self.expect(&Token::LBracket, "'[n]' after storage.foldername(…)")?;
+        let index = match self.next() {
+            Some(Token::Number(n)) => n.parse::<u16>().ok().filter(|n| (1..=64).contains(n)),
+            _ => None,
+        };
+        let Some(index) = index else {
+            self.at -= 1;
+            return Err(self.error("a folder index is a number from 1 to 64"));
+        };
+        self.expect(&Token::RBracket, "']'")?;
+        Ok(Operand::Path {
+            part: PathPart::Folder(index),
+            column,
+        })
     }
 
     fn auth_function(&mut self) -> Result<Operand, ParseError> {

@@ -251,3 +251,76 @@ fn an_all_policy_with_only_using_checks_new_rows_with_it() {
     };
     assert!(matches!(left, Term::Column { name, .. } if name.as_str() == "budget"));
 }
+
+fn storage_policy(using: &str) -> Result<TablePolicies, String> {
+    let declaration = gatehouse_schema::declaration::parse(SHOP)?;
+    let schema = Schema::from_declaration(&declaration).map_err(|e| e.to_string())?;
+    let policy = PolicyDecl {
+        name: "p".into(),
+        commands: gatehouse_schema::declaration::OneOrMany::One("select".into()),
+        roles: gatehouse_schema::declaration::OneOrMany::One("authenticated".into()),
+        using: Some(using.into()),
+        with_check: None,
+    };
+    Policies::compile_objects(&[policy], &schema).map_err(|e| e.to_string())
+}
+
+#[test]
+fn storage_policies_read_path_parts_as_supabase_writes_them() {
+    let own_folder = |text: &str| {
+        let policies = storage_policy(text).expect(text);
+        let Some(Condition::And(parts)) = policies.using(Command::Select, Role::Authenticated)
+        else {
+            panic!("{text}: not a conjunction");
+        };
+        parts[1].clone()
+    };
+    let expected = Condition::Compare {
+        left: Term::Path {
+            part: PathPart::Folder(1),
+            column: Box::new(Term::Column {
+                depth: 0,
+                name: gatehouse_core::Identifier::new("name").expect("name"),
+                ty: gatehouse_schema::ColumnType::Text,
+            }),
+        },
+        op: CmpOp::Eq,
+        right: Term::Context(ContextValue::Uid),
+    };
+    for text in [
+        "bucket_id = 'avatars' and (storage.foldername(name))[1] = auth.uid()",
+        "bucket_id = 'avatars' and storage.foldername(name)[1] = auth.uid()",
+        "bucket_id = 'avatars' and ( storage . foldername ( name ) ) [ 1 ] = auth.uid()",
+    ] {
+        assert_eq!(own_folder(text), expected, "{text}");
+    }
+    for good in [
+        "storage.extension(name) in ('png', 'jpg')",
+        "storage.filename(name) <> 'secret.txt' and size < 1000000 and content_type = 'image/png'",
+        "owner = auth.uid()",
+        "exists (select 1 from team_members m where m.user_id = auth.uid() and storage.foldername(name)[2] = 'team')",
+    ] {
+        assert!(
+            storage_policy(good).is_ok(),
+            "{good}: {:?}",
+            storage_policy(good)
+        );
+    }
+    for (bad, why) in [
+        ("storage.foldername(name) = 'a'", "is a list"),
+        ("storage.foldername(name)[0] = 'a'", "from 1 to 64"),
+        ("storage.foldername(name)[65] = 'a'", "from 1 to 64"),
+        ("storage.filename(size) = 'a'", "text column"),
+        ("storage.filename('a') = 'a'", "take a column"),
+        (
+            "storage.basename(name) = 'a'",
+            "unknown function storage.basename",
+        ),
+        ("storage.filename(name)[1] = 'a'", "only storage.foldername"),
+        ("secret = 'x'", "unknown column secret"),
+        ("metadata = 'x'", "unknown column metadata"),
+    ] {
+        let error = storage_policy(bad).expect_err(bad);
+        assert!(error.contains(why), "{bad}: {error}");
+    }
+}

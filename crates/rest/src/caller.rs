@@ -15,7 +15,7 @@ pub enum Caller {
 
 impl Caller {
     /// The policy role, or `None` for the service role, which policies do not bind.
-    pub(crate) fn role(&self) -> Result<Option<Role>, RestError> {
+    pub fn role(&self) -> Result<Option<Role>, RestError> {
         match self {
             Caller::Anon => Ok(Some(Role::Anon)),
             Caller::User(claims) => match claims.role() {
@@ -35,7 +35,7 @@ impl Caller {
         }
     }
 
-    pub(crate) fn user_id(&self) -> Option<&str> {
+    pub fn user_id(&self) -> Option<&str> {
         match self {
             Caller::User(claims) => Some(claims.subject()),
             _ => None,

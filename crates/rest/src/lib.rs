@@ -27,6 +27,7 @@ use gatehouse_schema::{Check, Column, Schema, Table};
 pub use caller::Caller;
 pub use error::RestError;
 pub use read::{Count, ReadOptions, ReadResult};
+pub use sql::Sql as StatementBuilder;
 pub use write::{Resolution, WriteOptions, WriteResult};
 
 /// Bounds and switches of the data API.

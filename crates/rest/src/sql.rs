@@ -14,7 +14,8 @@ use crate::RestError;
 use crate::caller::Caller;
 use crate::values::from_text;
 
-pub(crate) struct Sql {
+/// Public for `gatehouse-storage`, whose object policies render exactly as table policies.
+pub struct Sql {
     dialect: Dialect,
     text: String,
     params: Vec<Value>,
@@ -22,7 +23,7 @@ pub(crate) struct Sql {
 
 /// How the columns of the table at one policy depth are written: as the values
 /// being written (a new row under a `with check`), else through the alias.
-pub(crate) struct Scope<'a> {
+pub struct Scope<'a> {
     pub alias: String,
     pub new_values: Option<&'a HashMap<Identifier, Value>>,
 }
@@ -145,6 +146,16 @@ impl Sql {
                     (value, _) => value,
                 };
                 self.param(value.map_or(Value::Null, Value::Text), other);
+            }
+            Term::Path { part, column } => {
+                let mut inner = Sql {
+                    dialect: self.dialect,
+                    text: String::new(),
+                    params: std::mem::take(&mut self.params),
+                };
+                inner.term(column, None, caller, scopes);
+                self.params = inner.params;
+                self.text.push_str(&part.sql(&inner.text));
             }
         }
     }

@@ -10,12 +10,14 @@ mod ddl;
 pub mod declaration;
 mod model;
 mod plan;
+mod storage_objects;
 
 pub use ddl::create_statements;
 pub use model::{
     Check, Column, ColumnType, ForeignKey, Index, Literal, OnDelete, Schema, ServerValue, Table,
 };
 pub use plan::{Plan, Step, plan};
+pub use storage_objects::storage_objects;
 
 /// A declaration that cannot become a schema, or a change that cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use gatehouse_auth::{AuthSettings, HashParams};
 use gatehouse_http::{CorsPolicy, RateLimits};
 use gatehouse_limits::Policy;
-use gatehouse_policy::Policies;
-use gatehouse_schema::declaration::TableDecl;
+use gatehouse_policy::{Policies, TablePolicies};
+use gatehouse_schema::declaration::{PolicyDecl, TableDecl};
 use gatehouse_schema::{Schema, SchemaError};
 use indexmap::IndexMap;
 use ipnet::IpNet;
@@ -100,6 +100,43 @@ pub struct Config {
     pub max_url_bytes: usize,
     /// Deeper JSON bodies get 400.
     pub max_json_depth: usize,
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where object bytes live, their bounds, and the storage policies.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// `None`: a folder under the data directory.
+    pub s3: Option<S3Location>,
+    pub max_object_bytes: u64,
+    pub upload_timeout: Duration,
+    /// Unnamed blobs and stalled staging files older than this are removed.
+    pub orphan_grace: Duration,
+    pub policies: TablePolicies,
+}
+
+/// An S3-compatible bucket; its keys come from `GATEHOUSE_S3_ACCESS_KEY_ID` and
+/// `GATEHOUSE_S3_SECRET_ACCESS_KEY`.
+#[derive(Debug, Clone)]
+pub struct S3Location {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    /// `local` (default) or `s3`.
+    backend: Option<String>,
+    s3_bucket: Option<String>,
+    s3_region: Option<String>,
+    s3_endpoint: Option<String>,
+    max_object_bytes: Option<Bounded<1, { 5 << 30 }>>,
+    upload_timeout_secs: Option<Bounded<10, 86_400>>,
+    orphan_grace_secs: Option<Bounded<1, 86_400>>,
+    #[serde(default)]
+    policies: Vec<PolicyDecl>,
 }
 
 #[derive(Deserialize, Default)]
@@ -114,6 +151,8 @@ struct FileConfig {
     auth: AuthSection,
     #[serde(default)]
     rate_limits: RateLimitsSection,
+    #[serde(default)]
+    storage: StorageSection,
     /// Files holding more `[tables.*]` declarations, relative to this one.
     #[serde(default)]
     schema_files: Vec<PathBuf>,
@@ -348,10 +387,14 @@ fn located(
     }
 }
 
+/// The declared schema, its table policies and the storage policies.
+type Compiled = (Schema, Policies, TablePolicies);
+
 fn schema_of(
     sources: &[Source],
     tables: &IndexMap<String, TableDecl>,
-) -> Result<(Schema, Policies), ConfigError> {
+    storage_policies: &[PolicyDecl],
+) -> Result<Compiled, ConfigError> {
     let mut schema = Schema::from_declaration(tables).map_err(|error| {
         let message = error.to_string();
         match &error {
@@ -367,7 +410,19 @@ fn schema_of(
         located(sources, &error.table, None, Some(&near), error.to_string())
     })?;
     schema.index_columns(&policies.filtered_columns());
-    Ok((schema, policies))
+    let storage = Policies::compile_objects(storage_policies, &schema).map_err(|error| {
+        let near = format!("{:?}", error.policy);
+        let found = sources
+            .iter()
+            .find_map(|source| Some((source, source.text.find(&near)?)));
+        match found {
+            Some((source, offset)) => {
+                ConfigError::in_file(&source.path, &source.text, offset, error.to_string())
+            }
+            None => located(sources, "", None, None, error.to_string()),
+        }
+    })?;
+    Ok((schema, policies, storage))
 }
 
 /// Adds the tables of each schema file the config names (relative to it).
@@ -507,7 +562,7 @@ impl Config {
                 let mut sources =
                     read_schema_files(&main, &parsed.schema_files, &mut parsed.tables)?;
                 sources.insert(0, main);
-                let schema = schema_of(&sources, &parsed.tables)?;
+                let schema = schema_of(&sources, &parsed.tables, &parsed.storage.policies)?;
                 (parsed, schema)
             }
             None => (FileConfig::default(), Default::default()),
@@ -517,7 +572,7 @@ impl Config {
 
     fn assemble(
         file: FileConfig,
-        (schema, policies): (Schema, Policies),
+        (schema, policies, storage_policies): Compiled,
         overrides: &Overrides,
         env: Env,
     ) -> Result<Self, ConfigError> {
@@ -649,6 +704,7 @@ impl Config {
             },
             max_url_bytes: server.max_url_bytes.map_or(8192, |b| b.0 as usize),
             max_json_depth: server.max_json_depth.map_or(32, |b| b.0 as usize),
+            storage: storage_config(&file.storage, storage_policies)?,
         })
     }
 
@@ -658,6 +714,38 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"))
     }
+}
+
+fn storage_config(
+    section: &StorageSection,
+    policies: TablePolicies,
+) -> Result<StorageConfig, ConfigError> {
+    let invalid = |message: &str| ConfigError::Env {
+        variable: "[storage]".into(),
+        message: message.into(),
+    };
+    let s3 = match section.backend.as_deref().unwrap_or("local") {
+        "local" => None,
+        "s3" => Some(S3Location {
+            bucket: section
+                .s3_bucket
+                .clone()
+                .ok_or_else(|| invalid("backend = \"s3\" needs s3_bucket"))?,
+            region: section
+                .s3_region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".into()),
+            endpoint: section.s3_endpoint.clone(),
+        }),
+        _ => return Err(invalid("backend is \"local\" or \"s3\"")),
+    };
+    Ok(StorageConfig {
+        s3,
+        max_object_bytes: section.max_object_bytes.map_or(50 << 20, |b| b.0),
+        upload_timeout: Duration::from_secs(section.upload_timeout_secs.map_or(3600, |b| b.0)),
+        orphan_grace: Duration::from_secs(section.orphan_grace_secs.map_or(600, |b| b.0)),
+        policies,
+    })
 }
 
 fn auth_settings(section: &AuthSection) -> AuthSettings {
@@ -741,7 +829,7 @@ mod tests {
             path: path.to_path_buf(),
             text: text.to_owned(),
         }];
-        let schema = schema_of(&sources, &file.tables)?;
+        let schema = schema_of(&sources, &file.tables, &file.storage.policies)?;
         Config::assemble(file, schema, &Overrides::default(), &no_env)
     }
 

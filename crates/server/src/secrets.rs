@@ -32,8 +32,24 @@ pub struct Secrets {
     pub smtp: Option<SecretString>,
     /// `GATEHOUSE_REDIS_URL`: shared state (rate limits) for several instances.
     pub redis: Option<SecretString>,
+    /// `GATEHOUSE_S3_ACCESS_KEY_ID` and `GATEHOUSE_S3_SECRET_ACCESS_KEY`, for
+    /// `[storage] backend = "s3"`.
+    pub s3_keys: Option<(SecretString, SecretString)>,
     /// Where the secret API key is kept, for the start-up message; never the key.
     pub secret_key_source: String,
+}
+
+fn s3_keys(env: Env) -> anyhow::Result<Option<(SecretString, SecretString)>> {
+    match (
+        read_secret(env, "S3_ACCESS_KEY_ID")?,
+        read_secret(env, "S3_SECRET_ACCESS_KEY")?,
+    ) {
+        (Some(id), Some(secret)) => Ok(Some((id, secret))),
+        (None, None) => Ok(None),
+        _ => bail!(
+            "set both GATEHOUSE_S3_ACCESS_KEY_ID and GATEHOUSE_S3_SECRET_ACCESS_KEY, or neither"
+        ),
+    }
 }
 
 /// `GATEHOUSE_<NAME>` or the contents of `GATEHOUSE_<NAME>_FILE`, trailing newline removed.
@@ -128,6 +144,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         signing_keys,
         smtp: read_secret(env, "SMTP_URL")?,
         redis: read_secret(env, "REDIS_URL")?,
+        s3_keys: s3_keys(env)?,
         secret_key_source,
     })
 }
@@ -230,6 +247,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 signing_keys,
                 smtp: read_secret(env, "SMTP_URL")?,
                 redis: read_secret(env, "REDIS_URL")?,
+                s3_keys: s3_keys(env)?,
                 secret_key_source: source_of(env, "SECRET_KEY"),
             })
         }

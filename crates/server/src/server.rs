@@ -9,6 +9,7 @@ use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
 use gatehouse_rest::{Rest, RestSettings};
+use gatehouse_storage::{BlobConfig, Blobs, ObjectSettings, Objects, UrlSigner};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -65,7 +66,9 @@ pub async fn start(
         rate_limits: config.rate_limits.unwrap_or_default(),
         max_url_bytes: config.max_url_bytes,
         max_json_depth: config.max_json_depth,
+        upload_timeout: config.storage.upload_timeout,
     };
+    let objects = open_objects(config, &secrets, &db)?;
     let limiter = match (&config.rate_limits, &secrets.redis) {
         (None, _) => None,
         (Some(limits), Some(url)) => Some(Arc::new(
@@ -102,9 +105,15 @@ pub async fn start(
         auth,
         settings,
         limiter: limiter.clone(),
+        objects,
     });
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
+    tokio::spawn(housekeeping(
+        state.clone(),
+        limiter,
+        config.storage.orphan_grace,
+        stopped.clone(),
+    ));
     let mail_sender = match &secrets.smtp {
         Some(url) => {
             let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
@@ -151,17 +160,75 @@ pub async fn start(
     })
 }
 
-/// Once a minute: drop rate-limit state of clients that went quiet, idempotency
-/// records past their 24 hours, finished sign-in counts and audit entries past
-/// their retention, so none of them grows without bound.
+fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Result<Objects> {
+    let blobs = match &config.storage.s3 {
+        None => BlobConfig::Local {
+            root: config.data_dir.join("storage"),
+        },
+        Some(s3) => {
+            let (access_key_id, secret_access_key) = secrets.s3_keys.clone().context(
+                "[storage] backend = \"s3\" needs GATEHOUSE_S3_ACCESS_KEY_ID and GATEHOUSE_S3_SECRET_ACCESS_KEY",
+            )?;
+            BlobConfig::S3 {
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                access_key_id,
+                secret_access_key,
+            }
+        }
+    };
+    let blobs = Blobs::open(&blobs).context("cannot open the object store")?;
+    let signer = UrlSigner::new(
+        &secrets
+            .api_keys
+            .derive_key("gatehouse storage signed urls v1"),
+    );
+    let settings = ObjectSettings {
+        max_object_bytes: config.storage.max_object_bytes,
+        ..ObjectSettings::default()
+    };
+    Ok(Objects::new(
+        db.clone(),
+        blobs,
+        config.storage.policies.clone(),
+        signer,
+        settings,
+    ))
+}
+
+/// Removes object bytes no row names (interrupted uploads, replaced versions
+/// whose deletion was cut short).
+async fn sweep_blobs(state: &AppState, grace: Duration) {
+    match state.objects().sweep(grace).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed unreferenced object bytes"),
+        Err(error) => tracing::warn!(%error, "could not sweep unreferenced object bytes"),
+    }
+}
+
+/// Ticks between sweeps of the object store (a listing of every blob).
+const SWEEP_EVERY_TICKS: u32 = 10;
+
+/// At start, the object store's sweep; then once a minute: drop rate-limit state
+/// of clients that went quiet, idempotency records past their 24 hours, finished
+/// sign-in counts and audit entries past their retention, so none of them grows
+/// without bound; every ten minutes the sweep again.
 async fn housekeeping(
     state: AppState,
     limiter: Option<Arc<Limiter>>,
+    orphan_grace: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
+    sweep_blobs(&state, orphan_grace).await;
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(60)) => {
+                ticks += 1;
+                if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
+                    sweep_blobs(&state, orphan_grace).await;
+                }
                 if let Some(limiter) = &limiter {
                     limiter.forget_idle();
                 }

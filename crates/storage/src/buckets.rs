@@ -222,7 +222,7 @@ impl Buckets {
         self.get(&current.id).await
     }
 
-    /// Removes every object's record. (Objects' bytes arrive with the object API.)
+    /// Removes every object's record; their bytes go with the next sweep.
     pub async fn empty(&self, id: &str) -> Result<()> {
         let bucket = self.get(id).await?;
         self.db

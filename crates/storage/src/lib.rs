@@ -1,14 +1,23 @@
-//! File storage behind `/storage/v1`: buckets (this module's first part) and, as
-//! they land, objects. Names are checked and normalised in [`name`] before any SQL
-//! or backend sees them.
+//! File storage behind `/storage/v1`: buckets, objects under the storage
+//! policies, signed URLs, and the bytes through `object_store`. Names are
+//! checked and normalised in [`name`] before any SQL or backend sees them, and
+//! never become file paths: bytes live under keys the server makes.
 //!
-//! Invariant: no bucket id or object name reaches the database or a backend
-//! without passing [`name::bucket_id`] or [`name::object_name`].
+//! Invariants: no bucket id or object name reaches the database unchecked; an
+//! object is visible only once its bytes are whole (the row naming them commits
+//! last); deny by default (no storage policy for a command, no access).
 
+mod blobs;
 mod buckets;
+pub mod content;
 pub mod name;
+mod objects;
+mod signed;
 
+pub use blobs::{BlobConfig, Blobs};
 pub use buckets::{Bucket, BucketChanges, Buckets, NewBucket};
+pub use objects::{Actor, ListRequest, NewObject, ObjectRow, ObjectSettings, Objects};
+pub use signed::{Grant, Purpose, UrlSigner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -18,12 +27,30 @@ pub enum StorageError {
     InvalidName(&'static str),
     #[error("Bucket not found")]
     NoSuchBucket,
+    #[error("Object not found")]
+    NoSuchKey,
     #[error("The resource already exists")]
     BucketExists,
+    #[error("The resource already exists")]
+    Duplicate,
     #[error("The bucket is not empty")]
     BucketNotEmpty,
+    #[error("new row violates row-level security policy")]
+    Denied,
+    #[error("The object exceeded the maximum allowed size of {0} bytes")]
+    TooLarge(u64),
+    #[error("{0}")]
+    InvalidMimeType(String),
+    #[error("Invalid signature")]
+    InvalidSignature,
+    #[error("The signed URL has expired")]
+    SignatureExpired,
+    #[error("The upload was interrupted: {0}")]
+    Body(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("storage backend: {0}")]
+    Backend(String),
     #[error("database: {0}")]
     Database(#[from] gatehouse_db::DbError),
 }
@@ -35,10 +62,16 @@ impl StorageError {
             StorageError::InvalidBucket => "InvalidBucketName",
             StorageError::InvalidName(_) => "InvalidKey",
             StorageError::NoSuchBucket => "NoSuchBucket",
-            StorageError::BucketExists => "Duplicate",
+            StorageError::NoSuchKey => "NoSuchKey",
+            StorageError::BucketExists | StorageError::Duplicate => "Duplicate",
             StorageError::BucketNotEmpty => "InvalidRequest",
-            StorageError::Invalid(_) => "InvalidRequest",
-            StorageError::Database(_) => "InternalError",
+            StorageError::Denied => "AccessDenied",
+            StorageError::TooLarge(_) => "EntityTooLarge",
+            StorageError::InvalidMimeType(_) => "InvalidMimeType",
+            StorageError::InvalidSignature => "InvalidSignature",
+            StorageError::SignatureExpired => "ExpiredToken",
+            StorageError::Body(_) | StorageError::Invalid(_) => "InvalidRequest",
+            StorageError::Backend(_) | StorageError::Database(_) => "InternalError",
         }
     }
 }

@@ -13,13 +13,25 @@ use crate::{ApiError, AppState};
 
 pub fn storage_error(error: StorageError) -> ApiError {
     let status = match &error {
-        StorageError::InvalidBucket | StorageError::InvalidName(_) | StorageError::Invalid(_) => {
-            StatusCode::BAD_REQUEST
+        StorageError::InvalidBucket
+        | StorageError::InvalidName(_)
+        | StorageError::Invalid(_)
+        | StorageError::Body(_)
+        | StorageError::InvalidSignature
+        | StorageError::SignatureExpired => StatusCode::BAD_REQUEST,
+        StorageError::NoSuchBucket | StorageError::NoSuchKey => StatusCode::NOT_FOUND,
+        StorageError::BucketExists | StorageError::BucketNotEmpty | StorageError::Duplicate => {
+            StatusCode::CONFLICT
         }
-        StorageError::NoSuchBucket => StatusCode::NOT_FOUND,
-        StorageError::BucketExists | StorageError::BucketNotEmpty => StatusCode::CONFLICT,
+        StorageError::Denied => StatusCode::FORBIDDEN,
+        StorageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        StorageError::InvalidMimeType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         StorageError::Database(detail) => {
             tracing::error!(error = %detail, "storage request failed in the database");
+            return ApiError::internal();
+        }
+        StorageError::Backend(detail) => {
+            tracing::error!(error = %detail, "storage request failed in the object store");
             return ApiError::internal();
         }
     };

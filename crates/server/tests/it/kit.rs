@@ -17,8 +17,8 @@ pub struct TestServer {
     pub secret: String,
     pub running: Running,
     pub client: reqwest::Client,
-    /// Kept so the folder outlives the server.
-    _data_dir: tempfile::TempDir,
+    /// Its data folder (removed when the server is dropped).
+    pub data_dir: tempfile::TempDir,
 }
 
 pub fn no_env(_: &str) -> Option<String> {
@@ -53,17 +53,7 @@ pub fn config_from(data_dir: &Path, text: &str) -> Config {
 
 /// A server whose gatehouse.toml is `text`, on the given database.
 pub async fn start_declared(text: &str, database: &TestDatabase) -> TestServer {
-    let text = text.to_owned();
-    start_on(
-        Some(database),
-        move |config| {
-            let declared = config_from(&config.data_dir, &text);
-            config.schema = declared.schema;
-            config.policies = declared.policies;
-        },
-        Router::new(),
-    )
-    .await
+    start_storage(text, database, None).await
 }
 
 pub async fn start() -> TestServer {
@@ -93,6 +83,46 @@ pub async fn start_sharing(
     configure: impl FnOnce(&mut Config),
     custom: Router<AppState>,
 ) -> TestServer {
+    start_full(database, redis, None, configure, custom).await
+}
+
+/// The S3-compatible server object tests also run against: `GATEHOUSE_TEST_S3_URL`
+/// (`.ci/run` starts moto there; in CI its absence is a failure, not a skip).
+pub fn s3_endpoint() -> Option<String> {
+    let endpoint = std::env::var("GATEHOUSE_TEST_S3_URL").ok();
+    if endpoint.is_none() && std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("CI=true but GATEHOUSE_TEST_S3_URL is not set");
+    }
+    endpoint
+}
+
+/// A server whose gatehouse.toml is `text`, on the given database, keeping
+/// object bytes in a fresh bucket of the S3-compatible server at `s3` (moto,
+/// which takes an unsigned bucket creation) or else in its data folder.
+pub async fn start_storage(text: &str, database: &TestDatabase, s3: Option<&str>) -> TestServer {
+    let text = text.to_owned();
+    start_full(
+        Some(database),
+        None,
+        s3,
+        move |config| {
+            let declared = config_from(&config.data_dir, &text);
+            config.schema = declared.schema;
+            config.policies = declared.policies;
+            config.storage = declared.storage;
+        },
+        Router::new(),
+    )
+    .await
+}
+
+async fn start_full(
+    database: Option<&TestDatabase>,
+    redis: Option<&str>,
+    s3: Option<&str>,
+    configure: impl FnOnce(&mut Config),
+    custom: Router<AppState>,
+) -> TestServer {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = config(data_dir.path());
     configure(&mut config);
@@ -101,6 +131,24 @@ pub async fn start_sharing(
         secrets.database = database.location();
     }
     secrets.redis = redis.map(|url| url.to_owned().into());
+    if let Some(endpoint) = s3 {
+        let bucket = format!("gatehouse-test-{}", uuid::Uuid::new_v4().simple());
+        let created = reqwest::Client::new()
+            .put(format!("{endpoint}/{bucket}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            created.status().is_success(),
+            "creating {bucket}: {created:?}"
+        );
+        config.storage.s3 = Some(gatehouse_server::config::S3Location {
+            bucket,
+            region: "us-east-1".into(),
+            endpoint: Some(endpoint.to_owned()),
+        });
+        secrets.s3_keys = Some(("testing".to_owned().into(), "testing".to_owned().into()));
+    }
     let running = server::start(&config, secrets, custom).await.unwrap();
     let read = |file: &str| std::fs::read_to_string(config.data_dir.join(file)).unwrap();
     TestServer {
@@ -109,7 +157,7 @@ pub async fn start_sharing(
         secret: read("secret.key"),
         running,
         client: reqwest::Client::new(),
-        _data_dir: data_dir,
+        data_dir,
     }
 }
 

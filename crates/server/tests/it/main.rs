@@ -16,6 +16,7 @@ mod kit;
 mod limits;
 mod middleware;
 mod migrate;
+mod objects;
 mod ops;
 mod rest;
 mod robustness;

@@ -1,0 +1,1013 @@
+//! Objects: upload, download, list, move, copy, remove, under the storage
+//! policies (`[[storage.policies]]`), which render into every statement exactly
+//! as table policies do: `select` decides what a caller can read, list and sign;
+//! `insert` what it can create; `update` what it can replace or move (and where
+//! to); `delete` what it can remove. No policy, no access; the secret key
+//! bypasses them; a signed URL is a capability for one path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use gatehouse_db::{Constraint, Database, Row, Value};
+use gatehouse_policy::{Command, Condition, TablePolicies};
+use gatehouse_rest::{Caller, StatementBuilder};
+use gatehouse_schema::ColumnType;
+use serde_json::{Value as Json, json};
+
+use crate::blobs::{BlobWriter, Blobs};
+use crate::signed::{Grant, Purpose, UrlSigner};
+use crate::{Bucket, Buckets, Result, StorageError, content, name};
+
+/// Bounds and defaults of the object API.
+#[derive(Debug, Clone)]
+pub struct ObjectSettings {
+    /// The largest object any bucket takes (a bucket may say less).
+    pub max_object_bytes: u64,
+    /// Objects one listing looks through under its prefix.
+    pub list_scan_limit: usize,
+    /// How long a signed upload URL holds.
+    pub signed_upload_secs: i64,
+    /// The longest a signed download URL may be asked to hold.
+    pub max_signed_url_secs: i64,
+}
+
+impl Default for ObjectSettings {
+    fn default() -> Self {
+        Self {
+            max_object_bytes: 50 << 20,
+            list_scan_limit: 10_000,
+            signed_upload_secs: 2 * 3600,
+            max_signed_url_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Who acts: a caller under the policies, or the holder of a signed upload URL.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    Caller(&'a Caller),
+    SignedUpload { owner: Option<&'a str> },
+}
+
+/// One upload's request, the body still unread.
+pub struct NewObject<S> {
+    pub bucket: String,
+    pub name: String,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    /// Replace an existing object (`x-upsert: true`, or PUT).
+    pub upsert: bool,
+    /// The length the request announced, if any: refused early when too large.
+    pub length: Option<u64>,
+    pub body: S,
+}
+
+/// An object's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRow {
+    pub id: String,
+    pub bucket_id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub size: u64,
+    pub content_type: String,
+    pub checksum: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: String,
+    pub cache_control: Option<String>,
+}
+
+const COLUMNS: &str = "\"o\".id, \"o\".bucket_id, \"o\".name, \"o\".owner, \"o\".size, \"o\".content_type, \
+                       \"o\".checksum, \"o\".created_at, \"o\".updated_at, \"o\".version, \"o\".cache_control";
+
+/// The same columns, unqualified, for RETURNING (which names the written table only).
+fn returned() -> String {
+    COLUMNS.replace("\"o\".", "")
+}
+
+impl ObjectRow {
+    fn from_row(row: &Row) -> Result<Self> {
+        Ok(Self {
+            id: row.text(0)?.to_owned(),
+            bucket_id: row.text(1)?.to_owned(),
+            name: row.text(2)?.to_owned(),
+            owner: row.optional_text(3)?.map(str::to_owned),
+            size: row.integer(4)?.unsigned_abs(),
+            content_type: row.text(5)?.to_owned(),
+            checksum: row.text(6)?.to_owned(),
+            created_at: row.text(7)?.to_owned(),
+            updated_at: row.text(8)?.to_owned(),
+            version: row.text(9)?.to_owned(),
+            cache_control: row.optional_text(10)?.map(str::to_owned),
+        })
+    }
+
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.checksum)
+    }
+
+    /// Supabase Storage's `metadata` of an object.
+    pub fn metadata(&self) -> Json {
+        json!({
+            "eTag": self.etag(),
+            "size": self.size,
+            "mimetype": self.content_type,
+            "cacheControl": self.cache_control.as_deref().unwrap_or("no-cache"),
+            "lastModified": self.updated_at,
+            "contentLength": self.size,
+            "httpStatusCode": 200,
+        })
+    }
+
+    /// A list or remove entry (`FileObject`), named as the caller sees it.
+    pub fn file_object(&self, shown_name: &str) -> Json {
+        json!({
+            "name": shown_name,
+            "id": self.id,
+            "bucket_id": self.bucket_id,
+            "owner": self.owner,
+            "updated_at": self.updated_at,
+            "created_at": self.created_at,
+            "last_accessed_at": self.updated_at,
+            "metadata": self.metadata(),
+        })
+    }
+
+    /// `GET /object/info/…` (`FileObjectV2`).
+    pub fn info(&self) -> Json {
+        json!({
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "bucket_id": self.bucket_id,
+            "owner": self.owner,
+            "size": self.size,
+            "content_type": self.content_type,
+            "cache_control": self.cache_control,
+            "etag": self.etag(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_modified": self.updated_at,
+            "metadata": self.metadata(),
+        })
+    }
+}
+
+/// What a listing asks for (Supabase's `list` body).
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub search: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+    /// `name`, `created_at`, `updated_at` or `last_accessed_at`.
+    pub sort_column: Option<String>,
+    pub descending: bool,
+}
+
+/// A policy for one command, as it applies to one caller.
+enum Gate {
+    /// The secret key, or a signed capability: no policy applies.
+    Open,
+    Only(Condition),
+    Closed,
+}
+
+fn identifier(name: &str) -> gatehouse_core::Identifier {
+    // The storage objects columns, fixed and valid (the schema crate tests them).
+    gatehouse_core::Identifier::new(name).unwrap_or_else(|_| unreachable!("a fixed column"))
+}
+
+fn now() -> String {
+    gatehouse_db::timestamp(time::OffsetDateTime::now_utc())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Up to one object row, the first statement's.
+fn first_row(rows: &[Row]) -> Result<Option<ObjectRow>> {
+    rows.first().map(ObjectRow::from_row).transpose()
+}
+
+fn last_statement_wrote(results: &[Vec<Row>]) -> bool {
+    results.last().is_some_and(|rows| !rows.is_empty())
+}
+
+/// What an upload's bytes came to.
+struct Written {
+    size: u64,
+    checksum: String,
+    head: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct Objects {
+    db: Database,
+    blobs: Blobs,
+    buckets: Buckets,
+    policies: Arc<TablePolicies>,
+    signer: UrlSigner,
+    settings: ObjectSettings,
+}
+
+impl Objects {
+    pub fn new(
+        db: Database,
+        blobs: Blobs,
+        policies: TablePolicies,
+        signer: UrlSigner,
+        settings: ObjectSettings,
+    ) -> Self {
+        Self {
+            buckets: Buckets::new(db.clone()),
+            db,
+            blobs,
+            policies: Arc::new(policies),
+            signer,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &ObjectSettings {
+        &self.settings
+    }
+
+    fn gate(&self, actor: Actor<'_>, command: Command, check: bool) -> Gate {
+        let Actor::Caller(caller) = actor else {
+            return Gate::Open;
+        };
+        let role = match caller.role() {
+            Ok(None) => return Gate::Open,
+            Ok(Some(role)) => role,
+            Err(_) => return Gate::Closed,
+        };
+        let condition = if check {
+            self.policies.with_check(command, role)
+        } else {
+            self.policies.using(command, role)
+        };
+        condition.map_or(Gate::Closed, Gate::Only)
+    }
+
+    fn builder(&self) -> StatementBuilder {
+        StatementBuilder::new(self.db.dialect())
+    }
+
+    /// `AND <condition>`: existing rows through alias `o`, new values from `row`.
+    fn and_gate(
+        sql: &mut StatementBuilder,
+        gate: &Gate,
+        actor: Actor<'_>,
+        row: Option<&HashMap<gatehouse_core::Identifier, Value>>,
+    ) {
+        match gate {
+            Gate::Open => {}
+            Gate::Only(condition) => match actor {
+                Actor::Caller(caller) => {
+                    sql.and_policy(Some(condition.clone()), caller, "o", row);
+                }
+                // `gate` opens signed uploads; a condition without a caller denies.
+                Actor::SignedUpload { .. } => {
+                    sql.push(" AND (1 = 0)");
+                }
+            },
+            Gate::Closed => {
+                sql.push(" AND (1 = 0)");
+            }
+        }
+    }
+
+    fn text(sql: &mut StatementBuilder, value: &str) {
+        sql.param(Value::Text(value.to_owned()), None);
+    }
+
+    /// The object if the actor may read it (`select`); invisible is not found.
+    pub async fn find(&self, actor: Actor<'_>, bucket: &str, object: &str) -> Result<ObjectRow> {
+        let name = name::object_name(object)?;
+        let gate = self.gate(actor, Command::Select, false);
+        if matches!(gate, Gate::Closed) {
+            return Err(StorageError::NoSuchKey);
+        }
+        let mut sql = self.builder();
+        sql.push(&format!(
+            "SELECT {COLUMNS} FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = "
+        ));
+        Self::text(&mut sql, bucket);
+        sql.push(" AND \"o\".name = ");
+        Self::text(&mut sql, &name);
+        Self::and_gate(&mut sql, &gate, actor, None);
+        let rows = self.db.query(sql.finish()).await?;
+        first_row(&rows)?.ok_or(StorageError::NoSuchKey)
+    }
+
+    /// An object of a public bucket, whoever asks (download only).
+    pub async fn find_public(&self, bucket: &str, object: &str) -> Result<ObjectRow> {
+        let found = self.buckets.get(bucket).await?;
+        if !found.public {
+            return Err(StorageError::NoSuchBucket);
+        }
+        self.find(Actor::Caller(&Caller::Service), &found.id, object)
+            .await
+    }
+
+    /// An object through a signed download URL.
+    pub async fn find_signed(&self, bucket: &str, object: &str, token: &str) -> Result<ObjectRow> {
+        let name = name::object_name(object)?;
+        self.signer
+            .verify(token, Purpose::Download, bucket, &name, unix_now())?;
+        self.find(Actor::Caller(&Caller::Service), bucket, &name)
+            .await
+    }
+
+    pub async fn read(
+        &self,
+        object: &ObjectRow,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static + use<>> {
+        let (_, stream) = self.blobs.read(&object.version).await?;
+        Ok(stream)
+    }
+
+    fn size_limit(&self, bucket: &Bucket) -> u64 {
+        bucket
+            .file_size_limit
+            .map_or(self.settings.max_object_bytes, |limit| {
+                limit.min(self.settings.max_object_bytes)
+            })
+    }
+
+    /// The new row's values as policies see them.
+    fn policy_row(
+        bucket: &str,
+        name: &str,
+        owner: Option<&str>,
+        size: u64,
+        content_type: &str,
+    ) -> HashMap<gatehouse_core::Identifier, Value> {
+        HashMap::from([
+            (identifier("bucket_id"), Value::Text(bucket.to_owned())),
+            (identifier("name"), Value::Text(name.to_owned())),
+            (
+                identifier("owner"),
+                owner.map_or(Value::Null, |o| Value::Text(o.to_owned())),
+            ),
+            (
+                identifier("size"),
+                Value::Integer(i64::try_from(size).unwrap_or(i64::MAX)),
+            ),
+            (
+                identifier("content_type"),
+                Value::Text(content_type.to_owned()),
+            ),
+        ])
+    }
+
+    fn owner<'a>(actor: Actor<'a>) -> Option<&'a str> {
+        match actor {
+            Actor::Caller(caller) => caller.user_id(),
+            Actor::SignedUpload { owner } => owner,
+        }
+    }
+
+    /// Whether the actor could write this new row (before any byte is read);
+    /// the commit checks again with the real size and type.
+    async fn may_write(
+        &self,
+        actor: Actor<'_>,
+        upsert: bool,
+        row: &HashMap<gatehouse_core::Identifier, Value>,
+    ) -> Result<bool> {
+        let mut commands = vec![Command::Insert];
+        if upsert {
+            commands.push(Command::Update);
+        }
+        for command in commands {
+            let gate = self.gate(actor, command, true);
+            match gate {
+                Gate::Open => return Ok(true),
+                Gate::Closed => continue,
+                Gate::Only(_) => {
+                    let mut sql = self.builder();
+                    sql.push("SELECT 1 WHERE 1 = 1");
+                    Self::and_gate(&mut sql, &gate, actor, Some(row));
+                    if !self.db.query(sql.finish()).await?.is_empty() {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Streams the body into a new blob under the size limit, hashing it and
+    /// keeping its first bytes for sniffing.
+    async fn write_blob<S, E>(&self, version: &str, mut body: S, limit: u64) -> Result<Written>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut writer: BlobWriter = self.blobs.writer(version).await?;
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut size: u64 = 0;
+        let mut head = Vec::new();
+        let outcome: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(StorageError::TooLarge(limit));
+                }
+                if head.len() < content::SNIFF_BYTES {
+                    let take = chunk.len().min(content::SNIFF_BYTES - head.len());
+                    head.extend_from_slice(&chunk[..take]);
+                }
+                digest.update(&chunk);
+                writer.write(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => writer.finish().await?,
+            Err(error) => {
+                writer.abort().await;
+                return Err(error);
+            }
+        }
+        let checksum = digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Written {
+            size,
+            checksum,
+            head,
+        })
+    }
+
+    /// Uploads (or replaces, with `upsert`) an object. Nothing is read from the
+    /// body until the bucket, name, declared type and size, and the policies
+    /// with what is known so far, all allow it.
+    pub async fn upload<S, E>(&self, actor: Actor<'_>, new: NewObject<S>) -> Result<ObjectRow>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let bucket = self.buckets.get(&new.bucket).await?;
+        let name = name::object_name(&new.name)?;
+        let limit = self.size_limit(&bucket);
+        if new.length.is_some_and(|length| length > limit) {
+            return Err(StorageError::TooLarge(limit));
+        }
+        let allowed = bucket.allowed_mime_types.as_deref();
+        content::precheck(allowed, new.content_type.as_deref())?;
+        let owner = Self::owner(actor);
+        let declared = new.content_type.as_deref().unwrap_or("");
+        let planned = Self::policy_row(&bucket.id, &name, owner, new.length.unwrap_or(0), declared);
+        if !self.may_write(actor, new.upsert, &planned).await? {
+            return Err(StorageError::Denied);
+        }
+        let version = uuid::Uuid::new_v4().to_string();
+        let written = self.write_blob(&version, new.body, limit).await?;
+        let settled = content::settle(
+            allowed,
+            new.content_type.as_deref(),
+            content::sniff(&written.head),
+        );
+        let committed = match settled {
+            Ok(content_type) => {
+                let row = Stored {
+                    bucket: &bucket.id,
+                    name: &name,
+                    owner,
+                    size: written.size,
+                    content_type: &content_type,
+                    checksum: &written.checksum,
+                    version: &version,
+                    cache_control: new.cache_control.as_deref(),
+                };
+                self.commit(actor, &row, new.upsert).await
+            }
+            Err(error) => Err(error),
+        };
+        self.tidy_after(committed, &version).await
+    }
+
+    /// After a commit the replaced version's bytes go; after a failure, the new ones.
+    async fn tidy_after(
+        &self,
+        committed: Result<(ObjectRow, Option<String>)>,
+        version: &str,
+    ) -> Result<ObjectRow> {
+        match committed {
+            Ok((object, replaced)) => {
+                if let Some(old) = replaced {
+                    self.forget_blob(&old).await;
+                }
+                Ok(object)
+            }
+            Err(error) => {
+                self.forget_blob(version).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn forget_blob(&self, version: &str) {
+        if let Err(error) = self.blobs.delete(version).await {
+            tracing::warn!(%error, "could not delete a blob; the sweep removes it later");
+        }
+    }
+
+    /// Writes the row naming a finished blob: an insert under the insert
+    /// policy, or with `upsert` a replacement under the update policy when the
+    /// name is taken. Returns the row and the version it replaced.
+    async fn commit(
+        &self,
+        actor: Actor<'_>,
+        row: &Stored<'_>,
+        upsert: bool,
+    ) -> Result<(ObjectRow, Option<String>)> {
+        if upsert && let Some(replaced) = self.current_version(row.bucket, row.name).await? {
+            return self.replace(actor, row, replaced).await;
+        }
+        match self.insert(actor, row).await {
+            Err(StorageError::Duplicate) if upsert => {
+                // Another upload took the name meanwhile: replace it instead.
+                match self.current_version(row.bucket, row.name).await? {
+                    Some(replaced) => self.replace(actor, row, replaced).await,
+                    None => Err(StorageError::Duplicate),
+                }
+            }
+            other => other.map(|object| (object, None)),
+        }
+    }
+
+    async fn current_version(&self, bucket: &str, name: &str) -> Result<Option<String>> {
+        let mut sql = self.builder();
+        sql.push("SELECT \"o\".version FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
+        Self::text(&mut sql, bucket);
+        sql.push(" AND \"o\".name = ");
+        Self::text(&mut sql, name);
+        let rows = self.db.query(sql.finish()).await?;
+        rows.first()
+            .map(|row| row.text(0).map(str::to_owned))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    async fn insert(&self, actor: Actor<'_>, row: &Stored<'_>) -> Result<ObjectRow> {
+        let gate = self.gate(actor, Command::Insert, true);
+        let at = now();
+        let mut columns = vec![
+            ("id", Value::Text(uuid::Uuid::new_v4().to_string()), None),
+            ("bucket_id", Value::Text(row.bucket.to_owned()), None),
+            ("name", Value::Text(row.name.to_owned()), None),
+            ("metadata", Value::Text("{}".into()), None),
+            ("created_at", Value::Text(at.clone()), None),
+            ("updated_at", Value::Text(at), None),
+        ];
+        columns.extend(row.content_columns());
+        let names: Vec<&str> = columns.iter().map(|(name, ..)| *name).collect();
+        let mut sql = self.builder();
+        sql.push(&format!(
+            "INSERT INTO gatehouse_objects ({}) SELECT ",
+            names.join(", ")
+        ));
+        for (i, (_, value, ty)) in columns.into_iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.param(value, ty);
+        }
+        sql.push(" WHERE 1 = 1");
+        Self::and_gate(&mut sql, &gate, actor, Some(&row.policy_row()));
+        sql.push(&format!(" RETURNING {}", returned()));
+        self.write_one(sql, StorageError::Denied).await
+    }
+
+    /// Runs a statement writing one object row; `refused` when no row passed
+    /// (not there, or not allowed), `Duplicate` when the name is taken.
+    async fn write_one(&self, sql: StatementBuilder, refused: StorageError) -> Result<ObjectRow> {
+        match self
+            .db
+            .transaction_if(vec![sql.finish()], last_statement_wrote)
+            .await
+        {
+            Ok(Some(results)) => first_row(&results[0])?.ok_or(refused),
+            Ok(None) => Err(refused),
+            Err(error) if error.constraint() == Some(Constraint::Unique) => {
+                Err(StorageError::Duplicate)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn replace(
+        &self,
+        actor: Actor<'_>,
+        row: &Stored<'_>,
+        replaced: String,
+    ) -> Result<(ObjectRow, Option<String>)> {
+        let using = self.gate(actor, Command::Update, false);
+        let check = self.gate(actor, Command::Update, true);
+        let mut sql = self.builder();
+        sql.push("UPDATE gatehouse_objects AS \"o\" SET ");
+        for (name, value, ty) in row.content_columns() {
+            sql.push(&format!("{name} = "));
+            sql.param(value, ty);
+            sql.push(", ");
+        }
+        sql.push("updated_at = ");
+        Self::text(&mut sql, &now());
+        sql.push(" WHERE \"o\".bucket_id = ");
+        Self::text(&mut sql, row.bucket);
+        sql.push(" AND \"o\".name = ");
+        Self::text(&mut sql, row.name);
+        sql.push(" AND \"o\".version = ");
+        Self::text(&mut sql, &replaced);
+        Self::and_gate(&mut sql, &using, actor, None);
+        Self::and_gate(&mut sql, &check, actor, Some(&row.policy_row()));
+        sql.push(&format!(" RETURNING {}", returned()));
+        let object = self.write_one(sql, StorageError::Denied).await?;
+        Ok((object, Some(replaced)))
+    }
+
+    /// Supabase's `list`: the entries one level under `prefix` (a folder is an
+    /// entry with no id), of the objects the caller may read.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        request: &ListRequest,
+    ) -> Result<Vec<Json>> {
+        let bucket = self.buckets.get(bucket).await?;
+        let mut prefix = request.prefix.trim_start_matches('/').to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let actor = Actor::Caller(caller);
+        let gate = self.gate(actor, Command::Select, false);
+        if matches!(gate, Gate::Closed) {
+            return Ok(vec![]);
+        }
+        let mut sql = self.builder();
+        sql.push(&format!(
+            "SELECT {COLUMNS} FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = "
+        ));
+        Self::text(&mut sql, &bucket.id);
+        if !prefix.is_empty() {
+            match self.db.dialect() {
+                // SQLite compares text bytewise: a range over the unique index.
+                gatehouse_core::Dialect::Sqlite => {
+                    sql.push(" AND \"o\".name >= ");
+                    Self::text(&mut sql, &prefix);
+                    sql.push(" AND \"o\".name < ");
+                    Self::text(&mut sql, &format!("{prefix}\u{10FFFF}"));
+                }
+                gatehouse_core::Dialect::Postgres => {
+                    sql.push(" AND starts_with(\"o\".name, ");
+                    Self::text(&mut sql, &prefix);
+                    sql.push(")");
+                }
+            }
+        }
+        Self::and_gate(&mut sql, &gate, actor, None);
+        sql.push(&format!(
+            " ORDER BY \"o\".name LIMIT {}",
+            self.settings.list_scan_limit
+        ));
+        let rows = self.db.query(sql.finish()).await?;
+        let search = request.search.as_deref().unwrap_or("").to_lowercase();
+        let mut entries: Vec<(String, Option<ObjectRow>)> = Vec::new();
+        for row in &rows {
+            let object = ObjectRow::from_row(row)?;
+            let Some(rest) = object.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let entry = match rest.split_once('/') {
+                Some((folder, _)) => (folder.to_owned(), None),
+                None => (rest.to_owned(), Some(object.clone())),
+            };
+            if !entry.0.to_lowercase().starts_with(&search) {
+                continue;
+            }
+            let folder_seen = entry.1.is_none()
+                && entries
+                    .last()
+                    .is_some_and(|(name, file)| file.is_none() && *name == entry.0);
+            if !folder_seen {
+                entries.push(entry);
+            }
+        }
+        let column = request.sort_column.as_deref().unwrap_or("name");
+        let key = |entry: &(String, Option<ObjectRow>)| -> String {
+            match (column, &entry.1) {
+                ("created_at", Some(object)) => object.created_at.clone(),
+                ("updated_at" | "last_accessed_at", Some(object)) => object.updated_at.clone(),
+                ("name", _) => entry.0.clone(),
+                _ => String::new(),
+            }
+        };
+        entries.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.0.cmp(&b.0)));
+        if request.descending {
+            entries.reverse();
+        }
+        let limit = request.limit.unwrap_or(100).clamp(1, 1000);
+        Ok(entries
+            .into_iter()
+            .skip(request.offset.unwrap_or(0))
+            .take(limit)
+            .map(|(entry, object)| match object {
+                Some(object) => object.file_object(&entry),
+                None => json!({
+                    "name": entry, "id": null, "updated_at": null, "created_at": null,
+                    "last_accessed_at": null, "metadata": null,
+                }),
+            })
+            .collect())
+    }
+
+    /// Removes the named objects the caller may delete; returns those removed.
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        names: &[String],
+    ) -> Result<Vec<ObjectRow>> {
+        let bucket = self.buckets.get(bucket).await?;
+        if names.len() > 1000 {
+            return Err(StorageError::Invalid(
+                "remove at most 1000 objects at once".into(),
+            ));
+        }
+        let names = names
+            .iter()
+            .map(|n| name::object_name(n))
+            .collect::<Result<Vec<_>>>()?;
+        let actor = Actor::Caller(caller);
+        let gate = self.gate(actor, Command::Delete, false);
+        if names.is_empty() || matches!(gate, Gate::Closed) {
+            return Ok(vec![]);
+        }
+        let mut sql = self.builder();
+        sql.push("DELETE FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
+        Self::text(&mut sql, &bucket.id);
+        sql.push(" AND \"o\".name IN (");
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            Self::text(&mut sql, name);
+        }
+        sql.push(")");
+        Self::and_gate(&mut sql, &gate, actor, None);
+        sql.push(&format!(" RETURNING {}", returned()));
+        let results = self.db.transaction(vec![sql.finish()]).await?;
+        let removed = results[0]
+            .iter()
+            .map(ObjectRow::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        for object in &removed {
+            self.forget_blob(&object.version).await;
+        }
+        Ok(removed)
+    }
+
+    /// Renames an object (within or across buckets): the update policy must
+    /// allow the object as it is and as it will be. The bytes stay where they are.
+    pub async fn move_object(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        from: &str,
+        to_bucket: &str,
+        to: &str,
+    ) -> Result<ObjectRow> {
+        let source_bucket = self.buckets.get(bucket).await?;
+        let target_bucket = self.buckets.get(to_bucket).await?;
+        let (from, to) = (name::object_name(from)?, name::object_name(to)?);
+        let actor = Actor::Caller(caller);
+        let using = self.gate(actor, Command::Update, false);
+        let check = self.gate(actor, Command::Update, true);
+        if matches!(using, Gate::Closed) {
+            return Err(StorageError::NoSuchKey);
+        }
+        let moved = HashMap::from([
+            (
+                identifier("bucket_id"),
+                Value::Text(target_bucket.id.clone()),
+            ),
+            (identifier("name"), Value::Text(to.clone())),
+        ]);
+        let mut sql = self.builder();
+        sql.push("UPDATE gatehouse_objects AS \"o\" SET bucket_id = ");
+        Self::text(&mut sql, &target_bucket.id);
+        sql.push(", name = ");
+        Self::text(&mut sql, &to);
+        sql.push(", updated_at = ");
+        Self::text(&mut sql, &now());
+        sql.push(" WHERE \"o\".bucket_id = ");
+        Self::text(&mut sql, &source_bucket.id);
+        sql.push(" AND \"o\".name = ");
+        Self::text(&mut sql, &from);
+        Self::and_gate(&mut sql, &using, actor, None);
+        Self::and_gate(&mut sql, &check, actor, Some(&moved));
+        sql.push(&format!(" RETURNING {}", returned()));
+        self.write_one(sql, StorageError::NoSuchKey).await
+    }
+
+    /// Copies an object the caller may read to a name it may create.
+    pub async fn copy_object(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        from: &str,
+        to_bucket: &str,
+        to: &str,
+        upsert: bool,
+    ) -> Result<ObjectRow> {
+        let actor = Actor::Caller(caller);
+        let source = self.find(actor, bucket, from).await?;
+        let target_bucket = self.buckets.get(to_bucket).await?;
+        let to = name::object_name(to)?;
+        let owner = caller.user_id();
+        let planned = Self::policy_row(
+            &target_bucket.id,
+            &to,
+            owner,
+            source.size,
+            &source.content_type,
+        );
+        if !self.may_write(actor, upsert, &planned).await? {
+            return Err(StorageError::Denied);
+        }
+        if source.size > self.size_limit(&target_bucket) {
+            return Err(StorageError::TooLarge(self.size_limit(&target_bucket)));
+        }
+        content::precheck(
+            target_bucket.allowed_mime_types.as_deref(),
+            Some(&source.content_type),
+        )?;
+        let version = uuid::Uuid::new_v4().to_string();
+        self.blobs.copy(&source.version, &version).await?;
+        let row = Stored {
+            bucket: &target_bucket.id,
+            name: &to,
+            owner,
+            size: source.size,
+            content_type: &source.content_type,
+            checksum: &source.checksum,
+            version: &version,
+            cache_control: source.cache_control.as_deref(),
+        };
+        let committed = self.commit(actor, &row, upsert).await;
+        self.tidy_after(committed, &version).await
+    }
+
+    /// A signed download URL's path and query (relative to `/storage/v1`), for
+    /// an object the caller may read.
+    pub async fn sign_download(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        object: &str,
+        expires_in: i64,
+    ) -> Result<String> {
+        if !(1..=self.settings.max_signed_url_secs).contains(&expires_in) {
+            return Err(StorageError::Invalid(format!(
+                "expiresIn is 1 to {} seconds",
+                self.settings.max_signed_url_secs
+            )));
+        }
+        let found = self.find(Actor::Caller(caller), bucket, object).await?;
+        let token = self.signer.sign(&Grant {
+            purpose: Purpose::Download,
+            bucket: found.bucket_id.clone(),
+            name: found.name.clone(),
+            expires: unix_now() + expires_in,
+            owner: None,
+            upsert: false,
+        });
+        Ok(format!(
+            "/object/sign/{}/{}?token={token}",
+            found.bucket_id, found.name
+        ))
+    }
+
+    /// A signed upload URL for a name the caller may create (checked now, with
+    /// what is known now; the bucket's size and type limits apply at upload).
+    pub async fn sign_upload(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        object: &str,
+        upsert: bool,
+    ) -> Result<(String, String)> {
+        let bucket = self.buckets.get(bucket).await?;
+        let name = name::object_name(object)?;
+        let actor = Actor::Caller(caller);
+        let planned = Self::policy_row(&bucket.id, &name, caller.user_id(), 0, "");
+        if !self.may_write(actor, upsert, &planned).await? {
+            return Err(StorageError::Denied);
+        }
+        let token = self.signer.sign(&Grant {
+            purpose: Purpose::Upload,
+            bucket: bucket.id.clone(),
+            name: name.clone(),
+            expires: unix_now() + self.settings.signed_upload_secs,
+            owner: caller.user_id().map(str::to_owned),
+            upsert,
+        });
+        Ok((
+            format!("/object/upload/sign/{}/{name}?token={token}", bucket.id),
+            token,
+        ))
+    }
+
+    /// Checks a signed upload URL's token: what it grants, for [`Actor::SignedUpload`].
+    pub fn verify_upload(&self, bucket: &str, object: &str, token: &str) -> Result<Grant> {
+        let name = name::object_name(object)?;
+        self.signer
+            .verify(token, Purpose::Upload, bucket, &name, unix_now())
+    }
+
+    /// Removes blobs no row names, older than `grace`; see [`Blobs::sweep`].
+    pub async fn sweep(&self, grace: std::time::Duration) -> Result<usize> {
+        let db = self.db.clone();
+        self.blobs
+            .sweep(grace, move |versions| {
+                let db = db.clone();
+                async move { named_versions(&db, versions).await }
+            })
+            .await
+    }
+}
+
+/// Which of `versions` some object row names.
+async fn named_versions(db: &Database, versions: Vec<String>) -> Result<Vec<String>> {
+    let mut sql = StatementBuilder::new(db.dialect());
+    sql.push("SELECT version FROM gatehouse_objects WHERE version IN (");
+    for (i, version) in versions.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.param(Value::Text(version.clone()), None);
+    }
+    sql.push(")");
+    let rows = db.query(sql.finish()).await?;
+    rows.iter()
+        .map(|row| row.text(0).map(str::to_owned).map_err(Into::into))
+        .collect()
+}
+
+/// The row an upload or copy commits.
+struct Stored<'a> {
+    bucket: &'a str,
+    name: &'a str,
+    owner: Option<&'a str>,
+    size: u64,
+    content_type: &'a str,
+    checksum: &'a str,
+    version: &'a str,
+    cache_control: Option<&'a str>,
+}
+
+impl Stored<'_> {
+    /// The columns an upload sets on its row (besides where and when).
+    fn content_columns(&self) -> [(&'static str, Value, Option<ColumnType>); 6] {
+        let optional = |text: Option<&str>| text.map_or(Value::Null, |t| Value::Text(t.to_owned()));
+        [
+            ("owner", optional(self.owner), None),
+            (
+                "size",
+                Value::Integer(i64::try_from(self.size).unwrap_or(i64::MAX)),
+                Some(ColumnType::Bigint),
+            ),
+            (
+                "content_type",
+                Value::Text(self.content_type.to_owned()),
+                None,
+            ),
+            ("checksum", Value::Text(self.checksum.to_owned()), None),
+            ("version", Value::Text(self.version.to_owned()), None),
+            ("cache_control", optional(self.cache_control), None),
+        ]
+    }
+
+    fn policy_row(&self) -> HashMap<gatehouse_core::Identifier, Value> {
+        Objects::policy_row(
+            self.bucket,
+            self.name,
+            self.owner,
+            self.size,
+            self.content_type,
+        )
+    }
+}
