@@ -744,3 +744,130 @@ async fn public_buckets_serve_downloads_to_anyone_and_nothing_else() {
     assert!(list(&server, As::Anon, "pub", "").await.is_empty());
     assert_eq!(download(&server, As::Anon, "pub/a.txt").await.status(), 404);
 }
+
+/// Staging files (`<key>#<n>`) and blobs in the binary's local object store.
+fn stored_files(data: &std::path::Path) -> Vec<(String, u64)> {
+    std::fs::read_dir(data.join("storage/objects"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| {
+                    let size = entry.metadata().map_or(0, |meta| meta.len());
+                    (entry.file_name().to_string_lossy().into_owned(), size)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn kill_9_during_an_upload_leaves_no_object_and_no_file() {
+    use crate::kit::Process;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "[storage]\norphan_grace_secs = 1\n",
+    )
+    .unwrap();
+    let data = dir.path().join("gatehouse-data");
+    let mut first = Process::serve(dir.path(), &[], &[]);
+    let secret = std::fs::read_to_string(data.join("secret.key")).unwrap();
+    let client = reqwest::Client::new();
+    let admin = |method: Method, url: String| {
+        client
+            .request(method, url)
+            .header("apikey", &secret)
+            .bearer_auth(&secret)
+    };
+    let created = admin(Method::POST, format!("{}/storage/v1/bucket", first.url))
+        .json(&json!({"id": "docs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+
+    // 20 MiB sent, then the body stays open: the upload is mid-stream.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    for _ in 0..20 {
+        sender
+            .send(Ok(bytes::Bytes::from(vec![7u8; 1 << 20])))
+            .await
+            .unwrap();
+    }
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(receiver));
+    let upload = tokio::spawn(
+        admin(
+            Method::POST,
+            format!("{}/storage/v1/object/docs/big.bin", first.url),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send(),
+    );
+    let staged = async {
+        loop {
+            let files = stored_files(&data);
+            if files
+                .iter()
+                .any(|(name, size)| name.contains('#') && *size > 0)
+            {
+                return files;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let files = tokio::time::timeout(std::time::Duration::from_secs(20), staged)
+        .await
+        .expect("the upload never reached the disk");
+    assert!(
+        files.iter().all(|(name, _)| name.contains('#')),
+        "{files:?}"
+    );
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(sender);
+    let _ = upload.await;
+    assert!(
+        !stored_files(&data).is_empty(),
+        "the partial upload is on disk"
+    );
+
+    // After the grace period, the next start sweeps it; nothing is visible.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let second = Process::serve(dir.path(), &[], &[]);
+    let swept = async {
+        while !stored_files(&data).is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), swept)
+        .await
+        .unwrap_or_else(|_| panic!("left behind: {:?}", stored_files(&data)));
+    let fetched = admin(
+        Method::GET,
+        format!("{}/storage/v1/object/docs/big.bin", second.url),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(fetched.status(), 404);
+    let listed = admin(
+        Method::POST,
+        format!("{}/storage/v1/object/list/docs", second.url),
+    )
+    .json(&json!({"prefix": ""}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(json(listed).await, json!([]));
+}
+
+/// The receiving end of a channel as a stream (what reqwest streams from).
+fn tokio_stream_of<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
