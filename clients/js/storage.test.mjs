@@ -1,0 +1,202 @@
+// storage-js (inside supabase-js v2), unchanged, against a real Gatehouse: on
+// SQLite with a local disk, and with GATEHOUSE_DATABASE_URL and
+// GATEHOUSE_TEST_S3_URL on PostgreSQL with an S3-compatible server (moto in CI).
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createClient } from '@supabase/supabase-js';
+import ws from 'ws';
+import { startGatehouse } from './gatehouse.mjs';
+
+const ALICE = '0190c2a4-7e5b-7000-8000-00000000a11c';
+const BOB = '0190c2a4-7e5b-7000-8000-000000000b0b';
+const PNG = Buffer.from('89504e470d0a1a0a0000000d494844520000000100000001080600000000', 'hex');
+
+/// storage.toml, on S3 when the run has one (a fresh bucket on moto).
+async function configFile() {
+  const base = fileURLToPath(new URL('./storage.toml', import.meta.url));
+  const s3 = process.env.GATEHOUSE_TEST_S3_URL;
+  if (!s3 || !process.env.GATEHOUSE_DATABASE_URL) return { file: base, env: {} };
+  const bucket = `gatehouse-js-${Date.now()}`;
+  const created = await fetch(`${s3}/${bucket}`, { method: 'PUT' });
+  assert.ok(created.ok, `creating ${bucket} on ${s3}`);
+  const file = join(mkdtempSync(join(tmpdir(), 'gatehouse-js-s3-')), 'storage.toml');
+  writeFileSync(
+    file,
+    `[storage]\nbackend = "s3"\ns3_bucket = "${bucket}"\ns3_endpoint = "${s3}"\n\n${readFileSync(base, 'utf8')}`,
+  );
+  return {
+    file,
+    env: { GATEHOUSE_S3_ACCESS_KEY_ID: 'testing', GATEHOUSE_S3_SECRET_ACCESS_KEY: 'testing' },
+  };
+}
+
+describe('storage through supabase-js', () => {
+  let server;
+  let service;
+  let anon;
+  let alice;
+  let bob;
+
+  before(async () => {
+    const { file, env } = await configFile();
+    server = await startGatehouse(file, env);
+    const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
+    service = createClient(server.url, server.secretKey, options);
+    anon = createClient(server.url, server.publishableKey, options);
+    const as = (user) =>
+      createClient(server.url, server.publishableKey, {
+        accessToken: async () => server.tokenFor(user),
+        realtime: { transport: ws },
+      });
+    alice = as(ALICE).storage.from('avatars');
+    bob = as(BOB).storage.from('avatars');
+    for (const [id, options] of [
+      ['avatars', { public: false }],
+      ['site', { public: true }],
+    ]) {
+      const { error } = await service.storage.createBucket(id, options);
+      assert.equal(error, null);
+    }
+  });
+
+  after(async () => server?.stop());
+
+  test('upload, upsert, download, info, exists', async () => {
+    const path = `${ALICE}/notes.txt`;
+    const first = await alice.upload(path, 'first', { contentType: 'text/plain' });
+    assert.equal(first.error, null);
+    assert.equal(first.data.path, path);
+    assert.equal(first.data.fullPath, `avatars/${path}`);
+    const taken = await alice.upload(path, 'again', { contentType: 'text/plain' });
+    assert.equal(taken.error.statusCode, '409');
+    const upserted = await alice.upload(path, 'second', { contentType: 'text/plain', upsert: true });
+    assert.equal(upserted.error, null);
+    const { data: blob, error } = await alice.download(path);
+    assert.equal(error, null);
+    assert.equal(await blob.text(), 'second');
+
+    // A Blob goes as a multipart form; its type comes along.
+    const picture = await alice.upload(`${ALICE}/me.png`, new Blob([PNG], { type: 'image/png' }));
+    assert.equal(picture.error, null);
+    const info = await alice.info(`${ALICE}/me.png`);
+    assert.equal(info.error, null);
+    assert.equal(info.data.contentType, 'image/png');
+    assert.equal(info.data.size, PNG.length);
+    assert.equal((await alice.exists(`${ALICE}/me.png`)).data, true);
+    assert.equal((await alice.exists(`${ALICE}/nothing.png`)).data, false);
+    const updated = await alice.update(`${ALICE}/me.png`, new Blob([PNG, PNG], { type: 'image/png' }));
+    assert.equal(updated.error, null);
+    assert.equal((await alice.info(`${ALICE}/me.png`)).data.size, 2 * PNG.length);
+  });
+
+  test('list, move, copy, remove', async () => {
+    for (const name of ['a.txt', 'b.txt', 'sub/c.txt']) {
+      const { error } = await alice.upload(`${ALICE}/dir/${name}`, name, { contentType: 'text/plain' });
+      assert.equal(error, null);
+    }
+    const { data: listed, error } = await alice.list(`${ALICE}/dir`, { sortBy: { column: 'name', order: 'desc' } });
+    assert.equal(error, null);
+    assert.deepEqual(listed.map((entry) => entry.name), ['sub', 'b.txt', 'a.txt']);
+    assert.equal(listed[0].id, null, 'a folder');
+    assert.equal(listed[1].metadata.size, 5);
+    const searched = await alice.list(`${ALICE}/dir`, { search: 'a' });
+    assert.deepEqual(searched.data.map((entry) => entry.name), ['a.txt']);
+
+    const moved = await alice.move(`${ALICE}/dir/a.txt`, `${ALICE}/dir/moved.txt`);
+    assert.equal(moved.error, null);
+    const copied = await alice.copy(`${ALICE}/dir/b.txt`, `${ALICE}/dir/copy.txt`);
+    assert.equal(copied.error, null);
+    assert.equal(copied.data.path, `avatars/${ALICE}/dir/copy.txt`);
+    const { data: copy } = await alice.download(`${ALICE}/dir/copy.txt`);
+    assert.equal(await copy.text(), 'b.txt');
+    const names = (await alice.list(`${ALICE}/dir`)).data.map((entry) => entry.name);
+    assert.deepEqual(names, ['b.txt', 'copy.txt', 'moved.txt', 'sub']);
+
+    const removed = await alice.remove([`${ALICE}/dir/moved.txt`, `${ALICE}/dir/copy.txt`]);
+    assert.equal(removed.error, null);
+    assert.equal(removed.data.length, 2);
+    const left = (await alice.list(`${ALICE}/dir`)).data.map((entry) => entry.name);
+    assert.deepEqual(left, ['b.txt', 'sub']);
+  });
+
+  test('signed download and upload URLs', async () => {
+    await alice.upload(`${ALICE}/signed.txt`, 'for a link', { contentType: 'text/plain' });
+    const { data, error } = await alice.createSignedUrl(`${ALICE}/signed.txt`, 60);
+    assert.equal(error, null);
+    const fetched = await fetch(data.signedUrl);
+    assert.equal(fetched.status, 200);
+    assert.equal(await fetched.text(), 'for a link');
+    const forged = await fetch(data.signedUrl.replace('signed.txt', 'notes.txt'));
+    assert.equal(forged.status, 400);
+    const asDownload = await alice.createSignedUrl(`${ALICE}/signed.txt`, 60, { download: 'x.txt' });
+    const attachment = await fetch(asDownload.data.signedUrl);
+    assert.match(attachment.headers.get('content-disposition'), /^attachment; filename="x\.txt"/);
+
+    const many = await alice.createSignedUrls([`${ALICE}/signed.txt`, `${BOB}/nope.txt`], 60);
+    assert.equal(many.error, null);
+    assert.equal(many.data[0].error, null);
+    assert.ok(many.data[0].signedUrl);
+    assert.ok(many.data[1].error);
+
+    const upload = await alice.createSignedUploadUrl(`${ALICE}/dropped.txt`);
+    assert.equal(upload.error, null);
+    assert.ok(upload.data.token);
+    // Anyone holding the URL may upload once, to that path only.
+    const dropped = await anon.storage
+      .from('avatars')
+      .uploadToSignedUrl(`${ALICE}/dropped.txt`, upload.data.token, 'via signed url', { contentType: 'text/plain' });
+    assert.equal(dropped.error, null);
+    assert.equal(dropped.data.fullPath, `avatars/${ALICE}/dropped.txt`);
+    const { data: stored } = await alice.download(`${ALICE}/dropped.txt`);
+    assert.equal(await stored.text(), 'via signed url');
+    const elsewhere = await anon.storage
+      .from('avatars')
+      .uploadToSignedUrl(`${ALICE}/other.txt`, upload.data.token, 'x');
+    assert.ok(elsewhere.error);
+  });
+
+  test('public buckets: getPublicUrl works without a key; writing still needs a policy', async () => {
+    const site = service.storage.from('site');
+    const { error } = await site.upload('index.css', 'body{}', { contentType: 'text/css' });
+    assert.equal(error, null);
+    const { data } = anon.storage.from('site').getPublicUrl('index.css');
+    const fetched = await fetch(data.publicUrl);
+    assert.equal(fetched.status, 200);
+    assert.equal(await fetched.text(), 'body{}');
+    assert.equal(fetched.headers.get('x-content-type-options'), 'nosniff');
+    const refused = await anon.storage.from('site').upload('evil.css', 'x');
+    assert.ok(refused.error);
+    const privateUrl = anon.storage.from('avatars').getPublicUrl(`${ALICE}/notes.txt`).data.publicUrl;
+    assert.equal((await fetch(privateUrl)).status, 404);
+  });
+
+  test("another user's objects can be neither read, listed, overwritten nor removed", async () => {
+    const path = `${ALICE}/private.txt`;
+    assert.equal((await alice.upload(path, 'mine', { contentType: 'text/plain' })).error, null);
+    const read = await bob.download(path);
+    assert.ok(read.error);
+    const listed = await bob.list(ALICE);
+    assert.deepEqual(listed.data, []);
+    const written = await bob.upload(path, 'theirs', { upsert: true });
+    assert.ok(written.error);
+    assert.equal(written.error.statusCode, '403');
+    const replaced = await bob.update(path, 'theirs');
+    assert.ok(replaced.error);
+    const planted = await bob.upload(`${ALICE}/planted.txt`, 'x');
+    assert.ok(planted.error);
+    const removed = await bob.remove([path]);
+    assert.deepEqual(removed.data, []);
+    const moved = await bob.move(path, `${BOB}/stolen.txt`);
+    assert.ok(moved.error);
+    const signed = await bob.createSignedUrl(path, 60);
+    assert.ok(signed.error);
+    const anonymous = await anon.storage.from('avatars').download(path);
+    assert.ok(anonymous.error);
+    const { data } = await alice.download(path);
+    assert.equal(await data.text(), 'mine');
+  });
+});
