@@ -30,8 +30,10 @@ export async function startGatehouse(configFile, extraEnv = {}) {
   );
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('gatehouse did not start in 20 s')), 20_000);
-    child.on('exit', (code) => reject(new Error(`gatehouse exited with ${code}`)));
+    const said = [];
+    child.on('exit', (code) => reject(new Error(`gatehouse exited with ${code}: ${said.join('\n')}`)));
     createInterface({ input: child.stderr }).on('line', (line) => {
+      said.push(line);
       const match = line.match(/Listening on:\s+(\S+)/);
       if (match) {
         clearTimeout(timer);

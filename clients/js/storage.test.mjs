@@ -24,9 +24,12 @@ async function configFile() {
   const created = await fetch(`${s3}/${bucket}`, { method: 'PUT' });
   assert.ok(created.ok, `creating ${bucket} on ${s3}`);
   const file = join(mkdtempSync(join(tmpdir(), 'gatehouse-js-s3-')), 'storage.toml');
+  // Top-level keys first (the schema file, now by absolute path), then [storage].
+  const tables = fileURLToPath(new URL('../../examples/shop/tables.toml', import.meta.url));
+  const policies = readFileSync(base, 'utf8').replace(/^schema_files = .*$/m, '');
   writeFileSync(
     file,
-    `[storage]\nbackend = "s3"\ns3_bucket = "${bucket}"\ns3_endpoint = "${s3}"\n\n${readFileSync(base, 'utf8')}`,
+    `schema_files = ["${tables}"]\n[storage]\nbackend = "s3"\ns3_bucket = "${bucket}"\ns3_endpoint = "${s3}"\n${policies}`,
   );
   return {
     file,
