@@ -221,6 +221,14 @@ const MIGRATIONS: &[Migration] = &[
                 sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_objects_version ON gatehouse_objects (version)",
                 postgres: "CREATE INDEX IF NOT EXISTS gatehouse_objects_version ON gatehouse_objects (version)",
             },
+            // Blobs being written: recorded before the first byte, removed in the
+            // transaction that names the blob, so the sweep never takes a live one.
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_object_uploads (version TEXT PRIMARY KEY, \
+                         started_at INTEGER NOT NULL)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_object_uploads (version TEXT PRIMARY KEY, \
+                           started_at BIGINT NOT NULL)",
+            },
             // Storage policies' path functions; SQLite registers the same names
             // per connection (`path_parts.rs`).
             Sql {

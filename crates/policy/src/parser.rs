@@ -159,18 +159,18 @@ impl Parser {
         }
         if self.peek() == Some(&Token::LParen) {
             self.at += 1;
-            // `(storage.foldername(name))[1]`, as Supabase's policies write it.
-            if matches!(self.peek(), Some(Token::Word(w)) if w == "storage") && {
+            // `(storage.foldername(name))[1]`, as Supabase's policies write it;
+            // anything else in parentheses is an expression.
+            let start = self.at;
+            if let Ok(operand @ Operand::Path { .. }) = self.operand()
+                && self.peek() == Some(&Token::RParen)
+                && self.tokens.get(self.at + 1).map(|(_, token)| token) == Some(&Token::LBracket)
+            {
                 self.at += 1;
-                let function = self.function_follows();
-                self.at -= 1;
-                function
-            } {
-                let operand = self.operand()?;
-                self.expect(&Token::RParen, "')'")?;
                 let operand = self.folder_index(operand)?;
                 return self.predicate(operand);
             }
+            self.at = start;
             let inner = self.expr()?;
             self.expect(&Token::RParen, "')'")?;
             return Ok(inner);

@@ -299,6 +299,9 @@ fn storage_policies_read_path_parts_as_supabase_writes_them() {
         "storage.filename(name) <> 'secret.txt' and size < 1000000 and content_type = 'image/png'",
         "owner = auth.uid()",
         "exists (select 1 from team_members m where m.user_id = auth.uid() and storage.foldername(name)[2] = 'team')",
+        "(storage.extension(name) = 'png')",
+        "(storage.filename(name) in ('a', 'b')) and (size < 10)",
+        "((storage.foldername(name))[1] = auth.uid() or owner = auth.uid())",
     ] {
         assert!(
             storage_policy(good).is_ok(),
@@ -319,6 +322,7 @@ fn storage_policies_read_path_parts_as_supabase_writes_them() {
         ("storage.filename(name)[1] = 'a'", "only storage.foldername"),
         ("secret = 'x'", "unknown column secret"),
         ("metadata = 'x'", "unknown column metadata"),
+        ("id = 'x'", "unknown column id"),
     ] {
         let error = storage_policy(bad).expect_err(bad);
         assert!(error.contains(why), "{bad}: {error}");

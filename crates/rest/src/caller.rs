@@ -4,13 +4,20 @@ use gatehouse_policy::Role;
 use crate::RestError;
 
 /// Who is asking. Built only from verified material: the secret API key for
-/// [`Caller::Service`], a verified access token for [`Caller::User`].
+/// [`Caller::Service`], a verified access token for [`Caller::User`], a signed
+/// URL (HMAC under the server's key) for [`Caller::Delegated`].
 #[derive(Debug, Clone)]
 pub enum Caller {
     Anon,
     User(VerifiedClaims),
     /// The secret key: bypasses row policies and column grants.
     Service,
+    /// A signed user's role and id carried by a signed URL, without the rest of
+    /// their token: `auth.jwt() ->> …` reads NULL, which policies fail safe on.
+    Delegated {
+        role: Role,
+        user_id: Option<String>,
+    },
 }
 
 impl Caller {
@@ -24,6 +31,7 @@ impl Caller {
                 _ => Err(RestError::UnknownRole),
             },
             Caller::Service => Ok(None),
+            Caller::Delegated { role, .. } => Ok(Some(*role)),
         }
     }
 
@@ -32,12 +40,20 @@ impl Caller {
             Caller::Anon => "anon",
             Caller::User(claims) => claims.role(),
             Caller::Service => "service_role",
+            Caller::Delegated {
+                role: Role::Authenticated,
+                ..
+            } => "authenticated",
+            Caller::Delegated {
+                role: Role::Anon, ..
+            } => "anon",
         }
     }
 
     pub fn user_id(&self) -> Option<&str> {
         match self {
             Caller::User(claims) => Some(claims.subject()),
+            Caller::Delegated { user_id, .. } => user_id.as_deref(),
             _ => None,
         }
     }

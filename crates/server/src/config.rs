@@ -110,8 +110,9 @@ pub struct StorageConfig {
     pub s3: Option<S3Location>,
     pub max_object_bytes: u64,
     pub upload_timeout: Duration,
-    /// Unnamed blobs and stalled staging files older than this are removed.
+    /// How long past `upload_timeout` an interrupted upload's bytes are kept.
     pub orphan_grace: Duration,
+    pub max_concurrent_uploads: usize,
     pub policies: TablePolicies,
 }
 
@@ -133,8 +134,9 @@ struct StorageSection {
     s3_region: Option<String>,
     s3_endpoint: Option<String>,
     max_object_bytes: Option<Bounded<1, { 5 << 30 }>>,
-    upload_timeout_secs: Option<Bounded<10, 86_400>>,
+    upload_timeout_secs: Option<Bounded<1, 86_400>>,
     orphan_grace_secs: Option<Bounded<1, 86_400>>,
+    max_concurrent_uploads: Option<Bounded<1, 4096>>,
     #[serde(default)]
     policies: Vec<PolicyDecl>,
 }
@@ -744,6 +746,7 @@ fn storage_config(
         max_object_bytes: section.max_object_bytes.map_or(50 << 20, |b| b.0),
         upload_timeout: Duration::from_secs(section.upload_timeout_secs.map_or(3600, |b| b.0)),
         orphan_grace: Duration::from_secs(section.orphan_grace_secs.map_or(600, |b| b.0)),
+        max_concurrent_uploads: section.max_concurrent_uploads.map_or(16, |b| b.0 as usize),
         policies,
     })
 }

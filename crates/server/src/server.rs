@@ -108,12 +108,7 @@ pub async fn start(
         objects,
     });
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(housekeeping(
-        state.clone(),
-        limiter,
-        config.storage.orphan_grace,
-        stopped.clone(),
-    ));
+    tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
     let mail_sender = match &secrets.smtp {
         Some(url) => {
             let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
@@ -186,6 +181,9 @@ fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Re
     );
     let settings = ObjectSettings {
         max_object_bytes: config.storage.max_object_bytes,
+        upload_timeout: config.storage.upload_timeout,
+        orphan_grace: config.storage.orphan_grace,
+        max_concurrent_uploads: config.storage.max_concurrent_uploads,
         ..ObjectSettings::default()
     };
     Ok(Objects::new(
@@ -197,10 +195,10 @@ fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Re
     ))
 }
 
-/// Removes object bytes no row names (interrupted uploads, replaced versions
-/// whose deletion was cut short).
-async fn sweep_blobs(state: &AppState, grace: Duration) {
-    match state.objects().sweep(grace).await {
+/// Removes object bytes no row names and no live upload writes (interrupted
+/// uploads, replaced versions whose deletion was cut short).
+async fn sweep_blobs(state: &AppState) {
+    match state.objects().sweep().await {
         Ok(0) => {}
         Ok(removed) => tracing::info!(removed, "removed unreferenced object bytes"),
         Err(error) => tracing::warn!(%error, "could not sweep unreferenced object bytes"),
@@ -217,17 +215,16 @@ const SWEEP_EVERY_TICKS: u32 = 10;
 async fn housekeeping(
     state: AppState,
     limiter: Option<Arc<Limiter>>,
-    orphan_grace: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
-    sweep_blobs(&state, orphan_grace).await;
+    sweep_blobs(&state).await;
     let mut ticks = 0u32;
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(60)) => {
                 ticks += 1;
                 if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
-                    sweep_blobs(&state, orphan_grace).await;
+                    sweep_blobs(&state).await;
                 }
                 if let Some(limiter) = &limiter {
                     limiter.forget_idle();

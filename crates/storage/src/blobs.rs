@@ -6,12 +6,12 @@
 //! before any row names it: on local disk into a staging file renamed into place
 //! (fsynced), on S3 as a multipart upload that exists only once completed. The
 //! metadata commit that names the version is the moment the object becomes
-//! visible; a crash before it leaves an unnamed blob or staging file, which
-//! [`Blobs::sweep`] removes.
+//! visible. Each version is recorded as in flight before its first byte (by
+//! `objects`), so a crash leaves an unnamed blob or staging file whose record
+//! goes stale, and [`Blobs::sweep`] removes it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -40,9 +40,11 @@ pub enum BlobConfig {
     },
 }
 
-/// Bytes per part sent to the backend (S3 needs 5 MiB but the last); at most
-/// two parts are in flight, so an upload holds about 16 MiB however large.
-const PART_BYTES: usize = 8 << 20;
+/// Bytes per part (S3 needs 5 MiB for all but the last; a local file takes any);
+/// at most two parts are in flight beside the one filling, so an upload holds
+/// about 3 parts however large it is.
+const S3_PART_BYTES: usize = 5 << 20;
+const LOCAL_PART_BYTES: usize = 1 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Clone)]
@@ -108,8 +110,12 @@ impl Blobs {
             .put_multipart(&key(version))
             .await
             .map_err(backend)?;
+        let part = match self.local_objects {
+            Some(_) => LOCAL_PART_BYTES,
+            None => S3_PART_BYTES,
+        };
         Ok(BlobWriter {
-            upload: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+            upload: WriteMultipart::new_with_chunk_size(upload, part),
         })
     }
 
@@ -132,7 +138,24 @@ impl Blobs {
     }
 
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        self.store.copy(&key(from), &key(to)).await.map_err(backend)
+        match self.store.copy(&key(from), &key(to)).await {
+            Ok(()) => Ok(()),
+            // Replaced or removed since its row was read.
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NoSuchKey),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    /// The first `length` bytes of a version (for sniffing its type).
+    pub async fn head(&self, version: &str, length: u64) -> Result<Bytes> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        match self.store.get_range(&key(version), 0..length).await {
+            Ok(bytes) => Ok(bytes),
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NoSuchKey),
+            Err(error) => Err(backend(error)),
+        }
     }
 
     /// Deletes a version's bytes; one already gone is not an error.
@@ -143,74 +166,61 @@ impl Blobs {
         }
     }
 
-    /// Deletes blobs no row names (`is_named` says which are named) and staging
-    /// files of interrupted uploads, once they are older than `grace`: a live
-    /// upload writes its staging file at least every body-idle timeout, and a
-    /// finished one is named within a commit. Returns how many were removed.
-    pub async fn sweep<F, Fut>(&self, grace: Duration, is_named: F) -> Result<usize>
+    /// Deletes every blob and local staging file whose version `keep` does not
+    /// return (`keep` answers for batches: the versions named by an object or
+    /// being written). Returns how many were removed.
+    pub async fn sweep<F, Fut>(&self, keep: F) -> Result<usize>
     where
         F: Fn(Vec<String>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<String>>>,
     {
-        let cutoff = SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let cutoff_secs = cutoff
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let mut removed = 0;
-        if let Some(folder) = &self.local_objects {
-            removed += remove_stale_staging(folder, cutoff);
-        }
+        let mut found: Vec<(String, Option<PathBuf>)> = self
+            .local_objects
+            .as_deref()
+            .map(staging_files)
+            .unwrap_or_default();
         let prefix = Path::from("objects");
         let mut listing = self.store.list(Some(&prefix));
-        let mut batch = Vec::new();
-        loop {
-            let next = listing.next().await;
-            if let Some(meta) = &next {
-                let meta = meta
-                    .as_ref()
-                    .map_err(|e| StorageError::Backend(e.to_string()))?;
-                if meta.last_modified.timestamp() < cutoff_secs
-                    && let Some(version) = meta.location.filename()
-                {
-                    batch.push(version.to_owned());
-                }
-            }
-            if batch.len() >= 500 || (next.is_none() && !batch.is_empty()) {
-                let named = is_named(batch.clone()).await?;
-                for version in batch.drain(..).filter(|v| !named.contains(v)) {
-                    self.delete(&version).await?;
-                    removed += 1;
-                }
-            }
-            if next.is_none() {
-                return Ok(removed);
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(backend)?;
+            if let Some(version) = meta.location.filename() {
+                found.push((version.to_owned(), None));
             }
         }
+        let mut removed = 0;
+        for batch in found.chunks(500) {
+            let versions = batch.iter().map(|(version, _)| version.clone()).collect();
+            let kept = keep(versions).await?;
+            for (version, staging) in batch.iter().filter(|(v, _)| !kept.contains(v)) {
+                match staging {
+                    Some(path) => {
+                        if std::fs::remove_file(path).is_err() {
+                            continue;
+                        }
+                    }
+                    None => self.delete(version).await?,
+                }
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
-/// Local staging files (`<key>#<n>`) whose upload stopped writing before `cutoff`.
-fn remove_stale_staging(folder: &std::path::Path, cutoff: SystemTime) -> usize {
+/// Local staging files (`<version>#<n>`, which object_store does not list),
+/// with the version each belongs to.
+fn staging_files(folder: &std::path::Path) -> Vec<(String, Option<PathBuf>)> {
     let Ok(entries) = std::fs::read_dir(folder) else {
-        return 0;
+        return vec![];
     };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let staging = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.contains('#'));
-        let stale = entry
-            .metadata()
-            .and_then(|meta| meta.modified())
-            .is_ok_and(|modified| modified < cutoff);
-        if staging && stale && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_owned();
+            let (version, _) = name.split_once('#')?;
+            Some((version.to_owned(), Some(entry.path())))
+        })
+        .collect()
 }
 
 /// One blob being written; dropped without [`BlobWriter::finish`] it is abandoned

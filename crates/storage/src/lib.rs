@@ -41,6 +41,8 @@ pub enum StorageError {
     TooLarge(u64),
     #[error("{0}")]
     InvalidMimeType(String),
+    #[error("Too many uploads are running; try again shortly")]
+    Busy,
     #[error("Invalid signature")]
     InvalidSignature,
     #[error("The signed URL has expired")]
@@ -70,6 +72,7 @@ impl StorageError {
             StorageError::InvalidMimeType(_) => "InvalidMimeType",
             StorageError::InvalidSignature => "InvalidSignature",
             StorageError::SignatureExpired => "ExpiredToken",
+            StorageError::Busy => "SlowDown",
             StorageError::Body(_) | StorageError::Invalid(_) => "InvalidRequest",
             StorageError::Backend(_) | StorageError::Database(_) => "InternalError",
         }

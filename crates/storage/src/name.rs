@@ -56,6 +56,14 @@ pub fn object_name(name: &str) -> Result<String, StorageError> {
     if name.chars().any(char::is_control) {
         return refuse("the name holds a control character");
     }
+    // Unicode noncharacters (U+FDD0–FDEF, U+xFFFE/xFFFF) are for internal use;
+    // listing bounds prefixes with U+10FFFF.
+    if name
+        .chars()
+        .any(|c| ('\u{FDD0}'..='\u{FDEF}').contains(&c) || (c as u32) & 0xFFFE == 0xFFFE)
+    {
+        return refuse("the name holds a Unicode noncharacter");
+    }
     if name.contains('\\') {
         return refuse("the name holds a backslash");
     }
@@ -111,6 +119,8 @@ pub const BAD_NAMES: &[&str] = &[
     "../",
     "a/b/../../..",
     "folder/..",
+    "max\u{10FFFF}",
+    "nonchar\u{FDD0}",
 ];
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use gatehouse_db::{Constraint, Database, Row, Value};
-use gatehouse_policy::{Command, Condition, TablePolicies};
+use gatehouse_policy::{Command, Condition, Role, TablePolicies};
 use gatehouse_rest::{Caller, StatementBuilder};
 use gatehouse_schema::ColumnType;
 use serde_json::{Value as Json, json};
@@ -31,6 +31,13 @@ pub struct ObjectSettings {
     pub signed_upload_secs: i64,
     /// The longest a signed download URL may be asked to hold.
     pub max_signed_url_secs: i64,
+    /// The longest one upload may take (the edge cuts it off then): after it
+    /// and `orphan_grace`, an upload's record is stale and its bytes are swept.
+    pub upload_timeout: std::time::Duration,
+    /// How long past `upload_timeout` an interrupted upload's bytes are kept.
+    pub orphan_grace: std::time::Duration,
+    /// Uploads streaming at once (each holds about three parts in memory).
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for ObjectSettings {
@@ -40,15 +47,45 @@ impl Default for ObjectSettings {
             list_scan_limit: 10_000,
             signed_upload_secs: 2 * 3600,
             max_signed_url_secs: 7 * 24 * 3600,
+            upload_timeout: std::time::Duration::from_secs(3600),
+            orphan_grace: std::time::Duration::from_secs(600),
+            max_concurrent_uploads: 16,
         }
     }
 }
 
-/// Who acts: a caller under the policies, or the holder of a signed upload URL.
+/// Who acts: a caller, or the holder of a signed upload URL, who acts as its
+/// signer (under the same policies, checked with the real size and type) and
+/// may replace only the version the signer was allowed to replace when signing.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
     Caller(&'a Caller),
-    SignedUpload { owner: Option<&'a str> },
+    SignedUpload {
+        signer: &'a Caller,
+        replaces: Option<&'a str>,
+    },
+}
+
+impl<'a> Actor<'a> {
+    fn caller(self) -> &'a Caller {
+        match self {
+            Actor::Caller(caller) | Actor::SignedUpload { signer: caller, .. } => caller,
+        }
+    }
+}
+
+impl Grant {
+    /// The signer of an upload URL as its upload runs: role and user id only.
+    pub fn signer(&self) -> Caller {
+        match (self.signer_role.as_deref(), &self.owner) {
+            (Some("service"), _) => Caller::Service,
+            (Some("authenticated"), Some(user)) => Caller::Delegated {
+                role: Role::Authenticated,
+                user_id: Some(user.clone()),
+            },
+            _ => Caller::Anon,
+        }
+    }
 }
 
 /// One upload's request, the body still unread.
@@ -213,6 +250,7 @@ pub struct Objects {
     policies: Arc<TablePolicies>,
     signer: UrlSigner,
     settings: ObjectSettings,
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Objects {
@@ -229,6 +267,7 @@ impl Objects {
             blobs,
             policies: Arc::new(policies),
             signer,
+            uploads: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_uploads)),
             settings,
         }
     }
@@ -238,10 +277,7 @@ impl Objects {
     }
 
     fn gate(&self, actor: Actor<'_>, command: Command, check: bool) -> Gate {
-        let Actor::Caller(caller) = actor else {
-            return Gate::Open;
-        };
-        let role = match caller.role() {
+        let role = match actor.caller().role() {
             Ok(None) => return Gate::Open,
             Ok(Some(role)) => role,
             Err(_) => return Gate::Closed,
@@ -267,15 +303,9 @@ impl Objects {
     ) {
         match gate {
             Gate::Open => {}
-            Gate::Only(condition) => match actor {
-                Actor::Caller(caller) => {
-                    sql.and_policy(Some(condition.clone()), caller, "o", row);
-                }
-                // `gate` opens signed uploads; a condition without a caller denies.
-                Actor::SignedUpload { .. } => {
-                    sql.push(" AND (1 = 0)");
-                }
-            },
+            Gate::Only(condition) => {
+                sql.and_policy(Some(condition.clone()), actor.caller(), "o", row);
+            }
             Gate::Closed => {
                 sql.push(" AND (1 = 0)");
             }
@@ -367,40 +397,43 @@ impl Objects {
     }
 
     fn owner<'a>(actor: Actor<'a>) -> Option<&'a str> {
-        match actor {
-            Actor::Caller(caller) => caller.user_id(),
-            Actor::SignedUpload { owner } => owner,
-        }
+        actor.caller().user_id()
     }
 
-    /// Whether the actor could write this new row (before any byte is read);
-    /// the commit checks again with the real size and type.
+    /// Whether the actor could write this row now (before any byte is read): a
+    /// new object under the insert policy or, with `upsert` where the name is
+    /// taken, the object there under the update policy as it is (`using`) and
+    /// as it would be (`with check`). Returns the version that would be replaced.
+    /// The commit checks again with the real size and type.
     async fn may_write(
         &self,
         actor: Actor<'_>,
         upsert: bool,
         row: &HashMap<gatehouse_core::Identifier, Value>,
-    ) -> Result<bool> {
-        let mut commands = vec![Command::Insert];
-        if upsert {
-            commands.push(Command::Update);
-        }
-        for command in commands {
-            let gate = self.gate(actor, command, true);
-            match gate {
-                Gate::Open => return Ok(true),
-                Gate::Closed => continue,
-                Gate::Only(_) => {
-                    let mut sql = self.builder();
-                    sql.push("SELECT 1 WHERE 1 = 1");
-                    Self::and_gate(&mut sql, &gate, actor, Some(row));
-                    if !self.db.query(sql.finish()).await?.is_empty() {
-                        return Ok(true);
-                    }
-                }
+        (bucket, name): (&str, &str),
+    ) -> Result<Option<Option<String>>> {
+        let current = match upsert {
+            true => self.current_version(bucket, name).await?,
+            false => None,
+        };
+        let mut sql = self.builder();
+        match &current {
+            Some(version) => {
+                let using = self.gate(actor, Command::Update, false);
+                let check = self.gate(actor, Command::Update, true);
+                sql.push("SELECT 1 FROM gatehouse_objects AS \"o\" WHERE \"o\".version = ");
+                Self::text(&mut sql, version);
+                Self::and_gate(&mut sql, &using, actor, None);
+                Self::and_gate(&mut sql, &check, actor, Some(row));
+            }
+            None => {
+                let check = self.gate(actor, Command::Insert, true);
+                sql.push("SELECT 1 WHERE 1 = 1");
+                Self::and_gate(&mut sql, &check, actor, Some(row));
             }
         }
-        Ok(false)
+        let allowed = !self.db.query(sql.finish()).await?.is_empty();
+        Ok(allowed.then_some(current))
     }
 
     /// Streams the body into a new blob under the size limit, hashing it and
@@ -470,11 +503,27 @@ impl Objects {
         let owner = Self::owner(actor);
         let declared = new.content_type.as_deref().unwrap_or("");
         let planned = Self::policy_row(&bucket.id, &name, owner, new.length.unwrap_or(0), declared);
-        if !self.may_write(actor, new.upsert, &planned).await? {
+        let place = (bucket.id.as_str(), name.as_str());
+        if self
+            .may_write(actor, new.upsert, &planned, place)
+            .await?
+            .is_none()
+        {
             return Err(StorageError::Denied);
         }
-        let version = uuid::Uuid::new_v4().to_string();
-        let written = self.write_blob(&version, new.body, limit).await?;
+        let _streaming = self
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| StorageError::Busy)?;
+        let version = self.begin_blob().await?;
+        let written = match self.write_blob(&version, new.body, limit).await {
+            Ok(written) => written,
+            Err(error) => {
+                self.forget_blob(&version).await;
+                return Err(error);
+            }
+        };
         let settled = content::settle(
             allowed,
             new.content_type.as_deref(),
@@ -519,10 +568,37 @@ impl Objects {
         }
     }
 
+    /// A fresh version, recorded as being written before any byte is.
+    async fn begin_blob(&self) -> Result<String> {
+        let version = uuid::Uuid::new_v4().to_string();
+        let mut sql = self.builder();
+        sql.push("INSERT INTO gatehouse_object_uploads (version, started_at) VALUES (");
+        Self::text(&mut sql, &version);
+        sql.push(", ");
+        sql.param(Value::Integer(unix_now()), Some(ColumnType::Bigint));
+        sql.push(")");
+        self.db.transaction(vec![sql.finish()]).await?;
+        Ok(version)
+    }
+
+    /// Deletes a version's bytes and its in-flight record (if any).
     async fn forget_blob(&self, version: &str) {
         if let Err(error) = self.blobs.delete(version).await {
             tracing::warn!(%error, "could not delete a blob; the sweep removes it later");
+            return;
         }
+        if let Err(error) = self.db.transaction(vec![self.settle_upload(version)]).await {
+            tracing::warn!(%error, "could not clear an upload record; the sweep removes it later");
+        }
+    }
+
+    /// Clears a version's in-flight record: in the transaction that names it,
+    /// or after its bytes are deleted.
+    fn settle_upload(&self, version: &str) -> gatehouse_db::Statement {
+        let mut sql = self.builder();
+        sql.push("DELETE FROM gatehouse_object_uploads WHERE version = ");
+        Self::text(&mut sql, version);
+        sql.finish()
     }
 
     /// Writes the row naming a finished blob: an insert under the insert
@@ -534,7 +610,20 @@ impl Objects {
         row: &Stored<'_>,
         upsert: bool,
     ) -> Result<(ObjectRow, Option<String>)> {
-        if upsert && let Some(replaced) = self.current_version(row.bucket, row.name).await? {
+        let current = match upsert {
+            true => self.current_version(row.bucket, row.name).await?,
+            false => None,
+        };
+        // A signed URL replaces only the version its signer could replace.
+        if let Actor::SignedUpload {
+            replaces: Some(replaces),
+            ..
+        } = actor
+            && current.as_deref() != Some(replaces)
+        {
+            return Err(StorageError::Duplicate);
+        }
+        if let Some(replaced) = current {
             return self.replace(actor, row, replaced).await;
         }
         match self.insert(actor, row).await {
@@ -589,18 +678,30 @@ impl Objects {
         sql.push(" WHERE 1 = 1");
         Self::and_gate(&mut sql, &gate, actor, Some(&row.policy_row()));
         sql.push(&format!(" RETURNING {}", returned()));
-        self.write_one(sql, StorageError::Denied).await
+        self.write_one(sql, Some(row.version), StorageError::Denied)
+            .await
     }
 
-    /// Runs a statement writing one object row; `refused` when no row passed
-    /// (not there, or not allowed), `Duplicate` when the name is taken.
-    async fn write_one(&self, sql: StatementBuilder, refused: StorageError) -> Result<ObjectRow> {
+    /// Runs a statement writing one object row (with `names`, in the
+    /// transaction that clears that version's in-flight record); `refused` when
+    /// no row passed (not there, or not allowed), `Duplicate` when the name is taken.
+    async fn write_one(
+        &self,
+        sql: StatementBuilder,
+        names: Option<&str>,
+        refused: StorageError,
+    ) -> Result<ObjectRow> {
+        let mut statements: Vec<_> = names.map(|v| self.settle_upload(v)).into_iter().collect();
+        statements.push(sql.finish());
         match self
             .db
-            .transaction_if(vec![sql.finish()], last_statement_wrote)
+            .transaction_if(statements, last_statement_wrote)
             .await
         {
-            Ok(Some(results)) => first_row(&results[0])?.ok_or(refused),
+            Ok(Some(results)) => results
+                .last()
+                .map_or(Ok(None), |rows| first_row(rows))?
+                .ok_or(refused),
             Ok(None) => Err(refused),
             Err(error) if error.constraint() == Some(Constraint::Unique) => {
                 Err(StorageError::Duplicate)
@@ -635,8 +736,20 @@ impl Objects {
         Self::and_gate(&mut sql, &using, actor, None);
         Self::and_gate(&mut sql, &check, actor, Some(&row.policy_row()));
         sql.push(&format!(" RETURNING {}", returned()));
-        let object = self.write_one(sql, StorageError::Denied).await?;
-        Ok((object, Some(replaced)))
+        match self
+            .write_one(sql, Some(row.version), StorageError::Denied)
+            .await
+        {
+            Ok(object) => Ok((object, Some(replaced))),
+            // Replaced or removed by another request since it was read.
+            Err(StorageError::Denied)
+                if self.current_version(row.bucket, row.name).await?.as_deref()
+                    != Some(replaced.as_str()) =>
+            {
+                Err(StorageError::Duplicate)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Supabase's `list`: the entries one level under `prefix` (a folder is an
@@ -662,30 +775,28 @@ impl Objects {
             "SELECT {COLUMNS} FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = "
         ));
         Self::text(&mut sql, &bucket.id);
+        // Names compare bytewise on both databases (SQLite's default; "C" on
+        // PostgreSQL, whatever the database's collation), so a prefix is a
+        // range and pages come in one order. Names hold no U+10FFFF.
+        let bytewise = match self.db.dialect() {
+            gatehouse_core::Dialect::Sqlite => "\"o\".name",
+            gatehouse_core::Dialect::Postgres => "\"o\".name COLLATE \"C\"",
+        };
         if !prefix.is_empty() {
-            match self.db.dialect() {
-                // SQLite compares text bytewise: a range over the unique index.
-                gatehouse_core::Dialect::Sqlite => {
-                    sql.push(" AND \"o\".name >= ");
-                    Self::text(&mut sql, &prefix);
-                    sql.push(" AND \"o\".name < ");
-                    Self::text(&mut sql, &format!("{prefix}\u{10FFFF}"));
-                }
-                gatehouse_core::Dialect::Postgres => {
-                    sql.push(" AND starts_with(\"o\".name, ");
-                    Self::text(&mut sql, &prefix);
-                    sql.push(")");
-                }
-            }
+            sql.push(&format!(" AND {bytewise} >= "));
+            Self::text(&mut sql, &prefix);
+            sql.push(&format!(" AND {bytewise} < "));
+            Self::text(&mut sql, &format!("{prefix}\u{10FFFF}"));
         }
         Self::and_gate(&mut sql, &gate, actor, None);
         sql.push(&format!(
-            " ORDER BY \"o\".name LIMIT {}",
+            " ORDER BY {bytewise} LIMIT {}",
             self.settings.list_scan_limit
         ));
         let rows = self.db.query(sql.finish()).await?;
         let search = request.search.as_deref().unwrap_or("").to_lowercase();
         let mut entries: Vec<(String, Option<ObjectRow>)> = Vec::new();
+        let mut folders = std::collections::HashSet::new();
         for row in &rows {
             let object = ObjectRow::from_row(row)?;
             let Some(rest) = object.name.strip_prefix(&prefix) else {
@@ -698,11 +809,8 @@ impl Objects {
             if !entry.0.to_lowercase().starts_with(&search) {
                 continue;
             }
-            let folder_seen = entry.1.is_none()
-                && entries
-                    .last()
-                    .is_some_and(|(name, file)| file.is_none() && *name == entry.0);
-            if !folder_seen {
+            // A folder is one entry however many objects it holds.
+            if entry.1.is_some() || folders.insert(entry.0.clone()) {
                 entries.push(entry);
             }
         }
@@ -794,6 +902,10 @@ impl Objects {
         let target_bucket = self.buckets.get(to_bucket).await?;
         let (from, to) = (name::object_name(from)?, name::object_name(to)?);
         let actor = Actor::Caller(caller);
+        if target_bucket.id != source_bucket.id {
+            let source = self.find(actor, &source_bucket.id, &from).await?;
+            self.admit(&target_bucket, &source).await?;
+        }
         let using = self.gate(actor, Command::Update, false);
         let check = self.gate(actor, Command::Update, true);
         if matches!(using, Gate::Closed) {
@@ -820,7 +932,27 @@ impl Objects {
         Self::and_gate(&mut sql, &using, actor, None);
         Self::and_gate(&mut sql, &check, actor, Some(&moved));
         sql.push(&format!(" RETURNING {}", returned()));
-        self.write_one(sql, StorageError::NoSuchKey).await
+        self.write_one(sql, None, StorageError::NoSuchKey).await
+    }
+
+    /// Whether an existing object may enter `bucket` (by move or copy): its size
+    /// limit, and where it restricts types, the stored type and what the bytes
+    /// are, as for an upload.
+    async fn admit(&self, bucket: &Bucket, object: &ObjectRow) -> Result<()> {
+        let limit = self.size_limit(bucket);
+        if object.size > limit {
+            return Err(StorageError::TooLarge(limit));
+        }
+        if let Some(allowed) = bucket.allowed_mime_types.as_deref() {
+            let length = object.size.min(content::SNIFF_BYTES as u64);
+            let head = self.blobs.head(&object.version, length).await?;
+            content::settle(
+                Some(allowed),
+                Some(&object.content_type),
+                content::sniff(&head),
+            )?;
+        }
+        Ok(())
     }
 
     /// Copies an object the caller may read to a name it may create.
@@ -845,18 +977,20 @@ impl Objects {
             source.size,
             &source.content_type,
         );
-        if !self.may_write(actor, upsert, &planned).await? {
+        let place = (target_bucket.id.as_str(), to.as_str());
+        if self
+            .may_write(actor, upsert, &planned, place)
+            .await?
+            .is_none()
+        {
             return Err(StorageError::Denied);
         }
-        if source.size > self.size_limit(&target_bucket) {
-            return Err(StorageError::TooLarge(self.size_limit(&target_bucket)));
+        self.admit(&target_bucket, &source).await?;
+        let version = self.begin_blob().await?;
+        if let Err(error) = self.blobs.copy(&source.version, &version).await {
+            self.forget_blob(&version).await;
+            return Err(error);
         }
-        content::precheck(
-            target_bucket.allowed_mime_types.as_deref(),
-            Some(&source.content_type),
-        )?;
-        let version = uuid::Uuid::new_v4().to_string();
-        self.blobs.copy(&source.version, &version).await?;
         let row = Stored {
             bucket: &target_bucket.id,
             name: &to,
@@ -892,8 +1026,9 @@ impl Objects {
             bucket: found.bucket_id.clone(),
             name: found.name.clone(),
             expires: unix_now() + expires_in,
+            signer_role: None,
             owner: None,
-            upsert: false,
+            replaces: None,
         });
         Ok(format!(
             "/object/sign/{}/{}?token={token}",
@@ -914,16 +1049,24 @@ impl Objects {
         let name = name::object_name(object)?;
         let actor = Actor::Caller(caller);
         let planned = Self::policy_row(&bucket.id, &name, caller.user_id(), 0, "");
-        if !self.may_write(actor, upsert, &planned).await? {
+        let place = (bucket.id.as_str(), name.as_str());
+        let Some(replaces) = self.may_write(actor, upsert, &planned, place).await? else {
             return Err(StorageError::Denied);
-        }
+        };
+        let signer_role = match caller.role() {
+            Ok(None) => "service",
+            Ok(Some(Role::Authenticated)) => "authenticated",
+            Ok(Some(Role::Anon)) => "anon",
+            Err(_) => return Err(StorageError::Denied),
+        };
         let token = self.signer.sign(&Grant {
             purpose: Purpose::Upload,
             bucket: bucket.id.clone(),
             name: name.clone(),
             expires: unix_now() + self.settings.signed_upload_secs,
+            signer_role: Some(signer_role.to_owned()),
             owner: caller.user_id().map(str::to_owned),
-            upsert,
+            replaces,
         });
         Ok((
             format!("/object/upload/sign/{}/{name}?token={token}", bucket.id),
@@ -938,29 +1081,46 @@ impl Objects {
             .verify(token, Purpose::Upload, bucket, &name, unix_now())
     }
 
-    /// Removes blobs no row names, older than `grace`; see [`Blobs::sweep`].
-    pub async fn sweep(&self, grace: std::time::Duration) -> Result<usize> {
+    /// Removes bytes no object names and no live upload is writing (an upload
+    /// older than the upload time limit plus the grace is dead); see
+    /// [`Blobs::sweep`]. Then forgets the dead uploads' records.
+    pub async fn sweep(&self) -> Result<usize> {
+        let stale = self.settings.upload_timeout + self.settings.orphan_grace;
+        let cutoff = unix_now() - i64::try_from(stale.as_secs()).unwrap_or(i64::MAX);
         let db = self.db.clone();
-        self.blobs
-            .sweep(grace, move |versions| {
+        let removed = self
+            .blobs
+            .sweep(move |versions| {
                 let db = db.clone();
-                async move { named_versions(&db, versions).await }
+                async move { kept_versions(&db, versions, cutoff).await }
             })
-            .await
+            .await?;
+        let mut sql = self.builder();
+        sql.push("DELETE FROM gatehouse_object_uploads WHERE started_at < ");
+        sql.param(Value::Integer(cutoff), Some(ColumnType::Bigint));
+        self.db.transaction(vec![sql.finish()]).await?;
+        Ok(removed)
     }
 }
 
-/// Which of `versions` some object row names.
-async fn named_versions(db: &Database, versions: Vec<String>) -> Result<Vec<String>> {
+/// Which of `versions` an object names or an upload started after `cutoff`
+/// (unix seconds) is writing.
+async fn kept_versions(db: &Database, versions: Vec<String>, cutoff: i64) -> Result<Vec<String>> {
     let mut sql = StatementBuilder::new(db.dialect());
-    sql.push("SELECT version FROM gatehouse_objects WHERE version IN (");
-    for (i, version) in versions.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
+    let list = |sql: &mut StatementBuilder| {
+        for (i, version) in versions.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.param(Value::Text(version.clone()), None);
         }
-        sql.param(Value::Text(version.clone()), None);
-    }
-    sql.push(")");
+    };
+    sql.push("SELECT version FROM gatehouse_objects WHERE version IN (");
+    list(&mut sql);
+    sql.push(") UNION SELECT version FROM gatehouse_object_uploads WHERE version IN (");
+    list(&mut sql);
+    sql.push(") AND started_at >= ");
+    sql.param(Value::Integer(cutoff), Some(ColumnType::Bigint));
     let rows = db.query(sql.finish()).await?;
     rows.iter()
         .map(|row| row.text(0).map(str::to_owned).map_err(Into::into))

@@ -30,12 +30,17 @@ pub struct Grant {
     /// Unix seconds.
     #[serde(rename = "e")]
     pub expires: i64,
-    /// Uploads: the user the object will belong to.
+    /// Uploads: who signed (`anon`, `authenticated` or `service`), whose policies
+    /// the upload runs under when it arrives.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub signer_role: Option<String>,
+    /// Uploads: the signer's user id, the object's owner.
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// Uploads: whether an existing object may be replaced.
-    #[serde(rename = "u", default)]
-    pub upsert: bool,
+    /// Uploads: the version of the existing object the signer was allowed to
+    /// replace; none means the upload may only create.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Clone)]
@@ -98,8 +103,9 @@ mod tests {
             bucket: "docs".into(),
             name: "a/b.txt".into(),
             expires: 1_000,
+            signer_role: None,
             owner: None,
-            upsert: false,
+            replaces: None,
         }
     }
 

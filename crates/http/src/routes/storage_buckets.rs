@@ -24,6 +24,14 @@ pub fn storage_error(error: StorageError) -> ApiError {
             StatusCode::CONFLICT
         }
         StorageError::Denied => StatusCode::FORBIDDEN,
+        StorageError::Busy => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.code(),
+                error.to_string(),
+            )
+            .with_retry_after(std::time::Duration::from_secs(1));
+        }
         StorageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         StorageError::InvalidMimeType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         StorageError::Database(detail) => {

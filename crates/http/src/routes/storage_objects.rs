@@ -4,6 +4,8 @@
 //! Every object response carries a sandboxing CSP, and anything a browser
 //! could run (HTML, SVG, XML, unknown types) is served as an attachment.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -111,7 +113,27 @@ async fn upload_body(
         .as_deref()
         .and_then(|kind| multer::parse_boundary(kind).ok())
         .ok_or_else(|| invalid("the multipart form has no boundary".into()))?;
-    let body = request.into_body().into_data_stream();
+    // Until the file part starts, the form may hold only so many bytes: multer
+    // buffers a part's headers and a missing boundary whole.
+    let file_started = Arc::new(AtomicBool::new(false));
+    let started = file_started.clone();
+    let mut before_file = 0usize;
+    let body = with_idle_limit(
+        request
+            .into_body()
+            .into_data_stream()
+            .map_err(|e| e.to_string()),
+    )
+    .map(move |chunk| {
+        let chunk = chunk?;
+        if !started.load(Ordering::Relaxed) {
+            before_file += chunk.len();
+            if before_file > MAX_FORM_FIELDS * MAX_FORM_TEXT + MAX_FORM_TEXT {
+                return Err("the form holds too much before its file".to_owned());
+            }
+        }
+        Ok(chunk)
+    });
     let mut form = multer::Multipart::new(body, boundary);
     let mut cache = None;
     for _ in 0..MAX_FORM_FIELDS {
@@ -121,6 +143,7 @@ async fn upload_body(
             .map_err(|e| invalid(e.to_string()))?
             .ok_or_else(|| invalid("the form holds no file".into()))?;
         if field.file_name().is_some() || field.name() == Some("") {
+            file_started.store(true, Ordering::Relaxed);
             let declared = field.content_type().map(|kind| kind.to_string());
             // The form must outlive the field that streams from it.
             let chunks = field
@@ -129,7 +152,7 @@ async fn upload_body(
                     drop(form);
                     Ok(Bytes::new())
                 }));
-            return Ok((declared, cache, None, with_idle_limit(chunks)));
+            return Ok((declared, cache, None, chunks.boxed()));
         }
         // A text field (cacheControl, metadata): small, or refused.
         let mut text = Vec::new();
@@ -226,10 +249,13 @@ pub async fn put_signed(
     let grant = objects(&state)
         .verify_upload(&path.bucket, &path.name, &token)
         .map_err(storage_error)?;
+    let signer = grant.signer();
     let actor = Actor::SignedUpload {
-        owner: grant.owner.as_deref(),
+        signer: &signer,
+        replaces: grant.replaces.as_deref(),
     };
-    let upsert = grant.upsert && flag(&headers, "x-upsert");
+    // The grant, not the request, says whether it may replace.
+    let upsert = grant.replaces.is_some();
     let object = upload(&state, actor, path, upsert, &headers, request).await?;
     Ok(Json(json!({"Key": key(&object)})))
 }
@@ -408,7 +434,12 @@ pub async fn info_public(
         .find_public(&path.bucket, &path.name)
         .await
         .map_err(|_| storage_error(StorageError::NoSuchKey))?;
-    Ok(Json(object.info()))
+    // Public means the bytes are public, not who uploaded them.
+    let mut info = object.info();
+    if let Some(fields) = info.as_object_mut() {
+        fields.remove("owner");
+    }
+    Ok(Json(info))
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,18 @@ name = "anyone may upload to inbox"
 for = "insert"
 to = ["anon", "authenticated"]
 with_check = "bucket_id = 'inbox' and size < 100"
+
+[[storage.policies]]
+name = "anyone signed in adds to shared"
+for = "insert"
+to = "authenticated"
+with_check = "bucket_id = 'shared'"
+
+[[storage.policies]]
+name = "only owners replace in shared"
+for = "update"
+to = "authenticated"
+using = "bucket_id = 'shared' and owner = auth.uid()"
 "#;
 
 /// Who sends a request: a user's token, the publishable key, or the secret key.
@@ -167,6 +179,28 @@ async fn the_object_flow(server: &TestServer) {
         [ALICE],
         "a folder entry"
     );
+    // Names sort bytewise whatever the database's collation ('/' before 'b'),
+    // and a folder is one entry however its files interleave with others.
+    for name in ["x/a.txt", "xb.txt", "x/z.txt"] {
+        let path = format!("docs/{ALICE}/sorting/{name}");
+        assert_eq!(
+            upload(server, alice, &path, "text/plain", "s")
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        list(server, alice, "docs", &format!("{ALICE}/sorting")).await,
+        ["x", "xb.txt"]
+    );
+    let sorted = ["x/a.txt", "xb.txt", "x/z.txt"].map(|name| format!("{ALICE}/sorting/{name}"));
+    let removed = request(server, alice, Method::DELETE, "object/docs")
+        .json(&json!({ "prefixes": sorted }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(removed).await.as_array().unwrap().len(), 3);
     let info = json(
         request(server, alice, Method::GET, &format!("object/info/{notes}"))
             .send()
@@ -288,6 +322,51 @@ async fn the_object_flow(server: &TestServer) {
         reused.status(),
         409,
         "the URL does not replace without upsert"
+    );
+    // With x-upsert, a URL may replace exactly the version its signer could replace.
+    let sign_replacing = |who| {
+        request(
+            server,
+            who,
+            Method::POST,
+            &format!("object/upload/sign/docs/{ALICE}/via-url.txt"),
+        )
+        .header("x-upsert", "true")
+        .json(&json!({}))
+        .send()
+    };
+    let replacing = json(sign_replacing(alice).await.unwrap()).await;
+    let url = format!(
+        "{}/storage/v1{}",
+        server.url,
+        replacing["url"].as_str().unwrap()
+    );
+    let replaced = server
+        .client
+        .put(&url)
+        .header("x-upsert", "true")
+        .body("replaced")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    let stale = server
+        .client
+        .put(&url)
+        .header("x-upsert", "true")
+        .body("stale")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409, "the version it could replace is gone");
+    assert_eq!(sign_replacing(bob).await.unwrap().status(), 403);
+    assert_eq!(
+        download(server, alice, &format!("docs/{ALICE}/via-url.txt"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "replaced"
     );
 
     // Bob can neither read, list, overwrite, move, sign nor remove Alice's objects.
@@ -462,7 +541,64 @@ async fn the_object_flow(server: &TestServer) {
             .unwrap(),
         "hi"
     );
-    assert_eq!(list(server, As::Secret, "inbox", "").await, ["hello.txt"]);
+    // A signed upload runs as its signer, checked with the real size when it arrives.
+    let url = signed_upload_url(server, As::Anon, "inbox/signed.txt", false).await;
+    let too_big = server
+        .client
+        .put(&url)
+        .body("x".repeat(200))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 403);
+    let small = server.client.put(&url).body("small").send().await.unwrap();
+    assert_eq!(small.status(), 200);
+
+    // Insert-only for others: Bob may add to `shared` but not replace Alice's file,
+    // directly or through a signed URL.
+    create_bucket(server, json!({"id": "shared"})).await;
+    assert_eq!(
+        upload(server, alice, "shared/a.txt", "text/plain", "alice")
+            .await
+            .status(),
+        200
+    );
+    let replace = request(server, bob, Method::POST, "object/shared/a.txt")
+        .header("x-upsert", "true")
+        .body("bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replace.status(), 403);
+    let signing = request(server, bob, Method::POST, "object/upload/sign/shared/a.txt")
+        .header("x-upsert", "true")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signing.status(), 403);
+    let url = signed_upload_url(server, bob, "shared/a.txt", false).await;
+    let put = server
+        .client
+        .put(&url)
+        .header("x-upsert", "true")
+        .body("bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 409, "a create-only URL does not replace");
+    assert_eq!(
+        download(server, As::Secret, "shared/a.txt")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "alice"
+    );
+    assert_eq!(
+        list(server, As::Secret, "inbox", "").await,
+        ["hello.txt", "signed.txt"]
+    );
 }
 
 #[tokio::test]
@@ -470,9 +606,27 @@ async fn the_object_flow_on_sqlite_and_local_disk() {
     let database = TestDatabase::sqlite();
     let server = kit::start_storage(POLICIES, &database, None).await;
     the_object_flow(&server).await;
-    // Replaced, refused and removed uploads left no bytes behind: one blob, the
-    // inbox's one object.
-    assert_eq!(blob_files(&server), 1);
+    // Replaced, refused and removed uploads left no bytes behind: a blob for
+    // each object left (two in the inbox, one shared).
+    assert_eq!(blob_files(&server), 3);
+}
+
+/// A signed upload URL for `path` (bucket/name), made by `who`.
+async fn signed_upload_url(server: &TestServer, who: As<'_>, path: &str, upsert: bool) -> String {
+    let signed = request(
+        server,
+        who,
+        Method::POST,
+        &format!("object/upload/sign/{path}"),
+    )
+    .header("x-upsert", upsert.to_string())
+    .json(&json!({}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(signed.status(), 200);
+    let url = json(signed).await["url"].as_str().unwrap().to_owned();
+    format!("{}/storage/v1{url}", server.url)
 }
 
 /// Files in the local object store, staging files included.
@@ -566,7 +720,9 @@ using = "bucket_id = 'docs'"
             ),
         ] {
             let status = raw_status(&server, method, &target).await;
-            assert!((400..500).contains(&status), "{method} {target}: {status}");
+            // An empty name leaves no path for the routes to match: 404 or 405.
+            let refused = status == 400 || name.is_empty() && (status == 404 || status == 405);
+            assert!(refused, "{method} {target}: {status}");
         }
         for (route, source, destination) in [
             ("move", "good.txt", *name),
@@ -691,6 +847,58 @@ using = "bucket_id in ('images', 'files')"
         asked.headers()["content-disposition"],
         "attachment; filename=\"my_pic.png\"; filename*=UTF-8''my%20pic%2Epng"
     );
+
+    // Moving or copying into a bucket meets its limits as an upload would.
+    let big_png = [PNG, &[0u8; 2048]].concat();
+    assert_eq!(
+        upload(&server, alice, "files/big.png", "image/png", big_png)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        upload(&server, alice, "files/fake.png", "image/png", html)
+            .await
+            .status(),
+        200
+    );
+    for (route, source, status) in [
+        ("move", "big.png", 413),
+        ("copy", "big.png", 413),
+        ("copy", "fake.png", 415),
+        ("move", "fake.png", 415),
+    ] {
+        let answer = request(&server, alice, Method::POST, &format!("object/{route}"))
+            .json(
+                &json!({"bucketId": "files", "sourceKey": source, "destinationBucket": "images",
+                          "destinationKey": source}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{route} {source}");
+    }
+    assert_eq!(list(&server, alice, "images", "").await, ["a.png"]);
+
+    // A form whose file never starts (its boundary never comes) is cut off
+    // early, not buffered.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    for _ in 0..4 {
+        sender
+            .send(Ok(bytes::Bytes::from(vec![b'x'; 1 << 20])))
+            .await
+            .unwrap();
+    }
+    let endless = request(&server, alice, Method::POST, "object/files/form.bin")
+        .header("content-type", "multipart/form-data; boundary=never")
+        .body(reqwest::Body::wrap_stream(tokio_stream_of(receiver)))
+        .send();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), endless)
+        .await
+        .expect("the server kept reading")
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    drop(sender);
 }
 
 #[tokio::test]
@@ -766,7 +974,7 @@ async fn kill_9_during_an_upload_leaves_no_object_and_no_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("gatehouse.toml"),
-        "[storage]\norphan_grace_secs = 1\n",
+        "[storage]\nupload_timeout_secs = 3\norphan_grace_secs = 1\n",
     )
     .unwrap();
     let data = dir.path().join("gatehouse-data");
@@ -833,17 +1041,24 @@ async fn kill_9_during_an_upload_leaves_no_object_and_no_file() {
         "the partial upload is on disk"
     );
 
-    // After the grace period, the next start sweeps it; nothing is visible.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Past the upload's time limit and the grace (4 s, counted in whole
+    // seconds from the upload's start), the next start sweeps it; nothing is
+    // visible.
+    tokio::time::sleep(std::time::Duration::from_millis(6500)).await;
     let second = Process::serve(dir.path(), &[], &[]);
     let swept = async {
         while !stored_files(&data).is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), swept)
+    if tokio::time::timeout(std::time::Duration::from_secs(10), swept)
         .await
-        .unwrap_or_else(|_| panic!("left behind: {:?}", stored_files(&data)));
+        .is_err()
+    {
+        let left = stored_files(&data);
+        let (_, log) = second.terminate();
+        panic!("left behind: {left:?}\n{log}");
+    }
     let fetched = admin(
         Method::GET,
         format!("{}/storage/v1/object/docs/big.bin", second.url),
