@@ -71,7 +71,11 @@ impl RateLimits {
         if AUTH.contains(&path) || user_update {
             return Some((self.auth, false));
         }
-        if path == "/rest/v1" || path.starts_with("/rest/v1/") {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if under("/rest/v1") || under("/storage/v1") {
             let read = matches!(*method, Method::GET | Method::HEAD);
             return Some((if read { self.reads } else { self.writes }, true));
         }

@@ -153,6 +153,22 @@ async fn data_reads_are_limited_per_user_and_the_secret_key_is_not() {
     }
 }
 
+#[tokio::test]
+async fn storage_requests_are_limited_per_address_when_anonymous() {
+    let server = start(|config| {
+        config.rate_limits = Some(limits(
+            RateLimits::default().auth,
+            policy("reads", 2, Duration::from_secs(60)),
+        ));
+    })
+    .await;
+    // Public object URLs need no key, so only the address can be counted.
+    let fetch = || server.get("/storage/v1/object/public/site/a.txt").send();
+    assert_eq!(fetch().await.unwrap().status(), 404);
+    assert_eq!(fetch().await.unwrap().status(), 404);
+    assert_eq!(fetch().await.unwrap().status(), 429);
+}
+
 /// GATEHOUSE_TEST_REDIS_URL names a Redis (`.ci/run` sets it; with CI=true its
 /// absence fails the test rather than skipping it).
 fn redis_url() -> Option<String> {
