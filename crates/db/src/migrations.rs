@@ -221,6 +221,13 @@ const MIGRATIONS: &[Migration] = &[
                 sqlite: "CREATE INDEX IF NOT EXISTS gatehouse_objects_version ON gatehouse_objects (version)",
                 postgres: "CREATE INDEX IF NOT EXISTS gatehouse_objects_version ON gatehouse_objects (version)",
             },
+            // Listings compare names bytewise ("C") whatever the database's
+            // collation; this index serves their range and order on PostgreSQL.
+            Sql {
+                sqlite: "SELECT 1",
+                postgres: "CREATE INDEX IF NOT EXISTS gatehouse_objects_listing \
+                           ON gatehouse_objects (bucket_id, name COLLATE \"C\")",
+            },
             // Blobs being written: recorded before the first byte, removed in the
             // transaction that names the blob, so the sweep never takes a live one.
             Sql {

@@ -109,6 +109,38 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The condition with every comparison that reads a term `touches` decided
+    /// in advance: where it counts towards the condition holding (not under an
+    /// odd number of NOTs) it becomes `assume`, elsewhere its opposite. With
+    /// `assume = true` the result holds wherever the condition could, whatever
+    /// those terms turn out to be (a precheck before they are known); with
+    /// `false` only where it holds whatever they are (when they cannot be known).
+    pub fn deciding(&self, touches: &impl Fn(&Term) -> bool, assume: bool) -> Condition {
+        let reads = |terms: &[&Term]| terms.iter().any(|term| touches(term));
+        match self {
+            Condition::Const(_) => self.clone(),
+            Condition::And(items) => {
+                Condition::And(items.iter().map(|c| c.deciding(touches, assume)).collect())
+            }
+            Condition::Or(items) => {
+                Condition::Or(items.iter().map(|c| c.deciding(touches, assume)).collect())
+            }
+            Condition::Not(inner) => Condition::Not(Box::new(inner.deciding(touches, !assume))),
+            Condition::Compare { left, right, .. } if reads(&[left, right]) => {
+                Condition::Const(assume)
+            }
+            Condition::In { term, list, .. } if touches(term) || list.iter().any(touches) => {
+                Condition::Const(assume)
+            }
+            Condition::IsNull { term, .. } if touches(term) => Condition::Const(assume),
+            Condition::Exists { table, condition } => Condition::Exists {
+                table: table.clone(),
+                condition: Box::new(condition.deciding(touches, assume)),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Every column the condition reads, with the table it belongs to.
     pub fn columns<'a>(
         &'a self,

@@ -328,3 +328,36 @@ fn storage_policies_read_path_parts_as_supabase_writes_them() {
         assert!(error.contains(why), "{bad}: {error}");
     }
 }
+
+#[test]
+fn deciding_unknown_terms_respects_negation() {
+    let policies = storage_policy(
+        "size < 100 and not (content_type = 'text/html') and auth.jwt() ->> 'tier' is null",
+    )
+    .expect("compiles");
+    let condition = policies
+        .using(Command::Select, Role::Authenticated)
+        .expect("a policy");
+    let size_or_type = |term: &Term| match term {
+        Term::Column { name, .. } => matches!(name.as_str(), "size" | "content_type"),
+        _ => false,
+    };
+    let claims = |term: &Term| matches!(term, Term::Context(ContextValue::Claim(_)));
+    let and = |condition: Condition| match condition {
+        Condition::And(items) => items,
+        other => panic!("not a conjunction: {other:?}"),
+    };
+    // A precheck assumes the best of what it cannot see: under NOT, the opposite.
+    let permissive = condition.deciding(&size_or_type, true);
+    let outer = and(permissive);
+    assert_eq!(
+        and(outer[0].clone()),
+        [
+            Condition::Const(true),
+            Condition::Not(Box::new(Condition::Const(false)))
+        ]
+    );
+    // Claims a signed URL cannot carry count against the condition, even IS NULL.
+    let strict = condition.deciding(&claims, false);
+    assert_eq!(and(strict)[1], Condition::Const(false));
+}

@@ -181,7 +181,8 @@ fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Re
     );
     let settings = ObjectSettings {
         max_object_bytes: config.storage.max_object_bytes,
-        upload_timeout: config.storage.upload_timeout,
+        // Uploads run under their own limit, copies under the request's.
+        write_timeout: config.storage.upload_timeout.max(config.request_timeout),
         orphan_grace: config.storage.orphan_grace,
         max_concurrent_uploads: config.storage.max_concurrent_uploads,
         ..ObjectSettings::default()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use gatehouse_db::{Constraint, Database, Row, Value};
-use gatehouse_policy::{Command, Condition, Role, TablePolicies};
+use gatehouse_policy::{Command, Condition, ContextValue, Role, TablePolicies, Term};
 use gatehouse_rest::{Caller, StatementBuilder};
 use gatehouse_schema::ColumnType;
 use serde_json::{Value as Json, json};
@@ -31,12 +31,13 @@ pub struct ObjectSettings {
     pub signed_upload_secs: i64,
     /// The longest a signed download URL may be asked to hold.
     pub max_signed_url_secs: i64,
-    /// The longest one upload may take (the edge cuts it off then): after it
-    /// and `orphan_grace`, an upload's record is stale and its bytes are swept.
-    pub upload_timeout: std::time::Duration,
-    /// How long past `upload_timeout` an interrupted upload's bytes are kept.
+    /// The longest any request writing bytes (an upload, a copy) may run: after
+    /// it and `orphan_grace`, a version's record is stale and its bytes are swept.
+    pub write_timeout: std::time::Duration,
+    /// How long past `write_timeout` an interrupted upload's bytes are kept.
     pub orphan_grace: std::time::Duration,
-    /// Uploads streaming at once (each holds about three parts in memory).
+    /// Uploads streaming at once (each holds about three parts in memory); a
+    /// quarter of them at most for one client.
     pub max_concurrent_uploads: usize,
 }
 
@@ -47,7 +48,7 @@ impl Default for ObjectSettings {
             list_scan_limit: 10_000,
             signed_upload_secs: 2 * 3600,
             max_signed_url_secs: 7 * 24 * 3600,
-            upload_timeout: std::time::Duration::from_secs(3600),
+            write_timeout: std::time::Duration::from_secs(3600),
             orphan_grace: std::time::Duration::from_secs(600),
             max_concurrent_uploads: 16,
         }
@@ -67,7 +68,7 @@ pub enum Actor<'a> {
 }
 
 impl<'a> Actor<'a> {
-    fn caller(self) -> &'a Caller {
+    pub fn caller(self) -> &'a Caller {
         match self {
             Actor::Caller(caller) | Actor::SignedUpload { signer: caller, .. } => caller,
         }
@@ -83,7 +84,10 @@ impl Grant {
                 role: Role::Authenticated,
                 user_id: Some(user.clone()),
             },
-            _ => Caller::Anon,
+            (_, user) => Caller::Delegated {
+                role: Role::Anon,
+                user_id: user.clone(),
+            },
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct NewObject<S> {
     pub upsert: bool,
     /// The length the request announced, if any: refused early when too large.
     pub length: Option<u64>,
+    /// Who is uploading, for the per-client share of upload slots: the user
+    /// id, or the address when anonymous.
+    pub client: String,
     pub body: S,
 }
 
@@ -226,6 +233,27 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// A check of a new row whose `unknown` columns are not known yet (a precheck
+/// before the body, a signed upload URL): whatever reads them is assumed to
+/// pass, for the commit checks the real values.
+fn assuming(gate: Gate, unknown: &[&str]) -> Gate {
+    match gate {
+        Gate::Only(condition) if !unknown.is_empty() => {
+            Gate::Only(condition.deciding(&|term| reads_column(term, unknown), true))
+        }
+        other => other,
+    }
+}
+
+/// Whether `term` reads one of `names` of the object itself.
+fn reads_column(term: &Term, names: &[&str]) -> bool {
+    match term {
+        Term::Column { depth: 0, name, .. } => names.contains(&name.as_str()),
+        Term::Path { column, .. } => reads_column(column, names),
+        _ => false,
+    }
+}
+
 /// Up to one object row, the first statement's.
 fn first_row(rows: &[Row]) -> Result<Option<ObjectRow>> {
     rows.first().map(ObjectRow::from_row).transpose()
@@ -250,7 +278,59 @@ pub struct Objects {
     policies: Arc<TablePolicies>,
     signer: UrlSigner,
     settings: ObjectSettings,
-    uploads: Arc<tokio::sync::Semaphore>,
+    slots: Arc<UploadSlots>,
+}
+
+/// Uploads streaming at once: in all, and per client (a user, or an address
+/// when anonymous), so one client cannot hold every slot.
+struct UploadSlots {
+    all: Arc<tokio::sync::Semaphore>,
+    per_client: std::sync::Mutex<HashMap<String, usize>>,
+    per_client_max: usize,
+}
+
+/// One upload's place; given back when dropped.
+struct Slot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<UploadSlots>,
+    client: String,
+}
+
+impl UploadSlots {
+    fn take(self: &Arc<Self>, client: &str) -> Result<Slot> {
+        let all = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| StorageError::Busy)?;
+        let mut counts = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(client.to_owned()).or_insert(0);
+        if *count >= self.per_client_max {
+            return Err(StorageError::Busy);
+        }
+        *count += 1;
+        Ok(Slot {
+            _all: all,
+            slots: self.clone(),
+            client: client.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .slots
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Objects {
@@ -267,7 +347,11 @@ impl Objects {
             blobs,
             policies: Arc::new(policies),
             signer,
-            uploads: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_uploads)),
+            slots: Arc::new(UploadSlots {
+                all: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_uploads)),
+                per_client: std::sync::Mutex::new(HashMap::new()),
+                per_client_max: (settings.max_concurrent_uploads / 4).max(1),
+            }),
             settings,
         }
     }
@@ -286,6 +370,16 @@ impl Objects {
             self.policies.with_check(command, role)
         } else {
             self.policies.using(command, role)
+        };
+        let condition = match actor.caller() {
+            // A signed URL carries no claims: whatever reads one counts against.
+            Caller::Delegated { .. } => condition.map(|condition| {
+                condition.deciding(
+                    &|term| matches!(term, Term::Context(ContextValue::Claim(_))),
+                    false,
+                )
+            }),
+            _ => condition,
         };
         condition.map_or(Gate::Closed, Gate::Only)
     }
@@ -411,6 +505,7 @@ impl Objects {
         upsert: bool,
         row: &HashMap<gatehouse_core::Identifier, Value>,
         (bucket, name): (&str, &str),
+        unknown: &[&str],
     ) -> Result<Option<Option<String>>> {
         let current = match upsert {
             true => self.current_version(bucket, name).await?,
@@ -420,14 +515,14 @@ impl Objects {
         match &current {
             Some(version) => {
                 let using = self.gate(actor, Command::Update, false);
-                let check = self.gate(actor, Command::Update, true);
+                let check = assuming(self.gate(actor, Command::Update, true), unknown);
                 sql.push("SELECT 1 FROM gatehouse_objects AS \"o\" WHERE \"o\".version = ");
                 Self::text(&mut sql, version);
                 Self::and_gate(&mut sql, &using, actor, None);
                 Self::and_gate(&mut sql, &check, actor, Some(row));
             }
             None => {
-                let check = self.gate(actor, Command::Insert, true);
+                let check = assuming(self.gate(actor, Command::Insert, true), unknown);
                 sql.push("SELECT 1 WHERE 1 = 1");
                 Self::and_gate(&mut sql, &check, actor, Some(row));
             }
@@ -504,23 +599,26 @@ impl Objects {
         let declared = new.content_type.as_deref().unwrap_or("");
         let planned = Self::policy_row(&bucket.id, &name, owner, new.length.unwrap_or(0), declared);
         let place = (bucket.id.as_str(), name.as_str());
+        let mut unknown = vec![];
+        if new.length.is_none() {
+            unknown.push("size");
+        }
+        if new.content_type.is_none() {
+            unknown.push("content_type");
+        }
         if self
-            .may_write(actor, new.upsert, &planned, place)
+            .may_write(actor, new.upsert, &planned, place, &unknown)
             .await?
             .is_none()
         {
             return Err(StorageError::Denied);
         }
-        let _streaming = self
-            .uploads
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| StorageError::Busy)?;
+        let _streaming = self.slots.take(&new.client)?;
         let version = self.begin_blob().await?;
         let written = match self.write_blob(&version, new.body, limit).await {
             Ok(written) => written,
             Err(error) => {
-                self.forget_blob(&version).await;
+                self.abandon_blob(&version).await;
                 return Err(error);
             }
         };
@@ -562,7 +660,7 @@ impl Objects {
                 Ok(object)
             }
             Err(error) => {
-                self.forget_blob(version).await;
+                self.abandon_blob(version).await;
                 Err(error)
             }
         }
@@ -581,8 +679,15 @@ impl Objects {
         Ok(version)
     }
 
-    /// Deletes a version's bytes and its in-flight record (if any).
+    /// Deletes the bytes of a version no row names any more.
     async fn forget_blob(&self, version: &str) {
+        if let Err(error) = self.blobs.delete(version).await {
+            tracing::warn!(%error, "could not delete a blob; the sweep removes it later");
+        }
+    }
+
+    /// Deletes the bytes of a version that never got its row, and its record.
+    async fn abandon_blob(&self, version: &str) {
         if let Err(error) = self.blobs.delete(version).await {
             tracing::warn!(%error, "could not delete a blob; the sweep removes it later");
             return;
@@ -902,9 +1007,13 @@ impl Objects {
         let target_bucket = self.buckets.get(to_bucket).await?;
         let (from, to) = (name::object_name(from)?, name::object_name(to)?);
         let actor = Actor::Caller(caller);
+        // Into another bucket, the bytes meet its limits: exactly these bytes,
+        // should another upload replace them meanwhile.
+        let mut admitted = None;
         if target_bucket.id != source_bucket.id {
             let source = self.find(actor, &source_bucket.id, &from).await?;
             self.admit(&target_bucket, &source).await?;
+            admitted = Some(source.version);
         }
         let using = self.gate(actor, Command::Update, false);
         let check = self.gate(actor, Command::Update, true);
@@ -929,6 +1038,10 @@ impl Objects {
         Self::text(&mut sql, &source_bucket.id);
         sql.push(" AND \"o\".name = ");
         Self::text(&mut sql, &from);
+        if let Some(version) = &admitted {
+            sql.push(" AND \"o\".version = ");
+            Self::text(&mut sql, version);
+        }
         Self::and_gate(&mut sql, &using, actor, None);
         Self::and_gate(&mut sql, &check, actor, Some(&moved));
         sql.push(&format!(" RETURNING {}", returned()));
@@ -979,7 +1092,7 @@ impl Objects {
         );
         let place = (target_bucket.id.as_str(), to.as_str());
         if self
-            .may_write(actor, upsert, &planned, place)
+            .may_write(actor, upsert, &planned, place, &[])
             .await?
             .is_none()
         {
@@ -988,7 +1101,7 @@ impl Objects {
         self.admit(&target_bucket, &source).await?;
         let version = self.begin_blob().await?;
         if let Err(error) = self.blobs.copy(&source.version, &version).await {
-            self.forget_blob(&version).await;
+            self.abandon_blob(&version).await;
             return Err(error);
         }
         let row = Stored {
@@ -1050,7 +1163,10 @@ impl Objects {
         let actor = Actor::Caller(caller);
         let planned = Self::policy_row(&bucket.id, &name, caller.user_id(), 0, "");
         let place = (bucket.id.as_str(), name.as_str());
-        let Some(replaces) = self.may_write(actor, upsert, &planned, place).await? else {
+        let Some(replaces) = self
+            .may_write(actor, upsert, &planned, place, &["size", "content_type"])
+            .await?
+        else {
             return Err(StorageError::Denied);
         };
         let signer_role = match caller.role() {
@@ -1085,7 +1201,7 @@ impl Objects {
     /// older than the upload time limit plus the grace is dead); see
     /// [`Blobs::sweep`]. Then forgets the dead uploads' records.
     pub async fn sweep(&self) -> Result<usize> {
-        let stale = self.settings.upload_timeout + self.settings.orphan_grace;
+        let stale = self.settings.write_timeout + self.settings.orphan_grace;
         let cutoff = unix_now() - i64::try_from(stale.as_secs()).unwrap_or(i64::MAX);
         let db = self.db.clone();
         let removed = self

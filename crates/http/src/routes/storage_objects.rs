@@ -22,15 +22,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::routes::storage_buckets::storage_error;
-use crate::{ApiError, AppState, Identity};
+use crate::{ApiError, AppState, ClientIp, Identity};
 
 /// A body that sends nothing for this long is cut off (and its staging file
 /// goes stale, for the sweep to remove).
 const UPLOAD_IDLE: Duration = Duration::from_secs(30);
 
-/// Fields of an upload form before its file, and the bytes of each.
+/// Fields of an upload form before its file, the bytes of each, and of all
+/// that comes before the file (held in memory until the file starts).
 const MAX_FORM_FIELDS: usize = 8;
-const MAX_FORM_TEXT: usize = 64 << 10;
+const MAX_FORM_TEXT: usize = 16 << 10;
+const MAX_FORM_PREFIX: usize = 64 << 10;
 
 /// Whether a request is an object upload, whose body the edge must not buffer
 /// or cap (the JSON routes under `/object/` are not).
@@ -128,7 +130,7 @@ async fn upload_body(
         let chunk = chunk?;
         if !started.load(Ordering::Relaxed) {
             before_file += chunk.len();
-            if before_file > MAX_FORM_FIELDS * MAX_FORM_TEXT + MAX_FORM_TEXT {
+            if before_file > MAX_FORM_PREFIX {
                 return Err("the form holds too much before its file".to_owned());
             }
         }
@@ -189,6 +191,14 @@ async fn upload(
     headers: &HeaderMap,
     request: Request,
 ) -> Result<ObjectRow, ApiError> {
+    // Upload slots are shared out per user, or per address when anonymous.
+    let client = match actor.caller().user_id() {
+        Some(user) => format!("user {user}"),
+        None => match request.extensions().get::<ClientIp>() {
+            Some(ClientIp(address)) => format!("address {address}"),
+            None => "address unknown".to_owned(),
+        },
+    };
     let (content_type, cache_control, length, body) = upload_body(headers, request).await?;
     objects(state)
         .upload(
@@ -200,6 +210,7 @@ async fn upload(
                 cache_control,
                 upsert,
                 length,
+                client,
                 body,
             },
         )

@@ -36,6 +36,12 @@ name = "only owners replace in shared"
 for = "update"
 to = "authenticated"
 using = "bucket_id = 'shared' and owner = auth.uid()"
+
+[[storage.policies]]
+name = "pictures are PNG, from users with no tier claim"
+for = "insert"
+to = "authenticated"
+with_check = "bucket_id = 'pictures' and content_type = 'image/png' and auth.jwt() ->> 'tier' is null"
 "#;
 
 /// Who sends a request: a user's token, the publishable key, or the secret key.
@@ -587,6 +593,23 @@ async fn the_object_flow(server: &TestServer) {
         .await
         .unwrap();
     assert_eq!(put.status(), 409, "a create-only URL does not replace");
+
+    // A URL can be signed before the type is known; the upload meets the policy
+    // with its real type. A signed URL carries no claims: a policy reading one
+    // (even `is null`) refuses uploads through it.
+    create_bucket(server, json!({"id": "pictures"})).await;
+    let direct = upload(server, alice, "pictures/a.png", "image/png", PNG).await;
+    assert_eq!(direct.status(), 200);
+    let url = signed_upload_url(server, alice, "pictures/b.png", false).await;
+    let through_url = server
+        .client
+        .put(&url)
+        .header("content-type", "image/png")
+        .body(PNG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through_url.status(), 403);
     assert_eq!(
         download(server, As::Secret, "shared/a.txt")
             .await
@@ -607,8 +630,8 @@ async fn the_object_flow_on_sqlite_and_local_disk() {
     let server = kit::start_storage(POLICIES, &database, None).await;
     the_object_flow(&server).await;
     // Replaced, refused and removed uploads left no bytes behind: a blob for
-    // each object left (two in the inbox, one shared).
-    assert_eq!(blob_files(&server), 3);
+    // each object left (two in the inbox, one shared, one picture).
+    assert_eq!(blob_files(&server), 4);
 }
 
 /// A signed upload URL for `path` (bucket/name), made by `who`.
@@ -974,7 +997,7 @@ async fn kill_9_during_an_upload_leaves_no_object_and_no_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("gatehouse.toml"),
-        "[storage]\nupload_timeout_secs = 3\norphan_grace_secs = 1\n",
+        "[server]\nrequest_timeout_secs = 2\n[storage]\nupload_timeout_secs = 3\norphan_grace_secs = 1\n",
     )
     .unwrap();
     let data = dir.path().join("gatehouse-data");
@@ -1085,4 +1108,81 @@ fn tokio_stream_of<T: Send + 'static>(
     futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     })
+}
+
+#[tokio::test]
+async fn one_client_cannot_hold_every_upload_slot() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_storage(
+        r#"
+[storage]
+max_concurrent_uploads = 4
+
+[[storage.policies]]
+name = "anything in docs"
+for = "all"
+to = "authenticated"
+using = "bucket_id = 'docs'"
+"#,
+        &database,
+        None,
+    )
+    .await;
+    create_bucket(&server, json!({"id": "docs"})).await;
+    // Alice's first upload stays open: her share (a quarter of 4) is taken.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    sender
+        .send(Ok(bytes::Bytes::from_static(b"first bytes")))
+        .await
+        .unwrap();
+    let open = tokio::spawn(
+        request(
+            &server,
+            As::User(ALICE),
+            Method::POST,
+            "object/docs/slow.bin",
+        )
+        .body(reqwest::Body::wrap_stream(tokio_stream_of(receiver)))
+        .send(),
+    );
+    // Its staging file shows it holds its slot.
+    let started = async {
+        while blob_files(&server) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), started)
+        .await
+        .expect("the open upload never started");
+    let second = upload(
+        &server,
+        As::User(ALICE),
+        "docs/second.bin",
+        "text/plain",
+        "x",
+    )
+    .await;
+    assert_eq!(second.status(), 503);
+    assert!(second.headers().contains_key("retry-after"));
+    // Someone else still gets a slot; Alice gets hers back when hers finishes.
+    assert_eq!(
+        upload(&server, As::User(BOB), "docs/bob.bin", "text/plain", "x")
+            .await
+            .status(),
+        200
+    );
+    drop(sender);
+    assert_eq!(open.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        upload(
+            &server,
+            As::User(ALICE),
+            "docs/third.bin",
+            "text/plain",
+            "x"
+        )
+        .await
+        .status(),
+        200
+    );
 }
