@@ -705,22 +705,21 @@ fn encode(name: &str) -> String {
         .collect()
 }
 
+/// A server on SQLite and local disk (with `settings` in its gatehouse.toml)
+/// where users may do anything in the bucket `docs`, which exists.
+async fn docs_server(settings: &str) -> TestServer {
+    let text = format!(
+        "{settings}\n[[storage.policies]]\nname = \"anything in docs\"\nfor = \"all\"\n\
+         to = \"authenticated\"\nusing = \"bucket_id = 'docs'\"\n"
+    );
+    let server = kit::start_storage(&text, &TestDatabase::sqlite(), None).await;
+    create_bucket(&server, json!({"id": "docs"})).await;
+    server
+}
+
 #[tokio::test]
 async fn every_bad_name_is_refused_on_every_route() {
-    let database = TestDatabase::sqlite();
-    let server = kit::start_storage(
-        r#"
-[[storage.policies]]
-name = "anything in docs"
-for = "all"
-to = "authenticated"
-using = "bucket_id = 'docs'"
-"#,
-        &database,
-        None,
-    )
-    .await;
-    create_bucket(&server, json!({"id": "docs"})).await;
+    let server = docs_server("").await;
     let alice = As::User(ALICE);
     assert_eq!(
         upload(&server, alice, "docs/good.txt", "text/plain", "ok")
@@ -1112,23 +1111,7 @@ fn tokio_stream_of<T: Send + 'static>(
 
 #[tokio::test]
 async fn one_client_cannot_hold_every_upload_slot() {
-    let database = TestDatabase::sqlite();
-    let server = kit::start_storage(
-        r#"
-[storage]
-max_concurrent_uploads = 4
-
-[[storage.policies]]
-name = "anything in docs"
-for = "all"
-to = "authenticated"
-using = "bucket_id = 'docs'"
-"#,
-        &database,
-        None,
-    )
-    .await;
-    create_bucket(&server, json!({"id": "docs"})).await;
+    let server = docs_server("[storage]\nmax_concurrent_uploads = 4\n").await;
     // Alice's first upload stays open: her share (a quarter of 4) is taken.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     sender
