@@ -52,11 +52,13 @@ fn s3_keys(env: Env) -> anyhow::Result<Option<(SecretString, SecretString)>> {
     }
 }
 
-/// `GATEHOUSE_<NAME>` or the contents of `GATEHOUSE_<NAME>_FILE`, trailing newline removed.
+/// `GATEHOUSE_<NAME>` or the contents of `GATEHOUSE_<NAME>_FILE`, trailing
+/// newline removed. A variable set to nothing counts as not set.
 pub fn read_secret(env: Env, name: &str) -> anyhow::Result<Option<SecretString>> {
     let variable = format!("GATEHOUSE_{name}");
     let file_variable = format!("{variable}_FILE");
-    match (env(&variable), env(&file_variable)) {
+    let set = |name: &str| env(name).filter(|value| !value.is_empty());
+    match (set(&variable), set(&file_variable)) {
         (Some(_), Some(_)) => bail!("set {variable} or {file_variable}, not both"),
         (Some(value), None) => Ok(Some(value.into())),
         (None, Some(path)) => {
@@ -234,6 +236,23 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         }
     };
 
+    // Services the configuration depends on: without them it cannot work.
+    let smtp = read_secret(env, "SMTP_URL")?;
+    if config.auth.email_confirmation && smtp.is_none() {
+        problems.push(
+            "GATEHOUSE_SMTP_URL is missing while [auth] email_confirmation is on, so new users could \
+             never confirm: set it (smtp://user:password@relay:587) or turn confirmation off"
+                .into(),
+        );
+    }
+    let s3_keys = s3_keys(env)?;
+    if config.storage.s3.is_some() && s3_keys.is_none() {
+        problems.push(
+            "[storage] backend = \"s3\" needs GATEHOUSE_S3_ACCESS_KEY_ID and GATEHOUSE_S3_SECRET_ACCESS_KEY"
+                .into(),
+        );
+    }
+
     match (publishable, secret, signing_keys, database) {
         (Some(publishable), Some(secret), Some(signing_keys), Some(database))
             if problems.is_empty() =>
@@ -245,9 +264,9 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 database,
                 api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
                 signing_keys,
-                smtp: read_secret(env, "SMTP_URL")?,
+                smtp,
                 redis: read_secret(env, "REDIS_URL")?,
-                s3_keys: s3_keys(env)?,
+                s3_keys,
                 secret_key_source: source_of(env, "SECRET_KEY"),
             })
         }

@@ -131,6 +131,8 @@ fn production_refuses_weak_default_and_development_secrets() {
         ("GATEHOUSE_SIGNING_KEYS_FILE", &signing),
         ("GATEHOUSE_PUBLISHABLE_KEY_FILE", &publishable),
         ("GATEHOUSE_SECRET_KEY_FILE", &secret),
+        // Email confirmation is on by default: confirmations must be able to leave.
+        ("GATEHOUSE_SMTP_URL", "smtp://127.0.0.1:1"),
     ];
     let refuse = |replace: (&str, &str), expected: &str| {
         let mut env: Vec<(&str, &str)> = good
@@ -153,6 +155,10 @@ fn production_refuses_weak_default_and_development_secrets() {
             "a secret value is never echoed: {stderr}"
         );
     };
+    refuse(
+        ("GATEHOUSE_SMTP_URL", ""),
+        "GATEHOUSE_SMTP_URL is missing while [auth] email_confirmation is on",
+    );
     refuse(
         ("GATEHOUSE_SECRET_KEY", "changeme"),
         "GATEHOUSE_SECRET_KEY is too weak (it is a well-known default",
