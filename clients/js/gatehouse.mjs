@@ -6,6 +6,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { createClient } from '@supabase/supabase-js';
+import ws from 'ws';
 
 const binary = process.env.GATEHOUSE_BIN;
 if (!binary) throw new Error('GATEHOUSE_BIN must name the gatehouse binary');
@@ -72,6 +74,22 @@ export async function startGatehouse(configFile, extraEnv = {}) {
       await new Promise((resolve) => child.once('exit', resolve));
       rmSync(dataDir, { recursive: true, force: true });
     },
+  };
+}
+
+/// supabase-js clients of `server`: with the secret key, with the publishable
+/// key, and `as(user)` signed in as that user id.
+export function clientsOf(server) {
+  // Node 20 has no WebSocket of its own; realtime is not used here but is built.
+  const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
+  return {
+    service: createClient(server.url, server.secretKey, options),
+    anon: createClient(server.url, server.publishableKey, options),
+    as: (user) =>
+      createClient(server.url, server.publishableKey, {
+        accessToken: async () => server.tokenFor(user),
+        realtime: { transport: ws },
+      }),
   };
 }
 

@@ -2,9 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createClient } from '@supabase/supabase-js';
-import ws from 'ws';
-import { startGatehouse } from './gatehouse.mjs';
+import { clientsOf, startGatehouse } from './gatehouse.mjs';
 
 const shop = fileURLToPath(new URL('./shop.toml', import.meta.url));
 const ALICE = '0190c2a4-7e5b-7000-8000-00000000a11c';
@@ -19,15 +17,8 @@ describe('examples/shop through supabase-js', () => {
 
   before(async () => {
     server = await startGatehouse(shop);
-    // Node 20 has no WebSocket of its own; realtime is not used here but is built.
-    const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
-    service = createClient(server.url, server.secretKey, options);
-    anon = createClient(server.url, server.publishableKey, options);
-    const as = (user) =>
-      createClient(server.url, server.publishableKey, {
-        accessToken: async () => server.tokenFor(user),
-        realtime: { transport: ws },
-      });
+    let as;
+    ({ service, anon, as } = clientsOf(server));
     alice = as(ALICE);
     bob = as(BOB);
     const { error } = await service.from('products').insert([

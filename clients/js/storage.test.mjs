@@ -7,9 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createClient } from '@supabase/supabase-js';
-import ws from 'ws';
-import { startGatehouse } from './gatehouse.mjs';
+import { clientsOf, startGatehouse } from './gatehouse.mjs';
 
 const ALICE = '0190c2a4-7e5b-7000-8000-00000000a11c';
 const BOB = '0190c2a4-7e5b-7000-8000-000000000b0b';
@@ -47,14 +45,8 @@ describe('storage through supabase-js', () => {
   before(async () => {
     const { file, env } = await configFile();
     server = await startGatehouse(file, env);
-    const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
-    service = createClient(server.url, server.secretKey, options);
-    anon = createClient(server.url, server.publishableKey, options);
-    const as = (user) =>
-      createClient(server.url, server.publishableKey, {
-        accessToken: async () => server.tokenFor(user),
-        realtime: { transport: ws },
-      });
+    let as;
+    ({ service, anon, as } = clientsOf(server));
     alice = as(ALICE).storage.from('avatars');
     bob = as(BOB).storage.from('avatars');
     for (const [id, options] of [
