@@ -397,12 +397,16 @@ pub async fn get_public(
     let object = objects(&state)
         .find_public(&path.bucket, &path.name)
         .await
-        .map_err(|error| match error {
-            // A private bucket's object is as absent as a missing one.
-            StorageError::NoSuchBucket => storage_error(StorageError::NoSuchKey),
-            other => storage_error(other),
-        })?;
+        .map_err(public_error)?;
     serve(&state, object, true, query.download, &headers).await
+}
+
+/// On the public routes a private bucket's object is as absent as a missing one.
+fn public_error(error: StorageError) -> ApiError {
+    match error {
+        StorageError::NoSuchBucket => storage_error(StorageError::NoSuchKey),
+        other => storage_error(other),
+    }
 }
 
 #[derive(Deserialize)]
@@ -444,7 +448,7 @@ pub async fn info_public(
     let object = objects(&state)
         .find_public(&path.bucket, &path.name)
         .await
-        .map_err(|_| storage_error(StorageError::NoSuchKey))?;
+        .map_err(public_error)?;
     // Public means the bytes are public, not who uploaded them.
     let mut info = object.info();
     if let Some(fields) = info.as_object_mut() {
