@@ -10,6 +10,7 @@
 //! `objects`), so a crash leaves an unnamed blob or staging file whose record
 //! goes stale, and [`Blobs::sweep`] removes it.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Result, StorageError};
@@ -119,22 +120,26 @@ impl Blobs {
         })
     }
 
-    /// The bytes of a version, as a stream, and their length.
-    pub async fn read(&self, version: &str) -> Result<(u64, BoxStream<'static, Result<Bytes>>)> {
-        let found = match self.store.get(&key(version)).await {
+    /// The bytes of a version (or of `range` of it), as a stream.
+    pub async fn read(
+        &self,
+        version: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let found = match self.store.get_opts(&key(version), options).await {
             Ok(found) => found,
             // Replaced between reading its row and opening its bytes.
             Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NoSuchKey),
             Err(error) => return Err(backend(error)),
         };
-        let size = found.meta.size;
-        Ok((
-            size,
-            found
-                .into_stream()
-                .map(|chunk| chunk.map_err(backend))
-                .boxed(),
-        ))
+        Ok(found
+            .into_stream()
+            .map(|chunk| chunk.map_err(backend))
+            .boxed())
     }
 
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {

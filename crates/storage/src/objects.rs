@@ -355,12 +355,13 @@ impl Objects {
             .await
     }
 
+    /// An object's bytes, or `range` of them (within its size).
     pub async fn read(
         &self,
         object: &ObjectRow,
+        range: Option<std::ops::Range<u64>>,
     ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static + use<>> {
-        let (_, stream) = self.blobs.read(&object.version).await?;
-        Ok(stream)
+        self.blobs.read(&object.version, range).await
     }
 
     fn size_limit(&self, bucket: &Bucket) -> u64 {

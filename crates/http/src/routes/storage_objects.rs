@@ -4,6 +4,7 @@
 //! Every object response carries a sandboxing CSP, and anything a browser
 //! could run (HTML, SVG, XML, unknown types) is served as an attachment.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -305,8 +306,32 @@ fn disposition(object: &ObjectRow, download: Option<&str>) -> Option<String> {
     ))
 }
 
+/// The part of an object of `size` bytes a `Range` header asks for: one range
+/// of bytes (`a-b`, `a-`, `-n`), `Err` when it lies past the end. Anything
+/// else (other units, several ranges, nonsense) is ignored: the whole object.
+fn requested_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>, ()> {
+    let Some(spec) = header.and_then(|value| value.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let number = |text: &str| text.trim().parse::<u64>().ok();
+    let range = match (first.trim().is_empty(), number(first), number(last)) {
+        (true, _, Some(suffix)) if suffix > 0 => size.saturating_sub(suffix)..size,
+        (false, Some(start), None) if last.trim().is_empty() => start..size,
+        (false, Some(start), Some(end)) if start <= end => start..end.saturating_add(1).min(size),
+        _ => return Ok(None),
+    };
+    if range.start >= size {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
 /// The object's bytes, cached privately or (a public bucket's) publicly, as an
-/// attachment when asked (`download`) or when a browser could run it.
+/// attachment when asked (`download`) or when a browser could run it; one byte
+/// range when asked (`Range`, unless `If-Range` names another version).
 async fn serve(
     state: &AppState,
     object: ObjectRow,
@@ -320,15 +345,45 @@ async fn serve(
         if public { "public" } else { "private" },
         object.cache_control.as_deref().unwrap_or("no-cache")
     );
+    let same_version = header_text(headers, header::IF_RANGE).is_none_or(|tag| tag == etag);
+    let range = match requested_range(header_text(headers, header::RANGE), object.size) {
+        Ok(range) if same_version => range,
+        Ok(_) => None,
+        Err(()) => {
+            let mut refused = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                "The range lies past the end of the object",
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", object.size)) {
+                refused.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(refused);
+        }
+    };
     let mut response = if header_text(headers, header::IF_NONE_MATCH) == Some(etag.as_str()) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let stream = objects(state).read(&object).await.map_err(storage_error)?;
+        let stream = objects(state)
+            .read(&object, range.clone())
+            .await
+            .map_err(storage_error)?;
         let mut response = Response::new(Body::from_stream(
             stream.map_err(|e| std::io::Error::other(e.to_string())),
         ));
         let answer = response.headers_mut();
-        answer.insert(header::CONTENT_LENGTH, HeaderValue::from(object.size));
+        let length = match &range {
+            Some(range) => {
+                let sent = format!("bytes {}-{}/{}", range.start, range.end - 1, object.size);
+                if let Ok(value) = HeaderValue::from_str(&sent) {
+                    answer.insert(header::CONTENT_RANGE, value);
+                }
+                range.end - range.start
+            }
+            None => object.size,
+        };
+        answer.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         if let Ok(kind) = HeaderValue::from_str(&object.content_type) {
             answer.insert(header::CONTENT_TYPE, kind);
         }
@@ -337,9 +392,13 @@ async fn serve(
         {
             answer.insert(header::CONTENT_DISPOSITION, value);
         }
+        if range.is_some() {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
         response
     };
     let answer = response.headers_mut();
+    answer.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     answer.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(content::SANDBOX_CSP),
@@ -701,6 +760,30 @@ mod tests {
         ] {
             assert_eq!(is_upload(&method, path), upload, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn one_byte_range_is_served_and_the_rest_ignored() {
+        let range = |header: &str| requested_range(Some(header), 10);
+        assert_eq!(range("bytes=2-4"), Ok(Some(2..5)));
+        assert_eq!(range("bytes=2-"), Ok(Some(2..10)));
+        assert_eq!(range("bytes=-3"), Ok(Some(7..10)));
+        assert_eq!(range("bytes=-30"), Ok(Some(0..10)));
+        assert_eq!(range("bytes=8-20"), Ok(Some(8..10)));
+        assert_eq!(range("bytes=10-"), Err(()));
+        assert_eq!(range("bytes=12-14"), Err(()));
+        for ignored in [
+            "bytes=4-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-0",
+            "bytes=-",
+        ] {
+            assert_eq!(range(ignored), Ok(None), "{ignored}");
+        }
+        assert_eq!(requested_range(None, 10), Ok(None));
+        assert_eq!(requested_range(Some("bytes=0-"), 0), Err(()));
     }
 
     #[test]

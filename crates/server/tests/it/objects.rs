@@ -178,6 +178,28 @@ async fn the_object_flow(server: &TestServer) {
             .starts_with("private")
     );
     assert_eq!(fetched.text().await.unwrap(), "second");
+    // One byte range (video players seek this way), from disk or S3.
+    let ranged = |range: &'static str| {
+        request(server, alice, Method::GET, &format!("object/{notes}"))
+            .header("range", range)
+            .send()
+    };
+    let part = ranged("bytes=1-3").await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 1-3/6");
+    assert_eq!(part.text().await.unwrap(), "eco");
+    assert_eq!(
+        ranged("bytes=-2").await.unwrap().text().await.unwrap(),
+        "nd"
+    );
+    let past = ranged("bytes=6-").await.unwrap();
+    assert_eq!(past.status(), 416);
+    assert_eq!(past.headers()["content-range"], "bytes */6");
+    assert_eq!(
+        ranged("bytes=0-0,2-3").await.unwrap().status(),
+        200,
+        "several ranges: all"
+    );
 
     assert_eq!(list(server, alice, "docs", ALICE).await, ["notes.txt"]);
     assert_eq!(
