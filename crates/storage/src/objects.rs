@@ -317,6 +317,16 @@ impl Objects {
         sql.param(Value::Text(value.to_owned()), None);
     }
 
+    /// Texts as bound parameters, comma-separated (inside an `IN (…)`).
+    fn texts(sql: &mut StatementBuilder, values: &[String]) {
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            Self::text(sql, value);
+        }
+    }
+
     /// The object if the actor may read it (`select`); invisible is not found.
     pub async fn find(&self, actor: Actor<'_>, bucket: &str, object: &str) -> Result<ObjectRow> {
         let name = name::object_name(object)?;
@@ -518,12 +528,7 @@ impl Objects {
         sql.push("DELETE FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
         Self::text(&mut sql, &bucket.id);
         sql.push(" AND \"o\".name IN (");
-        for (i, name) in names.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            Self::text(&mut sql, name);
-        }
+        Self::texts(&mut sql, &names);
         sql.push(")");
         Self::and_gate(&mut sql, &gate, actor, None);
         sql.push(&format!(" RETURNING {}", returned()));

@@ -412,6 +412,18 @@ async fn serve(
     Ok(response)
 }
 
+/// The object at `path` if the caller may read it.
+async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    path: &ObjectPath,
+) -> Result<ObjectRow, ApiError> {
+    objects(state)
+        .find(Actor::Caller(caller), &path.bucket, &path.name)
+        .await
+        .map_err(storage_error)
+}
+
 pub async fn get_object(
     State(state): State<AppState>,
     Identity(caller): Identity,
@@ -419,10 +431,7 @@ pub async fn get_object(
     Query(query): Query<DownloadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let object = objects(&state)
-        .find(Actor::Caller(&caller), &path.bucket, &path.name)
-        .await
-        .map_err(storage_error)?;
+    let object = visible(&state, &caller, &path).await?;
     serve(&state, object, false, query.download, &headers).await
 }
 
@@ -432,10 +441,7 @@ pub async fn head_object(
     Identity(caller): Identity,
     Path(path): Path<ObjectPath>,
 ) -> Result<Response, ApiError> {
-    let object = objects(&state)
-        .find(Actor::Caller(&caller), &path.bucket, &path.name)
-        .await
-        .map_err(storage_error)?;
+    let object = visible(&state, &caller, &path).await?;
     let mut response = StatusCode::OK.into_response();
     response
         .headers_mut()
@@ -493,10 +499,7 @@ pub async fn info(
     Identity(caller): Identity,
     Path(path): Path<ObjectPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let object = objects(&state)
-        .find(Actor::Caller(&caller), &path.bucket, &path.name)
-        .await
-        .map_err(storage_error)?;
+    let object = visible(&state, &caller, &path).await?;
     Ok(Json(object.info()))
 }
 

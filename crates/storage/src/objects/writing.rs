@@ -111,18 +111,10 @@ fn reads_column(term: &Term, names: &[&str]) -> bool {
 /// (unix seconds) is writing.
 async fn kept_versions(db: &Database, versions: Vec<String>, cutoff: i64) -> Result<Vec<String>> {
     let mut sql = StatementBuilder::new(db.dialect());
-    let list = |sql: &mut StatementBuilder| {
-        for (i, version) in versions.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.param(Value::Text(version.clone()), None);
-        }
-    };
     sql.push("SELECT version FROM gatehouse_objects WHERE version IN (");
-    list(&mut sql);
+    Objects::texts(&mut sql, &versions);
     sql.push(") UNION SELECT version FROM gatehouse_object_uploads WHERE version IN (");
-    list(&mut sql);
+    Objects::texts(&mut sql, &versions);
     sql.push(") AND started_at >= ");
     sql.param(Value::Integer(cutoff), Some(ColumnType::Bigint));
     let rows = db.query(sql.finish()).await?;
@@ -362,17 +354,19 @@ impl Objects {
         Ok(version)
     }
 
-    /// Deletes the bytes of a version no row names any more.
-    pub(super) async fn forget_blob(&self, version: &str) {
-        if let Err(error) = self.blobs.delete(version).await {
+    /// Deletes the bytes of a version no row names any more; whether it could.
+    pub(super) async fn forget_blob(&self, version: &str) -> bool {
+        let deleted = self.blobs.delete(version).await;
+        if let Err(error) = &deleted {
             tracing::warn!(%error, "could not delete a blob; the sweep removes it later");
         }
+        deleted.is_ok()
     }
 
-    /// Deletes the bytes of a version that never got its row, and its record.
+    /// Deletes the bytes of a version that never got its row, and its record
+    /// (kept while the bytes stay, so the sweep finds them).
     async fn abandon_blob(&self, version: &str) {
-        if let Err(error) = self.blobs.delete(version).await {
-            tracing::warn!(%error, "could not delete a blob; the sweep removes it later");
+        if !self.forget_blob(version).await {
             return;
         }
         if let Err(error) = self.db.transaction(vec![self.settle_upload(version)]).await {
