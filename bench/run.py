@@ -72,15 +72,25 @@ def wait_until_up(url, seconds=30):
     raise RuntimeError(f"{url} did not come up")
 
 
-def peak_rss_mb(pid):
+def status_mb(pid, field):
+    """A memory field of /proc/<pid>/status (VmHWM, VmRSS, RssAnon...) in MB, or
+    None once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def peak_rss_mb(pid):
+    return status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid):
+    return status_mb(pid, "VmRSS")
 
 
 class Server:
@@ -103,6 +113,14 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         return rss
+
+
+def gatehouse_config(auth=""):
+    """The benchmarks' configuration: rate limits far above the load, so they are
+    checked on every request but never trip. `auth` adds lines to [auth]."""
+    return ("[auth]\nemail_confirmation = false\n" + auth + "[rate_limits]\n"
+            "auth = { limit = 1000000, window_secs = 60 }\n"
+            "reads = { limit = 1000000, window_secs = 60 }\nwrites = { limit = 1000000, window_secs = 60 }\n")
 
 
 class Gatehouse:
@@ -153,6 +171,16 @@ def seed_gatehouse(base, secret, users):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(orders, users))
     return tokens, ids
+
+
+def seeded_rows(gatehouse, work):
+    """Seeds USERS x ORDERS_PER_USER into `gatehouse` and writes wrk's rows file for
+    it (see rows_file); returns the file's path."""
+    users = [{"email": f"user{i}@example.com"} for i in range(USERS)]
+    tokens, order_ids = seed_gatehouse(gatehouse.base, gatehouse.secret, users)
+    path = os.path.join(work, "gatehouse.rows")
+    rows_file(path, tokens, order_ids, users, [gatehouse.publishable] * USERS)
+    return path
 
 
 def seed_baseline(path, users):
@@ -420,16 +448,10 @@ def main():
     versions = {}
     try:
         if "gatehouse" in only:
-            # Limits far above the load, so they are checked but never trip.
-            gatehouse = Gatehouse(work, '[auth]\nemail_confirmation = false\n[rate_limits]\n'
-                                  'auth = { limit = 1000000, window_secs = 60 }\n'
-                                  'reads = { limit = 1000000, window_secs = 60 }\nwrites = { limit = 1000000, window_secs = 60 }\n', build)
+            gatehouse = Gatehouse(work, gatehouse_config(), build)
             base = gatehouse.base
             print("seeding gatehouse", flush=True)
-            gh_users = [dict(u) for u in users]
-            tokens, order_ids = seed_gatehouse(base, gatehouse.secret, gh_users)
-            path = os.path.join(work, "gatehouse.rows")
-            rows_file(path, tokens, order_ids, gh_users, [gatehouse.publishable] * USERS)
+            path = seeded_rows(gatehouse, work)
             report["servers"]["gatehouse"] = run_server("gatehouse", gatehouse.server, base, path, args.seconds, args.repeats, profile)
             if profile:
                 return

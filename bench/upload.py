@@ -35,14 +35,6 @@ def chunks(digest):
         yield bytes(block)
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 class Sampler(threading.Thread):
     """The server's resident memory every 20 ms; `peak` is the highest seen."""
 
@@ -52,7 +44,7 @@ class Sampler(threading.Thread):
 
     def run(self):
         while self.running:
-            self.peak = max(self.peak, rss_mb(self.pid))
+            self.peak = max(self.peak, bench.rss_mb(self.pid))
             time.sleep(0.02)
 
     def stop(self):
@@ -83,7 +75,7 @@ def main():
         pid = server.server.process.pid
         admin = {"apikey": server.secret, "authorization": f"Bearer {server.secret}"}
         bench.http("POST", f"{server.base}/storage/v1/bucket", {"id": "big"}, admin)
-        idle = rss_mb(pid)
+        idle = bench.rss_mb(pid)
         disk = baseline_write(work)
 
         sampler = Sampler(pid)

@@ -120,8 +120,9 @@ export async function startMailbox() {
   const seen = new Set();
   return {
     url: `smtp://127.0.0.1:${port}`,
-    /// The next new message to `recipient`, decoded: its link and code.
-    async next(recipient) {
+    /// The next new message to `recipient` (with `subject`, when given),
+    /// decoded: its first link and its code, where it has them.
+    async next(recipient, subject) {
       for (let attempt = 0; attempt < 150; attempt++) {
         for (const folder of ['new', 'cur']) {
           let files = [];
@@ -131,10 +132,11 @@ export async function startMailbox() {
             if (seen.has(path)) continue;
             const raw = readFileSync(path, 'utf8');
             if (!raw.toLowerCase().includes(`to: ${recipient}`)) continue;
+            if (subject && !raw.includes(`Subject: ${subject}`)) continue;
             seen.add(path);
             const text = raw.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
-            const link = text.match(/https?:\/\/\S+\/auth\/v1\/verify\?[^\s"<]+/)[0].replace(/&amp;/g, '&');
-            const code = text.match(/Or enter this code: (?:<strong>)?(\d{6})/)[1];
+            const link = text.match(/https?:\/\/\S+\/auth\/v1\/verify\?[^\s"<]+/)?.[0].replace(/&amp;/g, '&');
+            const code = text.match(/(?:Or enter this code:|^)\s*(?:<strong>)?(\d{6})/m)?.[1];
             return { link, code, raw };
           }
         }

@@ -81,15 +81,32 @@ describe('email flows through supabase-js and SMTP', () => {
     assert.equal(order.user_id, data.user.id);
   });
 
-  test('an email change is confirmed from the new address', async () => {
+  test('an email change needs a nonce and both addresses', async () => {
     const supabase = client();
     await supabase.auth.signInWithPassword({ email: 'pat@example.com', password: 'a brand new passphrase' });
-    const { error } = await supabase.auth.updateUser({ email: 'pat@new.example' });
+    const bare = await supabase.auth.updateUser({ email: 'pat@new.example' });
+    assert.equal(bare.error.code, 'current_password_required', 'a session alone cannot move the account');
+    const { error: reauthError } = await supabase.auth.reauthenticate();
+    assert.equal(reauthError, null);
+    const nonce = (await mailbox.next('pat@example.com', 'Your verification code')).code;
+    const { data: asked, error } = await supabase.auth.updateUser({ email: 'pat@new.example', nonce });
     assert.equal(error, null);
-    const mail = await mailbox.next('pat@new.example');
-    assert.match(mail.raw, /Subject: Confirm your new email/);
-    const opened = await fetch(mail.link, { redirect: 'manual' });
-    assert.equal(opened.status, 303);
+    assert.equal(asked.user.email, 'pat@example.com');
+    assert.equal(asked.user.new_email, 'pat@new.example');
+    const toOld = await mailbox.next('pat@example.com', 'Confirm the change of your email');
+    assert.match(toOld.raw, /Subject: Confirm the change of your email/);
+    const toNew = await mailbox.next('pat@new.example', 'Confirm your new email');
+    assert.match(toNew.raw, /Subject: Confirm your new email/);
+    const half = await fetch(toNew.link, { redirect: 'manual' });
+    assert.equal(half.status, 303);
+    assert.match(half.headers.get('location'), /#message=/);
+    const early = await client().auth.signInWithPassword({ email: 'pat@new.example', password: 'a brand new passphrase' });
+    assert.ok(early.error, 'not moved until the old address confirms');
+    const { data: done, error: verifyError } = await client().auth.verifyOtp({
+      email: 'pat@example.com', token: toOld.code, type: 'email_change',
+    });
+    assert.equal(verifyError, null);
+    assert.equal(done.user.email, 'pat@new.example');
     const { error: signInError } = await client().auth.signInWithPassword({ email: 'pat@new.example', password: 'a brand new passphrase' });
     assert.equal(signInError, null);
   });

@@ -27,6 +27,51 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// One piece of an email's body.
+pub enum Part<'a> {
+    Text(&'a str),
+    Link { url: &'a str, label: &'a str },
+    Code(&'a str),
+}
+
+/// An email from its pieces: the text part plain, the HTML part escaped.
+pub fn compose(to: &str, subject: &str, parts: &[Part<'_>]) -> Message {
+    let mut text = String::new();
+    let mut html = String::from("<!doctype html><html><body>");
+    for part in parts {
+        match part {
+            Part::Text(words) => {
+                text.push_str(&format!("{words}\n\n"));
+                html.push_str(&format!("<p>{}</p>", escape(words)));
+            }
+            Part::Link { url, label } => {
+                text.push_str(&format!("{label}:\n{url}\n\n"));
+                html.push_str(&format!(
+                    "<p><a href=\"{}\">{}</a></p>",
+                    escape(url),
+                    escape(label)
+                ));
+            }
+            Part::Code(code) => {
+                text.push_str(&format!("Or enter this code: {code}\n\n"));
+                html.push_str(&format!(
+                    "<p>Or enter this code: <strong>{}</strong></p>",
+                    escape(code)
+                ));
+            }
+        }
+    }
+    html.push_str("</body></html>");
+    Message {
+        to: to.to_owned(),
+        subject: subject.to_owned(),
+        text,
+        html,
+    }
+}
+
+const IGNORE: &str = "If you did not ask for this, ignore this email.";
+
 pub fn message(purpose: Purpose, to: &str, link: &str, code: &str) -> Message {
     let (subject, lead, action) = match purpose {
         Purpose::Confirm => (
@@ -46,24 +91,15 @@ pub fn message(purpose: Purpose, to: &str, link: &str, code: &str) -> Message {
             "Confirm the change",
         ),
     };
-    let text = format!(
-        "{lead}\n\n{link}\n\nOr enter this code: {code}\n\nIf you did not ask for this, ignore this email.\n"
-    );
-    let html = format!(
-        "<!doctype html><html><body><p>{}</p><p><a href=\"{}\">{}</a></p>\
-         <p>Or enter this code: <strong>{}</strong></p>\
-         <p>If you did not ask for this, ignore this email.</p></body></html>",
-        escape(lead),
-        escape(link),
-        escape(action),
-        escape(code),
-    );
-    Message {
-        to: to.to_owned(),
-        subject: subject.to_owned(),
-        text,
-        html,
-    }
+    let link = Part::Link {
+        url: link,
+        label: action,
+    };
+    compose(
+        to,
+        subject,
+        &[Part::Text(lead), link, Part::Code(code), Part::Text(IGNORE)],
+    )
 }
 
 #[cfg(test)]

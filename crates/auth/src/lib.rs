@@ -37,7 +37,7 @@ use live_sessions::LiveSessions;
 const LIVE_SESSIONS_REMEMBERED: usize = 100_000;
 
 pub use cookies::CookieSecrets;
-pub use links::{GeneratedLink, Kind, Proof, recently_verified};
+pub use links::{GeneratedLink, Kind, Proof, Side, Verified, recently_verified};
 pub use password::{HashParams, Hasher, weakness};
 pub use throttle::ThrottleSettings;
 pub use user::User;
@@ -50,8 +50,11 @@ pub enum AuthError {
     EmailNotConfirmed,
     #[error("User already registered")]
     UserAlreadyExists,
-    #[error("Password is known to be weak and easy to guess, please choose a different one.")]
-    WeakPassword(&'static str),
+    /// Refused as NIST SP 800-63B asks; the reason is GoTrue's (`length`, `pwned`).
+    #[error("{}", weak_password_message(.0, *.1))]
+    WeakPassword(&'static str, usize),
+    #[error("Password cannot be longer than {MAX_PASSWORD_BYTES} bytes")]
+    PasswordTooLong,
     #[error("{0}")]
     Validation(String),
     #[error("Invalid Refresh Token: Refresh Token Not Found")]
@@ -64,8 +67,12 @@ pub enum AuthError {
     UserNotFound,
     #[error("User is banned")]
     UserBanned,
-    #[error("Current password required when setting new password.")]
+    #[error(
+        "Changing the password or email needs the current password or a reauthentication nonce."
+    )]
     CurrentPasswordRequired,
+    #[error("The reauthentication nonce is wrong or has expired.")]
+    ReauthenticationInvalid,
     #[error("Signups not allowed for this instance")]
     SignupDisabled,
     #[error("Anonymous sign-ins are disabled")]
@@ -94,7 +101,8 @@ impl AuthError {
             AuthError::InvalidCredentials => "invalid_credentials",
             AuthError::EmailNotConfirmed => "email_not_confirmed",
             AuthError::UserAlreadyExists => "user_already_exists",
-            AuthError::WeakPassword(_) => "weak_password",
+            AuthError::WeakPassword(..) => "weak_password",
+            AuthError::PasswordTooLong => "validation_failed",
             AuthError::Validation(_) => "validation_failed",
             AuthError::RefreshTokenNotFound => "refresh_token_not_found",
             AuthError::RefreshTokenAlreadyUsed => "refresh_token_already_used",
@@ -102,6 +110,7 @@ impl AuthError {
             AuthError::UserNotFound => "user_not_found",
             AuthError::UserBanned => "user_banned",
             AuthError::CurrentPasswordRequired => "current_password_required",
+            AuthError::ReauthenticationInvalid => "reauthentication_not_valid",
             AuthError::SignupDisabled => "signup_disabled",
             AuthError::AnonymousDisabled => "anonymous_provider_disabled",
             AuthError::OtpInvalid => "otp_expired",
@@ -113,6 +122,19 @@ impl AuthError {
         }
     }
 }
+
+fn weak_password_message(reason: &str, min_length: usize) -> String {
+    match reason {
+        "length" => format!("Password should be at least {min_length} characters."),
+        _ => {
+            "Password is known to be weak and easy to guess, please choose a different one.".into()
+        }
+    }
+}
+
+/// Longer passwords are refused: a passphrase fits easily, and every byte is
+/// hashed on each sign-in.
+pub const MAX_PASSWORD_BYTES: usize = 256;
 
 pub type Result<T, E = AuthError> = std::result::Result<T, E>;
 
@@ -223,6 +245,14 @@ pub enum Scope {
     Others,
 }
 
+/// How a signed-in user proves it is the owner before a sensitive change.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reauthentication<'a> {
+    pub current_password: Option<&'a str>,
+    /// The code `GET /reauthenticate` emailed.
+    pub nonce: Option<&'a str>,
+}
+
 /// Changes to a user; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
@@ -286,14 +316,19 @@ pub struct Auth {
     wake: Arc<Notify>,
     live_sessions: Arc<LiveSessions>,
     throttle: throttle::Throttle,
+    /// Derives each refresh token's successor (see `successor`).
+    successor_key: [u8; 32],
 }
 
 impl Auth {
+    /// `successor_key` must be the same on every instance and secret: it decides
+    /// the refresh token that follows each one.
     pub fn new(
         db: Database,
         settings: AuthSettings,
         issuer: String,
         wake: Arc<Notify>,
+        successor_key: [u8; 32],
     ) -> Result<Self> {
         let hasher = Hasher::new(settings.hash, settings.concurrent_hashes)?;
         let live_sessions = Arc::new(LiveSessions::new(
@@ -308,6 +343,7 @@ impl Auth {
             hasher,
             issuer,
             wake,
+            successor_key,
         })
     }
 
@@ -344,8 +380,12 @@ impl Auth {
     }
 
     pub(crate) fn check_password(&self, password: &str) -> Result<()> {
-        match weakness(password, self.settings.password_min_length) {
-            Some(reason) => Err(AuthError::WeakPassword(reason)),
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AuthError::PasswordTooLong);
+        }
+        let min_length = self.settings.password_min_length;
+        match weakness(password, min_length) {
+            Some(reason) => Err(AuthError::WeakPassword(reason, min_length)),
             None => Ok(()),
         }
     }
@@ -500,9 +540,14 @@ impl Auth {
         password: &str,
         client: &Client,
     ) -> Result<Session> {
-        let throttled = throttle::Keys::new(email, client.ip.as_deref());
-        // A locked account or address costs no hash and reveals nothing.
-        self.throttle.begin(&throttled).await?;
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AuthError::PasswordTooLong);
+        }
+        let throttled =
+            throttle::SignInKeys::new(email, client.ip.as_deref(), self.throttle.settings());
+        // A lock costs no hash and reveals nothing; the turn is held until the
+        // outcome is counted.
+        let _turns = self.throttle.begin_sign_in(&throttled).await?;
         let found = match normalise_email(email) {
             Ok(email) => self.user_where(&store::USER_BY_EMAIL, &email).await?,
             Err(_) => None,
@@ -511,12 +556,12 @@ impl Auth {
         // Always one hash, whether or not the account exists.
         let verified = self.hasher.verify(password, stored).await?;
         let Some((user, _)) = found.filter(|_| verified.matches) else {
-            if let Some(lock) = self.throttle.failed(&throttled).await? {
+            if let Some(lock) = self.throttle.failed_sign_in(&throttled).await? {
                 return Err(AuthError::Locked(lock));
             }
             return Err(AuthError::InvalidCredentials);
         };
-        self.throttle.succeeded(&throttled).await?;
+        self.throttle.succeeded_sign_in(&throttled).await?;
         if user.email_confirmed_at.is_none() {
             return Err(AuthError::EmailNotConfirmed);
         }
@@ -656,26 +701,21 @@ impl Auth {
                 .await?;
                 return Err(AuthError::RefreshTokenAlreadyUsed);
             }
-        } else {
-            let spent = self
-                .db
-                .transaction(vec![Statement::new(
-                    &store::SPEND_REFRESH,
-                    vec![hash.into(), timestamp(at).into()],
-                )])
-                .await?;
-            if spent.first().is_none_or(Vec::is_empty) {
-                // Another request spent it a moment ago: within the grace, go on.
-                tracing::info!(session_id, "refresh token spent concurrently");
-            }
         }
         self.active_user(&session_id, &user_id).await?;
-        let next = random_token()?;
+        // Spending a token and replaying it within the grace (tabs refreshing
+        // together) name the same successor, so a session never forks into two
+        // chains. Derived rather than stored: the database keeps only hashes.
+        let next = self.successor(refresh_token);
         let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
         self.db
             .transaction(vec![
                 Statement::new(
-                    &store::INSERT_REFRESH,
+                    &store::SPEND_REFRESH,
+                    vec![hash.into(), timestamp(at).into()],
+                ),
+                Statement::new(
+                    &store::INSERT_SUCCESSOR,
                     vec![
                         token_hash(&next).into(),
                         session_id.clone().into(),
@@ -695,6 +735,13 @@ impl Auth {
             .await?;
         let user = self.user(&user_id).await?;
         self.session(keys, user, &session_id, "token_refresh", next)
+    }
+
+    /// The refresh token that follows `token`: an HMAC of it under a key only the
+    /// servers hold, so every instance derives the same one and nobody else can.
+    fn successor(&self, token: &str) -> String {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.successor_key);
+        URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, token.as_bytes()).as_ref())
     }
 
     /// The user behind a live session: it exists, has not expired, and its user is
@@ -773,44 +820,82 @@ impl Auth {
         Ok(())
     }
 
-    /// `PUT /user`: the signed-in user changes their password or metadata. A new
-    /// password needs the current one.
+    /// `PUT /user`: the signed-in user changes their password, email or
+    /// metadata. A new password or email needs the current password, a
+    /// reauthentication nonce, or a session that just proved the mailbox
+    /// (recovery, magic link): an access token alone must not be enough to take
+    /// the account. An account without an address (anonymous) has nothing to
+    /// take yet. A password change is told to the account's address.
     pub async fn update_own(
         &self,
         claims: &VerifiedClaims,
         changes: Changes,
-        current_password: Option<&str>,
+        proof: Reauthentication<'_>,
     ) -> Result<User> {
         let user = self.current_user(claims).await?;
+        let sensitive = changes.password.is_some() || changes.email.is_some();
+        if sensitive && user.email.is_some() && !recently_verified(claims) {
+            self.reauthenticated(&user, proof).await?;
+        }
         if let Some(password) = &changes.password {
-            let (_, stored) = self
-                .user_where(&store::USER_BY_ID, &user.id)
-                .await?
-                .ok_or(AuthError::UserNotFound)?;
-            // A recovery or magic-link session has just proven the mailbox instead.
-            if stored.is_some() && !recently_verified(claims) {
-                let current = current_password.ok_or(AuthError::CurrentPasswordRequired)?;
-                if !self
-                    .hasher
-                    .verify(current, stored.as_deref())
-                    .await?
-                    .matches
-                {
-                    return Err(AuthError::InvalidCredentials);
-                }
-            }
             self.check_password(password)?;
         }
         if let Some(email) = &changes.email {
-            // Confirmed through a link to the new address before it takes effect.
-            self.request_email_change(&user.id, email, None).await?;
+            self.request_email_change(&user, email, None).await?;
         }
+        let password_changed = changes.password.is_some();
         let own = Changes {
             password: changes.password,
             user_metadata: changes.user_metadata,
             ..Changes::default()
         };
-        self.apply(&user.id, own).await
+        let updated = self.apply(&user.id, own).await?;
+        if let (true, Some(address)) = (password_changed, &user.email) {
+            let notice = email::compose(
+                address,
+                "Your password was changed",
+                &[
+                    email::Part::Text("The password of your account was just changed."),
+                    email::Part::Text(
+                        "If this was not you, reset your password now from the sign-in page: \
+                         the reset signs the account out everywhere.",
+                    ),
+                ],
+            );
+            self.send(vec![gatehouse_mail::enqueue(&notice)]).await?;
+        }
+        Ok(updated)
+    }
+
+    /// The caller proved it is the account's owner: by its current password
+    /// (counted like a sign-in, so a stolen token cannot guess it freely) or by
+    /// a reauthentication nonce.
+    async fn reauthenticated(&self, user: &User, proof: Reauthentication<'_>) -> Result<()> {
+        if let Some(nonce) = proof.nonce {
+            return self.spend_nonce(user, nonce).await;
+        }
+        let current = proof
+            .current_password
+            .ok_or(AuthError::CurrentPasswordRequired)?;
+        let (_, stored) = self
+            .user_where(&store::USER_BY_ID, &user.id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        let address = user.email.as_deref().unwrap_or_default();
+        let keys = throttle::SignInKeys::new(address, None, self.throttle.settings());
+        let _turns = self.throttle.begin_sign_in(&keys).await?;
+        if self
+            .hasher
+            .verify(current, stored.as_deref())
+            .await?
+            .matches
+        {
+            return Ok(());
+        }
+        if let Some(lock) = self.throttle.failed_sign_in(&keys).await? {
+            return Err(AuthError::Locked(lock));
+        }
+        Err(AuthError::InvalidCredentials)
     }
 
     pub(crate) async fn apply(&self, id: &str, changes: Changes) -> Result<User> {

@@ -1,13 +1,15 @@
-//! One-time links and codes: confirmation, recovery and magic links. The link
-//! carries a random token and the email a 6-digit code; only their SHA-256 is
-//! stored. Each is spent once, expires, and is written with its email in one
-//! transaction through the outbox.
+//! One-time links and codes: confirmation, recovery and magic links, email
+//! changes and reauthentication. The link carries a random token and the email a
+//! 6-digit code; only their SHA-256 is stored. Each is spent once, expires, and is
+//! written with its email in one transaction through the outbox. Wrong codes are
+//! counted per address like failed passwords: after a handful every live code to
+//! that address is spent and its codes lock for a while.
 
-use gatehouse_db::{Statement, Value};
+use gatehouse_db::Statement;
 use serde_json::Value as Json;
 use time::OffsetDateTime;
 
-use crate::email::{Purpose, message};
+use crate::email::{Part, Purpose, compose, message};
 use crate::{
     Auth, AuthError, Changes, Client, Result, Session, normalise_email, now, random_token, store,
     timestamp, token_hash,
@@ -19,8 +21,14 @@ pub enum Kind {
     Signup,
     Recovery,
     MagicLink,
-    /// Sent to the new address; verifying it moves the account there.
+    /// Sent to both addresses of an email change; the change happens once both
+    /// are verified (the new one alone when the account had no address).
     EmailChange,
+    /// Sent to the current address with an email change: stops it.
+    EmailChangeCancel,
+    /// A code for `PUT /user` (`nonce`), proving the mailbox before a
+    /// sensitive change.
+    Reauthentication,
 }
 
 impl Kind {
@@ -30,6 +38,8 @@ impl Kind {
             Kind::Recovery => "recovery",
             Kind::MagicLink => "magiclink",
             Kind::EmailChange => "email_change",
+            Kind::EmailChangeCancel => "email_change_cancel",
+            Kind::Reauthentication => "reauthentication",
         }
     }
 
@@ -38,9 +48,58 @@ impl Kind {
             Kind::Signup => Purpose::Confirm,
             Kind::Recovery => Purpose::Recover,
             Kind::MagicLink => Purpose::MagicLink,
-            Kind::EmailChange => Purpose::ChangeEmail,
+            Kind::EmailChange | Kind::EmailChangeCancel | Kind::Reauthentication => {
+                Purpose::ChangeEmail
+            }
         }
     }
+
+    /// The stored kinds a code of this verification type may spend (`email`
+    /// covers sign-up and magic-link codes, as in Supabase).
+    fn code_kinds(self) -> [&'static str; 2] {
+        match self {
+            Kind::Signup | Kind::MagicLink => ["signup", "magiclink"],
+            other => [other.name(), other.name()],
+        }
+    }
+}
+
+/// Which address of an email change a verification came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Current,
+    New,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Current => "current",
+            Side::New => "new",
+        }
+    }
+}
+
+/// What a verification did.
+pub enum Verified {
+    /// Signed in: a confirmation, magic link, recovery, or a completed email
+    /// change (`Some` side that completed it).
+    SignedIn {
+        session: Box<Session>,
+        redirect_to: String,
+        email_change: Option<Side>,
+    },
+    /// One address of an email change confirmed; the other must confirm too.
+    EmailChangePending {
+        user_id: String,
+        side: Side,
+        redirect_to: String,
+    },
+    /// The current address stopped an email change.
+    EmailChangeCancelled {
+        user_id: String,
+        redirect_to: String,
+    },
 }
 
 pub(crate) struct NewLink {
@@ -64,12 +123,12 @@ pub struct GeneratedLink {
 pub enum Proof<'a> {
     /// The token from the link (`token_hash` in Supabase's API), for one kind.
     Link { token: &'a str, kind: Kind },
-    /// The 6-digit code from the email (`type=email`), for sign-up or magic link;
-    /// or a recovery code.
+    /// The 6-digit code from the email to `email`, for a verification type
+    /// (`Signup` or `MagicLink` for Supabase's `type=email`).
     Code {
         email: &'a str,
         code: &'a str,
-        recovery: bool,
+        kind: Kind,
     },
 }
 
@@ -80,28 +139,53 @@ fn six_digits() -> Result<String> {
     Ok(format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000))
 }
 
+/// Whether `url` lies at or below the allowed URL `allowed`.
+fn within(url: &url::Url, allowed: &str) -> bool {
+    let Ok(allowed) = url::Url::parse(allowed) else {
+        return false;
+    };
+    let base = allowed.path().trim_end_matches('/');
+    url.scheme() == allowed.scheme()
+        && url.host() == allowed.host()
+        && url.port_or_known_default() == allowed.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && (url.path() == base
+            || url
+                .path()
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
 fn code_hash(email: &str, code: &str) -> String {
     token_hash(&format!("{email}:{code}"))
 }
 
 impl Auth {
-    /// The redirect a link may lead to: the site URL, or an allow-listed one.
+    /// The redirect a link may lead to: the site URL or an allow-listed URL, or
+    /// a URL below one of them (same scheme, host and port, path under theirs).
+    /// Checked when the link is asked for, so a link is never made that cannot be
+    /// followed; returned as parsed, so what was checked is what is sent.
     pub fn redirect(&self, requested: Option<&str>) -> Result<String> {
         let site = self.settings.site_url.clone();
         let Some(requested) = requested.filter(|r| !r.is_empty()) else {
             return Ok(site);
         };
-        let allowed = requested == site
-            || self.settings.redirect_urls.iter().any(|allowed| {
-                requested == allowed
-                    || requested.starts_with(&format!("{}/", allowed.trim_end_matches('/')))
-            });
+        let refused = || AuthError::Validation("redirect_to is not an allowed redirect URL".into());
+        if requested
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(refused());
+        }
+        let url = url::Url::parse(requested).map_err(|_| refused())?;
+        let allowed = std::iter::once(&site)
+            .chain(&self.settings.redirect_urls)
+            .any(|allowed| within(&url, allowed));
         if allowed {
-            Ok(requested.to_owned())
+            Ok(url.into())
         } else {
-            Err(AuthError::Validation(
-                "redirect_to is not an allowed redirect URL".into(),
-            ))
+            Err(refused())
         }
     }
 
@@ -219,84 +303,152 @@ impl Auth {
             .await
     }
 
-    /// `POST /verify` and `GET /verify`: spends the token or code, confirms the
-    /// email, and signs the user in. Returns the session and where to redirect.
+    /// `POST /verify` and `GET /verify`: spends the token or code and does what
+    /// it was for. A failure of ours after the spend gives the token back.
     pub async fn verify(
         &self,
         keys: &gatehouse_keys::KeySet,
         proof: Proof<'_>,
         client: &Client,
-    ) -> Result<(Session, String)> {
+    ) -> Result<Verified> {
         let at = timestamp(now());
-        let statement = match &proof {
-            Proof::Link { token, kind } => Statement::new(
-                &store::SPEND_LINK,
-                vec![
-                    token_hash(token).into(),
-                    at.clone().into(),
-                    kind.name().into(),
-                ],
-            ),
-            Proof::Code {
-                email,
-                code,
-                recovery,
-            } => {
+        let row = match &proof {
+            Proof::Link { token, kind } => {
+                self.spend(Statement::new(
+                    &store::SPEND_LINK,
+                    vec![
+                        token_hash(token).into(),
+                        at.clone().into(),
+                        kind.name().into(),
+                    ],
+                ))
+                .await?
+            }
+            Proof::Code { email, code, kind } => {
                 let email = normalise_email(email)?;
-                let kinds: [Value; 2] = if *recovery {
-                    ["recovery".into(), "recovery".into()]
-                } else {
-                    ["signup".into(), "magiclink".into()]
-                };
-                let [first, second] = kinds;
-                Statement::new(
+                let [first, second] = kind.code_kinds();
+                let statement = Statement::new(
                     &store::SPEND_CODE,
                     vec![
                         email.clone().into(),
                         code_hash(&email, code.trim()).into(),
                         at.clone().into(),
-                        first,
-                        second,
+                        first.into(),
+                        second.into(),
                     ],
-                )
+                );
+                self.spend_code(&email, statement).await?
             }
+        }
+        .ok_or(AuthError::OtpInvalid)?;
+        let spent = Spent {
+            user_id: row.text(0)?.to_owned(),
+            kind: row.text(1)?.to_owned(),
+            redirect_to: row
+                .optional_text(2)?
+                .map_or_else(|| self.settings.site_url.clone(), str::to_owned),
+            email: row.text(3)?.to_owned(),
         };
-        let spent = self.db.transaction(vec![statement]).await?;
-        let row = spent
-            .first()
-            .and_then(|rows| rows.first())
-            .ok_or_else(|| AuthError::OtpInvalid)?;
-        let user_id = row.text(0)?.to_owned();
-        let kind = row.text(1)?.to_owned();
-        let redirect_to = row
-            .optional_text(2)?
-            .map_or_else(|| self.settings.site_url.clone(), str::to_owned);
-        if kind == Kind::EmailChange.name() {
-            let changes = Changes {
-                email: Some(row.text(3)?.to_owned()),
-                email_confirmed: Some(true),
-                ..Changes::default()
-            };
-            self.apply(&user_id, changes).await?;
+        let token = row.text(4)?.to_owned();
+        match self.act_on(keys, spent, client).await {
+            Err(error @ (AuthError::Database(_) | AuthError::Internal(_))) => {
+                let give_back = Statement::new(&store::UNSPEND_ONE_TIME, vec![token.into()]);
+                if let Err(undo) = self.db.transaction(vec![give_back]).await {
+                    tracing::error!(%undo, "could not give back a token after a failure");
+                }
+                Err(error)
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn spend(&self, statement: Statement) -> Result<Option<gatehouse_db::Row>> {
+        let mut spent = self.db.transaction(vec![statement]).await?;
+        Ok(spent.pop().and_then(|mut rows| rows.pop()))
+    }
+
+    /// Spends a code sent to `email`, counting a wrong one; the wrong one that
+    /// reaches the count spends every live code to the address and locks it.
+    async fn spend_code(
+        &self,
+        email: &str,
+        statement: Statement,
+    ) -> Result<Option<gatehouse_db::Row>> {
+        let counter = crate::throttle::code_counter(email, self.throttle.settings());
+        let _turns = self.throttle.begin(&[&counter]).await?;
+        if let Some(row) = self.spend(statement).await? {
+            self.throttle.succeeded(&counter).await?;
+            return Ok(Some(row));
+        }
+        if let Some(lock) = self.throttle.failed(&[&counter]).await? {
+            self.db
+                .transaction(vec![Statement::new(
+                    &store::SPEND_ALL_TO,
+                    vec![email.into(), timestamp(now()).into()],
+                )])
+                .await?;
+            return Err(AuthError::Locked(lock));
+        }
+        Ok(None)
+    }
+
+    async fn act_on(
+        &self,
+        keys: &gatehouse_keys::KeySet,
+        spent: Spent,
+        client: &Client,
+    ) -> Result<Verified> {
+        if spent.kind == Kind::EmailChangeCancel.name() {
+            self.cancel_email_change(&spent.user_id).await?;
+            return Ok(Verified::EmailChangeCancelled {
+                user_id: spent.user_id,
+                redirect_to: spent.redirect_to,
+            });
+        }
+        let mut email_change = None;
+        if spent.kind == Kind::EmailChange.name() {
+            let (side, complete) = self
+                .confirm_email_change(&spent.user_id, &spent.email)
+                .await?;
+            if !complete {
+                return Ok(Verified::EmailChangePending {
+                    user_id: spent.user_id,
+                    side,
+                    redirect_to: spent.redirect_to,
+                });
+            }
+            email_change = Some(side);
         }
         self.db
             .transaction(vec![Statement::new(
                 &store::CONFIRM_EMAIL,
-                vec![user_id.clone().into(), at.into()],
+                vec![spent.user_id.clone().into(), timestamp(now()).into()],
             )])
             .await?;
-        let user = self.user(&user_id).await?;
+        let user = self.user(&spent.user_id).await?;
         if user.is_banned(&timestamp(now())) {
             return Err(AuthError::UserBanned);
         }
-        let method = if kind == "signup" {
-            "otp"
-        } else {
-            kind.as_str()
+        let method = match spent.kind.as_str() {
+            "signup" => "otp",
+            other => other,
         };
         let session = self.start_session(keys, user, method, client).await?;
-        Ok((session, redirect_to))
+        Ok(Verified::SignedIn {
+            session: Box::new(session),
+            redirect_to: spent.redirect_to,
+            email_change,
+        })
     }
+}
+
+/// A spent link or code: whose, what for, where to go after, and the address it
+/// was sent to.
+struct Spent {
+    user_id: String,
+    kind: String,
+    redirect_to: String,
+    email: String,
 }
 
 /// Whether the access token came from a recovery, magic link or code sign-in in
@@ -317,25 +469,214 @@ pub fn recently_verified(claims: &gatehouse_keys::VerifiedClaims) -> bool {
 }
 
 impl Auth {
-    /// `PUT /user` with a new email: a confirmation link goes to the new address;
-    /// the account moves there only when it is opened.
-    pub async fn request_email_change(
+    /// `PUT /user` with a new email (the caller re-authenticated already). The
+    /// current address gets a link and code to confirm and a link to stop it; the
+    /// new one a link and code, or, when another account has it, a notice instead
+    /// (the caller's answer is the same either way, so it reveals no accounts).
+    /// The change happens once both confirm; an account without an address needs
+    /// only the new one.
+    pub(crate) async fn request_email_change(
         &self,
-        user_id: &str,
+        user: &crate::User,
         new_email: &str,
         redirect_to: Option<&str>,
     ) -> Result<()> {
         let redirect_to = self.redirect(redirect_to)?;
         let email = normalise_email(new_email)?;
-        if self
+        if user.email.as_deref() == Some(email.as_str()) {
+            return Ok(());
+        }
+        let at = now();
+        let mut statements = vec![
+            Statement::new(
+                &store::SPEND_EMAIL_CHANGE_LINKS,
+                vec![user.id.clone().into(), timestamp(at).into()],
+            ),
+            Statement::new(
+                &store::REQUEST_EMAIL_CHANGE,
+                vec![
+                    user.id.clone().into(),
+                    email.clone().into(),
+                    timestamp(at).into(),
+                    timestamp(at + self.settings.link_lifetime).into(),
+                ],
+            ),
+        ];
+        if let Some(current) = &user.email {
+            let confirm = self.new_link(&user.id, current, Kind::EmailChange, &redirect_to)?;
+            let cancel = self.new_link(&user.id, current, Kind::EmailChangeCancel, &redirect_to)?;
+            let lead = format!(
+                "Someone asked to change the email of your account from this address to {email}. \
+                 It happens only once both addresses confirm."
+            );
+            let mail = compose(
+                current,
+                "Confirm the change of your email",
+                &[
+                    Part::Text(&lead),
+                    Part::Link {
+                        url: &confirm.url,
+                        label: "Confirm the change",
+                    },
+                    Part::Code(&confirm.code),
+                    Part::Text(
+                        "If this was not you, stop it now; this also signs the account out everywhere:",
+                    ),
+                    Part::Link {
+                        url: &cancel.url,
+                        label: "Stop the change",
+                    },
+                ],
+            );
+            statements.extend([
+                confirm.statement,
+                cancel.statement,
+                gatehouse_mail::enqueue(&mail),
+            ]);
+        }
+        let taken = self
             .user_where(&store::USER_BY_EMAIL, &email)
             .await?
-            .is_some()
-        {
-            return Err(AuthError::UserAlreadyExists);
+            .is_some();
+        if taken {
+            let notice = compose(
+                &email,
+                "Someone tried to use your email address",
+                &[
+                    Part::Text(
+                        "Someone asked to move another account to this address, which already \
+                         belongs to your account. Nothing changed.",
+                    ),
+                    Part::Text("If it was you, sign in to your existing account instead."),
+                ],
+            );
+            statements.push(gatehouse_mail::enqueue(&notice));
+        } else {
+            statements.extend(self.link_statements(
+                &user.id,
+                &email,
+                Kind::EmailChange,
+                &redirect_to,
+            )?);
         }
-        self.send(self.link_statements(user_id, &email, Kind::EmailChange, &redirect_to)?)
+        self.send(statements).await
+    }
+
+    /// Marks the side of `user_id`'s email change that `address` stands for;
+    /// returns the side and whether the change is complete (then made: the
+    /// account moves, its sessions end, the change's links are spent).
+    async fn confirm_email_change(&self, user_id: &str, address: &str) -> Result<(Side, bool)> {
+        let at = timestamp(now());
+        let user = self.user(user_id).await?;
+        let (side, statement) = if user.email.as_deref() == Some(address) {
+            (
+                Side::Current,
+                Statement::new(
+                    &store::CONFIRM_CURRENT_SIDE,
+                    vec![user_id.into(), at.clone().into()],
+                ),
+            )
+        } else {
+            (
+                Side::New,
+                Statement::new(
+                    &store::CONFIRM_NEW_SIDE,
+                    vec![user_id.into(), at.clone().into(), address.into()],
+                ),
+            )
+        };
+        let row = self.spend(statement).await?.ok_or(AuthError::OtpInvalid)?;
+        let new_email = row.text(0)?.to_owned();
+        let both = row.optional_text(1)?.is_some() && row.optional_text(2)?.is_some();
+        let complete = both || (user.email.is_none() && side == Side::New);
+        if !complete {
+            return Ok((side, false));
+        }
+        let changes = Changes {
+            email: Some(new_email),
+            email_confirmed: Some(true),
+            ..Changes::default()
+        };
+        self.apply(user_id, changes)
             .await
+            .map_err(|error| match error {
+                // The address was taken meanwhile.
+                AuthError::UserAlreadyExists => AuthError::OtpInvalid,
+                other => other,
+            })?;
+        self.end_sessions(vec![
+            Statement::new(&store::DELETE_EMAIL_CHANGE, vec![user_id.into()]),
+            Statement::new(
+                &store::SPEND_EMAIL_CHANGE_LINKS,
+                vec![user_id.into(), at.into()],
+            ),
+            Statement::new(&store::DELETE_USER_SESSIONS, vec![user_id.into()]),
+        ])
+        .await?;
+        Ok((side, true))
+    }
+
+    /// Stops `user_id`'s email change and signs the account out everywhere: the
+    /// request came from someone holding one of its sessions.
+    async fn cancel_email_change(&self, user_id: &str) -> Result<()> {
+        self.end_sessions(vec![
+            Statement::new(&store::DELETE_EMAIL_CHANGE, vec![user_id.into()]),
+            Statement::new(
+                &store::SPEND_EMAIL_CHANGE_LINKS,
+                vec![user_id.into(), timestamp(now()).into()],
+            ),
+            Statement::new(&store::DELETE_USER_SESSIONS, vec![user_id.into()]),
+        ])
+        .await?;
+        Ok(())
+    }
+
+    /// `GET /reauthenticate`: a code to the signed-in user's address, to send as
+    /// `nonce` with a password or email change.
+    pub async fn reauthenticate(&self, claims: &gatehouse_keys::VerifiedClaims) -> Result<()> {
+        let user = self.current_user(claims).await?;
+        let email = user.email.clone().ok_or_else(|| {
+            AuthError::Validation("the account has no email to send a code to".into())
+        })?;
+        let site = self.settings.site_url.clone();
+        let link = self.new_link(&user.id, &email, Kind::Reauthentication, &site)?;
+        let mail = compose(
+            &email,
+            "Your verification code",
+            &[
+                Part::Text("Enter this code to confirm a change to your account."),
+                Part::Code(&link.code),
+                Part::Text(
+                    "If you did not ask for this, someone may have access to your account: \
+                     change your password.",
+                ),
+            ],
+        );
+        self.send(vec![link.statement, gatehouse_mail::enqueue(&mail)])
+            .await
+    }
+
+    /// Spends a reauthentication code of `user`, counted like any emailed code.
+    pub(crate) async fn spend_nonce(&self, user: &crate::User, nonce: &str) -> Result<()> {
+        let email = user
+            .email
+            .as_deref()
+            .ok_or(AuthError::ReauthenticationInvalid)?;
+        let [kind, _] = Kind::Reauthentication.code_kinds();
+        let statement = Statement::new(
+            &store::SPEND_CODE,
+            vec![
+                email.into(),
+                code_hash(email, nonce.trim()).into(),
+                timestamp(now()).into(),
+                kind.into(),
+                kind.into(),
+            ],
+        );
+        match self.spend_code(email, statement).await? {
+            Some(row) if row.text(0)? == user.id => Ok(()),
+            _ => Err(AuthError::ReauthenticationInvalid),
+        }
     }
 
     /// `POST /admin/generate_link`: the link and code an email would carry,
@@ -379,7 +720,28 @@ impl Auth {
             _ => email,
         };
         let link = self.new_link(&user.id, &target, kind, &redirect_to)?;
-        self.db.transaction(vec![link.statement]).await?;
+        let mut statements = vec![link.statement];
+        if kind == Kind::EmailChange {
+            // The secret key vouches for the current address: the new one's link
+            // completes the change.
+            let at = now();
+            statements.extend([
+                Statement::new(
+                    &store::REQUEST_EMAIL_CHANGE,
+                    vec![
+                        user.id.clone().into(),
+                        target.clone().into(),
+                        timestamp(at).into(),
+                        timestamp(at + self.settings.link_lifetime).into(),
+                    ],
+                ),
+                Statement::new(
+                    &store::CONFIRM_CURRENT_SIDE,
+                    vec![user.id.clone().into(), timestamp(at).into()],
+                ),
+            ]);
+        }
+        self.db.transaction(statements).await?;
         Ok(GeneratedLink {
             user,
             action_link: link.url,

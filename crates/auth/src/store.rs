@@ -122,6 +122,14 @@ pub const INSERT_REFRESH: Sql = Sql {
     postgres: "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
 };
 
+/// A refresh token's successor; a replay within the grace names the same one.
+pub const INSERT_SUCCESSOR: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (token_hash) DO NOTHING",
+    postgres: "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3) \
+               ON CONFLICT (token_hash) DO NOTHING",
+};
+
 /// The token, its session, when it was spent (or NULL), and the session's user.
 pub const REFRESH_BY_HASH: Sql = Sql {
     sqlite: "SELECT r.session_id, r.used_at, s.user_id FROM gatehouse_refresh_tokens r \
@@ -148,9 +156,9 @@ pub const INSERT_ONE_TIME: Sql = Sql {
 /// Spends a link token of one kind, once, before it expires.
 pub const SPEND_LINK: Sql = Sql {
     sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL \
-             AND expires_at > ?2 AND kind = ?3 RETURNING user_id, kind, redirect_to, email",
+             AND expires_at > ?2 AND kind = ?3 RETURNING user_id, kind, redirect_to, email, token_hash",
     postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
-               AND expires_at > $2 AND kind = $3 RETURNING user_id, kind, redirect_to, email",
+               AND expires_at > $2 AND kind = $3 RETURNING user_id, kind, redirect_to, email, token_hash",
 };
 
 /// Spends the newest live code sent to an email, of one of two kinds.
@@ -158,11 +166,65 @@ pub const SPEND_CODE: Sql = Sql {
     sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?3 WHERE token_hash = (SELECT token_hash \
              FROM gatehouse_one_time_tokens WHERE email = ?1 AND code_hash = ?2 AND used_at IS NULL \
              AND expires_at > ?3 AND kind IN (?4, ?5) ORDER BY created_at DESC LIMIT 1) \
-             RETURNING user_id, kind, redirect_to, email",
+             RETURNING user_id, kind, redirect_to, email, token_hash",
     postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $3 WHERE token_hash = (SELECT token_hash \
                FROM gatehouse_one_time_tokens WHERE email = $1 AND code_hash = $2 AND used_at IS NULL \
                AND expires_at > $3 AND kind IN ($4, $5) ORDER BY created_at DESC LIMIT 1) \
-               RETURNING user_id, kind, redirect_to, email",
+               RETURNING user_id, kind, redirect_to, email, token_hash",
+};
+
+/// Gives a spent token back after a failure of ours.
+pub const UNSPEND_ONE_TIME: Sql = Sql {
+    sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = NULL WHERE token_hash = ?1",
+    postgres: "UPDATE gatehouse_one_time_tokens SET used_at = NULL WHERE token_hash = $1",
+};
+
+/// Spends every live code and link sent to an address (too many wrong codes).
+pub const SPEND_ALL_TO: Sql = Sql {
+    sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?2 WHERE email = ?1 AND used_at IS NULL",
+    postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE email = $1 AND used_at IS NULL",
+};
+
+/// Spends a user's live email-change links (a newer request or the change is done).
+pub const SPEND_EMAIL_CHANGE_LINKS: Sql = Sql {
+    sqlite: "UPDATE gatehouse_one_time_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL \
+             AND kind IN ('email_change', 'email_change_cancel')",
+    postgres: "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL \
+               AND kind IN ('email_change', 'email_change_cancel')",
+};
+
+/// A new email change replaces any earlier one, unconfirmed on both sides.
+pub const REQUEST_EMAIL_CHANGE: Sql = Sql {
+    sqlite: "INSERT INTO gatehouse_email_changes (user_id, new_email, requested_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id) DO UPDATE SET new_email = excluded.new_email, \
+             requested_at = excluded.requested_at, expires_at = excluded.expires_at, \
+             current_confirmed_at = NULL, new_confirmed_at = NULL",
+    postgres: "INSERT INTO gatehouse_email_changes (user_id, new_email, requested_at, expires_at) \
+               VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET new_email = excluded.new_email, \
+               requested_at = excluded.requested_at, expires_at = excluded.expires_at, \
+               current_confirmed_at = NULL, new_confirmed_at = NULL",
+};
+
+/// Confirms one side of a live email change; returns the new address and both sides.
+pub const CONFIRM_CURRENT_SIDE: Sql = Sql {
+    sqlite: "UPDATE gatehouse_email_changes SET current_confirmed_at = COALESCE(current_confirmed_at, ?2) \
+             WHERE user_id = ?1 AND expires_at > ?2 RETURNING new_email, current_confirmed_at, new_confirmed_at",
+    postgres: "UPDATE gatehouse_email_changes SET current_confirmed_at = COALESCE(current_confirmed_at, $2) \
+               WHERE user_id = $1 AND expires_at > $2 RETURNING new_email, current_confirmed_at, new_confirmed_at",
+};
+
+pub const CONFIRM_NEW_SIDE: Sql = Sql {
+    sqlite: "UPDATE gatehouse_email_changes SET new_confirmed_at = COALESCE(new_confirmed_at, ?2) \
+             WHERE user_id = ?1 AND expires_at > ?2 AND new_email = ?3 \
+             RETURNING new_email, current_confirmed_at, new_confirmed_at",
+    postgres: "UPDATE gatehouse_email_changes SET new_confirmed_at = COALESCE(new_confirmed_at, $2) \
+               WHERE user_id = $1 AND expires_at > $2 AND new_email = $3 \
+               RETURNING new_email, current_confirmed_at, new_confirmed_at",
+};
+
+pub const DELETE_EMAIL_CHANGE: Sql = Sql {
+    sqlite: "DELETE FROM gatehouse_email_changes WHERE user_id = ?1 RETURNING user_id",
+    postgres: "DELETE FROM gatehouse_email_changes WHERE user_id = $1 RETURNING user_id",
 };
 
 pub const CONFIRM_EMAIL: Sql = Sql {

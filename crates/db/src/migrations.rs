@@ -256,6 +256,31 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 10,
+        name: "account protection",
+        steps: &[
+            // Where an account signed in with its password lately: a lock earned
+            // by strangers' failures does not apply there.
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_sign_in_known (key TEXT PRIMARY KEY, \
+                         last_success_at TEXT NOT NULL)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_sign_in_known (key TEXT PRIMARY KEY, \
+                           last_success_at TEXT NOT NULL)",
+            },
+            // An email change waiting for both addresses to confirm it.
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_email_changes (user_id TEXT PRIMARY KEY \
+                         REFERENCES gatehouse_users (id) ON DELETE CASCADE, new_email TEXT NOT NULL, \
+                         requested_at TEXT NOT NULL, expires_at TEXT NOT NULL, current_confirmed_at TEXT, \
+                         new_confirmed_at TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_email_changes (user_id TEXT PRIMARY KEY \
+                           REFERENCES gatehouse_users (id) ON DELETE CASCADE, new_email TEXT NOT NULL, \
+                           requested_at TEXT NOT NULL, expires_at TEXT NOT NULL, current_confirmed_at TEXT, \
+                           new_confirmed_at TEXT)",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

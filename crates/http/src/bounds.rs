@@ -1,11 +1,12 @@
 //! Admission, one layer for what every request must be before the rest of the
-//! stack sees it: its client address (see `client_ip`), a request target no longer
-//! than `max_url_bytes` (414), and a JSON body no deeper than `max_json_depth`
-//! (400; the body is read here within the body limit and the request timeout).
+//! stack sees it: its client address (see `client_ip`), no more header lines or
+//! head bytes than configured (431), a request target no longer than
+//! `max_url_bytes` (414), and a JSON body no deeper than `max_json_depth` (400;
+//! the body is read here within the body limit and the request timeout).
 //! One layer rather than three: each `from_fn` layer clones the stack below it on
 //! every request, and the three cost a tenth of a point read (bench/README.md).
-//! Header count, header bytes, slow heads and connections per address are bounded
-//! where connections are accepted (the server's listener).
+//! Slow heads, connections per address and a hard cap on heads (a multiple of the
+//! limits here) are bounded where connections are accepted (the server's listener).
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -22,6 +23,19 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
         .uri()
         .path_and_query()
         .map_or(0, |target| target.as_str().len());
+    let headers = request.headers();
+    let head_bytes = target
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if headers.len() > settings.max_headers || head_bytes > settings.max_header_bytes {
+        return refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "The request headers are too many or too large.",
+        );
+    }
     if target > settings.max_url_bytes {
         return refuse(
             StatusCode::URI_TOO_LONG,

@@ -25,6 +25,9 @@ pub struct ApiError {
     pub challenge: bool,
     /// Answer with `Retry-After`, in whole seconds rounded up.
     pub retry_after: Option<std::time::Duration>,
+    /// Fields the surface's clients read beside the code (Supabase Auth's
+    /// `weak_password.reasons`), merged into the JSON body.
+    pub details: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -39,11 +42,17 @@ impl ApiError {
             message: message.into(),
             challenge: false,
             retry_after: None,
+            details: None,
         }
     }
 
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
         self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -171,7 +180,14 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .extensions
         .remove::<ApiError>()
         .unwrap_or_else(|| ApiError::for_status(status));
-    let json = body(&error, surface, &request_id, api_version.is_some());
+    let mut json = body(&error, surface, &request_id, api_version.is_some());
+    if let (Some(Value::Object(details)), Value::Object(body)) =
+        (error.details.as_deref(), &mut json)
+    {
+        for (key, value) in details {
+            body.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
     parts.status = error.status;
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(

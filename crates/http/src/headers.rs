@@ -20,9 +20,13 @@ pub fn sensitive() -> [HeaderName; 5] {
 }
 
 /// Our answers are JSON, never meant to be framed or rendered; a strict CSP
-/// covers any HTML that does go out. Handlers may set more specific values first
-/// (a download's sandbox CSP), so these fill in only what is absent.
+/// covers any HTML that does go out. Answers carry tokens and users' rows, so no
+/// cache may keep them, and no other site may load them as a resource. Handlers
+/// may set more specific values first (a download's sandbox CSP and cache
+/// lifetime, the JWKS's public caching), so these fill in only what is absent.
 const ALWAYS: &[(&str, &str)] = &[
+    ("cache-control", "no-store"),
+    ("cross-origin-resource-policy", "same-origin"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     (
@@ -66,9 +70,11 @@ const ALLOWED_HEADERS: &[&str] = &[
     "prefer",
     "range",
     "x-client-info",
+    "x-csrf-token",
     "x-request-id",
     "x-supabase-api-version",
     "x-upsert",
+    "x-use-cookie",
 ];
 
 const EXPOSED_HEADERS: &[&str] = &[

@@ -67,6 +67,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::get(routes::auth::user::get).put(routes::auth::user::put),
         )
         .route(
+            "/auth/v1/reauthenticate",
+            axum::routing::get(routes::auth::user::reauthenticate),
+        )
+        .route(
             "/auth/v1/settings",
             axum::routing::get(routes::auth::settings::get),
         )
@@ -231,10 +235,11 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let settings = state.settings().clone();
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_id::assign))
+        // Outside everything that can refuse, so early refusals carry them too.
+        .layer(from_fn_with_state(settings.hsts, headers::security_headers))
         .layer(from_fn(access_log::record))
         .layer(from_fn(error::render_errors))
         .layer(from_fn_with_state(state.clone(), bounds::admit))
-        .layer(from_fn_with_state(settings.hsts, headers::security_headers))
         .layer(headers::cors(&settings.cors))
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
         .layer(from_fn_with_state(state.clone(), api_key::identify))

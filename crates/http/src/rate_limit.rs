@@ -65,6 +65,7 @@ impl RateLimits {
             "/auth/v1/magiclink",
             "/auth/v1/verify",
             "/auth/v1/resend",
+            "/auth/v1/reauthenticate",
         ];
         // Changing the password costs hashes and changing the email sends mail.
         let user_update = path == "/auth/v1/user" && *method == Method::PUT;

@@ -36,6 +36,10 @@ pub struct HttpSettings {
     pub rate_limits: crate::RateLimits,
     /// Longer request targets get 414.
     pub max_url_bytes: usize,
+    /// More header lines get 431.
+    pub max_headers: usize,
+    /// A longer request line plus headers gets 431.
+    pub max_header_bytes: usize,
     /// Deeper JSON bodies get 400.
     pub max_json_depth: usize,
     /// The time limit of one object upload (other requests have `request_timeout`).
@@ -158,6 +162,28 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Histogram samples pile up in the recorder until they are folded into buckets,
+/// which otherwise happens only when someone scrapes `/metrics`: a deployment that
+/// never scrapes would grow by every request's latency sample. A plain thread
+/// rather than a task, since the recorder may be made outside any runtime and
+/// lives as long as the process.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = started {
+        tracing::error!(%error, "could not start the metrics upkeep thread");
+    }
+}
+
 /// The process-wide Prometheus recorder. Metrics are a property of the process,
 /// so servers started side by side in one process (tests) share it.
 fn metrics_handle() -> PrometheusHandle {
@@ -175,6 +201,7 @@ fn metrics_handle() -> PrometheusHandle {
                             "another metrics recorder is installed; /metrics stays empty"
                         );
                     }
+                    spawn_upkeep(handle.clone());
                     handle
                 }
                 // Only an empty bucket list fails, and ours is a non-empty constant.

@@ -94,21 +94,83 @@ pub fn generate_api_key(role: ApiRole) -> Result<SecretString, KeyError> {
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random)).into())
 }
 
-/// Values people paste from examples. A key or password equal to one of these,
-/// ignoring case, is refused in production.
-const PLACEHOLDERS: &[&str] = &[
+/// Values people paste from examples: Supabase's local and self-hosting
+/// defaults (JWT secret, demo API keys, passwords), the JWT debugger's sample
+/// secret, and the placeholders of common tutorials. A key or password equal to
+/// one of these, ignoring case and an `sb_secret_` prefix, is refused in
+/// production however long it is.
+const WELL_KNOWN: &[&str] = &[
     "changeme",
     "change-me",
+    "changeit",
     "secret",
     "password",
     "postgres",
     "admin",
+    "default",
     "example",
     "test",
+    "1234567890",
+    "keyboard cat",
     "your-secret-key",
-    "your-super-secret-and-long-postgres-password",
+    "your-256-bit-secret",
+    "your_jwt_secret",
+    "jwt-secret",
+    "mysecretkey",
+    "my-secret-key",
+    "supersecret",
     "super-secret",
+    "super-secret-jwt-token-with-at-least-32-characters-long",
+    "your-super-secret-jwt-token-with-at-least-32-characters-long",
+    "your-super-secret-and-long-postgres-password",
+    "this_password_is_insecure_and_should_be_updated",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU",
+    "sb_publishable_ACJWlzQHlZjBrEguHvfOxg_3BJgxAaH",
+    "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz",
 ];
+
+/// Measured entropy a secret needs per character of its minimum length: a
+/// random 32-character hex key measures about 100 bits against the 80 asked of
+/// an API key, a keyboard run or a repeated word a small fraction of that.
+const BITS_PER_REQUIRED_CHARACTER: f64 = 2.5;
+
+/// An estimate of the guessing work in `value`, in bits: the Shannon entropy of
+/// its characters times the number of characters that add something, where a
+/// character adds nothing when it continues a run (`aaa`, `abc`, `321`) or
+/// begins a three-character fragment seen earlier (`passwordpassword`). Only an
+/// estimate: it cannot know a phrase is famous, which is what `WELL_KNOWN` is for.
+fn measured_bits(value: &str) -> f64 {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.is_empty() {
+        return 0.0;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for c in &chars {
+        *counts.entry(*c).or_insert(0usize) += 1;
+    }
+    let total = chars.len() as f64;
+    let per_char: f64 = counts
+        .values()
+        .map(|&count| {
+            let p = count as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    let step =
+        |i: usize| (i64::from(u32::from(chars[i])) - i64::from(u32::from(chars[i - 1]))).abs() <= 1;
+    let mut seen = std::collections::HashSet::new();
+    let adding = (0..chars.len())
+        .filter(|&i| {
+            let in_run = i >= 2 && step(i) && step(i - 1);
+            let repeated = chars
+                .get(i..i + 3)
+                .is_some_and(|fragment| !seen.insert(fragment));
+            !in_run && !repeated
+        })
+        .count();
+    per_char * adding as f64
+}
 
 /// Why a secret is too weak for production, or `None` when it will do.
 pub fn weakness(value: &str, min_len: usize) -> Option<String> {
@@ -116,20 +178,26 @@ pub fn weakness(value: &str, min_len: usize) -> Option<String> {
     if lowered.is_empty() {
         return Some("it is empty".into());
     }
-    if PLACEHOLDERS
-        .iter()
-        .any(|p| lowered == *p || lowered.trim_start_matches("sb_secret_") == *p)
-    {
+    if WELL_KNOWN.iter().any(|known| {
+        let known = known.to_ascii_lowercase();
+        lowered == known || lowered.trim_start_matches("sb_secret_") == known
+    }) {
         return Some("it is a well-known default value".into());
     }
     if value.chars().count() < min_len {
         return Some(format!("it is shorter than {min_len} characters"));
     }
-    let mut distinct: Vec<char> = value.chars().collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    if distinct.len() < 8 {
-        return Some("it uses fewer than 8 distinct characters, like a placeholder".into());
+    let measured = value
+        .strip_prefix("sb_secret_")
+        .or_else(|| value.strip_prefix("sb_publishable_"))
+        .unwrap_or(value);
+    let bits = measured_bits(measured);
+    let needed = BITS_PER_REQUIRED_CHARACTER * min_len as f64;
+    if bits < needed {
+        return Some(format!(
+            "its measured entropy is about {bits:.0} bits, below the {needed:.0} needed: it has \
+             runs, repeats or too few distinct characters"
+        ));
     }
     None
 }
@@ -189,10 +257,41 @@ mod tests {
             ("changeme", "default"),
             ("CHANGEME", "default"),
             ("short-but-random", "shorter"),
-            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "distinct"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "entropy"),
+            (
+                "super-secret-jwt-token-with-at-least-32-characters-long",
+                "default",
+            ),
+            (
+                "sb_secret_super-secret-jwt-token-with-at-least-32-characters-long",
+                "default",
+            ),
+            ("1234567890123456789012345678901234567890", "entropy"),
+            ("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ", "entropy"),
+            ("passwordpasswordpasswordpasswordpassword", "entropy"),
+            ("qwertyuiopqwertyuiopqwertyuiopqwertyuiop", "entropy"),
         ] {
             let reason = weakness(value, 32).unwrap_or_default();
             assert!(reason.contains(expected), "{value:?}: {reason}");
         }
+    }
+
+    /// Random keys pass however they are written: generated ones, hex from
+    /// `openssl rand -hex 16` and base64, many times over.
+    #[test]
+    fn random_keys_measure_strong() {
+        for _ in 0..500 {
+            let mut bytes = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut bytes).unwrap();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(weakness(&hex, 32), None, "{hex}");
+            let mut long = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut long).unwrap();
+            let encoded = URL_SAFE_NO_PAD.encode(long);
+            assert_eq!(weakness(&encoded, 32), None, "{encoded}");
+            let generated = generate_api_key(ApiRole::Service).unwrap();
+            assert_eq!(weakness(generated.expose_secret(), 32), None);
+        }
+        assert_eq!(weakness("Zq8v3LmT9xW2rB7kN4pY", 16), None);
     }
 }

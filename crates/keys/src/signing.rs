@@ -371,13 +371,22 @@ impl KeySet {
     }
 
     /// Verifies an access token: signature, key, algorithm, issuer, audience and
-    /// expiry as in [`KeySet::verify`], plus a non-empty `sub` and a `role`.
+    /// expiry as in [`KeySet::verify`], plus a non-empty `sub`, a `role`, and an
+    /// `iat`, when present, no later than now plus the leeway (a token from the
+    /// future was minted with a wrong clock or a stolen key).
     pub fn verify_access_token(
         &self,
         token: &str,
         rules: &TokenRules,
     ) -> Result<VerifiedClaims, TokenError> {
         let claims: serde_json::Map<String, Value> = self.verify(token, rules)?;
+        if let Some(issued) = claims.get("iat") {
+            let latest = jsonwebtoken::get_current_timestamp().saturating_add(rules.leeway);
+            match issued.as_f64() {
+                Some(issued) if issued <= latest as f64 => {}
+                _ => return Err(TokenError::Invalid("iat is in the future".into())),
+            }
+        }
         let text = |name: &str| {
             claims
                 .get(name)
@@ -480,6 +489,20 @@ mod tests {
                 "{field}"
             );
         }
+    }
+
+    #[test]
+    fn tokens_issued_in_the_future_are_refused() {
+        let set = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Operator).unwrap();
+        let verify = |iat: Value| {
+            let mut token = claims(60);
+            token["iat"] = iat;
+            set.verify_access_token(&set.sign(&token).unwrap(), &rules())
+        };
+        assert!(verify(json!(now() + 3)).is_ok(), "within the leeway");
+        assert!(verify(json!(now() + 60)).is_err());
+        assert!(verify(json!(now() + 5 * 365 * 86400)).is_err());
+        assert!(verify(json!("soon")).is_err());
     }
 
     #[test]

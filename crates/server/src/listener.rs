@@ -1,5 +1,6 @@
-//! Accepting connections with bounds hyper enforces before any handler runs:
-//! header count and bytes (431), time to send the request head (the connection is
+//! Accepting connections with bounds hyper enforces before any handler runs: a
+//! hard cap on header count and bytes (431, above the configured limits that the
+//! edge enforces itself), time to send the request head (the connection is
 //! closed), and connections per client address (a plain 429 and close). Shutdown
 //! stops accepting and lets open connections finish their current request.
 
@@ -43,6 +44,12 @@ impl Default for ConnectionLimits {
         }
     }
 }
+
+/// hyper's own head limits sit this many times above the configured ones. The
+/// edge's admission layer enforces the configured limits with a full answer (JSON,
+/// request id, security headers); hyper's bare 431 is only the hard stop that
+/// bounds the memory a head may take before any of our code runs.
+const HEAD_HEADROOM: usize = 4;
 
 type Open = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
@@ -112,8 +119,13 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_headers(limits.max_headers.saturating_mul(HEAD_HEADROOM))
+        .max_buf_size(
+            limits
+                .max_header_bytes
+                .saturating_mul(HEAD_HEADROOM)
+                .max(8192),
+        );
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -65,6 +65,8 @@ pub async fn start(
         trusted_proxies: config.trusted_proxies.clone(),
         rate_limits: config.rate_limits.unwrap_or_default(),
         max_url_bytes: config.max_url_bytes,
+        max_headers: config.connection_limits.max_headers,
+        max_header_bytes: config.connection_limits.max_header_bytes,
         max_json_depth: config.max_json_depth,
         upload_timeout: config.storage.upload_timeout,
     };
@@ -94,6 +96,9 @@ pub async fn start(
         config.auth.clone(),
         token_rules.issuer.clone(),
         wake.clone(),
+        secrets
+            .api_keys
+            .derive_key("gatehouse refresh token successors v1"),
     )
     .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?;
     let state = AppState::new(Parts {

@@ -93,6 +93,38 @@ pub fn settle(
     Ok(stored)
 }
 
+/// The types a name's extension stands for (none when it has no known extension).
+fn types_of_name(name: &str) -> Vec<String> {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    match file.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => mime_guess::from_ext(extension)
+            .iter()
+            .map(|kind| kind.essence_str().to_ascii_lowercase())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a name's extension could stand for `content_type`: true for names
+/// without a known extension.
+pub fn extension_fits(name: &str, content_type: &str) -> bool {
+    let types = types_of_name(name);
+    types.is_empty() || types.contains(&essence(content_type))
+}
+
+/// In a bucket that restricts types, a name's extension must fit what is stored:
+/// a PNG named `page.html` would be saved and opened as a page by whoever
+/// downloads it.
+pub fn name_fits(allowed: Option<&[String]>, name: &str, content_type: &str) -> Result<()> {
+    if allowed.is_some() && !extension_fits(name, content_type) {
+        return Err(StorageError::InvalidMimeType(format!(
+            "the name's extension does not fit its content type {}",
+            essence(content_type)
+        )));
+    }
+    Ok(())
+}
+
 /// Checked before the body is read: the declared type alone.
 pub fn precheck(allowed: Option<&[String]>, declared: Option<&str>) -> Result<()> {
     settle(allowed, declared, None).map(|_| ())
@@ -123,6 +155,20 @@ mod tests {
     use super::*;
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn a_name_extension_must_fit_the_type_in_restricted_buckets() {
+        let images = ["image/*".to_owned()];
+        let allowed = Some(&images[..]);
+        for fits in ["cat.png", "dir.v2/cat.PNG", "cat", ".png", "cat.unknownext"] {
+            assert!(name_fits(allowed, fits, "image/png").is_ok(), "{fits}");
+        }
+        for misfit in ["page.html", "a/page.htm", "cat.svg", "cat.jpg", "run.js"] {
+            assert!(name_fits(allowed, misfit, "image/png").is_err(), "{misfit}");
+            assert!(name_fits(None, misfit, "image/png").is_ok(), "{misfit}");
+        }
+        assert!(extension_fits("photo.jpeg", "image/jpeg; charset=binary"));
+    }
 
     #[test]
     fn restricted_buckets_need_declared_and_sniffed_types_to_agree() {

@@ -557,12 +557,13 @@ impl Objects {
         let target_bucket = self.buckets.get(to_bucket).await?;
         let (from, to) = (name::object_name(from)?, name::object_name(to)?);
         let actor = Actor::Caller(caller);
-        // Into another bucket, the bytes meet its limits: exactly these bytes,
-        // should another upload replace them meanwhile.
+        // Into another bucket, the bytes meet its limits, and a new name in a
+        // bucket that restricts types must fit them: exactly these bytes, should
+        // another upload replace them meanwhile.
         let mut admitted = None;
-        if target_bucket.id != source_bucket.id {
+        if target_bucket.id != source_bucket.id || target_bucket.allowed_mime_types.is_some() {
             let source = self.find(actor, &source_bucket.id, &from).await?;
-            self.admit(&target_bucket, &source).await?;
+            self.admit(&target_bucket, &source, &to).await?;
             admitted = Some(source.version);
         }
         let using = self.gate(actor, Command::Update, false);
@@ -598,10 +599,10 @@ impl Objects {
         self.write_one(sql, None, StorageError::NoSuchKey).await
     }
 
-    /// Whether an existing object may enter `bucket` (by move or copy): its size
-    /// limit, and where it restricts types, the stored type and what the bytes
-    /// are, as for an upload.
-    async fn admit(&self, bucket: &Bucket, object: &ObjectRow) -> Result<()> {
+    /// Whether an existing object may enter `bucket` as `name` (by move or copy):
+    /// its size limit, and where it restricts types, the stored type, what the
+    /// bytes are and the name's extension, as for an upload.
+    async fn admit(&self, bucket: &Bucket, object: &ObjectRow, name: &str) -> Result<()> {
         let limit = self.size_limit(bucket);
         if object.size > limit {
             return Err(StorageError::TooLarge(limit));
@@ -609,11 +610,12 @@ impl Objects {
         if let Some(allowed) = bucket.allowed_mime_types.as_deref() {
             let length = object.size.min(content::SNIFF_BYTES as u64);
             let head = self.blobs.head(&object.version, length).await?;
-            content::settle(
+            let settled = content::settle(
                 Some(allowed),
                 Some(&object.content_type),
                 content::sniff(&head),
             )?;
+            content::name_fits(Some(allowed), name, &settled)?;
         }
         Ok(())
     }

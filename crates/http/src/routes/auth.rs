@@ -32,9 +32,19 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::Validation(_)
         | AuthError::RefreshTokenNotFound
         | AuthError::RefreshTokenAlreadyUsed
-        | AuthError::CurrentPasswordRequired => StatusCode::BAD_REQUEST,
+        | AuthError::CurrentPasswordRequired
+        | AuthError::ReauthenticationInvalid => StatusCode::BAD_REQUEST,
+        AuthError::WeakPassword(reason, _) => {
+            let reasons = serde_json::json!({"weak_password": {"reasons": [reason]}});
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error.code(),
+                error.to_string(),
+            )
+            .with_details(reasons);
+        }
         AuthError::UserAlreadyExists
-        | AuthError::WeakPassword(_)
+        | AuthError::PasswordTooLong
         | AuthError::SignupDisabled
         | AuthError::AnonymousDisabled => StatusCode::UNPROCESSABLE_ENTITY,
         AuthError::SessionNotFound

@@ -18,7 +18,7 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use gatehouse_rest::Caller;
 use gatehouse_storage::{Actor, ListRequest, NewObject, ObjectRow, Objects, StorageError, content};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -282,7 +282,11 @@ fn disposition(object: &ObjectRow, download: Option<&str>) -> Option<String> {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => gatehouse_db::path_parts::filename(&object.name).to_owned(),
     };
-    let kind = if download.is_some() || !content::inline_safe(&object.content_type) {
+    // A name whose extension says another type would be saved as that type.
+    let kind = if download.is_some()
+        || !content::inline_safe(&object.content_type)
+        || !content::extension_fits(&object.name, &object.content_type)
+    {
         "attachment"
     } else if filename.is_ascii() {
         return None;
@@ -402,6 +406,12 @@ async fn serve(
     answer.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(content::SANDBOX_CSP),
+    );
+    // Files may be embedded by other sites (an <img> of a public bucket); the
+    // sandbox CSP and safe serving keep them inert.
+    answer.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
     );
     if let Ok(value) = HeaderValue::from_str(&etag) {
         answer.insert(header::ETAG, value);

@@ -47,7 +47,7 @@ async fn a_scripted_session_is_audited_field_by_field() {
         |config| {
             config.auth.email_confirmation = false;
             config.auth.refresh_reuse_grace = Duration::ZERO;
-            config.auth.throttle.per_account = 3;
+            config.auth.throttle.per_account_address = 3;
             config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         },
         Router::new(),

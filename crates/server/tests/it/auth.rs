@@ -135,11 +135,36 @@ async fn wrong_password_and_unknown_email_look_the_same() {
 #[tokio::test]
 async fn weak_passwords_and_unconfirmed_emails_are_refused() {
     let server = kit::start().await; // confirmation on: the default
-    for (password, status) in [("short", 422), ("password1", 422), ("qwertyuiop", 422)] {
+    // Each refusal says why, with GoTrue's `weak_password.reasons`.
+    for (password, reason, message) in [
+        ("short", "length", "at least 8 characters"),
+        ("sevench", "length", "at least 8 characters"),
+        ("password1", "pwned", "known to be weak"),
+        ("qwertyuiop", "pwned", "known to be weak"),
+    ] {
         let response = sign_up(&server, "carol@example.com", password).await;
-        assert_eq!(response.status(), status, "{password}");
-        assert_eq!(json(response).await["error_code"], "weak_password");
+        assert_eq!(response.status(), 422, "{password}");
+        let body = json(response).await;
+        assert_eq!(body["error_code"], "weak_password");
+        assert_eq!(
+            body["weak_password"]["reasons"],
+            json!([reason]),
+            "{password}"
+        );
+        assert!(body["msg"].as_str().unwrap().contains(message), "{body}");
     }
+    // A megabyte of password is refused outright, at sign-up and at sign-in.
+    let huge = "correct horse ".repeat(70_000);
+    let response = sign_up(&server, "carol@example.com", &huge).await;
+    assert_eq!(response.status(), 422);
+    let body = json(response).await;
+    assert_eq!(body["error_code"], "validation_failed");
+    assert!(
+        body["msg"].as_str().unwrap().contains("longer than"),
+        "{body}"
+    );
+    let at_sign_in = sign_in(&server, "carol@example.com", &"x".repeat(300)).await;
+    assert_eq!(at_sign_in.status(), 422);
     let created = sign_up(&server, "carol@example.com", PASSWORD).await;
     assert_eq!(created.status(), 200);
     let user = json(created).await;
@@ -214,12 +239,22 @@ async fn a_spent_token_within_the_grace_period_still_refreshes() {
     .await;
     let first = json(sign_up(&server, "tabs@example.com", PASSWORD).await).await;
     let token = first["refresh_token"].as_str().unwrap();
-    assert_eq!(refresh(&server, token).await.status(), 200);
-    assert_eq!(
-        refresh(&server, token).await.status(),
-        200,
-        "two tabs refreshing together"
-    );
+    let once = refresh(&server, token).await;
+    assert_eq!(once.status(), 200);
+    let again = refresh(&server, token).await;
+    assert_eq!(again.status(), 200, "two tabs refreshing together");
+    // Both tabs carry on with one successor: the session does not fork.
+    let successor = json(once).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(json(again).await["refresh_token"], successor.as_str());
+    assert_ne!(successor, token);
+    let next = json(refresh(&server, &successor).await).await;
+    let next = next["refresh_token"].as_str().unwrap();
+    // The chain moved on; the old successor, spent, is only good within its grace.
+    assert_eq!(refresh(&server, &successor).await.status(), 200);
+    assert_eq!(refresh(&server, next).await.status(), 200);
 }
 
 #[tokio::test]
@@ -502,7 +537,13 @@ async fn forged_tokens_get_401_with_a_bearer_challenge() {
     let expired = sign(&|c| c["exp"] = json!(1_000_000));
     let wrong_aud = sign(&|c| c["aud"] = json!("service_role"));
     let wrong_iss = sign(&|c| c["iss"] = json!("https://evil.example/auth/v1"));
+    let from_the_future = sign(&|c| {
+        let iat = c["iat"].as_i64().unwrap();
+        c["iat"] = json!(iat + 5 * 365 * 86400);
+        c["exp"] = json!(iat + 5 * 365 * 86400 + 3600);
+    });
     for (name, token) in [
+        ("iat years ahead", from_the_future),
         ("alg none", none),
         ("HS256 with public key", hs256),
         ("unknown kid", unknown_kid),
@@ -568,6 +609,7 @@ async fn unknown_emails_cost_as_much_as_wrong_passwords() {
     // Timing, not throttling, is under test: 50 failures must all reach the hash.
     let server = start(|config| {
         config.auth.throttle.per_account = 1000;
+        config.auth.throttle.per_account_address = 1000;
         config.auth.throttle.per_address = 1000;
     })
     .await;
@@ -856,11 +898,39 @@ async fn cookie_sessions_need_the_csrf_token_and_a_same_site_origin() {
     for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(session_cookie.contains(attribute), "{session_cookie}");
     }
-    let csrf = json(signed_in).await["csrf_token"]
-        .as_str()
+    let body = json(signed_in).await;
+    // Page script sees the user and the CSRF token, never a token that works alone.
+    assert_eq!(body["user"]["email"], "olly@example.com");
+    for token in ["access_token", "refresh_token"] {
+        assert!(
+            body.get(token).is_none(),
+            "{token} in the cookie-mode body: {body}"
+        );
+    }
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let cookie = session_cookie.split(';').next().unwrap().to_owned();
+
+    // A front end on an allowed origin may send the cookie-session headers.
+    let preflight = server
+        .client
+        .request(Method::OPTIONS, format!("{}/auth/v1/token", server.url))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "x-csrf-token,x-use-cookie",
+        )
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
         .unwrap()
         .to_owned();
-    let cookie = session_cookie.split(';').next().unwrap().to_owned();
+    assert!(
+        allowed.contains("x-csrf-token") && allowed.contains("x-use-cookie"),
+        "{allowed}"
+    );
 
     let with_cookie = |method: Method, path: &str| {
         server
@@ -996,37 +1066,193 @@ async fn a_new_sign_in_gets_a_new_cookie_and_bearer_clients_are_unaffected() {
     assert_eq!(put.status(), 200, "bearer requests need no CSRF token");
 }
 
+/// The emailed links of one message, in order.
+fn links(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| line.starts_with("http"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The takeover an access token alone used to allow, played as an attacker
+/// would: token alone, guessed nonce, wrong password, then (password phished)
+/// the new address's confirmation; the victim stops it from the old mailbox.
 #[tokio::test]
-async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
+async fn a_stolen_access_token_cannot_move_the_account_to_another_address() {
+    let server = start(|_| {}).await;
+    let victim = json(sign_up(&server, "vic@example.com", PASSWORD).await).await;
+    let stolen = victim["access_token"].as_str().unwrap().to_owned();
+    let put = |body: Value| {
+        auth(&server, Method::PUT, "user")
+            .bearer_auth(&stolen)
+            .json(&body)
+            .send()
+    };
+    let evil = "mallory@evil.example";
+    let bare = put(json!({"email": evil})).await.unwrap();
+    assert_eq!(bare.status(), 400);
+    assert_eq!(json(bare).await["error_code"], "current_password_required");
+    let password_too = put(json!({"password": "a new passphrase of mine"}))
+        .await
+        .unwrap();
+    assert_eq!(password_too.status(), 400, "nor can it set a password");
+    let reauth = auth(&server, Method::GET, "reauthenticate")
+        .bearer_auth(&stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reauth.status(),
+        200,
+        "the code goes to the victim's mailbox"
+    );
+    let guessed = put(json!({"email": evil, "nonce": "000000"}))
+        .await
+        .unwrap();
+    assert_eq!(guessed.status(), 400);
+    assert_eq!(
+        json(guessed).await["error_code"],
+        "reauthentication_not_valid"
+    );
+    let wrong = put(json!({"email": evil, "current_password": "not the password"}))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400);
+
+    let asked = put(json!({"email": evil, "current_password": PASSWORD}))
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
+    assert_eq!(json(asked).await["email"], "vic@example.com");
+    let mails = outbox(&server).await;
+    let to_victim = mails
+        .iter()
+        .find(|(to, subject, _)| {
+            to == "vic@example.com" && subject == "Confirm the change of your email"
+        })
+        .expect("the victim was emailed");
+    let to_attacker = mails.iter().find(|(to, _, _)| to == evil).unwrap();
+    let (link, _) = link_and_code(&to_attacker.2);
+    let half = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email_change", "token_hash": token_of(&link)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(half.status(), 200);
+    let half = json(half).await;
+    assert!(half.get("access_token").is_none(), "{half}");
+    assert!(
+        half["msg"].as_str().unwrap().contains("other email"),
+        "{half}"
+    );
+    assert_eq!(sign_in(&server, evil, PASSWORD).await.status(), 400);
+
+    let victim_links = links(&to_victim.2);
+    assert!(
+        victim_links[1].contains("type=email_change_cancel"),
+        "{victim_links:?}"
+    );
+    let stopped = no_redirects().get(&victim_links[1]).send().await.unwrap();
+    assert_eq!(stopped.status(), 303);
+    assert_eq!(
+        get_user(&server, &stolen).await.status(),
+        403,
+        "the thief's session ended"
+    );
+    let late = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email_change", "token_hash": token_of(&victim_links[0])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 403, "the stopped change cannot be confirmed");
+    assert_eq!(sign_in(&server, evil, PASSWORD).await.status(), 400);
+    assert_eq!(
+        sign_in(&server, "vic@example.com", PASSWORD).await.status(),
+        200
+    );
+
+    let audit = server
+        .client
+        .get(format!("{}/auth/v1/admin/audit", server.url))
+        .header("apikey", &server.secret)
+        .send()
+        .await
+        .unwrap();
+    let actions: Vec<String> = json(audit)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            format!(
+                "{}:{}",
+                entry["action"].as_str().unwrap(),
+                entry["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "email_change_request:failure",
+        "email_change_request:success",
+        "email_change_confirm:success",
+        "email_change_cancel:success",
+        "reauthenticate:success",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} in {actions:?}"
+        );
+    }
+}
+
+/// The owner's change: both addresses confirm (by code and by link), then the
+/// account moves and every other session ends.
+#[tokio::test]
+async fn an_email_change_needs_both_addresses_and_ends_other_sessions() {
     let server = start(|_| {}).await;
     let session = json(sign_up(&server, "ray@example.com", PASSWORD).await).await;
     let token = session["access_token"].as_str().unwrap();
+    let other = json(sign_in(&server, "ray@example.com", PASSWORD).await).await;
+    let other = other["access_token"].as_str().unwrap();
     let requested = auth(&server, Method::PUT, "user")
         .bearer_auth(token)
-        .json(&json!({"email": "ray@new.example"}))
+        .json(&json!({"email": "Ray@New.example", "current_password": PASSWORD}))
         .send()
         .await
         .unwrap();
     assert_eq!(requested.status(), 200);
-    assert_eq!(
-        json(requested).await["email"],
-        "ray@example.com",
-        "nothing changes before confirmation"
-    );
+    let requested = json(requested).await;
+    assert_eq!(requested["email"], "ray@example.com", "nothing changes yet");
+    assert_eq!(requested["new_email"], "ray@new.example");
     let mails = outbox(&server).await;
-    assert_eq!(
-        (mails[0].0.as_str(), mails[0].1.as_str()),
-        ("ray@new.example", "Confirm your new email")
-    );
-    let (link, _) = link_and_code(&mails[0].2);
-    let token_hash = token_of(&link);
-    let confirmed = auth(&server, Method::POST, "verify")
-        .json(&json!({"type": "email_change", "token_hash": token_hash}))
+    let new = mails.iter().find(|m| m.0 == "ray@new.example").unwrap();
+    assert_eq!(new.1, "Confirm your new email");
+    let old = mails.iter().find(|m| m.0 == "ray@example.com").unwrap();
+    let (_, code) = link_and_code(&new.2);
+    let first = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email_change", "email": "ray@new.example", "token": code}))
         .send()
         .await
         .unwrap();
-    assert_eq!(confirmed.status(), 200);
-    assert_eq!(json(confirmed).await["user"]["email"], "ray@new.example");
+    assert_eq!(first.status(), 200);
+    assert!(json(first).await.get("access_token").is_none());
+    assert_eq!(
+        sign_in(&server, "ray@new.example", PASSWORD).await.status(),
+        400
+    );
+    let (link, _) = link_and_code(&old.2);
+    let second = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email_change", "token_hash": token_of(&link)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(json(second).await["user"]["email"], "ray@new.example");
+    assert_eq!(
+        get_user(&server, other).await.status(),
+        403,
+        "other sessions end"
+    );
     assert_eq!(
         sign_in(&server, "ray@new.example", PASSWORD).await.status(),
         200
@@ -1034,6 +1260,179 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
     assert_eq!(
         sign_in(&server, "ray@example.com", PASSWORD).await.status(),
         400
+    );
+}
+
+/// Asking for someone else's address answers exactly as for a free one; the
+/// address's owner is told instead, and no link goes there.
+#[tokio::test]
+async fn an_email_change_to_a_taken_address_reveals_nothing() {
+    let server = start(|_| {}).await;
+    sign_up(&server, "owner@example.com", PASSWORD).await;
+    let asker = json(sign_up(&server, "asker@example.com", PASSWORD).await).await;
+    let token = asker["access_token"].as_str().unwrap();
+    let ask = |email: &str| {
+        auth(&server, Method::PUT, "user")
+            .bearer_auth(token)
+            .json(&json!({"email": email, "current_password": PASSWORD}))
+            .send()
+    };
+    let taken = ask("owner@example.com").await.unwrap();
+    let free = ask("free@example.com").await.unwrap();
+    assert_eq!(
+        (taken.status().as_u16(), free.status().as_u16()),
+        (200, 200)
+    );
+    let (taken, free) = (json(taken).await, json(free).await);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&taken), keys(&free));
+    let mails = outbox(&server).await;
+    let to_owner: Vec<_> = mails
+        .iter()
+        .filter(|m| m.0 == "owner@example.com")
+        .collect();
+    assert_eq!(to_owner.len(), 1);
+    assert_eq!(to_owner[0].1, "Someone tried to use your email address");
+    assert!(
+        links(&to_owner[0].2).is_empty(),
+        "no link to take the address"
+    );
+}
+
+/// Wrong codes are counted per address: the fifth spends the codes and locks,
+/// for existing and unknown addresses alike.
+#[tokio::test]
+async fn wrong_codes_spend_the_codes_and_lock_the_address() {
+    let server = start(|config| {
+        config.auth.throttle.first_lock = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let verify = |email: &str, code: &str| {
+        auth(&server, Method::POST, "verify")
+            .json(&json!({"type": "email", "email": email, "token": code}))
+            .send()
+    };
+    assert_eq!(
+        auth(&server, Method::POST, "otp")
+            .json(&json!({"email": "nia@example.com", "create_user": true}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (_, code) = link_and_code(&outbox(&server).await[0].2);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for email in ["nia@example.com", "nobody@example.com"] {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(verify(email, wrong).await.unwrap().status().as_u16());
+        }
+        assert_eq!(statuses, [403, 403, 403, 403, 429], "{email}");
+    }
+    assert_eq!(
+        verify("nia@example.com", &code).await.unwrap().status(),
+        429
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        verify("nia@example.com", &code).await.unwrap().status(),
+        403,
+        "the code was spent by the lock"
+    );
+}
+
+/// `redirect_to` is parsed and compared when the link is asked for: control
+/// characters, other hosts and look-alike hosts are refused, and nothing is sent.
+#[tokio::test]
+async fn redirects_are_checked_when_a_link_is_asked_for() {
+    let server = start(|config| {
+        config.auth.redirect_urls = vec!["https://app.example/auth".into()];
+    })
+    .await;
+    for (redirect, status) in [
+        ("http://localhost:3000/welcome\r\nSet-Cookie: a=b", 400),
+        ("http://localhost:3000\n/x", 400),
+        ("https://evil.example/", 400),
+        ("http://localhost:3000.evil.example/", 400),
+        ("https://app.example/authority", 400),
+        ("https://user@app.example/auth", 400),
+        ("https://app.example/auth/callback", 200),
+        ("http://localhost:3000/welcome", 200),
+    ] {
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(redirect, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        let response = auth(&server, Method::POST, &format!("otp?redirect_to={encoded}"))
+            .json(&json!({"email": "rex@example.com", "create_user": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{redirect:?}");
+    }
+    assert_eq!(
+        outbox(&server).await.len(),
+        2,
+        "only the allowed ones sent mail"
+    );
+}
+
+/// Strangers' failures lock the account only where it has not signed in: the
+/// owner's usual address still gets in, a burst of the owner's own sign-ins
+/// locks nothing, and one address guessing locks only itself.
+#[tokio::test]
+async fn strangers_cannot_lock_the_owner_out() {
+    let server = start(|config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        config.auth.throttle.per_account = 20;
+    })
+    .await;
+    sign_up(&server, "own@example.com", PASSWORD).await;
+    let attempt = |password: &str, from: &str| {
+        auth(&server, Method::POST, "token?grant_type=password")
+            .header("x-forwarded-for", from)
+            .json(&json!({"email": "own@example.com", "password": password}))
+            .send()
+    };
+    assert_eq!(
+        attempt(PASSWORD, "203.0.113.5").await.unwrap().status(),
+        200
+    );
+    for i in 0..25 {
+        attempt("wrong guess", &format!("198.51.100.{i}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        attempt(PASSWORD, "198.51.100.200").await.unwrap().status(),
+        429,
+        "locked for strangers"
+    );
+    assert_eq!(
+        attempt(PASSWORD, "203.0.113.5").await.unwrap().status(),
+        200,
+        "not for the owner"
+    );
+    let burst: Vec<_> = (0..50).map(|_| attempt(PASSWORD, "203.0.113.5")).collect();
+    for response in futures_util::future::join_all(burst).await {
+        assert_eq!(
+            response.unwrap().status(),
+            200,
+            "a burst of the owner's sign-ins"
+        );
+    }
+    for _ in 0..10 {
+        attempt("typo", "203.0.113.5").await.unwrap();
+    }
+    assert_eq!(
+        attempt(PASSWORD, "203.0.113.5").await.unwrap().status(),
+        429,
+        "ten failures in one place lock it"
+    );
+    assert_eq!(
+        attempt(PASSWORD, "203.0.113.9").await.unwrap().status(),
+        429,
+        "still locked for strangers"
     );
 }
 

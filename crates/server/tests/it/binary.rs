@@ -164,6 +164,20 @@ fn production_refuses_weak_default_and_development_secrets() {
         "GATEHOUSE_SECRET_KEY is too weak (it is a well-known default",
     );
     refuse(
+        (
+            "GATEHOUSE_SECRET_KEY",
+            "super-secret-jwt-token-with-at-least-32-characters-long",
+        ),
+        "GATEHOUSE_SECRET_KEY is too weak (it is a well-known default",
+    );
+    refuse(
+        (
+            "GATEHOUSE_SECRET_KEY",
+            "sb_secret_abcabcabcabcabcabcabcabcabcabcabcabcabc",
+        ),
+        "GATEHOUSE_SECRET_KEY is too weak (its measured entropy",
+    );
+    refuse(
         ("GATEHOUSE_SECRET_KEY", "hunter2-short"),
         "GATEHOUSE_SECRET_KEY is too weak (it is shorter than 32",
     );

@@ -56,6 +56,66 @@ async fn oversized_heads_and_urls_are_refused() {
     assert_eq!(server.get("/health").send().await.unwrap().status(), 200);
 }
 
+/// The refusals made before any handler runs are answers like any other: JSON
+/// with a request id, and every security header.
+#[tokio::test]
+async fn early_refusals_carry_the_security_headers() {
+    let server = kit::start_with(
+        |config| {
+            config.connection_limits.max_headers = 20;
+            config.max_url_bytes = 2048;
+            config.max_json_depth = 8;
+            config.body_limit = 4096;
+        },
+        Router::new(),
+    )
+    .await;
+    let post_json = |body: String| {
+        server
+            .post("/rest/v1/orders")
+            .header("apikey", &server.publishable)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let mut many_headers = server.get("/health");
+    for i in 0..25 {
+        many_headers = many_headers.header(format!("x-extra-{i}"), "1");
+    }
+    let refusals = [
+        (
+            413,
+            post_json(format!(r#"{{"note":"{}"}}"#, "n".repeat(8192))),
+        ),
+        (414, server.get(&format!("/health?{}", "q".repeat(3000)))),
+        (431, many_headers),
+        (
+            400,
+            post_json(format!("{}1{}", "[".repeat(50), "]".repeat(50))),
+        ),
+    ];
+    for (status, request) in refusals {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status);
+        let headers = response.headers().clone();
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("cache-control", "no-store"),
+            ("cross-origin-resource-policy", "same-origin"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(
+                headers.get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{status} {name}"
+            );
+        }
+        assert!(headers.contains_key("content-security-policy"), "{status}");
+        let body = json(response).await;
+        assert!(body["request_id"].is_string(), "{status}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn deeply_nested_json_is_refused_before_parsing() {
     let server = start().await;

@@ -270,12 +270,12 @@ async fn failed_sign_ins_lock_the_account_across_addresses_and_restarts() {
 }
 
 /// A lock ends by itself: with a one-second first lock, the right password works
-/// again once it has passed, and that success clears the account's count.
+/// again once it has passed, and that success clears the count where it signed in.
 #[tokio::test]
 async fn a_sign_in_lock_expires_by_itself() {
     let server = start(|config| {
         config.auth.email_confirmation = false;
-        config.auth.throttle.per_account = 2;
+        config.auth.throttle.per_account_address = 2;
         config.auth.throttle.first_lock = Duration::from_secs(1);
     })
     .await;

@@ -63,6 +63,8 @@ async fn security_headers_on_every_answer() {
         assert_eq!(headers["x-frame-options"], "DENY");
         assert_eq!(headers["referrer-policy"], "no-referrer");
         assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
+        assert_eq!(headers["cross-origin-resource-policy"], "same-origin");
+        assert_eq!(headers["cache-control"], "no-store");
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(
             csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),

@@ -828,6 +828,9 @@ using = "bucket_id in ('images', 'files')"
         ("b.png", "image/png", html.as_bytes().to_vec(), 415),
         ("c.html", "text/html", html.as_bytes().to_vec(), 415),
         ("d.jpg", "image/jpeg", PNG.to_vec(), 415),
+        // Real PNG bytes, declared as such, under a name a browser would save
+        // and open as a page.
+        ("page.html", "image/png", PNG.to_vec(), 415),
         ("e.png", "image/png", [PNG, &[0u8; 2048]].concat(), 413),
     ] {
         let answer = upload(&server, alice, &format!("images/{name}"), declared, body).await;
@@ -848,6 +851,13 @@ using = "bucket_id in ('images', 'files')"
     assert_eq!(streamed.status(), 413);
     assert_eq!(list(&server, alice, "images", "").await, ["a.png"]);
     assert_eq!(blob_files(&server), 1, "refused uploads leave no bytes");
+    // Nor can a move give a stored PNG such a name.
+    let renamed = request(&server, alice, Method::POST, "object/move")
+        .json(&json!({"bucketId": "images", "sourceKey": "a.png", "destinationKey": "a.html"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 415);
 
     // Served: PNG inline; HTML, SVG and unknown types as attachments; all sandboxed.
     let png = download(&server, alice, "images/a.png").await;

@@ -301,7 +301,8 @@ impl Objects {
             allowed,
             new.content_type.as_deref(),
             content::sniff(&written.head),
-        );
+        )
+        .and_then(|settled| content::name_fits(allowed, &name, &settled).map(|()| settled));
         let committed = match settled {
             Ok(content_type) => {
                 let row = Stored {
@@ -585,7 +586,7 @@ impl Objects {
         {
             return Err(StorageError::Denied);
         }
-        self.admit(&target_bucket, &source).await?;
+        self.admit(&target_bucket, &source, &to).await?;
         let version = self.begin_blob().await?;
         if let Err(error) = self.blobs.copy(&source.version, &version).await {
             self.abandon_blob(&version).await;

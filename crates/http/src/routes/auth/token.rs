@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_auth::{AuthError, Session};
 use http::HeaderMap;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{auth_error, client};
 use crate::{ApiCaller, ApiError, AppState, Audit};
@@ -89,23 +89,24 @@ pub async fn post(
     respond(&state, &headers, session).await
 }
 
-/// The session as JSON; with `X-Use-Cookie: true` (and cookie sessions on) also
-/// in `__Host-` cookies, with the CSRF token in the body for the page to keep.
+/// The session as JSON; with `X-Use-Cookie: true` (and cookie sessions on) in
+/// `__Host-` cookies instead, the body carrying only the user and the CSRF token
+/// for the page to keep: page script must never hold a token that works alone.
 pub async fn respond(
     state: &AppState,
     request: &HeaderMap,
     session: Session,
 ) -> Result<Response, ApiError> {
-    let mut body = session.to_json();
-    let mut response_headers = HeaderMap::new();
-    if crate::cookies::wanted(state, request) {
-        let secrets = state
-            .auth()
-            .attach_cookie(&session.id)
-            .await
-            .map_err(auth_error)?;
-        body["csrf_token"] = Value::String(secrets.csrf.clone());
-        crate::cookies::set(&mut response_headers, &secrets);
+    if !crate::cookies::wanted(state, request) {
+        return Ok(Json(session.to_json()).into_response());
     }
+    let secrets = state
+        .auth()
+        .attach_cookie(&session.id)
+        .await
+        .map_err(auth_error)?;
+    let mut response_headers = HeaderMap::new();
+    crate::cookies::set(&mut response_headers, &secrets);
+    let body = json!({"user": session.user.to_json(), "csrf_token": secrets.csrf});
     Ok((response_headers, Json(body)).into_response())
 }

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 
 use crate::ClientIp;
 use axum::response::{IntoResponse, Redirect as Redirection, Response};
-use gatehouse_auth::{AuthError, Kind, Proof};
+use gatehouse_auth::{AuthError, Kind, Proof, Verified};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
@@ -18,15 +18,21 @@ use crate::{ApiCaller, ApiError, AppState, Audit};
 
 fn kind(name: &str) -> Result<Kind, ApiError> {
     match name {
-        "signup" => Ok(Kind::Signup),
+        "signup" | "email" => Ok(Kind::Signup),
         "recovery" => Ok(Kind::Recovery),
         "magiclink" => Ok(Kind::MagicLink),
         "email_change" => Ok(Kind::EmailChange),
+        "email_change_cancel" => Ok(Kind::EmailChangeCancel),
         other => Err(auth_error(AuthError::Validation(format!(
             "unsupported verification type {other:?}"
         )))),
     }
 }
+
+/// What GoTrue answers when one address of an email change has confirmed it.
+const OTHER_ADDRESS: &str =
+    "Confirmation link accepted. Please proceed to confirm link sent to the other email";
+const CANCELLED: &str = "The email change was stopped and the account signed out everywhere";
 
 #[derive(Deserialize)]
 pub struct Body {
@@ -45,16 +51,10 @@ pub async fn post(
     headers: HeaderMap,
     Json(body): Json<Body>,
 ) -> Result<Response, ApiError> {
+    let kind = kind(&body.kind)?;
     let proof = match (&body.token_hash, &body.email, &body.token) {
-        (Some(token), _, _) => Proof::Link {
-            token,
-            kind: kind(&body.kind)?,
-        },
-        (None, Some(email), Some(code)) => Proof::Code {
-            email,
-            code,
-            recovery: body.kind == "recovery",
-        },
+        (Some(token), _, _) => Proof::Link { token, kind },
+        (None, Some(email), Some(code)) => Proof::Code { email, code, kind },
         _ => {
             return Err(auth_error(AuthError::Validation(
                 "send token_hash, or email and token".into(),
@@ -62,31 +62,59 @@ pub async fn post(
         }
     };
     let client = client(&headers, peer);
-    let verified = verify_audited(&state, proof, &client, &audit, &body.kind).await;
-    let (session, _) = verified.map_err(auth_error)?;
-    super::token::respond(&state, &headers, session).await
+    match verify_audited(&state, proof, &client, &audit, &body.kind).await {
+        Ok(Verified::SignedIn { session, .. }) => {
+            super::token::respond(&state, &headers, *session).await
+        }
+        Ok(Verified::EmailChangePending { .. }) => {
+            Ok(Json(json!({"msg": OTHER_ADDRESS})).into_response())
+        }
+        Ok(Verified::EmailChangeCancelled { .. }) => {
+            Ok(Json(json!({"msg": CANCELLED})).into_response())
+        }
+        Err(error) => Err(auth_error(error)),
+    }
 }
 
-/// Spends the proof and records the outcome in the audit log.
+/// Spends the proof and records the outcome in the audit log, with the steps
+/// of an email change as their own entries.
 async fn verify_audited(
     state: &AppState,
     proof: Proof<'_>,
     client: &gatehouse_auth::Client,
     audit: &Audit,
     kind: &str,
-) -> Result<(gatehouse_auth::Session, String), AuthError> {
+) -> Result<Verified, AuthError> {
     let verified = state
         .auth()
         .verify(state.signing_keys(), proof, client)
         .await;
+    let user = |verified: &Verified| match verified {
+        Verified::SignedIn { session, .. } => Some(session.user.id.clone()),
+        Verified::EmailChangePending { user_id, .. }
+        | Verified::EmailChangeCancelled { user_id, .. } => Some(user_id.clone()),
+    };
     audit
-        .outcome(
-            "verify",
-            &verified,
-            |(session, _)| Some(session.user.id.clone()),
-            json!({"type": kind}),
-        )
+        .outcome("verify", &verified, user, json!({"type": kind}))
         .await;
+    let email_change = match &verified {
+        Ok(Verified::SignedIn {
+            email_change: Some(side),
+            ..
+        }) => Some((
+            "email_change_confirm",
+            json!({"side": side.name(), "complete": true}),
+        )),
+        Ok(Verified::EmailChangePending { side, .. }) => Some((
+            "email_change_confirm",
+            json!({"side": side.name(), "complete": false}),
+        )),
+        Ok(Verified::EmailChangeCancelled { .. }) => Some(("email_change_cancel", json!({}))),
+        _ => None,
+    };
+    if let Some((action, detail)) = email_change {
+        audit.outcome(action, &verified, user, detail).await;
+    }
     verified
 }
 
@@ -112,8 +140,18 @@ pub async fn get(
     // The redirect was checked when the link was made and is stored with it.
     let client = client(&headers, peer);
     let outcome = verify_audited(&state, proof, &client, &audit, &link.kind).await;
+    let message = |redirect_to: String, text: &str| {
+        let fragment = form_urlencoded::Serializer::new(String::new())
+            .append_pair("message", text)
+            .finish();
+        (redirect_to, fragment)
+    };
     let (target, fragment) = match outcome {
-        Ok((session, redirect_to)) => {
+        Ok(Verified::SignedIn {
+            session,
+            redirect_to,
+            ..
+        }) => {
             let fragment = form_urlencoded::Serializer::new(String::new())
                 .append_pair("access_token", &session.access_token)
                 .append_pair("expires_at", &session.expires_at.to_string())
@@ -124,6 +162,8 @@ pub async fn get(
                 .finish();
             (redirect_to, fragment)
         }
+        Ok(Verified::EmailChangePending { redirect_to, .. }) => message(redirect_to, OTHER_ADDRESS),
+        Ok(Verified::EmailChangeCancelled { redirect_to, .. }) => message(redirect_to, CANCELLED),
         Err(error) => {
             let fragment = form_urlencoded::Serializer::new(String::new())
                 .append_pair("error", "access_denied")
@@ -133,5 +173,12 @@ pub async fn get(
             (state.auth().settings().site_url.clone(), fragment)
         }
     };
-    Ok(Redirection::to(&format!("{target}#{fragment}")).into_response())
+    // Redirects are checked when their link is made; one stored before that
+    // check existed falls back to the site rather than failing after the spend.
+    let location = format!("{target}#{fragment}");
+    let location = match http::HeaderValue::from_str(&location) {
+        Ok(_) => location,
+        Err(_) => state.auth().settings().site_url.clone(),
+    };
+    Ok(Redirection::to(&location).into_response())
 }
