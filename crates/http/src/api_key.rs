@@ -1,4 +1,5 @@
-//! The `apikey` header decides which app is calling. Everything under the API
+//! The `apikey` header decides which app is calling; the bearer token is read
+//! here too, once (see `identity`). Everything under the API
 //! surfaces (auth, rest, storage) needs one unless it is in [`PUBLIC`]; routes elsewhere (health) are
 //! open. Handlers that need a caller take [`ApiCaller`], which exists only when
 //! a key matched.
@@ -6,7 +7,7 @@
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use gatehouse_keys::ApiRole;
+use gatehouse_keys::PresentedKey;
 use http::StatusCode;
 use http::request::Parts;
 
@@ -15,9 +16,9 @@ use crate::{ApiError, AppState, Surface};
 /// Paths under the keyed prefixes that anyone may read.
 const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json", "/auth/v1/verify"];
 
-/// The app role proven by the request's API key.
+/// The request's API key, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiCaller(pub ApiRole);
+pub struct ApiCaller(pub PresentedKey);
 
 /// Storage routes whose URL is the permission (a public bucket, a signed token):
 /// they are fetched by `<img src>` and plain links, without an API key. Routes
@@ -55,7 +56,7 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
     let presented = request.headers().get("apikey").map(|value| value.to_str());
     let caller = match presented {
         Some(Ok(key)) => match state.api_keys().identify(key) {
-            Some(role) => Some(ApiCaller(role)),
+            Some(key) => Some(ApiCaller(key)),
             None => return invalid().into_response(),
         },
         Some(Err(_)) => return invalid().into_response(),
@@ -68,6 +69,8 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
         None if needs_key(request.uri().path()) => return missing().into_response(),
         None => {}
     }
+    let bearer = crate::identity::read_bearer(request.headers(), &state);
+    request.extensions_mut().insert(bearer);
     next.run(request).await
 }
 

@@ -109,7 +109,7 @@ pub async fn replay(State(state): State<AppState>, request: Request, next: Next)
         );
     };
     let caller = match (
-        crate::identity::bearer_subject(request.headers(), &state),
+        crate::identity::bearer_subject(request.extensions()),
         crate::cookies::session(request.headers()),
         request.extensions().get::<ApiCaller>(),
     ) {
@@ -117,7 +117,9 @@ pub async fn replay(State(state): State<AppState>, request: Request, next: Next)
         // A cookie session is its own namespace (the cookie is checked by the handler;
         // a forged one writes nothing and replays only its own refusal).
         (None, Some(cookie), _) => format!("session:{}", digest_hex(cookie.as_bytes())),
-        (None, None, Some(ApiCaller(ApiRole::Service))) => "service".to_owned(),
+        (None, None, Some(ApiCaller(key))) if key.role() == ApiRole::Service => {
+            "service".to_owned()
+        }
         _ => request
             .extensions()
             .get::<ClientIp>()

@@ -1,32 +1,117 @@
-//! Who is calling, from verified material only: the API key (already checked by
-//! `api_key::identify`) and, when present, a bearer access token verified against
-//! the signing keys. Nothing the client writes in a body, query or other header
-//! can change the answer.
+//! Who is calling, from verified material only: the API key (checked by
+//! `api_key::identify`), the bearer access token (read and verified once per
+//! request, in that same layer, by [`read_bearer`]) or a cookie session.
+//! Nothing the client writes in a body, query or other header can change the
+//! answer. One rule for sessions holds on every surface: a token that names a
+//! session is refused once that session is gone (signed out, expired, its user
+//! deleted or banned).
+
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use gatehouse_keys::ApiRole;
+use gatehouse_auth::AuthError;
+use gatehouse_keys::{TokenError, VerifiedClaims};
 use gatehouse_rest::Caller;
 use http::request::Parts;
-use http::{StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 
+use crate::routes::auth::{auth_error, invalid_token};
 use crate::{ApiCaller, ApiError, AppState};
+
+/// The request's `Authorization: Bearer`, as [`read_bearer`] found it.
+#[derive(Clone)]
+pub(crate) enum Bearer {
+    /// None, or the API key sent as the bearer (supabase-js does until a user
+    /// signs in).
+    Absent,
+    /// Not `Bearer <token>` in visible ASCII.
+    Malformed,
+    Token(Result<Arc<VerifiedClaims>, TokenError>),
+}
+
+/// Reads and verifies the bearer token, once per request.
+pub(crate) fn read_bearer(headers: &HeaderMap, state: &AppState) -> Bearer {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Bearer::Absent;
+    };
+    let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return Bearer::Malformed;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Bearer::Malformed;
+    }
+    let token = token.trim();
+    if state.api_keys().identify(token).is_some() {
+        return Bearer::Absent;
+    }
+    Bearer::Token(state.verify_access_token(token))
+}
 
 /// The user behind a valid bearer token, for layers that key state by caller
 /// (rate limits, idempotency keys) before the handler's [`Identity`] exists.
-pub(crate) fn bearer_subject(headers: &http::HeaderMap, state: &AppState) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+pub(crate) fn bearer_subject(extensions: &http::Extensions) -> Option<String> {
+    match extensions.get::<Bearer>() {
+        Some(Bearer::Token(Ok(claims))) => Some(claims.subject().to_owned()),
+        _ => None,
     }
-    let claims = state.verify_access_token(token.trim()).ok()?;
-    Some(claims.subject().to_owned())
 }
 
-/// The caller of a data request.
+/// Why a request's user is refused.
+enum Refusal {
+    /// A malformed, forged, foreign or expired token.
+    Token { expired: bool },
+    /// The session the token names is gone, or could not be checked.
+    Session(AuthError),
+    /// A cookie session refused (gone, or failing the CSRF defence).
+    Cookie(ApiError),
+}
+
+/// The request's user, if it names one: its bearer token, else its cookie
+/// session; verified, and the session it names live.
+async fn user(parts: &Parts, state: &AppState) -> Result<Option<VerifiedClaims>, Refusal> {
+    let bearer = parts
+        .extensions
+        .get::<Bearer>()
+        .cloned()
+        .unwrap_or(Bearer::Absent);
+    let claims = match bearer {
+        Bearer::Malformed => return Err(Refusal::Token { expired: false }),
+        Bearer::Token(Err(error)) => {
+            tracing::info!(%error, "refused an access token");
+            return Err(Refusal::Token {
+                expired: error == TokenError::Expired,
+            });
+        }
+        Bearer::Token(Ok(claims)) => claims,
+        Bearer::Absent => {
+            return match crate::cookies::session(&parts.headers) {
+                Some(cookie) if state.auth().settings().cookie_sessions => {
+                    crate::cookies::claims(parts, state, cookie)
+                        .await
+                        .map(Some)
+                        .map_err(Refusal::Cookie)
+                }
+                _ => Ok(None),
+            };
+        }
+    };
+    // A token minted without a session (by whoever holds the signing key) has
+    // none to end; every token Gatehouse issues names one.
+    if claims.claim_text("session_id").is_some() {
+        state
+            .auth()
+            .check_session(&claims)
+            .await
+            .map_err(Refusal::Session)?;
+    }
+    Ok(Some(Arc::unwrap_or_clone(claims)))
+}
+
+/// The caller of a data or storage request: the verified user when it names
+/// one, else what its API key makes it.
 pub struct Identity(pub Caller);
 
-fn invalid_token(expired: bool) -> ApiError {
+fn invalid_data_token(expired: bool) -> ApiError {
     let message = if expired {
         "JWT expired"
     } else {
@@ -39,50 +124,37 @@ impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ApiCaller(app) = ApiCaller::from_request_parts(parts, state).await?;
-        let bearer = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(value) => {
-                let value = value.to_str().map_err(|_| invalid_token(false))?;
-                let (scheme, token) = value.split_once(' ').ok_or_else(|| invalid_token(false))?;
-                if !scheme.eq_ignore_ascii_case("bearer") {
-                    return Err(invalid_token(false));
-                }
-                Some(token.trim())
-            }
-        };
-        // supabase-js sends the API key as the bearer token until a user signs in.
-        let user_token = bearer.filter(|token| state.api_keys().identify(token).is_none());
-        // A cookie session stands in for the bearer token when there is none.
-        if user_token.is_none()
-            && state.auth().settings().cookie_sessions
-            && let Some(cookie) = crate::cookies::session(&parts.headers)
-        {
-            let claims = crate::cookies::claims(parts, state, cookie).await?;
-            return Ok(Identity(Caller::User(claims)));
+        let ApiCaller(key) = ApiCaller::from_request_parts(parts, state).await?;
+        match user(parts, state).await {
+            Ok(Some(claims)) => Ok(Identity(Caller::signed_in(claims))),
+            Ok(None) => Ok(Identity(Caller::holding(key))),
+            Err(Refusal::Token { expired }) => Err(invalid_data_token(expired)),
+            Err(Refusal::Session(AuthError::SessionNotFound)) => Err(invalid_data_token(false)),
+            // A database failure is not the client's bad token.
+            Err(Refusal::Session(other)) => Err(auth_error(other)),
+            Err(Refusal::Cookie(error)) => Err(error),
         }
-        let caller = match (user_token, app) {
-            (Some(token), _) => {
-                let claims = state.verify_access_token(token).map_err(|error| {
-                    tracing::info!(%error, "refused an access token");
-                    invalid_token(error == gatehouse_keys::TokenError::Expired)
-                })?;
-                // Signed-out, deleted and banned users' sessions end at once.
-                if claims.claim_text("session_id").is_some() {
-                    match state.auth().check_session(&claims).await {
-                        Ok(()) => {}
-                        Err(gatehouse_auth::AuthError::SessionNotFound) => {
-                            return Err(invalid_token(false));
-                        }
-                        // A database failure is not the client's bad token.
-                        Err(other) => return Err(crate::routes::auth::auth_error(other)),
-                    }
-                }
-                Caller::User(std::sync::Arc::unwrap_or_clone(claims))
-            }
-            (None, ApiRole::Service) => Caller::Service,
-            (None, ApiRole::Anon) => Caller::Anon,
-        };
-        Ok(Identity(caller))
+    }
+}
+
+/// A signed-in user of the auth API: a verified access token (or cookie
+/// session) that names a live session, which the auth endpoints act on.
+pub struct SignedIn(pub VerifiedClaims);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        ApiCaller::from_request_parts(parts, state).await?;
+        match user(parts, state).await {
+            Ok(Some(claims)) if claims.claim_text("session_id").is_some() => Ok(SignedIn(claims)),
+            Ok(Some(_)) => Err(auth_error(AuthError::SessionNotFound)),
+            Ok(None) => Err(invalid_token("This endpoint requires a valid Bearer token")),
+            Err(Refusal::Token { .. }) => Err(invalid_token(
+                "invalid JWT: unable to parse or verify signature, token is expired or invalid",
+            )),
+            Err(Refusal::Session(error)) => Err(auth_error(error)),
+            Err(Refusal::Cookie(error)) => Err(error),
+        }
     }
 }

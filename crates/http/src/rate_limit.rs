@@ -120,7 +120,11 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     else {
         return next.run(request).await;
     };
-    if request.extensions().get::<ApiCaller>() == Some(&ApiCaller(ApiRole::Service)) {
+    if request
+        .extensions()
+        .get::<ApiCaller>()
+        .is_some_and(|ApiCaller(key)| key.role() == ApiRole::Service)
+    {
         return next.run(request).await;
     }
     let address = request.extensions().get::<ClientIp>().map_or_else(
@@ -129,7 +133,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     );
     let key = if per_user {
         // An invalid token is the handler's to refuse; it counts against the address.
-        crate::identity::bearer_subject(request.headers(), &state)
+        crate::identity::bearer_subject(request.extensions())
             .map(|user| format!("user:{user}"))
             .unwrap_or(address)
     } else {

@@ -15,6 +15,18 @@ pub enum ApiRole {
     Service,
 }
 
+/// Proof that a request presented one of the app's API keys, and which. Only
+/// [`ApiKeys::identify`] makes one, so code holding it knows the key was checked
+/// (the data and storage APIs build their service-role caller only from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresentedKey(ApiRole);
+
+impl PresentedKey {
+    pub fn role(self) -> ApiRole {
+        self.0
+    }
+}
+
 /// The app's two API keys. Only SHA-256 digests are compared, in constant time,
 /// so neither the length nor the prefix of a key leaks through timing.
 pub struct ApiKeys {
@@ -68,14 +80,14 @@ impl ApiKeys {
         out
     }
 
-    pub fn identify(&self, presented: &str) -> Option<ApiRole> {
+    pub fn identify(&self, presented: &str) -> Option<PresentedKey> {
         let presented = sha256(presented.as_bytes());
         let is_publishable = presented.ct_eq(&self.publishable_digest);
         let is_secret = presented.ct_eq(&self.secret_digest);
         if bool::from(is_secret) {
-            Some(ApiRole::Service)
+            Some(PresentedKey(ApiRole::Service))
         } else if bool::from(is_publishable) {
-            Some(ApiRole::Anon)
+            Some(PresentedKey(ApiRole::Anon))
         } else {
             None
         }
@@ -220,11 +232,13 @@ mod tests {
     fn identifies_each_key_and_nothing_else() {
         let (keys, publishable, secret) = keys();
         assert_eq!(
-            keys.identify(publishable.expose_secret()),
+            keys.identify(publishable.expose_secret())
+                .map(PresentedKey::role),
             Some(ApiRole::Anon)
         );
         assert_eq!(
-            keys.identify(secret.expose_secret()),
+            keys.identify(secret.expose_secret())
+                .map(PresentedKey::role),
             Some(ApiRole::Service)
         );
         assert_eq!(keys.identify(""), None);

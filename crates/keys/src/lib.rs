@@ -10,7 +10,7 @@ mod private_file;
 mod signing;
 mod token_cache;
 
-pub use api_keys::{ApiKeys, ApiRole, generate_api_key, weakness};
+pub use api_keys::{ApiKeys, ApiRole, PresentedKey, generate_api_key, weakness};
 pub use private_file::write_private_file;
 pub use signing::{KeyInfo, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, VerifiedClaims};
 pub use token_cache::TokenVerifier;
@@ -48,7 +48,7 @@ pub enum KeyError {
 
 /// Why a token was refused. Callers answer every variant the same way to the
 /// client; the variant is for the log.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("malformed token")]
     Malformed,

@@ -74,6 +74,9 @@ pub enum Term {
     },
     Value(Literal),
     Context(ContextValue),
+    /// A context value resolved for one caller: its text, or NULL when the
+    /// caller has none (see [`Condition::binding`]).
+    Bound(Option<String>),
     /// A part of the path held in a text column (the column is a `Term::Column`).
     Path {
         part: PathPart,
@@ -141,6 +144,70 @@ impl Condition {
         }
     }
 
+    /// The condition as it applies to one caller: every context value replaced
+    /// by what `resolve` gives for it, and the parts that no longer read a row
+    /// worked out (`auth.role() = 'authenticated'`, `auth.uid() is null`), so
+    /// the statement carries only what the database must decide. Comparisons
+    /// with a missing value stay, as NULL, which no row satisfies.
+    pub fn binding(&self, resolve: &impl Fn(&ContextValue) -> Option<String>) -> Condition {
+        let bind = |term: &Term| match term {
+            Term::Context(context) => Term::Bound(resolve(context)),
+            other => other.clone(),
+        };
+        match self {
+            Condition::Const(_) => self.clone(),
+            Condition::And(items) => all_of(items.iter().map(|c| c.binding(resolve)).collect()),
+            Condition::Or(items) => either(items.iter().map(|c| c.binding(resolve)).collect()),
+            Condition::Not(inner) => match inner.binding(resolve) {
+                Condition::Const(value) => Condition::Const(!value),
+                other => Condition::Not(Box::new(other)),
+            },
+            Condition::Compare { left, op, right } => {
+                let (left, right) = (bind(left), bind(right));
+                match (&left, op, &right) {
+                    (
+                        Term::Bound(Some(a)),
+                        CmpOp::Eq | CmpOp::Ne,
+                        Term::Value(Literal::Text(b)),
+                    )
+                    | (
+                        Term::Value(Literal::Text(b)),
+                        CmpOp::Eq | CmpOp::Ne,
+                        Term::Bound(Some(a)),
+                    ) => Condition::Const((a == b) == (*op == CmpOp::Eq)),
+                    _ => Condition::Compare {
+                        left,
+                        op: *op,
+                        right,
+                    },
+                }
+            }
+            Condition::In {
+                term,
+                list,
+                negated,
+            } => Condition::In {
+                term: bind(term),
+                list: list.iter().map(bind).collect(),
+                negated: *negated,
+            },
+            Condition::IsNull { term, negated } => match bind(term) {
+                Term::Bound(value) => Condition::Const(value.is_none() != *negated),
+                term => Condition::IsNull {
+                    term,
+                    negated: *negated,
+                },
+            },
+            Condition::Exists { table, condition } => match condition.binding(resolve) {
+                Condition::Const(false) => Condition::Const(false),
+                condition => Condition::Exists {
+                    table: table.clone(),
+                    condition: Box::new(condition),
+                },
+            },
+        }
+    }
+
     /// Every column the condition reads, with the table it belongs to.
     pub fn columns<'a>(
         &'a self,
@@ -183,5 +250,38 @@ impl Condition {
                 tables.pop();
             }
         }
+    }
+}
+
+/// `items` joined by AND, constants worked out: false if any is false, the
+/// true ones dropped.
+fn all_of(items: Vec<Condition>) -> Condition {
+    joined(items, false, Condition::And)
+}
+
+/// `items` joined by OR, constants worked out: true if any is true, the false
+/// ones dropped.
+fn either(items: Vec<Condition>) -> Condition {
+    joined(items, true, Condition::Or)
+}
+
+/// `deciding` is the constant that settles the join (false for AND, true for
+/// OR); its opposite adds nothing and is dropped.
+fn joined(
+    items: Vec<Condition>,
+    deciding: bool,
+    join: fn(Vec<Condition>) -> Condition,
+) -> Condition {
+    if items.contains(&Condition::Const(deciding)) {
+        return Condition::Const(deciding);
+    }
+    let mut rest: Vec<Condition> = items
+        .into_iter()
+        .filter(|item| *item != Condition::Const(!deciding))
+        .collect();
+    match rest.len() {
+        0 => Condition::Const(!deciding),
+        1 => rest.remove(0),
+        _ => join(rest),
     }
 }

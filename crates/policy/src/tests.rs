@@ -361,3 +361,62 @@ fn deciding_unknown_terms_respects_negation() {
     let strict = condition.deciding(&claims, false);
     assert_eq!(and(strict)[1], Condition::Const(false));
 }
+
+#[test]
+fn binding_a_caller_leaves_only_what_reads_rows() {
+    let policies = storage_policy(
+        "(auth.role() = 'authenticated' and owner = auth.uid()) \
+         or (auth.uid() is null and bucket_id = 'public') \
+         or auth.jwt() ->> 'tier' = 'gold'",
+    )
+    .expect("compiles");
+    let condition = policies
+        .using(Command::Select, Role::Authenticated)
+        .expect("a policy");
+    let owner = || Term::Column {
+        depth: 0,
+        name: gatehouse_core::Identifier::new("owner").unwrap(),
+        ty: gatehouse_schema::ColumnType::Text,
+    };
+    let user = |value: &ContextValue| match value {
+        ContextValue::Uid => Some("u1".to_owned()),
+        ContextValue::Role => Some("authenticated".to_owned()),
+        ContextValue::Claim(_) => None,
+    };
+    // The role test and the uid test are settled; the claim stays, as NULL.
+    assert_eq!(
+        condition.binding(&user),
+        Condition::Or(vec![
+            Condition::Compare {
+                left: owner(),
+                op: CmpOp::Eq,
+                right: Term::Bound(Some("u1".into())),
+            },
+            Condition::Compare {
+                left: Term::Bound(None),
+                op: CmpOp::Eq,
+                right: Term::Value(gatehouse_schema::Literal::Text("gold".into())),
+            },
+        ])
+    );
+    // For a caller with another role and no id only the NULL claim test is left.
+    let stranger = |value: &ContextValue| match value {
+        ContextValue::Role => Some("anon".to_owned()),
+        _ => None,
+    };
+    let bound = condition.binding(&stranger);
+    let Condition::Or(items) = bound else {
+        panic!("not a disjunction: {bound:?}")
+    };
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(matches!(items[1], Condition::Compare { .. }));
+    // A claim that settles it settles the whole condition.
+    let gold = |value: &ContextValue| match value {
+        ContextValue::Claim(_) => Some("gold".to_owned()),
+        _ => None,
+    };
+    assert_eq!(condition.binding(&gold), Condition::Const(true));
+    // NOT over a settled part flips it; over an open part it stays.
+    let negated = Condition::Not(Box::new(condition));
+    assert_eq!(negated.binding(&gold), Condition::Const(false));
+}

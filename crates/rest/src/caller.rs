@@ -1,13 +1,14 @@
-use gatehouse_keys::VerifiedClaims;
-use gatehouse_policy::Role;
+use gatehouse_keys::{ApiRole, PresentedKey, VerifiedClaims};
+use gatehouse_policy::{ContextValue, Role};
 
-use crate::RestError;
-
-/// Who is asking. Built only from verified material: the secret API key for
-/// [`Caller::Service`], a verified access token for [`Caller::User`], a signed
-/// URL (HMAC under the server's key) for [`Caller::Delegated`].
+/// Who is asking. Sealed: the variants are private and each constructor takes
+/// the verified material it stands for, so code outside the edge cannot make
+/// a caller more than it proved (no service caller without the secret key).
 #[derive(Debug, Clone)]
-pub enum Caller {
+pub struct Caller(Who);
+
+#[derive(Debug, Clone)]
+enum Who {
     Anon,
     User(VerifiedClaims),
     /// The secret key: bypasses row policies and column grants.
@@ -21,47 +22,97 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The policy role, or `None` for the service role, which policies do not bind.
-    pub fn role(&self) -> Result<Option<Role>, RestError> {
-        match self {
-            Caller::Anon => Ok(Some(Role::Anon)),
-            Caller::User(claims) => match claims.role() {
-                "authenticated" => Ok(Some(Role::Authenticated)),
-                "anon" => Ok(Some(Role::Anon)),
-                _ => Err(RestError::UnknownRole),
-            },
-            Caller::Service => Ok(None),
-            Caller::Delegated { role, .. } => Ok(Some(*role)),
+    /// Nobody in particular: the least any request is.
+    pub fn anon() -> Self {
+        Caller(Who::Anon)
+    }
+
+    /// The holder of a verified access token.
+    pub fn signed_in(claims: VerifiedClaims) -> Self {
+        Caller(Who::User(claims))
+    }
+
+    /// The holder of an API key, before any user signs in.
+    pub fn holding(key: PresentedKey) -> Self {
+        match key.role() {
+            ApiRole::Service => Caller(Who::Service),
+            ApiRole::Anon => Caller(Who::Anon),
         }
     }
 
-    pub(crate) fn role_name(&self) -> &str {
-        match self {
-            Caller::Anon => "anon",
-            Caller::User(claims) => claims.role(),
-            Caller::Service => "service_role",
-            Caller::Delegated {
+    /// The signer of a signed URL, as the URL's checked payload names them;
+    /// never more than a signed-in user.
+    pub fn delegated(role: Role, user_id: Option<String>) -> Self {
+        Caller(Who::Delegated { role, user_id })
+    }
+
+    /// The secret key's holder: no row policy or column grant applies.
+    pub fn is_service(&self) -> bool {
+        matches!(self.0, Who::Service)
+    }
+
+    /// Anonymous: neither a key beyond the publishable one nor a user.
+    pub fn is_anon(&self) -> bool {
+        matches!(self.0, Who::Anon)
+    }
+
+    /// The policy role, or `None` for the service role, which policies do not
+    /// bind; `Err` for a token whose role no policy names.
+    pub fn role(&self) -> Result<Option<Role>, UnknownRole> {
+        match &self.0 {
+            Who::Anon => Ok(Some(Role::Anon)),
+            Who::User(claims) => match claims.role() {
+                "authenticated" => Ok(Some(Role::Authenticated)),
+                "anon" => Ok(Some(Role::Anon)),
+                _ => Err(UnknownRole),
+            },
+            Who::Service => Ok(None),
+            Who::Delegated { role, .. } => Ok(Some(*role)),
+        }
+    }
+
+    fn role_name(&self) -> &str {
+        match &self.0 {
+            Who::Anon => "anon",
+            Who::User(claims) => claims.role(),
+            Who::Service => "service_role",
+            Who::Delegated {
                 role: Role::Authenticated,
                 ..
             } => "authenticated",
-            Caller::Delegated {
+            Who::Delegated {
                 role: Role::Anon, ..
             } => "anon",
         }
     }
 
     pub fn user_id(&self) -> Option<&str> {
-        match self {
-            Caller::User(claims) => Some(claims.subject()),
-            Caller::Delegated { user_id, .. } => user_id.as_deref(),
+        match &self.0 {
+            Who::User(claims) => Some(claims.subject()),
+            Who::Delegated { user_id, .. } => user_id.as_deref(),
             _ => None,
         }
     }
 
-    pub(crate) fn claim(&self, name: &str) -> Option<String> {
-        match self {
-            Caller::User(claims) => claims.claim_text(name),
-            _ => None,
+    /// Whether the caller carries a whole token (a signed URL carries only a
+    /// role and a user id).
+    pub(crate) fn has_claims(&self) -> bool {
+        matches!(self.0, Who::User(_))
+    }
+
+    /// What a policy's context value reads for this caller.
+    pub(crate) fn context(&self, value: &ContextValue) -> Option<String> {
+        match value {
+            ContextValue::Uid => self.user_id().map(str::to_owned),
+            ContextValue::Role => Some(self.role_name().to_owned()),
+            ContextValue::Claim(name) => match &self.0 {
+                Who::User(claims) => claims.claim_text(name),
+                _ => None,
+            },
         }
     }
 }
+
+/// A token's role that is neither `anon` nor `authenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownRole;

@@ -7,7 +7,10 @@
 //! is refused before any SQL is built); every read, update and delete carries the
 //! policy's `using` in its WHERE; every insert and update carries its `with check`
 //! and is rolled back whole if any row fails it; names come only from the schema.
+//! All of it rests on one access decision ([`decide`]), which every statement on
+//! a declared table must carry to finish ([`StatementBuilder`]).
 
+mod access;
 mod caller;
 mod embed;
 mod error;
@@ -24,10 +27,11 @@ use gatehouse_db::Database;
 use gatehouse_policy::{Command, Policies, Role, TablePolicies};
 use gatehouse_schema::{Check, Column, Schema, Table};
 
-pub use caller::Caller;
+pub use access::{Decision, Rows, decide};
+pub use caller::{Caller, UnknownRole};
 pub use error::RestError;
 pub use read::{Count, ReadOptions, ReadResult};
-pub use sql::Sql as StatementBuilder;
+pub use sql::{Decided, StatementBuilder, Undecided};
 pub use write::{Resolution, WriteOptions, WriteResult};
 
 /// Bounds and switches of the data API.
@@ -67,6 +71,7 @@ pub(crate) struct Access<'a> {
     pub table: &'a Table,
     pub policies: Option<&'a TablePolicies>,
     pub role: Option<Role>,
+    pub caller: &'a Caller,
 }
 
 impl Rest {
@@ -95,27 +100,26 @@ impl Rest {
     /// The table, if the caller may run `command` on it at all. A table nobody
     /// may use answers like a forbidden one, so existence is not revealed to
     /// anon callers beyond what PostgREST shows.
-    pub(crate) fn access(
-        &self,
+    pub(crate) fn access<'a>(
+        &'a self,
         name: &str,
         command: Command,
-        caller: &Caller,
-    ) -> Result<Access<'_>, RestError> {
+        caller: &'a Caller,
+    ) -> Result<Access<'a>, RestError> {
         let table = self
             .schema
             .table(name)
             .ok_or_else(|| RestError::UnknownTable(name.to_owned()))?;
-        let role = caller.role()?;
+        let role = caller.role().map_err(|_| RestError::UnknownRole)?;
         let policies = self.policies.for_table(name);
-        if let Some(role) = role
-            && !policies.is_some_and(|p| p.allows(command, role))
-        {
+        if decide(caller, policies, command, Rows::Existing).is_closed() {
             return Err(RestError::TableDenied(name.to_owned()));
         }
         Ok(Access {
             table,
             policies,
             role,
+            caller,
         })
     }
 
@@ -174,14 +178,14 @@ impl Access<'_> {
         }
     }
 
-    /// The rows `command` may see, for this caller; `None` for the service role.
-    pub fn using(&self, command: Command) -> Option<gatehouse_policy::Condition> {
-        self.policies?.using(command, self.role?)
+    /// The rows `command` may see or touch, for this caller.
+    pub fn using(&self, command: Command) -> Decision {
+        decide(self.caller, self.policies, command, Rows::Existing)
     }
 
-    /// What a written row must satisfy, for this caller; `None` for the service role.
-    pub fn with_check(&self, command: Command) -> Option<gatehouse_policy::Condition> {
-        self.policies?.with_check(command, self.role?)
+    /// What a row `command` writes must satisfy, for this caller.
+    pub fn with_check(&self, command: Command) -> Decision {
+        decide(self.caller, self.policies, command, Rows::Written)
     }
 
     /// Refuses a column the caller's grants do not let it change.

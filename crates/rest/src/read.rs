@@ -10,7 +10,7 @@ use gatehouse_schema::Column;
 use serde_json::{Map, Value as Json};
 
 use crate::embed;
-use crate::sql::Sql;
+use crate::sql::{Decided, StatementBuilder, Undecided};
 use crate::values::to_json;
 use crate::{Access, Caller, Rest, RestError};
 
@@ -67,21 +67,19 @@ pub(crate) fn selected<'a>(
     Ok(out)
 }
 
-/// ` WHERE <filters> AND <policy using>`; returns whether the request filtered.
+/// ` WHERE <filters> AND <the decision for command>` on the table aliased `t0`.
 pub(crate) fn where_clause(
-    sql: &mut Sql,
+    mut sql: StatementBuilder<Undecided>,
     access: &Access<'_>,
     request: &Request,
-    caller: &Caller,
     command: Command,
-) -> Result<bool, RestError> {
+) -> Result<StatementBuilder<Decided>, RestError> {
     sql.push(" WHERE (1 = 1)");
     for filter in &request.filters {
         sql.push(" AND ");
         sql.filter(filter, "t0", &|name| access.readable(name))?;
     }
-    sql.and_policy(access.using(command), caller, "t0", None);
-    Ok(!request.filters.is_empty())
+    Ok(sql.and_decision(&access.using(command), "t0", None))
 }
 
 pub(crate) fn row_object(columns: &[(&Column, String)], values: &[Value]) -> Json {
@@ -103,7 +101,6 @@ fn statement<'a>(
     rest: &Rest,
     dialect: gatehouse_core::Dialect,
     access: &'a Access<'_>,
-    caller: &Caller,
     request: &Request,
     options: ReadOptions,
     hidden: &[&Column],
@@ -111,8 +108,7 @@ fn statement<'a>(
     links: &[embed::Link<'_>],
 ) -> Result<(Statement, Selected<'a>, u64), RestError> {
     let columns = selected(access, &request.select)?;
-    let name = access.table.name.quoted();
-    let mut sql = Sql::new(dialect);
+    let mut sql = StatementBuilder::new(dialect);
     sql.push("SELECT ");
     let outputs = columns
         .iter()
@@ -124,8 +120,10 @@ fn statement<'a>(
         }
         sql.output(Some("t0"), column);
     }
-    sql.push(&format!(" FROM {name} AS \"t0\""));
-    where_clause(&mut sql, access, request, caller, Command::Select)?;
+    sql.push(" FROM ")
+        .raw(&access.table.name.quoted())
+        .push(" AS \"t0\"");
+    let mut sql = where_clause(sql, access, request, Command::Select)?;
     if let Some((column, values)) = within {
         sql.push(" AND ").column("t0", &column.name).push(" IN (");
         for (i, value) in values.iter().enumerate() {
@@ -151,7 +149,7 @@ fn statement<'a>(
                     let column = inner.strip_suffix(')').ok_or_else(|| {
                         RestError::Relationship(format!("order by an embed is {relation}(column)"))
                     })?;
-                    order_by_embedded(&mut sql, rest, caller, links, relation, column)?;
+                    order_by_embedded(&mut sql, rest, access.caller, links, relation, column)?;
                 }
             }
             sql.push(if term.descending { " DESC" } else { " ASC" });
@@ -181,7 +179,7 @@ fn statement<'a>(
     // The limit is written as a number, never bound: SQLite plans with a bound
     // LIMIT's value, so it re-prepared such a statement on every run (a fifth of a
     // point read's time). It is a u64 computed here, never request text.
-    sql.push(&format!(" LIMIT {limit}"));
+    sql.push(" LIMIT ").number(limit);
     sql.push(" OFFSET ");
     sql.param(
         Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)),
@@ -194,7 +192,7 @@ fn statement<'a>(
 /// carries the embedded table's own select policy, so a hidden row sorts as NULL
 /// and its value never leaks through the order.
 fn order_by_embedded(
-    sql: &mut Sql,
+    sql: &mut StatementBuilder<Decided>,
     rest: &Rest,
     caller: &Caller,
     links: &[embed::Link<'_>],
@@ -211,16 +209,16 @@ fn order_by_embedded(
         })?;
     let target = rest.access(link.target.name.as_str(), Command::Select, caller)?;
     let column = target.readable(column)?;
-    sql.push("(SELECT ").column("o0", &column.name);
-    sql.push(&format!(
-        " FROM {} AS \"o0\" WHERE ",
-        link.target.name.quoted()
-    ));
-    sql.column("o0", &link.child_column.name)
+    sql.push("(SELECT ")
+        .column("o0", &column.name)
+        .push(" FROM ")
+        .raw(&link.target.name.quoted())
+        .push(" AS \"o0\" WHERE ")
+        .column("o0", &link.child_column.name)
         .push(" = ")
-        .column("t0", &link.parent_column.name);
-    sql.and_policy(target.using(Command::Select), caller, "o0", None);
-    sql.push(")");
+        .column("t0", &link.parent_column.name)
+        .and_also(&target.using(Command::Select), "o0", None)
+        .push(")");
     Ok(())
 }
 
@@ -237,7 +235,6 @@ pub(crate) async fn plan(
         rest,
         db.dialect(),
         &access,
-        caller,
         request,
         ReadOptions::default(),
         &[],
@@ -285,7 +282,6 @@ fn load<'a>(
             rest,
             db.dialect(),
             &access,
-            caller,
             &request,
             options,
             &hidden,
@@ -388,12 +384,12 @@ fn load<'a>(
 
         let total = match (options.count, &within) {
             (Some(Count::Exact), None) => {
-                let mut count = Sql::new(db.dialect());
-                count.push(&format!(
-                    "SELECT CAST(COUNT(*) AS BIGINT) FROM {} AS \"t0\"",
-                    access.table.name.quoted()
-                ));
-                where_clause(&mut count, &access, &request, caller, Command::Select)?;
+                let mut count = StatementBuilder::new(db.dialect());
+                count
+                    .push("SELECT CAST(COUNT(*) AS BIGINT) FROM ")
+                    .raw(&access.table.name.quoted())
+                    .push(" AS \"t0\"");
+                let count = where_clause(count, &access, &request, Command::Select)?;
                 let rows = db.query(count.finish()).await?;
                 Some(
                     rows.first()

@@ -1,49 +1,181 @@
 //! Builds one statement's text and parameters. Names enter only as quoted
 //! [`Identifier`]s from the declared schema; every value, from the request or
-//! from a policy, enters as a bound parameter.
+//! from a policy, enters as a bound parameter; and a statement finishes only
+//! once it carries its access decision (or is named bookkeeping).
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use gatehouse_core::{Dialect, Identifier};
 use gatehouse_db::{Statement, Value};
-use gatehouse_policy::{Condition, ContextValue, Term};
+use gatehouse_policy::{Condition, Term};
 use gatehouse_query::{Filter, Op, Operand};
 use gatehouse_schema::{Column, ColumnType, Literal};
 
 use crate::RestError;
-use crate::caller::Caller;
+use crate::access::{Decision, Verdict};
 use crate::values::from_text;
 
-/// Public for `gatehouse-storage`, whose object policies render exactly as table policies.
-pub struct Sql {
+/// A statement under construction. Text from outside this crate is only ever
+/// `&'static str`; values go in as parameters; and `finish` exists only once
+/// the statement is [`Decided`]:
+///
+/// ```
+/// use gatehouse_core::Dialect;
+/// use gatehouse_policy::Command;
+/// use gatehouse_rest::{Caller, Rows, StatementBuilder, decide};
+///
+/// let decision = decide(&Caller::anon(), None, Command::Select, Rows::Existing);
+/// let mut sql = StatementBuilder::new(Dialect::Sqlite);
+/// sql.push("SELECT 1 FROM \"orders\" AS \"o\" WHERE (1 = 1)");
+/// let statement = sql.and_decision(&decision, "o", None).finish();
+/// ```
+///
+/// A statement on a user table without its decision does not compile (no
+/// `finish` on an undecided statement):
+///
+/// ```compile_fail,E0599
+/// use gatehouse_core::Dialect;
+/// use gatehouse_rest::StatementBuilder;
+///
+/// let mut sql = StatementBuilder::new(Dialect::Sqlite);
+/// sql.push("SELECT 1 FROM \"orders\" AS \"o\" WHERE (1 = 1)");
+/// let statement = sql.finish();
+/// ```
+///
+/// Nor does text made at run time (it does not live for `'static`):
+///
+/// ```compile_fail,E0716
+/// use gatehouse_core::Dialect;
+/// use gatehouse_rest::StatementBuilder;
+///
+/// let table = String::from("orders");
+/// let mut sql = StatementBuilder::without_policy(Dialect::Sqlite, "a test");
+/// sql.push(&format!("SELECT 1 FROM {table}"));
+/// ```
+pub struct StatementBuilder<State = Undecided> {
     dialect: Dialect,
     text: String,
     params: Vec<Value>,
+    state: PhantomData<State>,
 }
+
+/// A statement without its access decision yet: it cannot finish.
+pub enum Undecided {}
+
+/// A statement that carries its access decision, or that was named
+/// bookkeeping by [`StatementBuilder::without_policy`].
+pub enum Decided {}
 
 /// How the columns of the table at one policy depth are written: as the values
 /// being written (a new row under a `with check`), else through the alias.
-pub struct Scope<'a> {
-    pub alias: String,
-    pub new_values: Option<&'a HashMap<Identifier, Value>>,
+struct Scope<'a> {
+    alias: String,
+    new_values: Option<&'a HashMap<Identifier, Value>>,
 }
 
-impl Sql {
+impl StatementBuilder<Undecided> {
     pub fn new(dialect: Dialect) -> Self {
         Self {
             dialect,
             text: String::new(),
             params: Vec::new(),
+            state: PhantomData,
+        }
+    }
+}
+
+impl StatementBuilder<Decided> {
+    /// A statement that runs without any caller's policy: Gatehouse's own
+    /// bookkeeping (upload records, sweeps, its own tables) or a capability
+    /// already checked (a public bucket, a signed URL). `why` says which, for
+    /// the reviewer: `grep -rn without_policy crates` lists every such statement.
+    pub fn without_policy(dialect: Dialect, why: &'static str) -> Self {
+        let _ = why;
+        Self {
+            dialect,
+            text: String::new(),
+            params: Vec::new(),
+            state: PhantomData,
         }
     }
 
-    pub fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
+    /// A further decision in a statement that already carries its own: a
+    /// subquery on another table, a `with check` after a `using`.
+    pub fn and_also(
+        &mut self,
+        decision: &Decision,
+        alias: &'static str,
+        new_values: Option<&HashMap<Identifier, Value>>,
+    ) -> &mut Self {
+        self.policy(decision, alias, new_values);
         self
     }
 
     pub fn finish(self) -> Statement {
         Statement::compiled(self.text, self.params)
+    }
+}
+
+impl<S> StatementBuilder<S> {
+    pub fn push(&mut self, text: &'static str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// ` AND <the decision>` over the table aliased `alias`, with the columns
+    /// in `new_values` read as those values (a row being written): nothing when
+    /// open, no row when closed.
+    pub fn and_decision(
+        mut self,
+        decision: &Decision,
+        alias: &'static str,
+        new_values: Option<&HashMap<Identifier, Value>>,
+    ) -> StatementBuilder<Decided> {
+        self.policy(decision, alias, new_values);
+        StatementBuilder {
+            dialect: self.dialect,
+            text: self.text,
+            params: self.params,
+            state: PhantomData,
+        }
+    }
+
+    fn policy(
+        &mut self,
+        decision: &Decision,
+        alias: &str,
+        new_values: Option<&HashMap<Identifier, Value>>,
+    ) {
+        match &decision.0 {
+            Verdict::Open => {}
+            Verdict::Only(condition) => {
+                self.push(" AND ");
+                let scope = Scope {
+                    alias: alias.to_owned(),
+                    new_values,
+                };
+                self.condition(condition, &mut vec![scope]);
+            }
+            Verdict::Closed => {
+                self.push(" AND (1 = 0)");
+            }
+        }
+    }
+
+    /// A count Gatehouse computed (a LIMIT), written into the text: SQLite
+    /// plans with a bound LIMIT's value, so it would re-prepare the statement
+    /// on every run.
+    pub fn number(&mut self, number: u64) -> &mut Self {
+        self.text.push_str(&number.to_string());
+        self
+    }
+
+    /// Text made in this crate from the schema's quoted names and numbers it
+    /// computed, never from a request.
+    pub(crate) fn raw(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
     }
 
     /// A bound value. PostgreSQL infers a parameter's type from its use, so types
@@ -73,7 +205,7 @@ impl Sql {
         self
     }
 
-    pub fn column(&mut self, alias: &str, name: &Identifier) -> &mut Self {
+    pub(crate) fn column(&mut self, alias: &str, name: &Identifier) -> &mut Self {
         self.text
             .push_str(&format!("\"{alias}\".{}", name.quoted()));
         self
@@ -81,7 +213,7 @@ impl Sql {
 
     /// A column as it is read back: PostgreSQL's non-JSON-native types as the
     /// text PostgREST shows; SQLite already stores that text.
-    pub fn output(&mut self, alias: Option<&str>, column: &Column) -> &mut Self {
+    pub(crate) fn output(&mut self, alias: Option<&str>, column: &Column) -> &mut Self {
         let reference = match alias {
             Some(alias) => format!("\"{alias}\".{}", column.name.quoted()),
             None => column.name.quoted(),
@@ -114,13 +246,7 @@ impl Sql {
         self.param(value, ty);
     }
 
-    fn term(
-        &mut self,
-        term: &Term,
-        other: Option<ColumnType>,
-        caller: &Caller,
-        scopes: &[Scope<'_>],
-    ) {
+    fn term(&mut self, term: &Term, other: Option<ColumnType>, scopes: &[Scope<'_>]) {
         match term {
             Term::Column { depth, name, ty } => {
                 let scope = &scopes[*depth];
@@ -130,30 +256,30 @@ impl Sql {
                 };
             }
             Term::Value(literal) => self.literal(literal, other),
-            Term::Context(context) => {
-                let value = match context {
-                    ContextValue::Uid => caller.user_id().map(str::to_owned),
-                    ContextValue::Role => Some(caller.role_name().to_owned()),
-                    ContextValue::Claim(name) => caller.claim(name),
-                };
+            Term::Bound(value) => {
                 // A uid that does not parse can match no uuid column: bind NULL.
                 let value = match (value, other) {
                     (Some(text), Some(ColumnType::Uuid))
-                        if uuid::Uuid::parse_str(&text).is_err() =>
+                        if uuid::Uuid::parse_str(text).is_err() =>
                     {
                         None
                     }
-                    (value, _) => value,
+                    (value, _) => value.clone(),
                 };
                 self.param(value.map_or(Value::Null, Value::Text), other);
             }
+            // Bound by the decision before it gets here; unbound reads nothing.
+            Term::Context(_) => {
+                self.param(Value::Null, other);
+            }
             Term::Path { part, column } => {
-                let mut inner = Sql {
+                let mut inner = StatementBuilder::<S> {
                     dialect: self.dialect,
                     text: String::new(),
                     params: std::mem::take(&mut self.params),
+                    state: PhantomData,
                 };
-                inner.term(column, None, caller, scopes);
+                inner.term(column, None, scopes);
                 self.params = inner.params;
                 self.text.push_str(&part.sql(&inner.text));
             }
@@ -161,12 +287,7 @@ impl Sql {
     }
 
     /// A policy condition. `scopes[0]` is the statement's own table.
-    pub fn condition(
-        &mut self,
-        condition: &Condition,
-        caller: &Caller,
-        scopes: &mut Vec<Scope<'_>>,
-    ) {
+    fn condition(&mut self, condition: &Condition, scopes: &mut Vec<Scope<'_>>) {
         let column_type = |term: &Term| match term {
             Term::Column { ty, .. } => Some(*ty),
             _ => None,
@@ -189,20 +310,20 @@ impl Sql {
                     if i > 0 {
                         self.push(joiner);
                     }
-                    self.condition(item, caller, scopes);
+                    self.condition(item, scopes);
                 }
                 self.push(")");
             }
             Condition::Not(inner) => {
                 self.push("(NOT ");
-                self.condition(inner, caller, scopes);
+                self.condition(inner, scopes);
                 self.push(")");
             }
             Condition::Compare { left, op, right } => {
                 self.push("(");
-                self.term(left, column_type(right), caller, scopes);
-                self.push(&format!(" {} ", op.sql()));
-                self.term(right, column_type(left), caller, scopes);
+                self.term(left, column_type(right), scopes);
+                self.push(" ").push(op.sql()).push(" ");
+                self.term(right, column_type(left), scopes);
                 self.push(")");
             }
             Condition::In {
@@ -211,19 +332,19 @@ impl Sql {
                 negated,
             } => {
                 self.push("(");
-                self.term(term, None, caller, scopes);
+                self.term(term, None, scopes);
                 self.push(if *negated { " NOT IN (" } else { " IN (" });
                 for (i, item) in list.iter().enumerate() {
                     if i > 0 {
                         self.push(", ");
                     }
-                    self.term(item, column_type(term), caller, scopes);
+                    self.term(item, column_type(term), scopes);
                 }
                 self.push("))");
             }
             Condition::IsNull { term, negated } => {
                 self.push("(");
-                self.term(term, None, caller, scopes);
+                self.term(term, None, scopes);
                 self.push(if *negated {
                     " IS NOT NULL)"
                 } else {
@@ -232,46 +353,24 @@ impl Sql {
             }
             Condition::Exists { table, condition } => {
                 let alias = format!("p{}", scopes.len());
-                self.push(&format!(
-                    "EXISTS (SELECT 1 FROM {} AS \"{alias}\" WHERE ",
-                    table.quoted()
-                ));
+                self.push("EXISTS (SELECT 1 FROM ")
+                    .raw(&table.quoted())
+                    .raw(&format!(" AS \"{alias}\" WHERE "));
                 // The exists table is always read as stored, never as new values.
                 scopes.push(Scope {
                     alias,
                     new_values: None,
                 });
-                self.condition(condition, caller, scopes);
+                self.condition(condition, scopes);
                 scopes.pop();
                 self.push(")");
             }
         }
     }
 
-    /// ` AND <condition>` over the table aliased `alias`, with the columns in
-    /// `new_values` read as those values (a row being written); nothing when
-    /// there is no condition (the service role).
-    pub fn and_policy(
-        &mut self,
-        condition: Option<Condition>,
-        caller: &Caller,
-        alias: &str,
-        new_values: Option<&HashMap<Identifier, Value>>,
-    ) -> &mut Self {
-        if let Some(condition) = condition {
-            self.push(" AND ");
-            let scope = Scope {
-                alias: alias.to_owned(),
-                new_values,
-            };
-            self.condition(&condition, caller, &mut vec![scope]);
-        }
-        self
-    }
-
     /// A request filter on the table aliased `alias`; names resolve by `resolve`,
     /// which also refuses columns the caller may not read.
-    pub fn filter<'c>(
+    pub(crate) fn filter<'c>(
         &mut self,
         filter: &Filter,
         alias: &str,

@@ -11,7 +11,7 @@ use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
 use serde_json::{Map, Value as Json};
 
 use crate::read::{row_object, selected, where_clause};
-use crate::sql::Sql;
+use crate::sql::{Decided, StatementBuilder};
 use crate::values::{canonical_time, from_json, from_text};
 use crate::{Access, Caller, Rest, RestError};
 
@@ -117,7 +117,7 @@ impl Rest {
             let given = object.get(column.name.as_str());
             let value = match (&column.server_set, given) {
                 // The service role (the app's own server) may set them, e.g. to seed data.
-                (Some(_), Some(json)) if matches!(caller, Caller::Service) => {
+                (Some(_), Some(json)) if caller.is_service() => {
                     Some(self.checked_value(access, column, json)?)
                 }
                 (Some(_), Some(json)) => {
@@ -158,7 +158,7 @@ impl Rest {
 
     /// RETURNING the representation's columns, or just the key: the rows coming
     /// back is how a write learns how many rows it touched.
-    fn returning(sql: &mut Sql, columns: &[(&Column, String)], key: &Column) {
+    fn returning(sql: &mut StatementBuilder<Decided>, columns: &[(&Column, String)], key: &Column) {
         sql.push(" RETURNING ");
         if columns.is_empty() {
             sql.output(None, key);
@@ -272,19 +272,18 @@ impl Rest {
                     !(c.primary_key && c.ty.is_integral() && row.get(&c.name) == Some(&Value::Null))
                 })
                 .collect();
-            let mut sql = Sql::new(db.dialect());
-            sql.push(&format!(
-                "INSERT INTO {} AS \"t0\" (",
-                access.table.name.quoted()
-            ));
-            sql.push(
-                &columns
-                    .iter()
-                    .map(|c| c.name.quoted())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
-            sql.push(") SELECT ");
+            let mut sql = StatementBuilder::new(db.dialect());
+            sql.push("INSERT INTO ")
+                .raw(&access.table.name.quoted())
+                .push(" AS \"t0\" (")
+                .raw(
+                    &columns
+                        .iter()
+                        .map(|c| c.name.quoted())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+                .push(") SELECT ");
             for (i, column) in columns.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
@@ -292,10 +291,10 @@ impl Rest {
                 sql.param(row[&column.name].clone(), Some(column.ty));
             }
             // The WHERE also keeps SQLite from reading ON CONFLICT as a join clause.
-            sql.push(" WHERE (1 = 1)")
-                .and_policy(check.clone(), caller, "t0", Some(&row));
+            sql.push(" WHERE (1 = 1)");
+            let mut sql = sql.and_decision(&check, "t0", Some(&row));
             if let Some((target, update)) = &upsert {
-                self.on_conflict(&mut sql, caller, target, update.as_ref(), object, &row)?;
+                self.on_conflict(&mut sql, target, update.as_ref(), object, &row)?;
             }
             Self::returning(&mut sql, &returned, access.table.primary_key());
             statements.push(sql.finish());
@@ -326,15 +325,16 @@ impl Rest {
     /// `with check` the changed one.
     fn on_conflict(
         &self,
-        sql: &mut Sql,
-        caller: &Caller,
+        sql: &mut StatementBuilder<Decided>,
         target: &[&Column],
         update: Option<&Access<'_>>,
         object: &Map<String, Json>,
         row: &HashMap<Identifier, Value>,
     ) -> Result<(), RestError> {
         let names: Vec<String> = target.iter().map(|c| c.name.quoted()).collect();
-        sql.push(&format!(" ON CONFLICT ({}) DO ", names.join(", ")));
+        sql.push(" ON CONFLICT (")
+            .raw(&names.join(", "))
+            .push(") DO ");
         let Some(update) = update else {
             sql.push("NOTHING");
             return Ok(());
@@ -358,14 +358,11 @@ impl Rest {
             // Nothing to change: touch the key so the row still comes back.
             set.push(format!("{name} = excluded.{name}", name = names[0]));
         }
-        sql.push(&format!("UPDATE SET {} WHERE (1 = 1)", set.join(", ")));
-        sql.and_policy(update.using(Command::Update), caller, "t0", None)
-            .and_policy(
-                update.with_check(Command::Update),
-                caller,
-                "t0",
-                Some(&changes),
-            );
+        sql.push("UPDATE SET ")
+            .raw(&set.join(", "))
+            .push(" WHERE (1 = 1)")
+            .and_also(&update.using(Command::Update), "t0", None)
+            .and_also(&update.with_check(Command::Update), "t0", Some(&changes));
         Ok(())
     }
 
@@ -397,7 +394,7 @@ impl Rest {
                     column: key.clone(),
                 })?;
             access.writable(column)?;
-            if column.server_set.is_some() && !matches!(caller, Caller::Service) {
+            if column.server_set.is_some() && !caller.is_service() {
                 accept_server_set(column, json, caller)?;
                 continue;
             }
@@ -414,33 +411,29 @@ impl Rest {
         };
         let name = access.table.name.quoted();
 
-        let mut count = Sql::new(db.dialect());
-        count.push(&format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM {name} AS \"t0\""
-        ));
-        where_clause(&mut count, &access, request, caller, Command::Update)?;
+        let mut count = StatementBuilder::new(db.dialect());
+        count
+            .push("SELECT CAST(COUNT(*) AS BIGINT) FROM ")
+            .raw(&name)
+            .push(" AS \"t0\"");
+        let count = where_clause(count, &access, request, Command::Update)?;
 
-        let mut update = Sql::new(db.dialect());
-        update.push(&format!("UPDATE {name} AS \"t0\" SET "));
+        let mut update = StatementBuilder::new(db.dialect());
+        update.push("UPDATE ").raw(&name).push(" AS \"t0\" SET ");
         if ordered.is_empty() {
             // Only tolerated owner values were sent: a no-op that still reports the rows.
-            let key = &access.table.primary_key().name;
-            update.push(&format!("{} = {}", key.quoted(), key.quoted()));
+            let key = access.table.primary_key().name.quoted();
+            update.raw(&key).push(" = ").raw(&key);
         }
         for (i, column) in ordered.iter().enumerate() {
             if i > 0 {
                 update.push(", ");
             }
-            update.push(&format!("{} = ", column.name.quoted()));
+            update.raw(&column.name.quoted()).push(" = ");
             update.param(changes[&column.name].clone(), Some(column.ty));
         }
-        where_clause(&mut update, &access, request, caller, Command::Update)?;
-        update.and_policy(
-            access.with_check(Command::Update),
-            caller,
-            "t0",
-            Some(&changes),
-        );
+        let mut update = where_clause(update, &access, request, Command::Update)?;
+        update.and_also(&access.with_check(Command::Update), "t0", Some(&changes));
         Self::returning(&mut update, &returned, access.table.primary_key());
         let results = db
             .transaction_if(
@@ -478,12 +471,11 @@ impl Rest {
         } else {
             vec![]
         };
-        let mut sql = Sql::new(db.dialect());
-        sql.push(&format!(
-            "DELETE FROM {} AS \"t0\"",
-            access.table.name.quoted()
-        ));
-        where_clause(&mut sql, &access, request, caller, Command::Delete)?;
+        let mut sql = StatementBuilder::new(db.dialect());
+        sql.push("DELETE FROM ")
+            .raw(&access.table.name.quoted())
+            .push(" AS \"t0\"");
+        let mut sql = where_clause(sql, &access, request, Command::Delete)?;
         Self::returning(&mut sql, &returned, access.table.primary_key());
         let statement: Statement = sql.finish();
         let rows = db.transaction(vec![statement]).await?.remove(0);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use gatehouse_db::Location;
 use gatehouse_keys::{
-    ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, generate_api_key, weakness,
+    ApiKeys, ApiRole, KeyOrigin, KeySet, PresentedKey, SigningAlgorithm, generate_api_key, weakness,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -27,6 +27,9 @@ const MIN_DATABASE_PASSWORD_LEN: usize = 16;
 pub struct Secrets {
     pub database: Location,
     pub api_keys: ApiKeys,
+    /// The secret key, checked as a request's would be: the server's own
+    /// standing as the service role (uploads through URLs it signed).
+    pub service: PresentedKey,
     pub signing_keys: KeySet,
     /// `GATEHOUSE_SMTP_URL`: how auth emails leave; without it they wait in the outbox.
     pub smtp: Option<SecretString>,
@@ -37,6 +40,19 @@ pub struct Secrets {
     pub s3_keys: Option<(SecretString, SecretString)>,
     /// Where the secret API key is kept, for the start-up message; never the key.
     pub secret_key_source: String,
+}
+
+/// The two API keys, and the proof that the secret one is the service key.
+fn api_keys(
+    publishable: &SecretString,
+    secret: &SecretString,
+) -> anyhow::Result<(ApiKeys, PresentedKey)> {
+    let keys = ApiKeys::new(publishable.expose_secret(), secret)?;
+    let service = keys
+        .identify(secret.expose_secret())
+        .filter(|key| key.role() == ApiRole::Service)
+        .context("the secret key does not identify as the service role")?;
+    Ok((keys, service))
 }
 
 fn s3_keys(env: Env) -> anyhow::Result<Option<(SecretString, SecretString)>> {
@@ -140,9 +156,11 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         keys.save(&signing_path)?;
         keys
     };
+    let (api_keys, service) = api_keys(&publishable, &secret)?;
     Ok(Secrets {
         database: database_location(env, &config.data_dir)?,
-        api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
+        api_keys,
+        service,
         signing_keys,
         smtp: read_secret(env, "SMTP_URL")?,
         redis: read_secret(env, "REDIS_URL")?,
@@ -260,9 +278,11 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
             if matches!(database, Location::Sqlite(_)) {
                 create_data_dir(&config.data_dir)?;
             }
+            let (api_keys, service) = api_keys(&publishable, &secret)?;
             Ok(Secrets {
                 database,
-                api_keys: ApiKeys::new(publishable.expose_secret(), &secret)?,
+                api_keys,
+                service,
                 signing_keys,
                 smtp,
                 redis: read_secret(env, "REDIS_URL")?,

@@ -8,7 +8,7 @@ use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
-use gatehouse_rest::{Rest, RestSettings};
+use gatehouse_rest::{Caller, Rest, RestSettings};
 use gatehouse_storage::{BlobConfig, Blobs, ObjectSettings, Objects, UrlSigner};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -196,7 +196,7 @@ fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Re
         db.clone(),
         blobs,
         config.storage.policies.clone(),
-        signer,
+        (signer, Caller::holding(secrets.service)),
         settings,
     ))
 }

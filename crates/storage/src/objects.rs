@@ -15,8 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 use gatehouse_db::{Database, Row, Value};
-use gatehouse_policy::{Command, Condition, ContextValue, TablePolicies, Term};
-use gatehouse_rest::{Caller, StatementBuilder};
+use gatehouse_policy::{Command, TablePolicies};
+use gatehouse_rest::{Caller, Decided, Decision, Rows, StatementBuilder, decide};
 use serde_json::{Value as Json, json};
 
 mod signing;
@@ -115,13 +115,40 @@ pub struct ObjectRow {
     pub cache_control: Option<String>,
 }
 
-const COLUMNS: &str = "\"o\".id, \"o\".bucket_id, \"o\".name, \"o\".owner, \"o\".size, \"o\".content_type, \
-                       \"o\".checksum, \"o\".created_at, \"o\".updated_at, \"o\".version, \"o\".cache_control";
+/// An object row's columns, each after `prefix`.
+macro_rules! object_columns {
+    ($prefix:literal) => {
+        concat!(
+            $prefix,
+            "id, ",
+            $prefix,
+            "bucket_id, ",
+            $prefix,
+            "name, ",
+            $prefix,
+            "owner, ",
+            $prefix,
+            "size, ",
+            $prefix,
+            "content_type, ",
+            $prefix,
+            "checksum, ",
+            $prefix,
+            "created_at, ",
+            $prefix,
+            "updated_at, ",
+            $prefix,
+            "version, ",
+            $prefix,
+            "cache_control"
+        )
+    };
+}
+
+const COLUMNS: &str = object_columns!("\"o\".");
 
 /// The same columns, unqualified, for RETURNING (which names the written table only).
-fn returned() -> String {
-    COLUMNS.replace("\"o\".", "")
-}
+const RETURNED: &str = object_columns!("");
 
 impl ObjectRow {
     fn from_row(row: &Row) -> Result<Self> {
@@ -203,14 +230,6 @@ pub struct ListRequest {
     pub descending: bool,
 }
 
-/// A policy for one command, as it applies to one caller.
-enum Gate {
-    /// The secret key, or a signed capability: no policy applies.
-    Open,
-    Only(Condition),
-    Closed,
-}
-
 fn identifier(name: &str) -> gatehouse_core::Identifier {
     // The storage objects columns, fixed and valid (the schema crate tests them).
     gatehouse_core::Identifier::new(name).unwrap_or_else(|_| unreachable!("a fixed column"))
@@ -242,17 +261,22 @@ pub struct Objects {
     signer: UrlSigner,
     settings: ObjectSettings,
     slots: Arc<UploadSlots>,
+    service: Caller,
 }
 
 impl Objects {
+    /// `service` is the service role, made by the server from its secret key:
+    /// uploads through URLs the service role signed run as it, and storage can
+    /// make no service caller of its own.
     pub fn new(
         db: Database,
         blobs: Blobs,
         policies: TablePolicies,
-        signer: UrlSigner,
+        (signer, service): (UrlSigner, Caller),
         settings: ObjectSettings,
     ) -> Self {
         Self {
+            service,
             buckets: Buckets::new(db.clone()),
             db,
             blobs,
@@ -267,58 +291,21 @@ impl Objects {
         &self.settings
     }
 
-    fn gate(&self, actor: Actor<'_>, command: Command, check: bool) -> Gate {
-        let role = match actor.caller().role() {
-            Ok(None) => return Gate::Open,
-            Ok(Some(role)) => role,
-            Err(_) => return Gate::Closed,
-        };
-        let condition = if check {
-            self.policies.with_check(command, role)
-        } else {
-            self.policies.using(command, role)
-        };
-        let condition = match actor.caller() {
-            // A signed URL carries no claims: whatever reads one counts against.
-            Caller::Delegated { .. } => condition.map(|condition| {
-                condition.deciding(
-                    &|term| matches!(term, Term::Context(ContextValue::Claim(_))),
-                    false,
-                )
-            }),
-            _ => condition,
-        };
-        condition.map_or(Gate::Closed, Gate::Only)
+    /// The access decision for the actor's `command` on objects.
+    fn decision(&self, actor: Actor<'_>, command: Command, rows: Rows) -> Decision {
+        decide(actor.caller(), Some(&self.policies), command, rows)
     }
 
     fn builder(&self) -> StatementBuilder {
         StatementBuilder::new(self.db.dialect())
     }
 
-    /// `AND <condition>`: existing rows through alias `o`, new values from `row`.
-    fn and_gate(
-        sql: &mut StatementBuilder,
-        gate: &Gate,
-        actor: Actor<'_>,
-        row: Option<&HashMap<gatehouse_core::Identifier, Value>>,
-    ) {
-        match gate {
-            Gate::Open => {}
-            Gate::Only(condition) => {
-                sql.and_policy(Some(condition.clone()), actor.caller(), "o", row);
-            }
-            Gate::Closed => {
-                sql.push(" AND (1 = 0)");
-            }
-        }
-    }
-
-    fn text(sql: &mut StatementBuilder, value: &str) {
+    fn text<S>(sql: &mut StatementBuilder<S>, value: &str) {
         sql.param(Value::Text(value.to_owned()), None);
     }
 
     /// Texts as bound parameters, comma-separated (inside an `IN (…)`).
-    fn texts(sql: &mut StatementBuilder, values: &[String]) {
+    fn texts<S>(sql: &mut StatementBuilder<S>, values: &[String]) {
         for (i, value) in values.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -330,18 +317,31 @@ impl Objects {
     /// The object if the actor may read it (`select`); invisible is not found.
     pub async fn find(&self, actor: Actor<'_>, bucket: &str, object: &str) -> Result<ObjectRow> {
         let name = name::object_name(object)?;
-        let gate = self.gate(actor, Command::Select, false);
-        if matches!(gate, Gate::Closed) {
+        let decision = self.decision(actor, Command::Select, Rows::Existing);
+        if decision.is_closed() {
             return Err(StorageError::NoSuchKey);
         }
-        let mut sql = self.builder();
-        sql.push(&format!(
-            "SELECT {COLUMNS} FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = "
-        ));
+        let sql =
+            Self::select_one(self.builder(), bucket, &name).and_decision(&decision, "o", None);
+        self.first(sql).await
+    }
+
+    /// `SELECT` an object by bucket and name: the WHERE open for a decision.
+    fn select_one<S>(
+        mut sql: StatementBuilder<S>,
+        bucket: &str,
+        name: &str,
+    ) -> StatementBuilder<S> {
+        sql.push("SELECT ")
+            .push(COLUMNS)
+            .push(" FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
         Self::text(&mut sql, bucket);
         sql.push(" AND \"o\".name = ");
-        Self::text(&mut sql, &name);
-        Self::and_gate(&mut sql, &gate, actor, None);
+        Self::text(&mut sql, name);
+        sql
+    }
+
+    async fn first(&self, sql: StatementBuilder<Decided>) -> Result<ObjectRow> {
         let rows = self.db.query(sql.finish()).await?;
         first_row(&rows)?.ok_or(StorageError::NoSuchKey)
     }
@@ -352,8 +352,12 @@ impl Objects {
         if !found.public {
             return Err(StorageError::NoSuchBucket);
         }
-        self.find(Actor::Caller(&Caller::Service), &found.id, object)
-            .await
+        let name = name::object_name(object)?;
+        let sql = StatementBuilder::without_policy(
+            self.db.dialect(),
+            "a public bucket's objects are anyone's to download",
+        );
+        self.first(Self::select_one(sql, &found.id, &name)).await
     }
 
     /// An object through a signed download URL.
@@ -361,8 +365,11 @@ impl Objects {
         let name = name::object_name(object)?;
         self.signer
             .verify(token, Purpose::Download, bucket, &name, unix_now())?;
-        self.find(Actor::Caller(&Caller::Service), bucket, &name)
-            .await
+        let sql = StatementBuilder::without_policy(
+            self.db.dialect(),
+            "a signed download URL, checked above, grants this one object",
+        );
+        self.first(Self::select_one(sql, bucket, &name)).await
     }
 
     /// An object's bytes, or `range` of them (within its size).
@@ -425,15 +432,14 @@ impl Objects {
         if !prefix.is_empty() && !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let actor = Actor::Caller(caller);
-        let gate = self.gate(actor, Command::Select, false);
-        if matches!(gate, Gate::Closed) {
+        let decision = self.decision(Actor::Caller(caller), Command::Select, Rows::Existing);
+        if decision.is_closed() {
             return Ok(vec![]);
         }
         let mut sql = self.builder();
-        sql.push(&format!(
-            "SELECT {COLUMNS} FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = "
-        ));
+        sql.push("SELECT ")
+            .push(COLUMNS)
+            .push(" FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
         Self::text(&mut sql, &bucket.id);
         // Names compare bytewise on both databases (SQLite's default; "C" on
         // PostgreSQL, whatever the database's collation), so a prefix is a
@@ -443,16 +449,16 @@ impl Objects {
             gatehouse_core::Dialect::Postgres => "\"o\".name COLLATE \"C\"",
         };
         if !prefix.is_empty() {
-            sql.push(&format!(" AND {bytewise} >= "));
+            sql.push(" AND ").push(bytewise).push(" >= ");
             Self::text(&mut sql, &prefix);
-            sql.push(&format!(" AND {bytewise} < "));
+            sql.push(" AND ").push(bytewise).push(" < ");
             Self::text(&mut sql, &format!("{prefix}\u{10FFFF}"));
         }
-        Self::and_gate(&mut sql, &gate, actor, None);
-        sql.push(&format!(
-            " ORDER BY {bytewise} LIMIT {}",
-            self.settings.list_scan_limit
-        ));
+        let mut sql = sql.and_decision(&decision, "o", None);
+        sql.push(" ORDER BY ")
+            .push(bytewise)
+            .push(" LIMIT ")
+            .number(self.settings.list_scan_limit as u64);
         let rows = self.db.query(sql.finish()).await?;
         let search = request.search.as_deref().unwrap_or("").to_lowercase();
         let mut entries: Vec<(String, Option<ObjectRow>)> = Vec::new();
@@ -519,9 +525,8 @@ impl Objects {
             .iter()
             .map(|n| name::object_name(n))
             .collect::<Result<Vec<_>>>()?;
-        let actor = Actor::Caller(caller);
-        let gate = self.gate(actor, Command::Delete, false);
-        if names.is_empty() || matches!(gate, Gate::Closed) {
+        let decision = self.decision(Actor::Caller(caller), Command::Delete, Rows::Existing);
+        if names.is_empty() || decision.is_closed() {
             return Ok(vec![]);
         }
         let mut sql = self.builder();
@@ -530,8 +535,8 @@ impl Objects {
         sql.push(" AND \"o\".name IN (");
         Self::texts(&mut sql, &names);
         sql.push(")");
-        Self::and_gate(&mut sql, &gate, actor, None);
-        sql.push(&format!(" RETURNING {}", returned()));
+        let mut sql = sql.and_decision(&decision, "o", None);
+        sql.push(" RETURNING ").push(RETURNED);
         let results = self.db.transaction(vec![sql.finish()]).await?;
         let removed = results[0]
             .iter()
@@ -566,9 +571,9 @@ impl Objects {
             self.admit(&target_bucket, &source, &to).await?;
             admitted = Some(source.version);
         }
-        let using = self.gate(actor, Command::Update, false);
-        let check = self.gate(actor, Command::Update, true);
-        if matches!(using, Gate::Closed) {
+        let using = self.decision(actor, Command::Update, Rows::Existing);
+        let check = self.decision(actor, Command::Update, Rows::Written);
+        if using.is_closed() {
             return Err(StorageError::NoSuchKey);
         }
         let moved = HashMap::from([
@@ -593,9 +598,10 @@ impl Objects {
             sql.push(" AND \"o\".version = ");
             Self::text(&mut sql, version);
         }
-        Self::and_gate(&mut sql, &using, actor, None);
-        Self::and_gate(&mut sql, &check, actor, Some(&moved));
-        sql.push(&format!(" RETURNING {}", returned()));
+        let mut sql = sql.and_decision(&using, "o", None);
+        sql.and_also(&check, "o", Some(&moved))
+            .push(" RETURNING ")
+            .push(RETURNED);
         self.write_one(sql, None, StorageError::NoSuchKey).await
     }
 

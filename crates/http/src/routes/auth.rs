@@ -19,7 +19,7 @@ use axum::extract::FromRequestParts;
 
 use crate::ClientIp;
 use gatehouse_auth::{AuthError, Client};
-use gatehouse_keys::{ApiRole, VerifiedClaims};
+use gatehouse_keys::ApiRole;
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
 
@@ -79,45 +79,7 @@ pub struct Redirect {
     pub redirect_to: Option<String>,
 }
 
-/// A signed-in user: a verified access token whose session is still live.
-pub struct SignedIn(pub VerifiedClaims);
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-impl FromRequestParts<AppState> for SignedIn {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        ApiCaller::from_request_parts(parts, state).await?;
-        let bearer =
-            bearer(&parts.headers).filter(|token| state.api_keys().identify(token).is_none());
-        let token = match (bearer, crate::cookies::session(&parts.headers)) {
-            (Some(token), _) => token,
-            (None, Some(cookie)) if state.auth().settings().cookie_sessions => {
-                return crate::cookies::claims(parts, state, cookie)
-                    .await
-                    .map(SignedIn);
-            }
-            (None, _) => return Err(invalid_token("This endpoint requires a valid Bearer token")),
-        };
-        let claims = state.verify_access_token(token).map_err(|error| {
-            tracing::info!(%error, "refused an access token");
-            invalid_token(
-                "invalid JWT: unable to parse or verify signature, token is expired or invalid",
-            )
-        })?;
-        state
-            .auth()
-            .check_session(&claims)
-            .await
-            .map_err(auth_error)?;
-        Ok(SignedIn(std::sync::Arc::unwrap_or_clone(claims)))
-    }
-}
+pub use crate::identity::SignedIn;
 
 /// The secret key: the admin API's only credential.
 pub struct Admin;
@@ -126,9 +88,10 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match ApiCaller::from_request_parts(parts, state).await? {
-            ApiCaller(ApiRole::Service) => Ok(Admin),
-            ApiCaller(ApiRole::Anon) => Err(ApiError::new(
+        let ApiCaller(key) = ApiCaller::from_request_parts(parts, state).await?;
+        match key.role() {
+            ApiRole::Service => Ok(Admin),
+            ApiRole::Anon => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "not_admin",
                 "User not allowed: the admin API needs the secret key",

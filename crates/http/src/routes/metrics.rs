@@ -21,7 +21,7 @@ pub async fn get_with_secret_key(
     state: State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     match caller {
-        Some(ApiCaller(ApiRole::Service)) => Ok(get(state).await),
+        Some(ApiCaller(key)) if key.role() == ApiRole::Service => Ok(get(state).await),
         Some(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "secret_key_required",

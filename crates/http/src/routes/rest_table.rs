@@ -16,12 +16,12 @@ fn request(query: Option<String>) -> Result<gatehouse_query::Request, ApiError> 
         .into_owned()
         .collect();
     gatehouse_query::parse(&pairs)
-        .map_err(|error| rest_error(RestError::Query(error), &Caller::Anon))
+        .map_err(|error| rest_error(RestError::Query(error), &Caller::anon()))
 }
 
 /// PostgREST's status and code for each failure; the caller decides 401 or 403.
 fn rest_error(error: RestError, caller: &Caller) -> ApiError {
-    let denied = if matches!(caller, Caller::Anon) {
+    let denied = if caller.is_anon() {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::FORBIDDEN

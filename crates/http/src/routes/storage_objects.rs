@@ -261,7 +261,7 @@ pub async fn put_signed(
     let grant = objects(&state)
         .verify_upload(&path.bucket, &path.name, &token)
         .map_err(storage_error)?;
-    let signer = grant.signer();
+    let signer = objects(&state).signer(&grant);
     let actor = Actor::SignedUpload {
         signer: &signer,
         replaces: grant.replaces.as_deref(),

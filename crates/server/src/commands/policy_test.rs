@@ -25,8 +25,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use gatehouse_db::{Database, Location, MigrateOptions, PoolOptions};
-use gatehouse_keys::{KeyOrigin, KeySet, SigningAlgorithm, TokenRules};
+use gatehouse_keys::{
+    ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, generate_api_key,
+};
 use gatehouse_rest::{Caller, ReadOptions, Rest, RestError, RestSettings, WriteOptions};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -77,6 +80,18 @@ struct Expectation {
 
 const ISSUER: &str = "gatehouse-policy-test";
 
+/// A service-role caller from a secret key made for this run, checked as a
+/// request's would be.
+fn own_service_caller() -> anyhow::Result<Caller> {
+    let publishable = generate_api_key(ApiRole::Anon)?;
+    let secret = generate_api_key(ApiRole::Service)?;
+    let keys = ApiKeys::new(publishable.expose_secret(), &secret)?;
+    let key = keys
+        .identify(secret.expose_secret())
+        .context("a fresh secret key did not identify")?;
+    Ok(Caller::holding(key))
+}
+
 struct Callers {
     keys: KeySet,
     rules: TokenRules,
@@ -86,7 +101,7 @@ struct Callers {
 impl Callers {
     fn caller(&self, name: &str) -> anyhow::Result<Caller> {
         if name == "anon" {
-            return Ok(Caller::Anon);
+            return Ok(Caller::anon());
         }
         let user = self
             .users
@@ -105,7 +120,7 @@ impl Callers {
         claims.insert("exp".into(), (now + 600).into());
         let token = self.keys.sign(&claims)?;
         let verified = self.keys.verify_access_token(&token, &self.rules)?;
-        Ok(Caller::User(verified))
+        Ok(Caller::signed_in(verified))
     }
 }
 
@@ -207,10 +222,13 @@ pub async fn run(file: &Path, overrides: &Overrides) -> anyhow::Result<()> {
         users: fixture.users,
     };
 
+    // The fixture's seed rows go in as the service role: the test holds a
+    // secret key of its own for it.
+    let service = own_service_caller()?;
     for (index, seed) in fixture.seed.iter().enumerate() {
         let caller = match &seed.user {
             Some(user) => callers.caller(user)?,
-            None => Caller::Service,
+            None => service.clone(),
         };
         let rows = Json::Array(seed.rows.clone());
         let request = gatehouse_query::Request::default();

@@ -77,7 +77,7 @@ async fn a_million_rows_are_capped_and_owner_lists_use_an_index() {
         .running
         .state
         .rest()
-        .plan_read(db, &Caller::User(claims), "orders", &request)
+        .plan_read(db, &Caller::signed_in(claims), "orders", &request)
         .await
         .unwrap();
     let plan = plan.join("\n");

@@ -7,24 +7,19 @@ use super::{Actor, Objects, unix_now};
 use crate::signed::{Grant, Purpose};
 use crate::{Result, StorageError, name};
 
-impl Grant {
-    /// The signer of an upload URL as its upload runs: role and user id only.
-    pub fn signer(&self) -> Caller {
-        match (self.signer_role.as_deref(), &self.owner) {
-            (Some("service"), _) => Caller::Service,
-            (Some("authenticated"), Some(user)) => Caller::Delegated {
-                role: Role::Authenticated,
-                user_id: Some(user.clone()),
-            },
-            (_, user) => Caller::Delegated {
-                role: Role::Anon,
-                user_id: user.clone(),
-            },
+impl Objects {
+    /// The signer of a checked upload URL as its upload runs: role and user id
+    /// only, or the service role the server handed over (see [`Objects::new`]).
+    pub fn signer(&self, grant: &Grant) -> Caller {
+        match (grant.signer_role.as_deref(), &grant.owner) {
+            (Some("service"), _) => self.service.clone(),
+            (Some("authenticated"), Some(user)) => {
+                Caller::delegated(Role::Authenticated, Some(user.clone()))
+            }
+            (_, user) => Caller::delegated(Role::Anon, user.clone()),
         }
     }
-}
 
-impl Objects {
     /// A signed download URL's path and query (relative to `/storage/v1`), for
     /// an object the caller may read.
     pub async fn sign_download(

@@ -9,12 +9,11 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use gatehouse_db::{Constraint, Database, Value};
 use gatehouse_policy::{Command, Term};
-use gatehouse_rest::{Caller, StatementBuilder};
+use gatehouse_rest::{Caller, Decided, Decision, Rows, StatementBuilder};
 use gatehouse_schema::ColumnType;
 
 use super::{
-    Actor, Gate, NewObject, ObjectRow, Objects, first_row, last_statement_wrote, now, returned,
-    unix_now,
+    Actor, NewObject, ObjectRow, Objects, RETURNED, first_row, last_statement_wrote, now, unix_now,
 };
 use crate::blobs::BlobWriter;
 use crate::{Result, StorageError, content, name};
@@ -89,13 +88,11 @@ impl Drop for Slot {
 /// A check of a new row whose `unknown` columns are not known yet (a precheck
 /// before the body, a signed upload URL): whatever reads them is assumed to
 /// pass, for the commit checks the real values.
-fn assuming(gate: Gate, unknown: &[&str]) -> Gate {
-    match gate {
-        Gate::Only(condition) if !unknown.is_empty() => {
-            Gate::Only(condition.deciding(&|term| reads_column(term, unknown), true))
-        }
-        other => other,
+fn assuming(decision: Decision, unknown: &[&str]) -> Decision {
+    if unknown.is_empty() {
+        return decision;
     }
+    decision.assuming(&|term| reads_column(term, unknown))
 }
 
 /// Whether `term` reads one of `names` of the object itself.
@@ -110,7 +107,8 @@ fn reads_column(term: &Term, names: &[&str]) -> bool {
 /// Which of `versions` an object names or an upload started after `cutoff`
 /// (unix seconds) is writing.
 async fn kept_versions(db: &Database, versions: Vec<String>, cutoff: i64) -> Result<Vec<String>> {
-    let mut sql = StatementBuilder::new(db.dialect());
+    let mut sql =
+        StatementBuilder::without_policy(db.dialect(), "the sweep asks which versions are in use");
     sql.push("SELECT version FROM gatehouse_objects WHERE version IN (");
     Objects::texts(&mut sql, &versions);
     sql.push(") UNION SELECT version FROM gatehouse_object_uploads WHERE version IN (");
@@ -187,21 +185,22 @@ impl Objects {
             false => None,
         };
         let mut sql = self.builder();
-        match &current {
+        let sql = match &current {
             Some(version) => {
-                let using = self.gate(actor, Command::Update, false);
-                let check = assuming(self.gate(actor, Command::Update, true), unknown);
+                let using = self.decision(actor, Command::Update, Rows::Existing);
+                let check = self.decision(actor, Command::Update, Rows::Written);
                 sql.push("SELECT 1 FROM gatehouse_objects AS \"o\" WHERE \"o\".version = ");
                 Self::text(&mut sql, version);
-                Self::and_gate(&mut sql, &using, actor, None);
-                Self::and_gate(&mut sql, &check, actor, Some(row));
+                let mut sql = sql.and_decision(&using, "o", None);
+                sql.and_also(&assuming(check, unknown), "o", Some(row));
+                sql
             }
             None => {
-                let check = assuming(self.gate(actor, Command::Insert, true), unknown);
+                let check = self.decision(actor, Command::Insert, Rows::Written);
                 sql.push("SELECT 1 WHERE 1 = 1");
-                Self::and_gate(&mut sql, &check, actor, Some(row));
+                sql.and_decision(&assuming(check, unknown), "o", Some(row))
             }
-        }
+        };
         let allowed = !self.db.query(sql.finish()).await?.is_empty();
         Ok(allowed.then_some(current))
     }
@@ -345,7 +344,10 @@ impl Objects {
     /// A fresh version, recorded as being written before any byte is.
     async fn begin_blob(&self) -> Result<String> {
         let version = uuid::Uuid::new_v4().to_string();
-        let mut sql = self.builder();
+        let mut sql = StatementBuilder::without_policy(
+            self.db.dialect(),
+            "records a version before its bytes are written",
+        );
         sql.push("INSERT INTO gatehouse_object_uploads (version, started_at) VALUES (");
         Self::text(&mut sql, &version);
         sql.push(", ");
@@ -378,7 +380,10 @@ impl Objects {
     /// Clears a version's in-flight record: in the transaction that names it,
     /// or after its bytes are deleted.
     fn settle_upload(&self, version: &str) -> gatehouse_db::Statement {
-        let mut sql = self.builder();
+        let mut sql = StatementBuilder::without_policy(
+            self.db.dialect(),
+            "clears the record of a version written or abandoned",
+        );
         sql.push("DELETE FROM gatehouse_object_uploads WHERE version = ");
         Self::text(&mut sql, version);
         sql.finish()
@@ -422,7 +427,12 @@ impl Objects {
     }
 
     async fn current_version(&self, bucket: &str, name: &str) -> Result<Option<String>> {
-        let mut sql = self.builder();
+        // The write that follows carries the caller's decision; the version only
+        // names which row that write may replace.
+        let mut sql = StatementBuilder::without_policy(
+            self.db.dialect(),
+            "which version a name holds, for the write that follows",
+        );
         sql.push("SELECT \"o\".version FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
         Self::text(&mut sql, bucket);
         sql.push(" AND \"o\".name = ");
@@ -435,7 +445,7 @@ impl Objects {
     }
 
     async fn insert(&self, actor: Actor<'_>, row: &Stored<'_>) -> Result<ObjectRow> {
-        let gate = self.gate(actor, Command::Insert, true);
+        let check = self.decision(actor, Command::Insert, Rows::Written);
         let at = now();
         let mut columns = vec![
             ("id", Value::Text(uuid::Uuid::new_v4().to_string()), None),
@@ -446,12 +456,15 @@ impl Objects {
             ("updated_at", Value::Text(at), None),
         ];
         columns.extend(row.content_columns());
-        let names: Vec<&str> = columns.iter().map(|(name, ..)| *name).collect();
         let mut sql = self.builder();
-        sql.push(&format!(
-            "INSERT INTO gatehouse_objects ({}) SELECT ",
-            names.join(", ")
-        ));
+        sql.push("INSERT INTO gatehouse_objects (");
+        for (i, (name, ..)) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push(name);
+        }
+        sql.push(") SELECT ");
         for (i, (_, value, ty)) in columns.into_iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -459,8 +472,8 @@ impl Objects {
             sql.param(value, ty);
         }
         sql.push(" WHERE 1 = 1");
-        Self::and_gate(&mut sql, &gate, actor, Some(&row.policy_row()));
-        sql.push(&format!(" RETURNING {}", returned()));
+        let mut sql = sql.and_decision(&check, "o", Some(&row.policy_row()));
+        sql.push(" RETURNING ").push(RETURNED);
         self.write_one(sql, Some(row.version), StorageError::Denied)
             .await
     }
@@ -470,7 +483,7 @@ impl Objects {
     /// no row passed (not there, or not allowed), `Duplicate` when the name is taken.
     pub(super) async fn write_one(
         &self,
-        sql: StatementBuilder,
+        sql: StatementBuilder<Decided>,
         names: Option<&str>,
         refused: StorageError,
     ) -> Result<ObjectRow> {
@@ -499,12 +512,12 @@ impl Objects {
         row: &Stored<'_>,
         replaced: String,
     ) -> Result<(ObjectRow, Option<String>)> {
-        let using = self.gate(actor, Command::Update, false);
-        let check = self.gate(actor, Command::Update, true);
+        let using = self.decision(actor, Command::Update, Rows::Existing);
+        let check = self.decision(actor, Command::Update, Rows::Written);
         let mut sql = self.builder();
         sql.push("UPDATE gatehouse_objects AS \"o\" SET ");
         for (name, value, ty) in row.content_columns() {
-            sql.push(&format!("{name} = "));
+            sql.push(name).push(" = ");
             sql.param(value, ty);
             sql.push(", ");
         }
@@ -516,9 +529,10 @@ impl Objects {
         Self::text(&mut sql, row.name);
         sql.push(" AND \"o\".version = ");
         Self::text(&mut sql, &replaced);
-        Self::and_gate(&mut sql, &using, actor, None);
-        Self::and_gate(&mut sql, &check, actor, Some(&row.policy_row()));
-        sql.push(&format!(" RETURNING {}", returned()));
+        let mut sql = sql.and_decision(&using, "o", None);
+        sql.and_also(&check, "o", Some(&row.policy_row()))
+            .push(" RETURNING ")
+            .push(RETURNED);
         match self
             .write_one(sql, Some(row.version), StorageError::Denied)
             .await
@@ -549,7 +563,8 @@ impl Objects {
                 async move { kept_versions(&db, versions, cutoff).await }
             })
             .await?;
-        let mut sql = self.builder();
+        let mut sql =
+            StatementBuilder::without_policy(self.db.dialect(), "forgets uploads that died");
         sql.push("DELETE FROM gatehouse_object_uploads WHERE started_at < ");
         sql.param(Value::Integer(cutoff), Some(ColumnType::Bigint));
         self.db.transaction(vec![sql.finish()]).await?;
