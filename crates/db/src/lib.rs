@@ -23,6 +23,10 @@ pub use statement::{Row, Sql, Statement, Value};
 
 pub use gatehouse_core::Dialect;
 
+/// The log target under which every statement's text is written at trace
+/// level (`GATEHOUSE_LOG=gatehouse_db::statement=trace`).
+pub const STATEMENT_LOG: &str = "gatehouse_db::statement";
+
 /// Where the data lives, decided once at start-up.
 #[derive(Clone)]
 pub enum Location {
@@ -196,6 +200,7 @@ impl Database {
 
     /// Runs one read-only statement and returns its rows.
     pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
+        self.trace(std::slice::from_ref(&statement));
         match self {
             Database::Sqlite(pool) => pool.query(statement).await,
             Database::Postgres(pool) => pool.query(statement).await,
@@ -219,9 +224,20 @@ impl Database {
         statements: Vec<Statement>,
         accept: fn(&[Vec<Row>]) -> bool,
     ) -> Result<Option<Vec<Vec<Row>>>> {
+        self.trace(&statements);
         match self {
             Database::Sqlite(pool) => pool.transaction_if(statements, accept).await,
             Database::Postgres(pool) => pool.transaction_if(statements, accept).await,
+        }
+    }
+
+    /// Each statement's text at trace level under [`STATEMENT_LOG`], never its
+    /// parameters (they carry the request's values, some of them secret).
+    fn trace(&self, statements: &[Statement]) {
+        if tracing::enabled!(target: STATEMENT_LOG, tracing::Level::TRACE) {
+            for statement in statements {
+                tracing::trace!(target: STATEMENT_LOG, sql = statement.text(self.dialect()));
+            }
         }
     }
 
