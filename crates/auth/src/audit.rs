@@ -60,12 +60,10 @@ pub struct Query {
     pub limit: u32,
 }
 
-const APPEND: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_audit_log (at, actor, ip, user_agent, action, outcome, request_id, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    postgres: "INSERT INTO gatehouse_audit_log (at, actor, ip, user_agent, action, outcome, request_id, detail) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-};
+const APPEND: Sql = Sql::both(
+    "INSERT INTO gatehouse_audit_log (at, actor, ip, user_agent, action, outcome, request_id, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+);
 
 const PAGE: Sql = Sql {
     sqlite: "SELECT id, at, actor, ip, user_agent, action, outcome, request_id, detail FROM gatehouse_audit_log \
@@ -76,10 +74,7 @@ const PAGE: Sql = Sql {
                AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
 };
 
-const PRUNE: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_audit_log WHERE at < ?1",
-    postgres: "DELETE FROM gatehouse_audit_log WHERE at < $1",
-};
+const PRUNE: Sql = Sql::both("DELETE FROM gatehouse_audit_log WHERE at < $1");
 
 /// The most entries one read returns.
 pub const MAX_PAGE: u32 = 1000;

@@ -79,53 +79,39 @@ const COUNT: Sql = Sql {
 };
 
 /// Locks a key that is not locked already (racing attempts lock it once).
-const LOCK: Sql = Sql {
-    sqlite: "UPDATE gatehouse_sign_in_throttle SET locked_until = ?2, locks = locks + 1, failures = 0 \
-             WHERE key = ?1 AND (locked_until IS NULL OR locked_until <= ?3) RETURNING locks",
-    postgres: "UPDATE gatehouse_sign_in_throttle SET locked_until = $2, locks = locks + 1, failures = 0 \
-               WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $3) RETURNING locks",
-};
+const LOCK: Sql = Sql::both(
+    "UPDATE gatehouse_sign_in_throttle SET locked_until = $2, locks = locks + 1, failures = 0 \
+     WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $3) RETURNING locks",
+);
 
 /// A key's failures in its current window (0 once it is over) and its lock.
-const STATE: Sql = Sql {
-    sqlite: "SELECT CASE WHEN window_started_at < ?2 THEN 0 ELSE failures END, locked_until \
-             FROM gatehouse_sign_in_throttle WHERE key = ?1",
-    postgres: "SELECT CASE WHEN window_started_at < $2 THEN 0 ELSE failures END, locked_until \
-               FROM gatehouse_sign_in_throttle WHERE key = $1",
-};
+const STATE: Sql = Sql::both(
+    "SELECT CASE WHEN window_started_at < $2 THEN 0 ELSE failures END, locked_until \
+     FROM gatehouse_sign_in_throttle WHERE key = $1",
+);
 
 /// A success starts a key over, and leaves a lock an in-flight guess met alone.
-const RESET: Sql = Sql {
-    sqlite: "UPDATE gatehouse_sign_in_throttle SET failures = 0, locks = 0 \
-             WHERE key = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
-    postgres: "UPDATE gatehouse_sign_in_throttle SET failures = 0, locks = 0 \
-               WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)",
-};
+const RESET: Sql = Sql::both(
+    "UPDATE gatehouse_sign_in_throttle SET failures = 0, locks = 0 \
+     WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)",
+);
 
 /// Keys whose window and lock are over: what they counted no longer matters.
-const PRUNE: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_sign_in_throttle WHERE window_started_at < ?1 \
-             AND (locked_until IS NULL OR locked_until < ?2)",
-    postgres: "DELETE FROM gatehouse_sign_in_throttle WHERE window_started_at < $1 \
-               AND (locked_until IS NULL OR locked_until < $2)",
-};
+const PRUNE: Sql = Sql::both(
+    "DELETE FROM gatehouse_sign_in_throttle WHERE window_started_at < $1 \
+     AND (locked_until IS NULL OR locked_until < $2)",
+);
 
-const REMEMBER: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_sign_in_known (key, last_success_at) VALUES (?1, ?2) \
-             ON CONFLICT (key) DO UPDATE SET last_success_at = excluded.last_success_at",
-    postgres: "INSERT INTO gatehouse_sign_in_known (key, last_success_at) VALUES ($1, $2) \
-               ON CONFLICT (key) DO UPDATE SET last_success_at = excluded.last_success_at",
-};
+const REMEMBER: Sql = Sql::both(
+    "INSERT INTO gatehouse_sign_in_known (key, last_success_at) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET last_success_at = excluded.last_success_at",
+);
 
-const KNOWN: Sql = Sql {
-    sqlite: "SELECT 1 FROM gatehouse_sign_in_known WHERE key = ?1 AND last_success_at > ?2",
-    postgres: "SELECT 1 FROM gatehouse_sign_in_known WHERE key = $1 AND last_success_at > $2",
-};
+const KNOWN: Sql =
+    Sql::both("SELECT 1 FROM gatehouse_sign_in_known WHERE key = $1 AND last_success_at > $2");
 
-const FORGET_KNOWN: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_sign_in_known WHERE last_success_at < ?1",
-    postgres: "DELETE FROM gatehouse_sign_in_known WHERE last_success_at < $1",
-};
+const FORGET_KNOWN: Sql =
+    Sql::both("DELETE FROM gatehouse_sign_in_known WHERE last_success_at < $1");
 
 /// How long an attempt waits for a turn on a busy key before it is turned away
 /// (429, no lock): a burst of the owner's own sign-ins queues rather than fails.

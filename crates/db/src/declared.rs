@@ -9,15 +9,13 @@ use gatehouse_schema::{Plan, Schema, SchemaError};
 use crate::migrations::LOCK;
 use crate::{Database, DbError, Result, Sql, Statement, Value};
 
-const LATEST: Sql = Sql {
-    sqlite: "SELECT version, declaration FROM gatehouse_schema_versions ORDER BY version DESC LIMIT 1",
-    postgres: "SELECT version, declaration FROM gatehouse_schema_versions ORDER BY version DESC LIMIT 1",
-};
+const LATEST: Sql = Sql::both(
+    "SELECT version, declaration FROM gatehouse_schema_versions ORDER BY version DESC LIMIT 1",
+);
 
-const RECORD: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_schema_versions (version, declaration, statements) VALUES (?1, ?2, ?3)",
-    postgres: "INSERT INTO gatehouse_schema_versions (version, declaration, statements) VALUES ($1, $2, $3)",
-};
+const RECORD: Sql = Sql::both(
+    "INSERT INTO gatehouse_schema_versions (version, declaration, statements) VALUES ($1, $2, $3)",
+);
 
 /// What a migration would do or did.
 #[derive(Debug, Clone, PartialEq, Eq)]

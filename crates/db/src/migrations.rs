@@ -303,22 +303,14 @@ const CURRENT_VERSION: Sql = Sql {
 
 /// Recorded before the steps: a second instance applying the same version fails
 /// on the key here, before touching the schema.
-const RECORD: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_migrations (version, name) VALUES (?1, ?2)",
-    postgres: "INSERT INTO gatehouse_migrations (version, name) VALUES ($1, $2)",
-};
+const RECORD: Sql = Sql::both("INSERT INTO gatehouse_migrations (version, name) VALUES ($1, $2)");
 
-pub(crate) const GET_META: Sql = Sql {
-    sqlite: "SELECT value FROM gatehouse_meta WHERE key = ?1",
-    postgres: "SELECT value FROM gatehouse_meta WHERE key = $1",
-};
+pub(crate) const GET_META: Sql = Sql::both("SELECT value FROM gatehouse_meta WHERE key = $1");
 
-pub(crate) const SET_META: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_meta (key, value) VALUES (?1, ?2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    postgres: "INSERT INTO gatehouse_meta (key, value) VALUES ($1, $2) \
-               ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-};
+pub(crate) const SET_META: Sql = Sql::both(
+    "INSERT INTO gatehouse_meta (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+);
 
 pub(crate) async fn current_version(db: &Database) -> Result<i64> {
     db.query(Statement::new(&CURRENT_VERSION, vec![])).await?[0].integer(0)

@@ -434,7 +434,8 @@ fn configure(connection: &Connection) -> Result<()> {
 fn run(connection: &Connection, statement: &Statement) -> Result<Vec<Row>> {
     let mut prepared = connection.prepare_cached(statement.text(Dialect::Sqlite))?;
     let width = prepared.column_count();
-    let mut rows = prepared.query(rusqlite::params_from_iter(statement.params.iter()))?;
+    bind(&mut prepared, &statement.params)?;
+    let mut rows = prepared.raw_query();
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let values = (0..width)
@@ -443,6 +444,27 @@ fn run(connection: &Connection, statement: &Statement) -> Result<Vec<Row>> {
         out.push(Row(values));
     }
     Ok(out)
+}
+
+/// Binds each placeholder to the value it names. `?N` and `$N` both name the
+/// N-th value (so one text with `$N` serves both databases), but SQLite numbers
+/// `$N` by first appearance, not by N: each is looked up by its name.
+fn bind(prepared: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<()> {
+    let count = prepared.parameter_count();
+    if count != params.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), count).into());
+    }
+    for index in 1..=count {
+        let number = prepared
+            .parameter_name(index)
+            .and_then(|name| name.get(1..)?.parse::<usize>().ok())
+            .unwrap_or(index);
+        let value = params
+            .get(number.wrapping_sub(1))
+            .ok_or(rusqlite::Error::InvalidParameterCount(params.len(), number))?;
+        prepared.raw_bind_parameter(index, value)?;
+    }
+    Ok(())
 }
 
 fn from_sqlite(value: ValueRef<'_>) -> Value {

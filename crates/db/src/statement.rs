@@ -9,6 +9,15 @@ pub struct Sql {
 }
 
 impl Sql {
+    /// One text both databases run, its placeholders written `$1`, `$2`…
+    /// (SQLite binds them by name; see `sqlite::bind`).
+    pub const fn both(text: &'static str) -> Self {
+        Self {
+            sqlite: text,
+            postgres: text,
+        }
+    }
+
     fn text(&self, dialect: Dialect) -> &'static str {
         match dialect {
             Dialect::Sqlite => self.sqlite,

@@ -55,15 +55,9 @@ async fn meta_round_trips_and_overwrites() {
     }
 }
 
-const WRITE: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_meta (key, value) VALUES (?1, ?2)",
-    postgres: "INSERT INTO gatehouse_meta (key, value) VALUES ($1, $2)",
-};
+const WRITE: Sql = Sql::both("INSERT INTO gatehouse_meta (key, value) VALUES ($1, $2)");
 
-const BROKEN: Sql = Sql {
-    sqlite: "INSERT INTO no_such_table (x) VALUES (1)",
-    postgres: "INSERT INTO no_such_table (x) VALUES (1)",
-};
+const BROKEN: Sql = Sql::both("INSERT INTO no_such_table (x) VALUES (1)");
 
 #[tokio::test]
 async fn a_transaction_is_all_or_nothing() {

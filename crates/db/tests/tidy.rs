@@ -5,7 +5,7 @@
 //! 1. SQL text made at run time becomes a `Statement` only in the query
 //!    compiler (`gatehouse-rest`'s statement builder) and in `db`'s own DDL
 //!    from the declared schema (`Statement::compiled` is public for them).
-//! 2. A fixed statement (`Sql { sqlite, postgres }`) names only Gatehouse's own
+//! 2. A fixed statement (`Sql::both`, `Sql { sqlite, postgres }`) names only Gatehouse's own
 //!    tables (`gatehouse_…`), never a declared one.
 //! 3. Every statement built without a policy says why, at the call.
 
@@ -78,13 +78,21 @@ fn only_the_compiler_makes_statements_from_run_time_text() {
     );
 }
 
-/// The string literals inside each `Sql { … }` of `text`, one string per constant.
+/// The string literals inside each `Sql { … }` and `Sql::both(…)` of `text`,
+/// one string per constant.
 fn fixed_statements(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
-    while let Some(start) = rest.find("Sql {") {
+    loop {
+        let next = [("Sql {", "};"), ("Sql::both(", ");")]
+            .into_iter()
+            .filter_map(|(open, close)| Some((rest.find(open)?, close)))
+            .min();
+        let Some((start, close)) = next else {
+            break;
+        };
         let body = &rest[start..];
-        let end = body.find("};").unwrap_or(body.len());
+        let end = body.find(close).unwrap_or(body.len());
         let mut literals = String::new();
         for (i, part) in body[..end].split('"').enumerate() {
             // Odd parts sit between quotes. Escaped quotes inside SQL (`\"o\"`)

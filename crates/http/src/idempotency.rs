@@ -49,25 +49,17 @@ const CLAIM: Sql = Sql {
                RETURNING 1",
 };
 
-const STORED: Sql = Sql {
-    sqlite: "SELECT fingerprint, status, headers, body FROM gatehouse_idempotency WHERE caller = ?1 AND key = ?2",
-    postgres: "SELECT fingerprint, status, headers, body FROM gatehouse_idempotency WHERE caller = $1 AND key = $2",
-};
+const STORED: Sql = Sql::both(
+    "SELECT fingerprint, status, headers, body FROM gatehouse_idempotency WHERE caller = $1 AND key = $2",
+);
 
-const COMPLETE: Sql = Sql {
-    sqlite: "UPDATE gatehouse_idempotency SET status = ?3, headers = ?4, body = ?5 WHERE caller = ?1 AND key = ?2",
-    postgres: "UPDATE gatehouse_idempotency SET status = $3, headers = $4, body = $5 WHERE caller = $1 AND key = $2",
-};
+const COMPLETE: Sql = Sql::both(
+    "UPDATE gatehouse_idempotency SET status = $3, headers = $4, body = $5 WHERE caller = $1 AND key = $2",
+);
 
-const RELEASE: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_idempotency WHERE caller = ?1 AND key = ?2",
-    postgres: "DELETE FROM gatehouse_idempotency WHERE caller = $1 AND key = $2",
-};
+const RELEASE: Sql = Sql::both("DELETE FROM gatehouse_idempotency WHERE caller = $1 AND key = $2");
 
-const PRUNE: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_idempotency WHERE created_at < ?1",
-    postgres: "DELETE FROM gatehouse_idempotency WHERE created_at < $1",
-};
+const PRUNE: Sql = Sql::both("DELETE FROM gatehouse_idempotency WHERE created_at < $1");
 
 /// The key as the client sent it: a quoted sf-string or a bare token.
 fn key_of(value: &HeaderValue) -> Option<String> {

@@ -6,11 +6,13 @@
 //! only as files written with mode 0600.
 
 mod api_keys;
+mod local;
 mod private_file;
 mod signing;
 mod token_cache;
 
 pub use api_keys::{ApiKeys, ApiRole, PresentedKey, generate_api_key, weakness};
+pub use local::{LocalKeyError, LocalKeys};
 pub use private_file::write_private_file;
 pub use signing::{KeyInfo, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, VerifiedClaims};
 pub use token_cache::TokenVerifier;

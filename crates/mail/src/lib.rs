@@ -35,12 +35,10 @@ pub struct Message {
     pub html: String,
 }
 
-const ENQUEUE: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_outbox (id, recipient, subject, text_body, html_body, created_at, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-    postgres: "INSERT INTO gatehouse_outbox (id, recipient, subject, text_body, html_body, created_at, next_attempt_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $6)",
-};
+const ENQUEUE: Sql = Sql::both(
+    "INSERT INTO gatehouse_outbox (id, recipient, subject, text_body, html_body, created_at, next_attempt_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+);
 
 /// Takes the oldest due message and leases it until `?2`.
 const CLAIM: Sql = Sql {
@@ -52,15 +50,13 @@ const CLAIM: Sql = Sql {
                AND next_attempt_at <= $1 RETURNING id, recipient, subject, text_body, html_body, attempts",
 };
 
-const SENT: Sql = Sql {
-    sqlite: "UPDATE gatehouse_outbox SET sent_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
-    postgres: "UPDATE gatehouse_outbox SET sent_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1",
-};
+const SENT: Sql = Sql::both(
+    "UPDATE gatehouse_outbox SET sent_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1",
+);
 
-const FAILED: Sql = Sql {
-    sqlite: "UPDATE gatehouse_outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-    postgres: "UPDATE gatehouse_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1",
-};
+const FAILED: Sql = Sql::both(
+    "UPDATE gatehouse_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1",
+);
 
 /// The statement that queues `message`; run it in the transaction that causes it.
 pub fn enqueue(message: &Message) -> Statement {

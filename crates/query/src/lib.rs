@@ -63,6 +63,20 @@ pub enum Paging {
     Offset(u64),
 }
 
+/// A query string written out by hand (`note=eq.first&order=id`), as the
+/// decoded pairs [`parse`] takes: split on `&` and the first `=`, nothing
+/// decoded. For fixtures and tests; requests arrive decoded by the edge.
+pub fn written_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 /// Parses decoded query pairs. Unknown parameter names are filters on columns,
 /// as in PostgREST.
 pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {

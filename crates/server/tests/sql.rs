@@ -14,16 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_db::testing::TestDatabase;
 use gatehouse_db::{Database, Dialect, MigrateOptions, PoolOptions, STATEMENT_LOG};
-use gatehouse_keys::{
-    ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, generate_api_key,
-};
+use gatehouse_keys::LocalKeys;
 use gatehouse_rest::{Caller, ReadOptions, Resolution, Rest, RestSettings, WriteOptions};
 use gatehouse_server::config::{Config, Overrides};
 use gatehouse_storage::{
     Actor, BlobConfig, Blobs, Buckets, ListRequest, NewBucket, NewObject, ObjectSettings, Objects,
     UrlSigner,
 };
-use secrecy::ExposeSecret;
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -115,26 +112,9 @@ async fn shop(test_db: &TestDatabase) -> Shop {
         RestSettings::default(),
     );
 
-    let publishable = generate_api_key(ApiRole::Anon).unwrap();
-    let secret = generate_api_key(ApiRole::Service).unwrap();
-    let api_keys = ApiKeys::new(publishable.expose_secret(), &secret).unwrap();
-    let service = Caller::holding(api_keys.identify(secret.expose_secret()).unwrap());
-    let signing = KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Development).unwrap();
-    let rules = TokenRules {
-        issuer: "http://localhost/auth/v1".into(),
-        audience: "authenticated".into(),
-        leeway: 5,
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "sub": ALICE, "role": "authenticated", "aud": "authenticated",
-        "iss": rules.issuer, "iat": now, "exp": now + 600,
-    });
-    let token = signing.sign(claims.as_object().unwrap()).unwrap();
-    let alice = Caller::signed_in(signing.verify_access_token(&token, &rules).unwrap());
+    let keys = LocalKeys::generate("http://localhost/auth/v1").unwrap();
+    let service = Caller::holding(keys.service());
+    let alice = Caller::signed_in(keys.user(ALICE, serde_json::Map::new()).unwrap());
 
     let blobs = tempfile::tempdir().unwrap();
     Buckets::new(db.clone())
@@ -154,7 +134,7 @@ async fn shop(test_db: &TestDatabase) -> Shop {
         .unwrap(),
         config.storage.policies.clone(),
         (
-            UrlSigner::new(&api_keys.derive_key("sql snapshots")),
+            UrlSigner::new(&keys.api_keys().derive_key("sql snapshots")),
             service.clone(),
         ),
         ObjectSettings::default(),
@@ -171,15 +151,7 @@ async fn shop(test_db: &TestDatabase) -> Shop {
 }
 
 fn request(query: &str) -> gatehouse_query::Request {
-    let pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key.to_owned(), value.to_owned())
-        })
-        .collect();
-    gatehouse_query::parse(&pairs).unwrap()
+    gatehouse_query::parse(&gatehouse_query::written_pairs(query)).unwrap()
 }
 
 fn representation() -> WriteOptions {

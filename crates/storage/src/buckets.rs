@@ -71,46 +71,33 @@ pub struct BucketChanges {
     pub allowed_mime_types: Option<Option<Vec<String>>>,
 }
 
-const INSERT: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_buckets (id, public, file_size_limit, allowed_mime_types, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-    postgres: "INSERT INTO gatehouse_buckets (id, public, file_size_limit, allowed_mime_types, created_at, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $5)",
-};
+const INSERT: Sql = Sql::both(
+    "INSERT INTO gatehouse_buckets (id, public, file_size_limit, allowed_mime_types, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $5)",
+);
 
-const ONE: Sql = Sql {
-    sqlite: "SELECT id, public, file_size_limit, allowed_mime_types, created_at, updated_at \
-             FROM gatehouse_buckets WHERE id = ?1",
-    postgres: "SELECT id, public, file_size_limit, allowed_mime_types, created_at, updated_at \
-               FROM gatehouse_buckets WHERE id = $1",
-};
+const ONE: Sql = Sql::both(
+    "SELECT id, public, file_size_limit, allowed_mime_types, created_at, updated_at \
+     FROM gatehouse_buckets WHERE id = $1",
+);
 
-const ALL: Sql = Sql {
-    sqlite: "SELECT id, public, file_size_limit, allowed_mime_types, created_at, updated_at \
-             FROM gatehouse_buckets ORDER BY id LIMIT 1000",
-    postgres: "SELECT id, public, file_size_limit, allowed_mime_types, created_at, updated_at \
-               FROM gatehouse_buckets ORDER BY id LIMIT 1000",
-};
+const ALL: Sql = Sql::both(
+    "SELECT id, public, file_size_limit, allowed_mime_types, created_at, updated_at \
+     FROM gatehouse_buckets ORDER BY id LIMIT 1000",
+);
 
-const UPDATE: Sql = Sql {
-    sqlite: "UPDATE gatehouse_buckets SET public = ?2, file_size_limit = ?3, allowed_mime_types = ?4, \
-             updated_at = ?5 WHERE id = ?1",
-    postgres: "UPDATE gatehouse_buckets SET public = $2, file_size_limit = $3, allowed_mime_types = $4, \
-               updated_at = $5 WHERE id = $1",
-};
+const UPDATE: Sql = Sql::both(
+    "UPDATE gatehouse_buckets SET public = $2, file_size_limit = $3, allowed_mime_types = $4, \
+     updated_at = $5 WHERE id = $1",
+);
 
-const EMPTY: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_objects WHERE bucket_id = ?1",
-    postgres: "DELETE FROM gatehouse_objects WHERE bucket_id = $1",
-};
+const EMPTY: Sql = Sql::both("DELETE FROM gatehouse_objects WHERE bucket_id = $1");
 
 /// Deletes the bucket only while it holds no object.
-const DELETE: Sql = Sql {
-    sqlite: "DELETE FROM gatehouse_buckets WHERE id = ?1 \
-             AND NOT EXISTS (SELECT 1 FROM gatehouse_objects WHERE bucket_id = ?1) RETURNING id",
-    postgres: "DELETE FROM gatehouse_buckets WHERE id = $1 \
-               AND NOT EXISTS (SELECT 1 FROM gatehouse_objects WHERE bucket_id = $1) RETURNING id",
-};
+const DELETE: Sql = Sql::both(
+    "DELETE FROM gatehouse_buckets WHERE id = $1 \
+     AND NOT EXISTS (SELECT 1 FROM gatehouse_objects WHERE bucket_id = $1) RETURNING id",
+);
 
 fn now() -> String {
     gatehouse_db::timestamp(time::OffsetDateTime::now_utc())

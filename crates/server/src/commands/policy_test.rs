@@ -25,11 +25,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use gatehouse_db::{Database, Location, MigrateOptions, PoolOptions};
-use gatehouse_keys::{
-    ApiKeys, ApiRole, KeyOrigin, KeySet, SigningAlgorithm, TokenRules, generate_api_key,
-};
+use gatehouse_keys::LocalKeys;
 use gatehouse_rest::{Caller, ReadOptions, Rest, RestError, RestSettings, WriteOptions};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -80,21 +77,8 @@ struct Expectation {
 
 const ISSUER: &str = "gatehouse-policy-test";
 
-/// A service-role caller from a secret key made for this run, checked as a
-/// request's would be.
-fn own_service_caller() -> anyhow::Result<Caller> {
-    let publishable = generate_api_key(ApiRole::Anon)?;
-    let secret = generate_api_key(ApiRole::Service)?;
-    let keys = ApiKeys::new(publishable.expose_secret(), &secret)?;
-    let key = keys
-        .identify(secret.expose_secret())
-        .context("a fresh secret key did not identify")?;
-    Ok(Caller::holding(key))
-}
-
 struct Callers {
-    keys: KeySet,
-    rules: TokenRules,
+    keys: LocalKeys,
     users: HashMap<String, User>,
 }
 
@@ -107,19 +91,7 @@ impl Callers {
             .users
             .get(name)
             .with_context(|| format!("unknown user {name:?}"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let mut claims = user.claims.clone();
-        claims.insert("sub".into(), user.id.clone().into());
-        claims
-            .entry("role")
-            .or_insert_with(|| "authenticated".into());
-        claims.insert("aud".into(), "authenticated".into());
-        claims.insert("iss".into(), ISSUER.into());
-        claims.insert("exp".into(), (now + 600).into());
-        let token = self.keys.sign(&claims)?;
-        let verified = self.keys.verify_access_token(&token, &self.rules)?;
+        let verified = self.keys.user(&user.id, user.claims.clone())?;
         Ok(Caller::signed_in(verified))
     }
 }
@@ -137,7 +109,7 @@ async fn check(
         _ => bail!("an expectation has exactly one of can or cannot"),
     };
     let caller = callers.caller(&expect.user)?;
-    let pairs: Vec<(String, String)> = form_pairs(&expect.filter);
+    let pairs = gatehouse_query::written_pairs(&expect.filter);
     let request = gatehouse_query::parse(&pairs)?;
     let body = expect
         .body
@@ -176,17 +148,6 @@ async fn check(
     })
 }
 
-fn form_pairs(filter: &str) -> Vec<(String, String)> {
-    filter
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key.to_owned(), value.to_owned())
-        })
-        .collect()
-}
-
 pub async fn run(file: &Path, overrides: &Overrides) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -213,18 +174,13 @@ pub async fn run(file: &Path, overrides: &Overrides) -> anyhow::Result<()> {
         RestSettings::default(),
     );
     let callers = Callers {
-        keys: KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Development)?,
-        rules: TokenRules {
-            issuer: ISSUER.into(),
-            audience: "authenticated".into(),
-            leeway: 5,
-        },
+        keys: LocalKeys::generate(ISSUER)?,
         users: fixture.users,
     };
 
     // The fixture's seed rows go in as the service role: the test holds a
     // secret key of its own for it.
-    let service = own_service_caller()?;
+    let service = Caller::holding(callers.keys.service());
     for (index, seed) in fixture.seed.iter().enumerate() {
         let caller = match &seed.user {
             Some(user) => callers.caller(user)?,
