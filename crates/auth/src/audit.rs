@@ -50,6 +50,20 @@ impl Event {
     }
 }
 
+/// One entry as it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: i64,
+    pub at: String,
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub request_id: Option<String>,
+    pub detail: Json,
+}
+
 /// What to read back: newest first, filtered.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -125,8 +139,8 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Entries newest first, as JSON objects.
-    pub async fn read(&self, query: &Query) -> Result<Vec<Json>> {
+    /// Entries newest first.
+    pub async fn read(&self, query: &Query) -> Result<Vec<Entry>> {
         let rows = self
             .db
             .query(Statement::new(
@@ -141,18 +155,19 @@ impl AuditLog {
             .await?;
         rows.iter()
             .map(|row| {
-                let optional = |column: usize| row.optional_text(column).map(|v| json!(v));
-                Ok(json!({
-                    "id": row.integer(0)?,
-                    "at": row.text(1)?,
-                    "actor": optional(2)?,
-                    "ip": optional(3)?,
-                    "user_agent": optional(4)?,
-                    "action": row.text(5)?,
-                    "outcome": row.text(6)?,
-                    "request_id": optional(7)?,
-                    "detail": serde_json::from_str::<Json>(row.text(8)?).unwrap_or(Json::Null),
-                }))
+                let optional =
+                    |column: usize| row.optional_text(column).map(|v| v.map(str::to_owned));
+                Ok(Entry {
+                    id: row.integer(0)?,
+                    at: row.text(1)?.to_owned(),
+                    actor: optional(2)?,
+                    ip: optional(3)?,
+                    user_agent: optional(4)?,
+                    action: row.text(5)?.to_owned(),
+                    outcome: row.text(6)?.to_owned(),
+                    request_id: optional(7)?,
+                    detail: serde_json::from_str::<Json>(row.text(8)?).unwrap_or(Json::Null),
+                })
             })
             .collect()
     }

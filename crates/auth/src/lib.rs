@@ -205,7 +205,7 @@ pub struct Client {
     pub ip: Option<String>,
 }
 
-/// A signed-in session as the client receives it.
+/// A signed-in session: what the client receives (`http::wire::session`).
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: String,
@@ -214,20 +214,6 @@ pub struct Session {
     pub expires_in: u64,
     pub expires_at: i64,
     pub user: User,
-}
-
-impl Session {
-    /// Supabase Auth's session JSON.
-    pub fn to_json(&self) -> Json {
-        json!({
-            "access_token": self.access_token,
-            "token_type": "bearer",
-            "expires_in": self.expires_in,
-            "expires_at": self.expires_at,
-            "refresh_token": self.refresh_token,
-            "user": self.user.to_json(),
-        })
-    }
 }
 
 /// The outcome of a sign-up.

@@ -46,24 +46,4 @@ impl User {
             .as_deref()
             .is_some_and(|until| until > now)
     }
-
-    pub fn to_json(&self) -> Json {
-        json!({
-            "id": self.id,
-            "aud": "authenticated",
-            "role": "authenticated",
-            "email": self.email.clone().unwrap_or_default(),
-            "email_confirmed_at": self.email_confirmed_at,
-            "confirmed_at": self.email_confirmed_at,
-            "phone": "",
-            "last_sign_in_at": self.last_sign_in_at,
-            "app_metadata": self.app_metadata,
-            "user_metadata": self.user_metadata,
-            "identities": [],
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "banned_until": self.banned_until,
-            "is_anonymous": self.is_anonymous,
-        })
-    }
 }

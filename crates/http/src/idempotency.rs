@@ -1,32 +1,24 @@
 //! `Idempotency-Key` on data writes (POST, PATCH and DELETE under `/rest/v1`) and
-//! admin user creation (the routes `lib.rs` layers it on): the first response (status, headers that describe it,
+//! admin user creation (the routes `lib.rs` layers it on), over the records of
+//! `gatehouse-idempotency`: the first response (status, headers that describe it,
 //! body) is kept per caller and key for 24 hours and replayed to retries; the same
 //! key with another request gets 422; a retry while the first is still running gets
-//! 409, so a write never runs twice. Kept in the database, so it holds across
-//! restarts and instances. Routes that answer with credentials (sign-in, sign-up,
+//! 409, so a write never runs twice. Routes that answer with credentials (sign-in, sign-up,
 //! refresh) are left out on purpose: replaying them would mean storing tokens.
 //!
 //! Follows draft-ietf-httpapi-idempotency-key-header: the key is a string (a
 //! quoted sf-string or a bare token), at most 255 printable characters.
 
-use std::time::Duration;
-
-use aws_lc_rs::digest::{SHA256, digest};
-use axum::body::{Body, Bytes, to_bytes};
+use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use gatehouse_db::{Database, Row, Sql, Statement, Value};
+use gatehouse_idempotency::{Answer, Claim, Records, fingerprint, hex_digest};
 use gatehouse_keys::ApiRole;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use serde_json::json;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::{ApiCaller, ApiError, AppState, ClientIp};
 
-/// How long a response is kept for replay.
-pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
-/// The largest response body kept; a larger one is replayed as its status alone.
-const LARGEST_KEPT: usize = 8 << 20;
 const HEADER: &str = "idempotency-key";
 /// Response headers that belong to the answer and are replayed with it.
 const REPLAYED_HEADERS: &[&str] = &[
@@ -35,31 +27,6 @@ const REPLAYED_HEADERS: &[&str] = &[
     "location",
     "preference-applied",
 ];
-
-const CLAIM: Sql = Sql {
-    sqlite: "INSERT INTO gatehouse_idempotency (caller, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (caller, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = NULL, \
-             headers = NULL, body = NULL, created_at = excluded.created_at \
-             WHERE created_at < ?5 OR (status IS NULL AND created_at < ?6) \
-             RETURNING 1",
-    postgres: "INSERT INTO gatehouse_idempotency AS i (caller, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
-               ON CONFLICT (caller, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = NULL, \
-               headers = NULL, body = NULL, created_at = excluded.created_at \
-               WHERE i.created_at < $5 OR (i.status IS NULL AND i.created_at < $6) \
-               RETURNING 1",
-};
-
-const STORED: Sql = Sql::both(
-    "SELECT fingerprint, status, headers, body FROM gatehouse_idempotency WHERE caller = $1 AND key = $2",
-);
-
-const COMPLETE: Sql = Sql::both(
-    "UPDATE gatehouse_idempotency SET status = $3, headers = $4, body = $5 WHERE caller = $1 AND key = $2",
-);
-
-const RELEASE: Sql = Sql::both("DELETE FROM gatehouse_idempotency WHERE caller = $1 AND key = $2");
-
-const PRUNE: Sql = Sql::both("DELETE FROM gatehouse_idempotency WHERE created_at < $1");
 
 /// The key as the client sent it: a quoted sf-string or a bare token.
 fn key_of(value: &HeaderValue) -> Option<String> {
@@ -81,12 +48,17 @@ fn failed(error: &gatehouse_db::DbError) -> Response {
     ApiError::internal().into_response()
 }
 
-fn now_text() -> String {
-    gatehouse_db::timestamp(time::OffsetDateTime::now_utc())
+fn in_flight() -> Response {
+    error(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_flight",
+        "A request with this Idempotency-Key is being processed; retry later.",
+    )
 }
 
-fn ago(duration: Duration) -> String {
-    gatehouse_db::timestamp(time::OffsetDateTime::now_utc() - duration)
+pub(crate) fn records(state: &AppState) -> Records {
+    // A claim older than two request time limits was abandoned by its request.
+    Records::new(state.db().clone(), state.settings().request_timeout * 2)
 }
 
 pub async fn replay(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -108,7 +80,7 @@ pub async fn replay(State(state): State<AppState>, request: Request, next: Next)
         (Some(user), _, _) => format!("user:{user}"),
         // A cookie session is its own namespace (the cookie is checked by the handler;
         // a forged one writes nothing and replays only its own refusal).
-        (None, Some(cookie), _) => format!("session:{}", digest_hex(cookie.as_bytes())),
+        (None, Some(cookie), _) => format!("session:{}", hex_digest(cookie.as_bytes())),
         (None, None, Some(ApiCaller(key))) if key.role() == ApiRole::Service => {
             "service".to_owned()
         }
@@ -126,104 +98,31 @@ pub async fn replay(State(state): State<AppState>, request: Request, next: Next)
             "The request body is too large.",
         );
     };
-    let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
-    let db = state.db();
-    let abandoned = state.settings().request_timeout * 2;
-    let claimed = db
-        .transaction(vec![Statement::new(
-            &CLAIM,
-            vec![
-                caller.clone().into(),
-                key.clone().into(),
-                fingerprint.clone().into(),
-                now_text().into(),
-                ago(KEPT_FOR).into(),
-                ago(abandoned).into(),
-            ],
-        )])
-        .await;
-    match claimed {
-        Ok(rows) if rows.first().is_some_and(|rows| !rows.is_empty()) => {}
-        Ok(_) => return answer_from_record(db, &caller, &key, &fingerprint).await,
+    let fingerprint = fingerprint(parts.method.as_str(), &parts.uri.to_string(), &body);
+    let records = records(&state);
+    match records.claim(&caller, &key, &fingerprint).await {
+        Ok(Claim::Ours) => {}
+        Ok(Claim::InFlight) => return in_flight(),
+        Ok(Claim::Reused) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request.",
+            );
+        }
+        Ok(Claim::Answered(answer)) => return replayed(answer),
         Err(error) => return failed(&error),
     }
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    keep(db, &caller, &key, response).await
+    keep(&records, &caller, &key, response).await
 }
 
-fn fingerprint(method: &Method, uri: &http::Uri, body: &Bytes) -> String {
-    let mut input = Vec::with_capacity(body.len() + 256);
-    input.extend_from_slice(method.as_str().as_bytes());
-    input.push(b' ');
-    input.extend_from_slice(uri.to_string().as_bytes());
-    input.push(b'\n');
-    input.extend_from_slice(body);
-    digest_hex(&input)
-}
-
-fn digest_hex(bytes: &[u8]) -> String {
-    digest(&SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Someone else holds the key: replay, or explain why not.
-async fn answer_from_record(db: &Database, caller: &str, key: &str, fingerprint: &str) -> Response {
-    let rows = match db
-        .query(Statement::new(
-            &STORED,
-            vec![caller.to_owned().into(), key.to_owned().into()],
-        ))
-        .await
-    {
-        Ok(rows) => rows,
-        Err(error) => return failed(&error),
-    };
-    // Released between our claim and this read: the client may simply retry.
-    let Some(Row(values)) = rows.into_iter().next() else {
-        return error(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_flight",
-            "A request with this Idempotency-Key is being processed; retry later.",
-        );
-    };
-    let mut values = values.into_iter();
-    let (stored, status, headers, body) =
-        (values.next(), values.next(), values.next(), values.next());
-    if !matches!(stored, Some(Value::Text(ref text)) if text == fingerprint) {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "This Idempotency-Key was used for a different request.",
-        );
-    }
-    let Some(Value::Integer(status)) = status else {
-        return error(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_flight",
-            "A request with this Idempotency-Key is being processed; retry later.",
-        );
-    };
-    let mut response = Response::new(Body::from(match body {
-        Some(Value::Blob(bytes)) => bytes,
-        _ => Vec::new(),
-    }));
-    *response.status_mut() = u16::try_from(status)
-        .ok()
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .unwrap_or(StatusCode::OK);
-    if let Some(Value::Text(headers)) = headers {
-        let saved: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&headers).unwrap_or_default();
-        for (name, value) in saved {
-            let (Ok(name), Some(Ok(value))) = (
-                HeaderName::try_from(name),
-                value.as_str().map(HeaderValue::from_str),
-            ) else {
-                continue;
-            };
+/// An answer given again, marked as such.
+fn replayed(answer: Answer) -> Response {
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
             response.headers_mut().insert(name, value);
         }
     }
@@ -233,20 +132,18 @@ async fn answer_from_record(db: &Database, caller: &str, key: &str, fingerprint:
     response
 }
 
-/// Stores the first answer for replay; a server error releases the key so the
+/// Keeps the first answer for replay; a server error releases the key so the
 /// client's retry runs again.
-async fn keep(db: &Database, caller: &str, key: &str, response: Response) -> Response {
-    let ids = vec![Value::from(caller.to_owned()), Value::from(key.to_owned())];
+async fn keep(records: &Records, caller: &str, key: &str, response: Response) -> Response {
     if response.status().is_server_error() {
-        if let Err(error) = db.transaction(vec![Statement::new(&RELEASE, ids)]).await {
+        if let Err(error) = records.release(caller, key).await {
             tracing::error!(%error, "idempotency key not released");
         }
         return response;
     }
     let (parts, body) = response.into_parts();
     // The handler built the whole answer in memory already; collecting it copies
-    // nothing. One too large to keep is still recorded, without its body, so a retry
-    // learns the outcome and the write never runs twice.
+    // nothing.
     let body = match to_bytes(body, usize::MAX).await {
         Ok(body) => body,
         Err(error) => {
@@ -254,48 +151,30 @@ async fn keep(db: &Database, caller: &str, key: &str, response: Response) -> Res
             return ApiError::internal().into_response();
         }
     };
-    let kept = if body.len() <= LARGEST_KEPT {
-        body.to_vec()
-    } else {
-        tracing::warn!(
-            bytes = body.len(),
-            "response too large to replay; keeping its status only"
-        );
-        Vec::new()
+    let answer = Answer {
+        status: parts.status.as_u16(),
+        headers: replayed_headers(&parts.headers),
+        body: body.to_vec(),
     };
-    let headers = replayed_headers(&parts.headers);
-    let mut values = ids;
-    values.extend([
-        Value::Integer(i64::from(parts.status.as_u16())),
-        headers.to_string().into(),
-        Value::Blob(kept),
-    ]);
-    if let Err(error) = db
-        .transaction(vec![Statement::new(&COMPLETE, values)])
-        .await
-    {
+    if let Err(error) = records.keep(caller, key, answer).await {
         tracing::error!(%error, "idempotent response not kept");
     }
     Response::from_parts(parts, Body::from(body))
 }
 
-fn replayed_headers(headers: &HeaderMap) -> serde_json::Value {
-    let kept: serde_json::Map<String, serde_json::Value> = REPLAYED_HEADERS
+fn replayed_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    REPLAYED_HEADERS
         .iter()
         .filter_map(|name| {
             let value = headers.get(*name)?.to_str().ok()?;
-            Some(((*name).to_owned(), json!(value)))
+            Some(((*name).to_owned(), value.to_owned()))
         })
-        .collect();
-    serde_json::Value::Object(kept)
+        .collect()
 }
 
 /// Drops records past their 24 hours; the server calls it periodically.
-pub async fn prune(db: &Database) {
-    if let Err(error) = db
-        .transaction(vec![Statement::new(&PRUNE, vec![ago(KEPT_FOR).into()])])
-        .await
-    {
+pub async fn prune(state: &AppState) {
+    if let Err(error) = records(state).prune().await {
         tracing::warn!(%error, "expired idempotency keys not pruned");
     }
 }

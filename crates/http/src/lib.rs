@@ -19,6 +19,7 @@ mod rate_limit;
 mod request_id;
 mod routes;
 mod state;
+pub mod wire;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

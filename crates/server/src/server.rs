@@ -235,7 +235,7 @@ async fn housekeeping(
                 if let Some(limiter) = &limiter {
                     limiter.forget_idle();
                 }
-                gatehouse_http::prune_idempotency_keys(state.db()).await;
+                gatehouse_http::prune_idempotency_keys(&state).await;
                 if let Err(error) = state.auth().prune().await {
                     tracing::warn!(%error, "expired sign-in counts and audit entries not pruned");
                 }

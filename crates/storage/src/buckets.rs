@@ -3,7 +3,6 @@
 //! object and the content types it admits.
 
 use gatehouse_db::{Constraint, Database, Row, Sql, Statement, Value};
-use serde_json::{Value as Json, json};
 
 use crate::{Result, StorageError, name};
 
@@ -36,20 +35,6 @@ impl Bucket {
             allowed_mime_types: allowed,
             created_at: row.text(4)?.to_owned(),
             updated_at: row.text(5)?.to_owned(),
-        })
-    }
-
-    /// Supabase Storage's bucket object.
-    pub fn to_json(&self) -> Json {
-        json!({
-            "id": self.id,
-            "name": self.id,
-            "owner": "",
-            "public": self.public,
-            "file_size_limit": self.file_size_limit,
-            "allowed_mime_types": self.allowed_mime_types,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
         })
     }
 }
@@ -137,7 +122,7 @@ fn types_value(types: Option<&[String]>) -> Result<Value> {
             )));
         }
     }
-    Ok(Value::Text(json!(types).to_string()))
+    Ok(Value::Text(serde_json::json!(types).to_string()))
 }
 
 #[derive(Clone)]

@@ -16,7 +16,7 @@ mod signed;
 
 pub use blobs::{BlobConfig, Blobs};
 pub use buckets::{Bucket, BucketChanges, Buckets, NewBucket};
-pub use objects::{Actor, ListRequest, NewObject, ObjectRow, ObjectSettings, Objects};
+pub use objects::{Actor, ListEntry, ListRequest, NewObject, ObjectRow, ObjectSettings, Objects};
 pub use signed::{Grant, Purpose, UrlSigner};
 
 #[derive(Debug, thiserror::Error)]

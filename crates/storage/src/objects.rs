@@ -17,7 +17,6 @@ use futures_util::Stream;
 use gatehouse_db::{Database, Row, Value};
 use gatehouse_policy::{Command, TablePolicies};
 use gatehouse_rest::{Caller, Decided, Decision, Rows, StatementBuilder, decide};
-use serde_json::{Value as Json, json};
 
 mod signing;
 mod writing;
@@ -170,52 +169,14 @@ impl ObjectRow {
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.checksum)
     }
+}
 
-    /// Supabase Storage's `metadata` of an object.
-    pub fn metadata(&self) -> Json {
-        json!({
-            "eTag": self.etag(),
-            "size": self.size,
-            "mimetype": self.content_type,
-            "cacheControl": self.cache_control.as_deref().unwrap_or("no-cache"),
-            "lastModified": self.updated_at,
-            "contentLength": self.size,
-            "httpStatusCode": 200,
-        })
-    }
-
-    /// A list or remove entry (`FileObject`), named as the caller sees it.
-    pub fn file_object(&self, shown_name: &str) -> Json {
-        json!({
-            "name": shown_name,
-            "id": self.id,
-            "bucket_id": self.bucket_id,
-            "owner": self.owner,
-            "updated_at": self.updated_at,
-            "created_at": self.created_at,
-            "last_accessed_at": self.updated_at,
-            "metadata": self.metadata(),
-        })
-    }
-
-    /// `GET /object/info/…` (`FileObjectV2`).
-    pub fn info(&self) -> Json {
-        json!({
-            "id": self.id,
-            "version": self.version,
-            "name": self.name,
-            "bucket_id": self.bucket_id,
-            "owner": self.owner,
-            "size": self.size,
-            "content_type": self.content_type,
-            "cache_control": self.cache_control,
-            "etag": self.etag(),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "last_modified": self.updated_at,
-            "metadata": self.metadata(),
-        })
-    }
+/// One entry of a listing: an object, named by what follows the prefix, or a
+/// folder (no object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListEntry {
+    pub name: String,
+    pub object: Option<ObjectRow>,
 }
 
 /// What a listing asks for (Supabase's `list` body).
@@ -426,7 +387,7 @@ impl Objects {
         caller: &Caller,
         bucket: &str,
         request: &ListRequest,
-    ) -> Result<Vec<Json>> {
+    ) -> Result<Vec<ListEntry>> {
         let bucket = self.buckets.get(bucket).await?;
         let mut prefix = request.prefix.trim_start_matches('/').to_owned();
         if !prefix.is_empty() && !prefix.ends_with('/') {
@@ -461,7 +422,7 @@ impl Objects {
             .number(self.settings.list_scan_limit as u64);
         let rows = self.db.query(sql.finish()).await?;
         let search = request.search.as_deref().unwrap_or("").to_lowercase();
-        let mut entries: Vec<(String, Option<ObjectRow>)> = Vec::new();
+        let mut entries: Vec<ListEntry> = Vec::new();
         let mut folders = std::collections::HashSet::new();
         for row in &rows {
             let object = ObjectRow::from_row(row)?;
@@ -469,27 +430,33 @@ impl Objects {
                 continue;
             };
             let entry = match rest.split_once('/') {
-                Some((folder, _)) => (folder.to_owned(), None),
-                None => (rest.to_owned(), Some(object.clone())),
+                Some((folder, _)) => ListEntry {
+                    name: folder.to_owned(),
+                    object: None,
+                },
+                None => ListEntry {
+                    name: rest.to_owned(),
+                    object: Some(object.clone()),
+                },
             };
-            if !entry.0.to_lowercase().starts_with(&search) {
+            if !entry.name.to_lowercase().starts_with(&search) {
                 continue;
             }
             // A folder is one entry however many objects it holds.
-            if entry.1.is_some() || folders.insert(entry.0.clone()) {
+            if entry.object.is_some() || folders.insert(entry.name.clone()) {
                 entries.push(entry);
             }
         }
         let column = request.sort_column.as_deref().unwrap_or("name");
-        let key = |entry: &(String, Option<ObjectRow>)| -> String {
-            match (column, &entry.1) {
+        let key = |entry: &ListEntry| -> String {
+            match (column, &entry.object) {
                 ("created_at", Some(object)) => object.created_at.clone(),
                 ("updated_at" | "last_accessed_at", Some(object)) => object.updated_at.clone(),
-                ("name", _) => entry.0.clone(),
+                ("name", _) => entry.name.clone(),
                 _ => String::new(),
             }
         };
-        entries.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.0.cmp(&b.0)));
+        entries.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name)));
         if request.descending {
             entries.reverse();
         }
@@ -498,13 +465,6 @@ impl Objects {
             .into_iter()
             .skip(request.offset.unwrap_or(0))
             .take(limit)
-            .map(|(entry, object)| match object {
-                Some(object) => object.file_object(&entry),
-                None => json!({
-                    "name": entry, "id": null, "updated_at": null, "created_at": null,
-                    "last_accessed_at": null, "metadata": null,
-                }),
-            })
             .collect())
     }
 

@@ -105,7 +105,7 @@ pub async fn create(
 
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
     let buckets = state.buckets().list().await.map_err(storage_error)?;
-    Ok(Json(buckets.iter().map(|b| b.to_json()).collect()))
+    Ok(Json(buckets.iter().map(crate::wire::bucket).collect()))
 }
 
 pub async fn get(
@@ -114,7 +114,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let bucket = state.buckets().get(&id).await.map_err(storage_error)?;
-    Ok(Json(bucket.to_json()))
+    Ok(Json(crate::wire::bucket(&bucket)))
 }
 
 /// A field that was sent, `null` included (serde would read `null` as absent).

@@ -510,7 +510,7 @@ pub async fn info(
     Path(path): Path<ObjectPath>,
 ) -> Result<Json<Value>, ApiError> {
     let object = visible(&state, &caller, &path).await?;
-    Ok(Json(object.info()))
+    Ok(Json(crate::wire::object_info(&object)))
 }
 
 pub async fn info_public(
@@ -522,7 +522,7 @@ pub async fn info_public(
         .await
         .map_err(public_error)?;
     // Public means the bytes are public, not who uploaded them.
-    let mut info = object.info();
+    let mut info = crate::wire::object_info(&object);
     if let Some(fields) = info.as_object_mut() {
         fields.remove("owner");
     }
@@ -578,7 +578,9 @@ pub async fn list(
         .list(&caller, &bucket, &request)
         .await
         .map_err(storage_error)?;
-    Ok(Json(Value::Array(entries)))
+    Ok(Json(Value::Array(
+        entries.iter().map(crate::wire::list_entry).collect(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -599,7 +601,7 @@ pub async fn remove(
     Ok(Json(
         removed
             .iter()
-            .map(|object| object.file_object(&object.name))
+            .map(|object| crate::wire::file_object(object, &object.name))
             .collect(),
     ))
 }

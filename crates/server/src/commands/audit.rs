@@ -15,7 +15,7 @@ async fn log(config: &Config) -> anyhow::Result<AuditLog> {
 
 pub async fn show(config: Config, query: Query) -> anyhow::Result<()> {
     for entry in log(&config).await?.read(&query).await? {
-        println!("{entry}");
+        println!("{}", gatehouse_http::wire::audit_entry(&entry));
     }
     Ok(())
 }

@@ -42,5 +42,7 @@ pub async fn get(
         })
         .await
         .map_err(auth_error)?;
-    Ok(Json(Value::Array(entries)))
+    Ok(Json(Value::Array(
+        entries.iter().map(crate::wire::audit_entry).collect(),
+    )))
 }

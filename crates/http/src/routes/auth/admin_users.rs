@@ -43,7 +43,7 @@ pub async fn list(
         .admin_list(page, per_page)
         .await
         .map_err(auth_error)?;
-    let users: Vec<Value> = users.iter().map(|u| u.to_json()).collect();
+    let users: Vec<Value> = users.iter().map(crate::wire::user).collect();
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
         headers.insert("x-total-count", value);
@@ -132,7 +132,7 @@ pub async fn create(
             detail,
         )
         .await;
-    Ok(Json(created.map_err(auth_error)?.to_json()))
+    Ok(Json(crate::wire::user(&created.map_err(auth_error)?)))
 }
 
 pub async fn get(
@@ -140,9 +140,9 @@ pub async fn get(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        state.auth().user(&id).await.map_err(auth_error)?.to_json(),
-    ))
+    Ok(Json(crate::wire::user(
+        &state.auth().user(&id).await.map_err(auth_error)?,
+    )))
 }
 
 pub async fn update(
@@ -164,7 +164,7 @@ pub async fn update(
             detail,
         )
         .await;
-    Ok(Json(updated.map_err(auth_error)?.to_json()))
+    Ok(Json(crate::wire::user(&updated.map_err(auth_error)?)))
 }
 
 /// Answers with the deleted user, as auth-js expects a body.
@@ -185,5 +185,5 @@ pub async fn delete(
         )
         .await;
     deleted.map_err(auth_error)?;
-    Ok(Json(user.to_json()))
+    Ok(Json(crate::wire::user(&user)))
 }

@@ -58,7 +58,7 @@ pub async fn post(
         )
         .await;
     let generated = generated.map_err(auth_error)?;
-    let mut answer = generated.user.to_json();
+    let mut answer = crate::wire::user(&generated.user);
     answer["action_link"] = generated.action_link.into();
     answer["email_otp"] = generated.email_otp.into();
     answer["hashed_token"] = generated.hashed_token.into();

@@ -54,8 +54,8 @@ pub async fn post(
                 .outcome("sign_up", &signed_up, actor, json!({"email": typed}))
                 .await;
             match signed_up.map_err(auth_error)? {
-                SignUp::SignedIn(session) => session.to_json(),
-                SignUp::Unconfirmed(user) => user.to_json(),
+                SignUp::SignedIn(session) => crate::wire::session(&session),
+                SignUp::Unconfirmed(user) => crate::wire::user(&user),
             }
         }
         (None, None) => {
@@ -68,7 +68,7 @@ pub async fn post(
                     json!({}),
                 )
                 .await;
-            session.map_err(auth_error)?.to_json()
+            crate::wire::session(&session.map_err(auth_error)?)
         }
         _ => {
             return Err(auth_error(gatehouse_auth::AuthError::Validation(

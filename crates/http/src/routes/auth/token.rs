@@ -98,7 +98,7 @@ pub async fn respond(
     session: Session,
 ) -> Result<Response, ApiError> {
     if !crate::cookies::wanted(state, request) {
-        return Ok(Json(session.to_json()).into_response());
+        return Ok(Json(crate::wire::session(&session)).into_response());
     }
     let secrets = state
         .auth()
@@ -107,6 +107,6 @@ pub async fn respond(
         .map_err(auth_error)?;
     let mut response_headers = HeaderMap::new();
     crate::cookies::set(&mut response_headers, &secrets);
-    let body = json!({"user": session.user.to_json(), "csrf_token": secrets.csrf});
+    let body = json!({"user": crate::wire::user(&session.user), "csrf_token": secrets.csrf});
     Ok((response_headers, Json(body)).into_response())
 }

@@ -17,7 +17,7 @@ pub async fn get(
         .current_user(&claims)
         .await
         .map_err(auth_error)?;
-    Ok(Json(user.to_json()))
+    Ok(Json(crate::wire::user(&user)))
 }
 
 #[derive(Deserialize)]
@@ -71,7 +71,7 @@ pub async fn put(
             )
             .await;
     }
-    let mut user = updated.map_err(auth_error)?.to_json();
+    let mut user = crate::wire::user(&updated.map_err(auth_error)?);
     // As GoTrue: the address waiting for confirmation, the same whether or not
     // another account has it.
     if let Some(new_email) = body.email {

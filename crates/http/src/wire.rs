@@ -1,0 +1,128 @@
+//! The JSON shapes of the services' values as Supabase's clients read them:
+//! users and sessions (Supabase Auth), buckets and objects (Supabase Storage),
+//! audit entries. The services return typed values; only this edge knows how
+//! they go on the wire.
+
+use gatehouse_auth::audit::Entry;
+use gatehouse_auth::{Session, User};
+use gatehouse_storage::{Bucket, ListEntry, ObjectRow};
+use serde_json::{Value, json};
+
+/// Supabase Auth's user object.
+pub fn user(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "email": user.email.clone().unwrap_or_default(),
+        "email_confirmed_at": user.email_confirmed_at,
+        "confirmed_at": user.email_confirmed_at,
+        "phone": "",
+        "last_sign_in_at": user.last_sign_in_at,
+        "app_metadata": user.app_metadata,
+        "user_metadata": user.user_metadata,
+        "identities": [],
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+        "banned_until": user.banned_until,
+        "is_anonymous": user.is_anonymous,
+    })
+}
+
+/// Supabase Auth's session, with its user.
+pub fn session(session: &Session) -> Value {
+    json!({
+        "access_token": session.access_token,
+        "token_type": "bearer",
+        "expires_in": session.expires_in,
+        "expires_at": session.expires_at,
+        "refresh_token": session.refresh_token,
+        "user": user(&session.user),
+    })
+}
+
+/// An entry of the admin audit log.
+pub fn audit_entry(entry: &Entry) -> Value {
+    json!({
+        "id": entry.id,
+        "at": entry.at,
+        "actor": entry.actor,
+        "ip": entry.ip,
+        "user_agent": entry.user_agent,
+        "action": entry.action,
+        "outcome": entry.outcome,
+        "request_id": entry.request_id,
+        "detail": entry.detail,
+    })
+}
+
+/// Supabase Storage's bucket.
+pub fn bucket(bucket: &Bucket) -> Value {
+    json!({
+        "id": bucket.id,
+        "name": bucket.id,
+        "owner": "",
+        "public": bucket.public,
+        "file_size_limit": bucket.file_size_limit,
+        "allowed_mime_types": bucket.allowed_mime_types,
+        "created_at": bucket.created_at,
+        "updated_at": bucket.updated_at,
+    })
+}
+
+/// Supabase Storage's `metadata` of an object.
+fn object_metadata(object: &ObjectRow) -> Value {
+    json!({
+        "eTag": object.etag(),
+        "size": object.size,
+        "mimetype": object.content_type,
+        "cacheControl": object.cache_control.as_deref().unwrap_or("no-cache"),
+        "lastModified": object.updated_at,
+        "contentLength": object.size,
+        "httpStatusCode": 200,
+    })
+}
+
+/// A list or remove entry (`FileObject`), named as the caller sees it.
+pub fn file_object(object: &ObjectRow, shown_name: &str) -> Value {
+    json!({
+        "name": shown_name,
+        "id": object.id,
+        "bucket_id": object.bucket_id,
+        "owner": object.owner,
+        "updated_at": object.updated_at,
+        "created_at": object.created_at,
+        "last_accessed_at": object.updated_at,
+        "metadata": object_metadata(object),
+    })
+}
+
+/// A listing's entry: an object, or a folder (no id, no metadata).
+pub fn list_entry(entry: &ListEntry) -> Value {
+    match &entry.object {
+        Some(object) => file_object(object, &entry.name),
+        None => json!({
+            "name": entry.name, "id": null, "updated_at": null, "created_at": null,
+            "last_accessed_at": null, "metadata": null,
+        }),
+    }
+}
+
+/// `GET /object/info/…` (`FileObjectV2`).
+pub fn object_info(object: &ObjectRow) -> Value {
+    json!({
+        "id": object.id,
+        "version": object.version,
+        "name": object.name,
+        "bucket_id": object.bucket_id,
+        "owner": object.owner,
+        "size": object.size,
+        "content_type": object.content_type,
+        "cache_control": object.cache_control,
+        "etag": object.etag(),
+        "created_at": object.created_at,
+        "updated_at": object.updated_at,
+        "last_modified": object.updated_at,
+        "metadata": object_metadata(object),
+    })
+}
