@@ -455,10 +455,15 @@ fn bind(prepared: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Resul
         return Err(rusqlite::Error::InvalidParameterCount(params.len(), count).into());
     }
     for index in 1..=count {
-        let number = prepared
-            .parameter_name(index)
-            .and_then(|name| name.get(1..)?.parse::<usize>().ok())
-            .unwrap_or(index);
+        // A plain `?` has no name and takes its place; a name that is not a
+        // number (`$1::text` reads as one name in SQLite) is a mistake.
+        let number = match prepared.parameter_name(index) {
+            None => index,
+            Some(name) => name
+                .get(1..)
+                .and_then(|number| number.parse::<usize>().ok())
+                .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?,
+        };
         let value = params
             .get(number.wrapping_sub(1))
             .ok_or(rusqlite::Error::InvalidParameterCount(params.len(), number))?;

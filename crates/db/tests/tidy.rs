@@ -8,6 +8,9 @@
 //! 2. A fixed statement (`Sql::both`, `Sql { sqlite, postgres }`) names only Gatehouse's own
 //!    tables (`gatehouse_…`), never a declared one.
 //! 3. Every statement built without a policy says why, at the call.
+//! 4. A caller is made only where what it stands for was checked: the edge
+//!    (`http::identity`), the signed-URL check (`storage::objects::signing`),
+//!    and the composition root and the policy test command (`server`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
 
@@ -198,5 +201,49 @@ fn every_statement_without_a_policy_says_why() {
     assert!(
         unexplained.is_empty(),
         "give each statement without a policy its reason, as a string at the call: {unexplained:?}"
+    );
+}
+
+/// Who may make which kind of caller, outside tests.
+const CALLER_MAKERS: &[(&str, &[&str])] = &[
+    (
+        "Caller::holding(",
+        &[
+            "crates/http/src/identity.rs",
+            "crates/server/src/server.rs",
+            "crates/server/src/commands/policy_test.rs",
+        ],
+    ),
+    (
+        "Caller::signed_in(",
+        &[
+            "crates/http/src/identity.rs",
+            "crates/server/src/commands/policy_test.rs",
+        ],
+    ),
+    (
+        "Caller::delegated(",
+        &["crates/storage/src/objects/signing.rs"],
+    ),
+    (
+        "LocalKeys::",
+        &["crates/server/src/commands/policy_test.rs"],
+    ),
+];
+
+#[test]
+fn callers_are_made_only_where_their_material_was_checked() {
+    let mut offenders = Vec::new();
+    for (path, text) in sources() {
+        let code = without_tests(&text);
+        for (maker, allowed) in CALLER_MAKERS {
+            if code.contains(maker) && !allowed.contains(&path.as_str()) {
+                offenders.push(format!("{path}: {maker}"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "a caller made from unchecked material: {offenders:?}"
     );
 }

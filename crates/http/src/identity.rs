@@ -66,14 +66,22 @@ enum Refusal {
     Cookie(ApiError),
 }
 
-/// The request's user, if it names one: its bearer token, else its cookie
-/// session; verified, and the session it names live.
-async fn user(parts: &Parts, state: &AppState) -> Result<Option<VerifiedClaims>, Refusal> {
-    let bearer = parts
+/// The bearer token [`read_bearer`] left for this request.
+fn bearer_of(parts: &Parts) -> Bearer {
+    parts
         .extensions
         .get::<Bearer>()
         .cloned()
-        .unwrap_or(Bearer::Absent);
+        .unwrap_or(Bearer::Absent)
+}
+
+/// The request's user, if it names one: its bearer token, else its cookie
+/// session; verified, and the session it names live.
+async fn user(
+    parts: &Parts,
+    state: &AppState,
+    bearer: Bearer,
+) -> Result<Option<Arc<VerifiedClaims>>, Refusal> {
     let claims = match bearer {
         Bearer::Malformed => return Err(Refusal::Token { expired: false }),
         Bearer::Token(Err(error)) => {
@@ -88,7 +96,7 @@ async fn user(parts: &Parts, state: &AppState) -> Result<Option<VerifiedClaims>,
                 Some(cookie) if state.auth().settings().cookie_sessions => {
                     crate::cookies::claims(parts, state, cookie)
                         .await
-                        .map(Some)
+                        .map(|claims| Some(Arc::new(claims)))
                         .map_err(Refusal::Cookie)
                 }
                 _ => Ok(None),
@@ -104,7 +112,7 @@ async fn user(parts: &Parts, state: &AppState) -> Result<Option<VerifiedClaims>,
             .await
             .map_err(Refusal::Session)?;
     }
-    Ok(Some(Arc::unwrap_or_clone(claims)))
+    Ok(Some(claims))
 }
 
 /// The caller of a data or storage request: the verified user when it names
@@ -125,7 +133,7 @@ impl FromRequestParts<AppState> for Identity {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ApiCaller(key) = ApiCaller::from_request_parts(parts, state).await?;
-        match user(parts, state).await {
+        match user(parts, state, bearer_of(parts)).await {
             Ok(Some(claims)) => Ok(Identity(Caller::signed_in(claims))),
             Ok(None) => Ok(Identity(Caller::holding(key))),
             Err(Refusal::Token { expired }) => Err(invalid_data_token(expired)),
@@ -146,8 +154,16 @@ impl FromRequestParts<AppState> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         ApiCaller::from_request_parts(parts, state).await?;
-        match user(parts, state).await {
-            Ok(Some(claims)) if claims.claim_text("session_id").is_some() => Ok(SignedIn(claims)),
+        // Another scheme (a proxy's `Basic`) is no bearer token here: a cookie
+        // session may still stand in, as in Supabase Auth.
+        let bearer = match bearer_of(parts) {
+            Bearer::Malformed => Bearer::Absent,
+            bearer => bearer,
+        };
+        match user(parts, state, bearer).await {
+            Ok(Some(claims)) if claims.claim_text("session_id").is_some() => {
+                Ok(SignedIn(Arc::unwrap_or_clone(claims)))
+            }
             Ok(Some(_)) => Err(auth_error(AuthError::SessionNotFound)),
             Ok(None) => Err(invalid_token("This endpoint requires a valid Bearer token")),
             Err(Refusal::Token { .. }) => Err(invalid_token(

@@ -12,6 +12,7 @@ mod condition;
 mod lexer;
 mod parser;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
@@ -81,14 +82,22 @@ pub struct TablePolicies {
     grants: HashMap<Role, Grant>,
 }
 
-fn any_of(conditions: Vec<Condition>) -> Condition {
-    match conditions.len() {
-        1 => conditions
-            .into_iter()
-            .next()
-            .unwrap_or(Condition::Const(false)),
-        _ => Condition::Or(conditions),
+/// Conditions joined by OR; a policy without one allows every row.
+fn any_of<'a>(
+    mut conditions: impl ExactSizeIterator<Item = Option<&'a Condition>>,
+) -> Cow<'a, Condition> {
+    const EVERY_ROW: Condition = Condition::Const(true);
+    if conditions.len() == 1 {
+        return match conditions.next().flatten() {
+            Some(condition) => Cow::Borrowed(condition),
+            None => Cow::Owned(EVERY_ROW),
+        };
     }
+    Cow::Owned(Condition::Or(
+        conditions
+            .map(|condition| condition.cloned().unwrap_or(EVERY_ROW))
+            .collect(),
+    ))
 }
 
 impl TablePolicies {
@@ -101,32 +110,19 @@ impl TablePolicies {
 
     /// Which existing rows `role` may see (select) or touch (update, delete):
     /// the policies' `using` conditions, any of which suffices. `None` when no
-    /// policy allows the command.
-    pub fn using(&self, command: Command, role: Role) -> Option<Condition> {
+    /// policy allows the command. Borrowed when one policy says it all.
+    pub fn using(&self, command: Command, role: Role) -> Option<Cow<'_, Condition>> {
         let rules = self.rules.get(&(command, role)).filter(|r| !r.is_empty())?;
-        Some(any_of(
-            rules
-                .iter()
-                .map(|rule| rule.using.clone().unwrap_or(Condition::Const(true)))
-                .collect(),
-        ))
+        Some(any_of(rules.iter().map(|rule| rule.using.as_ref())))
     }
 
     /// What a new or changed row must satisfy (insert, update): each policy's
     /// `with check`, or its `using` when it has none, any of which suffices.
-    pub fn with_check(&self, command: Command, role: Role) -> Option<Condition> {
+    pub fn with_check(&self, command: Command, role: Role) -> Option<Cow<'_, Condition>> {
         let rules = self.rules.get(&(command, role)).filter(|r| !r.is_empty())?;
-        Some(any_of(
-            rules
-                .iter()
-                .map(|rule| {
-                    rule.with_check
-                        .clone()
-                        .or_else(|| rule.using.clone())
-                        .unwrap_or(Condition::Const(true))
-                })
-                .collect(),
-        ))
+        Some(any_of(rules.iter().map(|rule| {
+            rule.with_check.as_ref().or(rule.using.as_ref())
+        })))
     }
 
     /// The columns `role` may read; `None` means every column.

@@ -84,6 +84,7 @@ fn exists_resolves_inner_and_outer_columns() {
         .for_table("projects")
         .unwrap()
         .using(Command::Select, Role::Authenticated)
+        .map(std::borrow::Cow::into_owned)
         .unwrap();
     let Condition::Or(parts) = using else {
         panic!("{using:?}")
@@ -205,8 +206,12 @@ fn commands_take_the_clauses_postgres_allows() {
     let update = with_policy(Some("budget > 0"), None, "update").unwrap();
     let projects = update.for_table("projects").unwrap();
     assert_eq!(
-        projects.with_check(Command::Update, Role::Authenticated),
-        projects.using(Command::Update, Role::Authenticated),
+        projects
+            .with_check(Command::Update, Role::Authenticated)
+            .map(std::borrow::Cow::into_owned),
+        projects
+            .using(Command::Update, Role::Authenticated)
+            .map(std::borrow::Cow::into_owned),
         "with check defaults to using"
     );
     assert!(
@@ -236,10 +241,13 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
 fn an_all_policy_with_only_using_checks_new_rows_with_it() {
     let policies = with_policy(Some("budget > 0"), None, "all").unwrap();
     let projects = policies.for_table("projects").unwrap();
-    let using = projects.using(Command::Select, Role::Authenticated);
+    let using = projects
+        .using(Command::Select, Role::Authenticated)
+        .map(std::borrow::Cow::into_owned);
     assert!(using.is_some());
     let insert = projects
         .with_check(Command::Insert, Role::Authenticated)
+        .map(std::borrow::Cow::into_owned)
         .unwrap();
     assert_ne!(
         insert,
@@ -269,7 +277,9 @@ fn storage_policy(using: &str) -> Result<TablePolicies, String> {
 fn storage_policies_read_path_parts_as_supabase_writes_them() {
     let own_folder = |text: &str| {
         let policies = storage_policy(text).expect(text);
-        let Some(Condition::And(parts)) = policies.using(Command::Select, Role::Authenticated)
+        let Some(Condition::And(parts)) = policies
+            .using(Command::Select, Role::Authenticated)
+            .map(std::borrow::Cow::into_owned)
         else {
             panic!("{text}: not a conjunction");
         };
@@ -337,6 +347,7 @@ fn deciding_unknown_terms_respects_negation() {
     .expect("compiles");
     let condition = policies
         .using(Command::Select, Role::Authenticated)
+        .map(std::borrow::Cow::into_owned)
         .expect("a policy");
     let size_or_type = |term: &Term| match term {
         Term::Column { name, .. } => matches!(name.as_str(), "size" | "content_type"),
@@ -372,6 +383,7 @@ fn binding_a_caller_leaves_only_what_reads_rows() {
     .expect("compiles");
     let condition = policies
         .using(Command::Select, Role::Authenticated)
+        .map(std::borrow::Cow::into_owned)
         .expect("a policy");
     let owner = || Term::Column {
         depth: 0,

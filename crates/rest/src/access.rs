@@ -55,18 +55,17 @@ pub fn decide(
     let Some(condition) = condition else {
         return Decision(Verdict::Closed);
     };
-    // A signed URL carries no claims: whatever reads one counts against.
-    let condition = if caller.has_claims() {
-        condition
-    } else {
-        condition.deciding(
+    let bind = |condition: &Condition| condition.binding(&|value| caller.context(value));
+    // A signed URL's claims are unknown: whatever reads one counts against.
+    let bound = if caller.claims_unknown() {
+        bind(&condition.deciding(
             &|term| matches!(term, Term::Context(ContextValue::Claim(_))),
             false,
-        )
+        ))
+    } else {
+        bind(&condition)
     };
-    Decision(Verdict::Only(
-        condition.binding(&|value| caller.context(value)),
-    ))
+    Decision(Verdict::Only(bound))
 }
 
 impl Decision {

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use gatehouse_keys::{ApiRole, PresentedKey, VerifiedClaims};
 use gatehouse_policy::{ContextValue, Role};
 
@@ -10,7 +12,8 @@ pub struct Caller(Who);
 #[derive(Debug, Clone)]
 enum Who {
     Anon,
-    User(VerifiedClaims),
+    /// Shared with the token cache and the request: a caller is made per request.
+    User(Arc<VerifiedClaims>),
     /// The secret key: bypasses row policies and column grants.
     Service,
     /// A signed user's role and id carried by a signed URL, without the rest of
@@ -28,8 +31,8 @@ impl Caller {
     }
 
     /// The holder of a verified access token.
-    pub fn signed_in(claims: VerifiedClaims) -> Self {
-        Caller(Who::User(claims))
+    pub fn signed_in(claims: impl Into<Arc<VerifiedClaims>>) -> Self {
+        Caller(Who::User(claims.into()))
     }
 
     /// The holder of an API key, before any user signs in.
@@ -94,10 +97,11 @@ impl Caller {
         }
     }
 
-    /// Whether the caller carries a whole token (a signed URL carries only a
-    /// role and a user id).
-    pub(crate) fn has_claims(&self) -> bool {
-        matches!(self.0, Who::User(_))
+    /// Whether the caller's claims cannot be known: a signed URL carries only
+    /// a role and a user id, not the token it was signed under. (Anonymous
+    /// callers have no claims, which is known: they read NULL.)
+    pub(crate) fn claims_unknown(&self) -> bool {
+        matches!(self.0, Who::Delegated { .. })
     }
 
     /// What a policy's context value reads for this caller.

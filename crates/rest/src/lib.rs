@@ -66,12 +66,15 @@ pub struct Rest {
     patterns: HashMap<(Identifier, Identifier), regex::Regex>,
 }
 
-/// One table as one caller may use it.
+/// One table as one caller may use it for one command.
 pub(crate) struct Access<'a> {
     pub table: &'a Table,
     pub policies: Option<&'a TablePolicies>,
     pub role: Option<Role>,
     pub caller: &'a Caller,
+    command: Command,
+    /// The rows the command may see or touch, decided once.
+    using: Decision,
 }
 
 impl Rest {
@@ -112,7 +115,8 @@ impl Rest {
             .ok_or_else(|| RestError::UnknownTable(name.to_owned()))?;
         let role = caller.role().map_err(|_| RestError::UnknownRole)?;
         let policies = self.policies.for_table(name);
-        if decide(caller, policies, command, Rows::Existing).is_closed() {
+        let using = decide(caller, policies, command, Rows::Existing);
+        if using.is_closed() {
             return Err(RestError::TableDenied(name.to_owned()));
         }
         Ok(Access {
@@ -120,6 +124,8 @@ impl Rest {
             policies,
             role,
             caller,
+            command,
+            using,
         })
     }
 
@@ -178,14 +184,14 @@ impl Access<'_> {
         }
     }
 
-    /// The rows `command` may see or touch, for this caller.
-    pub fn using(&self, command: Command) -> Decision {
-        decide(self.caller, self.policies, command, Rows::Existing)
+    /// The rows the command may see or touch, for this caller.
+    pub fn using(&self) -> &Decision {
+        &self.using
     }
 
-    /// What a row `command` writes must satisfy, for this caller.
-    pub fn with_check(&self, command: Command) -> Decision {
-        decide(self.caller, self.policies, command, Rows::Written)
+    /// What a row the command writes must satisfy, for this caller.
+    pub fn with_check(&self) -> Decision {
+        decide(self.caller, self.policies, self.command, Rows::Written)
     }
 
     /// Refuses a column the caller's grants do not let it change.

@@ -67,19 +67,18 @@ pub(crate) fn selected<'a>(
     Ok(out)
 }
 
-/// ` WHERE <filters> AND <the decision for command>` on the table aliased `t0`.
+/// ` WHERE <filters> AND <the access decision>` on the table aliased `t0`.
 pub(crate) fn where_clause(
     mut sql: StatementBuilder<Undecided>,
     access: &Access<'_>,
     request: &Request,
-    command: Command,
 ) -> Result<StatementBuilder<Decided>, RestError> {
     sql.push(" WHERE (1 = 1)");
     for filter in &request.filters {
         sql.push(" AND ");
         sql.filter(filter, "t0", &|name| access.readable(name))?;
     }
-    Ok(sql.and_decision(&access.using(command), "t0", None))
+    Ok(sql.and_decision(access.using(), "t0", None))
 }
 
 pub(crate) fn row_object(columns: &[(&Column, String)], values: &[Value]) -> Json {
@@ -123,7 +122,7 @@ fn statement<'a>(
     sql.push(" FROM ")
         .raw(&access.table.name.quoted())
         .push(" AS \"t0\"");
-    let mut sql = where_clause(sql, access, request, Command::Select)?;
+    let mut sql = where_clause(sql, access, request)?;
     if let Some((column, values)) = within {
         sql.push(" AND ").column("t0", &column.name).push(" IN (");
         for (i, value) in values.iter().enumerate() {
@@ -217,7 +216,7 @@ fn order_by_embedded(
         .column("o0", &link.child_column.name)
         .push(" = ")
         .column("t0", &link.parent_column.name)
-        .and_also(&target.using(Command::Select), "o0", None)
+        .and_also(target.using(), "o0", None)
         .push(")");
     Ok(())
 }
@@ -389,7 +388,7 @@ fn load<'a>(
                     .push("SELECT CAST(COUNT(*) AS BIGINT) FROM ")
                     .raw(&access.table.name.quoted())
                     .push(" AS \"t0\"");
-                let count = where_clause(count, &access, &request, Command::Select)?;
+                let count = where_clause(count, &access, &request)?;
                 let rows = db.query(count.finish()).await?;
                 Some(
                     rows.first()

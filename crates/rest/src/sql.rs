@@ -4,6 +4,7 @@
 //! once it carries its access decision (or is named bookkeeping).
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::marker::PhantomData;
 
 use gatehouse_core::{Dialect, Identifier};
@@ -184,7 +185,9 @@ impl<S> StatementBuilder<S> {
         self.params.push(value);
         let n = self.params.len();
         match self.dialect {
-            Dialect::Sqlite => self.text.push_str(&format!("?{n}")),
+            Dialect::Sqlite => {
+                let _ = write!(self.text, "?{n}");
+            }
             Dialect::Postgres => {
                 let cast = match ty {
                     Some(ColumnType::Uuid) => "::text::uuid",
@@ -199,15 +202,19 @@ impl<S> StatementBuilder<S> {
                     Some(ColumnType::Bytea) => "::bytea",
                     None => "::text",
                 };
-                self.text.push_str(&format!("${n}{cast}"));
+                let _ = write!(self.text, "${n}{cast}");
             }
         }
         self
     }
 
     pub(crate) fn column(&mut self, alias: &str, name: &Identifier) -> &mut Self {
-        self.text
-            .push_str(&format!("\"{alias}\".{}", name.quoted()));
+        // `"alias"."name"`: an identifier's characters need no escaping.
+        self.text.push('"');
+        self.text.push_str(alias);
+        self.text.push_str("\".\"");
+        self.text.push_str(name.as_str());
+        self.text.push('"');
         self
     }
 

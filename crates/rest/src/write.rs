@@ -246,7 +246,7 @@ impl Rest {
         } else {
             vec![]
         };
-        let check = access.with_check(Command::Insert);
+        let check = access.with_check();
         let upsert = match options.resolution {
             None => None,
             Some(resolution) => {
@@ -361,8 +361,8 @@ impl Rest {
         sql.push("UPDATE SET ")
             .raw(&set.join(", "))
             .push(" WHERE (1 = 1)")
-            .and_also(&update.using(Command::Update), "t0", None)
-            .and_also(&update.with_check(Command::Update), "t0", Some(&changes));
+            .and_also(update.using(), "t0", None)
+            .and_also(&update.with_check(), "t0", Some(&changes));
         Ok(())
     }
 
@@ -416,7 +416,7 @@ impl Rest {
             .push("SELECT CAST(COUNT(*) AS BIGINT) FROM ")
             .raw(&name)
             .push(" AS \"t0\"");
-        let count = where_clause(count, &access, request, Command::Update)?;
+        let count = where_clause(count, &access, request)?;
 
         let mut update = StatementBuilder::new(db.dialect());
         update.push("UPDATE ").raw(&name).push(" AS \"t0\" SET ");
@@ -432,8 +432,8 @@ impl Rest {
             update.raw(&column.name.quoted()).push(" = ");
             update.param(changes[&column.name].clone(), Some(column.ty));
         }
-        let mut update = where_clause(update, &access, request, Command::Update)?;
-        update.and_also(&access.with_check(Command::Update), "t0", Some(&changes));
+        let mut update = where_clause(update, &access, request)?;
+        update.and_also(&access.with_check(), "t0", Some(&changes));
         Self::returning(&mut update, &returned, access.table.primary_key());
         let results = db
             .transaction_if(
@@ -475,7 +475,7 @@ impl Rest {
         sql.push("DELETE FROM ")
             .raw(&access.table.name.quoted())
             .push(" AS \"t0\"");
-        let mut sql = where_clause(sql, &access, request, Command::Delete)?;
+        let mut sql = where_clause(sql, &access, request)?;
         Self::returning(&mut sql, &returned, access.table.primary_key());
         let statement: Statement = sql.finish();
         let rows = db.transaction(vec![statement]).await?.remove(0);

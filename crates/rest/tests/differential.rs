@@ -63,6 +63,8 @@ enum Expr {
     Role(&'static str),
     /// `auth.jwt() ->> 'tier' = 't'`
     Tier(&'static str),
+    /// `auth.jwt() ->> 'tier' is [not] null`
+    TierIsNull(bool),
     /// `exists (select 1 from members m where m.team = docs.team and m.user_id = auth.uid())`
     Member,
 }
@@ -91,6 +93,7 @@ fn expr() -> impl Strategy<Value = Expr> {
         Just(Expr::NoUser),
         prop::sample::select(vec!["anon", "authenticated"]).prop_map(Expr::Role),
         prop::sample::select(vec!["gold", "silver"]).prop_map(Expr::Tier),
+        any::<bool>().prop_map(Expr::TierIsNull),
         Just(Expr::Member),
     ];
     leaf.prop_recursive(4, 24, 2, |inner| {
@@ -123,6 +126,10 @@ impl Expr {
             Expr::NoUser => "auth.uid() is null".into(),
             Expr::Role(role) => format!("auth.role() = '{role}'"),
             Expr::Tier(tier) => format!("auth.jwt() ->> 'tier' = '{tier}'"),
+            Expr::TierIsNull(negated) => format!(
+                "auth.jwt() ->> 'tier' is {}null",
+                if *negated { "not " } else { "" }
+            ),
             Expr::Member => "exists (select 1 from members m where m.team = docs.team \
                              and m.user_id = auth.uid())"
                 .into(),
@@ -174,6 +181,7 @@ impl Expr {
             Expr::NoUser => Some(who.uid.is_none()),
             Expr::Role(role) => Some(who.role == *role),
             Expr::Tier(tier) => who.tier.map(|t| t == *tier),
+            Expr::TierIsNull(negated) => Some(who.tier.is_none() != *negated),
             // EXISTS is never unknown: a member row matches only where both of
             // its comparisons are true.
             Expr::Member => Some(

@@ -16,7 +16,9 @@ mod signed;
 
 pub use blobs::{BlobConfig, Blobs};
 pub use buckets::{Bucket, BucketChanges, Buckets, NewBucket};
-pub use objects::{Actor, ListEntry, ListRequest, NewObject, ObjectRow, ObjectSettings, Objects};
+pub use objects::{
+    Actor, CheckedUpload, ListEntry, ListRequest, NewObject, ObjectRow, ObjectSettings, Objects,
+};
 pub use signed::{Grant, Purpose, UrlSigner};
 
 #[derive(Debug, thiserror::Error)]

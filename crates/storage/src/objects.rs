@@ -21,6 +21,8 @@ use gatehouse_rest::{Caller, Decided, Decision, Rows, StatementBuilder, decide};
 mod signing;
 mod writing;
 
+pub use signing::CheckedUpload;
+
 use writing::UploadSlots;
 
 use crate::blobs::Blobs;

@@ -258,16 +258,16 @@ pub async fn put_signed(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let grant = objects(&state)
+    let checked = objects(&state)
         .verify_upload(&path.bucket, &path.name, &token)
         .map_err(storage_error)?;
-    let signer = objects(&state).signer(&grant);
+    let signer = objects(&state).signer(&checked);
     let actor = Actor::SignedUpload {
         signer: &signer,
-        replaces: grant.replaces.as_deref(),
+        replaces: checked.replaces(),
     };
     // The grant, not the request, says whether it may replace.
-    let upsert = grant.replaces.is_some();
+    let upsert = checked.replaces().is_some();
     let object = upload(&state, actor, path, upsert, &headers, request).await?;
     Ok(Json(json!({"Key": key(&object)})))
 }

@@ -7,10 +7,23 @@ use super::{Actor, Objects, unix_now};
 use crate::signed::{Grant, Purpose};
 use crate::{Result, StorageError, name};
 
+/// A signed upload URL whose token [`Objects::verify_upload`] checked: only
+/// that makes one, so its signer can be trusted.
+pub struct CheckedUpload(Grant);
+
+impl CheckedUpload {
+    /// The version of the object there the signer was allowed to replace;
+    /// none means the upload may only create.
+    pub fn replaces(&self) -> Option<&str> {
+        self.0.replaces.as_deref()
+    }
+}
+
 impl Objects {
     /// The signer of a checked upload URL as its upload runs: role and user id
     /// only, or the service role the server handed over (see [`Objects::new`]).
-    pub fn signer(&self, grant: &Grant) -> Caller {
+    pub fn signer(&self, upload: &CheckedUpload) -> Caller {
+        let grant = &upload.0;
         match (grant.signer_role.as_deref(), &grant.owner) {
             (Some("service"), _) => self.service.clone(),
             (Some("authenticated"), Some(user)) => {
@@ -93,9 +106,10 @@ impl Objects {
     }
 
     /// Checks a signed upload URL's token: what it grants, for [`Actor::SignedUpload`].
-    pub fn verify_upload(&self, bucket: &str, object: &str, token: &str) -> Result<Grant> {
+    pub fn verify_upload(&self, bucket: &str, object: &str, token: &str) -> Result<CheckedUpload> {
         let name = name::object_name(object)?;
         self.signer
             .verify(token, Purpose::Upload, bucket, &name, unix_now())
+            .map(CheckedUpload)
     }
 }
