@@ -5,12 +5,14 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::RequestId;
 
-pub async fn record(request: Request, next: Next) -> Response {
+pub async fn record<F: Future<Output = Response>>(
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let request_id = request
@@ -24,7 +26,7 @@ pub async fn record(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
-    let response = next.run(request).await;
+    let response = next(request).await;
     let latency = started.elapsed();
     let status = response.status().as_u16();
     tracing::info!(

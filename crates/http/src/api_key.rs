@@ -4,8 +4,7 @@
 //! open. Handlers that need a caller take [`ApiCaller`], which exists only when
 //! a key matched.
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
-use axum::middleware::Next;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use gatehouse_keys::PresentedKey;
 use http::StatusCode;
@@ -52,7 +51,11 @@ fn invalid() -> ApiError {
     )
 }
 
-pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn identify<F: Future<Output = Response>>(
+    state: &AppState,
+    mut request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let presented = request.headers().get("apikey").map(|value| value.to_str());
     let caller = match presented {
         Some(Ok(key)) => match state.api_keys().identify(key) {
@@ -69,9 +72,9 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
         None if needs_key(request.uri().path()) => return missing().into_response(),
         None => {}
     }
-    let bearer = crate::identity::read_bearer(request.headers(), &state);
+    let bearer = crate::identity::read_bearer(request.headers(), state);
     request.extensions_mut().insert(bearer);
-    next.run(request).await
+    next(request).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ApiCaller {

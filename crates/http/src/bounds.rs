@@ -9,14 +9,17 @@
 //! limits here) are bounded where connections are accepted (the server's listener).
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
 
 use crate::{ApiError, AppState};
 
-pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn admit<F: Future<Output = Response>>(
+    state: &AppState,
+    mut request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let settings = state.settings();
     crate::client_ip::assign(&mut request, &settings.trusted_proxies);
     let target = request
@@ -52,7 +55,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
     };
     if !is_json || crate::routes::storage_objects::is_upload(request.method(), request.uri().path())
     {
-        return next.run(request).await;
+        return next(request).await;
     }
     let (parts, body) = request.into_parts();
     let reading = to_bytes(body, settings.body_limit);
@@ -80,8 +83,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
             "The JSON body is nested too deeply.",
         );
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    next(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 fn refuse(status: StatusCode, code: &'static str, message: &'static str) -> Response {

@@ -7,7 +7,6 @@ use std::borrow::Cow;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
@@ -162,7 +161,10 @@ fn body(error: &ApiError, surface: Surface, request_id: &str, versioned_auth: bo
     }
 }
 
-pub async fn render_errors(request: Request, next: Next) -> Response {
+pub async fn render_errors<F: Future<Output = Response>>(
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let surface = Surface::of(request.uri().path());
     let api_version = request.headers().get(API_VERSION_HEADER).cloned();
     let request_id = request
@@ -170,7 +172,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .get::<RequestId>()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    let response = next.run(request).await;
+    let response = next(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -1,5 +1,4 @@
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::header::{self, HeaderName};
 use http::{HeaderValue, Method, request::Parts};
@@ -39,8 +38,12 @@ const ALWAYS: &[(&str, &str)] = &[
 
 const HSTS: &str = "max-age=63072000; includeSubDomains";
 
-pub async fn security_headers(State(hsts): State<bool>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+pub async fn security_headers<F: Future<Output = Response>>(
+    hsts: bool,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
+    let mut response = next(request).await;
     let headers = response.headers_mut();
     for (name, value) in ALWAYS {
         if !headers.contains_key(*name) {

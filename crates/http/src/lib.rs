@@ -22,8 +22,9 @@ mod state;
 pub mod wire;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -235,16 +236,38 @@ pub fn admin_app(state: AppState) -> Router {
 fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let settings = state.settings().clone();
     let stack = ServiceBuilder::new()
-        .layer(from_fn(request_id::assign))
-        // Outside everything that can refuse, so early refusals carry them too.
-        .layer(from_fn_with_state(settings.hsts, headers::security_headers))
-        .layer(from_fn(access_log::record))
-        .layer(from_fn(error::render_errors))
-        .layer(from_fn_with_state(state.clone(), bounds::admit))
+        .layer(from_fn_with_state(state.clone(), edge))
         .layer(headers::cors(&settings.cors))
         .layer(SetSensitiveRequestHeadersLayer::new(headers::sensitive()))
-        .layer(from_fn_with_state(state.clone(), api_key::identify))
-        .layer(from_fn_with_state(state.clone(), rate_limit::enforce))
+        .layer(from_fn_with_state(state.clone(), caller))
         .layer(CatchPanicLayer::custom(error::panic_response));
     routes.layer(stack).with_state(state)
+}
+
+/// The outer edge, one concern after another, outermost first: the request id;
+/// the security headers (outside everything that can refuse, so every answer
+/// carries them); the access log; the JSON error body; admission (client
+/// address, head and URL size, JSON depth). One layer rather than five: each
+/// `from_fn` layer clones the stack below it for every request.
+async fn edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let hsts = state.settings().hsts;
+    request_id::assign(request, |request| {
+        headers::security_headers(hsts, request, |request| {
+            access_log::record(request, |request| {
+                error::render_errors(request, |request| {
+                    bounds::admit(&state, request, |request| next.run(request))
+                })
+            })
+        })
+    })
+    .await
+}
+
+/// Who is calling: the API key (and the bearer token, read once), then the
+/// rate limit for that caller. One layer for the reason above.
+async fn caller(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    api_key::identify(&state, request, |request| {
+        rate_limit::enforce(&state, request, |request| next.run(request))
+    })
+    .await
 }

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use gatehouse_keys::ApiRole;
 use gatehouse_limits::{Decision, Policy};
@@ -111,21 +110,25 @@ fn describe(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: Dur
     }
 }
 
-pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn enforce<F: Future<Output = Response>>(
+    state: &AppState,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let Some(limiter) = state.limiter() else {
-        return next.run(request).await;
+        return next(request).await;
     };
     let limits = state.settings().rate_limits;
     let Some((policy, per_user)) = limits.for_request(request.method(), request.uri().path())
     else {
-        return next.run(request).await;
+        return next(request).await;
     };
     if request
         .extensions()
         .get::<ApiCaller>()
         .is_some_and(|ApiCaller(key)| key.role() == ApiRole::Service)
     {
-        return next.run(request).await;
+        return next(request).await;
     }
     let address = request.extensions().get::<ClientIp>().map_or_else(
         || "ip:unknown".to_owned(),
@@ -141,7 +144,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     };
     match limiter.check(&policy, &key).await {
         Decision::Allowed { remaining, reset } => {
-            let mut response = next.run(request).await;
+            let mut response = next(request).await;
             describe(response.headers_mut(), &policy, remaining, reset);
             response
         }

@@ -1,5 +1,4 @@
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
 
@@ -24,7 +23,10 @@ fn is_well_formed(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn assign(mut request: Request, next: Next) -> Response {
+pub async fn assign<F: Future<Output = Response>>(
+    mut request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let id = request
         .headers()
         .get(HEADER)
@@ -36,7 +38,7 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         });
     request.headers_mut().insert(HEADER, id.clone());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     response.headers_mut().insert(HEADER, id);
     response
 }

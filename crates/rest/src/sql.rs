@@ -221,20 +221,27 @@ impl<S> StatementBuilder<S> {
     /// A column as it is read back: PostgreSQL's non-JSON-native types as the
     /// text PostgREST shows; SQLite already stores that text.
     pub(crate) fn output(&mut self, alias: Option<&str>, column: &Column) -> &mut Self {
-        let reference = match alias {
-            Some(alias) => format!("\"{alias}\".{}", column.name.quoted()),
-            None => column.name.quoted(),
-        };
-        let expression = match (self.dialect, column.ty) {
+        let (before, after) = match (self.dialect, column.ty) {
             (Dialect::Postgres, ColumnType::Uuid | ColumnType::Numeric | ColumnType::Jsonb) => {
-                format!("{reference}::text")
+                ("", "::text")
             }
             (Dialect::Postgres, ColumnType::Timestamptz | ColumnType::Date) => {
-                format!("to_jsonb({reference}) #>> '{{}}'")
+                ("to_jsonb(", ") #>> '{}'")
             }
-            _ => reference,
+            _ => ("", ""),
         };
-        self.text.push_str(&expression);
+        self.text.push_str(before);
+        match alias {
+            Some(alias) => {
+                self.column(alias, &column.name);
+            }
+            None => {
+                self.text.push('"');
+                self.text.push_str(column.name.as_str());
+                self.text.push('"');
+            }
+        }
+        self.text.push_str(after);
         self
     }
 
