@@ -23,17 +23,31 @@ pub fn sensitive() -> [HeaderName; 5] {
 /// cache may keep them, and no other site may load them as a resource. Handlers
 /// may set more specific values first (a download's sandbox CSP and cache
 /// lifetime, the JWKS's public caching), so these fill in only what is absent.
-const ALWAYS: &[(&str, &str)] = &[
-    ("cache-control", "no-store"),
-    ("cross-origin-resource-policy", "same-origin"),
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
+const ALWAYS: [(HeaderName, HeaderValue); 7] = [
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     (
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
     ),
-    ("referrer-policy", "no-referrer"),
-    ("cross-origin-opener-policy", "same-origin"),
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    ),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
 ];
 
 const HSTS: &str = "max-age=63072000; includeSubDomains";
@@ -46,11 +60,8 @@ pub async fn security_headers<F: Future<Output = Response>>(
     let mut response = next(request).await;
     let headers = response.headers_mut();
     for (name, value) in ALWAYS {
-        if !headers.contains_key(*name) {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
+        if let header::Entry::Vacant(entry) = headers.entry(name) {
+            entry.insert(value);
         }
     }
     if hsts {
