@@ -72,8 +72,12 @@ pub async fn identify<F: Future<Output = Response>>(
         None if needs_key(request.uri().path()) => return missing().into_response(),
         None => {}
     }
-    let bearer = crate::identity::read_bearer(request.headers(), state);
-    request.extensions_mut().insert(bearer);
+    // Only the API surfaces have callers: a token sent elsewhere (health,
+    // metrics) costs no verification.
+    if Surface::of(request.uri().path()) != Surface::Plain {
+        let bearer = crate::identity::read_bearer(request.headers(), state);
+        request.extensions_mut().insert(bearer);
+    }
     next(request).await
 }
 

@@ -101,13 +101,6 @@ fn any_of<'a>(
 }
 
 impl TablePolicies {
-    /// Whether any policy lets `role` run `command` at all.
-    pub fn allows(&self, command: Command, role: Role) -> bool {
-        self.rules
-            .get(&(command, role))
-            .is_some_and(|rules| !rules.is_empty())
-    }
-
     /// Which existing rows `role` may see (select) or touch (update, delete):
     /// the policies' `using` conditions, any of which suffices. `None` when no
     /// policy allows the command. Borrowed when one policy says it all.

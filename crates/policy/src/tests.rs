@@ -61,18 +61,22 @@ fn with_policy(
 fn deny_by_default() {
     let policies = compile(SHOP).unwrap();
     let projects = policies.for_table("projects").unwrap();
-    assert!(projects.allows(Command::Select, Role::Authenticated));
-    assert!(projects.allows(Command::Select, Role::Anon));
+    assert!(
+        projects
+            .using(Command::Select, Role::Authenticated)
+            .is_some()
+    );
+    assert!(projects.using(Command::Select, Role::Anon).is_some());
     for command in [Command::Insert, Command::Update, Command::Delete] {
         assert!(
-            !projects.allows(command, Role::Authenticated),
+            projects.using(command, Role::Authenticated).is_none(),
             "{command:?}"
         );
         assert!(projects.using(command, Role::Anon).is_none());
     }
     let teams = policies.for_table("teams").unwrap();
     assert!(
-        !teams.allows(Command::Select, Role::Authenticated),
+        teams.using(Command::Select, Role::Authenticated).is_none(),
         "no policy, no access"
     );
 }

@@ -77,12 +77,7 @@ struct Scope<'a> {
 
 impl StatementBuilder<Undecided> {
     pub fn new(dialect: Dialect) -> Self {
-        Self {
-            dialect,
-            text: String::new(),
-            params: Vec::new(),
-            state: PhantomData,
-        }
+        Self::empty(dialect)
     }
 }
 
@@ -93,12 +88,7 @@ impl StatementBuilder<Decided> {
     /// the reviewer: `grep -rn without_policy crates` lists every such statement.
     pub fn without_policy(dialect: Dialect, why: &'static str) -> Self {
         let _ = why;
-        Self {
-            dialect,
-            text: String::new(),
-            params: Vec::new(),
-            state: PhantomData,
-        }
+        Self::empty(dialect)
     }
 
     /// A further decision in a statement that already carries its own: a
@@ -119,6 +109,15 @@ impl StatementBuilder<Decided> {
 }
 
 impl<S> StatementBuilder<S> {
+    fn empty(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            text: String::new(),
+            params: Vec::new(),
+            state: PhantomData,
+        }
+    }
+
     pub fn push(&mut self, text: &'static str) -> &mut Self {
         self.text.push_str(text);
         self
@@ -168,7 +167,7 @@ impl<S> StatementBuilder<S> {
     /// plans with a bound LIMIT's value, so it would re-prepare the statement
     /// on every run.
     pub fn number(&mut self, number: u64) -> &mut Self {
-        self.text.push_str(&number.to_string());
+        let _ = write!(self.text, "{number}");
         self
     }
 
@@ -287,12 +286,8 @@ impl<S> StatementBuilder<S> {
                 self.param(Value::Null, other);
             }
             Term::Path { part, column } => {
-                let mut inner = StatementBuilder::<S> {
-                    dialect: self.dialect,
-                    text: String::new(),
-                    params: std::mem::take(&mut self.params),
-                    state: PhantomData,
-                };
+                let mut inner = Self::empty(self.dialect);
+                inner.params = std::mem::take(&mut self.params);
                 inner.term(column, None, scopes);
                 self.params = inner.params;
                 self.text.push_str(&part.sql(&inner.text));

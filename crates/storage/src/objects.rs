@@ -117,31 +117,13 @@ pub struct ObjectRow {
 }
 
 /// An object row's columns, each after `prefix`.
+#[rustfmt::skip]
 macro_rules! object_columns {
-    ($prefix:literal) => {
+    ($p:literal) => {
         concat!(
-            $prefix,
-            "id, ",
-            $prefix,
-            "bucket_id, ",
-            $prefix,
-            "name, ",
-            $prefix,
-            "owner, ",
-            $prefix,
-            "size, ",
-            $prefix,
-            "content_type, ",
-            $prefix,
-            "checksum, ",
-            $prefix,
-            "created_at, ",
-            $prefix,
-            "updated_at, ",
-            $prefix,
-            "version, ",
-            $prefix,
-            "cache_control"
+            $p, "id, ", $p, "bucket_id, ", $p, "name, ", $p, "owner, ", $p, "size, ",
+            $p, "content_type, ", $p, "checksum, ", $p, "created_at, ", $p, "updated_at, ",
+            $p, "version, ", $p, "cache_control"
         )
     };
 }
@@ -289,16 +271,18 @@ impl Objects {
         self.first(sql).await
     }
 
-    /// `SELECT` an object by bucket and name: the WHERE open for a decision.
-    fn select_one<S>(
-        mut sql: StatementBuilder<S>,
-        bucket: &str,
-        name: &str,
-    ) -> StatementBuilder<S> {
+    /// `SELECT` the objects of a bucket: the WHERE open for more.
+    fn select_in<S>(mut sql: StatementBuilder<S>, bucket: &str) -> StatementBuilder<S> {
         sql.push("SELECT ")
             .push(COLUMNS)
             .push(" FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
         Self::text(&mut sql, bucket);
+        sql
+    }
+
+    /// `SELECT` an object by bucket and name: the WHERE open for a decision.
+    fn select_one<S>(sql: StatementBuilder<S>, bucket: &str, name: &str) -> StatementBuilder<S> {
+        let mut sql = Self::select_in(sql, bucket);
         sql.push(" AND \"o\".name = ");
         Self::text(&mut sql, name);
         sql
@@ -399,11 +383,7 @@ impl Objects {
         if decision.is_closed() {
             return Ok(vec![]);
         }
-        let mut sql = self.builder();
-        sql.push("SELECT ")
-            .push(COLUMNS)
-            .push(" FROM gatehouse_objects AS \"o\" WHERE \"o\".bucket_id = ");
-        Self::text(&mut sql, &bucket.id);
+        let mut sql = Self::select_in(self.builder(), &bucket.id);
         // Names compare bytewise on both databases (SQLite's default; "C" on
         // PostgreSQL, whatever the database's collation), so a prefix is a
         // range and pages come in one order. Names hold no U+10FFFF.
