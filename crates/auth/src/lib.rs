@@ -701,7 +701,7 @@ impl Auth {
                     vec![hash.into(), timestamp(at).into()],
                 ),
                 Statement::new(
-                    &store::INSERT_SUCCESSOR,
+                    &store::INSERT_REFRESH,
                     vec![
                         token_hash(&next).into(),
                         session_id.clone().into(),

@@ -3,7 +3,7 @@
 //! 6-digit code; only their SHA-256 is stored. Each is spent once, expires, and is
 //! written with its email in one transaction through the outbox. Wrong codes are
 //! counted per address like failed passwords: after a handful every live code to
-//! that address is spent and its codes lock for a while.
+//! that address is disabled and its codes lock for a while.
 
 use gatehouse_db::Statement;
 use serde_json::Value as Json;
@@ -55,11 +55,14 @@ impl Kind {
     }
 
     /// The stored kinds a code of this verification type may spend (`email`
-    /// covers sign-up and magic-link codes, as in Supabase).
-    fn code_kinds(self) -> [&'static str; 2] {
+    /// covers sign-up and magic-link codes, as in Supabase). None for the link
+    /// that stops an email change: it is mailed without its code, and a
+    /// six-digit guess must not sign an account out everywhere.
+    fn code_kinds(self) -> Option<[&'static str; 2]> {
         match self {
-            Kind::Signup | Kind::MagicLink => ["signup", "magiclink"],
-            other => [other.name(), other.name()],
+            Kind::Signup | Kind::MagicLink => Some(["signup", "magiclink"]),
+            Kind::EmailChangeCancel => None,
+            other => Some([other.name(), other.name()]),
         }
     }
 }
@@ -326,7 +329,7 @@ impl Auth {
             }
             Proof::Code { email, code, kind } => {
                 let email = normalise_email(email)?;
-                let [first, second] = kind.code_kinds();
+                let [first, second] = kind.code_kinds().ok_or(AuthError::OtpInvalid)?;
                 let statement = Statement::new(
                     &store::SPEND_CODE,
                     vec![
@@ -368,7 +371,7 @@ impl Auth {
     }
 
     /// Spends a code sent to `email`, counting a wrong one; the wrong one that
-    /// reaches the count spends every live code to the address and locks it.
+    /// reaches the count disables every live code to the address and locks it.
     async fn spend_code(
         &self,
         email: &str,
@@ -383,8 +386,8 @@ impl Auth {
         if let Some(lock) = self.throttle.failed(&[&counter]).await? {
             self.db
                 .transaction(vec![Statement::new(
-                    &store::SPEND_ALL_TO,
-                    vec![email.into(), timestamp(now()).into()],
+                    &store::DISABLE_CODES_TO,
+                    vec![email.into()],
                 )])
                 .await?;
             return Err(AuthError::Locked(lock));
@@ -469,6 +472,31 @@ pub fn recently_verified(claims: &gatehouse_keys::VerifiedClaims) -> bool {
 }
 
 impl Auth {
+    /// Spends the user's earlier email-change links and records a change to
+    /// `new_email`, pending from `at`: a newer request replaces an older one.
+    fn pending_email_change(
+        &self,
+        user_id: &str,
+        new_email: &str,
+        at: OffsetDateTime,
+    ) -> [Statement; 2] {
+        [
+            Statement::new(
+                &store::SPEND_EMAIL_CHANGE_LINKS,
+                vec![user_id.into(), timestamp(at).into()],
+            ),
+            Statement::new(
+                &store::REQUEST_EMAIL_CHANGE,
+                vec![
+                    user_id.into(),
+                    new_email.into(),
+                    timestamp(at).into(),
+                    timestamp(at + self.settings.link_lifetime).into(),
+                ],
+            ),
+        ]
+    }
+
     /// `PUT /user` with a new email (the caller re-authenticated already). The
     /// current address gets a link and code to confirm and a link to stop it; the
     /// new one a link and code, or, when another account has it, a notice instead
@@ -486,22 +514,7 @@ impl Auth {
         if user.email.as_deref() == Some(email.as_str()) {
             return Ok(());
         }
-        let at = now();
-        let mut statements = vec![
-            Statement::new(
-                &store::SPEND_EMAIL_CHANGE_LINKS,
-                vec![user.id.clone().into(), timestamp(at).into()],
-            ),
-            Statement::new(
-                &store::REQUEST_EMAIL_CHANGE,
-                vec![
-                    user.id.clone().into(),
-                    email.clone().into(),
-                    timestamp(at).into(),
-                    timestamp(at + self.settings.link_lifetime).into(),
-                ],
-            ),
-        ];
+        let mut statements = Vec::from(self.pending_email_change(&user.id, &email, now()));
         if let Some(current) = &user.email {
             let confirm = self.new_link(&user.id, current, Kind::EmailChange, &redirect_to)?;
             let cancel = self.new_link(&user.id, current, Kind::EmailChangeCancel, &redirect_to)?;
@@ -662,7 +675,7 @@ impl Auth {
             .email
             .as_deref()
             .ok_or(AuthError::ReauthenticationInvalid)?;
-        let [kind, _] = Kind::Reauthentication.code_kinds();
+        let kind = Kind::Reauthentication.name();
         let statement = Statement::new(
             &store::SPEND_CODE,
             vec![
@@ -720,27 +733,19 @@ impl Auth {
             _ => email,
         };
         let link = self.new_link(&user.id, &target, kind, &redirect_to)?;
-        let mut statements = vec![link.statement];
+        let mut statements = Vec::new();
         if kind == Kind::EmailChange {
             // The secret key vouches for the current address: the new one's link
             // completes the change.
             let at = now();
-            statements.extend([
-                Statement::new(
-                    &store::REQUEST_EMAIL_CHANGE,
-                    vec![
-                        user.id.clone().into(),
-                        target.clone().into(),
-                        timestamp(at).into(),
-                        timestamp(at + self.settings.link_lifetime).into(),
-                    ],
-                ),
-                Statement::new(
-                    &store::CONFIRM_CURRENT_SIDE,
-                    vec![user.id.clone().into(), timestamp(at).into()],
-                ),
-            ]);
+            statements.extend(self.pending_email_change(&user.id, &target, at));
+            statements.push(Statement::new(
+                &store::CONFIRM_CURRENT_SIDE,
+                vec![user.id.clone().into(), timestamp(at).into()],
+            ));
         }
+        // After the earlier links are spent, so this one stays live.
+        statements.push(link.statement);
         self.db.transaction(statements).await?;
         Ok(GeneratedLink {
             user,
@@ -750,5 +755,24 @@ impl Auth {
             redirect_to,
             kind,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn only_the_stop_link_has_no_code() {
+        for kind in [
+            Kind::Signup,
+            Kind::Recovery,
+            Kind::MagicLink,
+            Kind::EmailChange,
+            Kind::Reauthentication,
+        ] {
+            assert!(kind.code_kinds().is_some(), "{kind:?}");
+        }
+        assert_eq!(Kind::EmailChangeCancel.code_kinds(), None);
     }
 }

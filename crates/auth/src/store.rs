@@ -72,12 +72,9 @@ pub const TOUCH_SESSION: Sql = Sql::both(
     "UPDATE gatehouse_sessions SET refreshed_at = $2, user_agent = $3, ip = $4 WHERE id = $1",
 );
 
+/// A refresh token; a successor replayed within the grace names the same one,
+/// which is then kept as it is.
 pub const INSERT_REFRESH: Sql = Sql::both(
-    "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
-);
-
-/// A refresh token's successor; a replay within the grace names the same one.
-pub const INSERT_SUCCESSOR: Sql = Sql::both(
     "INSERT INTO gatehouse_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3) \
      ON CONFLICT (token_hash) DO NOTHING",
 );
@@ -117,9 +114,11 @@ pub const SPEND_CODE: Sql = Sql::both(
 pub const UNSPEND_ONE_TIME: Sql =
     Sql::both("UPDATE gatehouse_one_time_tokens SET used_at = NULL WHERE token_hash = $1");
 
-/// Spends every live code and link sent to an address (too many wrong codes).
-pub const SPEND_ALL_TO: Sql = Sql::both(
-    "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE email = $1 AND used_at IS NULL",
+/// Disables every live code sent to an address (too many wrong codes): no code
+/// hashes to the marker. The links, 256 bits each, stay live, so guessing codes
+/// cannot spend someone's recovery or stop link.
+pub const DISABLE_CODES_TO: Sql = Sql::both(
+    "UPDATE gatehouse_one_time_tokens SET code_hash = 'disabled' WHERE email = $1 AND used_at IS NULL",
 );
 
 /// Spends a user's live email-change links (a newer request or the change is done).

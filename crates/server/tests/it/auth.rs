@@ -1299,8 +1299,9 @@ async fn an_email_change_to_a_taken_address_reveals_nothing() {
     );
 }
 
-/// Wrong codes are counted per address: the fifth spends the codes and locks,
-/// for existing and unknown addresses alike.
+/// Wrong codes are counted per address: the fifth disables the codes and locks,
+/// for existing and unknown addresses alike; the links, which cannot be guessed,
+/// keep working, so guessing cannot spend someone's link.
 #[tokio::test]
 async fn wrong_codes_spend_the_codes_and_lock_the_address() {
     let server = start(|config| {
@@ -1321,7 +1322,7 @@ async fn wrong_codes_spend_the_codes_and_lock_the_address() {
             .status(),
         200
     );
-    let (_, code) = link_and_code(&outbox(&server).await[0].2);
+    let (link, code) = link_and_code(&outbox(&server).await[0].2);
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for email in ["nia@example.com", "nobody@example.com"] {
         let mut statuses = Vec::new();
@@ -1339,6 +1340,13 @@ async fn wrong_codes_spend_the_codes_and_lock_the_address() {
         verify("nia@example.com", &code).await.unwrap().status(),
         403,
         "the code was spent by the lock"
+    );
+    let opened = no_redirects().get(&link).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let location = opened.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.contains("#access_token="),
+        "the link still works: {location}"
     );
 }
 
