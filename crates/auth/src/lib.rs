@@ -885,6 +885,17 @@ impl Auth {
     }
 
     pub(crate) async fn apply(&self, id: &str, changes: Changes) -> Result<User> {
+        self.apply_with(id, changes, Vec::new()).await
+    }
+
+    /// [`Auth::apply`], with `also` committed in the same transaction: what must
+    /// not happen without the change, nor the change without it.
+    pub(crate) async fn apply_with(
+        &self,
+        id: &str,
+        changes: Changes,
+        also: Vec<Statement>,
+    ) -> Result<User> {
         let (user, stored) = self
             .user_where(&store::USER_BY_ID, id)
             .await?
@@ -930,6 +941,7 @@ impl Auth {
             ],
         );
         let mut statements = vec![update];
+        statements.extend(also);
         if banned_until.is_some() {
             // A ban ends every session at once, not when tokens expire.
             statements.push(Statement::new(

@@ -610,37 +610,21 @@ impl Auth {
             email_confirmed: Some(true),
             ..Changes::default()
         };
-        self.apply(user_id, changes)
+        // The move and the end of the change and of every session commit together.
+        self.apply_with(user_id, changes, closing_email_change(user_id))
             .await
             .map_err(|error| match error {
                 // The address was taken meanwhile.
                 AuthError::UserAlreadyExists => AuthError::OtpInvalid,
                 other => other,
             })?;
-        self.end_sessions(vec![
-            Statement::new(&store::DELETE_EMAIL_CHANGE, vec![user_id.into()]),
-            Statement::new(
-                &store::SPEND_EMAIL_CHANGE_LINKS,
-                vec![user_id.into(), at.into()],
-            ),
-            Statement::new(&store::DELETE_USER_SESSIONS, vec![user_id.into()]),
-        ])
-        .await?;
         Ok((side, true))
     }
 
     /// Stops `user_id`'s email change and signs the account out everywhere: the
     /// request came from someone holding one of its sessions.
     async fn cancel_email_change(&self, user_id: &str) -> Result<()> {
-        self.end_sessions(vec![
-            Statement::new(&store::DELETE_EMAIL_CHANGE, vec![user_id.into()]),
-            Statement::new(
-                &store::SPEND_EMAIL_CHANGE_LINKS,
-                vec![user_id.into(), timestamp(now()).into()],
-            ),
-            Statement::new(&store::DELETE_USER_SESSIONS, vec![user_id.into()]),
-        ])
-        .await?;
+        self.end_sessions(closing_email_change(user_id)).await?;
         Ok(())
     }
 
@@ -756,6 +740,19 @@ impl Auth {
             kind,
         })
     }
+}
+
+/// What ends `user_id`'s email change, made or stopped: its record and its
+/// links go, and so does every session of the account.
+fn closing_email_change(user_id: &str) -> Vec<Statement> {
+    vec![
+        Statement::new(&store::DELETE_EMAIL_CHANGE, vec![user_id.into()]),
+        Statement::new(
+            &store::SPEND_EMAIL_CHANGE_LINKS,
+            vec![user_id.into(), timestamp(now()).into()],
+        ),
+        Statement::new(&store::DELETE_USER_SESSIONS, vec![user_id.into()]),
+    ]
 }
 
 #[cfg(test)]
