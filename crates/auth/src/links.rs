@@ -54,16 +54,19 @@ impl Kind {
         }
     }
 
-    /// The stored kinds a code of this verification type may spend (`email`
-    /// covers sign-up and magic-link codes, as in Supabase). None for the link
-    /// that stops an email change: it is mailed without its code, and a
-    /// six-digit guess must not sign an account out everywhere.
-    fn code_kinds(self) -> Option<[&'static str; 2]> {
+    /// The stored kinds a token or code of this verification type may spend
+    /// (`email` covers sign-up and magic links, as in Supabase).
+    fn stored_kinds(self) -> [&'static str; 2] {
         match self {
-            Kind::Signup | Kind::MagicLink => Some(["signup", "magiclink"]),
-            Kind::EmailChangeCancel => None,
-            other => Some([other.name(), other.name()]),
+            Kind::Signup | Kind::MagicLink => ["signup", "magiclink"],
+            other => [other.name(), other.name()],
         }
+    }
+
+    /// Whether its email carries a code. The link that stops an email change
+    /// does not: a six-digit guess must not sign an account out everywhere.
+    fn has_code(self) -> bool {
+        self != Kind::EmailChangeCancel
     }
 }
 
@@ -317,19 +320,22 @@ impl Auth {
         let at = timestamp(now());
         let row = match &proof {
             Proof::Link { token, kind } => {
+                let [first, second] = kind.stored_kinds();
                 self.spend(Statement::new(
                     &store::SPEND_LINK,
                     vec![
                         token_hash(token).into(),
                         at.clone().into(),
-                        kind.name().into(),
+                        first.into(),
+                        second.into(),
                     ],
                 ))
                 .await?
             }
+            Proof::Code { kind, .. } if !kind.has_code() => None,
             Proof::Code { email, code, kind } => {
                 let email = normalise_email(email)?;
-                let [first, second] = kind.code_kinds().ok_or(AuthError::OtpInvalid)?;
+                let [first, second] = kind.stored_kinds();
                 let statement = Statement::new(
                     &store::SPEND_CODE,
                     vec![
@@ -768,8 +774,8 @@ mod tests {
             Kind::EmailChange,
             Kind::Reauthentication,
         ] {
-            assert!(kind.code_kinds().is_some(), "{kind:?}");
+            assert!(kind.has_code(), "{kind:?}");
         }
-        assert_eq!(Kind::EmailChangeCancel.code_kinds(), None);
+        assert!(!Kind::EmailChangeCancel.has_code());
     }
 }

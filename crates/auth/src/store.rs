@@ -99,7 +99,7 @@ pub const INSERT_ONE_TIME: Sql = Sql::both(
 /// Spends a link token of one kind, once, before it expires.
 pub const SPEND_LINK: Sql = Sql::both(
     "UPDATE gatehouse_one_time_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
-     AND expires_at > $2 AND kind = $3 RETURNING user_id, kind, redirect_to, email, token_hash",
+     AND expires_at > $2 AND kind IN ($3, $4) RETURNING user_id, kind, redirect_to, email, token_hash",
 );
 
 /// Spends the newest live code sent to an email, of one of two kinds.

@@ -867,6 +867,20 @@ async fn magic_links_and_codes_sign_in_and_create_users() {
         1,
         "no user, no email, same answer"
     );
+    // Supabase's `type: email` takes a magic link's token too (its email templates do).
+    let again = auth(&server, Method::POST, "otp")
+        .json(&json!({"email": "nia@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let (link, _) = link_and_code(&outbox(&server).await[1].2);
+    let by_email_type = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email", "token_hash": token_of(&link)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_email_type.status(), 200);
 }
 
 #[tokio::test]
