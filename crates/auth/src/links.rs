@@ -335,18 +335,7 @@ impl Auth {
             Proof::Code { kind, .. } if !kind.has_code() => None,
             Proof::Code { email, code, kind } => {
                 let email = normalise_email(email)?;
-                let [first, second] = kind.stored_kinds();
-                let statement = Statement::new(
-                    &store::SPEND_CODE,
-                    vec![
-                        email.clone().into(),
-                        code_hash(&email, code.trim()).into(),
-                        at.clone().into(),
-                        first.into(),
-                        second.into(),
-                    ],
-                );
-                self.spend_code(&email, statement).await?
+                self.spend_code(&email, code, kind.stored_kinds()).await?
             }
         }
         .ok_or(AuthError::OtpInvalid)?;
@@ -376,13 +365,25 @@ impl Auth {
         Ok(spent.pop().and_then(|mut rows| rows.pop()))
     }
 
-    /// Spends a code sent to `email`, counting a wrong one; the wrong one that
-    /// reaches the count disables every live code to the address and locks it.
+    /// Spends the newest live code of one of `kinds` sent to `email`, counting a
+    /// wrong one; the wrong one that reaches the count disables every live code
+    /// to the address and locks it.
     async fn spend_code(
         &self,
         email: &str,
-        statement: Statement,
+        code: &str,
+        [first, second]: [&str; 2],
     ) -> Result<Option<gatehouse_db::Row>> {
+        let statement = Statement::new(
+            &store::SPEND_CODE,
+            vec![
+                email.into(),
+                code_hash(email, code.trim()).into(),
+                timestamp(now()).into(),
+                first.into(),
+                second.into(),
+            ],
+        );
         let counter = crate::throttle::code_counter(email, self.throttle.settings());
         let _turns = self.throttle.begin(&[&counter]).await?;
         if let Some(row) = self.spend(statement).await? {
@@ -665,18 +666,8 @@ impl Auth {
             .email
             .as_deref()
             .ok_or(AuthError::ReauthenticationInvalid)?;
-        let kind = Kind::Reauthentication.name();
-        let statement = Statement::new(
-            &store::SPEND_CODE,
-            vec![
-                email.into(),
-                code_hash(email, nonce.trim()).into(),
-                timestamp(now()).into(),
-                kind.into(),
-                kind.into(),
-            ],
-        );
-        match self.spend_code(email, statement).await? {
+        let kinds = Kind::Reauthentication.stored_kinds();
+        match self.spend_code(email, nonce, kinds).await? {
             Some(row) if row.text(0)? == user.id => Ok(()),
             _ => Err(AuthError::ReauthenticationInvalid),
         }

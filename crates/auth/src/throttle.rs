@@ -148,7 +148,7 @@ fn address_key(ip: &str) -> String {
 
 impl SignInKeys {
     pub(crate) fn new(email: &str, ip: Option<&str>, settings: &ThrottleSettings) -> Self {
-        let account = token_hash(&email.trim().to_lowercase());
+        let account = email_key(email);
         let address = ip.map(address_key);
         Self {
             pair: Counter {
@@ -178,10 +178,15 @@ impl SignInKeys {
     }
 }
 
+/// An address as counters name it: hashed, so the table holds no addresses.
+fn email_key(email: &str) -> String {
+    token_hash(&email.trim().to_lowercase())
+}
+
 /// The key for emailed codes to one address.
 pub(crate) fn code_counter(email: &str, settings: &ThrottleSettings) -> Counter {
     Counter {
-        key: format!("code:{}", token_hash(&email.trim().to_lowercase())),
+        key: format!("code:{}", email_key(email)),
         most: settings.per_code,
     }
 }
