@@ -52,9 +52,9 @@ pub(crate) fn read_bearer(headers: &HeaderMap, state: &AppState) -> Bearer {
 
 /// The user behind a valid bearer token, for layers that key state by caller
 /// (rate limits, idempotency keys) before the handler's [`Identity`] exists.
-pub(crate) fn bearer_subject(extensions: &http::Extensions) -> Option<String> {
+pub(crate) fn bearer_subject(extensions: &http::Extensions) -> Option<&str> {
     match extensions.get::<Bearer>() {
-        Some(Bearer::Token(Ok(claims))) => Some(claims.subject().to_owned()),
+        Some(Bearer::Token(Ok(claims))) => Some(claims.subject()),
         _ => None,
     }
 }

@@ -253,7 +253,7 @@ async fn edge(State(state): State<AppState>, request: Request, next: Next) -> Re
     let hsts = state.settings().hsts;
     request_id::assign(request, |request| {
         headers::security_headers(hsts, request, |request| {
-            access_log::record(request, |request| {
+            access_log::record(state.series(), request, |request| {
                 error::render_errors(request, |request| {
                     bounds::admit(&state, request, |request| next.run(request))
                 })

@@ -104,7 +104,7 @@ fn describe(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: Dur
         ),
     ];
     for (name, value) in fields {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     }
@@ -130,17 +130,16 @@ pub async fn enforce<F: Future<Output = Response>>(
     {
         return next(request).await;
     }
-    let address = request.extensions().get::<ClientIp>().map_or_else(
-        || "ip:unknown".to_owned(),
-        |ClientIp(ip)| format!("ip:{ip}"),
-    );
-    let key = if per_user {
-        // An invalid token is the handler's to refuse; it counts against the address.
-        crate::identity::bearer_subject(request.extensions())
-            .map(|user| format!("user:{user}"))
-            .unwrap_or(address)
-    } else {
-        address
+    // An invalid token is the handler's to refuse; it counts against the address.
+    let user = per_user
+        .then(|| crate::identity::bearer_subject(request.extensions()))
+        .flatten();
+    let key = match user {
+        Some(user) => format!("user:{user}"),
+        None => request.extensions().get::<ClientIp>().map_or_else(
+            || "ip:unknown".to_owned(),
+            |ClientIp(ip)| format!("ip:{ip}"),
+        ),
     };
     match limiter.check(&policy, &key).await {
         Decision::Allowed { remaining, reset } => {

@@ -61,6 +61,7 @@ struct Shared {
     buckets: Buckets,
     objects: Objects,
     metrics: PrometheusHandle,
+    series: crate::access_log::Series,
 }
 
 /// What the state is built from.
@@ -100,6 +101,7 @@ impl AppState {
             limiter: parts.limiter,
             objects: parts.objects,
             metrics: metrics_handle(),
+            series: crate::access_log::Series::default(),
         }))
     }
 
@@ -154,6 +156,10 @@ impl AppState {
 
     pub(crate) fn metrics(&self) -> &PrometheusHandle {
         &self.0.metrics
+    }
+
+    pub(crate) fn series(&self) -> &crate::access_log::Series {
+        &self.0.series
     }
 }
 
