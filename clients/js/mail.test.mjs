@@ -111,6 +111,47 @@ describe('email flows through supabase-js and SMTP', () => {
     assert.equal(signInError, null);
   });
 
+  test('a new password with the nonce reauthenticate() emails', async () => {
+    const supabase = client();
+    const { error: signUpError } = await supabase.auth.signUp({ email: 'noor@example.com', password: PASSWORD });
+    assert.equal(signUpError, null);
+    const confirm = await mailbox.next('noor@example.com');
+    assert.equal((await fetch(confirm.link, { redirect: 'manual' })).status, 303);
+    await supabase.auth.signInWithPassword({ email: 'noor@example.com', password: PASSWORD });
+    const bare = await supabase.auth.updateUser({ password: 'another fine passphrase' });
+    assert.equal(bare.error.code, 'current_password_required');
+    assert.equal((await supabase.auth.reauthenticate()).error, null);
+    const nonce = (await mailbox.next('noor@example.com', 'Your verification code')).code;
+    const wrong = await supabase.auth.updateUser({ password: 'another fine passphrase', nonce: '000000' === nonce ? '111111' : '000000' });
+    assert.equal(wrong.error.code, 'reauthentication_not_valid');
+    const { error } = await supabase.auth.updateUser({ password: 'another fine passphrase', nonce });
+    assert.equal(error, null);
+    const { error: signInError } = await client().auth.signInWithPassword({ email: 'noor@example.com', password: 'another fine passphrase' });
+    assert.equal(signInError, null);
+  });
+
+  test('an anonymous user becomes permanent once the new address confirms', async () => {
+    const supabase = client();
+    const { data: anon, error } = await supabase.auth.signInAnonymously();
+    assert.equal(error, null);
+    const { data: asked, error: askError } = await supabase.auth.updateUser({ email: 'omar@example.com', password: PASSWORD });
+    assert.equal(askError, null);
+    assert.equal(asked.user.is_anonymous, true, 'not until the address is confirmed');
+    assert.equal(asked.user.new_email, 'omar@example.com');
+    const early = await client().auth.signInWithPassword({ email: 'omar@example.com', password: PASSWORD });
+    assert.ok(early.error);
+    const mail = await mailbox.next('omar@example.com', 'Confirm your new email');
+    const { data: done, error: verifyError } = await client().auth.verifyOtp({
+      email: 'omar@example.com', token: mail.code, type: 'email_change',
+    });
+    assert.equal(verifyError, null);
+    assert.equal(done.user.id, anon.user.id);
+    assert.equal(done.user.is_anonymous, false);
+    const { data: signedIn, error: signInError } = await client().auth.signInWithPassword({ email: 'omar@example.com', password: PASSWORD });
+    assert.equal(signInError, null);
+    assert.equal(signedIn.user.id, anon.user.id);
+  });
+
   test('admin generateLink returns the link instead of sending it', async () => {
     const admin = createClient(server.url, server.secretKey, {
       auth: { persistSession: false, autoRefreshToken: false },

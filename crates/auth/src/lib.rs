@@ -50,6 +50,8 @@ pub enum AuthError {
     EmailNotConfirmed,
     #[error("User already registered")]
     UserAlreadyExists,
+    #[error("A user with this email address has already been registered")]
+    EmailExists,
     /// Refused as NIST SP 800-63B asks; the reason is GoTrue's (`length`, `pwned`).
     #[error("{}", weak_password_message(.0, *.1))]
     WeakPassword(&'static str, usize),
@@ -71,6 +73,8 @@ pub enum AuthError {
         "Changing the password or email needs the current password or a reauthentication nonce."
     )]
     CurrentPasswordRequired,
+    #[error("The current password is wrong.")]
+    CurrentPasswordInvalid,
     #[error("The reauthentication nonce is wrong or has expired.")]
     ReauthenticationInvalid,
     #[error("Signups not allowed for this instance")]
@@ -101,6 +105,7 @@ impl AuthError {
             AuthError::InvalidCredentials => "invalid_credentials",
             AuthError::EmailNotConfirmed => "email_not_confirmed",
             AuthError::UserAlreadyExists => "user_already_exists",
+            AuthError::EmailExists => "email_exists",
             AuthError::WeakPassword(..) => "weak_password",
             AuthError::PasswordTooLong => "validation_failed",
             AuthError::Validation(_) => "validation_failed",
@@ -110,6 +115,7 @@ impl AuthError {
             AuthError::UserNotFound => "user_not_found",
             AuthError::UserBanned => "user_banned",
             AuthError::CurrentPasswordRequired => "current_password_required",
+            AuthError::CurrentPasswordInvalid => "current_password_invalid",
             AuthError::ReauthenticationInvalid => "reauthentication_not_valid",
             AuthError::SignupDisabled => "signup_disabled",
             AuthError::AnonymousDisabled => "anonymous_provider_disabled",
@@ -145,6 +151,11 @@ pub struct AuthSettings {
     pub anonymous_sign_ins: bool,
     pub signups: bool,
     pub password_min_length: usize,
+    /// Refuse the 10,000 most common passwords.
+    pub password_blocklist: bool,
+    /// A new password or email needs the current password or a reauthentication
+    /// nonce (off: the session alone is enough, Supabase's default).
+    pub secure_password_change: bool,
     pub access_token_ttl: Duration,
     /// Absolute lifetime of a session, however often it refreshes.
     pub session_lifetime: Duration,
@@ -180,6 +191,8 @@ impl Default for AuthSettings {
             anonymous_sign_ins: false,
             signups: true,
             password_min_length: 8,
+            password_blocklist: true,
+            secure_password_change: true,
             access_token_ttl: Duration::from_secs(3600),
             session_lifetime: Duration::from_secs(30 * 24 * 3600),
             refresh_reuse_grace: Duration::from_secs(10),
@@ -370,7 +383,7 @@ impl Auth {
             return Err(AuthError::PasswordTooLong);
         }
         let min_length = self.settings.password_min_length;
-        match weakness(password, min_length) {
+        match weakness(password, min_length, self.settings.password_blocklist) {
             Some(reason) => Err(AuthError::WeakPassword(reason, min_length)),
             None => Ok(()),
         }
@@ -820,22 +833,51 @@ impl Auth {
     ) -> Result<User> {
         let user = self.current_user(claims).await?;
         let sensitive = changes.password.is_some() || changes.email.is_some();
-        if sensitive && user.email.is_some() && !recently_verified(claims) {
+        if sensitive
+            && user.email.is_some()
+            && self.settings.secure_password_change
+            && !recently_verified(claims)
+        {
             self.reauthenticated(&user, proof).await?;
+        }
+        if user.is_anonymous
+            && user.email.is_none()
+            && changes.email.is_none()
+            && changes.password.is_some()
+        {
+            return Err(AuthError::Validation(
+                "an anonymous user sets a password together with an email".into(),
+            ));
         }
         if let Some(password) = &changes.password {
             self.check_password(password)?;
         }
-        if let Some(email) = &changes.email {
-            self.request_email_change(&user, email, None).await?;
+        // An anonymous user's first address is applied at once when addresses
+        // need no confirmation (the account becomes permanent); any other new
+        // address waits for its confirmation.
+        let mut own = Changes::default();
+        match changes.email {
+            Some(email) if user.is_anonymous && !self.settings.email_confirmation => {
+                own.email = Some(email);
+                own.email_confirmed = Some(true);
+            }
+            Some(email) => self.request_email_change(&user, &email, None).await?,
+            None => {}
         }
         let password_changed = changes.password.is_some();
         let own = Changes {
             password: changes.password,
             user_metadata: changes.user_metadata,
-            ..Changes::default()
+            ..own
         };
-        let updated = self.apply(&user.id, own).await?;
+        let updated = self
+            .apply(&user.id, own)
+            .await
+            .map_err(|error| match error {
+                // Only an anonymous user's address applied at once can collide.
+                AuthError::UserAlreadyExists => AuthError::EmailExists,
+                other => other,
+            })?;
         if let (true, Some(address)) = (password_changed, &user.email) {
             let notice = email::compose(
                 address,
@@ -881,7 +923,7 @@ impl Auth {
         if let Some(lock) = self.throttle.failed_sign_in(&keys).await? {
             return Err(AuthError::Locked(lock));
         }
-        Err(AuthError::InvalidCredentials)
+        Err(AuthError::CurrentPasswordInvalid)
     }
 
     pub(crate) async fn apply(&self, id: &str, changes: Changes) -> Result<User> {
@@ -924,7 +966,14 @@ impl Auth {
             (base, _) => base,
         };
         let user_metadata = merge(&user.user_metadata, changes.user_metadata);
-        let app_metadata = merge(&user.app_metadata, changes.app_metadata);
+        let mut app_metadata = merge(&user.app_metadata, changes.app_metadata);
+        // An anonymous account with a confirmed address is an ordinary one now:
+        // it signs in with that address.
+        let anonymous = user.is_anonymous && (email.is_none() || confirmed.is_none());
+        if user.is_anonymous && !anonymous {
+            app_metadata["provider"] = json!("email");
+            app_metadata["providers"] = json!(["email"]);
+        }
         let banned_until = changes.banned_until.unwrap_or(user.banned_until.clone());
         let text = |v: Option<String>| v.map_or(Value::Null, Value::Text);
         let update = Statement::new(
@@ -938,6 +987,7 @@ impl Auth {
                 app_metadata.to_string().into(),
                 text(banned_until.clone()),
                 timestamp(now()).into(),
+                Value::Bool(anonymous),
             ],
         );
         let mut statements = vec![update];

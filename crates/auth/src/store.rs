@@ -39,7 +39,8 @@ pub const INSERT_USER: Sql = Sql::both(
 
 pub const UPDATE_USER: Sql = Sql::both(
     "UPDATE gatehouse_users SET email = $2, password_hash = $3, email_confirmed_at = $4, \
-     user_metadata = $5, app_metadata = $6, banned_until = $7, updated_at = $8 WHERE id = $1",
+     user_metadata = $5, app_metadata = $6, banned_until = $7, updated_at = $8, is_anonymous = $9 \
+     WHERE id = $1",
 );
 
 pub const SIGNED_IN: Sql = Sql::both(

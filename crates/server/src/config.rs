@@ -230,7 +230,13 @@ struct AuthSection {
     email_confirmation: Option<bool>,
     anonymous_sign_ins: Option<bool>,
     signups: Option<bool>,
-    password_min_length: Option<Bounded<8, 256>>,
+    /// Below 8 (NIST SP 800-63B's minimum) only to match an existing app's rules.
+    password_min_length: Option<Bounded<6, 256>>,
+    /// Refuse the 10,000 most common passwords (on by default).
+    password_blocklist: Option<bool>,
+    /// A new password or email needs the current password or a reauthentication
+    /// nonce (on by default; Supabase's default is off).
+    secure_password_change: Option<bool>,
     access_token_ttl_secs: Option<Bounded<60, 604_800>>,
     personal_data_in_token: Option<bool>,
     argon2_memory_kib: Option<Bounded<8192, 1_048_576>>,
@@ -751,6 +757,32 @@ fn storage_config(
     })
 }
 
+/// The auth settings set below Gatehouse's secure defaults, each with what it
+/// gives up: said at start, so that one loosened to match an existing app is
+/// not forgotten.
+pub fn weakened(auth: &AuthSettings) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if auth.password_min_length < 8 {
+        warnings.push(format!(
+            "[auth] password_min_length = {}: NIST SP 800-63B asks for at least 8",
+            auth.password_min_length
+        ));
+    }
+    if !auth.password_blocklist {
+        warnings.push(
+            "[auth] password_blocklist = false: the most common passwords are accepted".into(),
+        );
+    }
+    if !auth.secure_password_change {
+        warnings.push(
+            "[auth] secure_password_change = false: a stolen access token can change the \
+             password without the current one"
+                .into(),
+        );
+    }
+    warnings
+}
+
 fn auth_settings(section: &AuthSection) -> AuthSettings {
     let defaults = AuthSettings::default();
     AuthSettings {
@@ -764,6 +796,12 @@ fn auth_settings(section: &AuthSection) -> AuthSettings {
         password_min_length: section
             .password_min_length
             .map_or(defaults.password_min_length, |b| b.0 as usize),
+        password_blocklist: section
+            .password_blocklist
+            .unwrap_or(defaults.password_blocklist),
+        secure_password_change: section
+            .secure_password_change
+            .unwrap_or(defaults.secure_password_change),
         access_token_ttl: section
             .access_token_ttl_secs
             .map_or(defaults.access_token_ttl, |b| Duration::from_secs(b.0)),
@@ -854,6 +892,24 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("gatehouse-data"));
         assert_eq!(config.cors, CorsPolicy::Loopback);
         assert_eq!(config.body_limit, 1 << 20);
+    }
+
+    #[test]
+    fn weakened_auth_settings_are_named() {
+        assert!(
+            weakened(&parse("").unwrap().auth).is_empty(),
+            "secure defaults"
+        );
+        let config = parse(
+            "[auth]\npassword_min_length = 6\npassword_blocklist = false\nsecure_password_change = false\n",
+        )
+        .unwrap();
+        assert_eq!(config.auth.password_min_length, 6);
+        assert!(!config.auth.password_blocklist && !config.auth.secure_password_change);
+        let warnings = weakened(&config.auth);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("password_min_length = 6"));
+        assert!(error_of("[auth]\npassword_min_length = 5\n").contains("gatehouse.toml:2:"));
     }
 
     #[test]

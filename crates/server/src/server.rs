@@ -37,6 +37,9 @@ pub async fn start(
     secrets: Secrets,
     custom: Router<AppState>,
 ) -> anyhow::Result<Running> {
+    for warning in crate::config::weakened(&config.auth) {
+        tracing::warn!("{warning}");
+    }
     let db = open_database(config, &secrets.database).await?;
     if config.auto_migrate {
         db.migrate_schema(&config.schema, MigrateOptions::default())

@@ -33,7 +33,7 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::RefreshTokenNotFound
         | AuthError::RefreshTokenAlreadyUsed
         | AuthError::CurrentPasswordRequired
-        | AuthError::ReauthenticationInvalid => StatusCode::BAD_REQUEST,
+        | AuthError::CurrentPasswordInvalid => StatusCode::BAD_REQUEST,
         AuthError::WeakPassword(reason, _) => {
             let reasons = serde_json::json!({"weak_password": {"reasons": [reason]}});
             return ApiError::new(
@@ -44,6 +44,8 @@ pub fn auth_error(error: AuthError) -> ApiError {
             .with_details(reasons);
         }
         AuthError::UserAlreadyExists
+        | AuthError::EmailExists
+        | AuthError::ReauthenticationInvalid
         | AuthError::PasswordTooLong
         | AuthError::SignupDisabled
         | AuthError::AnonymousDisabled => StatusCode::UNPROCESSABLE_ENTITY,

@@ -349,7 +349,7 @@ async fn changing_the_password_needs_the_current_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(json(wrong).await["error_code"], "invalid_credentials");
+    assert_eq!(json(wrong).await["error_code"], "current_password_invalid");
     let changed = put(json!({"password": "a brand new passphrase", "current_password": PASSWORD, "data": {"name": "Frank"}}))
         .send()
         .await
@@ -1123,7 +1123,7 @@ async fn a_stolen_access_token_cannot_move_the_account_to_another_address() {
     let guessed = put(json!({"email": evil, "nonce": "000000"}))
         .await
         .unwrap();
-    assert_eq!(guessed.status(), 400);
+    assert_eq!(guessed.status(), 422);
     assert_eq!(
         json(guessed).await["error_code"],
         "reauthentication_not_valid"
@@ -1529,4 +1529,135 @@ async fn personal_data_enters_tokens_only_when_asked() {
     let claims = claims(&server, session["access_token"].as_str().unwrap());
     assert_eq!(claims["email"], "uma@example.com");
     assert_eq!(claims["user_metadata"]["plan"], "pro");
+}
+
+/// Supabase's defaults, for an app moving over: a six-character minimum, no
+/// list of common passwords, and a session alone enough to change the password.
+#[tokio::test]
+async fn the_password_rules_can_be_loosened_to_supabases_defaults() {
+    let server = start(|config| {
+        config.auth.password_min_length = 6;
+        config.auth.password_blocklist = false;
+        config.auth.secure_password_change = false;
+    })
+    .await;
+    let short = json(sign_up(&server, "uma@example.com", "12345").await).await;
+    assert_eq!(short["weak_password"]["reasons"], json!(["length"]));
+    let created = sign_up(&server, "uma@example.com", "password123").await;
+    assert_eq!(created.status(), 200, "a common password is accepted");
+    let token = json(created).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = auth(&server, Method::PUT, "user")
+        .bearer_auth(&token)
+        .json(&json!({"password": "qwerty"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200, "no current password asked");
+    assert_eq!(
+        sign_in(&server, "uma@example.com", "qwerty").await.status(),
+        200
+    );
+}
+
+async fn anonymous_session(server: &TestServer) -> String {
+    let session = auth(server, Method::POST, "signup")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    json(session).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Without email confirmation an anonymous user's address and password apply at
+/// once: the account is permanent and signs in with them.
+#[tokio::test]
+async fn an_anonymous_user_becomes_permanent_with_an_email_and_password() {
+    let server = start(|config| config.auth.anonymous_sign_ins = true).await;
+    let token = anonymous_session(&server).await;
+    let put = |body: Value| {
+        auth(&server, Method::PUT, "user")
+            .bearer_auth(&token)
+            .json(&body)
+    };
+    let alone = put(json!({"password": PASSWORD})).send().await.unwrap();
+    assert_eq!(
+        alone.status(),
+        400,
+        "a password needs an address to sign in with"
+    );
+    assert_eq!(json(alone).await["error_code"], "validation_failed");
+
+    let taken = json(sign_up(&server, "taken@example.com", PASSWORD).await).await;
+    assert!(taken["access_token"].is_string());
+    let clash = put(json!({"email": "taken@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clash.status(), 422);
+    assert_eq!(json(clash).await["error_code"], "email_exists");
+
+    let upgraded = put(json!({"email": "Vera@Example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upgraded.status(), 200);
+    let user = json(upgraded).await;
+    assert_eq!(user["email"], "vera@example.com");
+    assert_eq!(user["is_anonymous"], false);
+    assert!(user["email_confirmed_at"].is_string());
+    assert_eq!(user["app_metadata"]["provider"], "email");
+    let signed_in = json(sign_in(&server, "vera@example.com", PASSWORD).await).await;
+    assert_eq!(signed_in["user"]["id"], user["id"]);
+    assert_eq!(
+        claims(&server, signed_in["access_token"].as_str().unwrap())["is_anonymous"],
+        false
+    );
+}
+
+/// With email confirmation on, the address waits for its link; only then is the
+/// account permanent.
+#[tokio::test]
+async fn an_anonymous_users_address_waits_for_confirmation_when_asked() {
+    let server = kit::start_with(
+        |config| config.auth.anonymous_sign_ins = true,
+        Router::new(),
+    )
+    .await;
+    let token = anonymous_session(&server).await;
+    let asked = auth(&server, Method::PUT, "user")
+        .bearer_auth(&token)
+        .json(&json!({"email": "wes@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
+    let pending = json(asked).await;
+    assert_eq!(pending["is_anonymous"], true);
+    assert_eq!(pending["new_email"], "wes@example.com");
+    assert_eq!(
+        sign_in(&server, "wes@example.com", PASSWORD).await.status(),
+        400
+    );
+    let mails = outbox(&server).await;
+    assert_eq!(mails.len(), 1, "one link, to the new address: {mails:?}");
+    let (_, code) = link_and_code(&mails[0].2);
+    let confirmed = auth(&server, Method::POST, "verify")
+        .json(&json!({"type": "email_change", "email": "wes@example.com", "token": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    let user = json(confirmed).await["user"].clone();
+    assert_eq!(user["email"], "wes@example.com");
+    assert_eq!(user["is_anonymous"], false);
+    assert_eq!(
+        sign_in(&server, "wes@example.com", PASSWORD).await.status(),
+        200
+    );
 }

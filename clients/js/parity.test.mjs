@@ -1,0 +1,72 @@
+// Behaviours an app moving from Supabase relies on, through supabase-js, with
+// the settings that match Supabase's defaults (clients/js/supabase-defaults.toml).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createClient } from '@supabase/supabase-js';
+import ws from 'ws';
+import { startGatehouse } from './gatehouse.mjs';
+
+const config = fileURLToPath(new URL('./supabase-defaults.toml', import.meta.url));
+
+describe('Supabase defaults through supabase-js', () => {
+  let server;
+  const client = () =>
+    createClient(server.url, server.publishableKey, {
+      auth: { persistSession: false, autoRefreshToken: false },
+      realtime: { transport: ws },
+    });
+
+  before(async () => {
+    server = await startGatehouse(config);
+  });
+  after(async () => server?.stop());
+
+  test('fixtures with short, common passwords sign up; the session alone changes the password', async () => {
+    const supabase = client();
+    const short = await supabase.auth.signUp({ email: 'fixture@example.com', password: '12345' });
+    assert.equal(short.error.code, 'weak_password');
+    assert.deepEqual(short.error.reasons, ['length']);
+    const { data, error } = await supabase.auth.signUp({ email: 'fixture@example.com', password: 'password123' });
+    assert.equal(error, null);
+    assert.ok(data.session);
+    const { error: updateError } = await supabase.auth.updateUser({ password: 'qwerty' });
+    assert.equal(updateError, null);
+    const { error: signInError } = await client().auth.signInWithPassword({ email: 'fixture@example.com', password: 'qwerty' });
+    assert.equal(signInError, null);
+  });
+
+  test('an anonymous user becomes permanent with updateUser({ email, password })', async () => {
+    const supabase = client();
+    const { data: anon, error } = await supabase.auth.signInAnonymously();
+    assert.equal(error, null);
+    assert.equal(anon.user.is_anonymous, true);
+    const { data: order, error: orderError } = await supabase.from('orders').insert({ note: 'in the cart' }).select().single();
+    assert.equal(orderError, null);
+
+    const { data: upgraded, error: upgradeError } = await supabase.auth.updateUser({
+      email: 'kept@example.com',
+      password: 'kept-pass',
+    });
+    assert.equal(upgradeError, null);
+    assert.equal(upgraded.user.is_anonymous, false);
+    assert.equal(upgraded.user.email, 'kept@example.com');
+
+    const later = client();
+    const { data: signedIn, error: signInError } = await later.auth.signInWithPassword({
+      email: 'kept@example.com',
+      password: 'kept-pass',
+    });
+    assert.equal(signInError, null);
+    assert.equal(signedIn.user.id, anon.user.id, 'the same account');
+    assert.equal(signedIn.user.is_anonymous, false);
+    const { data: mine } = await later.from('orders').select('id, note').eq('id', order.id);
+    assert.deepEqual(mine, [{ id: order.id, note: 'in the cart' }], 'its rows came along');
+
+    const second = client();
+    const { data: other } = await second.auth.signInAnonymously();
+    assert.ok(other.session);
+    const { error: clash } = await second.auth.updateUser({ email: 'kept@example.com', password: 'kept-pass' });
+    assert.equal(clash.code, 'email_exists');
+  });
+});
