@@ -12,6 +12,11 @@ pub mod storage_objects;
 
 use crate::ApiError;
 
+/// A number or flag in a request body, sent as JSON's own type or as a string
+/// (`"60"`, `"true"`): Supabase Storage's request schemas coerce such strings,
+/// and supabase-py sends some that way.
+pub type Coerced = serde_with::PickFirst<(serde_with::Same, serde_with::DisplayFromStr)>;
+
 /// Every unknown path answers the same way, in the dialect of its surface.
 pub async fn not_found() -> ApiError {
     ApiError::new(
@@ -19,4 +24,45 @@ pub async fn not_found() -> ApiError {
         "not_found",
         "No such resource.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+    use serde_with::serde_as;
+
+    use super::Coerced;
+
+    #[serde_as]
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Body {
+        #[serde_as(as = "Coerced")]
+        seconds: i64,
+        #[serde_as(as = "Option<Coerced>")]
+        #[serde(default)]
+        public: Option<bool>,
+    }
+
+    #[test]
+    fn numbers_and_flags_may_come_as_strings() {
+        let read = |value| serde_json::from_value::<Body>(value).ok();
+        let expected = Some(Body {
+            seconds: 60,
+            public: Some(true),
+        });
+        assert_eq!(read(json!({"seconds": 60, "public": true})), expected);
+        assert_eq!(read(json!({"seconds": "60", "public": "true"})), expected);
+        assert_eq!(
+            read(json!({"seconds": 60})).map(|body| body.public),
+            Some(None)
+        );
+        for wrong in [
+            json!({"seconds": "soon"}),
+            json!({"seconds": "6e1"}),
+            json!({"seconds": 60, "public": "yes"}),
+        ] {
+            assert_eq!(read(wrong.clone()), None, "{wrong}");
+        }
+    }
 }

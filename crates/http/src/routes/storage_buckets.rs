@@ -7,7 +7,9 @@ use gatehouse_storage::{BucketChanges, NewBucket, StorageError};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use serde_with::serde_as;
 
+use crate::routes::Coerced;
 use crate::routes::auth::Admin;
 use crate::{ApiError, AppState};
 
@@ -73,11 +75,13 @@ fn size(value: &Value) -> Result<Option<u64>, ApiError> {
     }
 }
 
+#[serde_as]
 #[derive(Deserialize)]
 pub struct Create {
     id: Option<String>,
     name: Option<String>,
     #[serde(default)]
+    #[serde_as(as = "Coerced")]
     public: bool,
     #[serde(default)]
     file_size_limit: Value,
@@ -125,8 +129,11 @@ fn sent<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Absent fields keep their value; `null` clears a limit.
+#[serde_as]
 #[derive(Deserialize)]
 pub struct Update {
+    #[serde_as(as = "Option<Coerced>")]
+    #[serde(default)]
     public: Option<bool>,
     #[serde(default, deserialize_with = "sent")]
     file_size_limit: Option<Value>,

@@ -21,7 +21,9 @@ use gatehouse_storage::{Actor, ListRequest, NewObject, ObjectRow, Objects, Stora
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use serde_with::serde_as;
 
+use crate::routes::Coerced;
 use crate::routes::storage_buckets::storage_error;
 use crate::{ApiError, AppState, ClientIp, Identity};
 
@@ -535,12 +537,17 @@ pub struct SortBy {
     order: Option<String>,
 }
 
+#[serde_as]
 #[derive(Deserialize)]
 pub struct ListBody {
     #[serde(default)]
     prefix: String,
     search: Option<String>,
+    #[serde_as(as = "Option<Coerced>")]
+    #[serde(default)]
     limit: Option<usize>,
+    #[serde_as(as = "Option<Coerced>")]
+    #[serde(default)]
     offset: Option<usize>,
     #[serde(rename = "sortBy")]
     sort_by: Option<SortBy>,
@@ -664,9 +671,11 @@ pub async fn copy_object(
     Ok(Json(json!({"Id": object.id, "Key": key(&object)})))
 }
 
+#[serde_as]
 #[derive(Deserialize)]
 pub struct SignBody {
     #[serde(rename = "expiresIn")]
+    #[serde_as(as = "Coerced")]
     expires_in: i64,
 }
 
@@ -683,9 +692,11 @@ pub async fn sign(
     Ok(Json(json!({"signedURL": url})))
 }
 
+#[serde_as]
 #[derive(Deserialize)]
 pub struct SignManyBody {
     #[serde(rename = "expiresIn")]
+    #[serde_as(as = "Coerced")]
     expires_in: i64,
     paths: Vec<String>,
 }
