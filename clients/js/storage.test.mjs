@@ -67,7 +67,9 @@ describe('storage through supabase-js', () => {
     assert.equal(first.data.path, path);
     assert.equal(first.data.fullPath, `avatars/${path}`);
     const taken = await alice.upload(path, 'again', { contentType: 'text/plain' });
+    // As Supabase Storage answers: HTTP 400, the real status in the body.
     assert.equal(taken.error.statusCode, '409');
+    assert.equal(taken.error.status, 400);
     const upserted = await alice.upload(path, 'second', { contentType: 'text/plain', upsert: true });
     assert.equal(upserted.error, null);
     const { data: blob, error } = await alice.download(path);
@@ -166,7 +168,9 @@ describe('storage through supabase-js', () => {
     const refused = await anon.storage.from('site').upload('evil.css', 'x');
     assert.ok(refused.error);
     const privateUrl = anon.storage.from('avatars').getPublicUrl(`${ALICE}/notes.txt`).data.publicUrl;
-    assert.equal((await fetch(privateUrl)).status, 404);
+    const hidden = await fetch(privateUrl);
+    assert.equal(hidden.status, 400);
+    assert.equal((await hidden.json()).statusCode, '404');
   });
 
   test("another user's objects can be neither read, listed, overwritten nor removed", async () => {

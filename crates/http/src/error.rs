@@ -27,6 +27,9 @@ pub struct ApiError {
     /// Fields the surface's clients read beside the code (Supabase Auth's
     /// `weak_password.reasons`), merged into the JSON body.
     pub details: Option<Box<Value>>,
+    /// The status the body names when the wire carries another: Supabase Storage
+    /// answers most refusals with 400 and the real status in `statusCode`.
+    pub reported_status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -42,7 +45,15 @@ impl ApiError {
             challenge: false,
             retry_after: None,
             details: None,
+            reported_status: None,
         }
+    }
+
+    /// Sent as 400, naming `status` in the body (Supabase Storage's dialect).
+    pub fn reported_as_bad_request(mut self) -> Self {
+        self.reported_status = Some(self.status);
+        self.status = StatusCode::BAD_REQUEST;
+        self
     }
 
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
@@ -152,7 +163,8 @@ fn body(error: &ApiError, surface: Surface, request_id: &str, versioned_auth: bo
             "request_id": request_id,
         }),
         Surface::Storage => json!({
-            "statusCode": status.to_string(), "error": error.code, "message": error.message,
+            "statusCode": error.reported_status.map_or(status, |reported| reported.as_u16()).to_string(),
+            "code": error.code, "error": error.code, "message": error.message,
             "request_id": request_id,
         }),
         Surface::Plain => json!({

@@ -45,7 +45,9 @@ pub fn storage_error(error: StorageError) -> ApiError {
             return ApiError::internal();
         }
     };
-    ApiError::new(status, error.code(), error.to_string())
+    // As Supabase Storage: the refusal goes out as 400, its status in the body,
+    // so that client code branching on either behaves the same.
+    ApiError::new(status, error.code(), error.to_string()).reported_as_bad_request()
 }
 
 /// storage-js sends the size limit as a number of bytes or as text such as "20MB".

@@ -300,3 +300,11 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// The status a storage refusal names. Supabase Storage sends refusals as 400
+/// with the real status in the body's `statusCode`, and so does Gatehouse.
+pub async fn storage_refusal(response: reqwest::Response) -> u16 {
+    assert_eq!(response.status(), 400, "storage refusals go out as 400");
+    let body = json(response).await;
+    body["statusCode"].as_str().unwrap().parse().unwrap()
+}

@@ -164,8 +164,9 @@ async fn storage_requests_are_limited_per_address_when_anonymous() {
     .await;
     // Public object URLs need no key, so only the address can be counted.
     let fetch = || server.get("/storage/v1/object/public/site/a.txt").send();
-    assert_eq!(fetch().await.unwrap().status(), 404);
-    assert_eq!(fetch().await.unwrap().status(), 404);
+    // No such bucket: 400, as Supabase Storage answers it.
+    assert_eq!(fetch().await.unwrap().status(), 400);
+    assert_eq!(fetch().await.unwrap().status(), 400);
     assert_eq!(fetch().await.unwrap().status(), 429);
 }
 

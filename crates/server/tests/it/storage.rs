@@ -49,10 +49,10 @@ async fn the_bucket_lifecycle_with_the_secret_key() {
             .send()
             .await
             .unwrap();
-        assert_eq!(again.status(), 409);
+        assert_eq!(again.status(), 400, "as Supabase Storage answers");
         let error = json(again).await;
         assert_eq!(error["statusCode"], "409");
-        assert_eq!(error["error"], "Duplicate");
+        assert_eq!(error["code"], "BucketAlreadyExists");
 
         let updated = admin(&server, Method::PUT, "bucket/avatars")
             .json(&json!({"public": true, "file_size_limit": null}))
@@ -90,8 +90,12 @@ async fn the_bucket_lifecycle_with_the_secret_key() {
             .send()
             .await
             .unwrap();
-        assert_eq!(gone.status(), 404);
-        assert_eq!(json(gone).await["error"], "NoSuchBucket");
+        assert_eq!(gone.status(), 400);
+        let error = json(gone).await;
+        assert_eq!(
+            (error["statusCode"].as_str(), error["code"].as_str()),
+            (Some("404"), Some("NoSuchBucket"))
+        );
     }
 }
 
