@@ -48,6 +48,9 @@ describe('examples/shop through supabase-js', () => {
     assert.deepEqual(some, [{ name: 'Cup' }], 'inactive products stay hidden');
     const { data: like } = await anon.from('products').select('name').ilike('name', '%POT%');
     assert.deepEqual(like, [{ name: 'Teapot' }]);
+    const { data: csv, error: csvError } = await anon.from('products').select('name, price_cents').order('name').csv();
+    assert.equal(csvError, null);
+    assert.equal(csv, 'name,price_cents\nCup,499\nKettle,2999\nTeapot,1999\n');
   });
 
   test('only the server writes the catalogue', async () => {

@@ -126,3 +126,28 @@ pub fn object_info(object: &ObjectRow) -> Value {
         "metadata": object_metadata(object),
     })
 }
+
+/// Rows as CSV (RFC 4180), as PostgREST answers `Accept: text/csv`: a header
+/// line of the first row's keys, then one line per row. Null is an empty field,
+/// text is as it is, and anything else (numbers, booleans, embedded rows) is its
+/// JSON text. No rows, no lines. Values are not altered: a field that starts
+/// with `=` stays a formula to a spreadsheet, as it would in the JSON.
+pub fn csv(rows: &[Value]) -> String {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let mut lines = rows.iter().filter_map(Value::as_object).peekable();
+    if let Some(first) = lines.peek() {
+        // Writing to memory cannot fail.
+        let _ = writer.write_record(first.keys());
+    }
+    for row in lines {
+        let fields = row.values().map(|value| match value {
+            Value::Null => String::new(),
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        });
+        let _ = writer.write_record(fields);
+    }
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+}

@@ -92,11 +92,39 @@ fn prefer(headers: &HeaderMap) -> Prefer {
     prefer
 }
 
-fn wants_single(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains(SINGLE_OBJECT))
+/// How rows go back, by `Accept`: PostgREST's media types.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Representation {
+    Array,
+    /// `application/vnd.pgrst.object+json`: exactly one row, as an object.
+    Object,
+    Csv,
+}
+
+impl Representation {
+    /// The first media type in `Accept` that we produce; none at all is 406.
+    fn of(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(accept) = headers.get(header::ACCEPT) else {
+            return Ok(Self::Array);
+        };
+        let accept = accept.to_str().unwrap_or_default();
+        let chosen = accept.split(',').find_map(|item| {
+            let media = item.split(';').next().unwrap_or_default().trim();
+            match media.to_ascii_lowercase().as_str() {
+                SINGLE_OBJECT => Some(Self::Object),
+                "text/csv" => Some(Self::Csv),
+                "application/json" | "application/*" | "*/*" | "" => Some(Self::Array),
+                _ => None,
+            }
+        });
+        chosen.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "PGRST107",
+                "None of these media types are available.",
+            )
+        })
+    }
 }
 
 /// `Range: 0-9` (or `0-`) as (first, last).
@@ -124,24 +152,26 @@ fn range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
     Ok(Some((first, last)))
 }
 
-fn json_response(status: StatusCode, rows: Vec<Json>, single: bool) -> Result<Response, RestError> {
-    let body = if single {
-        if rows.len() != 1 {
-            return Err(RestError::NotSingular(rows.len()));
+fn rows_response(
+    status: StatusCode,
+    rows: Vec<Json>,
+    representation: Representation,
+) -> Result<Response, RestError> {
+    let (content_type, body) = match representation {
+        Representation::Object => {
+            if rows.len() != 1 {
+                return Err(RestError::NotSingular(rows.len()));
+            }
+            let row = rows.into_iter().next().unwrap_or(Json::Null);
+            (SINGLE_OBJECT, row.to_string())
         }
-        rows.into_iter().next().unwrap_or(Json::Null)
-    } else {
-        Json::Array(rows)
-    };
-    let content_type = if single {
-        SINGLE_OBJECT
-    } else {
-        "application/json"
+        Representation::Array => ("application/json", Json::Array(rows).to_string()),
+        Representation::Csv => ("text/csv; charset=utf-8", crate::wire::csv(&rows)),
     };
     Ok((
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        body.to_string(),
+        body,
     )
         .into_response())
 }
@@ -165,6 +195,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = request(query)?;
+    let representation = Representation::of(&headers)?;
     let prefer = prefer(&headers);
     let options = ReadOptions {
         count: prefer.count,
@@ -182,7 +213,7 @@ pub async fn get(
         } else {
             format!("{}-{}/{total}", result.offset, result.offset + shown - 1)
         };
-        let mut response = json_response(StatusCode::OK, result.rows, wants_single(&headers))?;
+        let mut response = rows_response(StatusCode::OK, result.rows, representation)?;
         if let Ok(value) = HeaderValue::from_str(&content_range) {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
@@ -208,6 +239,7 @@ async fn write(
     kind: Write,
 ) -> Result<Response, ApiError> {
     let request = request(query)?;
+    let representation = Representation::of(headers)?;
     let prefer = prefer(headers);
     let run = async {
         let json = body.map(|body| body_json(headers, body)).transpose()?;
@@ -233,7 +265,7 @@ async fn write(
             ),
         };
         if prefer.representation {
-            json_response(with_body, result.rows, wants_single(headers))
+            rows_response(with_body, result.rows, representation)
         } else {
             Ok(without_body.into_response())
         }

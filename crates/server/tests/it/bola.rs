@@ -74,6 +74,21 @@ async fn user_b_can_do_nothing_to_user_a_s_rows() {
             );
             assert!(!rows.to_string().contains("alice"), "{query}: {rows}");
         }
+        // The same reads as CSV: other rows, other answers, the same policy.
+        for query in &reads {
+            let response = server
+                .rest(Method::GET, query, Some(BOB))
+                .header("accept", "text/csv")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            let csv = response.text().await.unwrap();
+            assert!(
+                !csv.contains("alice") && !csv.contains(ALICE),
+                "{query}: {csv}"
+            );
+        }
         let counted = server
             .rest(Method::GET, "notes?select=id", Some(BOB))
             .header("prefer", "count=exact")

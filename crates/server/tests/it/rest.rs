@@ -1148,3 +1148,68 @@ async fn concurrent_inserts_share_commits_and_all_land() {
     );
     assert!(writes > commits, "{writes} writes in {commits} commits");
 }
+
+/// `Accept: text/csv` (supabase-js `.csv()`): the same rows the policies let
+/// through, as RFC 4180 CSV; a media type we do not produce is 406.
+#[tokio::test]
+async fn csv_answers_carry_the_same_rows_as_json() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NOTES, &database).await;
+        insert(
+            &server,
+            ALICE,
+            json!({"title": "plain", "slug": "p", "stars": 3}),
+        )
+        .await;
+        insert(
+            &server,
+            ALICE,
+            json!({"title": "with \"quotes\", a comma\nand a line", "public": true}),
+        )
+        .await;
+        insert(&server, BOB, json!({"title": "bob's"})).await;
+        let csv = |user: Option<&'static str>, query: &'static str| {
+            let server = &server;
+            async move {
+                let response = server
+                    .rest(Method::GET, &format!("notes?{query}"), user)
+                    .header("accept", "text/csv")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "text/csv; charset=utf-8"
+                );
+                response.text().await.unwrap()
+            }
+        };
+        assert_eq!(
+            csv(
+                Some(ALICE),
+                "select=title,stars,public,slug&order=stars.desc"
+            )
+            .await,
+            "title,stars,public,slug\nplain,3,false,p\n\"with \"\"quotes\"\", a comma\nand a line\",0,true,\n",
+        );
+        assert_eq!(
+            csv(None, "select=title").await,
+            "title\n\"with \"\"quotes\"\", a comma\nand a line\"\n",
+            "anon sees the public row only"
+        );
+        assert_eq!(
+            csv(Some(BOB), "select=title&slug=eq.p").await,
+            "",
+            "no rows, no lines"
+        );
+        let refused = server
+            .rest(Method::GET, "notes", Some(ALICE))
+            .header("accept", "application/xml")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 406);
+        assert_eq!(json(refused).await["code"], "PGRST107");
+    }
+}
