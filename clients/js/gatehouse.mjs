@@ -1,6 +1,6 @@
 // Starts a real Gatehouse for the client suites and signs access tokens with its
 // development key, as the auth endpoints will once they land.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createPrivateKey, sign } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,8 +12,29 @@ import ws from 'ws';
 const binary = process.env.GATEHOUSE_BIN;
 if (!binary) throw new Error('GATEHOUSE_BIN must name the gatehouse binary');
 
+let databasesMade = 0;
+
+/// With GATEHOUSE_DATABASE_URL naming a PostgreSQL server, a database of its own
+/// there for one server (suites declare different tables), dropped at its stop.
+function freshDatabase() {
+  const server = process.env.GATEHOUSE_DATABASE_URL;
+  if (!server) return { env: {}, drop() {} };
+  const name = `gatehouse_test_js_${process.pid}_${++databasesMade}`;
+  const admin = new URL(server);
+  admin.pathname = '/postgres';
+  const psql = (sql) => execFileSync('psql', [admin.href, '-qc', sql]);
+  psql(`CREATE DATABASE ${name}`);
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  return {
+    env: { GATEHOUSE_DATABASE_URL: url.href },
+    drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  };
+}
+
 export async function startGatehouse(configFile, extraEnv = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-js-'));
+  const database = freshDatabase();
   const child = spawn(
     binary,
     ['--config', configFile, '--data-dir', dataDir, 'serve', '--listen', '127.0.0.1:0'],
@@ -23,13 +44,15 @@ export async function startGatehouse(configFile, extraEnv = {}) {
       env: Object.fromEntries(
         Object.entries({
           PATH: process.env.PATH,
-          GATEHOUSE_DATABASE_URL: process.env.GATEHOUSE_DATABASE_URL,
+          ...database.env,
           ...extraEnv,
         })
           .filter(([, value]) => value !== undefined),
       ),
     },
   );
+  // The database goes with the server, however it ends.
+  child.once('exit', () => database.drop());
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('gatehouse did not start in 20 s')), 20_000);
     const said = [];

@@ -36,6 +36,34 @@ describe('Supabase defaults through supabase-js', () => {
     assert.equal(signInError, null);
   });
 
+  test('tables and columns with capitals, spaces and accents', async () => {
+    const supabase = client();
+    const { data: signedUp } = await supabase.auth.signUp({ email: 'names@example.com', password: 'names-pass' });
+    const { data: list, error } = await supabase.from('Customer Lists').insert({ id: 1, 'list name': 'Weekly' }).select().single();
+    assert.equal(error, null);
+    assert.equal(list.ownerId, signedUp.user.id);
+    const { error: itemsError } = await supabase.from('Order Items').insert([
+      { id: 10, listId: 1, 'unit price': 250, prénom: 'Zoë' },
+      { id: 11, listId: 1, 'unit price': 900 },
+    ]);
+    assert.equal(itemsError, null);
+    const { data: embedded, error: embedError } = await supabase
+      .from('Customer Lists')
+      .select('"list name", items:"Order Items"("unit price", prénom)')
+      .order('unit price', { referencedTable: 'items', ascending: false });
+    assert.equal(embedError, null);
+    assert.deepEqual(embedded, [
+      { 'list name': 'Weekly', items: [{ 'unit price': 900, prénom: null }, { 'unit price': 250, prénom: 'Zoë' }] },
+    ]);
+    const { data: dear } = await supabase.from('Order Items').select('id, createdAt').gt('unit price', 300).order('createdAt');
+    assert.equal(dear.length, 1);
+    assert.equal(dear[0].id, 11);
+    const { data: renamed } = await supabase.from('Order Items').update({ prénom: 'Zoé' }).eq('prénom', 'Zoë').select('prénom');
+    assert.deepEqual(renamed, [{ prénom: 'Zoé' }]);
+    const { error: anonError } = await client().from('Order Items').select('id');
+    assert.equal(anonError.code, '42501', 'no policy lets anon in');
+  });
+
   test('an anonymous user becomes permanent with updateUser({ email, password })', async () => {
     const supabase = client();
     const { data: anon, error } = await supabase.auth.signInAnonymously();

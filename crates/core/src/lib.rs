@@ -1,9 +1,10 @@
 //! The vocabulary every layer shares, with no IO: which SQL dialect is spoken,
 //! and [`Identifier`], the only way a table or column name reaches SQL.
 //!
-//! Invariant: an `Identifier` is lowercase ASCII letters, digits and underscores,
-//! starts with a letter or underscore, is at most 63 bytes (PostgreSQL's limit)
-//! and is not reserved for Gatehouse; it is always rendered double-quoted.
+//! Invariant: an `Identifier` is letters (any script, any case), digits,
+//! underscores, `$` and inner spaces, starts with a letter or underscore, is at
+//! most 63 bytes (PostgreSQL's limit) and is not reserved for Gatehouse; it holds
+//! no quote, so it is always rendered double-quoted with nothing to escape.
 
 use std::fmt;
 
@@ -39,19 +40,21 @@ const RESERVED_PREFIXES: &[&str] = &["gatehouse_", "sqlite_", "pg_"];
 impl Identifier {
     pub fn new(name: &str) -> Result<Self, InvalidIdentifier> {
         let valid_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '$' | ' '));
         let valid_start = name
-            .bytes()
+            .chars()
             .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
-        if !(valid_chars && valid_start) || name.len() > 63 {
+            .is_some_and(|c| c.is_alphabetic() || c == '_');
+        let trimmed = !name.ends_with(' ') && !name.contains("  ");
+        if !(valid_chars && valid_start && trimmed) || name.len() > 63 {
             return Err(InvalidIdentifier(format!(
-                "{name:?} is not a valid name: use 1 to 63 lowercase letters, digits and \
-                 underscores, starting with a letter"
+                "{name:?} is not a valid name: use up to 63 bytes of letters, digits, \
+                 underscores, $ and single inner spaces, starting with a letter"
             )));
         }
-        if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+        let lowered = name.to_lowercase();
+        if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| lowered.starts_with(**p)) {
             return Err(InvalidIdentifier(format!(
                 "{name:?} is reserved: names starting with {prefix} belong to the system"
             )));
@@ -59,11 +62,17 @@ impl Identifier {
         Ok(Self(name.to_owned()))
     }
 
+    /// The name as SQLite compares it (ASCII letters without case): two names
+    /// equal this way would be one table or column there.
+    pub fn folded(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The name as SQL: double-quoted. The character set above leaves nothing to escape.
+    /// The name as SQL: double-quoted. The characters above leave nothing to escape.
     pub fn quoted(&self) -> String {
         format!("\"{}\"", self.0)
     }
@@ -101,7 +110,20 @@ mod tests {
 
     #[test]
     fn accepts_plain_lowercase_names() {
-        for name in ["orders", "order_items", "_private", "t1", &"a".repeat(63)] {
+        for name in [
+            "orders",
+            "order_items",
+            "_private",
+            "t1",
+            &"a".repeat(63),
+            "Orders",
+            "createdAt",
+            "my table",
+            "Order Items",
+            "prénom",
+            "価格",
+            "amount$",
+        ] {
             assert_eq!(
                 Identifier::new(name).unwrap().quoted(),
                 format!("\"{name}\"")
@@ -113,17 +135,26 @@ mod tests {
     fn refuses_anything_that_could_escape_quoting() {
         for name in [
             "",
-            "Orders",
             "1st",
             "a-b",
-            "a b",
+            " a",
+            "a ",
+            "a  b",
+            "a\tb",
             "a\"b",
             "a;drop",
-            "é",
+            "a.b",
+            "a,b",
+            "a(b)",
+            "a:b",
+            "a!b",
             "gatehouse_meta",
+            "Gatehouse_Meta",
             "sqlite_master",
+            "SQLITE_x",
             "pg_class",
             &"a".repeat(64),
+            &"é".repeat(32),
         ] {
             assert!(Identifier::new(name).is_err(), "{name:?}");
         }

@@ -1,11 +1,14 @@
-//! Tokens of the policy language. Keywords are case-insensitive; names are
-//! lowercase identifiers as in the declared schema.
+//! Tokens of the policy language. Keywords are case-insensitive and bare names
+//! fold to lowercase, as in SQL; a name with capitals, spaces or other letters is
+//! written in double quotes (`"createdAt"`, `"Order Items"`), also as in SQL.
 
 use crate::ParseError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Token {
     Word(String),
+    /// A double-quoted name: exactly as written, never a keyword.
+    Quoted(String),
     Text(String),
     Number(String),
     LParen,
@@ -89,6 +92,18 @@ pub fn tokens(source: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                     }
                 }
                 out.push((start, Token::Text(text)));
+                continue;
+            }
+            b'"' => {
+                let rest = &source[at + 1..];
+                let end = rest
+                    .find('"')
+                    .ok_or_else(|| ParseError::at(start, "unterminated quoted name"))?;
+                if end == 0 {
+                    return Err(ParseError::at(start, "an empty quoted name"));
+                }
+                out.push((start, Token::Quoted(rest[..end].to_owned())));
+                at += end + 2;
                 continue;
             }
             b'0'..=b'9' => {

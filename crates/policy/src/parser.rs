@@ -45,6 +45,7 @@ pub fn parse(source: &str) -> Result<Expr, ParseError> {
 fn describe(token: &Token) -> String {
     match token {
         Token::Word(word) => format!("'{word}'"),
+        Token::Quoted(name) => format!("\"{name}\""),
         Token::Text(text) => format!("string '{text}'"),
         Token::Number(number) => format!("number {number}"),
         Token::LParen => "'('".into(),
@@ -115,7 +116,7 @@ impl Parser {
 
     fn name(&mut self) -> Result<String, ParseError> {
         match self.next() {
-            Some(Token::Word(word)) => Ok(word),
+            Some(Token::Word(word) | Token::Quoted(word)) => Ok(word),
             _ => {
                 self.at -= 1;
                 Err(self.error("expected a name"))
@@ -188,8 +189,9 @@ impl Parser {
         }
         self.expect_keyword("from")?;
         let table = self.name()?;
-        let named =
-            self.keyword("as") || matches!(self.peek(), Some(Token::Word(w)) if w != "where");
+        let named = self.keyword("as")
+            || matches!(self.peek(), Some(Token::Word(w)) if w != "where")
+            || matches!(self.peek(), Some(Token::Quoted(_)));
         let alias = if named { Some(self.name()?) } else { None };
         self.expect_keyword("where")?;
         let condition = self.expr()?;
@@ -239,31 +241,17 @@ impl Parser {
         match self.next() {
             Some(Token::Text(text)) => Ok(Operand::Text(text)),
             Some(Token::Number(number)) => Ok(Operand::Number(number)),
+            Some(Token::Quoted(name)) => self.column(name, at),
             Some(Token::Word(word)) => match word.as_str() {
                 "true" => Ok(Operand::Bool(true)),
                 "false" => Ok(Operand::Bool(false)),
                 "null" => Ok(Operand::Null),
                 "auth" if self.peek() == Some(&Token::Dot) => self.auth_function(),
                 "storage" if self.function_follows() => self.storage_function(),
-                _ => {
-                    if self.peek() == Some(&Token::Dot) {
-                        self.at += 1;
-                        let name = self.name()?;
-                        Ok(Operand::Column {
-                            qualifier: Some(word),
-                            name,
-                            at,
-                        })
-                    } else if self.peek() == Some(&Token::LParen) {
-                        Err(ParseError::at(at, format!("unknown function {word}()")))
-                    } else {
-                        Ok(Operand::Column {
-                            qualifier: None,
-                            name: word,
-                            at,
-                        })
-                    }
+                _ if self.peek() == Some(&Token::LParen) => {
+                    Err(ParseError::at(at, format!("unknown function {word}()")))
                 }
+                _ => self.column(word, at),
             },
             Some(token) => {
                 self.at -= 1;
@@ -274,6 +262,23 @@ impl Parser {
             }
             None => Err(self.error("expected a value or a column, found the end")),
         }
+    }
+
+    /// A column, `name` or `qualifier.name`, whose first part has been read.
+    fn column(&mut self, first: String, at: usize) -> Result<Operand, ParseError> {
+        if self.peek() != Some(&Token::Dot) {
+            return Ok(Operand::Column {
+                qualifier: None,
+                name: first,
+                at,
+            });
+        }
+        self.at += 1;
+        Ok(Operand::Column {
+            qualifier: Some(first),
+            name: self.name()?,
+            at,
+        })
     }
 
     /// `storage.foldername(col)` (then indexed), `storage.filename(col)`,

@@ -436,3 +436,40 @@ fn binding_a_caller_leaves_only_what_reads_rows() {
     let negated = Condition::Not(Box::new(condition));
     assert_eq!(negated.binding(&gold), Condition::Const(false));
 }
+
+#[test]
+fn quoted_names_reach_columns_with_capitals_and_spaces() {
+    let text = r#"
+[tables."Team Members"]
+columns.id = { type = "uuid", primary_key = true }
+columns.userId = { type = "uuid", not_null = true }
+columns."team name" = { type = "text", not_null = true }
+
+[tables.Boards]
+columns.id = { type = "uuid", primary_key = true }
+columns."team name" = { type = "text", not_null = true }
+
+[[tables.Boards.policies]]
+name = "members see their team's boards"
+for = "select"
+to = "authenticated"
+using = "exists (select 1 from \"Team Members\" \"m\" where \"m\".\"team name\" = \"Boards\".\"team name\" and m.\"userId\" = auth.uid())"
+"#;
+    let policies = compile(text).unwrap();
+    let using = policies
+        .for_table("Boards")
+        .unwrap()
+        .using(Command::Select, Role::Authenticated)
+        .map(std::borrow::Cow::into_owned)
+        .unwrap();
+    let Condition::Exists { table, .. } = &using else {
+        panic!("{using:?}")
+    };
+    assert_eq!(table.as_str(), "Team Members");
+    // Bare names fold to lowercase, as in SQL, so they miss a column with capitals.
+    let folded = text.replace(r#"m.\"userId\""#, "m.userId");
+    let error = compile(&folded).unwrap_err();
+    assert!(error.contains("userid"), "{error}");
+    let unterminated = text.replace(r#"m.\"userId\" = auth"#, r#"m.\"userId = auth"#);
+    assert!(compile(&unterminated).is_err());
+}

@@ -105,7 +105,7 @@ pub fn leaf(column: &str, expression: &str) -> Result<Filter, QueryError> {
         _ => Operand::Value(unquote(value)),
     };
     Ok(Filter::Leaf {
-        column: column.to_owned(),
+        column: unquote(column),
         negated,
         op,
         operand,
@@ -195,7 +195,7 @@ fn split_top_level<'a>(text: &'a str, param: &str) -> Result<Vec<&'a str>, Query
 }
 
 /// `"a,b"` → `a,b`, with `\"` and `\\` unescaped; bare values stay as they are.
-fn unquote(value: &str) -> String {
+pub(crate) fn unquote(value: &str) -> String {
     match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         Some(inner) => {
             let mut out = String::with_capacity(inner.len());

@@ -129,7 +129,10 @@ fn number(param: &str, value: &str) -> Result<u64, QueryError> {
 }
 
 fn names(param: &str, value: &str) -> Result<Vec<String>, QueryError> {
-    let list: Vec<String> = value.split(',').map(|n| n.trim().to_owned()).collect();
+    let list: Vec<String> = value
+        .split(',')
+        .map(|n| filter::unquote(n.trim()))
+        .collect();
     if list.len() > MAX_ITEMS || list.iter().any(String::is_empty) {
         return Err(invalid(
             param,
@@ -148,7 +151,7 @@ fn order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
         .into_iter()
         .map(|term| {
             let mut parts = term.trim().split('.');
-            let column = parts.next().unwrap_or_default().to_owned();
+            let column = filter::unquote(parts.next().unwrap_or_default());
             if column.is_empty() {
                 return Err(invalid(
                     "order",

@@ -43,10 +43,18 @@ impl Parser<'_> {
         self.text[self.at..].chars().next()
     }
 
+    /// A name: bare, or in double quotes (`"Order Items"`), as supabase-js sends
+    /// names holding spaces (it strips whitespace outside quotes).
     fn word(&mut self) -> String {
         let rest = &self.text[self.at..];
+        if let Some(quoted) = rest.strip_prefix('"')
+            && let Some(end) = quoted.find('"')
+        {
+            self.at += end + 2;
+            return quoted[..end].to_owned();
+        }
         let end = rest
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
             .unwrap_or(rest.len());
         self.at += end;
         rest[..end].to_owned()

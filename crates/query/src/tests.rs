@@ -203,3 +203,51 @@ fn embedded_paging() {
     );
     assert!(request.filters.is_empty());
 }
+
+#[test]
+fn names_with_capitals_spaces_and_other_scripts() {
+    let request = check(
+        "select=createdAt,\"Order Items\"(\"unit price\",prénom)&\"my col\"=eq.1&createdAt=gt.2024&or=(\"my col\".eq.2,prénom.eq.x)&order=\"my col\".desc,createdAt",
+    );
+    assert_eq!(
+        request.select,
+        vec![
+            SelectItem::Column {
+                name: "createdAt".into(),
+                alias: None
+            },
+            SelectItem::Embed {
+                relation: "Order Items".into(),
+                alias: None,
+                hint: None,
+                inner: false,
+                items: vec![
+                    SelectItem::Column {
+                        name: "unit price".into(),
+                        alias: None
+                    },
+                    SelectItem::Column {
+                        name: "prénom".into(),
+                        alias: None
+                    },
+                ],
+            },
+        ]
+    );
+    assert_eq!(
+        request.filters,
+        vec![
+            leaf("my col", false, Op::Eq, value("1")),
+            leaf("createdAt", false, Op::Gt, value("2024")),
+            Filter::Any {
+                negated: false,
+                items: vec![
+                    leaf("my col", false, Op::Eq, value("2")),
+                    leaf("prénom", false, Op::Eq, value("x")),
+                ],
+            },
+        ]
+    );
+    let columns: Vec<&str> = request.order.iter().map(|t| t.column.as_str()).collect();
+    assert_eq!(columns, ["my col", "createdAt"]);
+}

@@ -185,6 +185,13 @@ impl Schema {
             .iter()
             .map(|(name, table)| table_of(name, table))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((_, second)) = same_without_case(tables.iter().map(|t| &t.name)) {
+            return Err(table_error(
+                second.as_str(),
+                "another table has this name but for the case of its letters, which SQLite \
+                 would take for the same table",
+            ));
+        }
         resolve_references(&mut tables, declaration)?;
         add_foreign_key_indexes(&mut tables);
         Ok(Schema {
@@ -208,6 +215,19 @@ fn column_error(table: &str, column: &str, message: impl Into<String>) -> Schema
     }
 }
 
+/// The first two names that differ only in the case of ASCII letters.
+fn same_without_case<'a>(
+    names: impl Iterator<Item = &'a Identifier>,
+) -> Option<(&'a Identifier, &'a Identifier)> {
+    let mut seen = std::collections::HashMap::new();
+    for name in names {
+        if let Some(first) = seen.insert(name.folded(), name) {
+            return Some((first, name));
+        }
+    }
+    None
+}
+
 /// Index and constraint names: `ix_<table>_<columns>`, shortened with a hash of
 /// the full name when PostgreSQL's 63-byte limit would cut it.
 fn index_name(prefix: &str, table: &Identifier, columns: &[Identifier]) -> Identifier {
@@ -221,7 +241,11 @@ fn index_name(prefix: &str, table: &Identifier, columns: &[Identifier]) -> Ident
         let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
-        name = format!("{}_{:08x}", &name[..54], hash as u32);
+        let mut cut = 54;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name = format!("{}_{:08x}", &name[..cut], hash as u32);
     }
     // The parts are identifiers and the prefix is ours, so this cannot fail.
     Identifier::new(&name).unwrap_or_else(|_| table.clone())
@@ -237,6 +261,14 @@ fn table_of(name: &str, declared: &TableDecl) -> Result<Table, SchemaError> {
         .iter()
         .map(|(column, decl)| column_of(name, column, decl))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some((_, second)) = same_without_case(columns.iter().map(|c| &c.name)) {
+        return Err(column_error(
+            name,
+            second.as_str(),
+            "another column has this name but for the case of its letters, which SQLite \
+             would take for the same column",
+        ));
+    }
     match columns.iter().filter(|c| c.primary_key).count() {
         1 => {}
         0 => {
@@ -581,8 +613,20 @@ mod tests {
                 "table t: declare one column with primary_key",
             ),
             (
-                "[tables.Bad]\ncolumns.id = { type = \"uuid\", primary_key = true }",
+                "[tables.\"Bad-name\"]\ncolumns.id = { type = \"uuid\", primary_key = true }",
                 "not a valid name",
+            ),
+            (
+                "[tables.\"Gatehouse_users\"]\ncolumns.id = { type = \"uuid\", primary_key = true }",
+                "reserved",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.createdAt = { type = \"text\" }\ncolumns.createdat = { type = \"text\" }",
+                "column createdat: another column has this name but for the case",
+            ),
+            (
+                "[tables.Orders]\ncolumns.id = { type = \"uuid\", primary_key = true }\n[tables.orders]\ncolumns.id = { type = \"uuid\", primary_key = true }",
+                "table orders: another table has this name but for the case",
             ),
             (
                 "[tables.gatehouse_x]\ncolumns.id = { type = \"uuid\", primary_key = true }",
@@ -617,6 +661,24 @@ mod tests {
             let error = parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?} gave {error}");
         }
+    }
+
+    #[test]
+    fn names_as_postgresql_quotes_them() {
+        let schema = parse(
+            "[tables.\"Order Items\"]\ncolumns.id = { type = \"uuid\", primary_key = true }\n\
+             columns.createdAt = { type = \"timestamptz\", server_set = \"now()\" }\n\
+             columns.\"prénom du client\" = { type = \"text\" }\n\
+             indexes = [[\"createdAt\", \"prénom du client\"]]\n",
+        )
+        .unwrap();
+        let table = schema.table("Order Items").unwrap();
+        assert!(table.column("createdAt").is_some());
+        assert!(table.column("createdat").is_none(), "names keep their case");
+        let long = Identifier::new(&"é".repeat(31)).unwrap();
+        let index = index_name("ix", &long, std::slice::from_ref(&long));
+        assert!(index.as_str().len() <= 63, "{index}");
+        assert_eq!(table.indexes.len(), 1);
     }
 
     #[test]

@@ -1213,3 +1213,136 @@ async fn csv_answers_carry_the_same_rows_as_json() {
         assert_eq!(json(refused).await["code"], "PGRST107");
     }
 }
+
+const NAMED_AS_IN_POSTGRES: &str = r#"
+[tables."Customer Lists"]
+columns.id = { type = "bigint", primary_key = true }
+columns.ownerId = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns."list name" = { type = "text", not_null = true }
+
+[[tables."Customer Lists".policies]]
+name = "owners"
+for = "all"
+to = "authenticated"
+using = "\"ownerId\" = auth.uid()"
+with_check = "\"ownerId\" = auth.uid()"
+
+[tables."Order Items"]
+columns.id = { type = "bigint", primary_key = true }
+columns.listId = { type = "bigint", not_null = true, references = "Customer Lists" }
+columns."unit price" = { type = "integer", not_null = true }
+columns."prénom" = { type = "text" }
+columns.createdAt = { type = "timestamptz", server_set = "now()" }
+
+[[tables."Order Items".policies]]
+name = "items of one's lists"
+for = "all"
+to = "authenticated"
+using = "exists (select 1 from \"Customer Lists\" l where l.id = \"Order Items\".\"listId\" and l.\"ownerId\" = auth.uid())"
+with_check = "exists (select 1 from \"Customer Lists\" l where l.id = \"Order Items\".\"listId\" and l.\"ownerId\" = auth.uid())"
+"#;
+
+/// Tables and columns named as existing Supabase schemas name them: capitals,
+/// spaces, other scripts; always quoted in SQL, still only from the declaration.
+#[tokio::test]
+async fn names_with_capitals_spaces_and_accents_are_served() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(NAMED_AS_IN_POSTGRES, &database).await;
+        let post = |path: &str, user: &str, body: Value| {
+            server
+                .rest(Method::POST, path, Some(user))
+                .header("prefer", "return=representation")
+                .json(&body)
+                .send()
+        };
+        let list = post(
+            "Customer%20Lists",
+            ALICE,
+            json!({"id": 1, "list name": "Weekly"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(list.status(), 201);
+        assert_eq!(json(list).await[0]["ownerId"], ALICE);
+        post(
+            "Customer%20Lists",
+            BOB,
+            json!({"id": 2, "list name": "Bob's"}),
+        )
+        .await
+        .unwrap();
+        let items = post(
+            "Order%20Items",
+            ALICE,
+            json!([{"id": 10, "listId": 1, "unit price": 250, "prénom": "Zoë"},
+                   {"id": 11, "listId": 1, "unit price": 900}]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(items.status(), 201);
+        let into_bobs = post(
+            "Order%20Items",
+            ALICE,
+            json!({"id": 12, "listId": 2, "unit price": 1}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            into_bobs.status(),
+            403,
+            "the policy over quoted names holds"
+        );
+
+        let read = |user: &'static str, query: &'static str| {
+            let server = &server;
+            async move {
+                let response = server
+                    .rest(Method::GET, query, Some(user))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "{query}");
+                json(response).await
+            }
+        };
+        let embedded = read(
+            ALICE,
+            "Customer%20Lists?select=%22list%20name%22,items:%22Order%20Items%22(id,%22unit%20price%22,pr%C3%A9nom)&items.order=%22unit%20price%22.desc",
+        )
+        .await;
+        assert_eq!(
+            embedded,
+            json!([{"list name": "Weekly", "items": [
+                {"id": 11, "unit price": 900, "prénom": null},
+                {"id": 10, "unit price": 250, "prénom": "Zoë"},
+            ]}])
+        );
+        let filtered = read(
+            ALICE,
+            "Order%20Items?select=id,createdAt&unit%20price=gt.300&order=createdAt.desc",
+        )
+        .await;
+        assert_eq!(filtered.as_array().unwrap().len(), 1);
+        assert_eq!(filtered[0]["id"], 11);
+        assert!(filtered[0]["createdAt"].is_string());
+        assert_eq!(read(BOB, "Order%20Items?select=id").await, json!([]));
+        let renamed = server
+            .rest(
+                Method::PATCH,
+                "Order%20Items?pr%C3%A9nom=eq.Zo%C3%AB",
+                Some(ALICE),
+            )
+            .header("prefer", "return=representation")
+            .json(&json!({"prénom": "Zoé"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(renamed).await[0]["prénom"], "Zoé");
+        let unknown = server
+            .rest(Method::GET, "Order%20Items?select=createdat", Some(ALICE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 400, "names keep their case");
+    }
+}
