@@ -64,6 +64,31 @@ describe('Supabase defaults through supabase-js', () => {
     assert.equal(anonError.code, '42501', 'no policy lets anon in');
   });
 
+  test('JSON paths in select, filters and order', async () => {
+    const supabase = client();
+    await supabase.auth.signUp({ email: 'paths@example.com', password: 'paths-pass' });
+    const { error } = await supabase.from('Customer Lists').insert([
+      { id: 20, 'list name': 'Groceries', details: { kind: 'weekly', address: { city: 'Paris', zip: '75001' }, tags: ['food', 'home'] } },
+      { id: 21, 'list name': 'Gifts', details: { kind: 'yearly', address: { city: 'Lyon' }, tags: ['family'] } },
+    ]);
+    assert.equal(error, null);
+    const { data, error: readError } = await supabase
+      .from('Customer Lists')
+      .select('id, city:details->address->>city, details->tags->0')
+      .in('id', [20, 21])
+      .order('details->address->>city', { ascending: true });
+    assert.equal(readError, null);
+    assert.deepEqual(data, [
+      { id: 21, city: 'Lyon', 0: 'family' },
+      { id: 20, city: 'Paris', 0: 'food' },
+    ]);
+    const { data: weekly } = await supabase.from('Customer Lists').select('id').eq('details->>kind', 'weekly');
+    assert.deepEqual(weekly, [{ id: 20 }]);
+    // A JSON array goes as JSON text; supabase-js writes a JS array as a PostgreSQL array literal.
+    const { data: tagged } = await supabase.from('Customer Lists').select('id').contains('details->tags', JSON.stringify(['family']));
+    assert.deepEqual(tagged, [{ id: 21 }]);
+  });
+
   test('an anonymous user becomes permanent with updateUser({ email, password })', async () => {
     const supabase = client();
     const { data: anon, error } = await supabase.auth.signInAnonymously();

@@ -29,6 +29,17 @@ fn contains_at(container: &Value, contained: &Value, top: bool) -> bool {
     }
 }
 
+/// A JSON value as PostgreSQL's `->>` gives it: a string's text, `None` for
+/// null, any other value's JSON text. Registered on SQLite as
+/// `gatehouse_json_text(json)` over what `->` returns.
+pub fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::contains;

@@ -415,6 +415,12 @@ fn configure(connection: &Connection) -> Result<()> {
         },
     )?;
     let deterministic = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    connection.create_scalar_function("gatehouse_json_text", 1, deterministic, |context| {
+        let json = context.get::<Option<String>>(0)?;
+        Ok(json
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .and_then(|value| crate::json::as_text(&value)))
+    })?;
     connection.create_scalar_function("gatehouse_foldername", 2, deterministic, |context| {
         let path = context.get::<Option<String>>(0)?;
         let n = context.get::<i64>(1)?;

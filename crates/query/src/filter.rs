@@ -1,5 +1,6 @@
 //! Filters: `col=not.eq.5`, `col=in.(1,2,"a,b")`, `or=(a.eq.1,and(b.gt.2,c.is.null))`.
 
+use crate::path::{JsonStep, field};
 use crate::{MAX_ITEMS, MAX_NESTING, QueryError, invalid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub enum Operand {
 pub enum Filter {
     Leaf {
         column: String,
+        /// Into a JSON column: `address->>city=eq.Paris`.
+        path: Vec<JsonStep>,
         negated: bool,
         op: Op,
         operand: Operand,
@@ -104,8 +107,10 @@ pub fn leaf(column: &str, expression: &str) -> Result<Filter, QueryError> {
         Op::Like | Op::Ilike => Operand::Value(value.replace('*', "%")),
         _ => Operand::Value(unquote(value)),
     };
+    let (column, path) = field(column, column)?;
     Ok(Filter::Leaf {
-        column: unquote(column),
+        column,
+        path,
         negated,
         op,
         operand,

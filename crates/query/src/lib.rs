@@ -6,9 +6,11 @@
 //! [`QueryError`]; nesting depth, list lengths and value sizes are capped.
 
 mod filter;
+mod path;
 mod select;
 
 pub use filter::{Filter, Op, Operand};
+pub use path::{JsonKey, JsonStep};
 pub use select::SelectItem;
 
 /// Limits on what one query string may ask for.
@@ -31,6 +33,8 @@ fn invalid(param: &str, message: impl Into<String>) -> QueryError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderTerm {
     pub column: String,
+    /// Into a JSON column: `order=data->>name`.
+    pub path: Vec<JsonStep>,
     pub descending: bool,
     /// `None`: the database's default for the direction.
     pub nulls_first: Option<bool>,
@@ -151,7 +155,7 @@ fn order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
         .into_iter()
         .map(|term| {
             let mut parts = term.trim().split('.');
-            let column = filter::unquote(parts.next().unwrap_or_default());
+            let (column, path) = path::field("order", parts.next().unwrap_or_default())?;
             if column.is_empty() {
                 return Err(invalid(
                     "order",
@@ -160,6 +164,7 @@ fn order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
             }
             let mut term = OrderTerm {
                 column,
+                path,
                 descending: false,
                 nulls_first: None,
             };

@@ -1,5 +1,6 @@
 //! `select=id,name,author:users(id,name),orders!inner(*)`.
 
+use crate::path::{JsonStep, steps};
 use crate::{MAX_ITEMS, MAX_NESTING, QueryError, invalid};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,6 +9,8 @@ pub enum SelectItem {
     Column {
         name: String,
         alias: Option<String>,
+        /// Into a JSON column: `address->city`, `data->tags->>0`.
+        path: Vec<JsonStep>,
     },
     /// A related table along a declared foreign key.
     Embed {
@@ -140,12 +143,28 @@ impl Parser<'_> {
                 format!("'!' applies to embedded resources, not to column {name}"),
             ));
         }
-        if self.text[self.at..].starts_with("::") || self.text[self.at..].starts_with("->") {
-            return Err(invalid(
-                "select",
-                "casts and JSON paths in select are not supported",
-            ));
+        let path = self.path()?;
+        if self.text[self.at..].starts_with("::") {
+            return Err(invalid("select", "casts in select are not supported"));
         }
-        Ok(SelectItem::Column { name, alias })
+        Ok(SelectItem::Column { name, alias, path })
+    }
+
+    /// `->key`, `->0`, `->>key` steps after a column name, up to the item's end.
+    fn path(&mut self) -> Result<Vec<JsonStep>, QueryError> {
+        let rest = &self.text[self.at..];
+        if !rest.starts_with("->") {
+            return Ok(Vec::new());
+        }
+        let mut quoted = false;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                quoted ^= c == '"';
+                !quoted && matches!(c, ',' | ')' | ':')
+            })
+            .map_or(rest.len(), |(at, _)| at);
+        self.at += end;
+        steps("select", &rest[..end])
     }
 }

@@ -7,6 +7,7 @@ fn check(query: &str) -> Request {
 fn leaf(column: &str, negated: bool, op: Op, operand: Operand) -> Filter {
     Filter::Leaf {
         column: column.into(),
+        path: vec![],
         negated,
         op,
         operand,
@@ -26,11 +27,13 @@ fn select_lists() {
         vec![
             SelectItem::Column {
                 name: "id".into(),
-                alias: None
+                alias: None,
+                path: vec![],
             },
             SelectItem::Column {
                 name: "name".into(),
-                alias: Some("title".into())
+                alias: Some("title".into()),
+                path: vec![],
             },
         ]
     );
@@ -39,7 +42,8 @@ fn select_lists() {
         vec![
             SelectItem::Column {
                 name: "id".into(),
-                alias: None
+                alias: None,
+                path: vec![],
             },
             SelectItem::Embed {
                 relation: "users".into(),
@@ -49,11 +53,13 @@ fn select_lists() {
                 items: vec![
                     SelectItem::Column {
                         name: "id".into(),
-                        alias: None
+                        alias: None,
+                        path: vec![],
                     },
                     SelectItem::Column {
                         name: "name".into(),
-                        alias: None
+                        alias: None,
+                        path: vec![],
                     },
                 ],
             },
@@ -133,11 +139,13 @@ fn order_limit_offset() {
         vec![
             OrderTerm {
                 column: "created_at".into(),
+                path: vec![],
                 descending: true,
                 nulls_first: Some(false)
             },
             OrderTerm {
                 column: "id".into(),
+                path: vec![],
                 descending: false,
                 nulls_first: None
             },
@@ -192,6 +200,7 @@ fn embedded_paging() {
                 "items".to_owned(),
                 Paging::Order(vec![OrderTerm {
                     column: "qty".into(),
+                    path: vec![],
                     descending: true,
                     nulls_first: None
                 }])
@@ -214,7 +223,8 @@ fn names_with_capitals_spaces_and_other_scripts() {
         vec![
             SelectItem::Column {
                 name: "createdAt".into(),
-                alias: None
+                alias: None,
+                path: vec![],
             },
             SelectItem::Embed {
                 relation: "Order Items".into(),
@@ -224,11 +234,13 @@ fn names_with_capitals_spaces_and_other_scripts() {
                 items: vec![
                     SelectItem::Column {
                         name: "unit price".into(),
-                        alias: None
+                        alias: None,
+                        path: vec![],
                     },
                     SelectItem::Column {
                         name: "prénom".into(),
-                        alias: None
+                        alias: None,
+                        path: vec![],
                     },
                 ],
             },
@@ -250,4 +262,54 @@ fn names_with_capitals_spaces_and_other_scripts() {
     );
     let columns: Vec<&str> = request.order.iter().map(|t| t.column.as_str()).collect();
     assert_eq!(columns, ["my col", "createdAt"]);
+}
+
+#[test]
+fn json_paths_in_select_filters_and_order() {
+    let step = |key: JsonKey, as_text| JsonStep { key, as_text };
+    let field = |name: &str| JsonKey::Field(name.into());
+    let request = check(
+        "select=address->city,zip:address->>postcode,data->tags->0,data->tags->-1&address->>postcode=eq.90210&data->\"a b\"->1=eq.2&order=data->>rank.desc",
+    );
+    let paths: Vec<(Option<String>, Vec<JsonStep>)> = request
+        .select
+        .iter()
+        .map(|item| match item {
+            SelectItem::Column { alias, path, .. } => (alias.clone(), path.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            (None, vec![step(field("city"), false)]),
+            (Some("zip".into()), vec![step(field("postcode"), true)]),
+            (
+                None,
+                vec![step(field("tags"), false), step(JsonKey::Index(0), false)]
+            ),
+            (
+                None,
+                vec![step(field("tags"), false), step(JsonKey::Index(-1), false)]
+            ),
+        ]
+    );
+    let Filter::Leaf { column, path, .. } = &request.filters[1] else {
+        panic!()
+    };
+    assert_eq!(column, "data");
+    assert_eq!(
+        path,
+        &vec![step(field("a b"), false), step(JsonKey::Index(1), false)]
+    );
+    assert_eq!(request.order[0].path, vec![step(field("rank"), true)]);
+    for bad in [
+        "select=data->>a->b",
+        "select=data->",
+        "data->>a->b=eq.1",
+        "data->=eq.1",
+        "order=data->>a->>b",
+    ] {
+        assert!(parse(&written_pairs(bad)).is_err(), "{bad}");
+    }
 }

@@ -139,6 +139,7 @@ pub(crate) fn distribute(
                     })?;
                 if let Filter::Leaf {
                     column,
+                    path,
                     negated,
                     op,
                     operand,
@@ -147,6 +148,7 @@ pub(crate) fn distribute(
                     let rest = column[head.len() + 1..].to_owned();
                     link.filters.push(Filter::Leaf {
                         column: rest,
+                        path,
                         negated,
                         op,
                         operand,

@@ -15,6 +15,7 @@ mod caller;
 mod embed;
 mod error;
 mod openapi;
+mod output;
 mod read;
 mod sql;
 mod values;

@@ -10,6 +10,7 @@ use gatehouse_schema::Column;
 use serde_json::{Map, Value as Json};
 
 use crate::embed;
+use crate::output::Output;
 use crate::sql::{Decided, StatementBuilder, Undecided};
 use crate::values::to_json;
 use crate::{Access, Caller, Rest, RestError};
@@ -35,30 +36,27 @@ pub struct ReadResult {
     pub total: Option<u64>,
 }
 
-/// The columns a select list names, each with the key it gets in the JSON.
+/// What a select list names, each with the key it gets in the JSON.
 pub(crate) fn selected<'a>(
     access: &'a Access<'_>,
     select: &[SelectItem],
-) -> Result<Vec<(&'a Column, String)>, RestError> {
+) -> Result<Vec<Output<'a>>, RestError> {
     if select.is_empty() {
         return Ok(access
             .readable_columns()
             .into_iter()
-            .map(|c| (c, c.name.to_string()))
+            .map(Output::column)
             .collect());
     }
     let mut out = Vec::new();
     for item in select {
         match item {
-            SelectItem::Star => out.extend(
-                access
-                    .readable_columns()
-                    .into_iter()
-                    .map(|c| (c, c.name.to_string())),
-            ),
-            SelectItem::Column { name, alias } => {
+            SelectItem::Star => {
+                out.extend(access.readable_columns().into_iter().map(Output::column))
+            }
+            SelectItem::Column { name, alias, path } => {
                 let column = access.readable(name)?;
-                out.push((column, alias.clone().unwrap_or_else(|| name.clone())));
+                out.push(Output::path(column, path, alias.as_deref())?);
             }
             // Embeds are read separately (see `load`).
             SelectItem::Embed { .. } => {}
@@ -81,16 +79,16 @@ pub(crate) fn where_clause(
     Ok(sql.and_decision(access.using(), "t0", None))
 }
 
-pub(crate) fn row_object(columns: &[(&Column, String)], values: &[Value]) -> Json {
-    let mut object = Map::with_capacity(columns.len());
-    for ((column, key), value) in columns.iter().zip(values) {
-        object.insert(key.clone(), to_json(column.ty, value));
+pub(crate) fn row_object(outputs: &[Output<'_>], values: &[Value]) -> Json {
+    let mut object = Map::with_capacity(outputs.len());
+    for (output, value) in outputs.iter().zip(values) {
+        object.insert(output.key.clone(), to_json(output.ty(), value));
     }
     Json::Object(object)
 }
 
-/// The columns a read returns, each with its JSON key.
-type Selected<'a> = Vec<(&'a Column, String)>;
+/// What a read returns, each with its JSON key.
+type Selected<'a> = Vec<Output<'a>>;
 
 /// The SELECT for a read, with the columns it returns and the offset it starts at.
 /// `hidden` columns follow the selected ones (join keys for embeds); `within`
@@ -109,15 +107,12 @@ fn statement<'a>(
     let columns = selected(access, &request.select)?;
     let mut sql = StatementBuilder::new(dialect);
     sql.push("SELECT ");
-    let outputs = columns
-        .iter()
-        .map(|(column, _)| *column)
-        .chain(hidden.iter().copied());
-    for (i, column) in outputs.enumerate() {
+    let hidden = hidden.iter().map(|column| Output::column(column));
+    for (i, output) in columns.iter().cloned().chain(hidden).enumerate() {
         if i > 0 {
             sql.push(", ");
         }
-        sql.output(Some("t0"), column);
+        sql.output_of(Some("t0"), &output)?;
     }
     sql.push(" FROM ")
         .raw(&access.table.name.quoted())
@@ -142,7 +137,7 @@ fn statement<'a>(
             match term.column.split_once('(') {
                 None => {
                     let column = access.readable(&term.column)?;
-                    sql.column("t0", &column.name);
+                    sql.field(Some("t0"), column, &term.path)?;
                 }
                 Some((relation, inner)) => {
                     let column = inner.strip_suffix(')').ok_or_else(|| {

@@ -10,11 +10,12 @@ use std::marker::PhantomData;
 use gatehouse_core::{Dialect, Identifier};
 use gatehouse_db::{Statement, Value};
 use gatehouse_policy::{Condition, Term};
-use gatehouse_query::{Filter, Op, Operand};
+use gatehouse_query::{Filter, JsonKey, JsonStep, Op, Operand};
 use gatehouse_schema::{Column, ColumnType, Literal};
 
 use crate::RestError;
 use crate::access::{Decision, Verdict};
+use crate::output::{Output, json_path_applies, path_type};
 use crate::values::from_text;
 
 /// A statement under construction. Text from outside this crate is only ever
@@ -244,6 +245,91 @@ impl<S> StatementBuilder<S> {
         self
     }
 
+    /// A column, or a path into a JSON column, with each key bound:
+    /// `("t0"."data" -> $1 ->> $2)`. On SQLite every step is `->`, and a last
+    /// `->>` takes the value's text as PostgreSQL gives it (`gatehouse_json_text`),
+    /// so both databases give the same text.
+    pub(crate) fn field(
+        &mut self,
+        alias: Option<&str>,
+        column: &Column,
+        path: &[JsonStep],
+    ) -> Result<&mut Self, RestError> {
+        let named = |sql: &mut Self| match alias {
+            Some(alias) => {
+                sql.column(alias, &column.name);
+            }
+            None => {
+                sql.raw(&column.name.quoted());
+            }
+        };
+        let Some(last) = path.last() else {
+            named(self);
+            return Ok(self);
+        };
+        json_path_applies(column, path)?;
+        let text = self.dialect == Dialect::Sqlite && last.as_text;
+        self.push(if text { "gatehouse_json_text((" } else { "(" });
+        named(self);
+        for step in path {
+            let arrow = match (self.dialect, step.as_text) {
+                (Dialect::Postgres, true) => " ->> ",
+                _ => " -> ",
+            };
+            self.push(arrow);
+            self.json_key(&step.key, column)?;
+        }
+        self.push(if text { "))" } else { ")" });
+        Ok(self)
+    }
+
+    /// A path key as a bound value: a member's name or an array index. SQLite
+    /// reads text that starts with `$` as a whole path, so such a name is
+    /// written as one, and a negative index as `$[#-n]`.
+    fn json_key(&mut self, key: &JsonKey, column: &Column) -> Result<(), RestError> {
+        let value = match (self.dialect, key) {
+            (Dialect::Postgres, JsonKey::Field(name)) => Value::Text(name.clone()),
+            (Dialect::Postgres, JsonKey::Index(index)) => Value::Integer(*index),
+            (Dialect::Sqlite, JsonKey::Index(index)) if *index >= 0 => Value::Integer(*index),
+            (Dialect::Sqlite, JsonKey::Index(index)) => Value::Text(format!("$[#{index}]")),
+            (Dialect::Sqlite, JsonKey::Field(name)) if !name.starts_with('$') => {
+                Value::Text(name.clone())
+            }
+            (Dialect::Sqlite, JsonKey::Field(name)) if !name.contains('"') => {
+                Value::Text(format!("$.\"{name}\""))
+            }
+            (Dialect::Sqlite, JsonKey::Field(_)) => {
+                return Err(RestError::InvalidValue {
+                    column: column.name.to_string(),
+                    message: "a JSON key starting with $ cannot hold a double quote".into(),
+                });
+            }
+        };
+        let ty = match value {
+            Value::Integer(_) => ColumnType::Integer,
+            _ => ColumnType::Text,
+        };
+        self.param(value, Some(ty));
+        Ok(())
+    }
+
+    /// An output value: a column (see [`Self::output`]) or a JSON path, whose
+    /// JSON PostgreSQL sends as text.
+    pub(crate) fn output_of(
+        &mut self,
+        alias: Option<&str>,
+        output: &Output<'_>,
+    ) -> Result<&mut Self, RestError> {
+        if output.path.is_empty() {
+            return Ok(self.output(alias, output.column));
+        }
+        self.field(alias, output.column, &output.path)?;
+        if self.dialect == Dialect::Postgres && output.ty() == ColumnType::Jsonb {
+            self.push("::text");
+        }
+        Ok(self)
+    }
+
     fn literal(&mut self, literal: &Literal, ty: Option<ColumnType>) {
         let value = match literal {
             Literal::Bool(flag) => Value::Bool(*flag),
@@ -403,11 +489,16 @@ impl<S> StatementBuilder<S> {
             }
             Filter::Leaf {
                 column,
+                path,
                 negated,
                 op,
                 operand,
             } => {
                 let column = resolve(column)?;
+                json_path_applies(column, path)?;
+                // A path compares what it reaches: JSON for `->`, text for `->>`.
+                let ty = path_type(column, path);
+                let field = Some(alias);
                 let invalid = |message: String| RestError::InvalidValue {
                     column: column.name.to_string(),
                     message,
@@ -415,17 +506,15 @@ impl<S> StatementBuilder<S> {
                 self.push(if *negated { "(NOT (" } else { "((" });
                 match (op, operand) {
                     (Op::Is, Operand::Null) => {
-                        self.column(alias, &column.name).push(" IS NULL");
+                        self.field(field, column, path)?.push(" IS NULL");
                     }
-                    (Op::Is, Operand::True | Operand::False)
-                        if column.ty == ColumnType::Boolean =>
-                    {
+                    (Op::Is, Operand::True | Operand::False) if ty == ColumnType::Boolean => {
                         let truth = if *operand == Operand::True {
                             " IS TRUE"
                         } else {
                             " IS FALSE"
                         };
-                        self.column(alias, &column.name).push(truth);
+                        self.field(field, column, path)?.push(truth);
                     }
                     (Op::Is, _) => {
                         return Err(invalid(
@@ -436,29 +525,29 @@ impl<S> StatementBuilder<S> {
                         self.push("1 = 0");
                     }
                     (Op::In, Operand::List(items)) => {
-                        self.column(alias, &column.name).push(" IN (");
+                        self.field(field, column, path)?.push(" IN (");
                         for (i, item) in items.iter().enumerate() {
                             if i > 0 {
                                 self.push(", ");
                             }
-                            let value = from_text(column, item).map_err(invalid)?;
-                            self.param(value, Some(column.ty));
+                            let value = from_text(ty, item).map_err(invalid)?;
+                            self.param(value, Some(ty));
                         }
                         self.push(")");
                     }
                     (Op::Like | Op::Ilike, Operand::Value(pattern)) => {
-                        if column.ty != ColumnType::Text {
+                        if ty != ColumnType::Text {
                             return Err(invalid("like and ilike apply to text columns".into()));
                         }
                         let pattern = Value::Text(pattern.clone());
                         match (op, self.dialect) {
                             (Op::Like, _) => {
-                                self.column(alias, &column.name)
+                                self.field(field, column, path)?
                                     .push(" LIKE ")
                                     .param(pattern, Some(ColumnType::Text));
                             }
                             (_, Dialect::Postgres) => {
-                                self.column(alias, &column.name)
+                                self.field(field, column, path)?
                                     .push(" ILIKE ")
                                     .param(pattern, Some(ColumnType::Text));
                             }
@@ -471,26 +560,26 @@ impl<S> StatementBuilder<S> {
                         }
                     }
                     (Op::Cs | Op::Cd, Operand::Value(text)) => {
-                        if column.ty != ColumnType::Jsonb {
+                        if ty != ColumnType::Jsonb {
                             return Err(invalid("cs and cd apply to jsonb columns".into()));
                         }
-                        let value = from_text(column, text).map_err(invalid)?;
+                        let value = from_text(ty, text).map_err(invalid)?;
                         match self.dialect {
                             Dialect::Postgres => {
                                 let op = if *op == Op::Cs { " @> " } else { " <@ " };
-                                self.column(alias, &column.name)
+                                self.field(field, column, path)?
                                     .push(op)
-                                    .param(value, Some(column.ty));
+                                    .param(value, Some(ty));
                             }
                             Dialect::Sqlite => {
                                 // The same containment, as a registered function (db::json).
                                 self.push("gatehouse_json_contains(");
                                 if *op == Op::Cs {
-                                    self.column(alias, &column.name)
+                                    self.field(field, column, path)?
                                         .push(", ")
-                                        .param(value, Some(column.ty));
+                                        .param(value, Some(ty));
                                 } else {
-                                    self.param(value, Some(column.ty))
+                                    self.param(value, Some(ty))
                                         .push(", ")
                                         .column(alias, &column.name);
                                 }
@@ -499,9 +588,14 @@ impl<S> StatementBuilder<S> {
                         }
                     }
                     (op, Operand::Value(text)) => {
-                        if matches!(column.ty, ColumnType::Jsonb | ColumnType::Bytea) {
+                        // A JSON value a path reaches may equal another; ordering
+                        // JSON (or comparing whole jsonb or bytea columns) is refused.
+                        let json_equality = !path.is_empty() && matches!(op, Op::Eq | Op::Neq);
+                        if matches!(ty, ColumnType::Jsonb | ColumnType::Bytea) && !json_equality {
                             return Err(invalid(
-                                "jsonb and bytea columns cannot be compared".into(),
+                                "jsonb and bytea values compare only by eq or neq after ->, \
+                                 or as text after ->>"
+                                    .into(),
                             ));
                         }
                         let sql_op = match op {
@@ -512,10 +606,10 @@ impl<S> StatementBuilder<S> {
                             Op::Lt => " < ",
                             _ => " <= ",
                         };
-                        let value = from_text(column, text).map_err(invalid)?;
-                        self.column(alias, &column.name)
+                        let value = from_text(ty, text).map_err(invalid)?;
+                        self.field(field, column, path)?
                             .push(sql_op)
-                            .param(value, Some(column.ty));
+                            .param(value, Some(ty));
                     }
                     (_, _) => {
                         return Err(invalid(

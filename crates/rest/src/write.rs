@@ -10,6 +10,7 @@ use gatehouse_query::Request;
 use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
 use serde_json::{Map, Value as Json};
 
+use crate::output::Output;
 use crate::read::{row_object, selected, where_clause};
 use crate::sql::{Decided, StatementBuilder};
 use crate::values::{canonical_time, from_json, from_text};
@@ -56,7 +57,7 @@ fn literal_value(column: &Column, literal: &Literal) -> Result<Value, RestError>
         Literal::Integer(n) => Value::Integer(*n),
         Literal::Number(text) => Value::Text(text.clone()),
         Literal::Text(text) => {
-            from_text(column, text).map_err(|message| RestError::InvalidValue {
+            from_text(column.ty, text).map_err(|message| RestError::InvalidValue {
                 column: column.name.to_string(),
                 message,
             })?
@@ -158,18 +159,23 @@ impl Rest {
 
     /// RETURNING the representation's columns, or just the key: the rows coming
     /// back is how a write learns how many rows it touched.
-    fn returning(sql: &mut StatementBuilder<Decided>, columns: &[(&Column, String)], key: &Column) {
+    fn returning(
+        sql: &mut StatementBuilder<Decided>,
+        outputs: &[Output<'_>],
+        key: &Column,
+    ) -> Result<(), RestError> {
         sql.push(" RETURNING ");
-        if columns.is_empty() {
+        if outputs.is_empty() {
             sql.output(None, key);
-            return;
+            return Ok(());
         }
-        for (i, (column, _)) in columns.iter().enumerate() {
+        for (i, output) in outputs.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.output(None, column);
+            sql.output_of(None, output)?;
         }
+        Ok(())
     }
 
     /// The conflict target of an upsert: `on_conflict` columns, which must be the
@@ -296,7 +302,7 @@ impl Rest {
             if let Some((target, update)) = &upsert {
                 self.on_conflict(&mut sql, target, update.as_ref(), object, &row)?;
             }
-            Self::returning(&mut sql, &returned, access.table.primary_key());
+            Self::returning(&mut sql, &returned, access.table.primary_key())?;
             statements.push(sql.finish());
         }
         let accept = match options.resolution {
@@ -434,7 +440,7 @@ impl Rest {
         }
         let mut update = where_clause(update, &access, request)?;
         update.and_also(&access.with_check(), "t0", Some(&changes));
-        Self::returning(&mut update, &returned, access.table.primary_key());
+        Self::returning(&mut update, &returned, access.table.primary_key())?;
         let results = db
             .transaction_if(
                 vec![count.finish(), update.finish()],
@@ -476,7 +482,7 @@ impl Rest {
             .raw(&access.table.name.quoted())
             .push(" AS \"t0\"");
         let mut sql = where_clause(sql, &access, request)?;
-        Self::returning(&mut sql, &returned, access.table.primary_key());
+        Self::returning(&mut sql, &returned, access.table.primary_key())?;
         let statement: Statement = sql.finish();
         let rows = db.transaction(vec![statement]).await?.remove(0);
         Ok(WriteResult {
@@ -508,6 +514,6 @@ fn every_visible_row_passed(results: &[Vec<Row>]) -> bool {
     usize::try_from(visible).is_ok_and(|visible| visible == results[1].len())
 }
 
-fn objects_of<'a>(columns: &[(&Column, String)], rows: impl Iterator<Item = &'a Row>) -> Vec<Json> {
-    rows.map(|row| row_object(columns, &row.0)).collect()
+fn objects_of<'a>(outputs: &[Output<'_>], rows: impl Iterator<Item = &'a Row>) -> Vec<Json> {
+    rows.map(|row| row_object(outputs, &row.0)).collect()
 }

@@ -14,6 +14,7 @@ columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
 columns.title = { type = "text", not_null = true }
 columns.stars = { type = "integer", not_null = true, default = 0 }
 columns.slug = { type = "text", unique = true }
+columns.meta = { type = "jsonb" }
 
 [[tables.notes.policies]]
 name = "owners only"
@@ -33,7 +34,7 @@ async fn user_b_can_do_nothing_to_user_a_s_rows() {
         let created = server
             .rest(Method::POST, "notes", Some(ALICE))
             .header("prefer", "return=representation")
-            .json(&json!({"title": "alice", "stars": 5, "slug": "a"}))
+            .json(&json!({"title": "alice", "stars": 5, "slug": "a", "meta": {"tag": "alice", "n": [1]}}))
             .send()
             .await
             .unwrap();
@@ -56,6 +57,10 @@ async fn user_b_can_do_nothing_to_user_a_s_rows() {
             "notes?slug=in.(a,b)&select=slug".to_owned(),
             "notes?order=stars.desc&limit=1".to_owned(),
             "notes?or=(title.like.*,stars.gte.0)&offset=0".to_owned(),
+            "notes?meta->>tag=eq.alice".to_owned(),
+            "notes?select=title,tag:meta->>tag&meta->n->0=eq.1".to_owned(),
+            "notes?meta->n=cs.[1]&order=meta->>tag".to_owned(),
+            "notes?or=(meta->>tag.eq.alice,meta->>tag.is.null)".to_owned(),
         ];
         for query in &reads {
             let response = server

@@ -1346,3 +1346,110 @@ async fn names_with_capitals_spaces_and_accents_are_served() {
         assert_eq!(unknown.status(), 400, "names keep their case");
     }
 }
+
+const PLACES: &str = r#"
+[tables.places]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns.name = { type = "text", not_null = true }
+columns.address = { type = "jsonb" }
+
+[[tables.places.policies]]
+name = "owners"
+for = "all"
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+"#;
+
+/// JSON paths in select, filters and order, as PostgREST reads them: `->` gives
+/// JSON, `->>` text; the same answers on both databases, under the same policy.
+#[tokio::test]
+async fn json_paths_select_filter_and_order() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(PLACES, &database).await;
+        let places = json!([
+            {"id": 1, "name": "home", "address": {"city": "Paris", "postcode": "75001", "tags": ["a", "b"], "rank": 3, "geo": {"lat": 48.8}}},
+            {"id": 2, "name": "work", "address": {"city": "Lyon", "postcode": "69001", "tags": ["b"], "rank": 10, "$odd": "yes"}},
+            {"id": 3, "name": "nowhere", "address": null},
+        ]);
+        let created = server
+            .rest(Method::POST, "places", Some(ALICE))
+            .json(&places)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        server
+            .rest(Method::POST, "places", Some(BOB))
+            .json(&json!({"id": 4, "name": "bob's", "address": {"city": "Paris", "postcode": "75002"}}))
+            .send()
+            .await
+            .unwrap();
+        let get = |user: &'static str, query: &'static str| {
+            let server = &server;
+            async move {
+                server
+                    .rest(Method::GET, &format!("places?{query}"), Some(user))
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let read = |user: &'static str, query: &'static str| async move {
+            let response = get(user, query).await;
+            assert_eq!(response.status(), 200, "{query}");
+            json(response).await
+        };
+        assert_eq!(
+            read(ALICE, "select=id,address->city,zip:address->>postcode,first:address->tags->0,last:address->tags->-1,address->geo,odd:address->>$odd&id=lt.3&order=id").await,
+            json!([
+                {"id": 1, "city": "Paris", "zip": "75001", "first": "a", "last": "b", "geo": {"lat": 48.8}, "odd": null},
+                {"id": 2, "city": "Lyon", "zip": "69001", "first": "b", "last": "b", "geo": null, "odd": "yes"},
+            ])
+        );
+        assert_eq!(
+            read(ALICE, "select=id,rank:address->>rank&order=address->>city.desc&address->>city=in.(Paris,Lyon)").await,
+            json!([{"id": 1, "rank": "3"}, {"id": 2, "rank": "10"}]),
+            "->> gives text; Bob's Paris stays hidden"
+        );
+        assert_eq!(
+            read(ALICE, "select=id&address->>postcode=like.75*").await,
+            json!([{"id": 1}])
+        );
+        assert_eq!(
+            read(ALICE, "select=id&address->rank=eq.10").await,
+            json!([{"id": 2}])
+        );
+        assert_eq!(
+            read(ALICE, "select=id&address->tags=cs.[\"a\"]").await,
+            json!([{"id": 1}])
+        );
+        assert_eq!(
+            read(ALICE, "select=id&address->>city=is.null&order=id").await,
+            json!([{"id": 3}])
+        );
+        assert_eq!(
+            read(BOB, "select=id&address->>city=eq.Paris").await,
+            json!([{"id": 4}])
+        );
+        for (query, why) in [
+            ("select=name->x", "a path into a text column"),
+            ("address->rank=gt.3", "ordering JSON values"),
+            ("address->>city->x=eq.1", "a step after ->>"),
+        ] {
+            assert_eq!(get(ALICE, query).await.status(), 400, "{why}: {query}");
+        }
+        let patched = server
+            .rest(Method::PATCH, "places?address->>city=eq.Lyon", Some(ALICE))
+            .header("prefer", "return=representation")
+            .json(&json!({"name": "office"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json(patched).await,
+            json!([{"id": 2, "owner": ALICE, "name": "office", "address": places[1]["address"]}])
+        );
+    }
+}
