@@ -77,6 +77,18 @@ describe('examples/shop through supabase-js', () => {
       .single();
     assert.equal(embedError, null);
     assert.deepEqual(embedded, { id: order.id, order_items: [{ quantity: 2, products: { name: 'Kettle' } }] });
+    const { data: byColumn, error: byColumnError } = await alice
+      .from('order_items')
+      .select('quantity, product:product_id(name)')
+      .eq('order_id', order.id);
+    assert.equal(byColumnError, null);
+    assert.deepEqual(byColumn, [{ quantity: 2, product: { name: 'Kettle' } }]);
+    const { data: picked } = await alice
+      .from('orders')
+      .select('id, order_items(quantity)')
+      .eq('id', order.id)
+      .or('quantity.gt.5,quantity.eq.3', { referencedTable: 'order_items' });
+    assert.deepEqual(picked, [{ id: order.id, order_items: [] }], 'the condition picks embedded rows');
     const { data: theirs, error: single } = await bob.from('orders').select().eq('id', order.id).single();
     assert.equal(theirs, null);
     assert.equal(single.code, 'PGRST116');

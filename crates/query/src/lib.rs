@@ -59,12 +59,14 @@ pub struct Request {
     pub embedded: Vec<(String, Paging)>,
 }
 
-/// Ordering or paging applied to one embedded resource, per parent row.
+/// Ordering, paging or a condition applied to one embedded resource, per parent row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Paging {
     Order(Vec<OrderTerm>),
     Limit(u64),
     Offset(u64),
+    /// `items.or=(…)`, `items.and=(…)`: which embedded rows are shown.
+    Where(Filter),
 }
 
 /// A query string written out by hand (`note=eq.first&order=id`), as the
@@ -116,6 +118,21 @@ pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {
                     return Err(invalid(key, "too many embedded modifiers"));
                 }
                 request.embedded.push((path.to_owned(), paging));
+            }
+            key if key.contains('.') && (key.ends_with(".or") || key.ends_with(".and")) => {
+                // `items.or=(…)`, `items.not.and=(…)`: a condition on an embed.
+                let (path, kind) = key.rsplit_once('.').unwrap_or((key, ""));
+                let (path, kind) = match path.strip_suffix(".not") {
+                    Some(path) => (path, format!("not.{kind}")),
+                    None => (path, kind.to_owned()),
+                };
+                if request.embedded.len() >= MAX_ITEMS {
+                    return Err(invalid(key, "too many embedded modifiers"));
+                }
+                let condition = filter::logical(&kind, value)?;
+                request
+                    .embedded
+                    .push((path.to_owned(), Paging::Where(condition)));
             }
             column => request.filters.push(filter::leaf(column, value)?),
         }

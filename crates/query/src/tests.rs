@@ -313,3 +313,34 @@ fn json_paths_in_select_filters_and_order() {
         assert!(parse(&written_pairs(bad)).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn conditions_on_embedded_resources() {
+    let request = check("items.or=(qty.gt.1,name.eq.tea)&a.b.not.and=(x.eq.1,y.is.null)");
+    assert_eq!(
+        request.embedded,
+        vec![
+            (
+                "items".to_owned(),
+                Paging::Where(Filter::Any {
+                    negated: false,
+                    items: vec![
+                        leaf("qty", false, Op::Gt, value("1")),
+                        leaf("name", false, Op::Eq, value("tea")),
+                    ],
+                })
+            ),
+            (
+                "a.b".to_owned(),
+                Paging::Where(Filter::All {
+                    negated: true,
+                    items: vec![
+                        leaf("x", false, Op::Eq, value("1")),
+                        leaf("y", false, Op::Is, Operand::Null),
+                    ],
+                })
+            ),
+        ]
+    );
+    assert!(request.filters.is_empty());
+}

@@ -58,6 +58,27 @@ pub(crate) fn links<'a>(
         else {
             continue;
         };
+        let key = || alias.clone().unwrap_or_else(|| relation.clone());
+        // `country:country_id(name)`: the foreign-key column names the embed.
+        if schema.table(relation).is_none()
+            && let Some(column) = parent.column(relation)
+            && let Some(fk) = &column.references
+        {
+            let target = schema
+                .table(fk.table.as_str())
+                .ok_or_else(|| no_relationship(parent, relation))?;
+            let referenced = target
+                .column(fk.column.as_str())
+                .ok_or_else(|| no_relationship(parent, relation))?;
+            links.push(Link::new(
+                key(),
+                *inner,
+                items,
+                target,
+                (column, referenced, false),
+            ));
+            continue;
+        }
         let target = schema
             .table(relation)
             .ok_or_else(|| no_relationship(parent, relation))?;
@@ -98,22 +119,42 @@ pub(crate) fn links<'a>(
                 )));
             }
         };
-        links.push(Link {
-            key: alias.clone().unwrap_or_else(|| relation.clone()),
+        links.push(Link::new(
+            key(),
+            *inner,
+            items,
+            target,
+            (parent_column, child_column, many),
+        ));
+    }
+    Ok(links)
+}
+
+impl<'a> Link<'a> {
+    /// An embed under `key` reaching `target` through (parent column, child
+    /// column, one-to-many).
+    fn new(
+        key: String,
+        inner: bool,
+        items: &'a [SelectItem],
+        target: &'a Table,
+        (parent_column, child_column, many): (&'a Column, &'a Column, bool),
+    ) -> Self {
+        Link {
+            key,
             target,
             parent_column,
             child_column,
             many,
-            inner: *inner,
+            inner,
             items,
             filters: Vec::new(),
             order: Vec::new(),
             limit: None,
             offset: 0,
             nested: Vec::new(),
-        });
+        }
     }
-    Ok(links)
 }
 
 /// Moves filters written on an embed (`items.quantity=gt.1`) to that embed; the
@@ -160,7 +201,7 @@ pub(crate) fn distribute(
     Ok(own)
 }
 
-/// Hands `path.order|limit|offset` modifiers to the embed they name.
+/// Hands `path.order|limit|offset|or|and` modifiers to the embed they name.
 pub(crate) fn page(
     embedded: Vec<(String, Paging)>,
     links: &mut [Link<'_>],
@@ -181,6 +222,7 @@ pub(crate) fn page(
             Paging::Order(terms) => link.order = terms,
             Paging::Limit(limit) => link.limit = Some(limit),
             Paging::Offset(offset) => link.offset = offset,
+            Paging::Where(condition) => link.filters.push(condition),
         }
     }
     Ok(())

@@ -1453,3 +1453,99 @@ async fn json_paths_select_filter_and_order() {
         );
     }
 }
+
+const CITIES: &str = r#"
+[tables.countries]
+columns.id = { type = "bigint", primary_key = true }
+columns.name = { type = "text", not_null = true }
+
+[[tables.countries.policies]]
+name = "public"
+for = "select"
+to = ["anon", "authenticated"]
+using = "true"
+
+[tables.cities]
+columns.id = { type = "bigint", primary_key = true }
+columns.name = { type = "text", not_null = true }
+columns.country_id = { type = "bigint", references = "countries" }
+columns.hidden = { type = "boolean", not_null = true, default = false }
+
+[[tables.cities.policies]]
+name = "public unless hidden"
+for = "select"
+to = ["anon", "authenticated"]
+using = "not hidden"
+"#;
+
+/// `country:country_id(name)` embeds through the foreign-key column's name, and
+/// `cities.or=(…)` filters an embed's rows, each under the embedded table's policy.
+#[tokio::test]
+async fn embeds_by_foreign_key_column_and_conditions_on_embeds() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(CITIES, &database).await;
+        let service = |table: &str, rows: Value| {
+            server
+                .client
+                .post(format!("{}/rest/v1/{table}", server.url))
+                .header("apikey", &server.secret)
+                .bearer_auth(&server.secret)
+                .json(&rows)
+                .send()
+        };
+        service(
+            "countries",
+            json!([{"id": 1, "name": "France"}, {"id": 2, "name": "Spain"}]),
+        )
+        .await
+        .unwrap();
+        let created = service(
+            "cities",
+            json!([
+                {"id": 1, "name": "Paris", "country_id": 1},
+                {"id": 2, "name": "Lyon", "country_id": 1},
+                {"id": 3, "name": "Nice", "country_id": 1, "hidden": true},
+                {"id": 4, "name": "Madrid", "country_id": 2},
+            ]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(created.status(), 201);
+        let read = |query: &'static str| {
+            let server = &server;
+            async move {
+                let response = server.rest(Method::GET, query, None).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{query}");
+                json(response).await
+            }
+        };
+        assert_eq!(
+            read("cities?select=name,country:country_id(name)&id=lt.3&order=id").await,
+            json!([{"name": "Paris", "country": {"name": "France"}}, {"name": "Lyon", "country": {"name": "France"}}])
+        );
+        assert_eq!(
+            read("cities?select=name,country_id(name)&id=eq.4").await,
+            json!([{"name": "Madrid", "country_id": {"name": "Spain"}}]),
+            "unaliased, the key is the column's name"
+        );
+        assert_eq!(
+            read("countries?select=name,cities(name)&cities.or=(name.eq.Nice,name.eq.Lyon,name.eq.Madrid)&cities.order=name&order=id").await,
+            json!([{"name": "France", "cities": [{"name": "Lyon"}]}, {"name": "Spain", "cities": [{"name": "Madrid"}]}]),
+            "the condition picks embedded rows; the hidden city stays hidden"
+        );
+        let missing = server
+            .rest(
+                Method::GET,
+                "countries?select=name&cities.or=(name.eq.x)",
+                None,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            missing.status(),
+            400,
+            "a condition on an embed that is not selected"
+        );
+    }
+}
