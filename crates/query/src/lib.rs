@@ -16,6 +16,9 @@ pub use select::SelectItem;
 /// Limits on what one query string may ask for.
 pub const MAX_NESTING: usize = 16;
 pub const MAX_ITEMS: usize = 256;
+/// The largest `limit` or `offset`: the largest integer every JSON parser reads
+/// exactly (2^53 - 1); beyond it a number is a mistake, not a page.
+pub const MAX_ROW_NUMBER: u64 = 9_007_199_254_740_991;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -93,6 +96,19 @@ pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {
         ));
     }
     let mut request = Request::default();
+    for (at, (key, _)) in pairs.iter().enumerate() {
+        let single = [
+            "select",
+            "order",
+            "limit",
+            "offset",
+            "on_conflict",
+            "columns",
+        ];
+        if single.contains(&key.as_str()) && pairs[..at].iter().any(|(seen, _)| seen == key) {
+            return Err(invalid(key, "given more than once"));
+        }
+    }
     for (key, value) in pairs {
         match key.as_str() {
             "select" => request.select = select::parse(value)?,
@@ -141,12 +157,17 @@ pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {
 }
 
 fn number(param: &str, value: &str) -> Result<u64, QueryError> {
-    value.trim().parse().map_err(|_| {
-        invalid(
-            param,
-            format!("{value:?} is not a non-negative whole number"),
-        )
-    })
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|number| *number <= MAX_ROW_NUMBER)
+        .ok_or_else(|| {
+            invalid(
+                param,
+                format!("{value:?} is not a whole number from 0 to {MAX_ROW_NUMBER}"),
+            )
+        })
 }
 
 fn names(param: &str, value: &str) -> Result<Vec<String>, QueryError> {

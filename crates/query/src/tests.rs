@@ -304,6 +304,8 @@ fn json_paths_in_select_filters_and_order() {
     );
     assert_eq!(request.order[0].path, vec![step(field("rank"), true)]);
     for bad in [
+        "select=id&select=name",
+        "limit=1&limit=2",
         "select=data->>a->b",
         "select=data->",
         "data->>a->b=eq.1",

@@ -247,11 +247,7 @@ impl Rest {
                 self.settings.max_insert_rows
             )));
         }
-        let returned = if options.representation {
-            selected(&access, &request.select)?
-        } else {
-            vec![]
-        };
+        let returned = returned(&access, request, options)?;
         let check = access.with_check();
         let upsert = match options.resolution {
             None => None,
@@ -410,11 +406,7 @@ impl Rest {
             );
             ordered.push(column);
         }
-        let returned = if options.representation {
-            selected(&access, &request.select)?
-        } else {
-            vec![]
-        };
+        let returned = returned(&access, request, options)?;
         let name = access.table.name.quoted();
 
         let mut count = StatementBuilder::new(db.dialect());
@@ -472,11 +464,7 @@ impl Rest {
         if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
             return Err(RestError::Unfiltered("DELETE"));
         }
-        let returned = if options.representation {
-            selected(&access, &request.select)?
-        } else {
-            vec![]
-        };
+        let returned = returned(&access, request, options)?;
         let mut sql = StatementBuilder::new(db.dialect());
         sql.push("DELETE FROM ")
             .raw(&access.table.name.quoted())
@@ -494,6 +482,22 @@ impl Rest {
             },
         })
     }
+}
+
+/// What a write gives back: the select list's values with
+/// `return=representation`, else nothing; the list is checked either way, so a
+/// request naming an unknown column is refused whatever it prefers.
+fn returned<'a>(
+    access: &'a Access<'_>,
+    request: &Request,
+    options: WriteOptions,
+) -> Result<Vec<Output<'a>>, RestError> {
+    let selected = selected(access, &request.select)?;
+    Ok(if options.representation {
+        selected
+    } else {
+        Vec::new()
+    })
 }
 
 fn exactly_one_row_each(results: &[Vec<Row>]) -> bool {

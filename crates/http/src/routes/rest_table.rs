@@ -36,7 +36,9 @@ fn rest_error(error: RestError, caller: &Caller) -> ApiError {
         RestError::Query(_) | RestError::Unsupported(_) => (StatusCode::BAD_REQUEST, "PGRST100"),
         RestError::Body(_) => (StatusCode::BAD_REQUEST, "PGRST102"),
         RestError::Relationship(_) => (StatusCode::BAD_REQUEST, "PGRST200"),
-        RestError::Unfiltered(_) => (StatusCode::BAD_REQUEST, "21000"),
+        // A safety rule of this server rather than a malformed request: 403, so
+        // that a request its OpenAPI document calls valid is never a 400.
+        RestError::Unfiltered(_) => (StatusCode::FORBIDDEN, "21000"),
         RestError::UnknownRole => (StatusCode::UNAUTHORIZED, "PGRST301"),
         RestError::NotSingular(_) => (StatusCode::NOT_ACCEPTABLE, "PGRST116"),
         RestError::Conflict => (StatusCode::CONFLICT, "23505"),

@@ -495,7 +495,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
             ),
             (
                 server.rest(Method::DELETE, "notes", Some(ALICE)),
-                400,
+                403,
                 "21000",
                 "DELETE",
             ),
@@ -503,7 +503,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
                 server
                     .rest(Method::PATCH, "notes", Some(ALICE))
                     .json(&json!({"title": "all"})),
-                400,
+                403,
                 "21000",
                 "UPDATE",
             ),
@@ -995,12 +995,21 @@ async fn the_openapi_document_shows_only_what_the_caller_may_reach() {
     };
     let anon = document(None).await;
     assert_eq!(anon["openapi"], "3.0.3");
-    let operations: Vec<&String> = anon["paths"]["/notes"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .collect();
-    assert_eq!(operations, ["get"]);
+    // Every method of the route is listed, as its Allow header says; what no
+    // policy lets anon do answers 401 or 403 (or 400, malformed).
+    let notes = &anon["paths"]["/notes"];
+    let statuses = |operation: &Value| -> Vec<String> {
+        operation["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert!(statuses(&notes["get"]).contains(&"200".to_owned()));
+    for denied in ["post", "patch", "delete"] {
+        assert_eq!(statuses(&notes[denied]), ["400", "401", "403"], "{denied}");
+    }
     let properties: Vec<&String> = anon["components"]["schemas"]["notes"]["properties"]
         .as_object()
         .unwrap()
@@ -1020,7 +1029,32 @@ async fn the_openapi_document_shows_only_what_the_caller_may_reach() {
     let notes = &alice["components"]["schemas"]["notes"];
     assert_eq!(notes["properties"]["owner"]["readOnly"], true);
     assert_eq!(notes["properties"]["title"]["maxLength"], 100);
-    assert_eq!(notes["required"], json!(["title"]));
+    // A body carries what the caller may set, with the checks the server applies.
+    let body = |method: &str| {
+        alice["paths"]["/notes"][method]["requestBody"]["content"]["application/json"]["schema"]
+            .clone()
+    };
+    let insert = body("post");
+    assert_eq!(insert["required"], json!(["title"]));
+    assert_eq!(insert["additionalProperties"], false);
+    assert!(
+        insert["properties"].get("owner").is_none(),
+        "the server sets it"
+    );
+    assert_eq!(insert["properties"]["stars"]["minimum"], 0);
+    assert_eq!(body("patch")["minProperties"], 1);
+    let post = &alice["paths"]["/notes"]["post"];
+    assert!(statuses(post).contains(&"409".to_owned()));
+    let filter = alice["paths"]["/notes"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == "stars")
+        .unwrap()["schema"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(filter.contains("(eq|neq|gt|gte|lt|lte)"), "{filter}");
     assert!(
         alice["paths"].get("/vault").is_none(),
         "no policy, not listed"
