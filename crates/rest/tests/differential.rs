@@ -30,7 +30,7 @@ columns.user_id = { type = "uuid", not_null = true }
 columns.id = { type = "bigint", primary_key = true }
 columns.owner = { type = "uuid" }
 columns.team = { type = "bigint" }
-columns.level = { type = "integer" }
+columns."Access Level" = { type = "integer" }
 columns.title = { type = "text" }
 columns.public = { type = "boolean" }
 "#;
@@ -45,7 +45,7 @@ enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    /// `level <op> n`
+    /// `"Access Level" <op> n`: a quoted name with a capital and a space
     Level(&'static str, i64),
     /// `team in (…)` or `team not in (…)`
     TeamIn(Vec<i64>, bool),
@@ -84,7 +84,7 @@ fn expr() -> impl Strategy<Value = Expr> {
         )
             .prop_map(|(op, text)| Expr::Title(op, text)),
         (
-            prop::sample::select(vec!["owner", "team", "level", "title", "public"]),
+            prop::sample::select(vec!["owner", "team", "Access Level", "title", "public"]),
             any::<bool>()
         )
             .prop_map(|(column, negated)| Expr::IsNull(column, negated)),
@@ -111,7 +111,7 @@ impl Expr {
             Expr::And(a, b) => format!("({} and {})", a.text(), b.text()),
             Expr::Or(a, b) => format!("({} or {})", a.text(), b.text()),
             Expr::Not(a) => format!("not ({})", a.text()),
-            Expr::Level(op, n) => format!("level {op} {n}"),
+            Expr::Level(op, n) => format!("\"Access Level\" {op} {n}"),
             Expr::TeamIn(list, negated) => {
                 let list: Vec<String> = list.iter().map(i64::to_string).collect();
                 let not = if *negated { "not " } else { "" };
@@ -119,7 +119,7 @@ impl Expr {
             }
             Expr::Title(op, text) => format!("title {op} '{text}'"),
             Expr::IsNull(column, negated) => {
-                format!("{column} is {}null", if *negated { "not " } else { "" })
+                format!("\"{column}\" is {}null", if *negated { "not " } else { "" })
             }
             Expr::Public => "public".into(),
             Expr::Owned => "owner = auth.uid()".into(),
@@ -167,7 +167,7 @@ impl Expr {
                 let null = match *column {
                     "owner" => doc.owner.is_none(),
                     "team" => doc.team.is_none(),
-                    "level" => doc.level.is_none(),
+                    "Access Level" => doc.level.is_none(),
                     "title" => doc.title.is_none(),
                     _ => doc.public.is_none(),
                 };
@@ -337,7 +337,7 @@ async fn check(
         .iter()
         .enumerate()
         .map(|(id, doc)| {
-            json!({"id": id, "owner": doc.owner, "team": doc.team, "level": doc.level,
+            json!({"id": id, "owner": doc.owner, "team": doc.team, "Access Level": doc.level,
                    "title": doc.title, "public": doc.public})
         })
         .collect();
