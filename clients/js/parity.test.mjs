@@ -89,6 +89,25 @@ describe('Supabase defaults through supabase-js', () => {
     assert.deepEqual(tagged, [{ id: 21 }]);
   });
 
+  test('array columns with contains, containedBy and overlaps', async () => {
+    const supabase = client();
+    await supabase.auth.signUp({ email: 'arrays@example.com', password: 'arrays-pass' });
+    const { data: inserted, error } = await supabase
+      .from('Customer Lists')
+      .insert([
+        { id: 30, 'list name': 'Tea', labels: ['drinks', 'hot'] },
+        { id: 31, 'list name': 'Ice', labels: ['cold', 'drinks, iced'] },
+      ])
+      .select('id, labels');
+    assert.equal(error, null);
+    assert.deepEqual(inserted, [{ id: 30, labels: ['drinks', 'hot'] }, { id: 31, labels: ['cold', 'drinks, iced'] }]);
+    const ids = async (query) => (await query.order('id')).data?.map((row) => row.id);
+    const lists = () => supabase.from('Customer Lists').select('id').in('id', [30, 31]);
+    assert.deepEqual(await ids(lists().contains('labels', ['hot'])), [30]);
+    assert.deepEqual(await ids(lists().containedBy('labels', ['drinks', 'hot', 'tea'])), [30]);
+    assert.deepEqual(await ids(lists().overlaps('labels', ['cold', 'hot'])), [30, 31]);
+  });
+
   test('an anonymous user becomes permanent with updateUser({ email, password })', async () => {
     const supabase = client();
     const { data: anon, error } = await supabase.auth.signInAnonymously();

@@ -29,6 +29,16 @@ fn contains_at(container: &Value, contained: &Value, top: bool) -> bool {
     }
 }
 
+/// Whether two JSON arrays have an element in common (PostgreSQL's `&&`).
+pub fn overlaps(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(a), Value::Array(b)) => {
+            a.iter().any(|item| !item.is_null() && b.contains(item))
+        }
+        _ => false,
+    }
+}
+
 /// A JSON value as PostgreSQL's `->>` gives it: a string's text, `None` for
 /// null, any other value's JSON text. Registered on SQLite as
 /// `gatehouse_json_text(json)` over what `->` returns.
@@ -42,8 +52,20 @@ pub fn as_text(value: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::{contains, overlaps};
     use serde_json::json;
+
+    #[test]
+    fn arrays_overlap_on_a_shared_element() {
+        assert!(overlaps(&json!(["a", "b"]), &json!(["c", "b"])));
+        assert!(!overlaps(&json!(["a"]), &json!(["b"])));
+        assert!(
+            !overlaps(&json!([null]), &json!([null])),
+            "null is no element in common"
+        );
+        assert!(!overlaps(&json!([]), &json!([])));
+        assert!(!overlaps(&json!({"a": 1}), &json!({"a": 1})), "arrays only");
+    }
 
     #[test]
     fn postgres_containment_rules() {

@@ -415,6 +415,17 @@ fn configure(connection: &Connection) -> Result<()> {
         },
     )?;
     let deterministic = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    connection.create_scalar_function("gatehouse_json_overlaps", 2, deterministic, |context| {
+        let parse = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+            Ok(context
+                .get::<Option<String>>(index)?
+                .and_then(|text| serde_json::from_str(&text).ok()))
+        };
+        Ok(match (parse(0)?, parse(1)?) {
+            (Some(a), Some(b)) => Some(crate::json::overlaps(&a, &b)),
+            _ => None,
+        })
+    })?;
     connection.create_scalar_function("gatehouse_json_text", 1, deterministic, |context| {
         let json = context.get::<Option<String>>(0)?;
         Ok(json

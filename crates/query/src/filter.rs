@@ -19,6 +19,8 @@ pub enum Op {
     Cs,
     /// Contained in (`<@`), for jsonb.
     Cd,
+    /// Overlaps (`&&`): an element in common, for arrays.
+    Ov,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,7 @@ fn op(name: &str) -> Option<Op> {
         "in" => Op::In,
         "cs" => Op::Cs,
         "cd" => Op::Cd,
+        "ov" => Op::Ov,
         _ => return None,
     })
 }

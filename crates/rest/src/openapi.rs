@@ -16,22 +16,7 @@ use gatehouse_query::MAX_ROW_NUMBER;
 
 /// A column's value in a row, as read or written.
 fn column_schema(column: &Column) -> Json {
-    let mut schema = match column.ty {
-        ColumnType::Text => json!({"type": "string"}),
-        ColumnType::Integer => json!({"type": "integer", "format": "int32",
-            "minimum": i32::MIN, "maximum": i32::MAX}),
-        ColumnType::Bigint => json!({"type": "integer", "format": "int64",
-            "minimum": i64::MIN, "maximum": i64::MAX}),
-        ColumnType::Numeric => json!({"type": "number"}),
-        ColumnType::Boolean => json!({"type": "boolean"}),
-        ColumnType::Timestamptz => json!({"type": "string", "format": "date-time"}),
-        ColumnType::Date => json!({"type": "string", "format": "date"}),
-        ColumnType::Uuid => json!({"type": "string", "format": "uuid"}),
-        ColumnType::Jsonb => json!({}),
-        ColumnType::Bytea => {
-            json!({"type": "string", "pattern": "^\\\\x([0-9a-f]{2})*$", "description": "hex, starting with \\x"})
-        }
-    };
+    let mut schema = type_schema(column.ty);
     for check in &column.checks {
         let (key, value) = match check {
             Check::MinLength(n) => ("minLength", json!(n)),
@@ -47,6 +32,30 @@ fn column_schema(column: &Column) -> Json {
         schema["nullable"] = json!(true);
     }
     schema
+}
+
+fn type_schema(ty: ColumnType) -> Json {
+    match ty {
+        ColumnType::Text => json!({"type": "string"}),
+        ColumnType::Integer => json!({"type": "integer", "format": "int32",
+            "minimum": i32::MIN, "maximum": i32::MAX}),
+        ColumnType::Bigint => json!({"type": "integer", "format": "int64",
+            "minimum": i64::MIN, "maximum": i64::MAX}),
+        ColumnType::Numeric => json!({"type": "number"}),
+        ColumnType::Boolean => json!({"type": "boolean"}),
+        ColumnType::Timestamptz => json!({"type": "string", "format": "date-time"}),
+        ColumnType::Date => json!({"type": "string", "format": "date"}),
+        ColumnType::Uuid => json!({"type": "string", "format": "uuid"}),
+        ColumnType::Jsonb => json!({}),
+        ColumnType::Bytea => {
+            json!({"type": "string", "pattern": "^\\\\x([0-9a-f]{2})*$", "description": "hex, starting with \\x"})
+        }
+        ColumnType::Array(element) => {
+            let mut items = type_schema(element.ty());
+            items["nullable"] = json!(true);
+            json!({"type": "array", "items": items})
+        }
+    }
 }
 
 // Values as the query grammar takes them (`values::from_text`), as patterns.
@@ -65,7 +74,7 @@ fn value_pattern(ty: ColumnType) -> Option<&'static str> {
         ColumnType::Uuid => "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
         ColumnType::Timestamptz => TIMESTAMP,
         ColumnType::Date => DATE,
-        ColumnType::Jsonb | ColumnType::Bytea => return None,
+        ColumnType::Jsonb | ColumnType::Bytea | ColumnType::Array(_) => return None,
     })
 }
 

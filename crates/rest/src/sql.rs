@@ -11,7 +11,7 @@ use gatehouse_core::{Dialect, Identifier};
 use gatehouse_db::{Statement, Value};
 use gatehouse_policy::{Condition, Term};
 use gatehouse_query::{Filter, JsonKey, JsonStep, Op, Operand};
-use gatehouse_schema::{Column, ColumnType, Literal};
+use gatehouse_schema::{Column, ColumnType, Element, Literal};
 
 use crate::RestError;
 use crate::access::{Decision, Verdict};
@@ -182,6 +182,13 @@ impl<S> StatementBuilder<S> {
     /// A bound value. PostgreSQL infers a parameter's type from its use, so types
     /// SQLite keeps as text are bound as text and cast.
     pub fn param(&mut self, value: Value, ty: Option<ColumnType>) -> &mut Self {
+        // Arrays travel as JSON array text; PostgreSQL takes its own literal.
+        let value = match (self.dialect, ty, value) {
+            (Dialect::Postgres, Some(ColumnType::Array(_)), Value::Text(json)) => {
+                Value::Text(postgres_array(&json))
+            }
+            (_, _, value) => value,
+        };
         self.params.push(value);
         let n = self.params.len();
         match self.dialect {
@@ -200,6 +207,10 @@ impl<S> StatementBuilder<S> {
                     Some(ColumnType::Boolean) => "::boolean",
                     Some(ColumnType::Text) => "::text",
                     Some(ColumnType::Bytea) => "::bytea",
+                    Some(ColumnType::Array(Element::Text)) => "::text::text[]",
+                    Some(ColumnType::Array(Element::Integer)) => "::text::integer[]",
+                    Some(ColumnType::Array(Element::Bigint)) => "::text::bigint[]",
+                    Some(ColumnType::Array(Element::Uuid)) => "::text::uuid[]",
                     None => "::text",
                 };
                 let _ = write!(self.text, "${n}{cast}");
@@ -228,6 +239,7 @@ impl<S> StatementBuilder<S> {
             (Dialect::Postgres, ColumnType::Timestamptz | ColumnType::Date) => {
                 ("to_jsonb(", ") #>> '{}'")
             }
+            (Dialect::Postgres, ColumnType::Array(_)) => ("to_jsonb(", ")::text"),
             _ => ("", ""),
         };
         self.text.push_str(before);
@@ -559,9 +571,30 @@ impl<S> StatementBuilder<S> {
                             }
                         }
                     }
+                    (Op::Ov, Operand::Value(text)) => {
+                        if !matches!(ty, ColumnType::Array(_)) {
+                            return Err(invalid("ov applies to array columns".into()));
+                        }
+                        let value = from_text(ty, text).map_err(invalid)?;
+                        match self.dialect {
+                            Dialect::Postgres => {
+                                self.field(field, column, path)?
+                                    .push(" && ")
+                                    .param(value, Some(ty));
+                            }
+                            Dialect::Sqlite => {
+                                // The same overlap, as a registered function (db::json).
+                                self.push("gatehouse_json_overlaps(");
+                                self.field(field, column, path)?.push(", ");
+                                self.param(value, Some(ty)).push(")");
+                            }
+                        }
+                    }
                     (Op::Cs | Op::Cd, Operand::Value(text)) => {
-                        if ty != ColumnType::Jsonb {
-                            return Err(invalid("cs and cd apply to jsonb columns".into()));
+                        if !matches!(ty, ColumnType::Jsonb | ColumnType::Array(_)) {
+                            return Err(invalid(
+                                "cs and cd apply to jsonb and array columns".into(),
+                            ));
                         }
                         let value = from_text(ty, text).map_err(invalid)?;
                         match self.dialect {
@@ -590,7 +623,13 @@ impl<S> StatementBuilder<S> {
                     (op, Operand::Value(text)) => {
                         // A JSON value a path reaches may equal another; ordering
                         // JSON (or comparing whole jsonb or bytea columns) is refused.
-                        let json_equality = !path.is_empty() && matches!(op, Op::Eq | Op::Neq);
+                        let equality = matches!(op, Op::Eq | Op::Neq);
+                        let json_equality = !path.is_empty() && equality;
+                        if matches!(ty, ColumnType::Array(_)) && !equality {
+                            return Err(invalid(
+                                "arrays compare with eq, neq, cs, cd and ov".into(),
+                            ));
+                        }
                         if matches!(ty, ColumnType::Jsonb | ColumnType::Bytea) && !json_equality {
                             return Err(invalid(
                                 "jsonb and bytea values compare only by eq or neq after ->, \
@@ -622,4 +661,25 @@ impl<S> StatementBuilder<S> {
         }
         Ok(())
     }
+}
+
+/// A JSON array (as arrays travel) as PostgreSQL's array literal:
+/// `["a", "b \"c\"", null]` → `{"a","b \"c\"",NULL}`. Every element is quoted,
+/// so only `"` and `\` need escaping.
+fn postgres_array(json: &str) -> String {
+    let items = match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let elements: Vec<String> = items
+        .iter()
+        .map(|item| match item {
+            serde_json::Value::Null => "NULL".to_owned(),
+            serde_json::Value::String(text) => {
+                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+            other => format!("\"{other}\""),
+        })
+        .collect();
+    format!("{{{}}}", elements.join(","))
 }

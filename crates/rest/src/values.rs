@@ -4,7 +4,7 @@
 //! JSON as canonical text, so both dialects compare and sort them alike.
 
 use gatehouse_db::Value;
-use gatehouse_schema::{Check, Column, ColumnType};
+use gatehouse_schema::{Check, Column, ColumnType, Element};
 use serde_json::Value as Json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -144,6 +144,74 @@ pub(crate) fn from_text(ty: ColumnType, text: &str) -> Checked {
             Value::Text(parsed.to_string())
         }
         ColumnType::Bytea => Value::Blob(parse_hex(text)?),
+        ColumnType::Array(element) => array_from_literal(element, text)?,
+    })
+}
+
+/// `{a,"b c",NULL}`, PostgreSQL's array literal (as supabase-js writes arrays
+/// in filters), as the JSON array text arrays travel as.
+fn array_from_literal(element: Element, text: &str) -> Checked {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| format!("{text:?} is not an array such as {{a,b}}"))?;
+    let mut items = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let (item, quoted) = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut item = String::new();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.extend(chars.next()),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(format!("{text:?} has an unterminated quote")),
+                }
+            }
+            (item, true)
+        } else {
+            let item: String = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
+            (item.trim().to_owned(), false)
+        };
+        items.push(if !quoted && item.eq_ignore_ascii_case("null") {
+            Json::Null
+        } else {
+            element_json(element, &Json::String(item))?
+        });
+        match chars.next() {
+            None => break,
+            Some(',') => {}
+            Some(other) => return Err(format!("{text:?} has {other:?} after an element")),
+        }
+    }
+    Ok(Value::Text(Json::Array(items).to_string()))
+}
+
+/// One element of an array column, from JSON (a string may carry a number or a
+/// uuid), in its canonical JSON form.
+fn element_json(element: Element, json: &Json) -> Result<Json, String> {
+    let value = match (element, json) {
+        (_, Json::Null) => return Ok(Json::Null),
+        (Element::Text, Json::String(text)) => return Ok(Json::String(text.clone())),
+        (Element::Integer | Element::Bigint, Json::Number(n)) => fit_integer(
+            n.as_i64()
+                .ok_or_else(|| format!("{n} is not a whole number"))?,
+            element.ty(),
+        )?,
+        (_, Json::String(text)) => from_text(element.ty(), text)?,
+        (_, other) => {
+            return Err(format!("{other} is not a valid {element:?} element").to_lowercase());
+        }
+    };
+    Ok(match value {
+        Value::Integer(n) => Json::from(n),
+        Value::Text(text) => Json::String(text),
+        _ => Json::Null,
     })
 }
 
@@ -162,6 +230,15 @@ pub(crate) fn from_json(column: &Column, json: &Json, patterns: &dyn Fn(&str) ->
         (ColumnType::Numeric, Json::Number(n)) => Value::Text(parse_decimal(&n.to_string())?),
         (ColumnType::Boolean, Json::Bool(flag)) => Value::Bool(*flag),
         (ColumnType::Jsonb, json) => Value::Text(json.to_string()),
+        (ColumnType::Array(element), Json::Array(items)) => Value::Text(
+            Json::Array(
+                items
+                    .iter()
+                    .map(|item| element_json(element, item))
+                    .collect::<Result<_, _>>()?,
+            )
+            .to_string(),
+        ),
         (
             ColumnType::Integer
             | ColumnType::Bigint
@@ -224,7 +301,7 @@ pub(crate) fn to_json(ty: ColumnType, value: &Value) -> Json {
         (ColumnType::Numeric, Value::Text(text)) => {
             serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
         }
-        (ColumnType::Jsonb, Value::Text(text)) => {
+        (ColumnType::Jsonb | ColumnType::Array(_), Value::Text(text)) => {
             serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
         }
         (_, Value::Text(text)) => Json::String(text.clone()),

@@ -6,6 +6,7 @@ use gatehouse_core::{Dialect, Identifier, string_literal};
 use crate::model::{Check, Column, ColumnType, Index, Literal, OnDelete, ServerValue, Table};
 
 fn sql_type(ty: ColumnType, dialect: Dialect) -> &'static str {
+    use crate::model::Element;
     match dialect {
         // SQLite keeps exact decimals, times, dates, uuids and JSON as text in a
         // canonical form the edge writes, and booleans as 0/1.
@@ -25,6 +26,10 @@ fn sql_type(ty: ColumnType, dialect: Dialect) -> &'static str {
             ColumnType::Uuid => "uuid",
             ColumnType::Jsonb => "jsonb",
             ColumnType::Bytea => "bytea",
+            ColumnType::Array(Element::Text) => "text[]",
+            ColumnType::Array(Element::Integer) => "integer[]",
+            ColumnType::Array(Element::Bigint) => "bigint[]",
+            ColumnType::Array(Element::Uuid) => "uuid[]",
         },
     }
 }
@@ -92,6 +97,7 @@ fn check_clauses(column: &Column, dialect: Dialect) -> Vec<String> {
         match column.ty {
             ColumnType::Boolean => clauses.push(format!("{name} IN (0, 1)")),
             ColumnType::Jsonb => clauses.push(format!("json_valid({name})")),
+            ColumnType::Array(_) => clauses.push(format!("json_type({name}) = 'array'")),
             _ => {}
         }
     }

@@ -14,7 +14,8 @@ mod storage_objects;
 
 pub use ddl::create_statements;
 pub use model::{
-    Check, Column, ColumnType, ForeignKey, Index, Literal, OnDelete, Schema, ServerValue, Table,
+    Check, Column, ColumnType, Element, ForeignKey, Index, Literal, OnDelete, Schema, ServerValue,
+    Table,
 };
 pub use plan::{Plan, Step, plan};
 pub use storage_objects::storage_objects;

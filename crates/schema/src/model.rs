@@ -18,10 +18,43 @@ pub enum ColumnType {
     Uuid,
     Jsonb,
     Bytea,
+    /// `text[]`, `integer[]`, `bigint[]`, `uuid[]`: PostgreSQL arrays (JSON
+    /// arrays in SQLite's text).
+    Array(Element),
+}
+
+/// The type of an array column's elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Element {
+    Text,
+    Integer,
+    Bigint,
+    Uuid,
+}
+
+impl Element {
+    pub fn ty(self) -> ColumnType {
+        match self {
+            Element::Text => ColumnType::Text,
+            Element::Integer => ColumnType::Integer,
+            Element::Bigint => ColumnType::Bigint,
+            Element::Uuid => ColumnType::Uuid,
+        }
+    }
 }
 
 impl ColumnType {
     fn parse(name: &str) -> Option<Self> {
+        if let Some(element) = name.strip_suffix("[]") {
+            return Some(Self::Array(match Self::parse(element)? {
+                Self::Text => Element::Text,
+                Self::Integer => Element::Integer,
+                Self::Bigint => Element::Bigint,
+                Self::Uuid => Element::Uuid,
+                _ => return None,
+            }));
+        }
         Some(match name {
             "text" => Self::Text,
             "integer" | "int" => Self::Integer,
@@ -417,7 +450,7 @@ fn column_of(table: &str, name: &str, decl: &ColumnDecl) -> Result<Column, Schem
     let column = Identifier::new(name).map_err(|e| error(e.to_string()))?;
     let ty = ColumnType::parse(&decl.ty).ok_or_else(|| {
         error(format!(
-            "unknown type {:?}: use text, integer, bigint, numeric, boolean, timestamptz, date, uuid, jsonb or bytea",
+            "unknown type {:?}: use text, integer, bigint, numeric, boolean, timestamptz, date, uuid, jsonb, bytea, or text[], integer[], bigint[], uuid[]",
             decl.ty
         ))
     })?;
@@ -429,6 +462,13 @@ fn column_of(table: &str, name: &str, decl: &ColumnDecl) -> Result<Column, Schem
     {
         return Err(error(
             "a primary key is uuid (generated v7), integer or bigint (identity), or text".into(),
+        ));
+    }
+    if matches!(ty, ColumnType::Array(_))
+        && (decl.unique || decl.references.is_some() || decl.default.is_some())
+    {
+        return Err(error(
+            "an array column takes no unique, references or default (yet)".into(),
         ));
     }
     let default = decl
@@ -652,6 +692,18 @@ mod tests {
                 "[tables.a]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.b = { type = \"uuid\", references = \"b\" }\n\
                  [tables.b]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"uuid\", references = \"a\" }",
                 "cycle",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"jsonb[]\" }",
+                "unknown type \"jsonb[]\"",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"text[]\", unique = true }",
+                "an array column takes no unique",
+            ),
+            (
+                "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"text[]\", check = { max_length = 3 } }",
+                "apply to text columns",
             ),
             (
                 "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\nindexes = [[\"missing\"]]",

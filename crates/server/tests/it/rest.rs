@@ -1583,3 +1583,114 @@ async fn embeds_by_foreign_key_column_and_conditions_on_embeds() {
         );
     }
 }
+
+const TAGGED: &str = r#"
+[tables.posts]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns.tags = { type = "text[]" }
+columns.scores = { type = "integer[]" }
+columns.readers = { type = "uuid[]" }
+
+[[tables.posts.policies]]
+name = "owners"
+for = "all"
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+"#;
+
+/// Array columns as PostgREST serves them: JSON arrays in and out, `cs`, `cd`
+/// and `ov` with PostgreSQL's array literals (as supabase-js writes them), the
+/// same answers on both databases, under the same policy.
+#[tokio::test]
+async fn array_columns_with_containment_and_overlap() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(TAGGED, &database).await;
+        let created = server
+            .rest(Method::POST, "posts", Some(ALICE))
+            .header("prefer", "return=representation")
+            .json(&json!([
+                {"id": 1, "tags": ["rust", "sql", "a \"quoted\", comma"], "scores": [1, 2, 3], "readers": [BOB.to_uppercase()]},
+                {"id": 2, "tags": ["go"], "scores": [], "readers": []},
+                {"id": 3, "tags": null},
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let rows = json(created).await;
+        assert_eq!(
+            rows[0]["tags"],
+            json!(["rust", "sql", "a \"quoted\", comma"])
+        );
+        assert_eq!(rows[0]["readers"], json!([BOB]), "uuids in canonical form");
+        assert_eq!(rows[1]["scores"], json!([]));
+        server
+            .rest(Method::POST, "posts", Some(BOB))
+            .json(&json!({"id": 4, "tags": ["rust"]}))
+            .send()
+            .await
+            .unwrap();
+        let ids = |query: String| {
+            let server = &server;
+            async move {
+                let response = server
+                    .rest(
+                        Method::GET,
+                        &format!("posts?select=id&order=id&{query}"),
+                        Some(ALICE),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "{query}");
+                json(response).await
+            }
+        };
+        assert_eq!(
+            ids("tags=cs.{rust}".into()).await,
+            json!([{"id": 1}]),
+            "Bob's stays hidden"
+        );
+        assert_eq!(
+            ids("tags=cs.{\"a \\\"quoted\\\", comma\",sql}".into()).await,
+            json!([{"id": 1}])
+        );
+        assert_eq!(
+            ids("tags=cd.{go,rust,java}".into()).await,
+            json!([{"id": 2}])
+        );
+        assert_eq!(
+            ids("tags=ov.{java,go,sql}".into()).await,
+            json!([{"id": 1}, {"id": 2}])
+        );
+        assert_eq!(ids("scores=cs.{2,3}".into()).await, json!([{"id": 1}]));
+        assert_eq!(ids("tags=eq.{go}".into()).await, json!([{"id": 2}]));
+        assert_eq!(ids("tags=is.null".into()).await, json!([{"id": 3}]));
+        assert_eq!(
+            ids(format!("readers=cs.{{{BOB}}}")).await,
+            json!([{"id": 1}])
+        );
+        for bad in [
+            "posts?scores=cs.{x}",
+            "posts?tags=gt.{a}",
+            "posts?tags=cs.[\"a\"]",
+            "posts?id=ov.{1}",
+        ] {
+            let response = server
+                .rest(Method::GET, bad, Some(ALICE))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{bad}");
+        }
+        let wrong = server
+            .rest(Method::POST, "posts", Some(ALICE))
+            .json(&json!({"id": 5, "scores": ["one"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 400);
+    }
+}
