@@ -170,7 +170,7 @@ fn filter_parameters(columns: &[&Column]) -> Vec<Json> {
 }
 
 /// The body a write takes: the columns the caller may set, nothing else.
-fn body_schema(columns: &[&Column], insert: bool) -> Json {
+fn body_schema(columns: &[&Column], generated_key: Option<&Column>, insert: bool) -> Json {
     let properties: Map<String, Json> = columns
         .iter()
         .map(|c| (c.name.to_string(), column_schema(c)))
@@ -182,7 +182,7 @@ fn body_schema(columns: &[&Column], insert: bool) -> Json {
         let filled = |c: &Column| match &c.server_set {
             Some(ServerValue::AuthUid) => false,
             Some(_) => true,
-            None => c.default.is_some() || c.primary_key,
+            None => c.default.is_some() || generated_key == Some(c),
         };
         let required: Vec<&str> = columns
             .iter()
@@ -335,7 +335,7 @@ fn operation(
     // Without return=representation an insert answers 201 with no body.
     let created = json!({"description": "Inserted; the rows with Prefer: return=representation"});
     let none = json!({"description": "Done; no rows asked back"});
-    let body = |insert: bool| json!({"required": true, "content": {"application/json": {"schema": body_schema(&settable, insert)}}});
+    let body = |insert: bool| json!({"required": true, "content": {"application/json": {"schema": body_schema(&settable, table.generated_key(), insert)}}});
     let mut parameters = read_parameters(&readable);
     let (method, summary, mut responses, statuses, request_body) = match command {
         Command::Select => {

@@ -114,7 +114,9 @@ impl Rest {
             }
         }
         let mut row = HashMap::with_capacity(table.columns.len());
+        let generated_key = table.generated_key().map(|key| &key.name);
         for column in &table.columns {
+            let generated = generated_key == Some(&column.name);
             let given = object.get(column.name.as_str());
             let value = match (&column.server_set, given) {
                 // The service role (the app's own server) may set them, e.g. to seed data.
@@ -137,7 +139,7 @@ impl Rest {
                     Value::Text(canonical_time(time::OffsetDateTime::now_utc()))
                 }
                 (None, Some(ServerValue::Literal(literal))) => literal_value(column, literal)?,
-                (None, None) if column.primary_key && column.ty == ColumnType::Uuid => {
+                (None, None) if generated && column.ty == ColumnType::Uuid => {
                     Value::Text(uuid::Uuid::now_v7().hyphenated().to_string())
                 }
                 (None, None) => match &column.default {
@@ -145,7 +147,7 @@ impl Rest {
                     None => Value::Null,
                 },
             };
-            let database_fills = column.primary_key && column.ty.is_integral();
+            let database_fills = generated && column.ty.is_integral();
             if value == Value::Null && column.not_null && !database_fills {
                 return Err(RestError::InvalidValue {
                     column: column.name.to_string(),
@@ -187,7 +189,7 @@ impl Rest {
     ) -> Result<Vec<&'t Column>, RestError> {
         let table = access.table;
         if request.on_conflict.is_empty() {
-            return Ok(vec![table.primary_key()]);
+            return Ok(table.key_columns());
         }
         let columns = request
             .on_conflict
@@ -200,7 +202,8 @@ impl Rest {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let names: Vec<Identifier> = columns.iter().map(|c| c.name.clone()).collect();
-        let unique = (names.len() == 1 && columns[0].primary_key)
+        let key: Vec<Identifier> = table.key_columns().iter().map(|c| c.name.clone()).collect();
+        let unique = names == key
             || table
                 .indexes
                 .iter()
@@ -271,7 +274,8 @@ impl Rest {
                 .columns
                 .iter()
                 .filter(|c| {
-                    !(c.primary_key && c.ty.is_integral() && row.get(&c.name) == Some(&Value::Null))
+                    let identity = access.table.generated_key() == Some(*c) && c.ty.is_integral();
+                    !(identity && row.get(&c.name) == Some(&Value::Null))
                 })
                 .collect();
             let mut sql = StatementBuilder::new(db.dialect());

@@ -122,10 +122,11 @@ fn references_clause(column: &Column) -> Option<String> {
     ))
 }
 
-/// One column's definition, as in CREATE TABLE or ALTER TABLE ADD COLUMN.
-pub(crate) fn column_definition(column: &Column, dialect: Dialect) -> String {
+/// One column's definition, as in CREATE TABLE or ALTER TABLE ADD COLUMN;
+/// `inline_key`: the column is the whole primary key, declared here.
+pub(crate) fn column_definition(column: &Column, inline_key: bool, dialect: Dialect) -> String {
     let mut parts = vec![column.name.quoted()];
-    if column.primary_key {
+    if column.primary_key && inline_key {
         parts.push(match (dialect, column.ty) {
             // Exactly INTEGER, so SQLite makes it the rowid: compact and auto-assigned.
             (Dialect::Sqlite, ty) if ty.is_integral() => "INTEGER PRIMARY KEY".to_owned(),
@@ -150,11 +151,17 @@ pub(crate) fn column_definition(column: &Column, dialect: Dialect) -> String {
 }
 
 pub(crate) fn create_table(table: &Table, dialect: Dialect) -> String {
-    let columns: Vec<String> = table
+    let key = table.key_columns();
+    let inline_key = key.len() == 1;
+    let mut columns: Vec<String> = table
         .columns
         .iter()
-        .map(|c| format!("  {}", column_definition(c, dialect)))
+        .map(|c| format!("  {}", column_definition(c, inline_key, dialect)))
         .collect();
+    if !inline_key {
+        let names: Vec<String> = key.iter().map(|c| c.name.quoted()).collect();
+        columns.push(format!("  PRIMARY KEY ({})", names.join(", ")));
+    }
     format!(
         "CREATE TABLE {} (\n{}\n)",
         table.name.quoted(),
@@ -227,6 +234,31 @@ mod tests {
             .flat_map(|t| create_statements(t, dialect))
             .collect::<Vec<_>>()
             .join(";\n")
+    }
+
+    #[test]
+    fn a_key_of_several_columns_is_a_table_constraint() {
+        let schema = Schema::from_toml(
+            "[tables.m]\nprimary_key = [\"team\", \"who\"]\n\
+             columns.team = { type = \"bigint\" }\ncolumns.who = { type = \"uuid\" }\n",
+        )
+        .unwrap();
+        let table = &schema.tables[0];
+        assert!(
+            table.generated_key().is_none(),
+            "a composite key is given, not made"
+        );
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let sql = create_table(table, dialect);
+            assert!(
+                sql.ends_with("  PRIMARY KEY (\"team\", \"who\")\n)"),
+                "{sql}"
+            );
+            assert!(
+                !sql.contains("IDENTITY") && !sql.contains("INTEGER PRIMARY KEY"),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

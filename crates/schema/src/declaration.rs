@@ -31,6 +31,10 @@ pub fn parse(text: &str) -> Result<IndexMap<String, TableDecl>, String> {
 #[serde(deny_unknown_fields)]
 pub struct TableDecl {
     pub columns: IndexMap<String, ColumnDecl>,
+    /// A key of several columns, `primary_key = ["user_id", "team_id"]` (one
+    /// column is marked `primary_key = true` on the column instead).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
     /// Extra indexes, each a list of columns.
     #[serde(default)]
     pub indexes: Vec<Vec<String>>,

@@ -161,12 +161,32 @@ impl Table {
         self.columns.iter().find(|c| c.name.as_str() == name)
     }
 
+    /// The first column of the primary key (the whole key unless composite).
     pub fn primary_key(&self) -> &Column {
-        // Validation guarantees exactly one primary key column.
+        // Validation guarantees at least one primary key column.
         self.columns
             .iter()
             .find(|c| c.primary_key)
             .unwrap_or(&self.columns[0])
+    }
+
+    /// Every column of the primary key, in declared order.
+    pub fn key_columns(&self) -> Vec<&Column> {
+        self.columns.iter().filter(|c| c.primary_key).collect()
+    }
+
+    /// The key column the server or database fills when a row leaves it out:
+    /// a one-column uuid (v7) or integer (identity) key; composite keys are given.
+    pub fn generated_key(&self) -> Option<&Column> {
+        match self.key_columns().as_slice() {
+            [key] if key.ty == ColumnType::Uuid || key.ty.is_integral() => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether `column` alone is unique through the primary key.
+    pub fn is_whole_key(&self, column: &Column) -> bool {
+        column.primary_key && self.key_columns().len() == 1
     }
 }
 
@@ -199,7 +219,7 @@ impl Schema {
                 .indexes
                 .iter()
                 .any(|i| i.columns.first() == Some(column))
-                || table.column(column.as_str()).is_some_and(|c| c.primary_key);
+                || table.primary_key().name == *column;
             if !covered {
                 let columns = vec![column.clone()];
                 table.indexes.push(Index {
@@ -302,15 +322,56 @@ fn table_of(name: &str, declared: &TableDecl) -> Result<Table, SchemaError> {
              would take for the same column",
         ));
     }
-    match columns.iter().filter(|c| c.primary_key).count() {
-        1 => {}
-        0 => {
+    let mut columns = columns;
+    match (
+        columns.iter().filter(|c| c.primary_key).count(),
+        declared.primary_key.len(),
+    ) {
+        (1, 0) => {}
+        (0, 0) => {
             return Err(table_error(
                 name,
-                "declare one column with primary_key = true",
+                "declare one column with primary_key = true, or primary_key = [\"a\", \"b\"] on the table",
             ));
         }
-        _ => return Err(table_error(name, "only one column may be the primary key")),
+        (0, 1) => {
+            return Err(table_error(
+                name,
+                "a one-column key is marked on the column: primary_key = true",
+            ));
+        }
+        (0, _) => {
+            for key in &declared.primary_key {
+                let column = columns
+                    .iter_mut()
+                    .find(|c| c.name.as_str() == key)
+                    .ok_or_else(|| {
+                        table_error(name, format!("primary_key names unknown column {key:?}"))
+                    })?;
+                if column.primary_key
+                    || matches!(column.ty, ColumnType::Array(_) | ColumnType::Jsonb)
+                {
+                    return Err(table_error(
+                        name,
+                        format!("primary_key names {key:?} twice, or a jsonb or array column"),
+                    ));
+                }
+                column.primary_key = true;
+                column.not_null = true;
+            }
+        }
+        (1, _) => {
+            return Err(table_error(
+                name,
+                "declare the key on a column or on the table, not both",
+            ));
+        }
+        _ => {
+            return Err(table_error(
+                name,
+                "only one column may be primary_key = true; list a key of several columns on the table: primary_key = [\"a\", \"b\"]",
+            ));
+        }
     }
     let resolve = |list: &Vec<String>| -> Result<Vec<Identifier>, SchemaError> {
         if list.is_empty() {
@@ -539,9 +600,14 @@ fn resolve_references(
                 Some(c) => referenced
                     .column(c)
                     .ok_or_else(|| error(format!("references unknown column {target:?}")))?,
-                None => referenced.primary_key(),
+                None if referenced.key_columns().len() == 1 => referenced.primary_key(),
+                None => {
+                    return Err(error(format!(
+                        "{target_table} has a key of several columns: reference one unique column, as {target_table}.column"
+                    )));
+                }
             };
-            let unique = referenced_column.primary_key
+            let unique = referenced.is_whole_key(referenced_column)
                 || referenced
                     .indexes
                     .iter()
@@ -585,10 +651,12 @@ fn resolve_references(
 /// Joins and cascades walk foreign keys; an unindexed one turns each into a scan.
 fn add_foreign_key_indexes(tables: &mut [Table]) {
     for table in tables {
+        // The key's own index starts with its first column.
+        let first_key = table.primary_key().name.clone();
         let wanted: Vec<Identifier> = table
             .columns
             .iter()
-            .filter(|c| c.references.is_some() && !c.primary_key)
+            .filter(|c| c.references.is_some() && c.name != first_key)
             .map(|c| c.name.clone())
             .collect();
         for column in wanted {
@@ -692,6 +760,23 @@ mod tests {
                 "[tables.a]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.b = { type = \"uuid\", references = \"b\" }\n\
                  [tables.b]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"uuid\", references = \"a\" }",
                 "cycle",
+            ),
+            (
+                "[tables.t]\nprimary_key = [\"a\", \"b\"]\ncolumns.a = { type = \"uuid\", primary_key = true }\ncolumns.b = { type = \"uuid\" }",
+                "not both",
+            ),
+            (
+                "[tables.t]\nprimary_key = [\"a\", \"c\"]\ncolumns.a = { type = \"uuid\" }\ncolumns.b = { type = \"uuid\" }",
+                "primary_key names unknown column \"c\"",
+            ),
+            (
+                "[tables.t]\ncolumns.a = { type = \"uuid\", primary_key = true }\ncolumns.b = { type = \"uuid\", primary_key = true }",
+                "list a key of several columns on the table",
+            ),
+            (
+                "[tables.k]\nprimary_key = [\"a\", \"b\"]\ncolumns.a = { type = \"uuid\" }\ncolumns.b = { type = \"uuid\" }\n\
+                 [tables.r]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.k = { type = \"uuid\", references = \"k\" }",
+                "has a key of several columns",
             ),
             (
                 "[tables.t]\ncolumns.id = { type = \"uuid\", primary_key = true }\ncolumns.a = { type = \"jsonb[]\" }",

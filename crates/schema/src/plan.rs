@@ -82,7 +82,7 @@ fn add_column(table: &Table, column: &Column, dialect: Dialect) -> Result<String
     Ok(format!(
         "ALTER TABLE {} ADD COLUMN {}",
         table.name.quoted(),
-        column_definition(column, dialect)
+        column_definition(column, false, dialect)
     ))
 }
 
@@ -101,7 +101,7 @@ fn alter_column(
     };
     let same_elsewhere = [Dialect::Sqlite, Dialect::Postgres]
         .iter()
-        .all(|d| column_definition(&retyped, *d) == column_definition(new, *d));
+        .all(|d| column_definition(&retyped, true, *d) == column_definition(new, true, *d));
     if !same_elsewhere {
         let what = if old.not_null != new.not_null {
             "not_null"

@@ -1694,3 +1694,114 @@ async fn array_columns_with_containment_and_overlap() {
         assert_eq!(wrong.status(), 400);
     }
 }
+
+const MEMBERSHIPS: &str = r#"
+[tables.clubs]
+columns.id = { type = "bigint", primary_key = true }
+columns.name = { type = "text", not_null = true }
+
+[[tables.clubs.policies]]
+name = "public"
+for = "select"
+to = "authenticated"
+using = "true"
+
+[tables.memberships]
+primary_key = ["club_id", "user_id"]
+columns.club_id = { type = "bigint", references = "clubs" }
+columns.user_id = { type = "uuid", server_set = "auth.uid()" }
+columns.role = { type = "text", not_null = true, default = "member" }
+
+[[tables.memberships.policies]]
+name = "own memberships"
+for = "all"
+to = "authenticated"
+using = "user_id = auth.uid()"
+with_check = "user_id = auth.uid()"
+"#;
+
+/// A primary key of two columns: each pair once, upserts on the whole key, and
+/// the same owner policy.
+#[tokio::test]
+async fn composite_primary_keys() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(MEMBERSHIPS, &database).await;
+        server
+            .client
+            .post(format!("{}/rest/v1/clubs", server.url))
+            .header("apikey", &server.secret)
+            .bearer_auth(&server.secret)
+            .json(&json!([{"id": 1, "name": "chess"}, {"id": 2, "name": "go"}]))
+            .send()
+            .await
+            .unwrap();
+        let join = |user: &'static str, body: Value, prefer: &'static str| {
+            let server = &server;
+            async move {
+                server
+                    .rest(Method::POST, "memberships", Some(user))
+                    .header("prefer", prefer)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let joined = join(
+            ALICE,
+            json!([{"club_id": 1}, {"club_id": 2}]),
+            "return=representation",
+        )
+        .await;
+        assert_eq!(joined.status(), 201);
+        assert_eq!(
+            json(joined).await[0],
+            json!({"club_id": 1, "user_id": ALICE, "role": "member"})
+        );
+        assert_eq!(
+            join(BOB, json!({"club_id": 1}), "").await.status(),
+            201,
+            "another user, the same club"
+        );
+        let again = join(ALICE, json!({"club_id": 1}), "").await;
+        assert_eq!(again.status(), 409, "each pair once");
+        let upserted = join(
+            ALICE,
+            json!({"club_id": 1, "role": "captain"}),
+            "resolution=merge-duplicates,return=representation",
+        )
+        .await;
+        assert_eq!(upserted.status(), 201);
+        assert_eq!(json(upserted).await[0]["role"], "captain");
+        let mine = server
+            .rest(
+                Method::GET,
+                "memberships?select=club_id,role,clubs(name)&order=club_id",
+                Some(ALICE),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json(mine).await,
+            json!([{"club_id": 1, "role": "captain", "clubs": {"name": "chess"}},
+                   {"club_id": 2, "role": "member", "clubs": {"name": "go"}}])
+        );
+        let bobs = server
+            .rest(Method::GET, "memberships?select=role", Some(BOB))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json(bobs).await,
+            json!([{"role": "member"}]),
+            "the upsert touched Alice's pair only"
+        );
+        let left = server
+            .rest(Method::DELETE, "memberships?club_id=eq.2", Some(ALICE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(left.status(), 204);
+    }
+}
