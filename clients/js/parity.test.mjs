@@ -108,6 +108,31 @@ describe('Supabase defaults through supabase-js', () => {
     assert.deepEqual(await ids(lists().overlaps('labels', ['cold', 'hot'])), [30, 31]);
   });
 
+  test('many-to-many through a junction keyed by both sides', async () => {
+    const supabase = client();
+    await supabase.auth.signUp({ email: 'roster@example.com', password: 'roster-pass' });
+    for (const [table, rows] of [
+      ['players', [{ id: 1, name: 'Ann' }, { id: 2, name: 'Ben' }]],
+      ['squads', [{ id: 10, name: 'red' }, { id: 11, name: 'blue' }]],
+      ['Squad Players', [{ playerId: 1, squadId: 10 }, { playerId: 1, squadId: 11 }, { playerId: 2, squadId: 11 }]],
+    ]) {
+      const { error } = await supabase.from(table).insert(rows);
+      assert.equal(error, null, table);
+    }
+    const { error: twice } = await supabase.from('Squad Players').insert({ playerId: 2, squadId: 11 });
+    assert.equal(twice.code, '23505', 'each pair once');
+    const { data, error } = await supabase
+      .from('players')
+      .select('name, squads(name)')
+      .order('id')
+      .order('name', { referencedTable: 'squads' });
+    assert.equal(error, null);
+    assert.deepEqual(data, [
+      { name: 'Ann', squads: [{ name: 'blue' }, { name: 'red' }] },
+      { name: 'Ben', squads: [{ name: 'blue' }] },
+    ]);
+  });
+
   test('an anonymous user becomes permanent with updateUser({ email, password })', async () => {
     const supabase = client();
     const { data: anon, error } = await supabase.auth.signInAnonymously();

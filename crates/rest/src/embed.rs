@@ -31,7 +31,13 @@ pub(crate) struct Link<'a> {
     pub offset: u64,
     /// Paging for embeds nested deeper, the prefix removed.
     pub nested: Vec<(String, Paging)>,
+    /// Many-to-many: `target` is the junction table, and each of its rows
+    /// leads on to a row of this table through this column.
+    pub through: Option<(&'a Table, &'a Column)>,
 }
+
+/// The key a junction row's far-side row gets while a many-to-many embed is read.
+pub(crate) const FAR_SIDE: &str = "far_side";
 
 fn no_relationship(parent: &Table, relation: &str) -> RestError {
     RestError::Relationship(format!(
@@ -111,7 +117,20 @@ pub(crate) fn links<'a>(
         }
         let (parent_column, child_column, many) = match candidates.as_slice() {
             [one] => *one,
-            [] => return Err(no_relationship(parent, relation)),
+            [] => {
+                let (junction, to_parent, to_target, referenced) = junction(schema, parent, target)
+                    .ok_or_else(|| no_relationship(parent, relation))?;
+                let mut link = Link::new(
+                    key(),
+                    *inner,
+                    items,
+                    junction,
+                    (referenced, to_parent, true),
+                );
+                link.through = Some((target, to_target));
+                links.push(link);
+                continue;
+            }
             _ => {
                 return Err(RestError::Relationship(format!(
                     "more than one relationship between '{}' and '{relation}': name the column, as {relation}!column(...)",
@@ -128,6 +147,39 @@ pub(crate) fn links<'a>(
         ));
     }
     Ok(links)
+}
+
+/// A junction between `parent` and `target`, as PostgREST finds one: a table
+/// whose primary key holds a reference to each. Returns it, its column to the
+/// parent, its column to the target, and the parent's referenced column.
+fn junction<'a>(
+    schema: &'a Schema,
+    parent: &'a Table,
+    target: &'a Table,
+) -> Option<(&'a Table, &'a Column, &'a Column, &'a Column)> {
+    let mut found = schema.tables.iter().filter_map(|junction| {
+        let to = |table: &Table, skip: Option<&Column>| {
+            junction.key_columns().into_iter().find(|column| {
+                skip.is_none_or(|skip| skip.name != column.name)
+                    && column
+                        .references
+                        .as_ref()
+                        .is_some_and(|fk| fk.table == table.name)
+            })
+        };
+        let to_parent = to(parent, None)?;
+        let to_target = to(target, Some(to_parent))?;
+        let fk = to_parent.references.as_ref()?;
+        Some((
+            junction,
+            to_parent,
+            to_target,
+            parent.column(fk.column.as_str())?,
+        ))
+    });
+    let one = found.next()?;
+    // Two junctions would make the embed ambiguous: refuse rather than guess.
+    found.next().is_none().then_some(one)
 }
 
 impl<'a> Link<'a> {
@@ -153,6 +205,7 @@ impl<'a> Link<'a> {
             limit: None,
             offset: 0,
             nested: Vec::new(),
+            through: None,
         }
     }
 }

@@ -5,8 +5,8 @@ use std::pin::Pin;
 
 use gatehouse_db::{Database, Statement, Value};
 use gatehouse_policy::Command;
-use gatehouse_query::{Request, SelectItem};
-use gatehouse_schema::Column;
+use gatehouse_query::{OrderTerm, Paging, Request, SelectItem};
+use gatehouse_schema::{Column, Table};
 use serde_json::{Map, Value as Json};
 
 use crate::embed;
@@ -182,6 +182,41 @@ fn statement<'a>(
     Ok((sql.finish(), columns, offset))
 }
 
+/// The junction's rows for a many-to-many embed, each with the far-side row it
+/// leads to embedded as [`embed::FAR_SIDE`] (under that table's own policy);
+/// the embed's filters and order apply to the far side.
+fn through_junction(link: &mut embed::Link<'_>, target: &Table, to_target: &Column) -> Request {
+    let far_side = SelectItem::Embed {
+        relation: target.name.to_string(),
+        alias: Some(embed::FAR_SIDE.to_owned()),
+        hint: Some(to_target.name.to_string()),
+        inner: false,
+        items: link.items.to_vec(),
+    };
+    let mut embedded: Vec<(String, Paging)> = std::mem::take(&mut link.filters)
+        .into_iter()
+        .map(|filter| (embed::FAR_SIDE.to_owned(), Paging::Where(filter)))
+        .collect();
+    embedded.extend(
+        std::mem::take(&mut link.nested)
+            .into_iter()
+            .map(|(path, paging)| (format!("{}.{path}", embed::FAR_SIDE), paging)),
+    );
+    let order = std::mem::take(&mut link.order)
+        .into_iter()
+        .map(|term| OrderTerm {
+            column: format!("{}({})", embed::FAR_SIDE, term.column),
+            ..term
+        })
+        .collect();
+    Request {
+        select: vec![far_side],
+        order,
+        embedded,
+        ..Request::default()
+    }
+}
+
 /// `order=author(name)`: a to-one embed's column, read through a subquery that
 /// carries the embedded table's own select policy, so a hidden row sorts as NULL
 /// and its value never leaks through the order.
@@ -308,12 +343,15 @@ fn load<'a>(
                     wanted.push(key[index].clone());
                 }
             }
-            let child = Request {
-                select: link.items.to_vec(),
-                filters: std::mem::take(&mut link.filters),
-                order: std::mem::take(&mut link.order),
-                embedded: std::mem::take(&mut link.nested),
-                ..Request::default()
+            let child = match link.through {
+                None => Request {
+                    select: link.items.to_vec(),
+                    filters: std::mem::take(&mut link.filters),
+                    order: std::mem::take(&mut link.order),
+                    embedded: std::mem::take(&mut link.nested),
+                    ..Request::default()
+                },
+                Some((target, to_target)) => through_junction(link, target, to_target),
             };
             let children = if wanted.is_empty() {
                 Level {
@@ -335,12 +373,18 @@ fn load<'a>(
                 .await?
             };
             let mut groups: HashMap<String, Vec<Json>> = HashMap::new();
-            for (object, key) in children.objects.into_iter().zip(children.keys) {
+            for (mut object, key) in children.objects.into_iter().zip(children.keys) {
+                // Through a junction, the row shown is the one its row leads to
+                // (none where that row's policy hides it).
+                let shown = match link.through {
+                    None => Json::Object(object),
+                    Some(_) => match object.remove(embed::FAR_SIDE) {
+                        Some(Json::Null) | None => continue,
+                        Some(far) => far,
+                    },
+                };
                 if let Some(parent) = key.last() {
-                    groups
-                        .entry(group_key(parent))
-                        .or_default()
-                        .push(Json::Object(object));
+                    groups.entry(group_key(parent)).or_default().push(shown);
                 }
             }
             // Children arrive in the embed's order, so paging per parent is a slice.

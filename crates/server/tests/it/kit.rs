@@ -308,3 +308,16 @@ pub async fn storage_refusal(response: reqwest::Response) -> u16 {
     let body = json(response).await;
     body["statusCode"].as_str().unwrap().parse().unwrap()
 }
+
+/// Inserts `rows` into `table` with the secret key, as the app's own server seeds data.
+pub async fn seed(server: &TestServer, table: &str, rows: serde_json::Value) -> reqwest::Response {
+    server
+        .client
+        .post(format!("{}/rest/v1/{table}", server.url))
+        .header("apikey", &server.secret)
+        .bearer_auth(&server.secret)
+        .json(&rows)
+        .send()
+        .await
+        .unwrap()
+}

@@ -1518,22 +1518,14 @@ using = "not hidden"
 async fn embeds_by_foreign_key_column_and_conditions_on_embeds() {
     for database in TestDatabase::all() {
         let server = kit::start_declared(CITIES, &database).await;
-        let service = |table: &str, rows: Value| {
-            server
-                .client
-                .post(format!("{}/rest/v1/{table}", server.url))
-                .header("apikey", &server.secret)
-                .bearer_auth(&server.secret)
-                .json(&rows)
-                .send()
-        };
-        service(
+        kit::seed(
+            &server,
             "countries",
             json!([{"id": 1, "name": "France"}, {"id": 2, "name": "Spain"}]),
         )
-        .await
-        .unwrap();
-        let created = service(
+        .await;
+        let created = kit::seed(
+            &server,
             "cities",
             json!([
                 {"id": 1, "name": "Paris", "country_id": 1},
@@ -1542,8 +1534,7 @@ async fn embeds_by_foreign_key_column_and_conditions_on_embeds() {
                 {"id": 4, "name": "Madrid", "country_id": 2},
             ]),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(created.status(), 201);
         let read = |query: &'static str| {
             let server = &server;
@@ -1803,5 +1794,94 @@ async fn composite_primary_keys() {
             .await
             .unwrap();
         assert_eq!(left.status(), 204);
+    }
+}
+
+const PEOPLE_AND_GROUPS: &str = r#"
+[tables.people]
+columns.id = { type = "bigint", primary_key = true }
+columns.name = { type = "text", not_null = true }
+
+[tables.groups]
+columns.id = { type = "bigint", primary_key = true }
+columns.name = { type = "text", not_null = true }
+columns.secret = { type = "boolean", not_null = true, default = false }
+
+[tables.memberships]
+primary_key = ["person_id", "group_id"]
+columns.person_id = { type = "bigint", references = "people" }
+columns.group_id = { type = "bigint", references = "groups" }
+
+[[tables.people.policies]]
+name = "read"
+for = "select"
+to = "authenticated"
+using = "true"
+
+[[tables.groups.policies]]
+name = "read all but secret groups"
+for = "select"
+to = "authenticated"
+using = "not secret"
+
+[[tables.memberships.policies]]
+name = "read"
+for = "select"
+to = "authenticated"
+using = "true"
+"#;
+
+/// `people?select=name,groups(name)`: many-to-many through a junction whose key
+/// references both sides, each table read under its own policy.
+#[tokio::test]
+async fn many_to_many_embeds_through_a_junction() {
+    for database in TestDatabase::all() {
+        let server = kit::start_declared(PEOPLE_AND_GROUPS, &database).await;
+        kit::seed(
+            &server,
+            "people",
+            json!([{"id": 1, "name": "Ann"}, {"id": 2, "name": "Ben"}, {"id": 3, "name": "Cy"}]),
+        )
+        .await;
+        let groups = json!([{"id": 10, "name": "chess"}, {"id": 11, "name": "go"},
+                            {"id": 12, "name": "cabal", "secret": true}]);
+        kit::seed(&server, "groups", groups).await;
+        let pairs = json!([{"person_id": 1, "group_id": 10}, {"person_id": 1, "group_id": 11},
+                           {"person_id": 1, "group_id": 12}, {"person_id": 2, "group_id": 11}]);
+        assert_eq!(kit::seed(&server, "memberships", pairs).await.status(), 201);
+        let read = |query: &'static str| {
+            let server = &server;
+            async move {
+                let response = server
+                    .rest(Method::GET, query, Some(ALICE))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "{query}");
+                json(response).await
+            }
+        };
+        assert_eq!(
+            read("people?select=name,groups(name)&order=id&groups.order=name.desc").await,
+            json!([
+                {"name": "Ann", "groups": [{"name": "go"}, {"name": "chess"}]},
+                {"name": "Ben", "groups": [{"name": "go"}]},
+                {"name": "Cy", "groups": []},
+            ]),
+            "the secret group stays hidden"
+        );
+        assert_eq!(
+            read("groups?select=name,people(name)&id=eq.11").await,
+            json!([{"name": "go", "people": [{"name": "Ann"}, {"name": "Ben"}]}]),
+            "and the other way round"
+        );
+        assert_eq!(
+            read("people?select=name,groups!inner(name)&groups.name=eq.chess").await,
+            json!([{"name": "Ann", "groups": [{"name": "chess"}]}])
+        );
+        assert_eq!(
+            read("people?select=name,groups(name)&groups.limit=1&groups.order=name&id=eq.1").await,
+            json!([{"name": "Ann", "groups": [{"name": "chess"}]}])
+        );
     }
 }
