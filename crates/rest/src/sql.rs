@@ -551,7 +551,7 @@ impl<S> StatementBuilder<S> {
                         if ty != ColumnType::Text {
                             return Err(invalid("like and ilike apply to text columns".into()));
                         }
-                        let pattern = Value::Text(pattern.clone());
+                        let pattern = from_text(ColumnType::Text, pattern).map_err(invalid)?;
                         match (op, self.dialect) {
                             (Op::Like, _) => {
                                 self.field(field, column, path)?

@@ -120,9 +120,40 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A value written in a query string (`id=eq.5`), typed as `ty`.
+/// Text as both databases keep it: PostgreSQL refuses the NUL character in
+/// text and in JSON strings, so it is refused everywhere (and alike on SQLite).
+fn storable(text: &str) -> Result<&str, String> {
+    if text.contains('\0') {
+        return Err("text cannot hold the NUL character".into());
+    }
+    Ok(text)
+}
+
+/// JSON whose strings and keys are all [`storable`].
+fn storable_json(json: &Json) -> Result<&Json, String> {
+    match json {
+        Json::String(text) => {
+            storable(text)?;
+        }
+        Json::Array(items) => {
+            for item in items {
+                storable_json(item)?;
+            }
+        }
+        Json::Object(members) => {
+            for (key, value) in members {
+                storable(key)?;
+                storable_json(value)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(json)
+}
+
 pub(crate) fn from_text(ty: ColumnType, text: &str) -> Checked {
     Ok(match ty {
-        ColumnType::Text => Value::Text(text.to_owned()),
+        ColumnType::Text => Value::Text(storable(text)?.to_owned()),
         ColumnType::Integer | ColumnType::Bigint => parse_integer(text, ty)?,
         ColumnType::Numeric => Value::Text(parse_decimal(text)?),
         ColumnType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
@@ -141,7 +172,7 @@ pub(crate) fn from_text(ty: ColumnType, text: &str) -> Checked {
         ColumnType::Jsonb => {
             let parsed: Json =
                 serde_json::from_str(text).map_err(|_| format!("{text:?} is not JSON"))?;
-            Value::Text(parsed.to_string())
+            Value::Text(storable_json(&parsed)?.to_string())
         }
         ColumnType::Bytea => Value::Blob(parse_hex(text)?),
         ColumnType::Array(element) => array_from_literal(element, text)?,
@@ -197,7 +228,7 @@ fn array_from_literal(element: Element, text: &str) -> Checked {
 fn element_json(element: Element, json: &Json) -> Result<Json, String> {
     let value = match (element, json) {
         (_, Json::Null) => return Ok(Json::Null),
-        (Element::Text, Json::String(text)) => return Ok(Json::String(text.clone())),
+        (Element::Text, Json::String(text)) => return Ok(Json::String(storable(text)?.to_owned())),
         (Element::Integer | Element::Bigint, Json::Number(n)) => fit_integer(
             n.as_i64()
                 .ok_or_else(|| format!("{n} is not a whole number"))?,
@@ -221,7 +252,7 @@ pub(crate) fn from_json(column: &Column, json: &Json, patterns: &dyn Fn(&str) ->
     let value = match (column.ty, json) {
         (_, Json::Null) if column.not_null => return Err("the column is not null".into()),
         (_, Json::Null) => return Ok(Value::Null),
-        (ColumnType::Text, Json::String(text)) => Value::Text(text.clone()),
+        (ColumnType::Text, Json::String(text)) => Value::Text(storable(text)?.to_owned()),
         (ColumnType::Integer | ColumnType::Bigint, Json::Number(n)) => fit_integer(
             n.as_i64()
                 .ok_or_else(|| format!("{n} is not a whole number"))?,
@@ -229,7 +260,7 @@ pub(crate) fn from_json(column: &Column, json: &Json, patterns: &dyn Fn(&str) ->
         )?,
         (ColumnType::Numeric, Json::Number(n)) => Value::Text(parse_decimal(&n.to_string())?),
         (ColumnType::Boolean, Json::Bool(flag)) => Value::Bool(*flag),
-        (ColumnType::Jsonb, json) => Value::Text(json.to_string()),
+        (ColumnType::Jsonb, json) => Value::Text(storable_json(json)?.to_string()),
         (ColumnType::Array(element), Json::Array(items)) => Value::Text(
             Json::Array(
                 items

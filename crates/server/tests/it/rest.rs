@@ -467,6 +467,27 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
                 "22P02",
                 "id",
             ),
+            // PostgreSQL keeps no NUL in text: refused alike on both databases.
+            (
+                server.rest(Method::GET, "notes?title=eq.a%00b", Some(ALICE)),
+                400,
+                "22P02",
+                "NUL",
+            ),
+            (
+                server.rest(Method::GET, "notes?title=ilike.%00*", Some(ALICE)),
+                400,
+                "22P02",
+                "NUL",
+            ),
+            (
+                server
+                    .rest(Method::POST, "notes", Some(ALICE))
+                    .json(&json!({"title": "a\u{0}b"})),
+                400,
+                "22P02",
+                "NUL",
+            ),
             (
                 server.rest(Method::GET, "notes?colour=eq.1", Some(ALICE)),
                 400,
