@@ -849,6 +849,10 @@ impl Auth {
                 "an anonymous user sets a password together with an email".into(),
             ));
         }
+        // An address makes an anonymous account an ordinary one: a sign-up.
+        if user.is_anonymous && changes.email.is_some() && !self.settings.signups {
+            return Err(AuthError::SignupDisabled);
+        }
         if let Some(password) = &changes.password {
             self.check_password(password)?;
         }

@@ -56,9 +56,21 @@ pub(crate) fn steps(param: &str, text: &str) -> Result<Vec<JsonStep>, QueryError
             ));
         }
         let key = match key.parse::<i64>() {
-            Ok(index) => JsonKey::Index(index),
+            // PostgreSQL's array index is an integer.
+            Ok(index) if i32::try_from(index).is_ok() => JsonKey::Index(index),
+            Ok(_) => {
+                return Err(invalid(
+                    param,
+                    format!("the array index {key} is too large"),
+                ));
+            }
             Err(_) => JsonKey::Field(unquote(key)),
         };
+        if let JsonKey::Field(name) = &key
+            && name.contains('\0')
+        {
+            return Err(invalid(param, "a JSON key cannot hold the NUL character"));
+        }
         path.push(JsonStep { key, as_text });
         if path.len() > MAX_NESTING {
             return Err(invalid(param, "the JSON path is too deep"));

@@ -289,40 +289,32 @@ impl<S> StatementBuilder<S> {
                 _ => " -> ",
             };
             self.push(arrow);
-            self.json_key(&step.key, column)?;
+            self.json_key(&step.key);
         }
         self.push(if text { "))" } else { ")" });
         Ok(self)
     }
 
     /// A path key as a bound value: a member's name or an array index. SQLite
-    /// reads text that starts with `$` as a whole path, so such a name is
-    /// written as one, and a negative index as `$[#-n]`.
-    fn json_key(&mut self, key: &JsonKey, column: &Column) -> Result<(), RestError> {
+    /// reads a text key as a path, so a name is always written as a quoted path
+    /// label (`$."a \"b\""`, escaped as SQLite reads it), and a negative index
+    /// as `$[#-n]`.
+    fn json_key(&mut self, key: &JsonKey) {
         let value = match (self.dialect, key) {
             (Dialect::Postgres, JsonKey::Field(name)) => Value::Text(name.clone()),
             (Dialect::Postgres, JsonKey::Index(index)) => Value::Integer(*index),
             (Dialect::Sqlite, JsonKey::Index(index)) if *index >= 0 => Value::Integer(*index),
             (Dialect::Sqlite, JsonKey::Index(index)) => Value::Text(format!("$[#{index}]")),
-            (Dialect::Sqlite, JsonKey::Field(name)) if !name.starts_with('$') => {
-                Value::Text(name.clone())
-            }
-            (Dialect::Sqlite, JsonKey::Field(name)) if !name.contains('"') => {
-                Value::Text(format!("$.\"{name}\""))
-            }
-            (Dialect::Sqlite, JsonKey::Field(_)) => {
-                return Err(RestError::InvalidValue {
-                    column: column.name.to_string(),
-                    message: "a JSON key starting with $ cannot hold a double quote".into(),
-                });
-            }
+            (Dialect::Sqlite, JsonKey::Field(name)) => Value::Text(format!(
+                "$.\"{}\"",
+                name.replace('\\', "\\\\").replace('"', "\\\"")
+            )),
         };
         let ty = match value {
             Value::Integer(_) => ColumnType::Integer,
             _ => ColumnType::Text,
         };
         self.param(value, Some(ty));
-        Ok(())
     }
 
     /// An output value: a column (see [`Self::output`]) or a JSON path, whose
@@ -564,9 +556,8 @@ impl<S> StatementBuilder<S> {
                                     .param(pattern, Some(ColumnType::Text));
                             }
                             (_, Dialect::Sqlite) => {
-                                self.push("lower(")
-                                    .column(alias, &column.name)
-                                    .push(") LIKE lower(");
+                                self.push("lower(");
+                                self.field(field, column, path)?.push(") LIKE lower(");
                                 self.param(pattern, Some(ColumnType::Text)).push(")");
                             }
                         }
@@ -612,9 +603,8 @@ impl<S> StatementBuilder<S> {
                                         .push(", ")
                                         .param(value, Some(ty));
                                 } else {
-                                    self.param(value, Some(ty))
-                                        .push(", ")
-                                        .column(alias, &column.name);
+                                    self.param(value, Some(ty)).push(", ");
+                                    self.field(field, column, path)?;
                                 }
                                 self.push(")");
                             }

@@ -39,6 +39,13 @@ pub struct WriteResult {
 
 /// Rows written come back without embeds for now; say so rather than drop them.
 fn refuse_embeds(request: &Request, options: &WriteOptions) -> Result<(), RestError> {
+    // `items.or=(…)`, `items.limit=…`: modifiers of embeds a write never reads;
+    // ignoring one would widen what the write touches.
+    if let Some((path, _)) = request.embedded.first() {
+        return Err(RestError::Unsupported(format!(
+            "'{path}' modifies an embedded resource, which a write does not read"
+        )));
+    }
     let embeds = request
         .select
         .iter()
@@ -203,11 +210,14 @@ impl Rest {
             .collect::<Result<Vec<_>, _>>()?;
         let names: Vec<Identifier> = columns.iter().map(|c| c.name.clone()).collect();
         let key: Vec<Identifier> = table.key_columns().iter().map(|c| c.name.clone()).collect();
-        let unique = names == key
+        let same_set = |list: &[Identifier]| {
+            list.len() == names.len() && list.iter().all(|name| names.contains(name))
+        };
+        let unique = same_set(&key)
             || table
                 .indexes
                 .iter()
-                .any(|index| index.unique && index.columns == names);
+                .any(|index| index.unique && same_set(&index.columns));
         if unique {
             Ok(columns)
         } else {

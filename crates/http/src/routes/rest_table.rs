@@ -111,7 +111,18 @@ impl Representation {
         };
         let accept = accept.to_str().unwrap_or_default();
         let chosen = accept.split(',').find_map(|item| {
-            let media = item.split(';').next().unwrap_or_default().trim();
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            // `q=0` means "not this one".
+            let refused = parts.any(|param| {
+                param
+                    .trim()
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            if refused {
+                return None;
+            }
             match media.to_ascii_lowercase().as_str() {
                 SINGLE_OBJECT => Some(Self::Object),
                 "text/csv" => Some(Self::Csv),
@@ -148,7 +159,8 @@ fn range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
         "" => None,
         last => Some(last.parse::<u64>().map_err(|_| invalid())?),
     };
-    if last.is_some_and(|last| last < first) {
+    let too_far = |n: u64| n > gatehouse_query::MAX_ROW_NUMBER;
+    if last.is_some_and(|last| last < first || too_far(last)) || too_far(first) {
         return Err(invalid());
     }
     Ok(Some((first, last)))

@@ -1602,6 +1602,24 @@ async fn an_anonymous_user_becomes_permanent_with_an_email_and_password() {
     assert_eq!(clash.status(), 422);
     assert_eq!(json(clash).await["error_code"], "email_exists");
 
+    let closed = start(|config| {
+        config.auth.anonymous_sign_ins = true;
+        config.auth.signups = false;
+    })
+    .await;
+    let guest = anonymous_session(&closed).await;
+    let refused = auth(&closed, Method::PUT, "user")
+        .bearer_auth(&guest)
+        .json(&json!({"email": "walt@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(refused).await["error_code"],
+        "signup_disabled",
+        "becoming permanent is a sign-up"
+    );
+
     let upgraded = put(json!({"email": "Vera@Example.com", "password": PASSWORD}))
         .send()
         .await

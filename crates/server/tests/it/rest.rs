@@ -1258,6 +1258,24 @@ async fn csv_answers_carry_the_same_rows_as_json() {
             "",
             "no rows, no lines"
         );
+        let json_after_all = server
+            .rest(Method::GET, "notes?select=title&slug=eq.p", Some(ALICE))
+            .header("accept", "text/csv;q=0, application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json(json_after_all).await,
+            json!([{"title": "plain"}]),
+            "q=0 refuses CSV"
+        );
+        let far = server
+            .rest(Method::GET, "notes", Some(ALICE))
+            .header("range", "0-18446744073709551615")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(far.status(), 416);
         let refused = server
             .rest(Method::GET, "notes", Some(ALICE))
             .header("accept", "application/xml")
@@ -1425,7 +1443,7 @@ async fn json_paths_select_filter_and_order() {
         let server = kit::start_declared(PLACES, &database).await;
         let places = json!([
             {"id": 1, "name": "home", "address": {"city": "Paris", "postcode": "75001", "tags": ["a", "b"], "rank": 3, "geo": {"lat": 48.8}}},
-            {"id": 2, "name": "work", "address": {"city": "Lyon", "postcode": "69001", "tags": ["b"], "rank": 10, "$odd": "yes"}},
+            {"id": 2, "name": "work", "address": {"city": "Lyon", "postcode": "69001", "tags": ["b"], "rank": 10, "$odd": "yes", "a\"b\\c": "odd key", "[0]": "not an index"}},
             {"id": 3, "name": "nowhere", "address": null},
         ]);
         let created = server
@@ -1488,13 +1506,53 @@ async fn json_paths_select_filter_and_order() {
             read(BOB, "select=id&address->>city=eq.Paris").await,
             json!([{"id": 4}])
         );
+        assert_eq!(
+            read(
+                ALICE,
+                "select=id,i:address->>[0]&address->>a\"b\\c=eq.odd%20key"
+            )
+            .await,
+            json!([{"id": 2, "i": "not an index"}]),
+            "keys are names, whatever they hold"
+        );
+        assert_eq!(
+            read(ALICE, "select=id&address->>city=ilike.*ARIS").await,
+            json!([{"id": 1}])
+        );
+        assert_eq!(
+            read(
+                ALICE,
+                "select=id&address->tags=cd.[\"a\",\"b\",\"c\"]&order=id"
+            )
+            .await,
+            json!([{"id": 1}, {"id": 2}])
+        );
         for (query, why) in [
             ("select=name->x", "a path into a text column"),
             ("address->rank=gt.3", "ordering JSON values"),
             ("address->>city->x=eq.1", "a step after ->>"),
+            (
+                "select=address->5000000000",
+                "an index beyond PostgreSQL's integer",
+            ),
+            ("select=address->>a%00", "a NUL in a key"),
         ] {
             assert_eq!(get(ALICE, query).await.status(), 400, "{why}: {query}");
         }
+        let widened = server
+            .rest(
+                Method::DELETE,
+                "places?id=eq.1&items.or=(x.eq.1)",
+                Some(ALICE),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            widened.status(),
+            400,
+            "a write never drops a condition it cannot apply"
+        );
         let patched = server
             .rest(Method::PATCH, "places?address->>city=eq.Lyon", Some(ALICE))
             .header("prefer", "return=representation")
@@ -1785,6 +1843,18 @@ async fn composite_primary_keys() {
         .await;
         assert_eq!(upserted.status(), 201);
         assert_eq!(json(upserted).await[0]["role"], "captain");
+        let named = server
+            .rest(
+                Method::POST,
+                "memberships?on_conflict=user_id,club_id",
+                Some(ALICE),
+            )
+            .header("prefer", "resolution=merge-duplicates")
+            .json(&json!({"club_id": 2, "role": "member"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(named.status(), 201, "the key's columns in any order");
         let mine = server
             .rest(
                 Method::GET,
