@@ -29,6 +29,26 @@ fn contains_at(container: &Value, contained: &Value, top: bool) -> bool {
     }
 }
 
+/// Whether two JSON values are equal as PostgreSQL's jsonb compares them:
+/// object members in any order, numbers by value (`1` equals `1.0`).
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(key, v)| y.get(key).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Whether two JSON arrays have an element in common (PostgreSQL's `&&`).
 pub fn overlaps(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -52,8 +72,22 @@ pub fn as_text(value: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{contains, overlaps};
+    use super::{contains, overlaps, same};
     use serde_json::json;
+
+    #[test]
+    fn jsonb_equality_ignores_member_order_and_number_form() {
+        assert!(same(
+            &json!({"a": 1, "b": [1.0, "x"]}),
+            &json!({"b": [1, "x"], "a": 1.0})
+        ));
+        assert!(
+            !same(&json!([1, 2]), &json!([2, 1])),
+            "arrays keep their order"
+        );
+        assert!(!same(&json!({"a": 1}), &json!({"a": 1, "b": null})));
+        assert!(!same(&json!("1"), &json!(1)));
+    }
 
     #[test]
     fn arrays_overlap_on_a_shared_element() {

@@ -396,36 +396,24 @@ fn configure(connection: &Connection) -> Result<()> {
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
     // LIKE is case-sensitive, as in PostgreSQL; ILIKE is compiled with lower().
     connection.execute_batch("PRAGMA case_sensitive_like = ON")?;
-    connection.create_scalar_function(
-        "gatehouse_json_contains",
-        2,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |context| {
+    let deterministic = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    // Two JSON arguments to a truth, NULL when either is NULL (or not JSON).
+    let json_pair = |name: &str, test: fn(&serde_json::Value, &serde_json::Value) -> bool| {
+        connection.create_scalar_function(name, 2, deterministic, move |context| {
             let parse = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
                 Ok(context
                     .get::<Option<String>>(index)?
                     .and_then(|text| serde_json::from_str(&text).ok()))
             };
             Ok(match (parse(0)?, parse(1)?) {
-                (Some(container), Some(contained)) => {
-                    Some(crate::json::contains(&container, &contained))
-                }
+                (Some(a), Some(b)) => Some(test(&a, &b)),
                 _ => None,
             })
-        },
-    )?;
-    let deterministic = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    connection.create_scalar_function("gatehouse_json_overlaps", 2, deterministic, |context| {
-        let parse = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-            Ok(context
-                .get::<Option<String>>(index)?
-                .and_then(|text| serde_json::from_str(&text).ok()))
-        };
-        Ok(match (parse(0)?, parse(1)?) {
-            (Some(a), Some(b)) => Some(crate::json::overlaps(&a, &b)),
-            _ => None,
         })
-    })?;
+    };
+    json_pair("gatehouse_json_contains", crate::json::contains)?;
+    json_pair("gatehouse_json_overlaps", crate::json::overlaps)?;
+    json_pair("gatehouse_json_same", crate::json::same)?;
     connection.create_scalar_function("gatehouse_json_text", 1, deterministic, |context| {
         let json = context.get::<Option<String>>(0)?;
         Ok(json

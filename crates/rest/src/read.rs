@@ -5,12 +5,12 @@ use std::pin::Pin;
 
 use gatehouse_db::{Database, Statement, Value};
 use gatehouse_policy::Command;
-use gatehouse_query::{OrderTerm, Paging, Request, SelectItem};
-use gatehouse_schema::{Column, Table};
+use gatehouse_query::{JsonStep, OrderTerm, Paging, Request, SelectItem};
+use gatehouse_schema::{Column, ColumnType, Table};
 use serde_json::{Map, Value as Json};
 
 use crate::embed;
-use crate::output::Output;
+use crate::output::{Output, path_type};
 use crate::sql::{Decided, StatementBuilder, Undecided};
 use crate::values::to_json;
 use crate::{Access, Caller, Rest, RestError};
@@ -137,13 +137,15 @@ fn statement<'a>(
             match term.column.split_once('(') {
                 None => {
                     let column = access.readable(&term.column)?;
+                    orderable(column, &term.path)?;
                     sql.field(Some("t0"), column, &term.path)?;
                 }
                 Some((relation, inner)) => {
                     let column = inner.strip_suffix(')').ok_or_else(|| {
                         RestError::Relationship(format!("order by an embed is {relation}(column)"))
                     })?;
-                    order_by_embedded(&mut sql, rest, access.caller, links, relation, column)?;
+                    let target = (relation, column, term.path.as_slice());
+                    order_by_embedded(&mut sql, rest, access.caller, links, target)?;
                 }
             }
             sql.push(if term.descending { " DESC" } else { " ASC" });
@@ -225,8 +227,7 @@ fn order_by_embedded(
     rest: &Rest,
     caller: &Caller,
     links: &[embed::Link<'_>],
-    relation: &str,
-    column: &str,
+    (relation, column, path): (&str, &str, &[JsonStep]),
 ) -> Result<(), RestError> {
     let link = links
         .iter()
@@ -238,8 +239,9 @@ fn order_by_embedded(
         })?;
     let target = rest.access(link.target.name.as_str(), Command::Select, caller)?;
     let column = target.readable(column)?;
-    sql.push("(SELECT ")
-        .column("o0", &column.name)
+    orderable(column, path)?;
+    sql.push("(SELECT ");
+    sql.field(Some("o0"), column, path)?
         .push(" FROM ")
         .raw(&link.target.name.quoted())
         .push(" AS \"o0\" WHERE ")
@@ -249,6 +251,19 @@ fn order_by_embedded(
         .and_also(target.using(), "o0", None)
         .push(")");
     Ok(())
+}
+
+/// Rows order by values both databases order alike: JSON, arrays and bytes
+/// sort as text on SQLite but by type on PostgreSQL, so they are refused (a
+/// JSON value orders by its text: `order=data->>rank`).
+fn orderable(column: &Column, path: &[JsonStep]) -> Result<(), RestError> {
+    match path_type(column, path) {
+        ColumnType::Jsonb | ColumnType::Array(_) | ColumnType::Bytea => Err(RestError::InvalidValue {
+            column: column.name.to_string(),
+            message: "JSON, array and bytea values cannot order rows; order by a JSON value's text with ->>".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The plan the database would follow for this read.

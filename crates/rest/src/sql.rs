@@ -528,6 +528,11 @@ impl<S> StatementBuilder<S> {
                     (Op::In, Operand::List(items)) if items.is_empty() => {
                         self.push("1 = 0");
                     }
+                    (Op::In, Operand::List(_)) if ty == ColumnType::Jsonb => {
+                        return Err(invalid(
+                            "in takes a value's text after ->>, not JSON after ->".into(),
+                        ));
+                    }
                     (Op::In, Operand::List(items)) => {
                         self.field(field, column, path)?.push(" IN (");
                         for (i, item) in items.iter().enumerate() {
@@ -614,7 +619,7 @@ impl<S> StatementBuilder<S> {
                         // A JSON value a path reaches may equal another; ordering
                         // JSON (or comparing whole jsonb or bytea columns) is refused.
                         let equality = matches!(op, Op::Eq | Op::Neq);
-                        let json_equality = !path.is_empty() && equality;
+                        let json_equality = ty == ColumnType::Jsonb && !path.is_empty() && equality;
                         if matches!(ty, ColumnType::Array(_)) && !equality {
                             return Err(invalid(
                                 "arrays compare with eq, neq, cs, cd and ov".into(),
@@ -636,9 +641,18 @@ impl<S> StatementBuilder<S> {
                             _ => " <= ",
                         };
                         let value = from_text(ty, text).map_err(invalid)?;
-                        self.field(field, column, path)?
-                            .push(sql_op)
-                            .param(value, Some(ty));
+                        if json_equality && self.dialect == Dialect::Sqlite {
+                            // Equal as jsonb is on PostgreSQL: members in any
+                            // order, numbers by value (db::json::same).
+                            self.push(if *op == Op::Eq { "" } else { "NOT " });
+                            self.push("gatehouse_json_same(");
+                            self.field(field, column, path)?.push(", ");
+                            self.param(value, Some(ty)).push(")");
+                        } else {
+                            self.field(field, column, path)?
+                                .push(sql_op)
+                                .param(value, Some(ty));
+                        }
                     }
                     (_, _) => {
                         return Err(invalid(

@@ -1453,12 +1453,13 @@ async fn json_paths_select_filter_and_order() {
             .await
             .unwrap();
         assert_eq!(created.status(), 201);
-        server
+        let bobs = server
             .rest(Method::POST, "places", Some(BOB))
             .json(&json!({"id": 4, "name": "bob's", "address": {"city": "Paris", "postcode": "75002"}}))
             .send()
             .await
             .unwrap();
+        assert_eq!(bobs.status(), 201);
         let get = |user: &'static str, query: &'static str| {
             let server = &server;
             async move {
@@ -1522,6 +1523,15 @@ async fn json_paths_select_filter_and_order() {
         assert_eq!(
             read(
                 ALICE,
+                "select=id&address->geo=eq.{\"lat\":48.80}&address->rank=neq.10.0"
+            )
+            .await,
+            json!([{"id": 1}]),
+            "JSON equal as jsonb is: numbers by value, members in any order"
+        );
+        assert_eq!(
+            read(
+                ALICE,
                 "select=id&address->tags=cd.[\"a\",\"b\",\"c\"]&order=id"
             )
             .await,
@@ -1536,6 +1546,9 @@ async fn json_paths_select_filter_and_order() {
                 "an index beyond PostgreSQL's integer",
             ),
             ("select=address->>a%00", "a NUL in a key"),
+            ("order=address", "ordering by JSON"),
+            ("order=address->tags.desc", "ordering by a JSON value"),
+            ("address->city=in.(\"Paris\")", "in over JSON values"),
         ] {
             assert_eq!(get(ALICE, query).await.status(), 400, "{why}: {query}");
         }
