@@ -49,6 +49,17 @@ pub fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Whether array `have` contains every element of `want`, as PostgreSQL's
+/// arrays do (`@>`): NULL equals nothing, so a NULL wanted is never contained.
+pub fn array_contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Array(have), Value::Array(want)) => want
+            .iter()
+            .all(|item| !item.is_null() && have.contains(item)),
+        _ => false,
+    }
+}
+
 /// Whether two JSON arrays have an element in common (PostgreSQL's `&&`).
 pub fn overlaps(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -72,7 +83,7 @@ pub fn as_text(value: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{contains, overlaps, same};
+    use super::{array_contains, contains, overlaps, same};
     use serde_json::json;
 
     #[test]
@@ -87,6 +98,14 @@ mod tests {
         );
         assert!(!same(&json!({"a": 1}), &json!({"a": 1, "b": null})));
         assert!(!same(&json!("1"), &json!(1)));
+    }
+
+    #[test]
+    fn array_containment_never_matches_null() {
+        assert!(array_contains(&json!(["a", null, "b"]), &json!(["b", "a"])));
+        assert!(!array_contains(&json!([null]), &json!([null])));
+        assert!(array_contains(&json!(["a"]), &json!([])));
+        assert!(!array_contains(&json!(["a"]), &json!(["a", "c"])));
     }
 
     #[test]

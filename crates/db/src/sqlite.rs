@@ -412,6 +412,7 @@ fn configure(connection: &Connection) -> Result<()> {
         })
     };
     json_pair("gatehouse_json_contains", crate::json::contains)?;
+    json_pair("gatehouse_array_contains", crate::json::array_contains)?;
     json_pair("gatehouse_json_overlaps", crate::json::overlaps)?;
     json_pair("gatehouse_json_same", crate::json::same)?;
     connection.create_scalar_function("gatehouse_json_text", 1, deterministic, |context| {

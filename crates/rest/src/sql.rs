@@ -601,8 +601,13 @@ impl<S> StatementBuilder<S> {
                                     .param(value, Some(ty));
                             }
                             Dialect::Sqlite => {
-                                // The same containment, as a registered function (db::json).
-                                self.push("gatehouse_json_contains(");
+                                // The same containment, as a registered function
+                                // (db::json): jsonb's, or an array's, where NULL
+                                // is no element.
+                                self.push(match ty {
+                                    ColumnType::Array(_) => "gatehouse_array_contains(",
+                                    _ => "gatehouse_json_contains(",
+                                });
                                 if *op == Op::Cs {
                                     self.field(field, column, path)?
                                         .push(", ")

@@ -1696,7 +1696,7 @@ async fn array_columns_with_containment_and_overlap() {
             .json(&json!([
                 {"id": 1, "tags": ["rust", "sql", "a \"quoted\", comma"], "scores": [1, 2, 3], "readers": [BOB.to_uppercase()]},
                 {"id": 2, "tags": ["go"], "scores": [], "readers": []},
-                {"id": 3, "tags": null},
+                {"id": 3, "tags": null, "scores": [null, 7]},
             ]))
             .send()
             .await
@@ -1749,6 +1749,12 @@ async fn array_columns_with_containment_and_overlap() {
             json!([{"id": 1}, {"id": 2}])
         );
         assert_eq!(ids("scores=cs.{2,3}".into()).await, json!([{"id": 1}]));
+        assert_eq!(ids("scores=cs.{7}".into()).await, json!([{"id": 3}]));
+        assert_eq!(
+            ids("scores=cs.{NULL}".into()).await,
+            json!([]),
+            "NULL is no element"
+        );
         assert_eq!(ids("tags=eq.{go}".into()).await, json!([{"id": 2}]));
         assert_eq!(ids("tags=is.null".into()).await, json!([{"id": 3}]));
         assert_eq!(
