@@ -96,16 +96,16 @@ pub fn parse(pairs: &[(String, String)]) -> Result<Request, QueryError> {
         ));
     }
     let mut request = Request::default();
+    const SINGLE: [&str; 6] = [
+        "select",
+        "order",
+        "limit",
+        "offset",
+        "on_conflict",
+        "columns",
+    ];
     for (at, (key, _)) in pairs.iter().enumerate() {
-        let single = [
-            "select",
-            "order",
-            "limit",
-            "offset",
-            "on_conflict",
-            "columns",
-        ];
-        if single.contains(&key.as_str()) && pairs[..at].iter().any(|(seen, _)| seen == key) {
+        if SINGLE.contains(&key.as_str()) && pairs[..at].iter().any(|(seen, _)| seen == key) {
             return Err(invalid(key, "given more than once"));
         }
     }

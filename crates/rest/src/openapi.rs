@@ -95,21 +95,12 @@ fn filter_pattern(column: &Column) -> String {
 
 /// A name as the select grammar takes it: bare, or quoted when it holds spaces.
 fn select_name(name: &Identifier) -> String {
-    let escaped = regex_syntax_escape(name.as_str());
+    let escaped = regex::escape(name.as_str());
     if name.as_str().contains(' ') {
         format!("\"{escaped}\"")
     } else {
         escaped
     }
-}
-
-fn regex_syntax_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$".contains(c);
-            special.then_some('\\').into_iter().chain([c])
-        })
-        .collect()
 }
 
 fn parameter(name: &str, description: &str, schema: Json, required: bool) -> Json {
@@ -130,7 +121,7 @@ fn read_parameters(columns: &[&Column]) -> Vec<Json> {
         "({})(\\.(asc|desc))?(\\.(nullsfirst|nullslast))?",
         columns
             .iter()
-            .map(|c| regex_syntax_escape(c.name.as_str()))
+            .map(|c| regex::escape(c.name.as_str()))
             .collect::<Vec<_>>()
             .join("|")
     );

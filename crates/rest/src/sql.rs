@@ -243,18 +243,17 @@ impl<S> StatementBuilder<S> {
             _ => ("", ""),
         };
         self.text.push_str(before);
-        match alias {
-            Some(alias) => {
-                self.column(alias, &column.name);
-            }
-            None => {
-                self.text.push('"');
-                self.text.push_str(column.name.as_str());
-                self.text.push('"');
-            }
-        }
+        self.named(alias, &column.name);
         self.text.push_str(after);
         self
+    }
+
+    /// `"alias"."name"`, or `"name"` alone (RETURNING has no alias).
+    fn named(&mut self, alias: Option<&str>, name: &Identifier) -> &mut Self {
+        match alias {
+            Some(alias) => self.column(alias, name),
+            None => self.raw(&name.quoted()),
+        }
     }
 
     /// A column, or a path into a JSON column, with each key bound:
@@ -267,22 +266,13 @@ impl<S> StatementBuilder<S> {
         column: &Column,
         path: &[JsonStep],
     ) -> Result<&mut Self, RestError> {
-        let named = |sql: &mut Self| match alias {
-            Some(alias) => {
-                sql.column(alias, &column.name);
-            }
-            None => {
-                sql.raw(&column.name.quoted());
-            }
-        };
         let Some(last) = path.last() else {
-            named(self);
-            return Ok(self);
+            return Ok(self.named(alias, &column.name));
         };
         json_path_applies(column, path)?;
         let text = self.dialect == Dialect::Sqlite && last.as_text;
         self.push(if text { "gatehouse_json_text((" } else { "(" });
-        named(self);
+        self.named(alias, &column.name);
         for step in path {
             let arrow = match (self.dialect, step.as_text) {
                 (Dialect::Postgres, true) => " ->> ",
@@ -305,10 +295,9 @@ impl<S> StatementBuilder<S> {
             (Dialect::Postgres, JsonKey::Index(index)) => Value::Integer(*index),
             (Dialect::Sqlite, JsonKey::Index(index)) if *index >= 0 => Value::Integer(*index),
             (Dialect::Sqlite, JsonKey::Index(index)) => Value::Text(format!("$[#{index}]")),
-            (Dialect::Sqlite, JsonKey::Field(name)) => Value::Text(format!(
-                "$.\"{}\"",
-                name.replace('\\', "\\\\").replace('"', "\\\"")
-            )),
+            (Dialect::Sqlite, JsonKey::Field(name)) => {
+                Value::Text(format!("$.{}", backslash_quoted(name)))
+            }
         };
         let ty = match value {
             Value::Integer(_) => ColumnType::Integer,
@@ -673,8 +662,7 @@ impl<S> StatementBuilder<S> {
 }
 
 /// A JSON array (as arrays travel) as PostgreSQL's array literal:
-/// `["a", "b \"c\"", null]` → `{"a","b \"c\"",NULL}`. Every element is quoted,
-/// so only `"` and `\` need escaping.
+/// `["a", "b \"c\"", null]` → `{"a","b \"c\"",NULL}`. Every element is quoted.
 fn postgres_array(json: &str) -> String {
     let items = match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Array(items)) => items,
@@ -684,11 +672,15 @@ fn postgres_array(json: &str) -> String {
         .iter()
         .map(|item| match item {
             serde_json::Value::Null => "NULL".to_owned(),
-            serde_json::Value::String(text) => {
-                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-            other => format!("\"{other}\""),
+            serde_json::Value::String(text) => backslash_quoted(text),
+            other => backslash_quoted(&other.to_string()),
         })
         .collect();
     format!("{{{}}}", elements.join(","))
+}
+
+/// `text` in double quotes with `"` and `\` escaped by a backslash: how both
+/// SQLite's JSON path labels and PostgreSQL's array elements quote text.
+fn backslash_quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }

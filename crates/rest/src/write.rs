@@ -277,16 +277,18 @@ impl Rest {
             }
         };
         let mut statements = Vec::with_capacity(objects.len());
+        // An identity key left out is the database's to fill: not in the INSERT.
+        let identity = access
+            .table
+            .generated_key()
+            .filter(|key| key.ty.is_integral());
         for object in objects {
             let row = self.new_row(&access, caller, object)?;
             let columns: Vec<&Column> = access
                 .table
                 .columns
                 .iter()
-                .filter(|c| {
-                    let identity = access.table.generated_key() == Some(*c) && c.ty.is_integral();
-                    !(identity && row.get(&c.name) == Some(&Value::Null))
-                })
+                .filter(|c| !(Some(*c) == identity && row.get(&c.name) == Some(&Value::Null)))
                 .collect();
             let mut sql = StatementBuilder::new(db.dialect());
             sql.push("INSERT INTO ")
