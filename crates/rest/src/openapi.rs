@@ -269,14 +269,20 @@ impl Rest {
     }
 }
 
+/// The HTTP method of a command, and the verb its summary starts with.
+fn method_of(command: Command) -> (&'static str, &'static str) {
+    match command {
+        Command::Select => ("get", "Read"),
+        Command::Insert => ("post", "Insert into"),
+        Command::Update => ("patch", "Update"),
+        Command::Delete => ("delete", "Delete from"),
+    }
+}
+
 /// A method no policy lets this caller use on the table.
 fn denied(name: &str, command: Command) -> (&'static str, Json) {
-    let (method, verb) = match command {
-        Command::Select => ("get", "read"),
-        Command::Insert => ("post", "insert into"),
-        Command::Update => ("patch", "update"),
-        Command::Delete => ("delete", "delete from"),
-    };
+    let (method, verb) = method_of(command);
+    let verb = verb.to_lowercase();
     let mut operation = json!({
         "summary": format!("Not allowed: {verb} {name}"),
         "description": format!("No policy lets this caller {verb} {name}; the answer is 401 without a signed-in user, else 403 (400 for a malformed request)."),
@@ -328,19 +334,20 @@ fn operation(
     let none = json!({"description": "Done; no rows asked back"});
     let body = |insert: bool| json!({"required": true, "content": {"application/json": {"schema": body_schema(&settable, table.generated_key(), insert)}}});
     let mut parameters = read_parameters(&readable);
-    let (method, summary, mut responses, statuses, request_body) = match command {
+    let (method, summary) = method_of(command);
+    let (mut responses, statuses, request_body) = match command {
         Command::Select => {
             parameters.extend(filter_parameters(&readable));
             let ok = json!({"description": "The rows", "content": {"application/json": {"schema": rows}}});
             let responses = Map::from_iter([("200".to_owned(), ok)]);
             const STATUSES: &[&str] = &["400", "401", "403", "406", "416", "429", "500", "503"];
-            ("get", "Read", responses, STATUSES, None)
+            (responses, STATUSES, None)
         }
         Command::Insert => {
             parameters.truncate(1); // select, for the rows asked back
             let responses = Map::from_iter([("201".to_owned(), created)]);
             const STATUSES: &[&str] = &["400", "401", "403", "409", "413", "429", "500", "503"];
-            ("post", "Insert into", responses, STATUSES, Some(body(true)))
+            (responses, STATUSES, Some(body(true)))
         }
         Command::Update | Command::Delete => {
             parameters.truncate(1);
@@ -349,10 +356,10 @@ fn operation(
                 Map::from_iter([("200".to_owned(), returned), ("204".to_owned(), none)]);
             if command == Command::Update {
                 const STATUSES: &[&str] = &["400", "401", "403", "409", "413", "429", "500", "503"];
-                ("patch", "Update", responses, STATUSES, Some(body(false)))
+                (responses, STATUSES, Some(body(false)))
             } else {
                 const STATUSES: &[&str] = &["400", "401", "403", "409", "429", "500", "503"];
-                ("delete", "Delete from", responses, STATUSES, None)
+                (responses, STATUSES, None)
             }
         }
     };
