@@ -108,6 +108,36 @@ describe('Supabase defaults through supabase-js', () => {
     assert.deepEqual(await ids(lists().overlaps('labels', ['cold', 'hot'])), [30, 31]);
   });
 
+  test('full-text search with textSearch, in each syntax and language', async () => {
+    const supabase = client();
+    await supabase.auth.signUp({ email: 'search@example.com', password: 'search-pass' });
+    const { error } = await supabase.from('Customer Lists').insert([
+      { id: 40, 'list name': 'Cats', notes: 'The cats are running after the rats' },
+      { id: 41, 'list name': 'Hats', notes: 'The cat in the hat sat on a mat' },
+      { id: 42, 'list name': 'Dogs', notes: 'A dog ran; the runner runs' },
+    ]);
+    assert.equal(error, null);
+    const other = client();
+    await other.auth.signUp({ email: 'search-other@example.com', password: 'search-pass' });
+    await other.from('Customer Lists').insert({ id: 43, 'list name': 'Hidden', notes: 'cats hats dogs rats' });
+    const ids = async (query) => {
+      const { data, error: searchError } = await query.order('id');
+      assert.equal(searchError, null);
+      return data.map((row) => row.id);
+    };
+    const lists = () => supabase.from('Customer Lists').select('id');
+    assert.deepEqual(await ids(lists().textSearch('notes', 'cat & !rat')), [41]);
+    assert.deepEqual(await ids(lists().textSearch('notes', 'run:*')), [40, 42]);
+    assert.deepEqual(await ids(lists().textSearch('notes', 'cat <3> hat')), [41]);
+    assert.deepEqual(await ids(lists().textSearch('notes', 'running rats', { type: 'plain' })), [40]);
+    assert.deepEqual(await ids(lists().textSearch('notes', 'cat in the hat', { type: 'phrase' })), [41]);
+    assert.deepEqual(await ids(lists().textSearch('notes', '"the cat" or dog -runs', { type: 'websearch' })), [40, 41]);
+    assert.deepEqual(await ids(lists().textSearch('notes', 'cats', { config: 'simple' })), [40]);
+    assert.deepEqual(await ids(lists().textSearch('notes', 'cats', { type: 'plain', config: 'english' })), [40, 41]);
+    const { error: malformed } = await lists().textSearch('notes', 'cat dog');
+    assert.equal(malformed?.code, '42601', 'PostgreSQL\'s syntax error in tsquery');
+  });
+
   test('many-to-many through a junction keyed by both sides', async () => {
     const supabase = client();
     await supabase.auth.signUp({ email: 'roster@example.com', password: 'roster-pass' });

@@ -10,6 +10,7 @@ pub mod json;
 mod migrations;
 pub mod path_parts;
 mod postgres;
+mod search;
 mod sqlite;
 mod statement;
 #[cfg(feature = "testing")]

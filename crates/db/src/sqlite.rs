@@ -434,6 +434,7 @@ fn configure(connection: &Connection) -> Result<()> {
         let path = context.get::<Option<String>>(0)?;
         Ok(path.and_then(|path| crate::path_parts::extension(&path).map(str::to_owned)))
     })?;
+    crate::search::register(connection)?;
     Ok(())
 }
 

@@ -21,6 +21,12 @@ pub enum Op {
     Cd,
     /// Overlaps (`&&`): an element in common, for arrays.
     Ov,
+    /// Full-text search: `fts` (`to_tsquery`), `plfts` (`plainto_tsquery`),
+    /// `phfts` (`phraseto_tsquery`), `wfts` (`websearch_to_tsquery`).
+    Fts,
+    Plfts,
+    Phfts,
+    Wfts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,11 @@ pub enum Operand {
     Null,
     True,
     False,
+    /// A full-text query, with the language in `fts(english).…` if given.
+    Search {
+        language: Option<String>,
+        query: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +80,10 @@ fn op(name: &str) -> Option<Op> {
         "cs" => Op::Cs,
         "cd" => Op::Cd,
         "ov" => Op::Ov,
+        "fts" => Op::Fts,
+        "plfts" => Op::Plfts,
+        "phfts" => Op::Phfts,
+        "wfts" => Op::Wfts,
         _ => return None,
     })
 }
@@ -85,8 +100,27 @@ pub fn leaf(column: &str, expression: &str) -> Result<Filter, QueryError> {
     let (name, value) = rest
         .split_once('.')
         .ok_or_else(|| invalid(column, "expected operator.value, such as eq.5"))?;
+    // `fts(english)`: the search language travels with the operator.
+    let (name, language) = match name.split_once('(') {
+        Some((name, rest)) => {
+            let language = rest
+                .strip_suffix(')')
+                .filter(|language| !language.is_empty())
+                .ok_or_else(|| invalid(column, "expected a language: fts(english).query"))?;
+            (name, Some(language.to_owned()))
+        }
+        None => (name, None),
+    };
     let op = op(name).ok_or_else(|| invalid(column, format!("unknown operator {name:?}")))?;
+    let searching = matches!(op, Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts);
+    if language.is_some() && !searching {
+        return Err(invalid(column, format!("{name} takes no language")));
+    }
     let operand = match op {
+        _ if searching => Operand::Search {
+            language,
+            query: value.to_owned(),
+        },
         Op::Is => match value.to_ascii_lowercase().as_str() {
             "null" => Operand::Null,
             "true" => Operand::True,

@@ -33,6 +33,8 @@ pub enum RestError {
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
+    Search(#[from] gatehouse_search::SearchError),
+    #[error("{0}")]
     Relationship(String),
     #[error("the row conflicts with an existing one (duplicate key)")]
     Conflict,

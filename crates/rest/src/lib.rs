@@ -31,6 +31,7 @@ use gatehouse_schema::{Check, Column, Schema, Table};
 pub use access::{Decision, Rows, decide};
 pub use caller::{Caller, UnknownRole};
 pub use error::RestError;
+pub use gatehouse_search::SearchError;
 pub use read::{Count, ReadOptions, ReadResult};
 pub use sql::{Decided, StatementBuilder, Undecided};
 pub use write::{Resolution, WriteOptions, WriteResult};

@@ -90,6 +90,15 @@ fn filter_pattern(column: &Column) -> String {
         ColumnType::Text => forms.push("(like|ilike)\\.[^\\u0000]*".into()),
         _ => {}
     }
+    if column.searchable {
+        // Any text reads as plain, phrase or web-search words; `fts` takes the
+        // operator grammar, here words joined by & or |.
+        let language = "(\\((english|simple)\\))?";
+        forms.push(format!("(plfts|phfts|wfts){language}\\.[^\\u0000]*"));
+        forms.push(format!(
+            "fts{language}\\.[a-z]{{1,20}}( ?[&|] ?[a-z]{{1,20}}){{0,3}}"
+        ));
+    }
     format!("^(not\\.)?({})$", forms.join("|"))
 }
 

@@ -74,7 +74,9 @@ pub(crate) fn where_clause(
     sql.push(" WHERE (1 = 1)");
     for filter in &request.filters {
         sql.push(" AND ");
-        sql.filter(filter, "t0", &|name| access.readable(name))?;
+        sql.filter(filter, (&access.table.name, "t0"), &|name| {
+            access.readable(name)
+        })?;
     }
     Ok(sql.and_decision(access.using(), "t0", None))
 }

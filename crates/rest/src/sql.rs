@@ -11,7 +11,8 @@ use gatehouse_core::{Dialect, Identifier};
 use gatehouse_db::{Statement, Value};
 use gatehouse_policy::{Condition, Term};
 use gatehouse_query::{Filter, JsonKey, JsonStep, Op, Operand};
-use gatehouse_schema::{Column, ColumnType, Element, Literal};
+use gatehouse_schema::{Column, ColumnType, Element, Literal, search_table};
+use gatehouse_search::{Language, Query, Syntax};
 
 use crate::RestError;
 use crate::access::{Decision, Verdict};
@@ -456,12 +457,12 @@ impl<S> StatementBuilder<S> {
         }
     }
 
-    /// A request filter on the table aliased `alias`; names resolve by `resolve`,
+    /// A request filter on `table`, aliased `alias`; names resolve by `resolve`,
     /// which also refuses columns the caller may not read.
     pub(crate) fn filter<'c>(
         &mut self,
         filter: &Filter,
-        alias: &str,
+        (table, alias): (&Identifier, &str),
         resolve: &dyn Fn(&str) -> Result<&'c Column, RestError>,
     ) -> Result<(), RestError> {
         match filter {
@@ -476,7 +477,7 @@ impl<S> StatementBuilder<S> {
                     if i > 0 {
                         self.push(joiner);
                     }
-                    self.filter(item, alias, resolve)?;
+                    self.filter(item, (table, alias), resolve)?;
                 }
                 self.push("))");
             }
@@ -575,6 +576,30 @@ impl<S> StatementBuilder<S> {
                             }
                         }
                     }
+                    (
+                        Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts,
+                        Operand::Search { language, query },
+                    ) => {
+                        if !column.searchable || !path.is_empty() {
+                            return Err(invalid(
+                                "full-text search applies to columns declared searchable".into(),
+                            ));
+                        }
+                        let syntax = match op {
+                            Op::Fts => Syntax::Operators,
+                            Op::Plfts => Syntax::Plain,
+                            Op::Phfts => Syntax::Phrase,
+                            _ => Syntax::WebSearch,
+                        };
+                        let language = language
+                            .as_deref()
+                            .map(Language::from_name)
+                            .transpose()?
+                            .unwrap_or(Language::DEFAULT);
+                        let text = from_text(ColumnType::Text, query).map_err(invalid)?;
+                        let parsed = Query::parse(syntax, language, query)?;
+                        self.search((table, alias), column, syntax, language, text, &parsed);
+                    }
                     (Op::Cs | Op::Cd, Operand::Value(text)) => {
                         if !matches!(ty, ColumnType::Jsonb | ColumnType::Array(_)) {
                             return Err(invalid(
@@ -658,6 +683,58 @@ impl<S> StatementBuilder<S> {
             }
         }
         Ok(())
+    }
+}
+
+impl<S> StatementBuilder<S> {
+    /// `column @@ query`: PostgreSQL's own functions, in the language named by
+    /// this crate (so the default's GIN index applies); on SQLite the rows the
+    /// column's FTS5 table finds for the query's required lexemes, each then
+    /// decided as PostgreSQL would (gatehouse-search, through db). The caller
+    /// parsed the query, so both databases refuse the same malformed ones.
+    fn search(
+        &mut self,
+        (table, alias): (&Identifier, &str),
+        column: &Column,
+        syntax: Syntax,
+        language: Language,
+        text: Value,
+        parsed: &Query,
+    ) {
+        match self.dialect {
+            Dialect::Postgres => {
+                let config = match language {
+                    Language::English => "'english'::regconfig",
+                    Language::Simple => "'simple'::regconfig",
+                };
+                self.push("to_tsvector(").push(config).push(", ");
+                self.column(alias, &column.name).push(") @@ ");
+                self.push(syntax.function())
+                    .push("(")
+                    .push(config)
+                    .push(", ");
+                self.param(text, Some(ColumnType::Text)).push(")");
+            }
+            Dialect::Sqlite => {
+                if let Some(required) = parsed.prefilter() {
+                    let index = search_table(table, &column.name);
+                    self.push("\"")
+                        .raw(alias)
+                        .push("\".rowid IN (SELECT rowid FROM ");
+                    self.raw(&index).push(" WHERE ").raw(&index).push(" MATCH ");
+                    let in_language = format!("{{{}}} : {required}", language.name());
+                    self.param(Value::Text(in_language), Some(ColumnType::Text));
+                    self.push(") AND ");
+                }
+                self.push("gatehouse_text_search(");
+                for part in [syntax.code(), language.name()] {
+                    self.param(Value::Text(part.to_owned()), Some(ColumnType::Text))
+                        .push(", ");
+                }
+                self.param(text, Some(ColumnType::Text)).push(", ");
+                self.column(alias, &column.name).push(")");
+            }
+        }
     }
 }
 

@@ -362,6 +362,7 @@ mod tests {
             server_set: None,
             references: None,
             checks,
+            searchable: false,
         }
     }
 

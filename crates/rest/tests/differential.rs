@@ -4,7 +4,9 @@
 //! PostgreSQL when GATEHOUSE_TEST_DATABASE_URL names a server, always in CI)
 //! must be exactly those a plain-Rust evaluator of the same policy accepts,
 //! with SQL's three-valued logic: a row is shown only where the policy is true,
-//! not where it is false or unknown (NULL).
+//! not where it is false or unknown (NULL). Each read also carries a request
+//! shape (a full-text search, a JSON path filter, or none), which must narrow
+//! the policy's rows and never widen them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
 
@@ -31,8 +33,9 @@ columns.id = { type = "bigint", primary_key = true }
 columns.owner = { type = "uuid" }
 columns.team = { type = "bigint" }
 columns."Access Level" = { type = "integer" }
-columns.title = { type = "text" }
+columns.title = { type = "text", searchable = true }
 columns.public = { type = "boolean" }
+columns.meta = { type = "jsonb" }
 "#;
 
 const ALICE: &str = "0190c2a4-7e5b-7000-8000-00000000a11c";
@@ -200,6 +203,51 @@ struct Doc {
     level: Option<i64>,
     title: Option<&'static str>,
     public: Option<bool>,
+    /// `{"tag": …}`
+    tag: Option<&'static str>,
+}
+
+/// What a read asks for on top of the policy.
+#[derive(Debug, Clone)]
+enum Shape {
+    All,
+    /// `title=fts.<word>` or `title=wfts.<word>`: titles are plain words, so a
+    /// word matches exactly the titles that hold it.
+    Search(&'static str, &'static str),
+    /// `meta->>tag=eq.<tag>`
+    Tag(&'static str),
+}
+
+impl Shape {
+    fn query(&self) -> String {
+        match self {
+            Shape::All => "select=id".to_owned(),
+            Shape::Search(op, word) => format!("select=id&title={op}.{word}"),
+            Shape::Tag(tag) => format!("select=id&meta->>tag=eq.{tag}"),
+        }
+    }
+
+    fn holds(&self, doc: &Doc) -> bool {
+        match self {
+            Shape::All => true,
+            Shape::Search(_, word) => doc
+                .title
+                .is_some_and(|title| title.split(' ').any(|w| w == *word)),
+            Shape::Tag(tag) => doc.tag == Some(*tag),
+        }
+    }
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        Just(Shape::All),
+        (
+            prop::sample::select(vec!["fts", "plfts", "wfts"]),
+            prop::sample::select(vec!["fox", "dog", "red"]),
+        )
+            .prop_map(|(op, word)| Shape::Search(op, word)),
+        prop::sample::select(vec!["x", "y"]).prop_map(Shape::Tag),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -220,15 +268,22 @@ fn doc() -> impl Strategy<Value = Doc> {
         prop::option::of(prop::sample::select(vec![ALICE, BOB])),
         prop::option::of(0i64..4),
         prop::option::of(-1i64..4),
-        prop::option::of(prop::sample::select(vec!["a", "b"])),
+        prop::option::of(prop::sample::select(vec![
+            "a",
+            "b",
+            "red fox",
+            "lazy dog fox",
+        ])),
         prop::option::of(any::<bool>()),
+        prop::option::of(prop::sample::select(vec!["x", "y"])),
     )
-        .prop_map(|(owner, team, level, title, public)| Doc {
+        .prop_map(|(owner, team, level, title, public, tag)| Doc {
             owner,
             team,
             level,
             title,
             public,
+            tag,
         })
 }
 
@@ -323,6 +378,7 @@ async fn check(
     db: &Database,
     callers: &Callers,
     policy: &Expr,
+    shape: &Shape,
     docs: &[Doc],
     members: &[Member],
 ) -> Result<(), TestCaseError> {
@@ -338,7 +394,8 @@ async fn check(
         .enumerate()
         .map(|(id, doc)| {
             json!({"id": id, "owner": doc.owner, "team": doc.team, "Access Level": doc.level,
-                   "title": doc.title, "public": doc.public})
+                   "title": doc.title, "public": doc.public,
+                   "meta": doc.tag.map(|tag| json!({"tag": tag}))})
         })
         .collect();
     let member_rows = members
@@ -354,7 +411,7 @@ async fn check(
                 db,
                 caller,
                 "docs",
-                &request("select=id"),
+                &request(&shape.query()),
                 ReadOptions::default(),
             )
             .await
@@ -367,14 +424,15 @@ async fn check(
         let expected: BTreeSet<i64> = docs
             .iter()
             .enumerate()
-            .filter(|(_, doc)| policy.eval(doc, who, members) == Some(true))
+            .filter(|(_, doc)| policy.eval(doc, who, members) == Some(true) && shape.holds(doc))
             .map(|(id, _)| id as i64)
             .collect();
         prop_assert_eq!(
             &seen,
             &expected,
-            "policy {} as {} on {:?}",
+            "policy {} with {} as {} on {:?}",
             using,
+            shape.query(),
             who.role,
             who.uid
         );
@@ -406,12 +464,13 @@ fn differential(test_db: TestDatabase, cases: u32) {
     });
     let strategy = (
         expr(),
+        shape(),
         prop::collection::vec(doc(), 0..8),
         prop::collection::vec(member(), 0..4),
     );
     runner
-        .run(&strategy, |(policy, docs, members)| {
-            runtime.block_on(check(&db, &callers, &policy, &docs, &members))
+        .run(&strategy, |(policy, shape, docs, members)| {
+            runtime.block_on(check(&db, &callers, &policy, &shape, &docs, &members))
         })
         .unwrap();
 }

@@ -3,7 +3,9 @@
 
 use gatehouse_core::{Dialect, Identifier, string_literal};
 
-use crate::model::{Check, Column, ColumnType, Index, Literal, OnDelete, ServerValue, Table};
+use crate::model::{
+    Check, Column, ColumnType, Index, Literal, OnDelete, ServerValue, Table, index_name,
+};
 
 fn sql_type(ty: ColumnType, dialect: Dialect) -> &'static str {
     use crate::model::Element;
@@ -184,7 +186,7 @@ pub(crate) fn drop_index(index: &Index) -> String {
     format!("DROP INDEX {}", index.name.quoted())
 }
 
-/// The statements that create a table and its indexes.
+/// The statements that create a table, its indexes and its search indexes.
 pub fn create_statements(table: &Table, dialect: Dialect) -> Vec<String> {
     std::iter::once(create_table(table, dialect))
         .chain(
@@ -193,7 +195,104 @@ pub fn create_statements(table: &Table, dialect: Dialect) -> Vec<String> {
                 .iter()
                 .map(|index| create_index(&table.name, index)),
         )
+        .chain(
+            table
+                .columns
+                .iter()
+                .filter(|column| column.searchable)
+                .flat_map(|column| create_search(&table.name, &column.name, dialect)),
+        )
         .collect()
+}
+
+/// The FTS5 table that indexes a searchable column on SQLite, quoted:
+/// `"gatehouse_search:<table>:<column>"` (`:` is in no identifier, so no two
+/// columns share one). Its `english` and `simple` columns hold the text's
+/// lexemes in each language (`gatehouse_search::index_text`), under the row's rowid.
+pub fn search_table(table: &Identifier, column: &Identifier) -> String {
+    format!("\"gatehouse_search:{table}:{column}\"")
+}
+
+/// The trigger names of a search table, quoted.
+fn search_trigger(table: &Identifier, column: &Identifier, event: &str) -> String {
+    format!("\"gatehouse_search:{table}:{column}:{event}\"")
+}
+
+/// What makes a column searchable. On PostgreSQL, a GIN index on the default
+/// language's `to_tsvector`, the expression the `fts` filters use. On SQLite, an
+/// FTS5 table of the column's lexemes kept by triggers (filled from the rows
+/// already there), whose rowids are the rows' own.
+pub(crate) fn create_search(
+    table: &Identifier,
+    column: &Identifier,
+    dialect: Dialect,
+) -> Vec<String> {
+    let (t, c) = (table.quoted(), column.quoted());
+    match dialect {
+        Dialect::Postgres => vec![format!(
+            "CREATE INDEX {} ON {t} USING gin (to_tsvector('english'::regconfig, {c}))",
+            search_index_name(table, column).quoted()
+        )],
+        Dialect::Sqlite => {
+            let fts = search_table(table, column);
+            let lexemes = |row: &str| {
+                format!(
+                    "gatehouse_index_text('english', {row}{c}), gatehouse_index_text('simple', {row}{c})"
+                )
+            };
+            let insert = format!(
+                "INSERT INTO {fts} (rowid, english, simple) VALUES (new.rowid, {})",
+                lexemes("new.")
+            );
+            let delete = format!("DELETE FROM {fts} WHERE rowid = old.rowid");
+            vec![
+                format!("CREATE VIRTUAL TABLE {fts} USING fts5(english, simple)"),
+                format!(
+                    "INSERT INTO {fts} (rowid, english, simple) SELECT rowid, {} FROM {t}",
+                    lexemes("")
+                ),
+                format!(
+                    "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN {insert}; END",
+                    search_trigger(table, column, "insert")
+                ),
+                format!(
+                    "CREATE TRIGGER {} AFTER UPDATE ON {t} \
+                     WHEN old.rowid IS NOT new.rowid OR old.{c} IS NOT new.{c} \
+                     BEGIN {delete}; {insert}; END",
+                    search_trigger(table, column, "update")
+                ),
+                format!(
+                    "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {delete}; END",
+                    search_trigger(table, column, "delete")
+                ),
+            ]
+        }
+    }
+}
+
+pub(crate) fn drop_search(
+    table: &Identifier,
+    column: &Identifier,
+    dialect: Dialect,
+) -> Vec<String> {
+    match dialect {
+        Dialect::Postgres => vec![format!(
+            "DROP INDEX {}",
+            search_index_name(table, column).quoted()
+        )],
+        Dialect::Sqlite => ["insert", "update", "delete"]
+            .iter()
+            .map(|event| format!("DROP TRIGGER {}", search_trigger(table, column, event)))
+            .chain(std::iter::once(format!(
+                "DROP TABLE {}",
+                search_table(table, column)
+            )))
+            .collect(),
+    }
+}
+
+fn search_index_name(table: &Identifier, column: &Identifier) -> Identifier {
+    index_name("fts", table, std::slice::from_ref(column))
 }
 
 #[cfg(test)]
@@ -234,6 +333,30 @@ mod tests {
             .flat_map(|t| create_statements(t, dialect))
             .collect::<Vec<_>>()
             .join(";\n")
+    }
+
+    #[test]
+    fn a_searchable_column_gets_a_search_index() {
+        let declared = "[tables.posts]\ncolumns.id = { type = \"bigint\", primary_key = true }\n\
+                        columns.body = { type = \"text\", searchable = true }\n";
+        let schema = Schema::from_toml(declared).unwrap();
+        let postgres = create_statements(&schema.tables[0], Dialect::Postgres);
+        assert_eq!(
+            postgres[1],
+            "CREATE INDEX \"fts_posts_body\" ON \"posts\" \
+             USING gin (to_tsvector('english'::regconfig, \"body\"))"
+        );
+        let sqlite = create_statements(&schema.tables[0], Dialect::Sqlite);
+        assert_eq!(
+            sqlite[1],
+            "CREATE VIRTUAL TABLE \"gatehouse_search:posts:body\" USING fts5(english, simple)"
+        );
+        assert_eq!(sqlite.len(), 6, "the table, filled, and three triggers");
+        let number = declared.replace("type = \"text\"", "type = \"integer\"");
+        assert!(
+            Schema::from_toml(&number).is_err(),
+            "only text is searchable"
+        );
     }
 
     #[test]

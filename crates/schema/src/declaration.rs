@@ -107,6 +107,9 @@ pub struct ColumnDecl {
     pub references: Option<String>,
     pub on_delete: Option<String>,
     pub check: Option<CheckDecl>,
+    /// Full-text search on this text column (`fts`, `plfts`, `phfts`, `wfts`).
+    #[serde(default)]
+    pub searchable: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

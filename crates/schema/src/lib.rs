@@ -12,7 +12,7 @@ mod model;
 mod plan;
 mod storage_objects;
 
-pub use ddl::create_statements;
+pub use ddl::{create_statements, search_table};
 pub use model::{
     Check, Column, ColumnType, Element, ForeignKey, Index, Literal, OnDelete, Schema, ServerValue,
     Table,

@@ -140,6 +140,9 @@ pub struct Column {
     pub server_set: Option<ServerValue>,
     pub references: Option<ForeignKey>,
     pub checks: Vec<Check>,
+    /// Full-text searchable (`fts` and its kin): indexed for it on both databases.
+    #[serde(default)]
+    pub searchable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,7 +286,7 @@ fn same_without_case<'a>(
 
 /// Index and constraint names: `ix_<table>_<columns>`, shortened with a hash of
 /// the full name when PostgreSQL's 63-byte limit would cut it.
-fn index_name(prefix: &str, table: &Identifier, columns: &[Identifier]) -> Identifier {
+pub(crate) fn index_name(prefix: &str, table: &Identifier, columns: &[Identifier]) -> Identifier {
     let mut name = format!("{prefix}_{table}");
     for column in columns {
         name.push('_');
@@ -554,6 +557,9 @@ fn column_of(table: &str, name: &str, decl: &ColumnDecl) -> Result<Column, Schem
             "the primary key is generated; it takes no default or server_set".into(),
         ));
     }
+    if decl.searchable && ty != ColumnType::Text {
+        return Err(error("only a text column can be searchable".into()));
+    }
     if decl.on_delete.is_some() && decl.references.is_none() {
         return Err(error("on_delete needs references".into()));
     }
@@ -574,6 +580,7 @@ fn column_of(table: &str, name: &str, decl: &ColumnDecl) -> Result<Column, Schem
         // Resolved once every table is known.
         references: None,
         checks,
+        searchable: decl.searchable,
     })
 }
 

@@ -7,7 +7,9 @@
 use gatehouse_core::Dialect;
 
 use crate::SchemaError;
-use crate::ddl::{column_definition, create_index, create_statements, drop_index};
+use crate::ddl::{
+    column_definition, create_index, create_search, create_statements, drop_index, drop_search,
+};
 use crate::model::{Column, ColumnType, Schema, ServerValue, Table};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +153,23 @@ pub fn plan(old: &Schema, new: &Schema, dialect: Dialect) -> Result<Plan, Schema
         .filter_map(|table| old.table(table.name.as_str()).map(|before| (before, table)))
         .collect();
 
+    // Search indexes go first: SQLite's triggers name the column being dropped.
+    for before in &old.tables {
+        let after = new.table(before.name.as_str());
+        for column in before.columns.iter().filter(|c| c.searchable) {
+            if after
+                .and_then(|t| t.column(column.name.as_str()))
+                .is_some_and(|c| c.searchable)
+            {
+                continue;
+            }
+            plan.push(
+                format!("drop search on {}.{}", before.name, column.name),
+                false,
+                drop_search(&before.name, &column.name, dialect),
+            );
+        }
+    }
     for (before, after) in &kept {
         for index in before.indexes.iter().filter(|i| !after.indexes.contains(i)) {
             plan.push(
@@ -221,6 +240,19 @@ pub fn plan(old: &Schema, new: &Schema, dialect: Dialect) -> Result<Plan, Schema
                 vec![create_index(&after.name, index)],
             );
         }
+        for column in after.columns.iter().filter(|c| c.searchable) {
+            if before
+                .column(column.name.as_str())
+                .is_some_and(|c| c.searchable)
+            {
+                continue;
+            }
+            plan.push(
+                format!("create search on {}.{}", after.name, column.name),
+                false,
+                create_search(&after.name, &column.name, dialect),
+            );
+        }
     }
     Ok(plan)
 }
@@ -245,6 +277,34 @@ mod tests {
             .iter()
             .map(|s| (s.description.clone(), s.destructive))
             .collect()
+    }
+
+    #[test]
+    fn searchable_comes_and_goes_as_its_own_step() {
+        let searchable = BASE.replace(
+            "type = \"text\", not_null = true",
+            "type = \"text\", not_null = true, searchable = true",
+        );
+        let on = plan(&schema(BASE), &schema(&searchable), Dialect::Sqlite).unwrap();
+        assert_eq!(
+            descriptions(&on),
+            vec![("create search on notes.body".to_owned(), false)]
+        );
+        let off = plan(&schema(&searchable), &schema(BASE), Dialect::Postgres).unwrap();
+        assert_eq!(
+            descriptions(&off),
+            vec![("drop search on notes.body".to_owned(), false)]
+        );
+        let dropped = BASE.replace("columns.body = { type = \"text\", not_null = true }\n", "");
+        let gone = plan(&schema(&searchable), &schema(&dropped), Dialect::Sqlite).unwrap();
+        assert_eq!(
+            descriptions(&gone),
+            vec![
+                ("drop search on notes.body".to_owned(), false),
+                ("drop column notes.body".to_owned(), true)
+            ],
+            "the triggers go before the column they name"
+        );
     }
 
     #[test]

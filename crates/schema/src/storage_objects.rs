@@ -22,6 +22,7 @@ pub fn storage_objects() -> Table {
         server_set: None,
         references: None,
         checks: vec![],
+        searchable: false,
     };
     Table {
         name: Identifier::new("objects").unwrap_or_else(|_| unreachable!("a fixed table name")),

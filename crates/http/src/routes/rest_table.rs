@@ -3,7 +3,9 @@
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use gatehouse_rest::{Caller, Count, ReadOptions, Resolution, RestError, WriteOptions};
+use gatehouse_rest::{
+    Caller, Count, ReadOptions, Resolution, RestError, SearchError, WriteOptions,
+};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value as Json;
 
@@ -35,6 +37,10 @@ fn rest_error(error: RestError, caller: &Caller) -> ApiError {
         RestError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "22P02"),
         RestError::Query(_) | RestError::Unsupported(_) => (StatusCode::BAD_REQUEST, "PGRST100"),
         RestError::Body(_) => (StatusCode::BAD_REQUEST, "PGRST102"),
+        // PostgreSQL's own codes for what its text search would refuse.
+        RestError::Search(SearchError::Syntax(_)) => (StatusCode::BAD_REQUEST, "42601"),
+        RestError::Search(SearchError::UnknownLanguage(_)) => (StatusCode::BAD_REQUEST, "42704"),
+        RestError::Search(SearchError::Unsupported(_)) => (StatusCode::BAD_REQUEST, "0A000"),
         RestError::Relationship(_) => (StatusCode::BAD_REQUEST, "PGRST200"),
         // A safety rule of this server rather than a malformed request: 403, so
         // that a request its OpenAPI document calls valid is never a 400.

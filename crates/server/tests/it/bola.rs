@@ -11,7 +11,7 @@ const NOTES: &str = r#"
 [tables.notes]
 columns.id = { type = "uuid", primary_key = true }
 columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
-columns.title = { type = "text", not_null = true }
+columns.title = { type = "text", not_null = true, searchable = true }
 columns.stars = { type = "integer", not_null = true, default = 0 }
 columns.slug = { type = "text", unique = true }
 columns.meta = { type = "jsonb" }
@@ -61,6 +61,10 @@ async fn user_b_can_do_nothing_to_user_a_s_rows() {
             "notes?select=title,tag:meta->>tag&meta->n->0=eq.1".to_owned(),
             "notes?meta->n=cs.[1]&order=meta->>tag".to_owned(),
             "notes?or=(meta->>tag.eq.alice,meta->>tag.is.null)".to_owned(),
+            "notes?title=fts.alice".to_owned(),
+            "notes?title=wfts(simple).alice%20or%20bob".to_owned(),
+            "notes?or=(title.plfts.alice,title.phfts.bob)".to_owned(),
+            "notes?title=not.fts.bob".to_owned(),
         ];
         for query in &reads {
             let response = server
@@ -135,6 +139,18 @@ async fn user_b_can_do_nothing_to_user_a_s_rows() {
             ),
             (Method::DELETE, format!("notes?id=eq.{id}"), None, ""),
             (Method::DELETE, "notes?stars=gte.0".to_owned(), None, ""),
+            (
+                Method::PATCH,
+                "notes?title=fts.alice".to_owned(),
+                Some(json!({"stars": 0})),
+                "",
+            ),
+            (
+                Method::DELETE,
+                "notes?title=fts.alice:*".to_owned(),
+                None,
+                "",
+            ),
             (
                 Method::POST,
                 "notes".to_owned(),

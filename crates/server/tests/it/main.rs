@@ -21,4 +21,5 @@ mod ops;
 mod rest;
 mod robustness;
 mod scale;
+mod search;
 mod storage;
