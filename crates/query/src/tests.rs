@@ -346,3 +346,41 @@ fn conditions_on_embedded_resources() {
     );
     assert!(request.filters.is_empty());
 }
+
+#[test]
+fn search_filters_carry_their_language_and_query_as_written() {
+    let search = |language: Option<&str>, query: &str| Operand::Search {
+        language: language.map(str::to_owned),
+        query: query.to_owned(),
+    };
+    let decoded = [(
+        "body".to_owned(),
+        "fts(english).fat & (cat | rat)".to_owned(),
+    )];
+    assert_eq!(
+        parse(&decoded).unwrap().filters,
+        vec![leaf(
+            "body",
+            false,
+            Op::Fts,
+            search(Some("english"), "fat & (cat | rat)")
+        )]
+    );
+    assert_eq!(
+        check("body=not.wfts.\"a b\" or c").filters,
+        vec![leaf("body", true, Op::Wfts, search(None, "\"a b\" or c"))]
+    );
+    assert_eq!(
+        check("or=(body.plfts.a,body.phfts(simple).b c)").filters[0],
+        Filter::Any {
+            negated: false,
+            items: vec![
+                leaf("body", false, Op::Plfts, search(None, "a")),
+                leaf("body", false, Op::Phfts, search(Some("simple"), "b c")),
+            ]
+        }
+    );
+    for bad in ["body=fts().a", "body=fts(english.a", "body=eq(english).a"] {
+        assert!(parse(&written_pairs(bad)).is_err(), "{bad}");
+    }
+}
