@@ -281,6 +281,37 @@ const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 11,
+        name: "resumable uploads",
+        steps: &[
+            // A TUS upload in progress: where it goes, who may continue it
+            // (`holder`), and how many of its bytes are safely stored.
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_resumable_uploads (id TEXT PRIMARY KEY, \
+                         holder TEXT NOT NULL, bucket_id TEXT NOT NULL, name TEXT NOT NULL, \
+                         content_type TEXT, cache_control TEXT, upsert INTEGER NOT NULL, \
+                         length INTEGER NOT NULL, received INTEGER NOT NULL, \
+                         expires_at INTEGER NOT NULL)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_resumable_uploads (id TEXT PRIMARY KEY, \
+                           holder TEXT NOT NULL, bucket_id TEXT NOT NULL, name TEXT NOT NULL, \
+                           content_type TEXT, cache_control TEXT, upsert BIGINT NOT NULL, \
+                           length BIGINT NOT NULL, received BIGINT NOT NULL, \
+                           expires_at BIGINT NOT NULL)",
+            },
+            // Its bytes so far, one blob per request that delivered some, in order.
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_resumable_parts (upload_id TEXT NOT NULL \
+                         REFERENCES gatehouse_resumable_uploads (id) ON DELETE CASCADE, \
+                         start INTEGER NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL UNIQUE, \
+                         PRIMARY KEY (upload_id, start))",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_resumable_parts (upload_id TEXT NOT NULL \
+                           REFERENCES gatehouse_resumable_uploads (id) ON DELETE CASCADE, \
+                           start BIGINT NOT NULL, size BIGINT NOT NULL, version TEXT NOT NULL UNIQUE, \
+                           PRIMARY KEY (upload_id, start))",
+            },
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -150,6 +150,7 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
 fn storage_routes(routes: Router<AppState>) -> Router<AppState> {
     use axum::routing::{delete, get, post};
     use routes::storage_objects as objects;
+    use routes::storage_resumable as resumable;
     routes
         .route(
             "/storage/v1/object/{bucket}/{*name}",
@@ -188,6 +189,10 @@ fn storage_routes(routes: Router<AppState>) -> Router<AppState> {
         .route("/storage/v1/object/move", post(objects::move_object))
         .route("/storage/v1/object/copy", post(objects::copy_object))
         .route("/storage/v1/object/{bucket}", delete(objects::remove))
+        .route(
+            "/storage/v1/upload/resumable/{id}",
+            axum::routing::head(resumable::head).delete(resumable::delete),
+        )
 }
 
 /// Object uploads: no body limit at the edge (the bucket's size limit is
@@ -195,6 +200,7 @@ fn storage_routes(routes: Router<AppState>) -> Router<AppState> {
 fn upload_routes(settings: &HttpSettings) -> Router<AppState> {
     use axum::routing::{post, put};
     use routes::storage_objects as objects;
+    use routes::storage_resumable as resumable;
     Router::new()
         .route(
             "/storage/v1/object/{bucket}/{*name}",
@@ -203,6 +209,11 @@ fn upload_routes(settings: &HttpSettings) -> Router<AppState> {
         .route(
             "/storage/v1/object/upload/sign/{bucket}/{*name}",
             put(objects::put_signed),
+        )
+        .route(resumable::PATH, post(resumable::create))
+        .route(
+            "/storage/v1/upload/resumable/{id}",
+            axum::routing::patch(resumable::patch),
         )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -247,15 +258,20 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
 /// The outer edge, one concern after another, outermost first: the request id;
 /// the security headers (outside everything that can refuse, so every answer
 /// carries them); the access log; the JSON error body; admission (client
-/// address, head and URL size, JSON depth). One layer rather than five: each
-/// `from_fn` layer clones the stack below it for every request.
+/// address, head and URL size, JSON depth); TUS's capability request, which
+/// the CORS layer below would take for a preflight. One layer rather than
+/// six: each `from_fn` layer clones the stack below it for every request.
 async fn edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let hsts = state.settings().hsts;
     request_id::assign(request, |request| {
         headers::security_headers(hsts, request, |request| {
             access_log::record(state.series(), request, |request| {
                 error::render_errors(request, |request| {
-                    bounds::admit(&state, request, |request| next.run(request))
+                    bounds::admit(&state, request, |request| {
+                        routes::storage_resumable::capabilities(&state, request, |request| {
+                            next.run(request)
+                        })
+                    })
                 })
             })
         })

@@ -9,6 +9,7 @@ pub mod rest_root;
 pub mod rest_table;
 pub mod storage_buckets;
 pub mod storage_objects;
+pub mod storage_resumable;
 
 use crate::ApiError;
 

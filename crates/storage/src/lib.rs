@@ -17,7 +17,8 @@ mod signed;
 pub use blobs::{BlobConfig, Blobs};
 pub use buckets::{Bucket, BucketChanges, Buckets, NewBucket};
 pub use objects::{
-    Actor, CheckedUpload, ListEntry, ListRequest, NewObject, ObjectRow, ObjectSettings, Objects,
+    Actor, CheckedUpload, ListEntry, ListRequest, NewObject, NewResumable, ObjectRow,
+    ObjectSettings, Objects, Resumable,
 };
 pub use signed::{Grant, Purpose, UrlSigner};
 
@@ -51,6 +52,8 @@ pub enum StorageError {
     SignatureExpired,
     #[error("The upload was interrupted: {0}")]
     Body(String),
+    #[error("Upload-Offset must be {0}, the bytes stored so far")]
+    UploadOffset(u64),
     #[error("{0}")]
     Invalid(String),
     #[error("storage backend: {0}")]
@@ -76,6 +79,7 @@ impl StorageError {
             StorageError::InvalidSignature => "InvalidSignature",
             StorageError::SignatureExpired => "ExpiredToken",
             StorageError::Busy => "SlowDown",
+            StorageError::UploadOffset(_) => "InvalidUploadOffset",
             StorageError::Body(_) | StorageError::Invalid(_) => "InvalidRequest",
             StorageError::Backend(_) | StorageError::Database(_) => "InternalError",
         }

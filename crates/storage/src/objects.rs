@@ -18,8 +18,11 @@ use gatehouse_db::{Database, Row, Value};
 use gatehouse_policy::{Command, TablePolicies};
 use gatehouse_rest::{Caller, Decided, Decision, Rows, StatementBuilder, decide};
 
+mod resumable;
 mod signing;
 mod writing;
+
+pub use resumable::{NewResumable, Resumable};
 
 pub use signing::CheckedUpload;
 
@@ -48,6 +51,8 @@ pub struct ObjectSettings {
     /// Uploads streaming at once (each holds about three parts in memory); a
     /// quarter of them at most for one client.
     pub max_concurrent_uploads: usize,
+    /// How long a resumable upload may take from creation to its last byte.
+    pub resumable_ttl: std::time::Duration,
 }
 
 impl Default for ObjectSettings {
@@ -60,6 +65,7 @@ impl Default for ObjectSettings {
             write_timeout: std::time::Duration::from_secs(3600),
             orphan_grace: std::time::Duration::from_secs(600),
             max_concurrent_uploads: 16,
+            resumable_ttl: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -14,6 +14,22 @@ use crate::routes::auth::Admin;
 use crate::{ApiError, AppState};
 
 pub fn storage_error(error: StorageError) -> ApiError {
+    let told_as_is = matches!(
+        error,
+        StorageError::Busy | StorageError::Database(_) | StorageError::Backend(_)
+    );
+    let refusal = storage_refusal(error);
+    if told_as_is {
+        return refusal;
+    }
+    // As Supabase Storage: the refusal goes out as 400, its status in the body,
+    // so that client code branching on either behaves the same.
+    refusal.reported_as_bad_request()
+}
+
+/// A storage failure with its own HTTP status, as the TUS endpoints (whose
+/// clients act on the status) send it.
+pub fn storage_refusal(error: StorageError) -> ApiError {
     let status = match &error {
         StorageError::InvalidBucket
         | StorageError::InvalidName(_)
@@ -22,9 +38,10 @@ pub fn storage_error(error: StorageError) -> ApiError {
         | StorageError::InvalidSignature
         | StorageError::SignatureExpired => StatusCode::BAD_REQUEST,
         StorageError::NoSuchBucket | StorageError::NoSuchKey => StatusCode::NOT_FOUND,
-        StorageError::BucketExists | StorageError::BucketNotEmpty | StorageError::Duplicate => {
-            StatusCode::CONFLICT
-        }
+        StorageError::BucketExists
+        | StorageError::BucketNotEmpty
+        | StorageError::Duplicate
+        | StorageError::UploadOffset(_) => StatusCode::CONFLICT,
         StorageError::Denied => StatusCode::FORBIDDEN,
         StorageError::Busy => {
             return ApiError::new(
@@ -45,9 +62,7 @@ pub fn storage_error(error: StorageError) -> ApiError {
             return ApiError::internal();
         }
     };
-    // As Supabase Storage: the refusal goes out as 400, its status in the body,
-    // so that client code branching on either behaves the same.
-    ApiError::new(status, error.code(), error.to_string()).reported_as_bad_request()
+    ApiError::new(status, error.code(), error.to_string())
 }
 
 /// storage-js sends the size limit as a number of bytes or as text such as "20MB".

@@ -40,6 +40,9 @@ const MAX_FORM_PREFIX: usize = 64 << 10;
 /// Whether a request is an object upload, whose body the edge must not buffer
 /// or cap (the JSON routes under `/object/` are not).
 pub fn is_upload(method: &Method, path: &str) -> bool {
+    if path.starts_with(crate::routes::storage_resumable::PATH) {
+        return matches!(*method, Method::POST | Method::PATCH);
+    }
     let Some(rest) = path.strip_prefix("/storage/v1/object/") else {
         return false;
     };
@@ -58,16 +61,16 @@ fn objects(state: &AppState) -> &Objects {
     state.objects()
 }
 
-fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+pub(crate) fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-fn flag(headers: &HeaderMap, name: &str) -> bool {
+pub(crate) fn flag(headers: &HeaderMap, name: &str) -> bool {
     header_text(headers, name).is_some_and(|value| value.eq_ignore_ascii_case("true"))
 }
 
 /// `max-age=N` from a `cache-control` header or a form's `cacheControl` number.
-fn max_age(value: Option<&str>) -> Option<String> {
+pub(crate) fn max_age(value: Option<&str>) -> Option<String> {
     let value = value?.trim();
     let seconds = value
         .split(',')
@@ -79,10 +82,10 @@ fn max_age(value: Option<&str>) -> Option<String> {
         .map(|seconds| format!("max-age={seconds}"))
 }
 
-type Chunks = BoxStream<'static, Result<Bytes, String>>;
+pub(crate) type Chunks = BoxStream<'static, Result<Bytes, String>>;
 
 /// Each chunk must arrive within [`UPLOAD_IDLE`].
-fn with_idle_limit(
+pub(crate) fn with_idle_limit(
     body: impl futures_util::Stream<Item = Result<Bytes, String>> + Send + 'static,
 ) -> Chunks {
     stream::unfold(Box::pin(body), |mut body| async move {
@@ -194,14 +197,7 @@ async fn upload(
     headers: &HeaderMap,
     request: Request,
 ) -> Result<ObjectRow, ApiError> {
-    // Upload slots are shared out per user, or per address when anonymous.
-    let client = match actor.caller().user_id() {
-        Some(user) => format!("user {user}"),
-        None => match request.extensions().get::<ClientIp>() {
-            Some(ClientIp(address)) => format!("address {address}"),
-            None => "address unknown".to_owned(),
-        },
-    };
+    let client = uploading_client(actor.caller(), &request);
     let (content_type, cache_control, length, body) = upload_body(headers, request).await?;
     objects(state)
         .upload(
@@ -219,6 +215,17 @@ async fn upload(
         )
         .await
         .map_err(storage_error)
+}
+
+/// Upload slots are shared out per user, or per address when anonymous.
+pub(crate) fn uploading_client(caller: &Caller, request: &Request) -> String {
+    match caller.user_id() {
+        Some(user) => format!("user {user}"),
+        None => match request.extensions().get::<ClientIp>() {
+            Some(ClientIp(address)) => format!("address {address}"),
+            None => "address unknown".to_owned(),
+        },
+    }
 }
 
 fn key(object: &ObjectRow) -> String {

@@ -19,6 +19,7 @@ mod migrate;
 mod objects;
 mod ops;
 mod rest;
+mod resumable;
 mod robustness;
 mod scale;
 mod search;

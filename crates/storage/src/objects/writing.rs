@@ -19,8 +19,8 @@ use crate::blobs::BlobWriter;
 use crate::{Result, StorageError, content, name};
 
 /// What an upload's bytes came to.
-struct Written {
-    size: u64,
+pub(super) struct Written {
+    pub(super) size: u64,
     checksum: String,
     head: Vec<u8>,
 }
@@ -34,7 +34,7 @@ pub(super) struct UploadSlots {
 }
 
 /// One upload's place; given back when dropped.
-struct Slot {
+pub(super) struct Slot {
     _all: tokio::sync::OwnedSemaphorePermit,
     slots: Arc<UploadSlots>,
     client: String,
@@ -49,7 +49,7 @@ impl UploadSlots {
         }
     }
 
-    fn take(self: &Arc<Self>, client: &str) -> Result<Slot> {
+    pub(super) fn take(self: &Arc<Self>, client: &str) -> Result<Slot> {
         let all = self
             .all
             .clone()
@@ -104,8 +104,8 @@ fn reads_column(term: &Term, names: &[&str]) -> bool {
     }
 }
 
-/// Which of `versions` an object names or an upload started after `cutoff`
-/// (unix seconds) is writing.
+/// Which of `versions` an object names, an upload started after `cutoff`
+/// (unix seconds) is writing, or a resumable upload holds as a part.
 async fn kept_versions(db: &Database, versions: Vec<String>, cutoff: i64) -> Result<Vec<String>> {
     let mut sql =
         StatementBuilder::without_policy(db.dialect(), "the sweep asks which versions are in use");
@@ -115,6 +115,9 @@ async fn kept_versions(db: &Database, versions: Vec<String>, cutoff: i64) -> Res
     Objects::texts(&mut sql, &versions);
     sql.push(") AND started_at >= ");
     sql.param(Value::Integer(cutoff), Some(ColumnType::Bigint));
+    sql.push(" UNION SELECT version FROM gatehouse_resumable_parts WHERE version IN (");
+    Objects::texts(&mut sql, &versions);
+    sql.push(")");
     let rows = db.query(sql.finish()).await?;
     rows.iter()
         .map(|row| row.text(0).map(str::to_owned).map_err(Into::into))
@@ -206,8 +209,15 @@ impl Objects {
     }
 
     /// Streams the body into a new blob under the size limit, hashing it and
-    /// keeping its first bytes for sniffing.
-    async fn write_blob<S, E>(&self, version: &str, mut body: S, limit: u64) -> Result<Written>
+    /// keeping its first bytes for sniffing. A body cut off midway abandons the
+    /// blob, or with `keep_received` keeps what arrived and says why it ended.
+    pub(super) async fn write_blob<S, E>(
+        &self,
+        version: &str,
+        mut body: S,
+        limit: u64,
+        keep_received: bool,
+    ) -> Result<(Written, Option<StorageError>)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -233,30 +243,49 @@ impl Objects {
             Ok(())
         }
         .await;
-        match outcome {
-            Ok(()) => writer.finish().await?,
+        let cut = match outcome {
+            Ok(()) => None,
+            Err(error @ StorageError::Body(_)) if keep_received && size > 0 => Some(error),
             Err(error) => {
                 writer.abort().await;
                 return Err(error);
             }
-        }
+        };
+        writer.finish().await?;
         let checksum = digest
             .finish()
             .as_ref()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        Ok(Written {
+        let written = Written {
             size,
             checksum,
             head,
-        })
+        };
+        Ok((written, cut))
     }
 
     /// Uploads (or replaces, with `upsert`) an object. Nothing is read from the
     /// body until the bucket, name, declared type and size, and the policies
     /// with what is known so far, all allow it.
     pub async fn upload<S, E>(&self, actor: Actor<'_>, new: NewObject<S>) -> Result<ObjectRow>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.upload_as(actor, new, None).await
+    }
+
+    /// [`Self::upload`] into the given version, when there is one: a
+    /// resumable upload's object is its id, so a finish repeated after a crash
+    /// can tell whether the first one committed.
+    pub(super) async fn upload_as<S, E>(
+        &self,
+        actor: Actor<'_>,
+        new: NewObject<S>,
+        version: Option<&str>,
+    ) -> Result<ObjectRow>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -288,9 +317,12 @@ impl Objects {
             return Err(StorageError::Denied);
         }
         let _streaming = self.slots.take(&new.client)?;
-        let version = self.begin_blob().await?;
-        let written = match self.write_blob(&version, new.body, limit).await {
-            Ok(written) => written,
+        let version = match version {
+            Some(version) => self.begin_blob_again(version).await?,
+            None => self.begin_blob().await?,
+        };
+        let written = match self.write_blob(&version, new.body, limit, false).await {
+            Ok((written, _)) => written,
             Err(error) => {
                 self.abandon_blob(&version).await;
                 return Err(error);
@@ -342,19 +374,32 @@ impl Objects {
     }
 
     /// A fresh version, recorded as being written before any byte is.
-    async fn begin_blob(&self) -> Result<String> {
+    pub(super) async fn begin_blob(&self) -> Result<String> {
         let version = uuid::Uuid::new_v4().to_string();
+        self.db
+            .transaction(vec![self.upload_record(&version)])
+            .await?;
+        Ok(version)
+    }
+
+    /// Records `version` as being written again, after an attempt that died.
+    async fn begin_blob_again(&self, version: &str) -> Result<String> {
+        let statements = vec![self.settle_upload(version), self.upload_record(version)];
+        self.db.transaction(statements).await?;
+        Ok(version.to_owned())
+    }
+
+    fn upload_record(&self, version: &str) -> gatehouse_db::Statement {
         let mut sql = StatementBuilder::without_policy(
             self.db.dialect(),
             "records a version before its bytes are written",
         );
         sql.push("INSERT INTO gatehouse_object_uploads (version, started_at) VALUES (");
-        Self::text(&mut sql, &version);
+        Self::text(&mut sql, version);
         sql.push(", ");
         sql.param(Value::Integer(unix_now()), Some(ColumnType::Bigint));
         sql.push(")");
-        self.db.transaction(vec![sql.finish()]).await?;
-        Ok(version)
+        sql.finish()
     }
 
     /// Deletes the bytes of a version no row names any more; whether it could.
@@ -368,7 +413,7 @@ impl Objects {
 
     /// Deletes the bytes of a version that never got its row, and its record
     /// (kept while the bytes stay, so the sweep finds them).
-    async fn abandon_blob(&self, version: &str) {
+    pub(super) async fn abandon_blob(&self, version: &str) {
         if !self.forget_blob(version).await {
             return;
         }
@@ -379,7 +424,7 @@ impl Objects {
 
     /// Clears a version's in-flight record: in the transaction that names it,
     /// or after its bytes are deleted.
-    fn settle_upload(&self, version: &str) -> gatehouse_db::Statement {
+    pub(super) fn settle_upload(&self, version: &str) -> gatehouse_db::Statement {
         let mut sql = StatementBuilder::without_policy(
             self.db.dialect(),
             "clears the record of a version written or abandoned",
@@ -555,6 +600,7 @@ impl Objects {
     pub async fn sweep(&self) -> Result<usize> {
         let stale = self.settings.write_timeout + self.settings.orphan_grace;
         let cutoff = unix_now() - i64::try_from(stale.as_secs()).unwrap_or(i64::MAX);
+        self.forget_expired_resumables().await?;
         let db = self.db.clone();
         let removed = self
             .blobs
