@@ -120,6 +120,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             "/storage/v1/bucket/{id}/empty",
             axum::routing::post(routes::storage_buckets::empty),
         )
+        .route(
+            "/rest/v1/rpc/{name}",
+            axum::routing::post(routes::rpc::post),
+        )
         .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod ready;
 pub mod rest_root;
 pub mod rest_table;
+pub mod rpc;
 pub mod storage_buckets;
 pub mod storage_objects;
 pub mod storage_resumable;
@@ -17,6 +18,16 @@ use crate::ApiError;
 /// (`"60"`, `"true"`): Supabase Storage's request schemas coerce such strings,
 /// and supabase-py sends some that way.
 pub type Coerced = serde_with::PickFirst<(serde_with::Same, serde_with::DisplayFromStr)>;
+
+/// A refusal by permission, as PostgREST answers it: 401 to an anonymous
+/// caller (signing in may help), 403 to a signed-in one.
+pub(crate) fn denied_status(caller: &gatehouse_rest::Caller) -> http::StatusCode {
+    if caller.is_anon() {
+        http::StatusCode::UNAUTHORIZED
+    } else {
+        http::StatusCode::FORBIDDEN
+    }
+}
 
 /// Every unknown path answers the same way, in the dialect of its surface.
 pub async fn not_found() -> ApiError {

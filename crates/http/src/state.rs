@@ -4,6 +4,7 @@ use std::time::Duration;
 use gatehouse_auth::Auth;
 use gatehouse_auth::audit::AuditLog;
 use gatehouse_db::Database;
+use gatehouse_functions::Functions;
 use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
 use gatehouse_limits::Limiter;
 use gatehouse_rest::Rest;
@@ -60,6 +61,7 @@ struct Shared {
     audit: AuditLog,
     buckets: Buckets,
     objects: Objects,
+    functions: Arc<Functions>,
     metrics: PrometheusHandle,
     series: crate::access_log::Series,
 }
@@ -77,6 +79,7 @@ pub struct Parts {
     /// `None` turns rate limiting off.
     pub limiter: Option<Arc<Limiter>>,
     pub objects: Objects,
+    pub functions: Arc<Functions>,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -100,6 +103,7 @@ impl AppState {
             settings: parts.settings,
             limiter: parts.limiter,
             objects: parts.objects,
+            functions: parts.functions,
             metrics: metrics_handle(),
             series: crate::access_log::Series::default(),
         }))
@@ -144,6 +148,10 @@ impl AppState {
 
     pub fn objects(&self) -> &Objects {
         &self.0.objects
+    }
+
+    pub fn functions(&self) -> &Functions {
+        &self.0.functions
     }
 
     pub fn audit(&self) -> &AuditLog {

@@ -130,6 +130,11 @@ impl VerifiedClaims {
         &self.subject
     }
 
+    /// Every claim of the token, as it was signed.
+    pub fn claims(&self) -> &serde_json::Map<String, Value> {
+        &self.claims
+    }
+
     pub fn role(&self) -> &str {
         &self.role
     }

@@ -74,7 +74,7 @@ impl Caller {
         }
     }
 
-    fn role_name(&self) -> &str {
+    pub fn role_name(&self) -> &str {
         match &self.0 {
             Who::Anon => "anon",
             Who::User(claims) => claims.role(),
@@ -93,6 +93,14 @@ impl Caller {
         match &self.0 {
             Who::User(claims) => Some(claims.subject()),
             Who::Delegated { user_id, .. } => user_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The verified token's claims, for a signed-in user.
+    pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        match &self.0 {
+            Who::User(claims) => Some(claims.claims()),
             _ => None,
         }
     }

@@ -248,7 +248,9 @@ fn element_json(element: Element, json: &Json) -> Result<Json, String> {
 
 /// A value from a JSON body, typed for the column and checked against its
 /// declared constraints. JSON null is SQL NULL, refused for not-null columns.
-pub(crate) fn from_json(column: &Column, json: &Json, patterns: &dyn Fn(&str) -> bool) -> Checked {
+/// A JSON value for `column` as the column takes it (its type and checks;
+/// `patterns` decides its `pattern` checks), or why not.
+pub fn from_json(column: &Column, json: &Json, patterns: &dyn Fn(&str) -> bool) -> Checked {
     let value = match (column.ty, json) {
         (_, Json::Null) if column.not_null => return Err("the column is not null".into()),
         (_, Json::Null) => return Ok(Value::Null),

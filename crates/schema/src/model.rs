@@ -509,6 +509,22 @@ fn checks_of(ty: ColumnType, decl: &CheckDecl) -> Result<Vec<Check>, String> {
     Ok(checks)
 }
 
+impl Column {
+    /// A value declared like a column outside any table (a function's argument):
+    /// the same types and checks; keys and references do not apply.
+    pub fn declared(owner: &str, name: &str, decl: &ColumnDecl) -> Result<Column, SchemaError> {
+        if decl.primary_key || decl.references.is_some() || decl.server_set.is_some() || decl.unique
+        {
+            return Err(column_error(
+                owner,
+                name,
+                "takes a type, not_null, default and check only",
+            ));
+        }
+        column_of(owner, name, decl)
+    }
+}
+
 fn column_of(table: &str, name: &str, decl: &ColumnDecl) -> Result<Column, SchemaError> {
     let error = |message: String| column_error(table, name, message);
     let column = Identifier::new(name).map_err(|e| error(e.to_string()))?;

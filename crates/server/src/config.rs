@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gatehouse_auth::{AuthSettings, HashParams};
+use gatehouse_functions::FunctionDecl;
 use gatehouse_http::{CorsPolicy, RateLimits};
 use gatehouse_limits::Policy;
 use gatehouse_policy::{Policies, TablePolicies};
@@ -101,6 +102,10 @@ pub struct Config {
     /// Deeper JSON bodies get 400.
     pub max_json_depth: usize,
     pub storage: StorageConfig,
+    /// `[functions.*]`, whose modules are under `functions_dir`.
+    pub functions: IndexMap<String, FunctionDecl>,
+    /// `functions/` beside the configuration file.
+    pub functions_dir: PathBuf,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -160,6 +165,8 @@ struct FileConfig {
     schema_files: Vec<PathBuf>,
     #[serde(default)]
     tables: IndexMap<String, TableDecl>,
+    #[serde(default)]
+    functions: IndexMap<String, FunctionDecl>,
 }
 
 #[derive(Deserialize, Default)]
@@ -563,6 +570,10 @@ impl Config {
             )?),
             None => read(Path::new(DEFAULT_FILE))?.map(|text| (PathBuf::from(DEFAULT_FILE), text)),
         };
+        let functions_dir = file.as_ref().map_or_else(
+            || PathBuf::from("functions"),
+            |(path, _)| path.parent().unwrap_or(Path::new("")).join("functions"),
+        );
         let (parsed, schema) = match file {
             Some((path, text)) => {
                 let mut parsed = parse_file(&path, &text)?;
@@ -575,7 +586,9 @@ impl Config {
             }
             None => (FileConfig::default(), Default::default()),
         };
-        Self::assemble(parsed, schema, overrides, env)
+        let mut config = Self::assemble(parsed, schema, overrides, env)?;
+        config.functions_dir = functions_dir;
+        Ok(config)
     }
 
     fn assemble(
@@ -713,6 +726,8 @@ impl Config {
             max_url_bytes: server.max_url_bytes.map_or(8192, |b| b.0 as usize),
             max_json_depth: server.max_json_depth.map_or(32, |b| b.0 as usize),
             storage: storage_config(&file.storage, storage_policies)?,
+            functions: file.functions,
+            functions_dir: PathBuf::from("functions"),
         })
     }
 

@@ -5,6 +5,7 @@ use anyhow::Context;
 use axum::Router;
 use gatehouse_auth::Auth;
 use gatehouse_db::{Database, MigrateOptions, PoolOptions};
+use gatehouse_functions::Functions;
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
@@ -74,6 +75,8 @@ pub async fn start(
         upload_timeout: config.storage.upload_timeout,
     };
     let objects = open_objects(config, &secrets, &db)?;
+    // A module that does not compile stops the start, naming file, line and column.
+    let functions = Functions::load(&config.functions, &config.functions_dir)?;
     let limiter = match (&config.rate_limits, &secrets.redis) {
         (None, _) => None,
         (Some(limits), Some(url)) => Some(Arc::new(
@@ -114,6 +117,7 @@ pub async fn start(
         settings,
         limiter: limiter.clone(),
         objects,
+        functions: Arc::new(functions),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));

@@ -23,11 +23,7 @@ fn request(query: Option<String>) -> Result<gatehouse_query::Request, ApiError> 
 
 /// PostgREST's status and code for each failure; the caller decides 401 or 403.
 fn rest_error(error: RestError, caller: &Caller) -> ApiError {
-    let denied = if caller.is_anon() {
-        StatusCode::UNAUTHORIZED
-    } else {
-        StatusCode::FORBIDDEN
-    };
+    let denied = crate::routes::denied_status(caller);
     let (status, code) = match &error {
         RestError::UnknownTable(_) => (StatusCode::NOT_FOUND, "PGRST205"),
         RestError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "42703"),

@@ -116,6 +116,39 @@ pub async fn start_storage(text: &str, database: &TestDatabase, s3: Option<&str>
     .await
 }
 
+/// A server whose gatehouse.toml is `text`, with `modules` (file, source)
+/// in the `functions/` folder beside it.
+pub async fn start_functions(
+    text: &str,
+    modules: &[(&str, &str)],
+    database: &TestDatabase,
+) -> TestServer {
+    let text = text.to_owned();
+    let modules: Vec<(String, String)> = modules
+        .iter()
+        .map(|(file, source)| ((*file).to_owned(), (*source).to_owned()))
+        .collect();
+    start_full(
+        Some(database),
+        None,
+        None,
+        move |config| {
+            let folder = config.data_dir.join("functions");
+            std::fs::create_dir_all(&folder).unwrap();
+            for (file, source) in &modules {
+                std::fs::write(folder.join(file), source).unwrap();
+            }
+            let declared = config_from(&config.data_dir, &text);
+            config.schema = declared.schema;
+            config.policies = declared.policies;
+            config.functions = declared.functions;
+            config.functions_dir = declared.functions_dir;
+        },
+        Router::new(),
+    )
+    .await
+}
+
 async fn start_full(
     database: Option<&TestDatabase>,
     redis: Option<&str>,

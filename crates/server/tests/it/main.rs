@@ -10,6 +10,7 @@ mod binary;
 mod bola;
 mod bounds;
 mod errors;
+mod functions;
 mod idempotency;
 mod keys;
 mod kit;

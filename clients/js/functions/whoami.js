@@ -1,0 +1,1 @@
+export default async (args, ctx) => ({ id: ctx.user.id, role: ctx.user.role });

@@ -1,0 +1,272 @@
+//! The app's own logic: functions declared in gatehouse.toml as JavaScript
+//! modules, called with typed, validated arguments by the roles allowed to,
+//! inside the sandbox (`sandbox.rs`). The edge adapts routes to [`Functions::call`].
+//!
+//! ```toml
+//! [functions.add]
+//! module = "add.js"                 # under functions/ beside gatehouse.toml
+//! roles = ["authenticated"]         # who may call it; nobody when absent
+//! args.a = { type = "integer", not_null = true }
+//! args.b = { type = "integer", check = { min = 0 } }
+//! ```
+//!
+//! Invariants: deny by default (no role listed, no call); the arguments are
+//! checked against their declaration before any code runs; the caller the code
+//! sees is the verified one.
+
+mod sandbox;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_policy::Role;
+use gatehouse_rest::Caller;
+use gatehouse_schema::Column;
+use gatehouse_schema::declaration::ColumnDecl;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+
+use sandbox::Sandbox;
+pub use sandbox::{Failure, Limits};
+
+/// `[functions.<name>]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDecl {
+    /// The module file, relative to the `functions/` folder.
+    pub module: PathBuf,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub args: IndexMap<String, ColumnDecl>,
+    /// `volatile` (the default) or `stable` (may also be called with GET).
+    pub volatility: Option<String>,
+    pub memory_mb: Option<u32>,
+    pub time_ms: Option<u32>,
+}
+
+/// Why functions could not be loaded, named for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("function {name}: {message}")]
+    Declaration { name: String, message: String },
+    #[error("function {name}: cannot read {path}: {error}")]
+    Unreadable {
+        name: String,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("function {name}: {message}")]
+    Compile { name: String, message: String },
+}
+
+/// Why a call gave no result, for the edge to map.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("Could not find the function {0}")]
+    Unknown(String),
+    #[error("permission denied for function {0}")]
+    Denied(String),
+    #[error("argument {argument}: {message}")]
+    Argument { argument: String, message: String },
+    #[error("the arguments are a JSON object of named values")]
+    NotAnObject,
+    #[error("{0}")]
+    Failed(Failure),
+}
+
+struct Declared {
+    file: String,
+    source: Arc<str>,
+    roles: Vec<Role>,
+    args: Vec<Column>,
+    stable: bool,
+    limits: Limits,
+}
+
+/// The declared functions, loaded and compiled once.
+pub struct Functions {
+    declared: HashMap<String, Declared>,
+    sandbox: Arc<Sandbox>,
+}
+
+impl Functions {
+    /// Reads each function's module from `folder` and compiles it: a syntax
+    /// error stops the load, naming the file, line and column.
+    pub fn load(decls: &IndexMap<String, FunctionDecl>, folder: &Path) -> Result<Self, LoadError> {
+        let sandbox = Arc::new(Sandbox::default());
+        let mut declared = HashMap::new();
+        for (name, decl) in decls {
+            let invalid = |message: String| LoadError::Declaration {
+                name: name.clone(),
+                message,
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid("a function name is letters, digits and _".into()));
+            }
+            let roles = decl
+                .roles
+                .iter()
+                .map(|role| match role.as_str() {
+                    "anon" => Ok(Role::Anon),
+                    "authenticated" => Ok(Role::Authenticated),
+                    other => Err(invalid(format!(
+                        "unknown role {other:?}: anon or authenticated"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let args = decl
+                .args
+                .iter()
+                .map(|(arg, column)| {
+                    Column::declared(name, arg, column).map_err(|e| invalid(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let stable = match decl.volatility.as_deref() {
+                None | Some("volatile") => false,
+                Some("stable") => true,
+                Some(other) => {
+                    return Err(invalid(format!("volatility {other:?}: volatile or stable")));
+                }
+            };
+            if decl.module.is_absolute()
+                || decl
+                    .module
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(invalid(
+                    "the module is a path inside the functions folder".into(),
+                ));
+            }
+            let path = folder.join(&decl.module);
+            let source = std::fs::read_to_string(&path).map_err(|error| LoadError::Unreadable {
+                name: name.clone(),
+                path: path.display().to_string(),
+                error,
+            })?;
+            let file = decl.module.display().to_string();
+            sandbox
+                .check(&file, &source)
+                .map_err(|failure| LoadError::Compile {
+                    name: name.clone(),
+                    message: failure.to_string(),
+                })?;
+            let defaults = Limits::default();
+            let limits = Limits {
+                memory_bytes: decl.memory_mb.map_or(defaults.memory_bytes, |mb| {
+                    (mb.clamp(1, 1024) as usize) << 20
+                }),
+                time: decl.time_ms.map_or(defaults.time, |ms| {
+                    Duration::from_millis(u64::from(ms.clamp(1, 60_000)))
+                }),
+            };
+            declared.insert(
+                name.clone(),
+                Declared {
+                    file,
+                    source: source.into(),
+                    roles,
+                    args,
+                    stable,
+                    limits,
+                },
+            );
+        }
+        Ok(Self { declared, sandbox })
+    }
+
+    /// Whether `name` is declared and `stable` (callable with GET).
+    pub fn is_stable(&self, name: &str) -> Option<bool> {
+        self.declared.get(name).map(|f| f.stable)
+    }
+
+    /// Calls `name` as `caller` with `args` (a JSON object of named values),
+    /// on a blocking thread (the engine runs synchronously, under its limits).
+    pub async fn call(&self, caller: &Caller, name: &str, args: Json) -> Result<Json, CallError> {
+        let function = self
+            .declared
+            .get(name)
+            .ok_or_else(|| CallError::Unknown(name.to_owned()))?;
+        let allowed = match caller.role() {
+            Ok(None) => true,
+            Ok(Some(role)) => function.roles.contains(&role),
+            Err(_) => false,
+        };
+        if !allowed {
+            return Err(CallError::Denied(name.to_owned()));
+        }
+        let args = checked(&function.args, args)?;
+        let context = json!({ "user": user(caller) });
+        let sandbox = self.sandbox.clone();
+        let (file, source, limits) = (
+            function.file.clone(),
+            function.source.clone(),
+            function.limits,
+        );
+        let ran = tokio::task::spawn_blocking(move || {
+            sandbox.call((&file, &source), &args, &context, limits)
+        })
+        .await;
+        match ran {
+            Ok(result) => result.map_err(CallError::Failed),
+            Err(_) => Err(CallError::Failed(Failure::Thrown(
+                "the function's thread failed".into(),
+            ))),
+        }
+    }
+}
+
+/// `ctx.user`: the verified caller, or null for an anonymous one.
+fn user(caller: &Caller) -> Json {
+    if caller.is_anon() {
+        return Json::Null;
+    }
+    json!({
+        "id": caller.user_id(),
+        "role": caller.role_name(),
+        "claims": caller.claims().cloned().map_or(Json::Null, Json::Object),
+    })
+}
+
+/// The arguments as declared: each value checked like a column's, missing
+/// ones null (refused where `not_null`), unknown ones refused.
+fn checked(declared: &[Column], args: Json) -> Result<Json, CallError> {
+    let mut given = match args {
+        Json::Object(map) => map,
+        Json::Null => Map::new(),
+        _ => return Err(CallError::NotAnObject),
+    };
+    let mut out = Map::new();
+    for column in declared {
+        let name = column.name.as_str();
+        let value = given.remove(name).unwrap_or(Json::Null);
+        let refuse = |message: String| CallError::Argument {
+            argument: name.to_owned(),
+            message,
+        };
+        if value.is_null() {
+            if column.not_null {
+                return Err(refuse("is required".into()));
+            }
+        } else {
+            let patterns = |pattern: &str| {
+                value.as_str().is_some_and(|text| {
+                    regex::Regex::new(pattern).is_ok_and(|re| re.is_match(text))
+                })
+            };
+            gatehouse_rest::checked_value(column, &value, &patterns).map_err(refuse)?;
+        }
+        out.insert(name.to_owned(), value);
+    }
+    if let Some(unknown) = given.keys().next() {
+        return Err(CallError::Argument {
+            argument: unknown.clone(),
+            message: "is not an argument of this function".into(),
+        });
+    }
+    Ok(Json::Object(out))
+}

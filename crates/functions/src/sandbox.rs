@@ -1,0 +1,348 @@
+//! The sandbox: QuickJS (through rquickjs) with a memory limit, a time limit
+//! enforced by the engine's interrupt hook, and a fresh context for every
+//! call, so nothing one call leaves in the global scope reaches the next.
+//! QuickJS alone has no filesystem, environment, network or timers (those live
+//! in its `std`/`os` modules, which are never loaded), and no module loader is
+//! installed, so `import` reaches nothing: the only door out is the context
+//! object the caller hands in.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rquickjs::{CatchResultExt, CaughtError, Context, Function, Module, Promise, Runtime, Value};
+use serde_json::Value as Json;
+
+/// Bounds of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The engine's heap for the call.
+    pub memory_bytes: usize,
+    /// Running time: the code runs on one thread from start to end, so this
+    /// bounds its CPU time too.
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 32 << 20,
+            time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a call gave no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The code threw (or its promise rejected): the message is the code's own.
+    #[error("{0}")]
+    Thrown(String),
+    #[error("the function ran past its time limit")]
+    TimedOut,
+    #[error("the function ran out of memory")]
+    OutOfMemory,
+    /// The module does not compile, or has no default export function.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Engines ready for the next call; one is made when none is idle.
+pub struct Sandbox {
+    idle: Mutex<Vec<Runtime>>,
+}
+
+/// Idle engines kept; more are dropped after their call.
+const MAX_IDLE: usize = 8;
+/// The native stack the engine may use (deep recursion is an error, not a crash).
+const STACK_BYTES: usize = 256 << 10;
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Sandbox {
+    /// Whether `source` compiles as a module with a default export, or where it does not.
+    pub fn check(&self, name: &str, source: &str) -> Result<(), Failure> {
+        self.with_context(Limits::default(), |ctx| {
+            default_export(&ctx, name, source).map(|_| ())
+        })
+    }
+
+    /// Calls the module's default export with `args` and `context` (both JSON)
+    /// and gives back what it returned (awaited), as JSON.
+    pub fn call(
+        &self,
+        (name, source): (&str, &str),
+        args: &Json,
+        context: &Json,
+        limits: Limits,
+    ) -> Result<Json, Failure> {
+        self.with_context(limits, |ctx| {
+            let function = default_export(&ctx, name, source)?;
+            let json = |value: &Json| {
+                ctx.json_parse(value.to_string())
+                    .catch(&ctx)
+                    .map_err(|e| failure(e, &ctx))
+            };
+            let (args, context) = (json(args)?, json(context)?);
+            let returned: Value = function
+                .call((args, context))
+                .catch(&ctx)
+                .map_err(|e| failure(e, &ctx))?;
+            let value = match returned.as_promise() {
+                Some(promise) => settle(&ctx, promise.clone())?,
+                None => returned,
+            };
+            to_json(&ctx, value)
+        })
+    }
+
+    /// Runs `work` in a fresh context of a pooled engine under `limits`.
+    fn with_context<T>(
+        &self,
+        limits: Limits,
+        work: impl for<'js> FnOnce(rquickjs::Ctx<'js>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let runtime = self.take()?;
+        runtime.set_memory_limit(limits.memory_bytes);
+        let deadline = Instant::now() + limits.time;
+        runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)));
+        let outcome = match Context::full(&runtime) {
+            Ok(context) => {
+                let outcome = context.with(work);
+                drop(context);
+                outcome
+            }
+            Err(_) => Err(Failure::OutOfMemory),
+        };
+        runtime.set_interrupt_handler(None);
+        // An engine that ran out of memory may be left inconsistent: drop it.
+        if !matches!(outcome, Err(Failure::OutOfMemory)) {
+            runtime.run_gc();
+            self.give_back(runtime);
+        }
+        outcome
+    }
+
+    fn take(&self) -> Result<Runtime, Failure> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(runtime) => Ok(runtime),
+            None => {
+                let runtime = Runtime::new().map_err(|_| Failure::OutOfMemory)?;
+                runtime.set_max_stack_size(STACK_BYTES);
+                Ok(runtime)
+            }
+        }
+    }
+
+    fn give_back(&self, runtime: Runtime) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(runtime);
+        }
+    }
+}
+
+fn default_export<'js>(
+    ctx: &rquickjs::Ctx<'js>,
+    name: &str,
+    source: &str,
+) -> Result<Function<'js>, Failure> {
+    let declared = Module::declare(ctx.clone(), name, source)
+        .catch(ctx)
+        .map_err(|e| Failure::Invalid(describe(&e)))?;
+    let (module, evaluated) = declared.eval().catch(ctx).map_err(|e| failure(e, ctx))?;
+    settle(ctx, evaluated)?;
+    module
+        .get::<_, Function>("default")
+        .map_err(|_| Failure::Invalid(format!("{name}: the module has no default export function")))
+}
+
+/// Runs the engine's jobs until the promise settles.
+fn settle<'js>(ctx: &rquickjs::Ctx<'js>, promise: Promise<'js>) -> Result<Value<'js>, Failure> {
+    promise
+        .finish::<Value>()
+        .catch(ctx)
+        .map_err(|error| match error {
+            CaughtError::Error(rquickjs::Error::WouldBlock) => {
+                Failure::Thrown("the function's promise never settled".into())
+            }
+            other => failure(other, ctx),
+        })
+}
+
+fn to_json<'js>(ctx: &rquickjs::Ctx<'js>, value: Value<'js>) -> Result<Json, Failure> {
+    if value.is_undefined() {
+        return Ok(Json::Null);
+    }
+    let text = ctx
+        .json_stringify(value)
+        .catch(ctx)
+        .map_err(|e| failure(e, ctx))?;
+    let text = match text {
+        Some(text) => text.to_string().map_err(|_| Failure::OutOfMemory)?,
+        None => return Ok(Json::Null),
+    };
+    serde_json::from_str(&text).map_err(|_| Failure::Thrown("the result is not JSON".into()))
+}
+
+/// What a caught error means: the engine's own limits, or the code's throw.
+fn failure(error: CaughtError<'_>, ctx: &rquickjs::Ctx<'_>) -> Failure {
+    let _ = ctx;
+    match &error {
+        CaughtError::Error(rquickjs::Error::Allocation) => Failure::OutOfMemory,
+        CaughtError::Exception(exception) => {
+            let message = exception.message().unwrap_or_default();
+            match message.as_str() {
+                "interrupted" => Failure::TimedOut,
+                "out of memory" => Failure::OutOfMemory,
+                _ => Failure::Thrown(message),
+            }
+        }
+        CaughtError::Value(value) => {
+            let text = value
+                .as_string()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| "the function threw a value that is not an Error".into());
+            Failure::Thrown(text)
+        }
+        CaughtError::Error(other) => Failure::Thrown(other.to_string()),
+    }
+}
+
+/// A compile error as `file:line:column: message`.
+fn describe(error: &CaughtError<'_>) -> String {
+    match error {
+        CaughtError::Exception(exception) => {
+            let message = exception.message().unwrap_or_default();
+            let at = exception
+                .stack()
+                .and_then(|stack| {
+                    stack
+                        .lines()
+                        .find_map(|line| line.trim().strip_prefix("at ").map(str::to_owned))
+                })
+                .unwrap_or_default();
+            format!("{message} {at}").trim().to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(source: &str, args: Json) -> Result<Json, Failure> {
+        Sandbox::default().call(
+            ("test.js", source),
+            &args,
+            &json!({"user": null}),
+            Limits::default(),
+        )
+    }
+
+    #[test]
+    fn returns_what_the_default_export_returns_awaited() {
+        let source = "export default async (args, ctx) => { await null; return { sum: args.a + args.b, user: ctx.user } }";
+        assert_eq!(
+            run(source, json!({"a": 1, "b": 2})),
+            Ok(json!({"sum": 3, "user": null}))
+        );
+        assert_eq!(
+            run("export default () => 'text'", json!({})),
+            Ok(json!("text"))
+        );
+        assert_eq!(run("export default () => {}", json!({})), Ok(Json::Null));
+    }
+
+    #[test]
+    fn throws_and_rejections_are_errors_with_the_code_s_message() {
+        assert_eq!(
+            run(
+                "export default () => { throw new Error('out of stock') }",
+                json!({})
+            ),
+            Err(Failure::Thrown("out of stock".into()))
+        );
+        let rejected = run(
+            "export default async () => { throw new Error('no') }",
+            json!({}),
+        );
+        assert_eq!(rejected, Err(Failure::Thrown("no".into())));
+        assert!(matches!(rejected, Err(Failure::Thrown(m)) if m == "no"));
+    }
+
+    #[test]
+    fn limits_stop_runaway_code_and_the_engine_serves_the_next_call() {
+        let sandbox = Sandbox::default();
+        let limits = Limits {
+            memory_bytes: 8 << 20,
+            time: Duration::from_millis(200),
+        };
+        let call = |source: &str| sandbox.call(("t.js", source), &json!({}), &json!({}), limits);
+        assert_eq!(
+            call("export default () => { while (true) {} }"),
+            Err(Failure::TimedOut)
+        );
+        assert_eq!(
+            call("export default () => { const a = []; while (true) a.push('x'.repeat(1000)) }"),
+            Err(Failure::OutOfMemory)
+        );
+        assert!(matches!(
+            call("export default () => { const f = () => f(); f() }"),
+            Err(Failure::Thrown(_))
+        ));
+        assert_eq!(call("export default () => 1"), Ok(json!(1)));
+    }
+
+    #[test]
+    fn nothing_survives_from_one_call_to_the_next_and_nothing_is_reachable() {
+        let sandbox = Sandbox::default();
+        let call = |source: &str| {
+            sandbox.call(("t.js", source), &json!({}), &json!({}), Limits::default())
+        };
+        assert_eq!(
+            call("export default () => { globalThis.leak = 42; return 1 }"),
+            Ok(json!(1))
+        );
+        assert_eq!(
+            call("export default () => typeof globalThis.leak"),
+            Ok(json!("undefined"))
+        );
+        for reach in [
+            "typeof require",
+            "typeof process",
+            "typeof std",
+            "typeof os",
+            "typeof fetch",
+            "typeof setTimeout",
+        ] {
+            assert_eq!(
+                call(&format!("export default () => {reach}")),
+                Ok(json!("undefined")),
+                "{reach}"
+            );
+        }
+        assert!(matches!(
+            sandbox.check("t.js", "import fs from 'fs'; export default () => 1"),
+            Err(Failure::Invalid(_) | Failure::Thrown(_))
+        ));
+    }
+
+    #[test]
+    fn a_syntax_error_names_where() {
+        let error =
+            Sandbox::default().check("checkout.js", "export default () => {\n  return 1 +;\n}");
+        let Err(Failure::Invalid(message)) = error else {
+            panic!("{error:?}");
+        };
+        assert!(message.contains("checkout.js:2"), "{message}");
+    }
+}

@@ -1,0 +1,68 @@
+//! `POST /rest/v1/rpc/<name>`: a declared function, called as PostgREST calls
+//! a database function (`supabase.rpc(name, args)`): the body is the named
+//! arguments, the answer is what the function returned.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use gatehouse_functions::{CallError, Failure};
+use gatehouse_rest::Caller;
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::{ApiError, AppState, Identity};
+
+pub async fn post(
+    State(state): State<AppState>,
+    Identity(caller): Identity,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let args = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "PGRST102",
+                "the body is not valid JSON",
+            )
+        })?
+    };
+    state
+        .functions()
+        .call(&caller, &name, args)
+        .await
+        .map(Json)
+        .map_err(|error| call_error(error, &caller, &name))
+}
+
+/// PostgREST's shapes: a thrown error is the function's own message under
+/// `P0001`; running out of time or memory is told only generically.
+fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiError {
+    let denied = crate::routes::denied_status(caller);
+    let (status, code) = match &error {
+        CallError::Unknown(_) => (StatusCode::NOT_FOUND, "PGRST202"),
+        CallError::Denied(_) => (denied, "42501"),
+        CallError::Argument { .. } => (StatusCode::BAD_REQUEST, "22P02"),
+        CallError::NotAnObject => (StatusCode::BAD_REQUEST, "PGRST102"),
+        CallError::Failed(Failure::Thrown(_)) => (StatusCode::BAD_REQUEST, "P0001"),
+        CallError::Failed(failure) => {
+            tracing::warn!(function = name, error = %failure, "a function call failed");
+            return match failure {
+                Failure::TimedOut => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "57014",
+                    "The function ran past its time limit.",
+                ),
+                Failure::OutOfMemory => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "53200",
+                    "The function ran out of memory.",
+                ),
+                _ => ApiError::internal(),
+            };
+        }
+    };
+    ApiError::new(status, code, error.to_string())
+}

@@ -1,0 +1,177 @@
+//! Declared functions behind `POST /rest/v1/rpc/<name>`: roles (deny by
+//! default), typed arguments checked before the code runs, the verified caller
+//! as `ctx.user`, PostgREST's error shapes, and the sandbox's limits, after
+//! which the server and the next call are fine.
+
+use gatehouse_db::testing::TestDatabase;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::kit::{self, TestServer, json};
+
+const ALICE: &str = "0190c2a4-7e5b-7000-8000-00000000a11c";
+
+const DECLARED: &str = r#"
+[functions.add]
+module = "add.js"
+roles = ["authenticated"]
+args.a = { type = "integer", not_null = true }
+args.b = { type = "integer", check = { min = 0 } }
+
+[functions.whoami]
+module = "whoami.js"
+roles = ["anon", "authenticated"]
+
+[functions.fail]
+module = "fail.js"
+roles = ["authenticated"]
+
+[functions.spin]
+module = "spin.js"
+roles = ["authenticated"]
+time_ms = 200
+
+[functions.hog]
+module = "hog.js"
+roles = ["authenticated"]
+memory_mb = 8
+
+[functions.remember]
+module = "remember.js"
+roles = ["authenticated"]
+
+[functions.hidden]
+module = "add.js"
+"#;
+
+const MODULES: [(&str, &str); 6] = [
+    (
+        "add.js",
+        "export default ({ a, b }) => ({ sum: a + (b ?? 0) })",
+    ),
+    (
+        "whoami.js",
+        "export default async (args, ctx) => ctx.user && { id: ctx.user.id, role: ctx.user.role, sub: ctx.user.claims.sub }",
+    ),
+    (
+        "fail.js",
+        "export default () => { throw new Error('out of stock') }",
+    ),
+    ("spin.js", "export default () => { while (true) {} }"),
+    (
+        "hog.js",
+        "export default () => { const all = []; while (true) all.push('x'.repeat(4096)) }",
+    ),
+    (
+        "remember.js",
+        "export default () => { const seen = globalThis.seen ?? 0; globalThis.seen = seen + 1; return seen }",
+    ),
+];
+
+async fn rpc(server: &TestServer, who: Option<&str>, name: &str, body: Value) -> (u16, Value) {
+    let request = server
+        .rest(Method::POST, &format!("rpc/{name}"), who)
+        .json(&body);
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), json(response).await)
+}
+
+#[tokio::test]
+async fn functions_answer_as_postgrest_does() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+
+    assert_eq!(
+        rpc(&server, Some(ALICE), "add", json!({"a": 2, "b": 3})).await,
+        (200, json!({"sum": 5}))
+    );
+    assert_eq!(
+        rpc(&server, Some(ALICE), "add", json!({"a": 2})).await,
+        (200, json!({"sum": 2}))
+    );
+    for (args, argument) in [
+        (json!({}), "a"),
+        (json!({"a": "two"}), "a"),
+        (json!({"a": 1, "b": -1}), "b"),
+        (json!({"a": 1, "total": 100}), "total"),
+    ] {
+        let (status, body) = rpc(&server, Some(ALICE), "add", args.clone()).await;
+        assert_eq!(status, 400, "{args}");
+        assert_eq!(body["code"], "22P02");
+        assert!(
+            body["message"].as_str().unwrap().contains(argument),
+            "{body}"
+        );
+    }
+    let (status, body) = rpc(&server, None, "add", json!({"a": 1})).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (401, &json!("42501")),
+        "anon is not among its roles"
+    );
+    let (status, _) = rpc(&server, Some(ALICE), "hidden", json!({"a": 1})).await;
+    assert_eq!(status, 403, "no roles, no callers");
+    let (status, body) = rpc(&server, Some(ALICE), "nothing", json!({})).await;
+    assert_eq!((status, &body["code"]), (404, &json!("PGRST202")));
+
+    let (status, body) = rpc(&server, Some(ALICE), "whoami", json!(null)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"id": ALICE, "role": "authenticated", "sub": ALICE})
+    );
+    assert_eq!(
+        rpc(&server, None, "whoami", json!({})).await,
+        (200, Value::Null)
+    );
+
+    let (status, body) = rpc(&server, Some(ALICE), "fail", json!({})).await;
+    assert_eq!(
+        (status, &body["code"], &body["message"]),
+        (400, &json!("P0001"), &json!("out of stock"))
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_stops_runaway_code_and_forgets_between_calls() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let (status, body) = rpc(&server, Some(ALICE), "spin", json!({})).await;
+    assert_eq!((status, &body["code"]), (504, &json!("57014")));
+    let (status, body) = rpc(&server, Some(ALICE), "hog", json!({})).await;
+    assert_eq!((status, &body["code"]), (500, &json!("53200")));
+    assert!(!body.to_string().contains("x".repeat(10).as_str()));
+    for _ in 0..3 {
+        assert_eq!(
+            rpc(&server, Some(ALICE), "remember", json!({})).await,
+            (200, json!(0))
+        );
+    }
+    assert_eq!(
+        rpc(&server, Some(ALICE), "add", json!({"a": 1})).await,
+        (200, json!({"sum": 1}))
+    );
+}
+
+/// A module that does not compile stops the start, naming where.
+#[test]
+fn a_syntax_error_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "[functions.broken]\nmodule = \"broken.js\"\nroles = [\"anon\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("functions")).unwrap();
+    std::fs::write(
+        dir.path().join("functions/broken.js"),
+        "export default () => {\n  return 1 +;\n}\n",
+    )
+    .unwrap();
+    let output = kit::gatehouse(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("broken.js:2"), "{said}");
+}
