@@ -14,6 +14,7 @@
 //! checked against their declaration before any code runs; the caller the code
 //! sees is the verified one.
 
+mod data;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
+pub use data::Data;
 use sandbox::Sandbox;
 pub use sandbox::{Failure, Limits};
 
@@ -91,12 +93,17 @@ struct Declared {
 pub struct Functions {
     declared: HashMap<String, Declared>,
     sandbox: Arc<Sandbox>,
+    data: Data,
 }
 
 impl Functions {
     /// Reads each function's module from `folder` and compiles it: a syntax
     /// error stops the load, naming the file, line and column.
-    pub fn load(decls: &IndexMap<String, FunctionDecl>, folder: &Path) -> Result<Self, LoadError> {
+    pub fn load(
+        decls: &IndexMap<String, FunctionDecl>,
+        folder: &Path,
+        data: Data,
+    ) -> Result<Self, LoadError> {
         let sandbox = Arc::new(Sandbox::default());
         let mut declared = HashMap::new();
         for (name, decl) in decls {
@@ -176,7 +183,11 @@ impl Functions {
                 },
             );
         }
-        Ok(Self { declared, sandbox })
+        Ok(Self {
+            declared,
+            sandbox,
+            data,
+        })
     }
 
     /// Whether `name` is declared and `stable` (callable with GET).
@@ -207,8 +218,13 @@ impl Functions {
             function.source.clone(),
             function.limits,
         );
+        // `ctx.db` reads as the caller, blocking this thread on the data API.
+        let (data, as_caller) = (self.data.clone(), caller.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let reader: sandbox::Reader =
+            Box::new(move |query| data.read(&runtime, &as_caller, &query));
         let ran = tokio::task::spawn_blocking(move || {
-            sandbox.call((&file, &source), &args, &context, limits)
+            sandbox.call((&file, &source), &args, &context, (limits, Some(reader)))
         })
         .await;
         match ran {

@@ -72,14 +72,15 @@ impl Sandbox {
         })
     }
 
-    /// Calls the module's default export with `args` and `context` (both JSON)
-    /// and gives back what it returned (awaited), as JSON.
+    /// Calls the module's default export with `args` and `context` (both JSON,
+    /// the context given `db` when there is a `reader` for it) and gives back
+    /// what it returned (awaited), as JSON.
     pub fn call(
         &self,
         (name, source): (&str, &str),
         args: &Json,
         context: &Json,
-        limits: Limits,
+        (limits, reader): (Limits, Option<Reader>),
     ) -> Result<Json, Failure> {
         self.with_context(limits, |ctx| {
             let function = default_export(&ctx, name, source)?;
@@ -89,6 +90,12 @@ impl Sandbox {
                     .map_err(|e| failure(e, &ctx))
             };
             let (args, context) = (json(args)?, json(context)?);
+            if let Some(reader) = reader {
+                let db = database(&ctx, reader)?;
+                if let Some(object) = context.as_object() {
+                    object.set("db", db).map_err(|_| Failure::OutOfMemory)?;
+                }
+            }
             let returned: Value = function
                 .call((args, context))
                 .catch(&ctx)
@@ -120,8 +127,10 @@ impl Sandbox {
             Err(_) => Err(Failure::OutOfMemory),
         };
         runtime.set_interrupt_handler(None);
-        // An engine that ran out of memory may be left inconsistent: drop it.
-        if !matches!(outcome, Err(Failure::OutOfMemory)) {
+        // An engine stopped at a limit may be left inconsistent (after an
+        // interrupt, QuickJS has been seen throwing null for the next call's
+        // out-of-memory): it is dropped, not pooled.
+        if !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut)) {
             runtime.run_gc();
             self.give_back(runtime);
         }
@@ -146,6 +155,23 @@ impl Sandbox {
             idle.push(runtime);
         }
     }
+}
+
+/// The host's side of `ctx.db`: one query's JSON in, its answer's JSON out.
+pub type Reader = Box<dyn Fn(String) -> String + Send>;
+
+/// `ctx.db`: the builder (`db.js`) over the host's reader.
+fn database<'js>(ctx: &rquickjs::Ctx<'js>, reader: Reader) -> Result<Value<'js>, Failure> {
+    let builder: Function = ctx
+        .eval(crate::data::BUILDER)
+        .catch(ctx)
+        .map_err(|e| failure(e, ctx))?;
+    let read = Function::new(ctx.clone(), move |query: String| reader(query))
+        .map_err(|_| Failure::OutOfMemory)?;
+    builder
+        .call((read,))
+        .catch(ctx)
+        .map_err(|e| failure(e, ctx))
 }
 
 fn default_export<'js>(
@@ -204,6 +230,9 @@ fn failure(error: CaughtError<'_>, ctx: &rquickjs::Ctx<'_>) -> Failure {
                 _ => Failure::Thrown(message),
             }
         }
+        // QuickJS throws null when it cannot allocate even its out-of-memory
+        // error (so `throw null` in a function reads as running out of memory).
+        CaughtError::Value(value) if value.is_null() => Failure::OutOfMemory,
         CaughtError::Value(value) => {
             let text = value
                 .as_string()
@@ -244,7 +273,7 @@ mod tests {
             ("test.js", source),
             &args,
             &json!({"user": null}),
-            Limits::default(),
+            (Limits::default(), None),
         )
     }
 
@@ -286,7 +315,8 @@ mod tests {
             memory_bytes: 8 << 20,
             time: Duration::from_millis(200),
         };
-        let call = |source: &str| sandbox.call(("t.js", source), &json!({}), &json!({}), limits);
+        let call =
+            |source: &str| sandbox.call(("t.js", source), &json!({}), &json!({}), (limits, None));
         assert_eq!(
             call("export default () => { while (true) {} }"),
             Err(Failure::TimedOut)
@@ -306,7 +336,12 @@ mod tests {
     fn nothing_survives_from_one_call_to_the_next_and_nothing_is_reachable() {
         let sandbox = Sandbox::default();
         let call = |source: &str| {
-            sandbox.call(("t.js", source), &json!({}), &json!({}), Limits::default())
+            sandbox.call(
+                ("t.js", source),
+                &json!({}),
+                &json!({}),
+                (Limits::default(), None),
+            )
         };
         assert_eq!(
             call("export default () => { globalThis.leak = 42; return 1 }"),

@@ -54,7 +54,7 @@ struct Shared {
     db: Database,
     tokens: TokenVerifier,
     api_keys: ApiKeys,
-    rest: Rest,
+    rest: Arc<Rest>,
     auth: Auth,
     settings: HttpSettings,
     limiter: Option<Arc<Limiter>>,
@@ -73,7 +73,7 @@ pub struct Parts {
     /// What an access token must say about its issuer and audience.
     pub token_rules: TokenRules,
     pub api_keys: ApiKeys,
-    pub rest: Rest,
+    pub rest: Arc<Rest>,
     pub auth: Auth,
     pub settings: HttpSettings,
     /// `None` turns rate limiting off.

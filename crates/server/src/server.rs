@@ -5,7 +5,7 @@ use anyhow::Context;
 use axum::Router;
 use gatehouse_auth::Auth;
 use gatehouse_db::{Database, MigrateOptions, PoolOptions};
-use gatehouse_functions::Functions;
+use gatehouse_functions::{Data, Functions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
@@ -75,8 +75,6 @@ pub async fn start(
         upload_timeout: config.storage.upload_timeout,
     };
     let objects = open_objects(config, &secrets, &db)?;
-    // A module that does not compile stops the start, naming file, line and column.
-    let functions = Functions::load(&config.functions, &config.functions_dir)?;
     let limiter = match (&config.rate_limits, &secrets.redis) {
         (None, _) => None,
         (Some(limits), Some(url)) => Some(Arc::new(
@@ -86,11 +84,17 @@ pub async fn start(
         )),
         (Some(limits), None) => Some(Arc::new(Limiter::in_process(&limits.all())?)),
     };
-    let rest = Rest::new(
+    let rest = Arc::new(Rest::new(
         config.schema.clone(),
         config.policies.clone(),
         RestSettings::default(),
-    );
+    ));
+    // A module that does not compile stops the start, naming file, line and column.
+    let data = Data {
+        rest: rest.clone(),
+        db: db.clone(),
+    };
+    let functions = Functions::load(&config.functions, &config.functions_dir, data)?;
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
         audience: "authenticated".into(),

@@ -175,3 +175,96 @@ fn a_syntax_error_stops_the_start() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("broken.js:2"), "{said}");
 }
+
+const NOTES: &str = r#"
+[tables.notes]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns.title = { type = "text", not_null = true }
+
+[[tables.notes.policies]]
+name = "owners"
+for = "all"
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+
+[functions.notes]
+module = "notes.js"
+roles = ["authenticated"]
+args.owner = { type = "uuid" }
+
+[functions.first_note]
+module = "first_note.js"
+roles = ["authenticated"]
+"#;
+
+const NOTE_MODULES: [(&str, &str); 2] = [
+    (
+        "notes.js",
+        "export default async ({ owner }, ctx) => {
+           let query = ctx.db.from('notes').select('id, title').order('id', { ascending: false });
+           if (owner) query = query.eq('owner', owner);
+           const { data, error } = await query;
+           if (error) throw new Error(error.message);
+           return data;
+         }",
+    ),
+    (
+        "first_note.js",
+        "export default async (args, ctx) => {
+           const one = await ctx.db.from('notes').select('title').eq('id', 1).maybeSingle();
+           const missing = await ctx.db.from('nothing').select('*');
+           return { one: one.data, missing: missing.error !== null };
+         }",
+    ),
+];
+
+/// `ctx.db` reads as the caller, through the same access decision as the
+/// data API: a function shows nobody a row `/rest/v1` would not.
+#[tokio::test]
+async fn ctx_db_reads_as_the_caller() {
+    const BOB: &str = "0190c2a4-7e5b-7000-8000-000000000b0b";
+    for database in TestDatabase::all() {
+        let server = kit::start_functions(NOTES, &NOTE_MODULES, &database).await;
+        for (who, rows) in [
+            (
+                ALICE,
+                json!([{"id": 1, "title": "a1"}, {"id": 2, "title": "a2"}]),
+            ),
+            (BOB, json!([{"id": 3, "title": "b1"}])),
+        ] {
+            let created = server
+                .rest(Method::POST, "notes", Some(who))
+                .json(&rows)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201);
+        }
+        assert_eq!(
+            rpc(&server, Some(ALICE), "notes", json!({})).await,
+            (
+                200,
+                json!([{"id": 2, "title": "a2"}, {"id": 1, "title": "a1"}])
+            )
+        );
+        assert_eq!(
+            rpc(&server, Some(ALICE), "notes", json!({"owner": BOB})).await,
+            (200, json!([])),
+            "another user's rows stay invisible"
+        );
+        assert_eq!(
+            rpc(&server, Some(BOB), "notes", json!({})).await,
+            (200, json!([{"id": 3, "title": "b1"}]))
+        );
+        assert_eq!(
+            rpc(&server, Some(ALICE), "first_note", json!({})).await,
+            (200, json!({"one": {"title": "a1"}, "missing": true}))
+        );
+        assert_eq!(
+            rpc(&server, Some(BOB), "first_note", json!({})).await,
+            (200, json!({"one": null, "missing": true}))
+        );
+    }
+}
