@@ -222,7 +222,7 @@ impl Functions {
         let (data, as_caller) = (self.data.clone(), caller.clone());
         let runtime = tokio::runtime::Handle::current();
         let reader: sandbox::Reader =
-            Box::new(move |query| data.read(&runtime, &as_caller, &query));
+            Arc::new(move |query| data.read(&runtime, &as_caller, &query));
         let ran = tokio::task::spawn_blocking(move || {
             sandbox.call((&file, &source), &args, &context, (limits, Some(reader)))
         })

@@ -9,6 +9,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rquickjs::context::intrinsic;
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Module, Promise, Runtime, Value};
 use serde_json::Value as Json;
 
@@ -45,6 +46,22 @@ pub enum Failure {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// The language's built-ins a function gets: everything QuickJS has but
+/// `performance` (a fine clock is a timing side channel, and no timer is
+/// promised beyond the call) and `DOMException`.
+type Intrinsics = (
+    intrinsic::Date,
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::Proxy,
+    intrinsic::MapSet,
+    intrinsic::TypedArrays,
+    intrinsic::Promise,
+    intrinsic::WeakRef,
+);
 
 /// Engines ready for the next call; one is made when none is idle.
 pub struct Sandbox {
@@ -91,10 +108,7 @@ impl Sandbox {
             };
             let (args, context) = (json(args)?, json(context)?);
             if let Some(reader) = reader {
-                let db = database(&ctx, reader)?;
-                if let Some(object) = context.as_object() {
-                    object.set("db", db).map_err(|_| Failure::OutOfMemory)?;
-                }
+                install_database(&ctx, &context, reader)?;
             }
             let returned: Value = function
                 .call((args, context))
@@ -118,7 +132,7 @@ impl Sandbox {
         runtime.set_memory_limit(limits.memory_bytes);
         let deadline = Instant::now() + limits.time;
         runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)));
-        let outcome = match Context::full(&runtime) {
+        let outcome = match Context::custom::<Intrinsics>(&runtime) {
             Ok(context) => {
                 let outcome = context.with(work);
                 drop(context);
@@ -130,8 +144,10 @@ impl Sandbox {
         // An engine stopped at a limit may be left inconsistent (after an
         // interrupt, QuickJS has been seen throwing null for the next call's
         // out-of-memory): it is dropped, not pooled.
+        // QuickJS frees by reference count as the context goes and collects
+        // cycles on its own schedule; a collection per call would cost more than
+        // the call.
         if !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut)) {
-            runtime.run_gc();
             self.give_back(runtime);
         }
         outcome
@@ -158,20 +174,35 @@ impl Sandbox {
 }
 
 /// The host's side of `ctx.db`: one query's JSON in, its answer's JSON out.
-pub type Reader = Box<dyn Fn(String) -> String + Send>;
+pub type Reader = std::sync::Arc<dyn Fn(String) -> String + Send + Sync>;
 
-/// `ctx.db`: the builder (`db.js`) over the host's reader.
-fn database<'js>(ctx: &rquickjs::Ctx<'js>, reader: Reader) -> Result<Value<'js>, Failure> {
-    let builder: Function = ctx
-        .eval(crate::data::BUILDER)
+/// Defines `ctx.db` to be made on first use: building it (`db.js`) costs more
+/// than a small call's whole run, and most calls never read a table.
+const LAZY_DB: &str = "(ctx, make) => Object.defineProperty(ctx, 'db', { configurable: true, \
+    enumerable: true, get() { const db = make(); \
+    Object.defineProperty(ctx, 'db', { value: db, enumerable: true }); return db; } })";
+
+fn install_database<'js>(
+    ctx: &rquickjs::Ctx<'js>,
+    context: &Value<'js>,
+    reader: Reader,
+) -> Result<(), Failure> {
+    let lazy: Function = ctx.eval(LAZY_DB).catch(ctx).map_err(|e| failure(e, ctx))?;
+    let make = Function::new(ctx.clone(), move |ctx: rquickjs::Ctx<'js>| {
+        database(&ctx, reader.clone())
+    })
+    .map_err(|_| Failure::OutOfMemory)?;
+    lazy.call::<_, Value>((context.clone(), make))
         .catch(ctx)
         .map_err(|e| failure(e, ctx))?;
-    let read = Function::new(ctx.clone(), move |query: String| reader(query))
-        .map_err(|_| Failure::OutOfMemory)?;
-    builder
-        .call((read,))
-        .catch(ctx)
-        .map_err(|e| failure(e, ctx))
+    Ok(())
+}
+
+/// `ctx.db`: the builder (`db.js`) over the host's reader.
+fn database<'js>(ctx: &rquickjs::Ctx<'js>, reader: Reader) -> rquickjs::Result<Value<'js>> {
+    let builder: Function = ctx.eval(crate::data::BUILDER)?;
+    let read = Function::new(ctx.clone(), move |query: String| reader(query))?;
+    builder.call((read,))
 }
 
 fn default_export<'js>(
@@ -352,6 +383,7 @@ mod tests {
             Ok(json!("undefined"))
         );
         for reach in [
+            "typeof performance",
             "typeof require",
             "typeof process",
             "typeof std",
