@@ -197,7 +197,12 @@ impl Functions {
 
     /// Calls `name` as `caller` with `args` (a JSON object of named values),
     /// on a blocking thread (the engine runs synchronously, under its limits).
-    pub async fn call(&self, caller: &Caller, name: &str, args: Json) -> Result<Json, CallError> {
+    pub async fn call(
+        &self,
+        caller: &Caller,
+        (name, request_id): (&str, &str),
+        args: Json,
+    ) -> Result<Json, CallError> {
         let function = self
             .declared
             .get(name)
@@ -221,10 +226,12 @@ impl Functions {
         // `ctx.db` reads as the caller, blocking this thread on the data API.
         let (data, as_caller) = (self.data.clone(), caller.clone());
         let runtime = tokio::runtime::Handle::current();
-        let reader: sandbox::Reader =
-            Arc::new(move |query| data.read(&runtime, &as_caller, &query));
+        let doors = sandbox::Doors {
+            read: Arc::new(move |query| data.read(&runtime, &as_caller, &query)),
+            log: log_lines(name, request_id),
+        };
         let ran = tokio::task::spawn_blocking(move || {
-            sandbox.call((&file, &source), &args, &context, (limits, Some(reader)))
+            sandbox.call((&file, &source), &args, &context, (limits, Some(doors)))
         })
         .await;
         match ran {
@@ -234,6 +241,42 @@ impl Functions {
             ))),
         }
     }
+}
+
+/// Lines one call may log, and the bytes of a line's message and fields.
+const MAX_LOG_LINES: usize = 100;
+const MAX_LOG_BYTES: usize = 4 << 10;
+
+/// `ctx.log`: lines into Gatehouse's log under `gatehouse::function`, with the
+/// function's name and the request id, bounded in count and size.
+fn log_lines(name: &str, request_id: &str) -> sandbox::Logger {
+    let (name, request_id) = (name.to_owned(), request_id.to_owned());
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    Arc::new(move |level, message, fields| {
+        let count = written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if count >= MAX_LOG_LINES {
+            if count == MAX_LOG_LINES {
+                tracing::warn!(target: "gatehouse::function", function = %name, request_id = %request_id, "the function logged more than {MAX_LOG_LINES} lines; the rest are dropped");
+            }
+            return;
+        }
+        let cut = |text: String| match text.char_indices().nth(MAX_LOG_BYTES) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text,
+        };
+        let (message, fields) = (cut(message), cut(fields));
+        match level.as_str() {
+            "error" => {
+                tracing::error!(target: "gatehouse::function", function = %name, request_id = %request_id, fields = %fields, "{message}")
+            }
+            "warn" => {
+                tracing::warn!(target: "gatehouse::function", function = %name, request_id = %request_id, fields = %fields, "{message}")
+            }
+            _ => {
+                tracing::info!(target: "gatehouse::function", function = %name, request_id = %request_id, fields = %fields, "{message}")
+            }
+        }
+    })
 }
 
 /// `ctx.user`: the verified caller, or null for an anonymous one.

@@ -90,14 +90,14 @@ impl Sandbox {
     }
 
     /// Calls the module's default export with `args` and `context` (both JSON,
-    /// the context given `db` when there is a `reader` for it) and gives back
-    /// what it returned (awaited), as JSON.
+    /// the context given `db` and `log` when there are `doors` for them) and
+    /// gives back what it returned (awaited), as JSON.
     pub fn call(
         &self,
         (name, source): (&str, &str),
         args: &Json,
         context: &Json,
-        (limits, reader): (Limits, Option<Reader>),
+        (limits, doors): (Limits, Option<Doors>),
     ) -> Result<Json, Failure> {
         self.with_context(limits, |ctx| {
             let function = default_export(&ctx, name, source)?;
@@ -107,8 +107,8 @@ impl Sandbox {
                     .map_err(|e| failure(e, &ctx))
             };
             let (args, context) = (json(args)?, json(context)?);
-            if let Some(reader) = reader {
-                install_database(&ctx, &context, reader)?;
+            if let Some(doors) = doors {
+                install(&ctx, &context, doors)?;
             }
             let returned: Value = function
                 .call((args, context))
@@ -176,23 +176,44 @@ impl Sandbox {
 /// The host's side of `ctx.db`: one query's JSON in, its answer's JSON out.
 pub type Reader = std::sync::Arc<dyn Fn(String) -> String + Send + Sync>;
 
-/// Defines `ctx.db` to be made on first use: building it (`db.js`) costs more
-/// than a small call's whole run, and most calls never read a table.
-const LAZY_DB: &str = "(ctx, make) => Object.defineProperty(ctx, 'db', { configurable: true, \
-    enumerable: true, get() { const db = make(); \
-    Object.defineProperty(ctx, 'db', { value: db, enumerable: true }); return db; } })";
+/// The host's side of `ctx.log`: level, message, fields (JSON).
+pub type Logger = std::sync::Arc<dyn Fn(String, String, String) + Send + Sync>;
 
-fn install_database<'js>(
+/// The doors out of the sandbox a call's context gets.
+pub struct Doors {
+    pub read: Reader,
+    pub log: Logger,
+}
+
+/// Puts the doors on the context: `ctx.db` made on first use (building it
+/// costs more than a small call's whole run, and most calls never read a
+/// table), and `ctx.log`.
+const INSTALL: &str = "(ctx, make, log) => { Object.defineProperty(ctx, 'db', { configurable: true, \
+    enumerable: true, get() { const db = make(); \
+    Object.defineProperty(ctx, 'db', { value: db, enumerable: true }); return db; } }); \
+    const line = (level) => (message, fields) => \
+      log(level, String(message), JSON.stringify(fields === undefined ? null : fields) ?? 'null'); \
+    ctx.log = Object.freeze({ info: line('info'), warn: line('warn'), error: line('error') }); }";
+
+fn install<'js>(
     ctx: &rquickjs::Ctx<'js>,
     context: &Value<'js>,
-    reader: Reader,
+    doors: Doors,
 ) -> Result<(), Failure> {
-    let lazy: Function = ctx.eval(LAZY_DB).catch(ctx).map_err(|e| failure(e, ctx))?;
+    let install: Function = ctx.eval(INSTALL).catch(ctx).map_err(|e| failure(e, ctx))?;
+    let read = doors.read;
     let make = Function::new(ctx.clone(), move |ctx: rquickjs::Ctx<'js>| {
-        database(&ctx, reader.clone())
+        database(&ctx, read.clone())
     })
     .map_err(|_| Failure::OutOfMemory)?;
-    lazy.call::<_, Value>((context.clone(), make))
+    let logger = doors.log;
+    let log = Function::new(
+        ctx.clone(),
+        move |level: String, message: String, fields: String| logger(level, message, fields),
+    )
+    .map_err(|_| Failure::OutOfMemory)?;
+    install
+        .call::<_, Value>((context.clone(), make, log))
         .catch(ctx)
         .map_err(|e| failure(e, ctx))?;
     Ok(())

@@ -2,22 +2,25 @@
 //! a database function (`supabase.rpc(name, args)`): the body is the named
 //! arguments, the answer is what the function returned.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use gatehouse_functions::{CallError, Failure};
 use gatehouse_rest::Caller;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::{ApiError, AppState, Identity};
+use crate::{ApiError, AppState, Identity, RequestId};
 
 pub async fn post(
     State(state): State<AppState>,
     Identity(caller): Identity,
     Path(name): Path<String>,
+    request_id: Option<Extension<RequestId>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let request_id = request_id.map(|Extension(id)| id);
+    let request_id = request_id.as_ref().map_or("", RequestId::as_str);
     let args = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
@@ -31,7 +34,7 @@ pub async fn post(
     };
     state
         .functions()
-        .call(&caller, &name, args)
+        .call(&caller, (&name, request_id), args)
         .await
         .map(Json)
         .map_err(|error| call_error(error, &caller, &name))

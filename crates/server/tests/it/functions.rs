@@ -268,3 +268,48 @@ async fn ctx_db_reads_as_the_caller() {
         );
     }
 }
+
+/// `ctx.log` lines reach Gatehouse's JSON log with the function's name and the
+/// request id, bounded in number.
+#[tokio::test]
+async fn ctx_log_writes_structured_lines_with_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "[functions.chatty]\nmodule = \"chatty.js\"\nroles = [\"anon\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("functions")).unwrap();
+    std::fs::write(
+        dir.path().join("functions/chatty.js"),
+        "export default (args, ctx) => {\n\
+           ctx.log.info('checked out', { items: 2 });\n\
+           for (let i = 0; i < 500; i++) ctx.log.warn('again');\n\
+           return 'done';\n\
+         }\n",
+    )
+    .unwrap();
+    let process = kit::Process::serve(dir.path(), &[], &[]);
+    let key = std::fs::read_to_string(dir.path().join("gatehouse-data/publishable.key")).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/rest/v1/rpc/chatty", process.url))
+        .header("apikey", key.trim())
+        .header("x-request-id", "function-log-1")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, logs) = process.terminate();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["function"] == "chatty")
+        .collect();
+    let first = &lines[0];
+    assert_eq!(first["message"], "checked out");
+    assert_eq!(first["request_id"], "function-log-1");
+    assert_eq!(first["fields"], "{\"items\":2}");
+    assert_eq!(first["level"], "INFO");
+    assert!(lines.len() <= 102, "{} lines", lines.len());
+}
