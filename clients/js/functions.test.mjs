@@ -43,4 +43,25 @@ describe('functions through supabase.rpc', () => {
     assert.equal(refused.error.code, '42501');
     assert.equal(refused.status, 401);
   });
+
+  test('functions.invoke reaches the same functions, with any method and body', async () => {
+    const { data, error } = await alice.functions.invoke('greet', { body: { name: 'Ada' } });
+    assert.equal(error, null);
+    assert.deepEqual(data, { hello: 'Ada', method: 'POST', user: ALICE });
+    const text = await anon.functions.invoke('greet?name=Bob', { method: 'GET' });
+    assert.equal(text.error, null);
+    assert.equal(text.data, 'hello, Bob');
+    const invalid = await anon.functions.invoke('greet', { body: { name: 'x'.repeat(41) } });
+    assert.equal(invalid.error?.name, 'FunctionsHttpError');
+    assert.equal((await invalid.error.context.json()).code, '22P02');
+    const teapot = await anon.functions.invoke('teapot');
+    assert.equal(teapot.error?.name, 'FunctionsHttpError');
+    const response = teapot.error.context;
+    assert.equal(response.status, 418);
+    assert.equal(response.headers.get('x-brewed'), 'yes');
+    assert.equal(response.headers.get('set-cookie'), null, 'a function cannot set cookies');
+    assert.deepEqual(await response.json(), { error: 'short and stout' });
+    const denied = await anon.functions.invoke('whoami');
+    assert.equal(denied.error.context.status, 401);
+  });
 });

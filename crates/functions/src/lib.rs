@@ -197,11 +197,14 @@ impl Functions {
 
     /// Calls `name` as `caller` with `args` (a JSON object of named values),
     /// on a blocking thread (the engine runs synchronously, under its limits).
+    /// `request`, when given, is what the code sees as `ctx.request` (an
+    /// invocation through `/functions/v1`: method, query and body).
     pub async fn call(
         &self,
         caller: &Caller,
         (name, request_id): (&str, &str),
         args: Json,
+        request: Option<Json>,
     ) -> Result<Json, CallError> {
         let function = self
             .declared
@@ -216,7 +219,10 @@ impl Functions {
             return Err(CallError::Denied(name.to_owned()));
         }
         let args = checked(&function.args, args)?;
-        let context = json!({ "user": user(caller) });
+        let mut context = json!({ "user": user(caller) });
+        if let Some(request) = request {
+            context["request"] = request;
+        }
         let sandbox = self.sandbox.clone();
         let (file, source, limits) = (
             function.file.clone(),

@@ -135,7 +135,8 @@ impl Surface {
         };
         if under("/auth/v1") {
             Surface::Auth
-        } else if under("/rest/v1") {
+        } else if under("/rest/v1") || under("/functions/v1") {
+            // Functions answer refusals in PostgREST's shape, as `rpc` does.
             Surface::Rest
         } else if under("/storage/v1") {
             Surface::Storage
@@ -173,6 +174,11 @@ fn body(error: &ApiError, surface: Surface, request_id: &str, versioned_auth: bo
     }
 }
 
+/// Marks a response whose status and body the app's own function chose
+/// (`/functions/v1`): it goes out as written, not as a Gatehouse error.
+#[derive(Debug, Clone, Copy)]
+pub struct Authored;
+
 pub async fn render_errors<F: Future<Output = Response>>(
     request: Request,
     next: impl FnOnce(Request) -> F,
@@ -186,7 +192,8 @@ pub async fn render_errors<F: Future<Output = Response>>(
         .unwrap_or_default();
     let response = next(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    let authored = response.extensions().get::<Authored>().is_some();
+    if authored || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (mut parts, _) = response.into_parts();

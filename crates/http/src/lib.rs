@@ -124,6 +124,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             "/rest/v1/rpc/{name}",
             axum::routing::post(routes::rpc::post),
         )
+        .route(
+            "/functions/v1/{name}",
+            axum::routing::any(routes::functions::invoke),
+        )
         .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(

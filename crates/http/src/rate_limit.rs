@@ -75,7 +75,7 @@ impl RateLimits {
             path.strip_prefix(prefix)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         };
-        if under("/rest/v1") || under("/storage/v1") {
+        if under("/rest/v1") || under("/storage/v1") || under("/functions/v1") {
             let read = matches!(*method, Method::GET | Method::HEAD);
             return Some((if read { self.reads } else { self.writes }, true));
         }

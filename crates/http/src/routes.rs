@@ -1,6 +1,7 @@
 //! One file per endpoint, named after its route.
 
 pub mod auth;
+pub mod functions;
 pub mod health;
 pub mod jwks;
 pub mod metrics;

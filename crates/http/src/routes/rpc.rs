@@ -34,7 +34,7 @@ pub async fn post(
     };
     state
         .functions()
-        .call(&caller, (&name, request_id), args)
+        .call(&caller, (&name, request_id), args, None)
         .await
         .map(Json)
         .map_err(|error| call_error(error, &caller, &name))
@@ -42,7 +42,7 @@ pub async fn post(
 
 /// PostgREST's shapes: a thrown error is the function's own message under
 /// `P0001`; running out of time or memory is told only generically.
-fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiError {
+pub(crate) fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiError {
     let denied = crate::routes::denied_status(caller);
     let (status, code) = match &error {
         CallError::Unknown(_) => (StatusCode::NOT_FOUND, "PGRST202"),

@@ -313,3 +313,52 @@ async fn ctx_log_writes_structured_lines_with_the_request_id() {
     assert_eq!(first["level"], "INFO");
     assert!(lines.len() <= 102, "{} lines", lines.len());
 }
+
+/// `/functions/v1`: any method, the request in `ctx.request`, and a response the
+/// function describes, with only the headers a function may set.
+#[tokio::test]
+async fn functions_v1_invokes_with_any_method() {
+    let declared = "[functions.echo]\nmodule = \"echo.js\"\nroles = [\"authenticated\"]\n\
+                    args.n = { type = \"integer\" }\n";
+    let echo = "export default ({ n }, ctx) => ctx.request.query.raw === '1'
+        ? { $response: { status: 202, headers: { 'x-n': String(n), 'set-cookie': 'a=b',
+            'x-frame-options': 'ALLOW' }, body: 'accepted' } }
+        : { n, method: ctx.request.method, body: ctx.request.body }";
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(declared, &[("echo.js", echo)], &database).await;
+    let call = |method: Method, query: &str| {
+        server
+            .client
+            .request(method, format!("{}/functions/v1/echo{query}", server.url))
+            .header("apikey", &server.publishable)
+            .bearer_auth(server.token_for(ALICE))
+    };
+    let put = call(Method::PUT, "")
+        .json(&json!({"n": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(
+        json(put).await,
+        json!({"n": 7, "method": "PUT", "body": {"n": 7}})
+    );
+    let raw = call(Method::POST, "?raw=1")
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 202);
+    assert_eq!(raw.headers()["x-n"], "1");
+    assert!(raw.headers().get("set-cookie").is_none());
+    assert_eq!(raw.headers()["x-frame-options"], "DENY", "the server's own");
+    assert_eq!(raw.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(raw.text().await.unwrap(), "accepted");
+    let keyless = server
+        .client
+        .post(format!("{}/functions/v1/echo", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyless.status(), 401, "an API key is needed, as everywhere");
+}
