@@ -94,7 +94,13 @@ pub struct Functions {
     declared: HashMap<String, Declared>,
     sandbox: Arc<Sandbox>,
     data: Data,
+    /// Calls running at once: each holds an engine and up to its memory limit.
+    running: tokio::sync::Semaphore,
 }
+
+/// Calls running at once, by default; more wait their turn (within the
+/// request's time limit).
+pub const MAX_RUNNING: usize = 8;
 
 impl Functions {
     /// Reads each function's module from `folder` and compiles it: a syntax
@@ -187,6 +193,7 @@ impl Functions {
             declared,
             sandbox,
             data,
+            running: tokio::sync::Semaphore::new(MAX_RUNNING),
         })
     }
 
@@ -236,6 +243,11 @@ impl Functions {
             read: Arc::new(move |query| data.read(&runtime, &as_caller, &query)),
             log: log_lines(name, request_id),
         };
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| CallError::Failed(Failure::Thrown("the server is stopping".into())))?;
         let ran = tokio::task::spawn_blocking(move || {
             sandbox.call((&file, &source), &args, &context, (limits, Some(doors)))
         })
