@@ -64,4 +64,14 @@ describe('functions through supabase.rpc', () => {
     const denied = await anon.functions.invoke('whoami');
     assert.equal(denied.error.context.status, 401);
   });
+
+  test('stable functions answer GET with typed query arguments', async () => {
+    const { data, error } = await anon.rpc('double', { n: 21, tags: ['a', 'b,c'] }, { get: true });
+    assert.equal(error, null);
+    assert.deepEqual(data, { doubled: 42, tags: ['a', 'b', 'c'] });
+    const bad = await anon.rpc('double', { n: 'x' }, { get: true });
+    assert.equal(bad.error.code, '22P02');
+    const volatile = await anon.rpc('quote', { items: [] }, { get: true });
+    assert.equal(volatile.error.code, 'PGRST101');
+  });
 });

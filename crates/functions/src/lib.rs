@@ -76,6 +76,8 @@ pub enum CallError {
     Argument { argument: String, message: String },
     #[error("the arguments are a JSON object of named values")]
     NotAnObject,
+    #[error("function {0} is volatile: call it with POST (only stable functions take GET)")]
+    NotStable(String),
     #[error("{0}")]
     Failed(Failure),
 }
@@ -197,9 +199,33 @@ impl Functions {
         })
     }
 
-    /// Whether `name` is declared and `stable` (callable with GET).
-    pub fn is_stable(&self, name: &str) -> Option<bool> {
-        self.declared.get(name).map(|f| f.stable)
+    /// The arguments of a call made with GET (`?a=1&b=x`), typed as declared:
+    /// only a `stable` function may be called so, as PostgREST allows.
+    pub fn query_args(&self, name: &str, pairs: &[(String, String)]) -> Result<Json, CallError> {
+        let function = self
+            .declared
+            .get(name)
+            .ok_or_else(|| CallError::Unknown(name.to_owned()))?;
+        if !function.stable {
+            return Err(CallError::NotStable(name.to_owned()));
+        }
+        let mut args = Map::new();
+        for (key, text) in pairs {
+            let refuse = |message: String| CallError::Argument {
+                argument: key.clone(),
+                message,
+            };
+            let column = function
+                .args
+                .iter()
+                .find(|column| column.name.as_str() == key)
+                .ok_or_else(|| refuse("is not an argument of this function".into()))?;
+            let value = gatehouse_rest::text_to_json(column.ty, text).map_err(refuse)?;
+            if args.insert(key.clone(), value).is_some() {
+                return Err(refuse("is given more than once".into()));
+            }
+        }
+        Ok(Json::Object(args))
     }
 
     /// Calls `name` as `caller` with `args` (a JSON object of named values),

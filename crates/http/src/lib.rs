@@ -122,7 +122,7 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
         )
         .route(
             "/rest/v1/rpc/{name}",
-            axum::routing::post(routes::rpc::post),
+            axum::routing::post(routes::rpc::post).get(routes::rpc::get),
         )
         .route(
             "/functions/v1/{name}",

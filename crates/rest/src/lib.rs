@@ -34,7 +34,7 @@ pub use error::RestError;
 pub use gatehouse_search::SearchError;
 pub use read::{Count, ReadOptions, ReadResult};
 pub use sql::{Decided, StatementBuilder, Undecided};
-pub use values::from_json as checked_value;
+pub use values::{from_json as checked_value, text_to_json};
 pub use write::{Resolution, WriteOptions, WriteResult};
 
 /// Bounds and switches of the data API.

@@ -324,6 +324,12 @@ fn check(column: &Column, value: &Value, patterns: &dyn Fn(&str) -> bool) -> Res
 }
 
 /// A value read back, as PostgREST shows it in JSON.
+/// A value written as text in a query string, as the JSON the column's type
+/// reads as (`42` a number, `true` a flag, `{a,b}` an array…), or why not.
+pub fn text_to_json(ty: ColumnType, text: &str) -> Result<Json, String> {
+    from_text(ty, text).map(|value| to_json(ty, &value))
+}
+
 pub(crate) fn to_json(ty: ColumnType, value: &Value) -> Json {
     match (ty, value) {
         (_, Value::Null) => Json::Null,

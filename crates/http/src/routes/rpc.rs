@@ -3,7 +3,7 @@
 //! arguments, the answer is what the function returned.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::{Extension, Json};
 use gatehouse_functions::{CallError, Failure};
 use gatehouse_rest::Caller;
@@ -40,6 +40,33 @@ pub async fn post(
         .map_err(|error| call_error(error, &caller, &name))
 }
 
+/// `GET /rest/v1/rpc/<name>?a=1`: a `stable` function, its arguments from the
+/// query string typed as declared (`supabase.rpc(name, args, { get: true })`).
+pub async fn get(
+    State(state): State<AppState>,
+    Identity(caller): Identity,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    request_id: Option<Extension<RequestId>>,
+) -> Result<Json<Value>, ApiError> {
+    let request_id = request_id.map(|Extension(id)| id);
+    let request_id = request_id.as_ref().map_or("", RequestId::as_str);
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    let functions = state.functions();
+    let run = async {
+        let args = functions.query_args(&name, &pairs)?;
+        functions
+            .call(&caller, (&name, request_id), args, None)
+            .await
+    };
+    run.await
+        .map(Json)
+        .map_err(|error| call_error(error, &caller, &name))
+}
+
 /// PostgREST's shapes: a thrown error is the function's own message under
 /// `P0001`; running out of time or memory is told only generically.
 pub(crate) fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiError {
@@ -49,6 +76,7 @@ pub(crate) fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiEr
         CallError::Denied(_) => (denied, "42501"),
         CallError::Argument { .. } => (StatusCode::BAD_REQUEST, "22P02"),
         CallError::NotAnObject => (StatusCode::BAD_REQUEST, "PGRST102"),
+        CallError::NotStable(_) => (StatusCode::METHOD_NOT_ALLOWED, "PGRST101"),
         CallError::Failed(Failure::Thrown(_)) => (StatusCode::BAD_REQUEST, "P0001"),
         CallError::Failed(failure) => {
             tracing::warn!(function = name, error = %failure, "a function call failed");

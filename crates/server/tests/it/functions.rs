@@ -42,9 +42,20 @@ roles = ["authenticated"]
 
 [functions.hidden]
 module = "add.js"
+
+[functions.twice]
+module = "twice.js"
+roles = ["anon"]
+volatility = "stable"
+args.n = { type = "integer", not_null = true }
+args.flag = { type = "boolean" }
 "#;
 
-const MODULES: [(&str, &str); 6] = [
+const MODULES: [(&str, &str); 7] = [
+    (
+        "twice.js",
+        "export default ({ n, flag }) => ({ n: n * 2, flag })",
+    ),
     (
         "add.js",
         "export default ({ a, b }) => ({ sum: a + (b ?? 0) })",
@@ -124,6 +135,26 @@ async fn functions_answer_as_postgrest_does() {
         rpc(&server, None, "whoami", json!({})).await,
         (200, Value::Null)
     );
+
+    // GET takes a stable function's arguments from the query, typed as declared.
+    let get = |query: &'static str| {
+        let server = &server;
+        async move {
+            let response = server
+                .rest(Method::GET, &format!("rpc/{query}"), None)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), json(response).await)
+        }
+    };
+    assert_eq!(
+        get("twice?n=21&flag=true").await,
+        (200, json!({"n": 42, "flag": true}))
+    );
+    assert_eq!(get("twice?n=x").await.0, 400);
+    assert_eq!(get("twice?n=1&other=2").await.0, 400);
+    assert_eq!(get("add?a=1").await.0, 405, "volatile functions take POST");
 
     let (status, body) = rpc(&server, Some(ALICE), "fail", json!({})).await;
     assert_eq!(

@@ -1,0 +1,1 @@
+export default ({ n, tags }) => ({ doubled: n * 2, tags });
