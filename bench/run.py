@@ -123,6 +123,10 @@ def gatehouse_config(auth=""):
             "reads = { limit = 1000000, window_secs = 60 }\nwrites = { limit = 1000000, window_secs = 60 }\n")
 
 
+# (g): a function that returns a constant, so the cost measured is the call's.
+PING = '[functions.ping]\nmodule = "ping.js"\nroles = ["authenticated"]\n'
+
+
 class Gatehouse:
     """A Gatehouse on 127.0.0.1 with its own data folder and `config` (toml text);
     `restart` starts it again on the same folder and port."""
@@ -133,7 +137,10 @@ class Gatehouse:
         self.data = os.path.join(work, "gatehouse")
         self.config = os.path.join(work, "gatehouse.toml")
         with open(self.config, "w") as out:
-            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config)
+            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config + PING)
+        os.makedirs(os.path.join(work, "functions"), exist_ok=True)
+        with open(os.path.join(work, "functions", "ping.js"), "w") as out:
+            out.write("export default () => ({ ok: true });\n")
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = self.restart("gatehouse")
         self.secret = open(os.path.join(self.data, "secret.key")).read().strip()
@@ -314,6 +321,7 @@ def workloads(kind):
             ("d insert", 32, 'return wrk.format("POST", "/rest/v1/orders", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, \'{"total_cents":1234,"note":"bench"}\')', None),
             ("e sign in", 8, 'return wrk.format("POST", "/auth/v1/token?grant_type=password", {["apikey"]=r[5], ["content-type"]="application/json"}, \'{"email":"\' .. r[4] .. \'","password":"' + PASSWORD + '"}\')', None),
             ("f 90/10 mix", 64, 'if math.random(10) == 1 then return wrk.format("POST", "/rest/v1/orders", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, \'{"total_cents":1,"note":"mix"}\') end return wrk.format("GET", "/rest/v1/orders?select=*&order=created_at.desc&limit=20", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1]})', None),
+            ("g rpc constant", 64, 'return wrk.format("POST", "/rest/v1/rpc/ping", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, "{}")', None),
         ]
     if kind == "pocketbase":
         return [
@@ -526,6 +534,9 @@ def write_report(report):
     if large:
         lines += ["", f"With {report.get('large_rows', 0):,} orders instead of 10,000, Gatehouse keeps "
                   + ", ".join(f"{large[n]['rps'] / servers['gatehouse'][n]['rps']:.2f} of its (" + n.split()[0] + ") throughput" for n in names if n in large) + "."]
+    gh = servers.get("gatehouse", {})
+    if "g rpc constant" in gh and "b get own" in gh:
+        lines += ["", f"(g) a function returning a constant runs at {gh['g rpc constant']['rps'] / gh['b get own']['rps']:.2f} of (b) get own."]
     raw = report.get("argon2id_raw_per_s")
     sign_in = servers.get("gatehouse", {}).get("e sign in", {}).get("rps")
     if raw and sign_in:
