@@ -15,6 +15,7 @@
 //! sees is the verified one.
 
 mod data;
+mod fetch;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -48,6 +49,13 @@ pub struct FunctionDecl {
     pub volatility: Option<String>,
     pub memory_mb: Option<u32>,
     pub time_ms: Option<u32>,
+    /// Hosts `ctx.fetch` may reach (`host` or `host:port`); none when absent.
+    #[serde(default)]
+    pub fetch: Vec<String>,
+    /// Let `ctx.fetch` reach loopback and private addresses (for a service on
+    /// the same network); refused by default, after DNS resolution.
+    #[serde(default)]
+    pub fetch_private_addresses: bool,
 }
 
 /// Why functions could not be loaded, named for the operator.
@@ -89,6 +97,7 @@ struct Declared {
     args: Vec<Column>,
     stable: bool,
     limits: Limits,
+    outbound: fetch::Outbound,
 }
 
 /// The declared functions, loaded and compiled once.
@@ -188,6 +197,7 @@ impl Functions {
                     args,
                     stable,
                     limits,
+                    outbound: fetch::Outbound::new(&decl.fetch, decl.fetch_private_addresses),
                 },
             );
         }
@@ -265,9 +275,11 @@ impl Functions {
         // `ctx.db` reads as the caller, blocking this thread on the data API.
         let (data, as_caller) = (self.data.clone(), caller.clone());
         let runtime = tokio::runtime::Handle::current();
+        let (outbound, fetching) = (function.outbound.clone(), runtime.clone());
         let doors = sandbox::Doors {
             read: Arc::new(move |query| data.read(&runtime, &as_caller, &query)),
             log: log_lines(name, request_id),
+            fetch: Arc::new(move |request| outbound.fetch(&fetching, &request)),
         };
         let _turn = self
             .running

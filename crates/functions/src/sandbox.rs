@@ -183,17 +183,29 @@ pub type Logger = std::sync::Arc<dyn Fn(String, String, String) + Send + Sync>;
 pub struct Doors {
     pub read: Reader,
     pub log: Logger,
+    /// `ctx.fetch`'s host side: a request's JSON in, the response's out.
+    pub fetch: Reader,
 }
 
 /// Puts the doors on the context: `ctx.db` made on first use (building it
 /// costs more than a small call's whole run, and most calls never read a
-/// table), and `ctx.log`.
-const INSTALL: &str = "(ctx, make, log) => { Object.defineProperty(ctx, 'db', { configurable: true, \
+/// table), `ctx.log`, and `ctx.fetch` (a `fetch`-like function over the host's
+/// checked request).
+const INSTALL: &str = "(ctx, make, log, fetch) => { Object.defineProperty(ctx, 'db', { configurable: true, \
     enumerable: true, get() { const db = make(); \
     Object.defineProperty(ctx, 'db', { value: db, enumerable: true }); return db; } }); \
     const line = (level) => (message, fields) => \
       log(level, String(message), JSON.stringify(fields === undefined ? null : fields) ?? 'null'); \
-    ctx.log = Object.freeze({ info: line('info'), warn: line('warn'), error: line('error') }); }";
+    ctx.log = Object.freeze({ info: line('info'), warn: line('warn'), error: line('error') }); \
+    ctx.fetch = (url, init = {}) => { \
+      const body = init.body === undefined || typeof init.body === 'string' ? init.body : JSON.stringify(init.body); \
+      const answer = JSON.parse(fetch(JSON.stringify({ url: String(url), method: init.method, \
+        headers: init.headers ?? {}, body }))); \
+      if (answer.error) return Promise.reject(new TypeError(`fetch failed: ${answer.error}`)); \
+      const headers = answer.headers; \
+      return Promise.resolve({ status: answer.status, ok: answer.status >= 200 && answer.status < 300, \
+        headers: { get: (name) => headers[String(name).toLowerCase()] ?? null }, \
+        text: async () => answer.body, json: async () => JSON.parse(answer.body) }); }; }";
 
 fn install<'js>(
     ctx: &rquickjs::Ctx<'js>,
@@ -212,8 +224,11 @@ fn install<'js>(
         move |level: String, message: String, fields: String| logger(level, message, fields),
     )
     .map_err(|_| Failure::OutOfMemory)?;
+    let outbound = doors.fetch;
+    let fetch = Function::new(ctx.clone(), move |request: String| outbound(request))
+        .map_err(|_| Failure::OutOfMemory)?;
     install
-        .call::<_, Value>((context.clone(), make, log))
+        .call::<_, Value>((context.clone(), make, log, fetch))
         .catch(ctx)
         .map_err(|e| failure(e, ctx))?;
     Ok(())

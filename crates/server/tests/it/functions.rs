@@ -393,3 +393,67 @@ async fn functions_v1_invokes_with_any_method() {
         .unwrap();
     assert_eq!(keyless.status(), 401, "an API key is needed, as everywhere");
 }
+
+/// `ctx.fetch` reaches only the declared hosts, and only public addresses
+/// unless private ones are allowed: loopback, private ranges, cloud metadata
+/// and names resolving to loopback are refused after resolution; redirects are
+/// answered, not followed.
+#[tokio::test]
+async fn ctx_fetch_reaches_only_what_the_declaration_allows() {
+    use axum::response::Redirect;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hi from upstream" }))
+        .route("/moved", get(|| async { Redirect::temporary("/hello") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let upstream = format!("127.0.0.1:{port}");
+    let declared = format!(
+        "[functions.open]\nmodule = \"get.js\"\nroles = [\"authenticated\"]\n\
+         fetch = [\"{upstream}\", \"localhost\", \"169.254.169.254\", \"10.0.0.1\"]\n\
+         args.url = {{ type = \"text\", not_null = true }}\n\
+         [functions.local]\nmodule = \"get.js\"\nroles = [\"authenticated\"]\n\
+         fetch = [\"{upstream}\"]\nfetch_private_addresses = true\n\
+         args.url = {{ type = \"text\", not_null = true }}\n"
+    );
+    let get = "export default async ({ url }, ctx) => {
+        try {
+          const response = await ctx.fetch(url);
+          return { status: response.status, body: await response.text(), location: response.headers.get('location') };
+        } catch (error) { return { refused: error.message } }
+    }";
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(&declared, &[("get.js", get)], &database).await;
+    let call = |name: &'static str, url: String| {
+        let server = &server;
+        async move { rpc(server, Some(ALICE), name, json!({ "url": url })).await }
+    };
+    let hello = format!("http://{upstream}/hello");
+    let (status, body) = call("local", hello.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"status": 200, "body": "hi from upstream", "location": null})
+    );
+    let (_, moved) = call("local", format!("http://{upstream}/moved")).await;
+    assert_eq!(moved["status"], 307, "not followed: {moved}");
+    assert_eq!(moved["location"], "/hello");
+    for url in [
+        hello,
+        format!("http://localhost:{port}/hello"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+    ] {
+        let (_, body) = call("open", url.clone()).await;
+        let refused = body["refused"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{url}: {body}"));
+        assert!(refused.contains("not a public address"), "{url}: {refused}");
+    }
+    for url in ["http://example.org/", "file:///etc/passwd", "ftp://x/"] {
+        let (_, body) = call("local", url.to_owned()).await;
+        assert!(body["refused"].is_string(), "{url}: {body}");
+    }
+}
