@@ -28,6 +28,7 @@ use gatehouse_rest::Caller;
 use gatehouse_schema::Column;
 use gatehouse_schema::declaration::ColumnDecl;
 use indexmap::IndexMap;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
@@ -56,6 +57,10 @@ pub struct FunctionDecl {
     /// the same network); refused by default, after DNS resolution.
     #[serde(default)]
     pub fetch_private_addresses: bool,
+    /// Secrets `ctx.secrets.get(name)` may read (set by the operator as
+    /// `GATEHOUSE_FUNCTION_SECRET_<NAME>`).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// Why functions could not be loaded, named for the operator.
@@ -98,6 +103,7 @@ struct Declared {
     stable: bool,
     limits: Limits,
     outbound: fetch::Outbound,
+    secrets: Arc<HashMap<String, SecretString>>,
 }
 
 /// The declared functions, loaded and compiled once.
@@ -120,6 +126,7 @@ impl Functions {
         decls: &IndexMap<String, FunctionDecl>,
         folder: &Path,
         data: Data,
+        secrets: &HashMap<String, SecretString>,
     ) -> Result<Self, LoadError> {
         let sandbox = Arc::new(Sandbox::default());
         let mut declared = HashMap::new();
@@ -198,6 +205,14 @@ impl Functions {
                     stable,
                     limits,
                     outbound: fetch::Outbound::new(&decl.fetch, decl.fetch_private_addresses),
+                    secrets: Arc::new(
+                        decl.secrets
+                            .iter()
+                            .filter_map(|name| {
+                                secrets.get(name).map(|value| (name.clone(), value.clone()))
+                            })
+                            .collect(),
+                    ),
                 },
             );
         }
@@ -280,6 +295,14 @@ impl Functions {
             read: Arc::new(move |query| data.read(&runtime, &as_caller, &query)),
             log: log_lines(name, request_id),
             fetch: Arc::new(move |request| outbound.fetch(&fetching, &request)),
+            secret: {
+                let secrets = function.secrets.clone();
+                Arc::new(move |name| {
+                    secrets
+                        .get(&name)
+                        .map(|value| value.expose_secret().to_owned())
+                })
+            },
         };
         let _turn = self
             .running

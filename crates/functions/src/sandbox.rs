@@ -185,13 +185,18 @@ pub struct Doors {
     pub log: Logger,
     /// `ctx.fetch`'s host side: a request's JSON in, the response's out.
     pub fetch: Reader,
+    /// `ctx.secrets.get(name)`: a declared secret's value, or none.
+    pub secret: SecretReader,
 }
+
+pub type SecretReader = std::sync::Arc<dyn Fn(String) -> Option<String> + Send + Sync>;
 
 /// Puts the doors on the context: `ctx.db` made on first use (building it
 /// costs more than a small call's whole run, and most calls never read a
 /// table), `ctx.log`, and `ctx.fetch` (a `fetch`-like function over the host's
 /// checked request).
-const INSTALL: &str = "(ctx, make, log, fetch) => { Object.defineProperty(ctx, 'db', { configurable: true, \
+const INSTALL: &str = "(ctx, make, log, fetch, secret) => { \
+    ctx.secrets = Object.freeze({ get: (name) => secret(String(name)) ?? null });  Object.defineProperty(ctx, 'db', { configurable: true, \
     enumerable: true, get() { const db = make(); \
     Object.defineProperty(ctx, 'db', { value: db, enumerable: true }); return db; } }); \
     const line = (level) => (message, fields) => \
@@ -227,8 +232,11 @@ fn install<'js>(
     let outbound = doors.fetch;
     let fetch = Function::new(ctx.clone(), move |request: String| outbound(request))
         .map_err(|_| Failure::OutOfMemory)?;
+    let secrets = doors.secret;
+    let secret = Function::new(ctx.clone(), move |name: String| secrets(name))
+        .map_err(|_| Failure::OutOfMemory)?;
     install
-        .call::<_, Value>((context.clone(), make, log, fetch))
+        .call::<_, Value>((context.clone(), make, log, fetch, secret))
         .catch(ctx)
         .map_err(|e| failure(e, ctx))?;
     Ok(())

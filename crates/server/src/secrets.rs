@@ -4,6 +4,7 @@
 //! folder (mode 0600); production refuses to start while any is missing, a
 //! development leftover, a well-known default or too short, naming each.
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,48 @@ pub struct Secrets {
     pub s3_keys: Option<(SecretString, SecretString)>,
     /// Where the secret API key is kept, for the start-up message; never the key.
     pub secret_key_source: String,
+    /// The values of the secrets functions declare (`secrets = ["NAME"]`), from
+    /// `GATEHOUSE_FUNCTION_SECRET_<NAME>` or its `_FILE`.
+    pub function_secrets: HashMap<String, SecretString>,
+}
+
+/// Every secret a declared function names. Missing ones refuse a production
+/// start; in development they are logged as missing and read as null.
+fn function_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, SecretString>> {
+    let mut found = HashMap::new();
+    let mut missing = Vec::new();
+    for (function, decl) in &config.functions {
+        for name in &decl.secrets {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                bail!("function {function}: secret names are A-Z, 0-9 and _, not {name:?}");
+            }
+            if found.contains_key(name) {
+                continue;
+            }
+            match read_secret(env, &format!("FUNCTION_SECRET_{name}"))? {
+                Some(value) => {
+                    found.insert(name.clone(), value);
+                }
+                None => missing.push(format!(
+                    "GATEHOUSE_FUNCTION_SECRET_{name} (function {function})"
+                )),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        if config.mode == Mode::Production {
+            bail!(
+                "production mode refuses to start: missing {}",
+                missing.join(", ")
+            );
+        }
+        tracing::warn!(missing = %missing.join(", "), "functions name secrets that are not set; they read as null");
+    }
+    Ok(found)
 }
 
 /// The two API keys, and the proof that the secret one is the service key.
@@ -166,6 +209,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         redis: read_secret(env, "REDIS_URL")?,
         s3_keys: s3_keys(env)?,
         secret_key_source,
+        function_secrets: function_secrets(config, env)?,
     })
 }
 
@@ -288,6 +332,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 redis: read_secret(env, "REDIS_URL")?,
                 s3_keys,
                 secret_key_source: source_of(env, "SECRET_KEY"),
+                function_secrets: function_secrets(config, env)?,
             })
         }
         _ => bail!(

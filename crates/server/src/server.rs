@@ -94,7 +94,12 @@ pub async fn start(
         rest: rest.clone(),
         db: db.clone(),
     };
-    let functions = Functions::load(&config.functions, &config.functions_dir, data)?;
+    let functions = Functions::load(
+        &config.functions,
+        &config.functions_dir,
+        data,
+        &secrets.function_secrets,
+    )?;
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
         audience: "authenticated".into(),

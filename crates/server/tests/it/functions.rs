@@ -457,3 +457,52 @@ async fn ctx_fetch_reaches_only_what_the_declaration_allows() {
         assert!(body["refused"].is_string(), "{url}: {body}");
     }
 }
+
+/// `ctx.secrets.get(name)` reads only the secrets the function declares, from
+/// the environment, and their values never reach the log.
+#[tokio::test]
+async fn ctx_secrets_give_each_function_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "[functions.pay]\nmodule = \"read.js\"\nroles = [\"anon\"]\nsecrets = [\"STRIPE_KEY\"]\n\
+         [functions.other]\nmodule = \"read.js\"\nroles = [\"anon\"]\nsecrets = [\"MAIL_KEY\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("functions")).unwrap();
+    std::fs::write(
+        dir.path().join("functions/read.js"),
+        "export default (args, ctx) => ({ stripe: ctx.secrets.get('STRIPE_KEY'), mail: ctx.secrets.get('MAIL_KEY') })\n",
+    )
+    .unwrap();
+    let env = [(
+        "GATEHOUSE_FUNCTION_SECRET_STRIPE_KEY",
+        "sk_test_never_logged",
+    )];
+    let process = kit::Process::serve(dir.path(), &[], &env);
+    let key = std::fs::read_to_string(dir.path().join("gatehouse-data/publishable.key")).unwrap();
+    let call = |name: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/rest/v1/rpc/{name}", process.url))
+            .header("apikey", key.trim())
+            .json(&json!({}))
+            .send()
+    };
+    let pay = call("pay").await.unwrap();
+    assert_eq!(
+        json(pay).await,
+        json!({"stripe": "sk_test_never_logged", "mail": null})
+    );
+    let other = call("other").await.unwrap();
+    assert_eq!(
+        json(other).await,
+        json!({"stripe": null, "mail": null}),
+        "MAIL_KEY is not set"
+    );
+    let (_, logs) = process.terminate();
+    assert!(!logs.contains("sk_test_never_logged"));
+    assert!(
+        logs.contains("GATEHOUSE_FUNCTION_SECRET_MAIL_KEY"),
+        "the missing one is named"
+    );
+}
