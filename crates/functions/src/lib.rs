@@ -95,7 +95,10 @@ pub enum CallError {
     Failed(Failure),
 }
 
+#[derive(Clone)]
 struct Declared {
+    /// Where the module is read from, and under which name it compiles.
+    path: PathBuf,
     file: String,
     source: Arc<str>,
     roles: Vec<Role>,
@@ -108,11 +111,15 @@ struct Declared {
 
 /// The declared functions, loaded and compiled once.
 pub struct Functions {
-    declared: HashMap<String, Declared>,
+    /// Replaced one function at a time when its module changes (development).
+    declared: std::sync::RwLock<HashMap<String, Arc<Declared>>>,
     sandbox: Arc<Sandbox>,
     data: Data,
     /// Calls running at once: each holds an engine and up to its memory limit.
     running: tokio::sync::Semaphore,
+    /// The last module text that failed to compile, per function, so a broken
+    /// file is reported once rather than at every look.
+    failed: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Calls running at once, by default; more wait their turn (within the
@@ -197,7 +204,8 @@ impl Functions {
             };
             declared.insert(
                 name.clone(),
-                Declared {
+                Arc::new(Declared {
+                    path,
                     file,
                     source: source.into(),
                     roles,
@@ -213,24 +221,75 @@ impl Functions {
                             })
                             .collect(),
                     ),
-                },
+                }),
             );
         }
         Ok(Self {
-            declared,
+            declared: std::sync::RwLock::new(declared),
             sandbox,
             data,
             running: tokio::sync::Semaphore::new(MAX_RUNNING),
+            failed: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn function(&self, name: &str) -> Result<Arc<Declared>, CallError> {
+        let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
+        declared
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CallError::Unknown(name.to_owned()))
+    }
+
+    /// Reads every module again and swaps in each one that changed and
+    /// compiles (development's reload). One that does not compile keeps its
+    /// previous version serving; the messages say which and where.
+    pub fn reload_modules(&self) -> Vec<Result<String, String>> {
+        let current: Vec<(String, Arc<Declared>)> = {
+            let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
+            declared
+                .iter()
+                .map(|(name, f)| (name.clone(), f.clone()))
+                .collect()
+        };
+        let mut outcomes = Vec::new();
+        for (name, function) in current {
+            let Ok(source) = std::fs::read_to_string(&function.path) else {
+                outcomes.push(Err(format!(
+                    "function {name}: cannot read {}",
+                    function.path.display()
+                )));
+                continue;
+            };
+            if *source == *function.source {
+                continue;
+            }
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            if failed.get(&name) == Some(&source) {
+                continue;
+            }
+            if let Err(failure) = self.sandbox.check(&function.file, &source) {
+                outcomes.push(Err(format!("function {name}: {failure}")));
+                failed.insert(name, source);
+                continue;
+            }
+            failed.remove(&name);
+            drop(failed);
+            let changed = Declared {
+                source: source.into(),
+                ..(*function).clone()
+            };
+            let mut declared = self.declared.write().unwrap_or_else(|e| e.into_inner());
+            declared.insert(name.clone(), Arc::new(changed));
+            outcomes.push(Ok(name));
+        }
+        outcomes
     }
 
     /// The arguments of a call made with GET (`?a=1&b=x`), typed as declared:
     /// only a `stable` function may be called so, as PostgREST allows.
     pub fn query_args(&self, name: &str, pairs: &[(String, String)]) -> Result<Json, CallError> {
-        let function = self
-            .declared
-            .get(name)
-            .ok_or_else(|| CallError::Unknown(name.to_owned()))?;
+        let function = self.function(name)?;
         if !function.stable {
             return Err(CallError::NotStable(name.to_owned()));
         }
@@ -264,10 +323,7 @@ impl Functions {
         args: Json,
         request: Option<Json>,
     ) -> Result<Json, CallError> {
-        let function = self
-            .declared
-            .get(name)
-            .ok_or_else(|| CallError::Unknown(name.to_owned()))?;
+        let function = self.function(name)?;
         let allowed = match caller.role() {
             Ok(None) => true,
             Ok(Some(role)) => function.roles.contains(&role),

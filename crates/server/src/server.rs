@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::listener::ConnectionLimits;
 use crate::secrets::Secrets;
 
@@ -94,12 +94,12 @@ pub async fn start(
         rest: rest.clone(),
         db: db.clone(),
     };
-    let functions = Functions::load(
+    let functions = Arc::new(Functions::load(
         &config.functions,
         &config.functions_dir,
         data,
         &secrets.function_secrets,
-    )?;
+    )?);
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
         audience: "authenticated".into(),
@@ -126,10 +126,13 @@ pub async fn start(
         settings,
         limiter: limiter.clone(),
         objects,
-        functions: Arc::new(functions),
+        functions: functions.clone(),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
+    if config.mode == Mode::Development && !config.functions.is_empty() {
+        tokio::spawn(reload_functions(functions, stopped.clone()));
+    }
     let mail_sender = match &secrets.smtp {
         Some(url) => {
             let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
@@ -315,6 +318,30 @@ impl Running {
 
 /// Listens for SIGTERM and SIGINT (Ctrl-C) from the moment it is called; the
 /// returned future resolves on the first of them.
+/// Development: a changed function module is compiled and swapped in within
+/// a second; one that does not compile is named, and the previous one serves on.
+async fn reload_functions(functions: Arc<Functions>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped.changed() => return,
+        }
+        let watched = functions.clone();
+        let Ok(outcomes) = tokio::task::spawn_blocking(move || watched.reload_modules()).await
+        else {
+            continue;
+        };
+        for outcome in outcomes {
+            match outcome {
+                Ok(name) => tracing::info!(function = %name, "reloaded a changed function"),
+                Err(error) => {
+                    tracing::error!(%error, "a changed function does not load; the previous version serves")
+                }
+            }
+        }
+    }
+}
+
 pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;

@@ -506,3 +506,54 @@ async fn ctx_secrets_give_each_function_only_its_own() {
         "the missing one is named"
     );
 }
+
+/// Development reloads a changed module within a second or two; a change that
+/// does not compile leaves the previous version serving.
+#[tokio::test]
+async fn development_reloads_changed_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "[functions.version]\nmodule = \"version.js\"\nroles = [\"anon\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("functions")).unwrap();
+    let module = dir.path().join("functions/version.js");
+    std::fs::write(&module, "export default () => 1\n").unwrap();
+    let process = kit::Process::serve(dir.path(), &[], &[]);
+    let key = std::fs::read_to_string(dir.path().join("gatehouse-data/publishable.key")).unwrap();
+    let version = || async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/rest/v1/rpc/version", process.url))
+            .header("apikey", key.trim())
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        json(response).await
+    };
+    let settles_at = |expected: Value| async move {
+        for _ in 0..50 {
+            if version().await == expected {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert_eq!(version().await, json!(1));
+    std::fs::write(&module, "export default () => 2\n").unwrap();
+    assert!(settles_at(json!(2)).await, "the change was not picked up");
+    std::fs::write(&module, "export default () => {\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        version().await,
+        json!(2),
+        "a broken change leaves the last good one"
+    );
+    let (_, logs) = process.terminate();
+    assert!(
+        logs.contains("version.js:"),
+        "the error names where:\n{logs}"
+    );
+}
