@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use gatehouse_policy::Role;
 use gatehouse_rest::Caller;
-use gatehouse_schema::Column;
 use gatehouse_schema::declaration::ColumnDecl;
+use gatehouse_schema::{Check, Column};
 use indexmap::IndexMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -103,6 +103,9 @@ struct Declared {
     source: Arc<str>,
     roles: Vec<Role>,
     args: Vec<Column>,
+    /// Each argument's `pattern` check, compiled once (the declaration's
+    /// validation already proved it compiles).
+    patterns: HashMap<String, regex::Regex>,
     stable: bool,
     limits: Limits,
     outbound: fetch::Outbound,
@@ -163,6 +166,17 @@ impl Functions {
                     Column::declared(name, arg, column).map_err(|e| invalid(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let patterns = args
+                .iter()
+                .flat_map(|column| {
+                    column.checks.iter().filter_map(move |check| match check {
+                        Check::Pattern(pattern) => regex::Regex::new(pattern)
+                            .ok()
+                            .map(|regex| (column.name.as_str().to_owned(), regex)),
+                        _ => None,
+                    })
+                })
+                .collect();
             let stable = match decl.volatility.as_deref() {
                 None | Some("volatile") => false,
                 Some("stable") => true,
@@ -210,6 +224,7 @@ impl Functions {
                     source: source.into(),
                     roles,
                     args,
+                    patterns,
                     stable,
                     limits,
                     outbound: fetch::Outbound::new(&decl.fetch, decl.fetch_private_addresses),
@@ -332,7 +347,7 @@ impl Functions {
         if !allowed {
             return Err(CallError::Denied(name.to_owned()));
         }
-        let args = checked(&function.args, args)?;
+        let args = checked(&function, args)?;
         let mut context = json!({ "user": user(caller) });
         if let Some(request) = request {
             context["request"] = request;
@@ -428,14 +443,14 @@ fn user(caller: &Caller) -> Json {
 
 /// The arguments as declared: each value checked like a column's, missing
 /// ones null (refused where `not_null`), unknown ones refused.
-fn checked(declared: &[Column], args: Json) -> Result<Json, CallError> {
+fn checked(function: &Declared, args: Json) -> Result<Json, CallError> {
     let mut given = match args {
         Json::Object(map) => map,
         Json::Null => Map::new(),
         _ => return Err(CallError::NotAnObject),
     };
     let mut out = Map::new();
-    for column in declared {
+    for column in &function.args {
         let name = column.name.as_str();
         let value = given.remove(name).unwrap_or(Json::Null);
         let refuse = |message: String| CallError::Argument {
@@ -447,10 +462,11 @@ fn checked(declared: &[Column], args: Json) -> Result<Json, CallError> {
                 return Err(refuse("is required".into()));
             }
         } else {
-            let patterns = |pattern: &str| {
-                value.as_str().is_some_and(|text| {
-                    regex::Regex::new(pattern).is_ok_and(|re| re.is_match(text))
-                })
+            let regex = function.patterns.get(name);
+            let patterns = |_: &str| {
+                value
+                    .as_str()
+                    .is_some_and(|text| regex.is_some_and(|re| re.is_match(text)))
             };
             gatehouse_rest::checked_value(column, &value, &patterns).map_err(refuse)?;
         }

@@ -49,6 +49,7 @@ roles = ["anon"]
 volatility = "stable"
 args.n = { type = "integer", not_null = true }
 args.flag = { type = "boolean" }
+args.code = { type = "text", check = { pattern = "^[a-z]+$" } }
 "#;
 
 const MODULES: [(&str, &str); 7] = [
@@ -155,6 +156,16 @@ async fn functions_answer_as_postgrest_does() {
     assert_eq!(get("twice?n=x").await.0, 400);
     assert_eq!(get("twice?n=1&other=2").await.0, 400);
     assert_eq!(get("add?a=1").await.0, 405, "volatile functions take POST");
+    let (status, body) = rpc(&server, None, "twice", json!({"n": 1, "code": "ABC"})).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &json!("22P02")),
+        "the pattern check"
+    );
+    assert_eq!(
+        rpc(&server, None, "twice", json!({"n": 1, "code": "abc"})).await,
+        (200, json!({"n": 2, "flag": null}))
+    );
 
     let (status, body) = rpc(&server, Some(ALICE), "fail", json!({})).await;
     assert_eq!(
