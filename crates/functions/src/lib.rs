@@ -26,7 +26,7 @@ use std::time::Duration;
 use gatehouse_policy::Role;
 use gatehouse_rest::Caller;
 use gatehouse_schema::declaration::ColumnDecl;
-use gatehouse_schema::{Check, Column};
+use gatehouse_schema::{Check, Column, ColumnType, Literal};
 use indexmap::IndexMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -441,8 +441,25 @@ fn user(caller: &Caller) -> Json {
     })
 }
 
+/// A declared default as the JSON the argument takes (jsonb and array
+/// defaults are written as JSON text; decimals as written).
+fn literal(column: &Column, default: &Literal) -> Json {
+    match default {
+        Literal::Bool(flag) => Json::Bool(*flag),
+        Literal::Integer(number) => json!(number),
+        Literal::Number(text) => serde_json::from_str(text).unwrap_or(Json::String(text.clone())),
+        Literal::Text(text) => match column.ty {
+            ColumnType::Jsonb | ColumnType::Array(_) => {
+                serde_json::from_str(text).unwrap_or(Json::String(text.clone()))
+            }
+            _ => Json::String(text.clone()),
+        },
+    }
+}
+
 /// The arguments as declared: each value checked like a column's, missing
-/// ones null (refused where `not_null`), unknown ones refused.
+/// ones their declared default or null (refused where `not_null`), unknown
+/// ones refused.
 fn checked(function: &Declared, args: Json) -> Result<Json, CallError> {
     let mut given = match args {
         Json::Object(map) => map,
@@ -452,7 +469,15 @@ fn checked(function: &Declared, args: Json) -> Result<Json, CallError> {
     let mut out = Map::new();
     for column in &function.args {
         let name = column.name.as_str();
-        let value = given.remove(name).unwrap_or(Json::Null);
+        let value = given
+            .remove(name)
+            .or_else(|| {
+                column
+                    .default
+                    .as_ref()
+                    .map(|default| literal(column, default))
+            })
+            .unwrap_or(Json::Null);
         let refuse = |message: String| CallError::Argument {
             argument: name.to_owned(),
             message,

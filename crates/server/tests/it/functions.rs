@@ -48,7 +48,7 @@ module = "twice.js"
 roles = ["anon"]
 volatility = "stable"
 args.n = { type = "integer", not_null = true }
-args.flag = { type = "boolean" }
+args.flag = { type = "boolean", default = false }
 args.code = { type = "text", check = { pattern = "^[a-z]+$" } }
 "#;
 
@@ -164,7 +164,8 @@ async fn functions_answer_as_postgrest_does() {
     );
     assert_eq!(
         rpc(&server, None, "twice", json!({"n": 1, "code": "abc"})).await,
-        (200, json!({"n": 2, "flag": null}))
+        (200, json!({"n": 2, "flag": false})),
+        "a missing argument takes its declared default"
     );
 
     let (status, body) = rpc(&server, Some(ALICE), "fail", json!({})).await;
