@@ -104,7 +104,7 @@ impl Sandbox {
             let json = |value: &Json| {
                 ctx.json_parse(value.to_string())
                     .catch(&ctx)
-                    .map_err(|e| failure(e, &ctx))
+                    .map_err(|e| failure(e))
             };
             let (args, context) = (json(args)?, json(context)?);
             if let Some(doors) = doors {
@@ -113,7 +113,7 @@ impl Sandbox {
             let returned: Value = function
                 .call((args, context))
                 .catch(&ctx)
-                .map_err(|e| failure(e, &ctx))?;
+                .map_err(|e| failure(e))?;
             let value = match returned.as_promise() {
                 Some(promise) => settle(&ctx, promise.clone())?,
                 None => returned,
@@ -217,7 +217,7 @@ fn install<'js>(
     context: &Value<'js>,
     doors: Doors,
 ) -> Result<(), Failure> {
-    let install: Function = ctx.eval(INSTALL).catch(ctx).map_err(|e| failure(e, ctx))?;
+    let install: Function = ctx.eval(INSTALL).catch(ctx).map_err(|e| failure(e))?;
     let read = doors.read;
     let make = Function::new(ctx.clone(), move |ctx: rquickjs::Ctx<'js>| {
         database(&ctx, read.clone())
@@ -238,7 +238,7 @@ fn install<'js>(
     install
         .call::<_, Value>((context.clone(), make, log, fetch, secret))
         .catch(ctx)
-        .map_err(|e| failure(e, ctx))?;
+        .map_err(|e| failure(e))?;
     Ok(())
 }
 
@@ -257,7 +257,7 @@ fn default_export<'js>(
     let declared = Module::declare(ctx.clone(), name, source)
         .catch(ctx)
         .map_err(|e| Failure::Invalid(describe(&e)))?;
-    let (module, evaluated) = declared.eval().catch(ctx).map_err(|e| failure(e, ctx))?;
+    let (module, evaluated) = declared.eval().catch(ctx).map_err(|e| failure(e))?;
     settle(ctx, evaluated)?;
     module
         .get::<_, Function>("default")
@@ -273,7 +273,7 @@ fn settle<'js>(ctx: &rquickjs::Ctx<'js>, promise: Promise<'js>) -> Result<Value<
             CaughtError::Error(rquickjs::Error::WouldBlock) => {
                 Failure::Thrown("the function's promise never settled".into())
             }
-            other => failure(other, ctx),
+            other => failure(other),
         })
 }
 
@@ -284,7 +284,7 @@ fn to_json<'js>(ctx: &rquickjs::Ctx<'js>, value: Value<'js>) -> Result<Json, Fai
     let text = ctx
         .json_stringify(value)
         .catch(ctx)
-        .map_err(|e| failure(e, ctx))?;
+        .map_err(|e| failure(e))?;
     let text = match text {
         Some(text) => text.to_string().map_err(|_| Failure::OutOfMemory)?,
         None => return Ok(Json::Null),
@@ -293,8 +293,7 @@ fn to_json<'js>(ctx: &rquickjs::Ctx<'js>, value: Value<'js>) -> Result<Json, Fai
 }
 
 /// What a caught error means: the engine's own limits, or the code's throw.
-fn failure(error: CaughtError<'_>, ctx: &rquickjs::Ctx<'_>) -> Failure {
-    let _ = ctx;
+fn failure(error: CaughtError<'_>) -> Failure {
     match &error {
         CaughtError::Error(rquickjs::Error::Allocation) => Failure::OutOfMemory,
         CaughtError::Exception(exception) => {
