@@ -119,6 +119,8 @@ enum KeysCommand {
     },
     /// Remove a signing key that is no longer current.
     Retire {
+        /// Key ids are base64url and may start with `-`.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         file: Option<PathBuf>,

@@ -221,3 +221,16 @@ async fn a_token_signed_by_a_retired_key_is_refused() {
     );
     third.terminate();
 }
+
+/// Key ids are base64url, so a quarter of them start with `-`: the CLI takes
+/// such an id as the key to retire, not as an option.
+#[test]
+fn a_key_id_starting_with_a_hyphen_is_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = gatehouse(dir.path(), &["keys", "retire", "-not-a-key"], &[])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(!said.contains("unexpected argument"), "{said}");
+}
