@@ -15,12 +15,14 @@ mod sqlite;
 mod statement;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use declared::{MigrateOptions, Migration};
 pub use statement::{Row, Sql, Statement, Value};
+pub use transaction::{Executor, Transaction};
 
 pub use gatehouse_core::Dialect;
 
@@ -92,6 +94,8 @@ pub enum DbError {
     StatementTimeout,
     #[error("database pool: {0}")]
     Pool(String),
+    #[error("the transaction ran past its limit and was rolled back")]
+    TransactionExpired,
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i64,
@@ -211,9 +215,7 @@ impl Database {
     /// Runs statements in one transaction, committed durably before this returns;
     /// on any error nothing of it is kept. Returns each statement's rows.
     pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
-        self.transaction_if(statements, |_| true)
-            .await?
-            .ok_or_else(|| DbError::Pool("an unconditional transaction was refused".into()))
+        Executor::Pool(self).transaction(statements).await
     }
 
     /// Like [`Database::transaction`], but `accept` sees every statement's rows

@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -78,6 +79,103 @@ impl PgPool {
         }
         transaction.commit().await?;
         Ok(Some(results))
+    }
+}
+
+impl PgPool {
+    /// Begins a transaction on a connection of its own, which it keeps until
+    /// it commits or is dropped (then rolled back).
+    pub async fn begin(&self, limit: Duration) -> Result<PgTransaction> {
+        let client = self.client().await?;
+        client.batch_execute("BEGIN").await?;
+        Ok(PgTransaction {
+            client: Some(client),
+            until: Instant::now() + limit,
+        })
+    }
+}
+
+/// A transaction holding one connection, to be finished by `until`.
+pub struct PgTransaction {
+    /// None once the transaction is lost (it ran past its limit).
+    client: Option<deadpool_postgres::Object>,
+    until: Instant,
+}
+
+impl PgTransaction {
+    /// Runs statements inside the transaction in a savepoint, kept when they
+    /// succeed and `accept` takes their rows, rolled back to otherwise.
+    pub async fn run(
+        &mut self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<Row>]) -> bool,
+    ) -> Result<Option<Vec<Vec<Row>>>> {
+        let left = self.time_left()?;
+        let client = self.client.as_ref().ok_or(DbError::TransactionExpired)?;
+        let step = async {
+            client.batch_execute("SAVEPOINT gatehouse_step").await?;
+            let mut results = Vec::with_capacity(statements.len());
+            for statement in &statements {
+                match run(&***client, statement).await {
+                    Ok(rows) => results.push(rows),
+                    Err(error) => {
+                        client
+                            .batch_execute("ROLLBACK TO SAVEPOINT gatehouse_step")
+                            .await?;
+                        return Err(timed_out(error));
+                    }
+                }
+            }
+            if accept(&results) {
+                client
+                    .batch_execute("RELEASE SAVEPOINT gatehouse_step")
+                    .await?;
+                Ok(Some(results))
+            } else {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT gatehouse_step")
+                    .await?;
+                Ok(None)
+            }
+        };
+        match tokio::time::timeout(left, step).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.abandon();
+                Err(DbError::TransactionExpired)
+            }
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        self.time_left()?;
+        let client = self.client.take().ok_or(DbError::TransactionExpired)?;
+        client.batch_execute("COMMIT").await?;
+        Ok(())
+    }
+
+    /// The time left before the limit; past it, the transaction is abandoned.
+    fn time_left(&mut self) -> Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.abandon();
+            return Err(DbError::TransactionExpired);
+        }
+        Ok(left)
+    }
+
+    /// Closes the connection rather than pooling it: the server rolls the
+    /// transaction back, and no later user finds it open.
+    fn abandon(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Drop for PgTransaction {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 

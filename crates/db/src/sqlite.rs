@@ -50,7 +50,7 @@ struct Write {
 
 #[derive(Clone)]
 pub struct SqlitePool {
-    writes: tokio::sync::mpsc::Sender<Write>,
+    writes: tokio::sync::mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Reader>>>,
     reader_slots: Arc<Semaphore>,
     acquire_timeout: Duration,
@@ -228,24 +228,123 @@ impl SqlitePool {
             accept,
             reply,
         };
-        tokio::time::timeout(self.acquire_timeout, self.writes.send(write))
+        self.enqueue(Job::Write(write)).await?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    async fn enqueue(&self, job: Job) -> Result<()> {
+        tokio::time::timeout(self.acquire_timeout, self.writes.send(job))
             .await
             .map_err(|_| DbError::PoolTimeout)?
-            .map_err(|_| DbError::Pool("the writer thread has stopped".into()))?;
-        outcome
+            .map_err(|_| stopped())
+    }
+
+    /// Opens a transaction on the writer, which it holds until the transaction
+    /// commits, is dropped, or `limit` passes (then it is rolled back).
+    pub async fn begin(&self, limit: Duration) -> Result<OpenTransaction> {
+        let (steps, receiver) = std::sync::mpsc::channel();
+        let (ready, opened) = tokio::sync::oneshot::channel();
+        self.enqueue(Job::Open(Opening {
+            steps: receiver,
+            limit,
+            ready,
+        }))
+        .await?;
+        tokio::time::timeout(self.acquire_timeout, opened)
             .await
-            .map_err(|_| DbError::Pool("the writer thread has stopped".into()))?
+            .map_err(|_| DbError::PoolTimeout)?
+            .map_err(|_| stopped())??;
+        Ok(OpenTransaction { steps })
     }
 }
 
+fn stopped() -> DbError {
+    DbError::Pool("the writer thread has stopped".into())
+}
+
+/// A transaction holding the writer; dropping it rolls back.
+pub struct OpenTransaction {
+    steps: std::sync::mpsc::Sender<Step>,
+}
+
+impl OpenTransaction {
+    /// Runs statements inside the transaction, in a savepoint (see
+    /// [`SqlitePool::transaction_if`]).
+    pub async fn run(&self, statements: Vec<Statement>, accept: Accept) -> Outcome {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.steps
+            .send(Step::Run {
+                statements,
+                accept,
+                reply,
+            })
+            .map_err(|_| DbError::TransactionExpired)?;
+        outcome.await.map_err(|_| DbError::TransactionExpired)?
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.steps
+            .send(Step::Commit { reply })
+            .map_err(|_| DbError::TransactionExpired)?;
+        outcome.await.map_err(|_| DbError::TransactionExpired)?
+    }
+}
+
+/// What the writer thread is asked to do.
+enum Job {
+    Write(Write),
+    /// Hold the writer for one transaction driven step by step from outside.
+    Open(Opening),
+}
+
+/// A transaction to open on the writer and serve until it commits, is dropped,
+/// or outlives `limit`.
+struct Opening {
+    steps: std::sync::mpsc::Receiver<Step>,
+    limit: Duration,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// One request inside an open transaction.
+enum Step {
+    Run {
+        statements: Vec<Statement>,
+        accept: Accept,
+        reply: tokio::sync::oneshot::Sender<Outcome>,
+    },
+    Commit {
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+}
+
 /// The writer thread: until every pool handle is gone, takes what is queued and
-/// commits it as one group.
-fn write_loop(mut writer: Writer, mut queue: tokio::sync::mpsc::Receiver<Write>) {
-    while let Some(first) = queue.blocking_recv() {
+/// commits it as one group; an open transaction has the writer to itself.
+fn write_loop(mut writer: Writer, mut queue: tokio::sync::mpsc::Receiver<Job>) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match queue.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let first = match first {
+            Job::Write(write) => write,
+            Job::Open(opening) => {
+                serve_open(&mut writer, opening);
+                continue;
+            }
+        };
         let mut group = vec![first];
         while group.len() < GROUP_LIMIT {
             match queue.try_recv() {
-                Ok(write) => group.push(write),
+                Ok(Job::Write(write)) => group.push(write),
+                Ok(open) => {
+                    next = Some(open);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -267,6 +366,71 @@ fn write_loop(mut writer: Writer, mut queue: tokio::sync::mpsc::Receiver<Write>)
         for write in group {
             let outcome = commit_alone(&mut writer, &write.statements, write.accept);
             let _ = write.reply.send(outcome);
+        }
+    }
+}
+
+/// Serves one open transaction: each step in its own savepoint, then the
+/// commit. Every other write waits meanwhile, so the transaction's whole life
+/// on the writer is bounded by its limit: past it (or when its owner drops it)
+/// everything it wrote is rolled back and the writer moves on.
+fn serve_open(writer: &mut Writer, opening: Opening) {
+    let deadline = writer.deadline.clone();
+    let timeout = writer.timeout;
+    let mut transaction = match writer
+        .connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+    {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            let _ = opening.ready.send(Err(error.into()));
+            return;
+        }
+    };
+    // The limit runs from the moment the writer is taken.
+    let until = Instant::now() + opening.limit;
+    if opening.ready.send(Ok(())).is_err() {
+        return;
+    }
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match opening.steps.recv_timeout(left) {
+            Ok(Step::Run {
+                statements,
+                accept,
+                reply,
+            }) => {
+                deadline.set(timeout.min(left));
+                let outcome = in_savepoint(&mut transaction, &statements, accept);
+                let lost = transaction.is_autocommit();
+                let _ = reply.send(outcome.map_err(|error| {
+                    if interrupted(&error) && left < timeout {
+                        DbError::TransactionExpired
+                    } else {
+                        timed_out(error)
+                    }
+                }));
+                if lost {
+                    return;
+                }
+            }
+            Ok(Step::Commit { reply }) => {
+                deadline.set(UNBOUNDED);
+                let outcome = transaction.commit().map_err(DbError::from);
+                if outcome.is_ok() {
+                    committed(1);
+                }
+                let _ = reply.send(outcome);
+                return;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    "an open transaction held the writer past its limit and was rolled back"
+                );
+                return;
+            }
+            // Its owner dropped it: roll back.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -324,23 +488,7 @@ fn commit_group(writer: &mut Writer, group: &[Write]) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(group.len());
     for write in group {
         deadline.set(timeout);
-        let savepoint = transaction.savepoint()?;
-        let results = write
-            .statements
-            .iter()
-            .map(|statement| run(&savepoint, statement))
-            .collect::<Result<Vec<_>>>();
-        let outcome = match results {
-            Ok(results) if (write.accept)(&results) => {
-                savepoint.commit()?;
-                Ok(Some(results))
-            }
-            refused_or_failed => {
-                // Dropping a savepoint rolls back to it.
-                drop(savepoint);
-                refused_or_failed.map(|_| None)
-            }
-        };
+        let outcome = in_savepoint(&mut transaction, &write.statements, write.accept);
         // Some failures (a full disk, I/O errors, an interrupted statement) end the
         // whole transaction; each write then runs alone and gets its own answer.
         if transaction.is_autocommit() {
@@ -357,6 +505,28 @@ fn commit_group(writer: &mut Writer, group: &[Write]) -> Result<Vec<Outcome>> {
         .filter(|outcome| matches!(outcome, Ok(Some(_))));
     committed(kept.count());
     Ok(outcomes)
+}
+
+/// Runs statements in a savepoint of `transaction`, kept when they succeed and
+/// `accept` takes their rows, rolled back to otherwise.
+fn in_savepoint(
+    transaction: &mut rusqlite::Transaction<'_>,
+    statements: &[Statement],
+    accept: Accept,
+) -> Outcome {
+    let savepoint = transaction.savepoint()?;
+    let results = statements
+        .iter()
+        .map(|statement| run(&savepoint, statement))
+        .collect::<Result<Vec<_>>>();
+    match results {
+        Ok(results) if accept(&results) => {
+            savepoint.commit()?;
+            Ok(Some(results))
+        }
+        // Dropping a savepoint rolls back to it.
+        refused_or_failed => refused_or_failed.map(|_| None),
+    }
 }
 
 /// Counts a commit and the writes it kept: more writes than commits means writes

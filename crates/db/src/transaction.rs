@@ -1,0 +1,165 @@
+//! A transaction held open across awaits, for work that mixes reads, writes
+//! and its own logic between them (a function's invocation), and the
+//! [`Executor`] that lets the same code run on the pool or inside one.
+//!
+//! It begins at the first write: reads before it run on the pool, each seeing
+//! the latest commit (as every statement does under PostgreSQL's READ
+//! COMMITTED). From the first write to the commit it holds a connection, and on
+//! SQLite the one writer, so that span is bounded by a limit of its own: past
+//! it, everything written is rolled back and the next step or the commit fails
+//! with [`DbError::TransactionExpired`].
+
+use std::time::Duration;
+
+use crate::{Database, DbError, Dialect, Result, Row, Statement, postgres, sqlite};
+
+type Outcome = Result<Option<Vec<Vec<Row>>>>;
+
+pub struct Transaction {
+    database: Database,
+    limit: Duration,
+    open: tokio::sync::Mutex<Option<Open>>,
+}
+
+enum Open {
+    Sqlite(sqlite::OpenTransaction),
+    Postgres(postgres::PgTransaction),
+}
+
+impl Database {
+    /// A transaction that begins at its first write and may stay open `limit`
+    /// from then to its commit. Dropping it uncommitted rolls it back.
+    pub fn begin(&self, limit: Duration) -> Transaction {
+        Transaction {
+            database: self.clone(),
+            limit,
+            open: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Transaction {
+    pub fn dialect(&self) -> Dialect {
+        self.database.dialect()
+    }
+
+    /// Whether anything has been written (and so would be committed).
+    pub async fn is_writing(&self) -> bool {
+        self.open.lock().await.is_some()
+    }
+
+    /// A read: on the pool until the first write, inside the transaction after.
+    pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
+        let mut open = self.open.lock().await;
+        match open.as_mut() {
+            None => {
+                drop(open);
+                self.database.query(statement).await
+            }
+            Some(open) => {
+                self.database.trace(std::slice::from_ref(&statement));
+                let mut rows = run(open, vec![statement], |_| true)
+                    .await?
+                    .ok_or_else(|| DbError::Pool("a read was refused".into()))?;
+                Ok(rows.pop().unwrap_or_default())
+            }
+        }
+    }
+
+    /// Writes inside the transaction (beginning it if this is the first), in a
+    /// savepoint: kept when every statement succeeds and `accept` takes their
+    /// rows, undone otherwise, leaving the transaction's earlier writes alone.
+    pub async fn transaction_if(
+        &self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<Row>]) -> bool,
+    ) -> Outcome {
+        self.database.trace(&statements);
+        let mut open = self.open.lock().await;
+        if open.is_none() {
+            *open = Some(match &self.database {
+                Database::Sqlite(pool) => Open::Sqlite(pool.begin(self.limit).await?),
+                Database::Postgres(pool) => Open::Postgres(pool.begin(self.limit).await?),
+            });
+        }
+        match open.as_mut() {
+            Some(open) => run(open, statements, accept).await,
+            None => Err(DbError::TransactionExpired),
+        }
+    }
+
+    /// Makes every write durable; with nothing written, does nothing.
+    pub async fn commit(self) -> Result<()> {
+        match self.open.into_inner() {
+            None => Ok(()),
+            Some(Open::Sqlite(open)) => open.commit().await,
+            Some(Open::Postgres(open)) => open.commit().await,
+        }
+    }
+}
+
+async fn run(
+    open: &mut Open,
+    statements: Vec<Statement>,
+    accept: fn(&[Vec<Row>]) -> bool,
+) -> Outcome {
+    match open {
+        Open::Sqlite(open) => open.run(statements, accept).await,
+        Open::Postgres(open) => open.run(statements, accept).await,
+    }
+}
+
+/// Where statements run: each on the pool (a write its own transaction), or
+/// inside one open [`Transaction`].
+#[derive(Clone, Copy)]
+pub enum Executor<'a> {
+    Pool(&'a Database),
+    Transaction(&'a Transaction),
+}
+
+impl<'a> From<&'a Database> for Executor<'a> {
+    fn from(database: &'a Database) -> Self {
+        Executor::Pool(database)
+    }
+}
+
+impl<'a> From<&'a Transaction> for Executor<'a> {
+    fn from(transaction: &'a Transaction) -> Self {
+        Executor::Transaction(transaction)
+    }
+}
+
+impl Executor<'_> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Executor::Pool(database) => database.dialect(),
+            Executor::Transaction(transaction) => transaction.dialect(),
+        }
+    }
+
+    pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
+        match self {
+            Executor::Pool(database) => database.query(statement).await,
+            Executor::Transaction(transaction) => transaction.query(statement).await,
+        }
+    }
+
+    pub async fn transaction_if(
+        &self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<Row>]) -> bool,
+    ) -> Outcome {
+        match self {
+            Executor::Pool(database) => database.transaction_if(statements, accept).await,
+            Executor::Transaction(transaction) => {
+                transaction.transaction_if(statements, accept).await
+            }
+        }
+    }
+
+    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>> {
+        self.transaction_if(statements, |_| true)
+            .await?
+            .ok_or_else(|| DbError::Pool("an unconditional transaction was refused".into()))
+    }
+}
