@@ -154,6 +154,16 @@ impl PgTransaction {
         Ok(())
     }
 
+    /// Rolls back and returns the connection to the pool (or closes it, when
+    /// the rollback fails).
+    pub async fn rollback(mut self) {
+        if let Some(client) = self.client.take()
+            && client.batch_execute("ROLLBACK").await.is_err()
+        {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+
     /// The time left before the limit; past it, the transaction is abandoned.
     fn time_left(&mut self) -> Result<Duration> {
         let left = self.until.saturating_duration_since(Instant::now());

@@ -23,7 +23,7 @@ pub struct Transaction {
 
 enum Open {
     Sqlite(sqlite::OpenTransaction),
-    Postgres(postgres::PgTransaction),
+    Postgres(Box<postgres::PgTransaction>),
 }
 
 impl Database {
@@ -79,7 +79,7 @@ impl Transaction {
         if open.is_none() {
             *open = Some(match &self.database {
                 Database::Sqlite(pool) => Open::Sqlite(pool.begin(self.limit).await?),
-                Database::Postgres(pool) => Open::Postgres(pool.begin(self.limit).await?),
+                Database::Postgres(pool) => Open::Postgres(Box::new(pool.begin(self.limit).await?)),
             });
         }
         match open.as_mut() {
@@ -88,12 +88,23 @@ impl Transaction {
         }
     }
 
-    /// Makes every write durable; with nothing written, does nothing.
-    pub async fn commit(self) -> Result<()> {
-        match self.open.into_inner() {
+    /// Makes every write durable; with nothing written, does nothing. A later
+    /// write would begin a new transaction.
+    pub async fn commit(&self) -> Result<()> {
+        let open = self.open.lock().await.take();
+        match open {
             None => Ok(()),
             Some(Open::Sqlite(open)) => open.commit().await,
             Some(Open::Postgres(open)) => open.commit().await,
+        }
+    }
+
+    /// Undoes every write (as dropping the transaction does, but at once,
+    /// while the transaction itself may still be shared).
+    pub async fn rollback(&self) {
+        let open = self.open.lock().await.take();
+        if let Some(Open::Postgres(open)) = open {
+            open.rollback().await;
         }
     }
 }

@@ -50,6 +50,12 @@ pub struct FunctionDecl {
     pub volatility: Option<String>,
     pub memory_mb: Option<u32>,
     pub time_ms: Option<u32>,
+    /// How long the call's transaction may stay open from its first write to
+    /// its commit (on SQLite every other write waits that long at most).
+    pub write_ms: Option<u32>,
+    /// `invoker` (the default: `ctx.db` acts as the caller) or `definer` (the
+    /// function also gets `ctx.admin.db`, with the secret key's rights).
+    pub security: Option<String>,
     /// Hosts `ctx.fetch` may reach (`host` or `host:port`); none when absent.
     #[serde(default)]
     pub fetch: Vec<String>,
@@ -93,6 +99,10 @@ pub enum CallError {
     NotStable(String),
     #[error("{0}")]
     Failed(Failure),
+    #[error("the function held its writes open past their limit; they were rolled back")]
+    WriteExpired,
+    #[error("the function's writes could not be committed: {0}")]
+    Commit(gatehouse_db::DbError),
 }
 
 #[derive(Clone)]
@@ -108,6 +118,8 @@ struct Declared {
     patterns: HashMap<String, regex::Regex>,
     stable: bool,
     limits: Limits,
+    write_limit: Duration,
+    definer: bool,
     outbound: fetch::Outbound,
     secrets: Arc<HashMap<String, SecretString>>,
 }
@@ -124,6 +136,9 @@ pub struct Functions {
     /// file is reported once rather than at every look.
     failed: std::sync::Mutex<HashMap<String, String>>,
 }
+
+/// How long a call's transaction may hold its writes open, by default.
+pub const DEFAULT_WRITE_LIMIT: Duration = Duration::from_millis(250);
 
 /// Calls running at once, by default; more wait their turn (within the
 /// request's time limit).
@@ -207,6 +222,16 @@ impl Functions {
                     name: name.clone(),
                     message: failure.to_string(),
                 })?;
+            let definer = match decl.security.as_deref() {
+                None | Some("invoker") => false,
+                Some("definer") => true,
+                Some(other) => {
+                    return Err(invalid(format!("security {other:?}: invoker or definer")));
+                }
+            };
+            if definer {
+                tracing::warn!(function = %name, "function {name} is security = \"definer\": its ctx.admin.db bypasses every row policy");
+            }
             let defaults = Limits::default();
             let limits = Limits {
                 memory_bytes: decl.memory_mb.map_or(defaults.memory_bytes, |mb| {
@@ -227,6 +252,10 @@ impl Functions {
                     patterns,
                     stable,
                     limits,
+                    write_limit: decl.write_ms.map_or(DEFAULT_WRITE_LIMIT, |ms| {
+                        Duration::from_millis(u64::from(ms.clamp(1, 5_000)))
+                    }),
+                    definer,
                     outbound: fetch::Outbound::new(&decl.fetch, decl.fetch_private_addresses),
                     secrets: Arc::new(
                         decl.secrets
@@ -358,12 +387,20 @@ impl Functions {
             function.source.clone(),
             function.limits,
         );
-        // `ctx.db` reads as the caller, blocking this thread on the data API.
-        let (data, as_caller) = (self.data.clone(), caller.clone());
+        // Every query of the call runs in one transaction, committed when the
+        // function returns and rolled back when it throws.
+        let transaction = Arc::new(self.data.db.begin(function.write_limit));
         let runtime = tokio::runtime::Handle::current();
+        let door = |caller: Caller| -> sandbox::Reader {
+            let (data, runtime, transaction) =
+                (self.data.clone(), runtime.clone(), transaction.clone());
+            let request_id = request_id.to_owned();
+            Arc::new(move |query| data.run(&runtime, (&transaction, &caller), &query, &request_id))
+        };
         let (outbound, fetching) = (function.outbound.clone(), runtime.clone());
         let doors = sandbox::Doors {
-            read: Arc::new(move |query| data.read(&runtime, &as_caller, &query)),
+            db: door(caller.clone()),
+            admin_db: function.definer.then(|| door(self.data.service.clone())),
             log: log_lines(name, request_id),
             fetch: Arc::new(move |request| outbound.fetch(&fetching, &request)),
             secret: {
@@ -383,12 +420,18 @@ impl Functions {
         let ran = tokio::task::spawn_blocking(move || {
             sandbox.call((&file, &source), &args, &context, (limits, Some(doors)))
         })
-        .await;
+        .await
+        .unwrap_or_else(|_| Err(Failure::Thrown("the function's thread failed".into())));
         match ran {
-            Ok(result) => result.map_err(CallError::Failed),
-            Err(_) => Err(CallError::Failed(Failure::Thrown(
-                "the function's thread failed".into(),
-            ))),
+            Ok(value) => match transaction.commit().await {
+                Ok(()) => Ok(value),
+                Err(gatehouse_db::DbError::TransactionExpired) => Err(CallError::WriteExpired),
+                Err(error) => Err(CallError::Commit(error)),
+            },
+            Err(failure) => {
+                transaction.rollback().await;
+                Err(CallError::Failed(failure))
+            }
         }
     }
 }

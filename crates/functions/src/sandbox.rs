@@ -173,7 +173,7 @@ impl Sandbox {
     }
 }
 
-/// The host's side of `ctx.db`: one query's JSON in, its answer's JSON out.
+/// A host function of JSON text: one query or request in, its answer out.
 pub type Reader = std::sync::Arc<dyn Fn(String) -> String + Send + Sync>;
 
 /// The host's side of `ctx.log`: level, message, fields (JSON).
@@ -181,7 +181,10 @@ pub type Logger = std::sync::Arc<dyn Fn(String, String, String) + Send + Sync>;
 
 /// The doors out of the sandbox a call's context gets.
 pub struct Doors {
-    pub read: Reader,
+    /// `ctx.db`: the data API as the caller.
+    pub db: Reader,
+    /// `ctx.admin.db`, for a `security = "definer"` function only.
+    pub admin_db: Option<Reader>,
     pub log: Logger,
     /// `ctx.fetch`'s host side: a request's JSON in, the response's out.
     pub fetch: Reader,
@@ -191,14 +194,17 @@ pub struct Doors {
 
 pub type SecretReader = std::sync::Arc<dyn Fn(String) -> Option<String> + Send + Sync>;
 
-/// Puts the doors on the context: `ctx.db` made on first use (building it
-/// costs more than a small call's whole run, and most calls never read a
-/// table), `ctx.log`, and `ctx.fetch` (a `fetch`-like function over the host's
-/// checked request).
-const INSTALL: &str = "(ctx, make, log, fetch, secret) => { \
-    ctx.secrets = Object.freeze({ get: (name) => secret(String(name)) ?? null });  Object.defineProperty(ctx, 'db', { configurable: true, \
-    enumerable: true, get() { const db = make(); \
-    Object.defineProperty(ctx, 'db', { value: db, enumerable: true }); return db; } }); \
+/// Puts the doors on the context: `ctx.db` (and a definer's `ctx.admin.db`)
+/// made on first use (building one costs more than a small call's whole run,
+/// and most calls never touch a table), `ctx.log`, and `ctx.fetch` (a
+/// `fetch`-like function over the host's checked request).
+const INSTALL: &str = "(ctx, make, admin, log, fetch, secret) => { \
+    ctx.secrets = Object.freeze({ get: (name) => secret(String(name)) ?? null }); \
+    const lazy = (on, made) => Object.defineProperty(on, 'db', { configurable: true, \
+      enumerable: true, get() { const db = made(); \
+      Object.defineProperty(on, 'db', { value: db, enumerable: true }); return db; } }); \
+    lazy(ctx, () => make(false)); \
+    if (admin) { ctx.admin = {}; lazy(ctx.admin, () => make(true)); } \
     const line = (level) => (message, fields) => \
       log(level, String(message), JSON.stringify(fields === undefined ? null : fields) ?? 'null'); \
     ctx.log = Object.freeze({ info: line('info'), warn: line('warn'), error: line('error') }); \
@@ -218,9 +224,18 @@ fn install<'js>(
     doors: Doors,
 ) -> Result<(), Failure> {
     let install: Function = ctx.eval(INSTALL).catch(ctx).map_err(|e| failure(e))?;
-    let read = doors.read;
-    let make = Function::new(ctx.clone(), move |ctx: rquickjs::Ctx<'js>| {
-        database(&ctx, read.clone())
+    let has_admin = doors.admin_db.is_some();
+    let (db, admin_db) = (doors.db, doors.admin_db);
+    let make = Function::new(ctx.clone(), move |ctx: rquickjs::Ctx<'js>, admin: bool| {
+        let door = if admin {
+            admin_db.clone()
+        } else {
+            Some(db.clone())
+        };
+        match door {
+            Some(door) => database(&ctx, door),
+            None => Ok(Value::new_undefined(ctx)),
+        }
     })
     .map_err(|_| Failure::OutOfMemory)?;
     let logger = doors.log;
@@ -236,17 +251,17 @@ fn install<'js>(
     let secret = Function::new(ctx.clone(), move |name: String| secrets(name))
         .map_err(|_| Failure::OutOfMemory)?;
     install
-        .call::<_, Value>((context.clone(), make, log, fetch, secret))
+        .call::<_, Value>((context.clone(), make, has_admin, log, fetch, secret))
         .catch(ctx)
         .map_err(|e| failure(e))?;
     Ok(())
 }
 
-/// `ctx.db`: the builder (`db.js`) over the host's reader.
-fn database<'js>(ctx: &rquickjs::Ctx<'js>, reader: Reader) -> rquickjs::Result<Value<'js>> {
+/// A `ctx.db`: the builder (`db.js`) over one of the host's data doors.
+fn database<'js>(ctx: &rquickjs::Ctx<'js>, door: Reader) -> rquickjs::Result<Value<'js>> {
     let builder: Function = ctx.eval(crate::data::BUILDER)?;
-    let read = Function::new(ctx.clone(), move |query: String| reader(query))?;
-    builder.call((read,))
+    let run = Function::new(ctx.clone(), move |query: String| door(query))?;
+    builder.call((run,))
 }
 
 fn default_export<'js>(

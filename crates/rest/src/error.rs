@@ -48,6 +48,36 @@ pub enum RestError {
     Database(DbError),
 }
 
+impl RestError {
+    /// PostgREST's code for the failure (PostgreSQL's own where PostgREST
+    /// passes one through); `None` for a database failure, whose detail is for
+    /// the log only.
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            RestError::UnknownTable(_) => "PGRST205",
+            RestError::UnknownColumn { .. } => "42703",
+            RestError::TableDenied(_) | RestError::ColumnDenied { .. } => "42501",
+            RestError::CheckFailed(_) => "42501",
+            RestError::ServerSet(_) => "server_set_column",
+            RestError::InvalidValue { .. } => "22P02",
+            RestError::Query(_) | RestError::Unsupported(_) => "PGRST100",
+            RestError::Body(_) => "PGRST102",
+            RestError::Search(gatehouse_search::SearchError::Syntax(_)) => "42601",
+            RestError::Search(gatehouse_search::SearchError::UnknownLanguage(_)) => "42704",
+            RestError::Search(gatehouse_search::SearchError::Unsupported(_)) => "0A000",
+            RestError::Relationship(_) => "PGRST200",
+            RestError::Unfiltered(_) => "21000",
+            RestError::UnknownRole => "PGRST301",
+            RestError::NotSingular(_) => "PGRST116",
+            RestError::Conflict => "23505",
+            RestError::ForeignKey => "23503",
+            RestError::Check => "23514",
+            RestError::NotNull => "23502",
+            RestError::Database(_) => return None,
+        })
+    }
+}
+
 impl From<DbError> for RestError {
     fn from(error: DbError) -> Self {
         match error.constraint() {

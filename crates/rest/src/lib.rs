@@ -24,7 +24,7 @@ mod write;
 use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
-use gatehouse_db::Database;
+use gatehouse_db::{Database, Executor};
 use gatehouse_policy::{Command, Policies, Role, TablePolicies};
 use gatehouse_schema::{Check, Column, Schema, Table};
 
@@ -140,7 +140,7 @@ impl Rest {
 
     pub async fn read(
         &self,
-        db: &Database,
+        db: Executor<'_>,
         caller: &Caller,
         table: &str,
         request: &gatehouse_query::Request,

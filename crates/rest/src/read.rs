@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 
-use gatehouse_db::{Database, Statement, Value};
+use gatehouse_db::{Database, Executor, Statement, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::{JsonStep, OrderTerm, Paging, Request, SelectItem};
 use gatehouse_schema::{Column, ColumnType, Table};
@@ -308,7 +308,7 @@ fn group_key(value: &Value) -> String {
 
 fn load<'a>(
     rest: &'a Rest,
-    db: &'a Database,
+    db: Executor<'a>,
     caller: &'a Caller,
     table: &'a str,
     mut request: Request,
@@ -465,7 +465,7 @@ fn load<'a>(
 
 pub(crate) async fn run(
     rest: &Rest,
-    db: &Database,
+    db: Executor<'_>,
     caller: &Caller,
     table: &str,
     request: &Request,

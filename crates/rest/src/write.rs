@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
-use gatehouse_db::{Database, Row, Statement, Value};
+use gatehouse_db::{Executor, Row, Statement, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::Request;
 use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
@@ -230,7 +230,7 @@ impl Rest {
 
     pub async fn insert(
         &self,
-        db: &Database,
+        db: Executor<'_>,
         caller: &Caller,
         table: &str,
         request: &Request,
@@ -386,7 +386,7 @@ impl Rest {
 
     pub async fn update(
         &self,
-        db: &Database,
+        db: Executor<'_>,
         caller: &Caller,
         table: &str,
         request: &Request,
@@ -469,7 +469,7 @@ impl Rest {
 
     pub async fn delete(
         &self,
-        db: &Database,
+        db: Executor<'_>,
         caller: &Caller,
         table: &str,
         request: &Request,

@@ -356,12 +356,18 @@ fn request(query: &str) -> gatehouse_query::Request {
 
 /// Replaces every row of `table` with `rows`, as the service role.
 async fn replace_rows(rest: &Rest, db: &Database, service: &Caller, table: &str, rows: Vec<Json>) {
-    rest.delete(db, service, table, &request(""), WriteOptions::default())
-        .await
-        .unwrap();
+    rest.delete(
+        db.into(),
+        service,
+        table,
+        &request(""),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     if !rows.is_empty() {
         rest.insert(
-            db,
+            db.into(),
             service,
             table,
             &request(""),
@@ -408,7 +414,7 @@ async fn check(
     for (caller, who) in &callers.readers {
         let read = rest
             .read(
-                db,
+                db.into(),
                 caller,
                 "docs",
                 &request(&shape.query()),

@@ -93,6 +93,7 @@ pub async fn start(
     let data = Data {
         rest: rest.clone(),
         db: db.clone(),
+        service: Caller::holding(secrets.service),
     };
     let functions = Arc::new(Functions::load(
         &config.functions,

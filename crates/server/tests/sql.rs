@@ -181,7 +181,7 @@ async fn record(test_db: TestDatabase) {
 
     // The catalogue, written by the server (no policy applies).
     rest.insert(
-        db,
+        db.into(),
         &shop.service,
         "products",
         &request(""),
@@ -194,7 +194,7 @@ async fn record(test_db: TestDatabase) {
 
     let placed = rest
         .insert(
-            db,
+            db.into(),
             alice,
             "orders",
             &request("select=id"),
@@ -207,7 +207,7 @@ async fn record(test_db: TestDatabase) {
     let order = placed.rows[0]["id"].as_str().unwrap().to_owned();
 
     rest.insert(
-        db,
+        db.into(),
         alice,
         "order_items",
         &request(""),
@@ -220,7 +220,7 @@ async fn record(test_db: TestDatabase) {
 
     let options = ReadOptions::default();
     rest.read(
-        db,
+        db.into(),
         alice,
         "orders",
         &request("select=*&order=created_at.desc"),
@@ -231,7 +231,7 @@ async fn record(test_db: TestDatabase) {
     snapshot("list_own_orders");
 
     rest.read(
-        db,
+        db.into(),
         alice,
         "orders",
         &request(&format!("select=id,note&id=eq.{order}")),
@@ -243,7 +243,7 @@ async fn record(test_db: TestDatabase) {
 
     let read = rest
         .read(
-            db,
+            db.into(),
             alice,
             "orders",
             &request("select=id,order_items(quantity,products(name))"),
@@ -255,7 +255,7 @@ async fn record(test_db: TestDatabase) {
     snapshot("embed_through_order_lines");
 
     rest.update(
-        db,
+        db.into(),
         alice,
         "orders",
         &request(&format!("id=eq.{order}")),
@@ -267,7 +267,7 @@ async fn record(test_db: TestDatabase) {
     snapshot("update_note_of_own_pending_order");
 
     rest.insert(
-        db,
+        db.into(),
         alice,
         "profiles",
         &request("on_conflict=user_id"),
@@ -282,7 +282,7 @@ async fn record(test_db: TestDatabase) {
     snapshot("upsert_own_profile");
 
     rest.read(
-        db,
+        db.into(),
         &shop.anon,
         "profiles",
         &request("select=id,display_name"),
@@ -292,13 +292,19 @@ async fn record(test_db: TestDatabase) {
     .unwrap();
     snapshot("column_grant_for_anon");
 
-    rest.read(db, alice, "projects", &request("select=id,title"), options)
-        .await
-        .unwrap();
+    rest.read(
+        db.into(),
+        alice,
+        "projects",
+        &request("select=id,title"),
+        options,
+    )
+    .await
+    .unwrap();
     snapshot("membership_exists_policy");
 
     rest.delete(
-        db,
+        db.into(),
         alice,
         "projects",
         &request("id=eq.1"),

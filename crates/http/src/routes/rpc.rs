@@ -78,6 +78,18 @@ pub(crate) fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiEr
         CallError::NotAnObject => (StatusCode::BAD_REQUEST, "PGRST102"),
         CallError::NotStable(_) => (StatusCode::METHOD_NOT_ALLOWED, "PGRST101"),
         CallError::Failed(Failure::Thrown(_)) => (StatusCode::BAD_REQUEST, "P0001"),
+        CallError::WriteExpired => {
+            tracing::warn!(function = name, error = %error, "a function call failed");
+            return ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "57014",
+                "The function ran past its time limit.",
+            );
+        }
+        CallError::Commit(detail) => {
+            tracing::error!(function = name, error = %detail, "a function's writes could not be committed");
+            return ApiError::internal();
+        }
         CallError::Failed(failure) => {
             tracing::warn!(function = name, error = %failure, "a function call failed");
             return match failure {

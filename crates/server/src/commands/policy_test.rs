@@ -118,19 +118,25 @@ async fn check(
     let options = WriteOptions::default();
     let outcome: Result<usize, RestError> = match command {
         "select" => rest
-            .read(db, &caller, &expect.table, &request, ReadOptions::default())
+            .read(
+                db.into(),
+                &caller,
+                &expect.table,
+                &request,
+                ReadOptions::default(),
+            )
             .await
             .map(|result| result.rows.len()),
         "insert" => rest
-            .insert(db, &caller, &expect.table, &request, &body, options)
+            .insert(db.into(), &caller, &expect.table, &request, &body, options)
             .await
             .map(|r| r.affected),
         "update" => rest
-            .update(db, &caller, &expect.table, &request, &body, options)
+            .update(db.into(), &caller, &expect.table, &request, &body, options)
             .await
             .map(|r| r.affected),
         "delete" => rest
-            .delete(db, &caller, &expect.table, &request, options)
+            .delete(db.into(), &caller, &expect.table, &request, options)
             .await
             .map(|r| r.affected),
         other => bail!("unknown command {other:?}: use select, insert, update or delete"),
@@ -189,7 +195,7 @@ pub async fn run(file: &Path, overrides: &Overrides) -> anyhow::Result<()> {
         let rows = Json::Array(seed.rows.clone());
         let request = gatehouse_query::Request::default();
         rest.insert(
-            &db,
+            (&db).into(),
             &caller,
             &seed.table,
             &request,

@@ -80,7 +80,12 @@ const MODULES: [(&str, &str); 7] = [
     ),
 ];
 
-async fn rpc(server: &TestServer, who: Option<&str>, name: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn rpc(
+    server: &TestServer,
+    who: Option<&str>,
+    name: &str,
+    body: Value,
+) -> (u16, Value) {
     let request = server
         .rest(Method::POST, &format!("rpc/{name}"), who)
         .json(&body);

@@ -10,6 +10,7 @@ mod binary;
 mod bola;
 mod bounds;
 mod errors;
+mod function_writes;
 mod functions;
 mod idempotency;
 mod keys;
