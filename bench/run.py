@@ -123,8 +123,11 @@ def gatehouse_config(auth=""):
             "reads = { limit = 1000000, window_secs = 60 }\nwrites = { limit = 1000000, window_secs = 60 }\n")
 
 
-# (g): a function that returns a constant, so the cost measured is the call's.
+# (g): a function that returns a constant, so the cost measured is the call's;
+# (h) and (i): the shop's checkout (examples/shop/functions), as the shop declares it.
 PING = '[functions.ping]\nmodule = "ping.js"\nroles = ["authenticated"]\n'
+CHECKOUT = ('[functions.checkout]\nmodule = "checkout.js"\nroles = ["authenticated"]\nsecurity = "definer"\n'
+            'write_ms = 1000\nargs.items = { type = "jsonb", not_null = true }\n')
 
 
 class Gatehouse:
@@ -137,10 +140,11 @@ class Gatehouse:
         self.data = os.path.join(work, "gatehouse")
         self.config = os.path.join(work, "gatehouse.toml")
         with open(self.config, "w") as out:
-            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config + PING)
+            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config + PING + CHECKOUT)
         os.makedirs(os.path.join(work, "functions"), exist_ok=True)
         with open(os.path.join(work, "functions", "ping.js"), "w") as out:
             out.write("export default () => ({ ok: true });\n")
+        shutil.copy(os.path.join(ROOT, "examples", "shop", "functions", "checkout.js"), os.path.join(work, "functions"))
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = self.restart("gatehouse")
         self.secret = open(os.path.join(self.data, "secret.key")).read().strip()
@@ -177,6 +181,8 @@ def seed_gatehouse(base, secret, users):
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(orders, users))
+    # Two products that never run out, for (h) and (i).
+    http("POST", f"{base}/rest/v1/products", [{"id": n, "name": f"product {n}", "price_cents": 100 * n, "stock": 2_000_000_000} for n in (1, 2)], admin)
     return tokens, ids
 
 
@@ -310,6 +316,11 @@ def wrk(url, lua, rows_file, connections, seconds):
     }
 
 
+CHECKOUT_BODY = '{"items":[{"product_id":1,"quantity":1},{"product_id":2,"quantity":1}]}'
+# Load run beside a workload, on its own connections: (name, connections, lua request).
+BESIDE = {"i insert beside checkout": (8, 'return wrk.format("POST", "/rest/v1/rpc/checkout", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, ' + repr(CHECKOUT_BODY) + ')')}
+
+
 def workloads(kind):
     """(name, connections, lua request body, leak condition or None) per server kind."""
     if kind == "gatehouse":
@@ -322,6 +333,10 @@ def workloads(kind):
             ("e sign in", 8, 'return wrk.format("POST", "/auth/v1/token?grant_type=password", {["apikey"]=r[5], ["content-type"]="application/json"}, \'{"email":"\' .. r[4] .. \'","password":"' + PASSWORD + '"}\')', None),
             ("f 90/10 mix", 64, 'if math.random(10) == 1 then return wrk.format("POST", "/rest/v1/orders", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, \'{"total_cents":1,"note":"mix"}\') end return wrk.format("GET", "/rest/v1/orders?select=*&order=created_at.desc&limit=20", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1]})', None),
             ("g rpc constant", 64, 'return wrk.format("POST", "/rest/v1/rpc/ping", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, "{}")', None),
+            ("h checkout", 64, "return " + auth % ("POST", "/rest/v1/rpc/checkout", ", " + repr(CHECKOUT_BODY)), None),
+            # (d) again while 8 connections keep checking out beside it: how long the
+            # functions' write transactions make other writers wait.
+            ("i insert beside checkout", 32, 'return wrk.format("POST", "/rest/v1/orders", {["apikey"]=r[5], ["authorization"]="Bearer " .. r[1], ["content-type"]="application/json"}, \'{"total_cents":1234,"note":"bench"}\')', None),
         ]
     if kind == "pocketbase":
         return [
@@ -399,6 +414,18 @@ def grow_to_a_million(database):
     return count
 
 
+def measure(base, lua, rows, connections, seconds, beside=None):
+    """One wrk run, with `beside` (connections, lua request) loading the server at the same time."""
+    if not beside:
+        return wrk(base, lua, rows, connections, seconds)
+    other = LUA.replace("{{REQUEST}}", beside[1]).replace("{{RESPONSE}}", "")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        background = pool.submit(wrk, base, other, rows, beside[0], seconds)
+        result = wrk(base, lua, rows, connections, seconds)
+        result["beside_rps"] = background.result()["rps"]
+    return result
+
+
 def run_server(kind, server, base, rows, seconds, repeats, profile=(), only_workloads=None):
     results = {}
     for name, connections, request, leaked in workloads(kind):
@@ -410,7 +437,7 @@ def run_server(kind, server, base, rows, seconds, repeats, profile=(), only_work
         leaked = leaked or ("status >= 300" if os.environ.get("BENCH_STATUSES") else None)
         check = LEAK_CHECK.replace("{{LEAKED}}", leaked) if leaked else ""
         lua = LUA.replace("{{REQUEST}}", request).replace("{{RESPONSE}}", check)
-        runs = [wrk(base, lua, rows, connections, seconds) for _ in range(repeats)]
+        runs = [measure(base, lua, rows, connections, seconds, BESIDE.get(name)) for _ in range(repeats)]
         if name.split()[0] in profile:
             runs = [profiled(server, name, lambda: wrk(base, lua, rows, connections, seconds))]
         results[name] = {
@@ -421,6 +448,8 @@ def run_server(kind, server, base, rows, seconds, repeats, profile=(), only_work
             "non_2xx": sum(r["non_2xx"] for r in runs),
             "connections": connections,
         }
+        if "beside_rps" in runs[0]:
+            results[name]["beside_rps"] = statistics.median(r["beside_rps"] for r in runs)
         print(f"  {kind:10} {name:14} {results[name]['rps']:10.0f} req/s  p50 {results[name]['p50_ms']:.2f} ms  p99 {results[name]['p99_ms']:.2f} ms", flush=True)
     results["peak_rss_mb"] = server.stop()
     return results
@@ -537,6 +566,10 @@ def write_report(report):
     gh = servers.get("gatehouse", {})
     if "g rpc constant" in gh and "b get own" in gh:
         lines += ["", f"(g) a function returning a constant runs at {gh['g rpc constant']['rps'] / gh['b get own']['rps']:.2f} of (b) get own."]
+    if "i insert beside checkout" in gh and "d insert" in gh:
+        beside = gh["i insert beside checkout"]
+        lines += ["", f"(i) inserts run at {beside['rps'] / gh['d insert']['rps']:.2f} of (d) while 8 connections check out beside them "
+                  f"({beside.get('beside_rps', 0):.0f} checkouts/s; p99 of an insert {beside['p99_ms']:.1f} ms against {gh['d insert']['p99_ms']:.1f} ms alone)."]
     raw = report.get("argon2id_raw_per_s")
     sign_in = servers.get("gatehouse", {}).get("e sign in", {}).get("rps")
     if raw and sign_in:

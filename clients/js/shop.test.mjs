@@ -14,10 +14,10 @@ describe('examples/shop through supabase-js', () => {
   let anon;
   let alice;
   let bob;
+  let as;
 
   before(async () => {
     server = await startGatehouse(shop);
-    let as;
     ({ service, anon, as } = clientsOf(server));
     alice = as(ALICE);
     bob = as(BOB);
@@ -147,5 +147,47 @@ describe('examples/shop through supabase-js', () => {
     assert.equal(takeover.code, '42501');
     const { data: names } = await anon.from('profiles').select('display_name');
     assert.deepEqual(names, [{ display_name: 'Alice L.' }]);
+  });
+
+  test('checkout prices on the server and sells exactly the stock to concurrent buyers', async () => {
+    const { data: added, error } = await service
+      .from('products')
+      .insert({ name: 'Mug', price_cents: 850, stock: 12 })
+      .select('id');
+    assert.equal(error, null);
+    const mug = added[0].id;
+    // A price sent by the client is ignored: the catalogue's counts.
+    const { data: order, error: checkoutError } = await alice.rpc('checkout', {
+      items: [{ product_id: mug, quantity: 2, price_cents: 1 }],
+    });
+    assert.equal(checkoutError, null);
+    assert.equal(order.total_cents, 1700);
+    const { data: lines } = await alice.from('order_items').select('quantity').eq('order_id', order.id);
+    assert.deepEqual(lines, [{ quantity: 2 }]);
+    const { error: tooMany } = await alice.rpc('checkout', { items: [{ product_id: mug, quantity: 11 }] });
+    assert.equal(tooMany.code, 'P0001');
+    assert.equal(tooMany.message, `out of stock: product ${mug}`);
+    // The last ten, fifty buyers at once.
+    const buyers = Array.from({ length: 50 }, (_, n) => as(`0190c2a4-7e5b-7000-8000-${String(n).padStart(12, '0')}`));
+    const answers = await Promise.all(
+      buyers.map((buyer) => buyer.rpc('checkout', { items: [{ product_id: mug, quantity: 1 }] })),
+    );
+    assert.equal(answers.filter(({ error }) => error === null).length, 10);
+    const refusals = answers.filter(({ error }) => error?.message === `out of stock: product ${mug}`);
+    assert.equal(refusals.length, 40);
+    const { data: left } = await service.from('products').select('stock').eq('id', mug).single();
+    assert.equal(left.stock, 0);
+  });
+
+  test('complete_lesson is validated and idempotent', async () => {
+    const { data: first, error } = await alice.rpc('complete_lesson', { lesson_id: 3, score: 80 });
+    assert.equal(error, null);
+    assert.equal(first.recorded, true);
+    const { data: again } = await alice.rpc('complete_lesson', { lesson_id: 3, score: 20 });
+    assert.deepEqual(again, { ...first, recorded: false });
+    const { error: invalid } = await alice.rpc('complete_lesson', { lesson_id: 3, score: 101 });
+    assert.equal(invalid.code, '22P02');
+    const { error: anonymous } = await anon.rpc('complete_lesson', { lesson_id: 3, score: 1 });
+    assert.equal(anonymous.code, '42501');
   });
 });

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
-use gatehouse_db::{Executor, Row, Statement, Value};
+use gatehouse_db::{Dialect, Executor, Row, Statement, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::Request;
 use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
@@ -425,12 +425,22 @@ impl Rest {
         let returned = returned(&access, request, options)?;
         let name = access.table.name.quoted();
 
+        // The rows the update may touch, counted to tell a row its new version
+        // fails the `with check` on from a row that is simply not there. On
+        // PostgreSQL they are locked as they are counted: a concurrent write
+        // could otherwise change one between the count and the update, which
+        // would then skip it (READ COMMITTED checks the filters again) and read
+        // as a failed check.
         let mut count = StatementBuilder::new(db.dialect());
         count
-            .push("SELECT CAST(COUNT(*) AS BIGINT) FROM ")
+            .push("SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM ")
             .raw(&name)
             .push(" AS \"t0\"");
-        let count = where_clause(count, &access, request)?;
+        let mut count = where_clause(count, &access, request)?;
+        if db.dialect() == Dialect::Postgres {
+            count.push(" FOR UPDATE");
+        }
+        count.push(") AS \"visible\"");
 
         let mut update = StatementBuilder::new(db.dialect());
         update.push("UPDATE ").raw(&name).push(" AS \"t0\" SET ");

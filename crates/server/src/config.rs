@@ -163,6 +163,8 @@ struct FileConfig {
     /// Files holding more `[tables.*]` declarations, relative to this one.
     #[serde(default)]
     schema_files: Vec<PathBuf>,
+    /// Where functions' modules are, relative to this file; `functions` by default.
+    functions_dir: Option<PathBuf>,
     #[serde(default)]
     tables: IndexMap<String, TableDecl>,
     #[serde(default)]
@@ -570,13 +572,15 @@ impl Config {
             )?),
             None => read(Path::new(DEFAULT_FILE))?.map(|text| (PathBuf::from(DEFAULT_FILE), text)),
         };
-        let functions_dir = file.as_ref().map_or_else(
-            || PathBuf::from("functions"),
-            |(path, _)| path.parent().unwrap_or(Path::new("")).join("functions"),
-        );
+        let mut functions_dir = PathBuf::from("functions");
         let (parsed, schema) = match file {
             Some((path, text)) => {
                 let mut parsed = parse_file(&path, &text)?;
+                let folder = parsed
+                    .functions_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("functions"));
+                functions_dir = path.parent().unwrap_or(Path::new("")).join(folder);
                 let main = Source { path, text };
                 let mut sources =
                     read_schema_files(&main, &parsed.schema_files, &mut parsed.tables)?;

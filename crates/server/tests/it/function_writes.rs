@@ -47,13 +47,28 @@ security = "definer"
 module = "count_all.js"
 roles = ["authenticated"]
 
+[functions.hold]
+module = "hold.js"
+roles = ["authenticated"]
+write_ms = 2000
+args.id = { type = "bigint", not_null = true }
+
 [functions.slow_writer]
 module = "slow_writer.js"
 roles = ["authenticated"]
 write_ms = 50
 "#;
 
-const MODULES: [(&str, &str); 4] = [
+const MODULES: [(&str, &str); 5] = [
+    (
+        "hold.js",
+        "export default async ({ id }, ctx) => {
+           const { count } = await ctx.db.from('notes').update({ title: 'held' }, { count: 'exact' }).eq('id', id);
+           const until = Date.now() + 300;
+           while (Date.now() < until) {}
+           return count;
+         }",
+    ),
     (
         "add_notes.js",
         "export default async ({ titles, fail }, ctx) => {
@@ -230,5 +245,37 @@ async fn writes_held_open_past_their_limit_are_rolled_back() {
         )
         .await;
         assert_eq!(status, 200);
+    }
+}
+
+/// A PATCH conditional on a value that a concurrent transaction changes finds
+/// no row (as PostgreSQL's READ COMMITTED has it), rather than reading the
+/// skipped row as a failed `with check`.
+#[tokio::test]
+async fn a_conditional_update_racing_a_call_finds_no_row() {
+    for database in TestDatabase::all() {
+        let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+        let (_, body) = rpc(&server, Some(ALICE), "add_notes", json!({"titles": ["a"]})).await;
+        let id = body["added"][0]["id"].clone();
+        let holding = rpc(&server, Some(ALICE), "hold", json!({"id": id}));
+        let racing = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let response = server
+                .rest(
+                    Method::PATCH,
+                    &format!("notes?id=eq.{id}&title=eq.a"),
+                    Some(ALICE),
+                )
+                .header("prefer", "return=representation")
+                .json(&json!({"title": "raced"}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), json(response).await)
+        };
+        let (held, raced) = tokio::join!(holding, racing);
+        assert_eq!(held, (200, json!(1)));
+        assert_eq!(raced, (200, json!([])), "{:?}", database.location());
+        assert_eq!(titles(&server, ALICE).await, json!([{"title": "held"}]));
     }
 }

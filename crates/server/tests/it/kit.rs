@@ -116,6 +116,38 @@ pub async fn start_storage(text: &str, database: &TestDatabase, s3: Option<&str>
     .await
 }
 
+/// The example shop (examples/shop: tables, policies, storage policies and
+/// functions) on `database`.
+pub async fn start_shop(database: &TestDatabase) -> TestServer {
+    start_full(
+        Some(database),
+        None,
+        None,
+        |config| {
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                data_dir: Some(config.data_dir.clone()),
+                config_file: Some(
+                    concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../examples/shop/gatehouse.toml"
+                    )
+                    .into(),
+                ),
+                ..Overrides::default()
+            };
+            let shop = Config::load(&overrides, &no_env).unwrap();
+            config.schema = shop.schema;
+            config.policies = shop.policies;
+            config.storage = shop.storage;
+            config.functions = shop.functions;
+            config.functions_dir = shop.functions_dir;
+        },
+        Router::new(),
+    )
+    .await
+}
+
 /// A server whose gatehouse.toml is `text`, with `modules` (file, source)
 /// in the `functions/` folder beside it.
 pub async fn start_functions(

@@ -25,4 +25,5 @@ mod resumable;
 mod robustness;
 mod scale;
 mod search;
+mod shop_functions;
 mod storage;
