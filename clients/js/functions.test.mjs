@@ -74,4 +74,22 @@ describe('functions through supabase.rpc', () => {
     const volatile = await anon.rpc('quote', { items: [] }, { get: true });
     assert.equal(volatile.error.code, 'PGRST101');
   });
+
+  test("a function's rows take filters, order, paging, select, count and single", async () => {
+    const { data, error, count } = await anon
+      .rpc('menu', {}, { count: 'exact' })
+      .select('name')
+      .lt('price', 1000)
+      .order('price', { ascending: false })
+      .range(0, 0);
+    assert.equal(error, null);
+    assert.deepEqual(data, [{ name: 'tea' }]);
+    assert.equal(count, 2);
+    const { data: cheap } = await anon.rpc('menu', { min: 400 }, { get: true }).ilike('name', 'TEA%').select('id');
+    assert.deepEqual(cheap, [{ id: 1 }, { id: 3 }]);
+    const { data: one } = await anon.rpc('menu').eq('id', 2).single();
+    assert.deepEqual(one, { id: 2, name: 'cake', price: 325 });
+    const { error: many } = await anon.rpc('menu').single();
+    assert.equal(many.code, 'PGRST116');
+  });
 });

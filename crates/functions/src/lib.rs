@@ -16,6 +16,7 @@
 
 mod data;
 mod fetch;
+mod rows;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
 pub use data::Data;
+pub use rows::{ShapeError, Shaped, asks_anything, shape};
 use sandbox::Sandbox;
 pub use sandbox::{Failure, Limits};
 
@@ -330,30 +332,40 @@ impl Functions {
         outcomes
     }
 
-    /// The arguments of a call made with GET (`?a=1&b=x`), typed as declared:
-    /// only a `stable` function may be called so, as PostgREST allows.
-    pub fn query_args(&self, name: &str, pairs: &[(String, String)]) -> Result<Json, CallError> {
+    /// The arguments of a call made with GET (`?a=1&b=x`), typed as declared,
+    /// and the other pairs, which apply to the rows it returns (as PostgREST
+    /// reads a GET): only a `stable` function may be called so.
+    pub fn query_args(
+        &self,
+        name: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(Json, Vec<(String, String)>), CallError> {
         let function = self.function(name)?;
         if !function.stable {
             return Err(CallError::NotStable(name.to_owned()));
         }
         let mut args = Map::new();
+        let mut rest = Vec::new();
         for (key, text) in pairs {
+            let Some(column) = function
+                .args
+                .iter()
+                .find(|column| column.name.as_str() == key)
+            else {
+                rest.push((key, text));
+                continue;
+            };
             let refuse = |message: String| CallError::Argument {
                 argument: key.clone(),
                 message,
             };
-            let column = function
-                .args
-                .iter()
-                .find(|column| column.name.as_str() == key)
-                .ok_or_else(|| refuse("is not an argument of this function".into()))?;
-            let value = gatehouse_rest::text_to_json(column.ty, text).map_err(refuse)?;
-            if args.insert(key.clone(), value).is_some() {
+            let value = gatehouse_rest::text_to_json(column.ty, &text).map_err(refuse)?;
+            if args.contains_key(&key) {
                 return Err(refuse("is given more than once".into()));
             }
+            args.insert(key, value);
         }
-        Ok(Json::Object(args))
+        Ok((Json::Object(args), rest))
     }
 
     /// Calls `name` as `caller` with `args` (a JSON object of named values),

@@ -21,7 +21,7 @@ fn request(query: Option<String>) -> Result<gatehouse_query::Request, ApiError> 
 
 /// PostgREST's status for each failure (the code is the error's own); the
 /// caller decides 401 or 403.
-fn rest_error(error: RestError, caller: &Caller) -> ApiError {
+pub(crate) fn rest_error(error: RestError, caller: &Caller) -> ApiError {
     let status = match &error {
         RestError::UnknownTable(_) => StatusCode::NOT_FOUND,
         RestError::TableDenied(_) | RestError::ColumnDenied { .. } => {
@@ -44,9 +44,9 @@ fn rest_error(error: RestError, caller: &Caller) -> ApiError {
     ApiError::new(status, code, error.to_string())
 }
 
-struct Prefer {
+pub(crate) struct Prefer {
     representation: bool,
-    count: Option<Count>,
+    pub(crate) count: Option<Count>,
     resolution: Option<Resolution>,
 }
 
@@ -59,7 +59,7 @@ impl Prefer {
     }
 }
 
-fn prefer(headers: &HeaderMap) -> Prefer {
+pub(crate) fn prefer(headers: &HeaderMap) -> Prefer {
     let mut prefer = Prefer {
         representation: false,
         count: None,
@@ -87,7 +87,7 @@ fn prefer(headers: &HeaderMap) -> Prefer {
 
 /// How rows go back, by `Accept`: PostgREST's media types.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Representation {
+pub(crate) enum Representation {
     Array,
     /// `application/vnd.pgrst.object+json`: exactly one row, as an object.
     Object,
@@ -96,7 +96,7 @@ enum Representation {
 
 impl Representation {
     /// The first media type in `Accept` that we produce; none at all is 406.
-    fn of(headers: &HeaderMap) -> Result<Self, ApiError> {
+    pub(crate) fn of(headers: &HeaderMap) -> Result<Self, ApiError> {
         let Some(accept) = headers.get(header::ACCEPT) else {
             return Ok(Self::Array);
         };
@@ -157,7 +157,7 @@ fn range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
     Ok(Some((first, last)))
 }
 
-fn rows_response(
+pub(crate) fn rows_response(
     status: StatusCode,
     rows: Vec<Json>,
     representation: Representation,

@@ -4,21 +4,25 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gatehouse_functions::{CallError, Failure};
-use gatehouse_rest::Caller;
-use http::StatusCode;
+use gatehouse_rest::{Caller, RestError};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 
+use crate::routes::rest_table::{Representation, prefer, rest_error, rows_response};
 use crate::{ApiError, AppState, Identity, RequestId};
 
 pub async fn post(
     State(state): State<AppState>,
     Identity(caller): Identity,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     request_id: Option<Extension<RequestId>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request_id = request_id.map(|Extension(id)| id);
     let request_id = request_id.as_ref().map_or("", RequestId::as_str);
     let args = if body.iter().all(u8::is_ascii_whitespace) {
@@ -32,39 +36,92 @@ pub async fn post(
             )
         })?
     };
-    state
+    let request = shaping(&pairs(query))?;
+    let result = state
         .functions()
         .call(&caller, (&name, request_id), args, None)
         .await
-        .map(Json)
-        .map_err(|error| call_error(error, &caller, &name))
+        .map_err(|error| call_error(error, &caller, &name))?;
+    answer(result, &request, &headers, &caller)
 }
 
 /// `GET /rest/v1/rpc/<name>?a=1`: a `stable` function, its arguments from the
-/// query string typed as declared (`supabase.rpc(name, args, { get: true })`).
+/// query string typed as declared (`supabase.rpc(name, args, { get: true })`);
+/// the other parameters apply to its rows, as with POST.
 pub async fn get(
     State(state): State<AppState>,
     Identity(caller): Identity,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     request_id: Option<Extension<RequestId>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request_id = request_id.map(|Extension(id)| id);
     let request_id = request_id.as_ref().map_or("", RequestId::as_str);
-    let query = query.unwrap_or_default();
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect();
     let functions = state.functions();
-    let run = async {
-        let args = functions.query_args(&name, &pairs)?;
-        functions
-            .call(&caller, (&name, request_id), args, None)
-            .await
+    let (args, rest) = functions
+        .query_args(&name, pairs(query))
+        .map_err(|error| call_error(error, &caller, &name))?;
+    let request = shaping(&rest)?;
+    let result = functions
+        .call(&caller, (&name, request_id), args, None)
+        .await
+        .map_err(|error| call_error(error, &caller, &name))?;
+    answer(result, &request, &headers, &caller)
+}
+
+fn pairs(query: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+/// The query grammar for a function's rows (select, filters, order, paging).
+fn shaping(pairs: &[(String, String)]) -> Result<gatehouse_query::Request, ApiError> {
+    gatehouse_query::parse(pairs)
+        .map_err(|error| rest_error(RestError::Query(error), &Caller::anon()))
+}
+
+/// What the function returned, as PostgREST answers a function call: as is,
+/// unless the request filters, orders, pages, selects, counts or asks for one
+/// object, which apply to a returned list of objects as to a table's rows.
+fn answer(
+    result: Value,
+    request: &gatehouse_query::Request,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<Response, ApiError> {
+    let representation = Representation::of(headers)?;
+    let refused = |error: RestError| rest_error(error, caller);
+    let count = prefer(headers).count.is_some();
+    let shapes = gatehouse_functions::asks_anything(request) || count;
+    match representation {
+        Representation::Array if !shapes => return Ok(Json(result).into_response()),
+        // A function returning one object answers it as the object asked for.
+        Representation::Object if !shapes && !result.is_array() => {
+            return rows_response(StatusCode::OK, vec![result], representation).map_err(refused);
+        }
+        _ => {}
+    }
+    let shaped = gatehouse_functions::shape(result, request)
+        .map_err(|error| refused(RestError::Unsupported(error.to_string())))?;
+    let shown = shaped.rows.len();
+    let total = if count {
+        shaped.total.to_string()
+    } else {
+        "*".to_owned()
     };
-    run.await
-        .map(Json)
-        .map_err(|error| call_error(error, &caller, &name))
+    let content_range = if shown == 0 {
+        format!("*/{total}")
+    } else {
+        format!("{}-{}/{total}", shaped.offset, shaped.offset + shown - 1)
+    };
+    let mut response =
+        rows_response(StatusCode::OK, shaped.rows, representation).map_err(refused)?;
+    if let Ok(value) = HeaderValue::from_str(&content_range) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    Ok(response)
 }
 
 /// PostgREST's shapes: a thrown error is the function's own message under

@@ -43,6 +43,12 @@ roles = ["authenticated"]
 [functions.hidden]
 module = "add.js"
 
+[functions.menu]
+module = "menu.js"
+roles = ["anon"]
+volatility = "stable"
+args.min = { type = "integer", default = 0 }
+
 [functions.twice]
 module = "twice.js"
 roles = ["anon"]
@@ -52,7 +58,15 @@ args.flag = { type = "boolean", default = false }
 args.code = { type = "text", check = { pattern = "^[a-z]+$" } }
 "#;
 
-const MODULES: [(&str, &str); 7] = [
+const MODULES: [(&str, &str); 8] = [
+    (
+        "menu.js",
+        "export default ({ min }) => [
+           { id: 1, name: 'tea', price: 450, tags: ['hot'] },
+           { id: 2, name: 'cake', price: 325, tags: ['sweet'] },
+           { id: 3, name: 'teapot', price: 1999, tags: [] },
+         ].filter((item) => item.price >= min)",
+    ),
     (
         "twice.js",
         "export default ({ n, flag }) => ({ n: n * 2, flag })",
@@ -573,4 +587,73 @@ async fn development_reloads_changed_modules() {
         logs.contains("version.js:"),
         "the error names where:\n{logs}"
     );
+}
+
+/// A function returning a list of objects answers PostgREST's grammar on its
+/// rows: filters, order, paging, select, an exact count and one object.
+#[tokio::test]
+async fn a_function_s_rows_take_filters_order_paging_and_select() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let call = |method: Method, query: &str| {
+        server
+            .rest(method, &format!("rpc/menu?{query}"), None)
+            .json(&json!({}))
+    };
+    let response = call(Method::POST, "select=name&price=lt.1000&order=price.desc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(response).await,
+        json!([{"name": "tea"}, {"name": "cake"}])
+    );
+
+    let response = call(Method::POST, "select=id&order=id&limit=1&offset=1")
+        .header("prefer", "count=exact")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-range"], "1-1/3");
+    assert_eq!(json(response).await, json!([{"id": 2}]));
+
+    // Arguments and filters side by side in a GET.
+    let response = call(Method::GET, "min=400&name=like.tea*&select=id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await, json!([{"id": 1}, {"id": 3}]));
+
+    let one = |query: &str| {
+        call(Method::POST, query)
+            .header("accept", "application/vnd.pgrst.object+json")
+            .send()
+    };
+    let response = one("id=eq.3").await.unwrap();
+    assert_eq!(json(response).await["name"], "teapot");
+    let response = one("price=gt.0").await.unwrap();
+    assert_eq!(response.status(), 406);
+    assert_eq!(json(response).await["code"], "PGRST116");
+
+    for query in ["price=gt.cheap", "select=id,orders(*)", "order=tags"] {
+        let response = call(Method::POST, query).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+    }
+    // A function returning one object takes no row grammar, but answers as
+    // the one object asked for.
+    let response = server
+        .rest(Method::POST, "rpc/add?a=eq.1", Some(ALICE))
+        .json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = server
+        .rest(Method::POST, "rpc/add", Some(ALICE))
+        .header("accept", "application/vnd.pgrst.object+json")
+        .json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await, json!({"sum": 1}));
 }
