@@ -149,6 +149,24 @@ describe('examples/shop through supabase-js', () => {
     assert.deepEqual(names, [{ display_name: 'Alice L.' }]);
   });
 
+  test('a before trigger tidies profiles and refuses what it cannot tidy', async () => {
+    const carol = as('0190c2a4-7e5b-7000-8000-00000000ca01');
+    const { data, error } = await carol
+      .from('profiles')
+      .insert({ display_name: '  Carol \n  Jones ', bio: '   ' })
+      .select('display_name, bio')
+      .single();
+    assert.equal(error, null);
+    assert.deepEqual(data, { display_name: 'Carol Jones', bio: null });
+    const { error: hidden } = await carol.from('profiles').update({ display_name: 'Carol\u202egnp.exe' }).not('id', 'is', null);
+    assert.equal(hidden.code, 'P0001');
+    assert.match(hidden.message, /direction/);
+    const { error: blank } = await as('0190c2a4-7e5b-7000-8000-00000000ca02').from('profiles').insert({ display_name: ' \t ' });
+    assert.equal(blank.code, 'P0001');
+    const { data: kept } = await carol.from('profiles').select('display_name').eq('display_name', 'Carol Jones');
+    assert.equal(kept.length, 1);
+  });
+
   test('checkout prices on the server and sells exactly the stock to concurrent buyers', async () => {
     const { data: added, error } = await service
       .from('products')

@@ -9,13 +9,19 @@
 //! it, everything written is rolled back and the next step or the commit fails
 //! with [`DbError::TransactionExpired`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{Database, DbError, Dialect, Result, Row, Statement, postgres, sqlite};
 
 type Outcome = Result<Option<Vec<Vec<Row>>>>;
 
-pub struct Transaction {
+/// Cheap to clone: the clones share the one transaction (a function's code
+/// and the triggers its writes run).
+#[derive(Clone)]
+pub struct Transaction(Arc<Shared>);
+
+struct Shared {
     database: Database,
     limit: Duration,
     open: tokio::sync::Mutex<Option<Open>>,
@@ -30,34 +36,34 @@ impl Database {
     /// A transaction that begins at its first write and may stay open `limit`
     /// from then to its commit. Dropping it uncommitted rolls it back.
     pub fn begin(&self, limit: Duration) -> Transaction {
-        Transaction {
+        Transaction(Arc::new(Shared {
             database: self.clone(),
             limit,
             open: tokio::sync::Mutex::new(None),
-        }
+        }))
     }
 }
 
 impl Transaction {
     pub fn dialect(&self) -> Dialect {
-        self.database.dialect()
+        self.0.database.dialect()
     }
 
     /// Whether anything has been written (and so would be committed).
     pub async fn is_writing(&self) -> bool {
-        self.open.lock().await.is_some()
+        self.0.open.lock().await.is_some()
     }
 
     /// A read: on the pool until the first write, inside the transaction after.
     pub async fn query(&self, statement: Statement) -> Result<Vec<Row>> {
-        let mut open = self.open.lock().await;
+        let mut open = self.0.open.lock().await;
         match open.as_mut() {
             None => {
                 drop(open);
-                self.database.query(statement).await
+                self.0.database.query(statement).await
             }
             Some(open) => {
-                self.database.trace(std::slice::from_ref(&statement));
+                self.0.database.trace(std::slice::from_ref(&statement));
                 let mut rows = run(open, vec![statement], |_| true)
                     .await?
                     .ok_or_else(|| DbError::Pool("a read was refused".into()))?;
@@ -74,12 +80,14 @@ impl Transaction {
         statements: Vec<Statement>,
         accept: fn(&[Vec<Row>]) -> bool,
     ) -> Outcome {
-        self.database.trace(&statements);
-        let mut open = self.open.lock().await;
+        self.0.database.trace(&statements);
+        let mut open = self.0.open.lock().await;
         if open.is_none() {
-            *open = Some(match &self.database {
-                Database::Sqlite(pool) => Open::Sqlite(pool.begin(self.limit).await?),
-                Database::Postgres(pool) => Open::Postgres(Box::new(pool.begin(self.limit).await?)),
+            *open = Some(match &self.0.database {
+                Database::Sqlite(pool) => Open::Sqlite(pool.begin(self.0.limit).await?),
+                Database::Postgres(pool) => {
+                    Open::Postgres(Box::new(pool.begin(self.0.limit).await?))
+                }
             });
         }
         match open.as_mut() {
@@ -91,7 +99,7 @@ impl Transaction {
     /// Makes every write durable; with nothing written, does nothing. A later
     /// write would begin a new transaction.
     pub async fn commit(&self) -> Result<()> {
-        let open = self.open.lock().await.take();
+        let open = self.0.open.lock().await.take();
         match open {
             None => Ok(()),
             Some(Open::Sqlite(open)) => open.commit().await,
@@ -102,7 +110,7 @@ impl Transaction {
     /// Undoes every write (as dropping the transaction does, but at once,
     /// while the transaction itself may still be shared).
     pub async fn rollback(&self) {
-        let open = self.open.lock().await.take();
+        let open = self.0.open.lock().await.take();
         if let Some(Open::Postgres(open)) = open {
             open.rollback().await;
         }

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_db::Transaction;
 use gatehouse_policy::Role;
-use gatehouse_rest::Caller;
-use gatehouse_schema::declaration::ColumnDecl;
+use gatehouse_rest::{BeforeWrite, Caller, Event, Pending, RestError, RowChange};
+use gatehouse_schema::declaration::{ColumnDecl, TriggerDecl};
 use gatehouse_schema::{Check, Column, ColumnType, Literal};
 use indexmap::IndexMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -137,6 +138,7 @@ pub struct Functions {
     /// The last module text that failed to compile, per function, so a broken
     /// file is reported once rather than at every look.
     failed: std::sync::Mutex<HashMap<String, String>>,
+    triggers: Triggers,
 }
 
 /// How long a call's transaction may hold its writes open, by default.
@@ -150,7 +152,7 @@ impl Functions {
     /// Reads each function's module from `folder` and compiles it: a syntax
     /// error stops the load, naming the file, line and column.
     pub fn load(
-        decls: &IndexMap<String, FunctionDecl>,
+        (decls, triggers): (&IndexMap<String, FunctionDecl>, &[(String, TriggerDecl)]),
         folder: &Path,
         data: Data,
         secrets: &HashMap<String, SecretString>,
@@ -270,7 +272,9 @@ impl Functions {
                 }),
             );
         }
+        let triggers = before_triggers(triggers, &declared)?;
         Ok(Self {
+            triggers,
             declared: std::sync::RwLock::new(declared),
             sandbox,
             data,
@@ -393,15 +397,55 @@ impl Functions {
         if let Some(request) = request {
             context["request"] = request;
         }
+        // Every query of the call runs in one transaction, committed when the
+        // function returns and rolled back when it throws.
+        let transaction = self.data.db.begin(function.write_limit);
+        let ran = self
+            .run(
+                (name, &function),
+                caller,
+                request_id,
+                (args, context),
+                &transaction,
+            )
+            .await;
+        match ran {
+            Ok(value) => match transaction.commit().await {
+                Ok(()) => Ok(value),
+                Err(gatehouse_db::DbError::TransactionExpired) => Err(CallError::WriteExpired),
+                Err(error) => Err(CallError::Commit(error)),
+            },
+            Err(failure) => {
+                transaction.rollback().await;
+                Err(CallError::Failed(failure))
+            }
+        }
+    }
+
+    /// Runs one function in the sandbox, its `ctx.db` inside `transaction`,
+    /// on a blocking thread. A call made from inside another (a trigger of a
+    /// write the code made) runs without waiting for a turn, which the outer
+    /// call already holds, and only so deep.
+    async fn run(
+        &self,
+        (name, function): (&str, &Declared),
+        caller: &Caller,
+        request_id: &str,
+        (args, context): (Json, Json),
+        transaction: &Transaction,
+    ) -> Result<Json, Failure> {
+        let depth = DEPTH.get();
+        if depth >= MAX_DEPTH {
+            return Err(Failure::Thrown(format!(
+                "triggers nested more than {MAX_DEPTH} deep"
+            )));
+        }
         let sandbox = self.sandbox.clone();
         let (file, source, limits) = (
             function.file.clone(),
             function.source.clone(),
             function.limits,
         );
-        // Every query of the call runs in one transaction, committed when the
-        // function returns and rolled back when it throws.
-        let transaction = Arc::new(self.data.db.begin(function.write_limit));
         let runtime = tokio::runtime::Handle::current();
         let door = |caller: Caller| -> sandbox::Reader {
             let (data, runtime, transaction) =
@@ -424,28 +468,151 @@ impl Functions {
                 })
             },
         };
-        let _turn = self
-            .running
-            .acquire()
-            .await
-            .map_err(|_| CallError::Failed(Failure::Thrown("the server is stopping".into())))?;
-        let ran = tokio::task::spawn_blocking(move || {
-            sandbox.call((&file, &source), &args, &context, (limits, Some(doors)))
+        let _turn = if depth == 0 {
+            let turn = self.running.acquire().await;
+            Some(turn.map_err(|_| Failure::Thrown("the server is stopping".into()))?)
+        } else {
+            None
+        };
+        tokio::task::spawn_blocking(move || {
+            DEPTH.set(depth + 1);
+            let ran = sandbox.call((&file, &source), &args, &context, (limits, Some(doors)));
+            DEPTH.set(0);
+            ran
         })
         .await
-        .unwrap_or_else(|_| Err(Failure::Thrown("the function's thread failed".into())));
-        match ran {
-            Ok(value) => match transaction.commit().await {
-                Ok(()) => Ok(value),
-                Err(gatehouse_db::DbError::TransactionExpired) => Err(CallError::WriteExpired),
-                Err(error) => Err(CallError::Commit(error)),
-            },
-            Err(failure) => {
-                transaction.rollback().await;
-                Err(CallError::Failed(failure))
+        .unwrap_or_else(|_| Err(Failure::Thrown("the function's thread failed".into())))
+    }
+
+    fn triggers_for(&self, table: &str, event: Event) -> &[String] {
+        self.triggers
+            .get(table)
+            .and_then(|events| events.iter().find(|(on, _)| *on == event))
+            .map_or(&[], |(_, functions)| functions.as_slice())
+    }
+}
+
+thread_local! {
+    /// How deep in calls the current thread is: a function's thread is one
+    /// deeper than the code that called it (see [`Functions::run`]).
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Calls inside calls (triggers of triggers) at most.
+const MAX_DEPTH: u32 = 4;
+
+impl BeforeWrite for Functions {
+    fn applies(&self, table: &str, event: Event) -> bool {
+        !self.triggers_for(table, event).is_empty()
+    }
+
+    fn write_limit(&self) -> Duration {
+        DEFAULT_WRITE_LIMIT
+    }
+
+    /// Each of the table's triggers for the event, in declaration order, each
+    /// seeing the row the one before left. A trigger returns the row to write
+    /// (or nothing, to keep it) and throws to refuse the write.
+    fn before<'a>(
+        &'a self,
+        transaction: &'a Transaction,
+        caller: &'a Caller,
+        change: RowChange<'a>,
+    ) -> Pending<'a> {
+        Box::pin(async move {
+            let mut new = change.new;
+            let mut replaced = false;
+            for name in self.triggers_for(change.table, change.event) {
+                let function = self
+                    .function(name)
+                    .map_err(|error| RestError::TriggerFailed(error.to_string()))?;
+                let context = json!({
+                    "user": user(caller),
+                    "trigger": {
+                        "table": change.table,
+                        "event": change.event.name(),
+                        "when": "BEFORE",
+                        "new": new,
+                        "old": change.old,
+                    },
+                });
+                let ran = self
+                    .run(
+                        (name, &function),
+                        caller,
+                        "",
+                        (json!({}), context),
+                        transaction,
+                    )
+                    .await;
+                match ran {
+                    Ok(Json::Object(row)) if change.event != Event::Delete => {
+                        new = Some(row);
+                        replaced = true;
+                    }
+                    Ok(_) => {}
+                    Err(Failure::Thrown(message)) => return Err(RestError::Raised(message)),
+                    Err(other) => {
+                        return Err(RestError::TriggerFailed(format!("{name}: {other}")));
+                    }
+                }
+            }
+            Ok(new.filter(|_| replaced))
+        })
+    }
+}
+
+/// Per table, per event, the functions its before triggers run, in order.
+type Triggers = HashMap<String, Vec<(Event, Vec<String>)>>;
+
+/// The before triggers by table and event, each naming a declared function
+/// that takes no arguments.
+fn before_triggers(
+    decls: &[(String, TriggerDecl)],
+    declared: &HashMap<String, Arc<Declared>>,
+) -> Result<Triggers, LoadError> {
+    let mut triggers = Triggers::new();
+    for (table, decl) in decls {
+        let invalid = |message: String| LoadError::Declaration {
+            name: decl.function.clone(),
+            message: format!("trigger on {table}: {message}"),
+        };
+        match decl.when.as_str() {
+            "before" => {}
+            "after" => {
+                return Err(invalid(
+                    "after triggers run from the background job queue, which this version does not have yet".into(),
+                ));
+            }
+            other => return Err(invalid(format!("when {other:?}: before or after"))),
+        }
+        let function = declared
+            .get(&decl.function)
+            .ok_or_else(|| invalid("no function of that name is declared".into()))?;
+        if !function.args.is_empty() {
+            return Err(invalid(
+                "a trigger's function takes no arguments (it reads ctx.trigger)".into(),
+            ));
+        }
+        for event in decl.events.items() {
+            let event = match event {
+                "insert" => Event::Insert,
+                "update" => Event::Update,
+                "delete" => Event::Delete,
+                other => {
+                    return Err(invalid(format!(
+                        "event {other:?}: insert, update or delete"
+                    )));
+                }
+            };
+            let events = triggers.entry(table.clone()).or_default();
+            match events.iter_mut().find(|(on, _)| *on == event) {
+                Some((_, functions)) => functions.push(decl.function.clone()),
+                None => events.push((event, vec![decl.function.clone()])),
             }
         }
     }
+    Ok(triggers)
 }
 
 /// Lines one call may log, and the bytes of a line's message and fields.

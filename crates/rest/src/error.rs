@@ -44,6 +44,13 @@ pub enum RestError {
     Check,
     #[error("a required column has no value")]
     NotNull,
+    /// A trigger refused the write, in its own words.
+    #[error("{0}")]
+    Raised(String),
+    /// A trigger could not run to the end (its time or memory): the detail is
+    /// for the log.
+    #[error("a trigger failed: {0}")]
+    TriggerFailed(String),
     #[error("database failure")]
     Database(DbError),
 }
@@ -73,7 +80,8 @@ impl RestError {
             RestError::ForeignKey => "23503",
             RestError::Check => "23514",
             RestError::NotNull => "23502",
-            RestError::Database(_) => return None,
+            RestError::Raised(_) => "P0001",
+            RestError::Database(_) | RestError::TriggerFailed(_) => return None,
         })
     }
 }

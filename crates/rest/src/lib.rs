@@ -18,10 +18,12 @@ mod openapi;
 mod output;
 mod read;
 mod sql;
+mod triggers;
 mod values;
 mod write;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gatehouse_core::Identifier;
 use gatehouse_db::{Database, Executor};
@@ -34,6 +36,7 @@ pub use error::RestError;
 pub use gatehouse_search::SearchError;
 pub use read::{Count, ReadOptions, ReadResult};
 pub use sql::{Decided, StatementBuilder, Undecided};
+pub use triggers::{BeforeWrite, Event, Pending, RowChange};
 pub use values::{from_json as checked_value, text_to_json};
 pub use write::{Resolution, WriteOptions, WriteResult};
 
@@ -67,6 +70,9 @@ pub struct Rest {
     policies: Policies,
     settings: RestSettings,
     patterns: HashMap<(Identifier, Identifier), regex::Regex>,
+    /// The app's before triggers, set once the functions that run them exist
+    /// (they hold this `Rest` in turn, hence weak).
+    triggers: std::sync::OnceLock<std::sync::Weak<dyn BeforeWrite>>,
 }
 
 /// One table as one caller may use it for one command.
@@ -100,7 +106,19 @@ impl Rest {
             policies,
             settings,
             patterns,
+            triggers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the before triggers (once; later calls change nothing).
+    pub fn set_triggers(&self, triggers: std::sync::Weak<dyn BeforeWrite>) {
+        let _ = self.triggers.set(triggers);
+    }
+
+    /// The triggers to run for `event` on `table`, if it has any.
+    pub(crate) fn triggers(&self, table: &str, event: Event) -> Option<Arc<dyn BeforeWrite>> {
+        let triggers = self.triggers.get()?.upgrade()?;
+        triggers.applies(table, event).then_some(triggers)
     }
 
     /// The table, if the caller may run `command` on it at all. A table nobody

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
-use gatehouse_db::{Dialect, Executor, Row, Statement, Value};
+use gatehouse_db::{Dialect, Executor, Row, Statement, Transaction, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::Request;
 use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
@@ -13,6 +13,7 @@ use serde_json::{Map, Value as Json};
 use crate::output::Output;
 use crate::read::{row_object, selected, where_clause};
 use crate::sql::{Decided, StatementBuilder};
+use crate::triggers::{BeforeWrite, Event, RowChange, by_column, row_json};
 use crate::values::{canonical_time, from_json, from_text};
 use crate::{Access, Caller, Rest, RestError};
 
@@ -239,6 +240,13 @@ impl Rest {
     ) -> Result<WriteResult, RestError> {
         refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Insert, caller)?;
+        let triggers = self.triggers(table, Event::Insert);
+        if let (Some(triggers), Executor::Pool(database)) = (&triggers, db) {
+            let transaction = database.begin(triggers.write_limit());
+            let written =
+                Box::pin(self.insert((&transaction).into(), caller, table, request, body, options));
+            return settle(&transaction, written.await).await;
+        }
         let objects: Vec<&Map<String, Json>> = match body {
             Json::Object(object) => vec![object],
             Json::Array(items) => items
@@ -283,7 +291,18 @@ impl Rest {
             .generated_key()
             .filter(|key| key.ty.is_integral());
         for object in objects {
-            let row = self.new_row(&access, caller, object)?;
+            let mut row = self.new_row(&access, caller, object)?;
+            if let (Some(triggers), Executor::Transaction(transaction)) = (&triggers, db) {
+                let change = RowChange {
+                    table,
+                    event: Event::Insert,
+                    new: Some(row_json(access.table, &row)),
+                    old: None,
+                };
+                row = self
+                    .triggered(triggers.as_ref(), transaction, &access, row, change)
+                    .await?;
+            }
             let columns: Vec<&Column> = access
                 .table
                 .columns
@@ -328,14 +347,7 @@ impl Rest {
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
         let rows: Vec<&Row> = written.iter().flatten().collect();
-        Ok(WriteResult {
-            affected: rows.len(),
-            rows: if options.representation {
-                objects_of(&returned, rows.into_iter())
-            } else {
-                vec![]
-            },
-        })
+        Ok(answer(&returned, rows.into_iter(), options))
     }
 
     /// `ON CONFLICT … DO NOTHING`, or `DO UPDATE SET` the columns the client sent,
@@ -395,6 +407,13 @@ impl Rest {
     ) -> Result<WriteResult, RestError> {
         refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Update, caller)?;
+        let triggers = self.triggers(table, Event::Update);
+        if let (Some(triggers), Executor::Pool(database)) = (&triggers, db) {
+            let transaction = database.begin(triggers.write_limit());
+            let written =
+                Box::pin(self.update((&transaction).into(), caller, table, request, body, options));
+            return settle(&transaction, written.await).await;
+        }
         let object = body.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
             RestError::Body("the body must be a JSON object with the columns to change".into())
         })?;
@@ -423,6 +442,19 @@ impl Rest {
             ordered.push(column);
         }
         let returned = returned(&access, request, options)?;
+        if let (Some(triggers), Executor::Transaction(transaction)) = (&triggers, db) {
+            let rows = self
+                .update_each(
+                    triggers.as_ref(),
+                    transaction,
+                    &access,
+                    request,
+                    &changes,
+                    &returned,
+                )
+                .await?;
+            return Ok(answer(&returned, rows.iter(), options));
+        }
         let name = access.table.name.quoted();
 
         // The rows the update may touch, counted to tell a row its new version
@@ -467,14 +499,7 @@ impl Rest {
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
         let rows = &results[1];
-        Ok(WriteResult {
-            affected: rows.len(),
-            rows: if options.representation {
-                objects_of(&returned, rows.iter())
-            } else {
-                vec![]
-            },
-        })
+        Ok(answer(&returned, rows.iter(), options))
     }
 
     pub async fn delete(
@@ -490,6 +515,27 @@ impl Rest {
         if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
             return Err(RestError::Unfiltered("DELETE"));
         }
+        let triggers = self.triggers(table, Event::Delete);
+        match (&triggers, db) {
+            (Some(triggers), Executor::Pool(database)) => {
+                let transaction = database.begin(triggers.write_limit());
+                let written =
+                    Box::pin(self.delete((&transaction).into(), caller, table, request, options));
+                return settle(&transaction, written.await).await;
+            }
+            (Some(triggers), Executor::Transaction(transaction)) => {
+                for old in self.locked_rows(db, &access, request).await? {
+                    let change = RowChange {
+                        table,
+                        event: Event::Delete,
+                        new: None,
+                        old: Some(row_json(access.table, &by_column(access.table, old))),
+                    };
+                    triggers.before(transaction, caller, change).await?;
+                }
+            }
+            _ => {}
+        }
         let returned = returned(&access, request, options)?;
         let mut sql = StatementBuilder::new(db.dialect());
         sql.push("DELETE FROM ")
@@ -499,14 +545,173 @@ impl Rest {
         Self::returning(&mut sql, &returned, access.table.primary_key())?;
         let statement: Statement = sql.finish();
         let rows = db.transaction(vec![statement]).await?.remove(0);
-        Ok(WriteResult {
-            affected: rows.len(),
-            rows: if options.representation {
-                objects_of(&returned, rows.iter())
+        Ok(answer(&returned, rows.iter(), options))
+    }
+}
+
+impl Rest {
+    /// The row the triggers leave: each value they changed checked as a
+    /// client's would be (type, checks); a key that is no column is refused.
+    async fn triggered(
+        &self,
+        triggers: &dyn BeforeWrite,
+        transaction: &Transaction,
+        access: &Access<'_>,
+        mut row: HashMap<Identifier, Value>,
+        change: RowChange<'_>,
+    ) -> Result<HashMap<Identifier, Value>, RestError> {
+        let given = change.new.clone().unwrap_or_default();
+        let Some(returned) = triggers.before(transaction, access.caller, change).await? else {
+            return Ok(row);
+        };
+        for (key, json) in returned {
+            if given.get(&key) == Some(&json) {
+                continue;
+            }
+            let column = access
+                .table
+                .column(&key)
+                .ok_or_else(|| RestError::UnknownColumn {
+                    table: access.table.name.to_string(),
+                    column: key.clone(),
+                })?;
+            let value = if json.is_null() {
+                Value::Null
             } else {
-                vec![]
-            },
-        })
+                self.checked_value(access, column, &json)?
+            };
+            if value == Value::Null && column.not_null {
+                return Err(RestError::InvalidValue {
+                    column: column.name.to_string(),
+                    message: "a value is required".into(),
+                });
+            }
+            row.insert(column.name.clone(), value);
+        }
+        Ok(row)
+    }
+
+    /// The rows a write's filters and policy select, every column, read inside
+    /// the write's transaction (locked on PostgreSQL), for the triggers.
+    async fn locked_rows(
+        &self,
+        db: Executor<'_>,
+        access: &Access<'_>,
+        request: &Request,
+    ) -> Result<Vec<Row>, RestError> {
+        let mut select = StatementBuilder::new(db.dialect());
+        select.push("SELECT ");
+        for (i, column) in access.table.columns.iter().enumerate() {
+            if i > 0 {
+                select.push(", ");
+            }
+            select.output(None, column);
+        }
+        select
+            .push(" FROM ")
+            .raw(&access.table.name.quoted())
+            .push(" AS \"t0\"");
+        let mut select = where_clause(select, access, request)?;
+        if db.dialect() == Dialect::Postgres {
+            select.push(" FOR UPDATE");
+        }
+        // Through the transaction's write path: its locks and its view are the write's.
+        let mut rows = db.transaction(vec![select.finish()]).await?;
+        Ok(rows.pop().unwrap_or_default())
+    }
+
+    /// An update with before triggers: each row its filters and policy select
+    /// is changed, shown to the triggers with its old self, and written back by
+    /// its key under the update policy's `using` and `with check`.
+    async fn update_each(
+        &self,
+        triggers: &dyn BeforeWrite,
+        transaction: &Transaction,
+        access: &Access<'_>,
+        request: &Request,
+        changes: &HashMap<Identifier, Value>,
+        returned: &[Output<'_>],
+    ) -> Result<Vec<Row>, RestError> {
+        let db = Executor::Transaction(transaction);
+        let table = access.table;
+        let mut statements = Vec::new();
+        for old in self.locked_rows(db, access, request).await? {
+            let old = by_column(table, old);
+            let mut new = old.clone();
+            new.extend(
+                changes
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.clone())),
+            );
+            let change = RowChange {
+                table: table.name.as_str(),
+                event: Event::Update,
+                new: Some(row_json(table, &new)),
+                old: Some(row_json(table, &old)),
+            };
+            let new = self
+                .triggered(triggers, transaction, access, new, change)
+                .await?;
+            let changed: HashMap<Identifier, Value> = new
+                .into_iter()
+                .filter(|(name, value)| old.get(name) != Some(value))
+                .collect();
+            let mut sql = StatementBuilder::new(db.dialect());
+            sql.push("UPDATE ")
+                .raw(&table.name.quoted())
+                .push(" AS \"t0\" SET ");
+            let set: Vec<&Column> = table
+                .columns
+                .iter()
+                .filter(|column| changed.contains_key(&column.name))
+                .collect();
+            if set.is_empty() {
+                let key = table.primary_key().name.quoted();
+                sql.raw(&key).push(" = ").raw(&key);
+            }
+            for (i, column) in set.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.raw(&column.name.quoted()).push(" = ");
+                sql.param(changed[&column.name].clone(), Some(column.ty));
+            }
+            sql.push(" WHERE (1 = 1)");
+            for key in table.key_columns() {
+                sql.push(" AND ").column("t0", &key.name).push(" = ");
+                sql.param(old[&key.name].clone(), Some(key.ty));
+            }
+            let mut sql = sql.and_decision(access.using(), "t0", None);
+            sql.and_also(&access.with_check(), "t0", Some(&changed));
+            Self::returning(&mut sql, returned, table.primary_key())?;
+            statements.push(sql.finish());
+        }
+        if statements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let written = db
+            .transaction_if(statements, exactly_one_row_each)
+            .await?
+            .ok_or_else(|| RestError::CheckFailed(table.name.to_string()))?;
+        Ok(written.into_iter().flatten().collect())
+    }
+}
+
+/// Commits a write made in a transaction of its own (for its triggers), or
+/// rolls it back when the write failed.
+async fn settle(
+    transaction: &Transaction,
+    written: Result<WriteResult, RestError>,
+) -> Result<WriteResult, RestError> {
+    match written {
+        Ok(result) => {
+            transaction.commit().await?;
+            Ok(result)
+        }
+        Err(error) => {
+            transaction.rollback().await;
+            Err(error)
+        }
     }
 }
 
@@ -546,4 +751,21 @@ fn every_visible_row_passed(results: &[Vec<Row>]) -> bool {
 
 fn objects_of<'a>(outputs: &[Output<'_>], rows: impl Iterator<Item = &'a Row>) -> Vec<Json> {
     rows.map(|row| row_object(outputs, &row.0)).collect()
+}
+
+/// What a write answers: how many rows it touched and, with
+/// `return=representation`, the rows.
+fn answer<'a>(
+    returned: &[Output<'_>],
+    rows: impl ExactSizeIterator<Item = &'a Row>,
+    options: WriteOptions,
+) -> WriteResult {
+    WriteResult {
+        affected: rows.len(),
+        rows: if options.representation {
+            objects_of(returned, rows)
+        } else {
+            vec![]
+        },
+    }
 }

@@ -47,6 +47,23 @@ pub struct TableDecl {
     /// Column allow-lists per role and command, e.g. `grants.anon.select = ["id", "name"]`.
     #[serde(default)]
     pub grants: IndexMap<String, GrantDecl>,
+    /// The app's own code run on the table's writes; no part of the schema
+    /// (no DDL), read and run by the functions crate.
+    #[serde(default)]
+    pub triggers: Vec<TriggerDecl>,
+}
+
+/// `[[tables.<name>.triggers]]`: a declared function run on each row a write
+/// makes, as `CREATE TRIGGER … BEFORE INSERT OR UPDATE … FOR EACH ROW`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerDecl {
+    /// `before` (inside the write's transaction) or `after` (after the commit).
+    pub when: String,
+    /// `insert`, `update` or `delete`; one or a list.
+    pub events: OneOrMany,
+    /// The declared function to run.
+    pub function: String,
 }
 
 /// `[[tables.<name>.policies]]`: as `CREATE POLICY … FOR … TO … USING … WITH CHECK …`.

@@ -12,7 +12,7 @@ use gatehouse_functions::FunctionDecl;
 use gatehouse_http::{CorsPolicy, RateLimits};
 use gatehouse_limits::Policy;
 use gatehouse_policy::{Policies, TablePolicies};
-use gatehouse_schema::declaration::{PolicyDecl, TableDecl};
+use gatehouse_schema::declaration::{PolicyDecl, TableDecl, TriggerDecl};
 use gatehouse_schema::{Schema, SchemaError};
 use indexmap::IndexMap;
 use ipnet::IpNet;
@@ -104,6 +104,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[functions.*]`, whose modules are under `functions_dir`.
     pub functions: IndexMap<String, FunctionDecl>,
+    /// Each table's `[[tables.<t>.triggers]]`, in declaration order.
+    pub triggers: Vec<(String, TriggerDecl)>,
     /// `functions/` beside the configuration file.
     pub functions_dir: PathBuf,
 }
@@ -730,6 +732,15 @@ impl Config {
             max_url_bytes: server.max_url_bytes.map_or(8192, |b| b.0 as usize),
             max_json_depth: server.max_json_depth.map_or(32, |b| b.0 as usize),
             storage: storage_config(&file.storage, storage_policies)?,
+            triggers: file
+                .tables
+                .iter()
+                .flat_map(|(table, decl)| {
+                    decl.triggers
+                        .iter()
+                        .map(move |trigger| (table.clone(), trigger.clone()))
+                })
+                .collect(),
             functions: file.functions,
             functions_dir: PathBuf::from("functions"),
         })

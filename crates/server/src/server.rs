@@ -96,11 +96,13 @@ pub async fn start(
         service: Caller::holding(secrets.service),
     };
     let functions = Arc::new(Functions::load(
-        &config.functions,
+        (&config.functions, &config.triggers),
         &config.functions_dir,
         data,
         &secrets.function_secrets,
     )?);
+    let triggers: std::sync::Weak<Functions> = Arc::downgrade(&functions);
+    rest.set_triggers(triggers);
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
         audience: "authenticated".into(),

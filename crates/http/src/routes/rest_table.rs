@@ -38,6 +38,10 @@ pub(crate) fn rest_error(error: RestError, caller: &Caller) -> ApiError {
             tracing::error!(error = %detail, "data request failed in the database");
             return ApiError::internal();
         }
+        RestError::TriggerFailed(detail) => {
+            tracing::error!(error = %detail, "a trigger failed");
+            return ApiError::internal();
+        }
         _ => StatusCode::BAD_REQUEST,
     };
     let code = error.code().unwrap_or("PGRST000");

@@ -142,6 +142,7 @@ pub async fn start_shop(database: &TestDatabase) -> TestServer {
             config.storage = shop.storage;
             config.functions = shop.functions;
             config.functions_dir = shop.functions_dir;
+            config.triggers = shop.triggers;
         },
         Router::new(),
     )
@@ -175,6 +176,7 @@ pub async fn start_functions(
             config.policies = declared.policies;
             config.functions = declared.functions;
             config.functions_dir = declared.functions_dir;
+            config.triggers = declared.triggers;
         },
         Router::new(),
     )

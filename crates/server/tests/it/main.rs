@@ -27,3 +27,4 @@ mod scale;
 mod search;
 mod shop_functions;
 mod storage;
+mod triggers;
