@@ -318,79 +318,57 @@ enum Step {
     },
 }
 
-/// The writer thread: until every pool handle is gone, takes what is queued and
-/// commits it as one group; an open transaction has the writer to itself.
+/// The writer thread: until every pool handle is gone, takes what is queued
+/// (writes and open transactions, in order) and commits it as one group.
 fn write_loop(mut writer: Writer, mut queue: tokio::sync::mpsc::Receiver<Job>) {
-    let mut next = None;
-    loop {
-        let first = match next.take() {
-            Some(job) => job,
-            None => match queue.blocking_recv() {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        let first = match first {
-            Job::Write(write) => write,
-            Job::Open(opening) => {
-                serve_open(&mut writer, opening);
-                continue;
-            }
-        };
+    while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < GROUP_LIMIT {
             match queue.try_recv() {
-                Ok(Job::Write(write)) => group.push(write),
-                Ok(open) => {
-                    next = Some(open);
-                    break;
-                }
+                Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
-        if group.len() > 1 {
-            match commit_group(&mut writer, &group) {
-                Ok(outcomes) => {
-                    for (write, outcome) in group.into_iter().zip(outcomes) {
-                        // A caller that stopped waiting does not need the answer.
-                        let _ = write.reply.send(outcome);
-                    }
-                    continue;
-                }
-                // Nothing was kept: each write runs alone below and gets its own error.
-                Err(error) => {
-                    tracing::warn!(%error, writes = group.len(), "group commit failed; retrying one by one")
-                }
-            }
-        }
-        for write in group {
+        if let [Job::Write(_)] = group.as_slice()
+            && let Some(Job::Write(write)) = group.pop()
+        {
             let outcome = commit_alone(&mut writer, &write.statements, write.accept);
             let _ = write.reply.send(outcome);
+            continue;
+        }
+        if let Err((error, writes)) = commit_group(&mut writer, group) {
+            // Nothing was kept: each write runs alone and gets its own answer.
+            tracing::warn!(%error, writes = writes.len(), "group commit failed; retrying one by one");
+            for write in writes {
+                let outcome = commit_alone(&mut writer, &write.statements, write.accept);
+                let _ = write.reply.send(outcome);
+            }
         }
     }
 }
 
-/// Serves one open transaction: each step in its own savepoint, then the
-/// commit. Every other write waits meanwhile, so the transaction's whole life
-/// on the writer is bounded by its limit: past it (or when its owner drops it)
-/// everything it wrote is rolled back and the writer moves on.
-fn serve_open(writer: &mut Writer, opening: Opening) {
-    let deadline = writer.deadline.clone();
-    let timeout = writer.timeout;
-    let mut transaction = match writer
-        .connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-    {
-        Ok(transaction) => transaction,
+/// Serves one open transaction inside the group's `transaction`, in a
+/// savepoint of its own: each step in a savepoint within that, then its
+/// commit, a release whose reply waits for the group's commit (given back).
+/// Every other write waits meanwhile, so the transaction's life on the writer
+/// is bounded by its limit: past it (or when its owner drops it) everything it
+/// wrote is rolled back and the writer moves on.
+fn serve_open(
+    transaction: &mut rusqlite::Transaction<'_>,
+    (deadline, timeout): (&Deadline, Duration),
+    opening: Opening,
+) -> Option<tokio::sync::oneshot::Sender<Result<()>>> {
+    let mut savepoint = match transaction.savepoint() {
+        Ok(savepoint) => savepoint,
         Err(error) => {
             let _ = opening.ready.send(Err(error.into()));
-            return;
+            return None;
         }
     };
     // The limit runs from the moment the writer is taken.
     let until = Instant::now() + opening.limit;
     if opening.ready.send(Ok(())).is_err() {
-        return;
+        return None;
     }
     loop {
         let left = until.saturating_duration_since(Instant::now());
@@ -401,8 +379,8 @@ fn serve_open(writer: &mut Writer, opening: Opening) {
                 reply,
             }) => {
                 deadline.set(timeout.min(left));
-                let outcome = in_savepoint(&mut transaction, &statements, accept);
-                let lost = transaction.is_autocommit();
+                let outcome = in_savepoint(&mut savepoint, &statements, accept);
+                let lost = savepoint.is_autocommit();
                 let _ = reply.send(outcome.map_err(|error| {
                     if interrupted(&error) && left < timeout {
                         DbError::TransactionExpired
@@ -411,26 +389,26 @@ fn serve_open(writer: &mut Writer, opening: Opening) {
                     }
                 }));
                 if lost {
-                    return;
+                    return None;
                 }
             }
             Ok(Step::Commit { reply }) => {
-                deadline.set(UNBOUNDED);
-                let outcome = transaction.commit().map_err(DbError::from);
-                if outcome.is_ok() {
-                    committed(1);
-                }
-                let _ = reply.send(outcome);
-                return;
+                return match savepoint.commit() {
+                    Ok(()) => Some(reply),
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                        None
+                    }
+                };
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(
                     "an open transaction held the writer past its limit and was rolled back"
                 );
-                return;
+                return None;
             }
-            // Its owner dropped it: roll back.
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            // Its owner dropped it: dropping the savepoint rolls back to it.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
         }
     }
 }
@@ -475,46 +453,98 @@ fn commit_alone(writer: &mut Writer, statements: &[Statement], accept: Accept) -
     Ok(Some(results))
 }
 
-/// Runs each write in its own savepoint of one transaction and commits once. A
-/// write that fails or is refused rolls back to its savepoint and gets its own
-/// outcome; the error case (`Err`) means the transaction itself was lost and
-/// nothing of the group was kept.
-fn commit_group(writer: &mut Writer, group: &[Write]) -> Result<Vec<Outcome>> {
+/// What a job of a group is owed once the group's commit is known.
+enum Owed {
+    Write(Write, Outcome),
+    /// An open transaction that asked to commit.
+    Commit(tokio::sync::oneshot::Sender<Result<()>>),
+}
+
+/// Runs each job of the group in its own savepoint of one transaction and
+/// commits once: a write that fails or is refused rolls back to its savepoint
+/// and gets its own outcome; an open transaction is served in its savepoint
+/// (`serve_open`), its commit a release answered after the group's commit.
+/// `Err` means the transaction itself was lost and nothing of the group kept:
+/// the writes come back to be run alone; open transactions are told so.
+fn commit_group(writer: &mut Writer, group: Vec<Job>) -> Result<(), (DbError, Vec<Write>)> {
     let deadline = writer.deadline.clone();
     let timeout = writer.timeout;
-    let mut transaction = writer
-        .connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    for write in group {
-        deadline.set(timeout);
-        let outcome = in_savepoint(&mut transaction, &write.statements, write.accept);
-        // Some failures (a full disk, I/O errors, an interrupted statement) end the
-        // whole transaction; each write then runs alone and gets its own answer.
-        if transaction.is_autocommit() {
-            return Err(DbError::Pool(
-                "the group's transaction was rolled back".into(),
-            ));
+    let mut owed = Vec::with_capacity(group.len());
+    let mut jobs = group.into_iter();
+    let ran: Result<()> = (|| {
+        let mut transaction = writer
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for job in jobs.by_ref() {
+            match job {
+                Job::Write(write) => {
+                    deadline.set(timeout);
+                    let outcome = in_savepoint(&mut transaction, &write.statements, write.accept);
+                    owed.push(Owed::Write(write, outcome.map_err(timed_out)));
+                }
+                Job::Open(opening) => {
+                    if let Some(reply) = serve_open(&mut transaction, (&deadline, timeout), opening)
+                    {
+                        owed.push(Owed::Commit(reply));
+                    }
+                }
+            }
+            // Some failures (a full disk, I/O errors, an interrupted statement)
+            // end the whole transaction.
+            if transaction.is_autocommit() {
+                return Err(DbError::Pool(
+                    "the group's transaction was rolled back".into(),
+                ));
+            }
         }
-        outcomes.push(outcome.map_err(timed_out));
+        deadline.set(UNBOUNDED);
+        transaction.commit()?;
+        Ok(())
+    })();
+    match ran {
+        Ok(()) => {
+            let kept = owed.iter().filter(|owed| match owed {
+                Owed::Write(_, outcome) => matches!(outcome, Ok(Some(_))),
+                Owed::Commit(_) => true,
+            });
+            committed(kept.count());
+            for owed in owed {
+                // A caller that stopped waiting does not need the answer.
+                match owed {
+                    Owed::Write(write, outcome) => drop(write.reply.send(outcome)),
+                    Owed::Commit(reply) => drop(reply.send(Ok(()))),
+                }
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let mut writes = Vec::new();
+            for owed in owed {
+                match owed {
+                    Owed::Write(write, _) => writes.push(write),
+                    // Its steps ran in the lost transaction: it cannot run again.
+                    Owed::Commit(reply) => {
+                        let lost = DbError::Pool("the group's transaction was lost".into());
+                        let _ = reply.send(Err(lost));
+                    }
+                }
+            }
+            for job in jobs {
+                match job {
+                    Job::Write(write) => writes.push(write),
+                    // Dropped unserved: its owner hears the writer is gone.
+                    Job::Open(_) => {}
+                }
+            }
+            Err((error, writes))
+        }
     }
-    deadline.set(UNBOUNDED);
-    transaction.commit()?;
-    let kept = outcomes
-        .iter()
-        .filter(|outcome| matches!(outcome, Ok(Some(_))));
-    committed(kept.count());
-    Ok(outcomes)
 }
 
 /// Runs statements in a savepoint of `transaction`, kept when they succeed and
 /// `accept` takes their rows, rolled back to otherwise.
-fn in_savepoint(
-    transaction: &mut rusqlite::Transaction<'_>,
-    statements: &[Statement],
-    accept: Accept,
-) -> Outcome {
-    let savepoint = transaction.savepoint()?;
+fn in_savepoint(outer: &mut impl Nesting, statements: &[Statement], accept: Accept) -> Outcome {
+    let savepoint = outer.nested()?;
     let results = statements
         .iter()
         .map(|statement| run(&savepoint, statement))
@@ -526,6 +556,23 @@ fn in_savepoint(
         }
         // Dropping a savepoint rolls back to it.
         refused_or_failed => refused_or_failed.map(|_| None),
+    }
+}
+
+/// A transaction or a savepoint: either takes a savepoint inside.
+trait Nesting {
+    fn nested(&mut self) -> rusqlite::Result<rusqlite::Savepoint<'_>>;
+}
+
+impl Nesting for rusqlite::Transaction<'_> {
+    fn nested(&mut self) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+        self.savepoint()
+    }
+}
+
+impl Nesting for rusqlite::Savepoint<'_> {
+    fn nested(&mut self) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+        self.savepoint()
     }
 }
 

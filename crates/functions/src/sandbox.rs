@@ -147,7 +147,12 @@ impl Sandbox {
         // QuickJS frees by reference count as the context goes and collects
         // cycles on its own schedule; a collection per call would cost more than
         // the call.
-        if !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut)) {
+        // Work the code queued and left behind (a promise callback after its
+        // answer) holds the call's context and doors alive and would run inside
+        // the next call on this engine: such an engine is dropped with it.
+        if !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut))
+            && !runtime.is_job_pending()
+        {
             self.give_back(runtime);
         }
         outcome
@@ -459,6 +464,46 @@ mod tests {
             sandbox.check("t.js", "import fs from 'fs'; export default () => 1"),
             Err(Failure::Invalid(_) | Failure::Thrown(_))
         ));
+    }
+
+    #[test]
+    fn work_left_queued_by_one_call_never_runs_in_the_next() {
+        let sandbox = Sandbox::default();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let call = |source: &str, mark: &'static str| {
+            let seen = seen.clone();
+            let doors = Doors {
+                db: std::sync::Arc::new(|_| String::new()),
+                admin_db: None,
+                log: std::sync::Arc::new(move |_, message, _| {
+                    seen.lock().unwrap().push(format!("{mark}:{message}"))
+                }),
+                fetch: std::sync::Arc::new(|_| String::new()),
+                secret: std::sync::Arc::new(|_| None),
+            };
+            sandbox.call(
+                ("t.js", source),
+                &json!({}),
+                &json!({}),
+                (Limits::default(), Some(doors)),
+            )
+        };
+        let left = "export default async (args, ctx) => {
+            const later = async () => { for (let i = 0; i < 10; i++) await null; ctx.log.info('late'); };
+            later();
+            return 1;
+        }";
+        assert_eq!(call(left, "first"), Ok(json!(1)));
+        for _ in 0..3 {
+            assert_eq!(
+                call(
+                    "export default async () => { for (let i = 0; i < 20; i++) await null; return 2 }",
+                    "next"
+                ),
+                Ok(json!(2))
+            );
+        }
+        assert_eq!(*seen.lock().unwrap(), Vec::<String>::new());
     }
 
     #[test]
