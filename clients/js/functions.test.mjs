@@ -92,4 +92,18 @@ describe('functions through supabase.rpc', () => {
     const { error: many } = await anon.rpc('menu').single();
     assert.equal(many.code, 'PGRST116');
   });
+
+  test('functions.invoke sends form data, which the function reads as fields', async () => {
+    const form = new FormData();
+    form.append('note', 'hello');
+    form.append('file', new Blob(['a,b\n1,2'], { type: 'text/csv' }), 'rows.csv');
+    const { data, error } = await anon.functions.invoke('echo_body', { body: form });
+    assert.equal(error, null);
+    assert.deepEqual(data.body, {
+      note: 'hello',
+      file: { filename: 'rows.csv', type: 'text/csv', size: 7, text: 'a,b\n1,2' },
+    });
+    const { data: text } = await anon.functions.invoke('echo_body', { body: 'plain words' });
+    assert.deepEqual(text, { body: 'plain words' });
+  });
 });

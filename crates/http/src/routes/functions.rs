@@ -36,31 +36,18 @@ pub async fn invoke(
     parts: Parts,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let headers = &parts.headers;
-    let is_json = headers
+    let kind = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|kind| kind.to_ascii_lowercase().starts_with("application/json"));
-    let text = String::from_utf8(body.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "the body is not UTF-8 text",
-        )
-    })?;
-    let parsed = if is_json && !text.trim().is_empty() {
-        serde_json::from_str::<Value>(&text).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "PGRST102",
-                "the body is not valid JSON",
-            )
-        })?
-    } else {
-        Value::Null
-    };
+        .unwrap_or_default()
+        .to_owned();
+    let parsed = request_body(&kind, body).await?;
+    // Only a JSON object is the arguments: a form's fields are text, read from
+    // ctx.request.body.
+    let json_body = kind.to_ascii_lowercase().starts_with("application/json");
     let args = match &parsed {
-        Value::Object(_) => parsed.clone(),
+        Value::Object(_) if json_body => parsed.clone(),
         _ => Value::Null,
     };
     let query = parts.uri.query().unwrap_or_default();
@@ -70,7 +57,7 @@ pub async fn invoke(
     let request = json!({
         "method": parts.method.as_str(),
         "query": query,
-        "body": if is_json { parsed } else if text.is_empty() { Value::Null } else { Value::String(text) },
+        "body": parsed,
     });
     let id = parts
         .extensions
@@ -82,6 +69,93 @@ pub async fn invoke(
         .await
         .map_err(|error| call_error(error, &caller, &name))?;
     Ok(respond(returned))
+}
+
+/// The body as the function sees it (`ctx.request.body`): JSON parsed, a
+/// form's fields as an object (a field sent more than once as a list; a
+/// multipart file as `{ filename, type, size, text }`, `text` null unless
+/// UTF-8), anything else as text; an empty body is null.
+async fn request_body(kind: &str, body: Bytes) -> Result<Value, ApiError> {
+    let lower = kind.to_ascii_lowercase();
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if lower.starts_with("application/x-www-form-urlencoded") {
+        let mut fields = Map::new();
+        for (key, value) in url::form_urlencoded::parse(&body) {
+            add_field(
+                &mut fields,
+                key.into_owned(),
+                Value::String(value.into_owned()),
+            );
+        }
+        return Ok(Value::Object(fields));
+    }
+    if lower.starts_with("multipart/form-data") {
+        return form_data(kind, body).await;
+    }
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "the body is not UTF-8 text",
+        )
+    })?;
+    if !lower.starts_with("application/json") {
+        return Ok(Value::String(text));
+    }
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST102",
+            "the body is not valid JSON",
+        )
+    })
+}
+
+fn add_field(fields: &mut Map<String, Value>, key: String, value: Value) {
+    match fields.get_mut(&key) {
+        None => {
+            fields.insert(key, value);
+        }
+        Some(Value::Array(values)) => values.push(value),
+        Some(first) => *first = Value::Array(vec![first.take(), value]),
+    }
+}
+
+async fn form_data(kind: &str, body: Bytes) -> Result<Value, ApiError> {
+    let malformed = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "the body is not valid multipart/form-data",
+        )
+    };
+    let boundary = multer::parse_boundary(kind).map_err(|_| malformed())?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut fields = Map::new();
+    while let Some(field) = form.next_field().await.map_err(|_| malformed())? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().map(str::to_owned);
+        let media = field.content_type().map(ToString::to_string);
+        let bytes = field.bytes().await.map_err(|_| malformed())?;
+        let text = String::from_utf8(bytes.to_vec()).ok();
+        let value = match filename {
+            None => Value::String(text.ok_or_else(malformed)?),
+            Some(filename) => json!({
+                "filename": filename,
+                "type": media,
+                "size": bytes.len(),
+                "text": text,
+            }),
+        };
+        add_field(&mut fields, name, value);
+    }
+    Ok(Value::Object(fields))
 }
 
 /// What the function returned, as an HTTP response.

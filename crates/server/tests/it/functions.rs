@@ -416,6 +416,43 @@ async fn functions_v1_invokes_with_any_method() {
     assert_eq!(raw.headers()["x-frame-options"], "DENY", "the server's own");
     assert_eq!(raw.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(raw.text().await.unwrap(), "accepted");
+    // Form bodies reach the function as fields, not as arguments.
+    let form = call(Method::POST, "")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("n=text&tag=a&tag=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(form).await,
+        json!({"n": null, "method": "POST", "body": {"n": "text", "tag": ["a", "b"]}})
+    );
+    let boundary = "gatehouse-boundary";
+    let multipart = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\
+         content-type: text/csv\r\n\r\nx,y\n1,2\r\n--{boundary}--\r\n"
+    );
+    let form = call(Method::POST, "")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(multipart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(form).await["body"],
+        json!({"note": "hello", "file": {"filename": "a.csv", "type": "text/csv", "size": 7, "text": "x,y\n1,2"}})
+    );
+    let text = call(Method::POST, "")
+        .header("content-type", "text/plain")
+        .body("just text")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(text).await["body"], "just text");
     let keyless = server
         .client
         .post(format!("{}/functions/v1/echo", server.url))

@@ -1,0 +1,2 @@
+// Answers the body it was sent, as the function sees it.
+export default (args, ctx) => ({ body: ctx.request.body });
