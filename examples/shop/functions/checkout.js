@@ -25,33 +25,50 @@ function lines(items) {
   return wanted;
 }
 
-async function take(ctx, productId, quantity) {
+// One product's price and stock, read again after a conditional write missed.
+async function product(ctx, productId) {
+  const { data, error } = await ctx.db
+    .from('products')
+    .select('id, price_cents, stock')
+    .eq('id', productId)
+    .maybeSingle();
+  if (error) throw new Error(error.message);
+  return data;
+}
+
+// Lowers one product's stock from what was read, if no other checkout changed
+// it meanwhile; answers the line's price.
+async function take(ctx, productId, quantity, read) {
+  let known = read;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const { data: product, error } = await ctx.db
+    if (!known) throw new Error(`no product ${productId}`);
+    if (known.stock < quantity) throw new Error(`out of stock: product ${productId}`);
+    const { data: taken, error } = await ctx.admin.db
       .from('products')
-      .select('price_cents, stock')
+      .update({ stock: known.stock - quantity })
       .eq('id', productId)
-      .maybeSingle();
-    if (error) throw new Error(error.message);
-    if (!product) throw new Error(`no product ${productId}`);
-    if (product.stock < quantity) throw new Error(`out of stock: product ${productId}`);
-    const { data: taken, error: failed } = await ctx.admin.db
-      .from('products')
-      .update({ stock: product.stock - quantity })
-      .eq('id', productId)
-      .eq('stock', product.stock)
+      .eq('stock', known.stock)
       .select('id');
-    if (failed) throw new Error(failed.message);
-    if (taken.length === 1) return product.price_cents * quantity;
+    if (error) throw new Error(error.message);
+    if (taken.length === 1) return known.price_cents * quantity;
+    known = await product(ctx, productId);
   }
   throw new Error('the shop is busy; try again');
 }
 
 export default async ({ items }, ctx) => {
   const wanted = lines(items);
+  // Every product read at once, before the first write: on SQLite the writer
+  // is held from the first write to the commit, so the less after it the better.
+  const { data: read, error: unread } = await ctx.db
+    .from('products')
+    .select('id, price_cents, stock')
+    .in('id', [...wanted.keys()]);
+  if (unread) throw new Error(unread.message);
+  const catalogue = new Map(read.map((row) => [row.id, row]));
   let total = 0;
   for (const [productId, quantity] of wanted) {
-    total += await take(ctx, productId, quantity);
+    total += await take(ctx, productId, quantity, catalogue.get(productId));
   }
   const { data: order, error } = await ctx.db
     .from('orders')
