@@ -516,3 +516,4 @@ mod tests {
         assert!(message.contains("checkout.js:2"), "{message}");
     }
 }
+
