@@ -516,4 +516,3 @@ mod tests {
         assert!(message.contains("checkout.js:2"), "{message}");
     }
 }
-
