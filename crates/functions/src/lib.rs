@@ -475,10 +475,8 @@ impl Functions {
             None
         };
         tokio::task::spawn_blocking(move || {
-            DEPTH.set(depth + 1);
-            let ran = sandbox.call((&file, &source), &args, &context, (limits, Some(doors)));
-            DEPTH.set(0);
-            ran
+            let _depth = Depth::enter(depth + 1);
+            sandbox.call((&file, &source), &args, &context, (limits, Some(doors)))
         })
         .await
         .unwrap_or_else(|_| Err(Failure::Thrown("the function's thread failed".into())))
@@ -496,6 +494,24 @@ thread_local! {
     /// How deep in calls the current thread is: a function's thread is one
     /// deeper than the code that called it (see [`Functions::run`]).
     static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current (blocking) thread as running a call at some depth, and
+/// clears the mark when the call ends, even by a panic: the thread goes back
+/// to the pool for unrelated work.
+struct Depth;
+
+impl Depth {
+    fn enter(depth: u32) -> Self {
+        DEPTH.set(depth);
+        Depth
+    }
+}
+
+impl Drop for Depth {
+    fn drop(&mut self) {
+        DEPTH.set(0);
+    }
 }
 
 /// Calls inside calls (triggers of triggers) at most.

@@ -50,6 +50,25 @@ to = "authenticated"
 using = "true"
 with_check = "true"
 
+[tables.chain]
+columns.id = { type = "bigint", primary_key = true }
+columns.n = { type = "integer", not_null = true }
+
+[[tables.chain.policies]]
+name = "open"
+for = ["select", "insert"]
+to = "authenticated"
+using = "true"
+with_check = "true"
+
+[[tables.chain.triggers]]
+when = "before"
+events = "insert"
+function = "chain_more"
+
+[functions.chain_more]
+module = "chain_more.js"
+
 [functions.normalise_profile]
 module = "normalise_profile.js"
 
@@ -63,7 +82,14 @@ args.id = { type = "bigint", not_null = true }
 args.fail = { type = "boolean", default = false }
 "#;
 
-const MODULES: [(&str, &str); 3] = [
+const MODULES: [(&str, &str); 4] = [
+    (
+        "chain_more.js",
+        "export default async (args, ctx) => {
+           const { error } = await ctx.db.from('chain').insert({ n: ctx.trigger.new.n + 1 });
+           if (error) throw new Error(error.message);
+         }",
+    ),
     (
         "normalise_profile.js",
         "export default async (args, ctx) => {
@@ -316,4 +342,31 @@ fn a_wrong_trigger_declaration_stops_the_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(said), "{stderr}");
     }
+}
+
+/// A trigger whose writes fire itself again stops at a bounded depth with an
+/// error, and nothing of the chain is kept; the server serves on.
+#[tokio::test]
+async fn triggers_firing_themselves_stop_at_a_bounded_depth() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let (status, body) = write(&server, Method::POST, "chain", ALICE, Some(json!({"n": 0}))).await;
+    assert_eq!((status, &body["code"]), (400, &json!("P0001")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested more than 4 deep"),
+        "{body}"
+    );
+    assert_eq!(read(&server, "chain?select=n").await, json!([]));
+    let (status, _) = write(
+        &server,
+        Method::POST,
+        "audit",
+        ALICE,
+        Some(json!({"note": "still up"})),
+    )
+    .await;
+    assert_eq!(status, 201);
 }
