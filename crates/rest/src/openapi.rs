@@ -23,7 +23,8 @@ fn column_schema(column: &Column) -> Json {
             Check::MaxLength(n) => ("maxLength", json!(n)),
             Check::Min(n) => ("minimum", serde_json::from_str(n).unwrap_or(Json::Null)),
             Check::Max(n) => ("maximum", serde_json::from_str(n).unwrap_or(Json::Null)),
-            Check::Pattern(p) => ("pattern", json!(p)),
+            // Beside the type's own pattern (text holds no NUL), not instead of it.
+            Check::Pattern(p) => ("allOf", json!([{"pattern": p}])),
             Check::OneOf(values) => ("enum", json!(values)),
         };
         schema[key] = value;
@@ -36,7 +37,8 @@ fn column_schema(column: &Column) -> Json {
 
 fn type_schema(ty: ColumnType) -> Json {
     match ty {
-        ColumnType::Text => json!({"type": "string"}),
+        // PostgreSQL's text cannot hold NUL, so neither database takes it.
+        ColumnType::Text => json!({"type": "string", "pattern": "^[^\\u0000]*$"}),
         ColumnType::Integer => json!({"type": "integer", "format": "int32",
             "minimum": i32::MIN, "maximum": i32::MAX}),
         ColumnType::Bigint => json!({"type": "integer", "format": "int64",

@@ -1050,6 +1050,8 @@ async fn the_openapi_document_shows_only_what_the_caller_may_reach() {
     let notes = &alice["components"]["schemas"]["notes"];
     assert_eq!(notes["properties"]["owner"]["readOnly"], true);
     assert_eq!(notes["properties"]["title"]["maxLength"], 100);
+    // Text holds no NUL on either database, and the document says so.
+    assert_eq!(notes["properties"]["title"]["pattern"], "^[^\\u0000]*$");
     // A body carries what the caller may set, with the checks the server applies.
     let body = |method: &str| {
         alice["paths"]["/notes"][method]["requestBody"]["content"]["application/json"]["schema"]
