@@ -199,67 +199,107 @@ pub struct Doors {
 
 pub type SecretReader = std::sync::Arc<dyn Fn(String) -> Option<String> + Send + Sync>;
 
-/// Puts the doors on the context: `ctx.db` (and a definer's `ctx.admin.db`)
-/// made on first use (building one costs more than a small call's whole run,
-/// and most calls never touch a table), `ctx.log`, and `ctx.fetch` (a
-/// `fetch`-like function over the host's checked request).
-const INSTALL: &str = "(ctx, make, admin, log, fetch, secret) => { \
-    ctx.secrets = Object.freeze({ get: (name) => secret(String(name)) ?? null }); \
-    const lazy = (on, made) => Object.defineProperty(on, 'db', { configurable: true, \
-      enumerable: true, get() { const db = made(); \
-      Object.defineProperty(on, 'db', { value: db, enumerable: true }); return db; } }); \
-    lazy(ctx, () => make(false)); \
-    if (admin) { ctx.admin = {}; lazy(ctx.admin, () => make(true)); } \
+/// `ctx.secrets`, over the host's reader.
+const SECRETS: &str = "(secret) => Object.freeze({ get: (name) => secret(String(name)) ?? null })";
+
+/// `ctx.log`, over the host's logger: lines with their fields as JSON.
+const LOG: &str = "(log) => { \
     const line = (level) => (message, fields) => \
       log(level, String(message), JSON.stringify(fields === undefined ? null : fields) ?? 'null'); \
-    ctx.log = Object.freeze({ info: line('info'), warn: line('warn'), error: line('error') }); \
-    ctx.fetch = (url, init = {}) => { \
-      const body = init.body === undefined || typeof init.body === 'string' ? init.body : JSON.stringify(init.body); \
-      const answer = JSON.parse(fetch(JSON.stringify({ url: String(url), method: init.method, \
-        headers: init.headers ?? {}, body }))); \
-      if (answer.error) return Promise.reject(new TypeError(`fetch failed: ${answer.error}`)); \
-      const headers = answer.headers; \
-      return Promise.resolve({ status: answer.status, ok: answer.status >= 200 && answer.status < 300, \
-        headers: { get: (name) => headers[String(name).toLowerCase()] ?? null }, \
-        text: async () => answer.body, json: async () => JSON.parse(answer.body) }); }; }";
+    return Object.freeze({ info: line('info'), warn: line('warn'), error: line('error') }); }";
 
+/// `ctx.fetch`, a `fetch`-like function over the host's checked request.
+const FETCH: &str = "(fetch) => (url, init = {}) => { \
+    const body = init.body === undefined || typeof init.body === 'string' ? init.body : JSON.stringify(init.body); \
+    const answer = JSON.parse(fetch(JSON.stringify({ url: String(url), method: init.method, \
+      headers: init.headers ?? {}, body }))); \
+    if (answer.error) return Promise.reject(new TypeError(`fetch failed: ${answer.error}`)); \
+    const headers = answer.headers; \
+    return Promise.resolve({ status: answer.status, ok: answer.status >= 200 && answer.status < 300, \
+      headers: { get: (name) => headers[String(name).toLowerCase()] ?? null }, \
+      text: async () => answer.body, json: async () => JSON.parse(answer.body) }); }";
+
+/// Puts the doors on the context, each made on first use: building them costs
+/// more than a small call's whole run, and most calls use few or none. Each is
+/// an accessor that makes its door once and then becomes a plain property.
 fn install<'js>(
     ctx: &rquickjs::Ctx<'js>,
     context: &Value<'js>,
     doors: Doors,
 ) -> Result<(), Failure> {
-    let install: Function = ctx.eval(INSTALL).catch(ctx).map_err(|e| failure(e))?;
-    let has_admin = doors.admin_db.is_some();
-    let (db, admin_db) = (doors.db, doors.admin_db);
-    let make = Function::new(ctx.clone(), move |ctx: rquickjs::Ctx<'js>, admin: bool| {
-        let door = if admin {
-            admin_db.clone()
-        } else {
-            Some(db.clone())
-        };
-        match door {
-            Some(door) => database(&ctx, door),
-            None => Ok(Value::new_undefined(ctx)),
+    let Some(object) = context.as_object() else {
+        return Err(Failure::Invalid("the context is not an object".into()));
+    };
+    let Doors {
+        db,
+        admin_db,
+        log,
+        fetch,
+        secret,
+    } = doors;
+    let made = (|| {
+        lazy(object, "db", move |ctx| database(&ctx, db.clone()))?;
+        if let Some(admin_db) = admin_db {
+            lazy(object, "admin", move |ctx| {
+                let admin = rquickjs::Object::new(ctx.clone())?;
+                admin.set("db", database(&ctx, admin_db.clone())?)?;
+                Ok(admin.into_value())
+            })?;
         }
-    })
-    .map_err(|_| Failure::OutOfMemory)?;
-    let logger = doors.log;
-    let log = Function::new(
-        ctx.clone(),
-        move |level: String, message: String, fields: String| logger(level, message, fields),
+        lazy(object, "log", move |ctx| {
+            let log = log.clone();
+            let host = Function::new(
+                ctx.clone(),
+                move |level: String, message: String, fields: String| log(level, message, fields),
+            )?;
+            wrap(&ctx, LOG, host)
+        })?;
+        lazy(object, "fetch", move |ctx| {
+            let fetch = fetch.clone();
+            let host = Function::new(ctx.clone(), move |request: String| fetch(request))?;
+            wrap(&ctx, FETCH, host)
+        })?;
+        lazy(object, "secrets", move |ctx| {
+            let secret = secret.clone();
+            let host = Function::new(ctx.clone(), move |name: String| secret(name))?;
+            wrap(&ctx, SECRETS, host)
+        })
+    })();
+    made.catch(ctx).map_err(|e| failure(e))
+}
+
+/// Defines `name` on `object` as made by `make` on first read.
+fn lazy<'js>(
+    object: &rquickjs::Object<'js>,
+    name: &'static str,
+    make: impl Fn(rquickjs::Ctx<'js>) -> rquickjs::Result<Value<'js>> + 'js,
+) -> rquickjs::Result<()> {
+    let getter = move |ctx: rquickjs::Ctx<'js>,
+                       this: rquickjs::function::This<rquickjs::Object<'js>>|
+          -> rquickjs::Result<Value<'js>> {
+        let value = make(ctx)?;
+        this.0.prop(
+            name,
+            rquickjs::object::Property::from(value.clone()).enumerable(),
+        )?;
+        Ok(value)
+    };
+    object.prop(
+        name,
+        rquickjs::object::Accessor::new_get(getter)
+            .configurable()
+            .enumerable(),
     )
-    .map_err(|_| Failure::OutOfMemory)?;
-    let outbound = doors.fetch;
-    let fetch = Function::new(ctx.clone(), move |request: String| outbound(request))
-        .map_err(|_| Failure::OutOfMemory)?;
-    let secrets = doors.secret;
-    let secret = Function::new(ctx.clone(), move |name: String| secrets(name))
-        .map_err(|_| Failure::OutOfMemory)?;
-    install
-        .call::<_, Value>((context.clone(), make, has_admin, log, fetch, secret))
-        .catch(ctx)
-        .map_err(|e| failure(e))?;
-    Ok(())
+}
+
+/// A door's JavaScript (`(host) => door`) applied to its host function.
+fn wrap<'js>(
+    ctx: &rquickjs::Ctx<'js>,
+    source: &str,
+    host: Function<'js>,
+) -> rquickjs::Result<Value<'js>> {
+    let make: Function = ctx.eval(source)?;
+    make.call((host,))
 }
 
 /// A `ctx.db`: the builder (`db.js`) over one of the host's data doors.
