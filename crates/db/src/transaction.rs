@@ -82,18 +82,16 @@ impl Transaction {
     ) -> Outcome {
         self.0.database.trace(&statements);
         let mut open = self.0.open.lock().await;
-        if open.is_none() {
-            *open = Some(match &self.0.database {
+        let open = match &mut *open {
+            Some(open) => open,
+            unopened => unopened.insert(match &self.0.database {
                 Database::Sqlite(pool) => Open::Sqlite(pool.begin(self.0.limit).await?),
                 Database::Postgres(pool) => {
                     Open::Postgres(Box::new(pool.begin(self.0.limit).await?))
                 }
-            });
-        }
-        match open.as_mut() {
-            Some(open) => run(open, statements, accept).await,
-            None => Err(DbError::TransactionExpired),
-        }
+            }),
+        };
+        run(open, statements, accept).await
     }
 
     /// Makes every write durable; with nothing written, does nothing. A later

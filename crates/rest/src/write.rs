@@ -7,12 +7,12 @@ use gatehouse_core::Identifier;
 use gatehouse_db::{Dialect, Executor, Row, Statement, Transaction, Value};
 use gatehouse_policy::Command;
 use gatehouse_query::Request;
-use gatehouse_schema::{Column, ColumnType, Literal, ServerValue};
+use gatehouse_schema::{Column, ColumnType, Literal, ServerValue, Table};
 use serde_json::{Map, Value as Json};
 
 use crate::output::Output;
 use crate::read::{row_object, selected, where_clause};
-use crate::sql::{Decided, StatementBuilder};
+use crate::sql::{Decided, StatementBuilder, Undecided};
 use crate::triggers::{BeforeWrite, Event, RowChange, by_column, row_json};
 use crate::values::{canonical_time, from_json, from_text};
 use crate::{Access, Caller, Rest, RestError};
@@ -293,14 +293,8 @@ impl Rest {
         for object in objects {
             let mut row = self.new_row(&access, caller, object)?;
             if let (Some(triggers), Executor::Transaction(transaction)) = (&triggers, db) {
-                let change = RowChange {
-                    table,
-                    event: Event::Insert,
-                    new: Some(row_json(access.table, &row)),
-                    old: None,
-                };
                 row = self
-                    .triggered(triggers.as_ref(), transaction, &access, row, change)
+                    .triggered((triggers.as_ref(), transaction), &access, row, None)
                     .await?;
             }
             let columns: Vec<&Column> = access
@@ -475,19 +469,8 @@ impl Rest {
         count.push(") AS \"visible\"");
 
         let mut update = StatementBuilder::new(db.dialect());
-        update.push("UPDATE ").raw(&name).push(" AS \"t0\" SET ");
-        if ordered.is_empty() {
-            // Only tolerated owner values were sent: a no-op that still reports the rows.
-            let key = access.table.primary_key().name.quoted();
-            update.raw(&key).push(" = ").raw(&key);
-        }
-        for (i, column) in ordered.iter().enumerate() {
-            if i > 0 {
-                update.push(", ");
-            }
-            update.raw(&column.name.quoted()).push(" = ");
-            update.param(changes[&column.name].clone(), Some(column.ty));
-        }
+        // Only tolerated owner values sent make a no-op that still reports the rows.
+        update_set(&mut update, access.table, &ordered, &changes);
         let mut update = where_clause(update, &access, request)?;
         update.and_also(&access.with_check(), "t0", Some(&changes));
         Self::returning(&mut update, &returned, access.table.primary_key())?;
@@ -550,17 +533,27 @@ impl Rest {
 }
 
 impl Rest {
-    /// The row the triggers leave: each value they changed checked as a
-    /// client's would be (type, checks); a key that is no column is refused.
+    /// The row the triggers leave for `row` (inserted, or `old` updated): each
+    /// value they changed checked as a client's would be (type, checks); a key
+    /// that is no column is refused.
     async fn triggered(
         &self,
-        triggers: &dyn BeforeWrite,
-        transaction: &Transaction,
+        (triggers, transaction): (&dyn BeforeWrite, &Transaction),
         access: &Access<'_>,
         mut row: HashMap<Identifier, Value>,
-        change: RowChange<'_>,
+        old: Option<&HashMap<Identifier, Value>>,
     ) -> Result<HashMap<Identifier, Value>, RestError> {
-        let given = change.new.clone().unwrap_or_default();
+        let given = row_json(access.table, &row);
+        let change = RowChange {
+            table: access.table.name.as_str(),
+            event: if old.is_some() {
+                Event::Update
+            } else {
+                Event::Insert
+            },
+            new: Some(given.clone()),
+            old: old.map(|old| row_json(access.table, old)),
+        };
         let Some(returned) = triggers.before(transaction, access.caller, change).await? else {
             return Ok(row);
         };
@@ -643,39 +636,20 @@ impl Rest {
                     .iter()
                     .map(|(name, value)| (name.clone(), value.clone())),
             );
-            let change = RowChange {
-                table: table.name.as_str(),
-                event: Event::Update,
-                new: Some(row_json(table, &new)),
-                old: Some(row_json(table, &old)),
-            };
             let new = self
-                .triggered(triggers, transaction, access, new, change)
+                .triggered((triggers, transaction), access, new, Some(&old))
                 .await?;
             let changed: HashMap<Identifier, Value> = new
                 .into_iter()
                 .filter(|(name, value)| old.get(name) != Some(value))
                 .collect();
-            let mut sql = StatementBuilder::new(db.dialect());
-            sql.push("UPDATE ")
-                .raw(&table.name.quoted())
-                .push(" AS \"t0\" SET ");
             let set: Vec<&Column> = table
                 .columns
                 .iter()
                 .filter(|column| changed.contains_key(&column.name))
                 .collect();
-            if set.is_empty() {
-                let key = table.primary_key().name.quoted();
-                sql.raw(&key).push(" = ").raw(&key);
-            }
-            for (i, column) in set.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.raw(&column.name.quoted()).push(" = ");
-                sql.param(changed[&column.name].clone(), Some(column.ty));
-            }
+            let mut sql = StatementBuilder::new(db.dialect());
+            update_set(&mut sql, table, &set, &changed);
             sql.push(" WHERE (1 = 1)");
             for key in table.key_columns() {
                 sql.push(" AND ").column("t0", &key.name).push(" = ");
@@ -694,6 +668,30 @@ impl Rest {
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.name.to_string()))?;
         Ok(written.into_iter().flatten().collect())
+    }
+}
+
+/// `UPDATE <table> AS "t0" SET` each of `columns` to its value in `values`;
+/// with none, the key to itself (a no-op that still matches the rows).
+fn update_set(
+    sql: &mut StatementBuilder<Undecided>,
+    table: &Table,
+    columns: &[&Column],
+    values: &HashMap<Identifier, Value>,
+) {
+    sql.push("UPDATE ")
+        .raw(&table.name.quoted())
+        .push(" AS \"t0\" SET ");
+    if columns.is_empty() {
+        let key = table.primary_key().name.quoted();
+        sql.raw(&key).push(" = ").raw(&key);
+    }
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.raw(&column.name.quoted()).push(" = ");
+        sql.param(values[&column.name].clone(), Some(column.ty));
     }
 }
 
@@ -749,10 +747,6 @@ fn every_visible_row_passed(results: &[Vec<Row>]) -> bool {
     usize::try_from(visible).is_ok_and(|visible| visible == results[1].len())
 }
 
-fn objects_of<'a>(outputs: &[Output<'_>], rows: impl Iterator<Item = &'a Row>) -> Vec<Json> {
-    rows.map(|row| row_object(outputs, &row.0)).collect()
-}
-
 /// What a write answers: how many rows it touched and, with
 /// `return=representation`, the rows.
 fn answer<'a>(
@@ -763,7 +757,7 @@ fn answer<'a>(
     WriteResult {
         affected: rows.len(),
         rows: if options.representation {
-            objects_of(returned, rows)
+            rows.map(|row| row_object(returned, &row.0)).collect()
         } else {
             vec![]
         },

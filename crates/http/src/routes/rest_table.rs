@@ -11,12 +11,21 @@ use crate::{ApiError, AppState, Identity};
 
 const SINGLE_OBJECT: &str = "application/vnd.pgrst.object+json";
 
-fn request(query: Option<String>) -> Result<gatehouse_query::Request, ApiError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+/// The query string's decoded pairs.
+pub(crate) fn query_pairs(query: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
-        .collect();
-    gatehouse_query::parse(&pairs)
+        .collect()
+}
+
+/// PostgREST's query grammar read from the pairs, a 400 when malformed.
+pub(crate) fn parsed(pairs: &[(String, String)]) -> Result<gatehouse_query::Request, ApiError> {
+    gatehouse_query::parse(pairs)
         .map_err(|error| rest_error(RestError::Query(error), &Caller::anon()))
+}
+
+fn request(query: Option<String>) -> Result<gatehouse_query::Request, ApiError> {
+    parsed(&query_pairs(query))
 }
 
 /// PostgREST's status for each failure (the code is the error's own); the
@@ -161,6 +170,27 @@ fn range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
     Ok(Some((first, last)))
 }
 
+/// A page of rows with its `Content-Range` (`first-last/total`, `*` for an
+/// uncounted total), as PostgREST answers a read.
+pub(crate) fn ranged_rows(
+    rows: Vec<Json>,
+    (offset, total): (u64, Option<u64>),
+    representation: Representation,
+) -> Result<Response, RestError> {
+    let shown = rows.len() as u64;
+    let total = total.map_or("*".to_owned(), |t| t.to_string());
+    let content_range = if shown == 0 {
+        format!("*/{total}")
+    } else {
+        format!("{offset}-{}/{total}", offset + shown - 1)
+    };
+    let mut response = rows_response(StatusCode::OK, rows, representation)?;
+    if let Ok(value) = HeaderValue::from_str(&content_range) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    Ok(response)
+}
+
 pub(crate) fn rows_response(
     status: StatusCode,
     rows: Vec<Json>,
@@ -215,18 +245,7 @@ pub async fn get(
             .rest()
             .read(state.db().into(), &caller, &table, &request, options)
             .await?;
-        let shown = result.rows.len() as u64;
-        let total = result.total.map_or("*".to_owned(), |t| t.to_string());
-        let content_range = if shown == 0 {
-            format!("*/{total}")
-        } else {
-            format!("{}-{}/{total}", result.offset, result.offset + shown - 1)
-        };
-        let mut response = rows_response(StatusCode::OK, result.rows, representation)?;
-        if let Ok(value) = HeaderValue::from_str(&content_range) {
-            response.headers_mut().insert(header::CONTENT_RANGE, value);
-        }
-        Ok(response)
+        ranged_rows(result.rows, (result.offset, result.total), representation)
     };
     run.await.map_err(|error| rest_error(error, &caller))
 }

@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gatehouse_functions::{CallError, Failure};
 use gatehouse_rest::{Caller, RestError};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use crate::routes::rest_table::{Representation, prefer, rest_error, rows_response};
+use crate::routes::rest_table::{
+    Representation, parsed, prefer, query_pairs, ranged_rows, rest_error, rows_response,
+};
 use crate::{ApiError, AppState, Identity, RequestId};
 
 pub async fn post(
@@ -36,7 +38,7 @@ pub async fn post(
             )
         })?
     };
-    let request = shaping(&pairs(query))?;
+    let request = parsed(&query_pairs(query))?;
     let result = state
         .functions()
         .call(&caller, (&name, request_id), args, None)
@@ -60,26 +62,14 @@ pub async fn get(
     let request_id = request_id.as_ref().map_or("", RequestId::as_str);
     let functions = state.functions();
     let (args, rest) = functions
-        .query_args(&name, pairs(query))
+        .query_args(&name, query_pairs(query))
         .map_err(|error| call_error(error, &caller, &name))?;
-    let request = shaping(&rest)?;
+    let request = parsed(&rest)?;
     let result = functions
         .call(&caller, (&name, request_id), args, None)
         .await
         .map_err(|error| call_error(error, &caller, &name))?;
     answer(result, &request, &headers, &caller)
-}
-
-fn pairs(query: Option<String>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect()
-}
-
-/// The query grammar for a function's rows (select, filters, order, paging).
-fn shaping(pairs: &[(String, String)]) -> Result<gatehouse_query::Request, ApiError> {
-    gatehouse_query::parse(pairs)
-        .map_err(|error| rest_error(RestError::Query(error), &Caller::anon()))
 }
 
 /// What the function returned, as PostgREST answers a function call: as is,
@@ -105,23 +95,8 @@ fn answer(
     }
     let shaped = gatehouse_functions::shape(result, request)
         .map_err(|error| refused(RestError::Unsupported(error.to_string())))?;
-    let shown = shaped.rows.len();
-    let total = if count {
-        shaped.total.to_string()
-    } else {
-        "*".to_owned()
-    };
-    let content_range = if shown == 0 {
-        format!("*/{total}")
-    } else {
-        format!("{}-{}/{total}", shaped.offset, shaped.offset + shown - 1)
-    };
-    let mut response =
-        rows_response(StatusCode::OK, shaped.rows, representation).map_err(refused)?;
-    if let Ok(value) = HeaderValue::from_str(&content_range) {
-        response.headers_mut().insert(header::CONTENT_RANGE, value);
-    }
-    Ok(response)
+    let total = count.then_some(shaped.total as u64);
+    ranged_rows(shaped.rows, (shaped.offset as u64, total), representation).map_err(refused)
 }
 
 /// PostgREST's shapes: a thrown error is the function's own message under

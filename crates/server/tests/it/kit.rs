@@ -116,6 +116,15 @@ pub async fn start_storage(text: &str, database: &TestDatabase, s3: Option<&str>
     .await
 }
 
+/// Takes the tables, policies, functions and triggers `declared` holds.
+fn adopt_logic(config: &mut Config, declared: Config) {
+    config.schema = declared.schema;
+    config.policies = declared.policies;
+    config.functions = declared.functions;
+    config.functions_dir = declared.functions_dir;
+    config.triggers = declared.triggers;
+}
+
 /// The example shop (examples/shop: tables, policies, storage policies and
 /// functions) on `database`.
 pub async fn start_shop(database: &TestDatabase) -> TestServer {
@@ -137,12 +146,8 @@ pub async fn start_shop(database: &TestDatabase) -> TestServer {
                 ..Overrides::default()
             };
             let shop = Config::load(&overrides, &no_env).unwrap();
-            config.schema = shop.schema;
-            config.policies = shop.policies;
-            config.storage = shop.storage;
-            config.functions = shop.functions;
-            config.functions_dir = shop.functions_dir;
-            config.triggers = shop.triggers;
+            config.storage = shop.storage.clone();
+            adopt_logic(config, shop);
         },
         Router::new(),
     )
@@ -171,12 +176,7 @@ pub async fn start_functions(
             for (file, source) in &modules {
                 std::fs::write(folder.join(file), source).unwrap();
             }
-            let declared = config_from(&config.data_dir, &text);
-            config.schema = declared.schema;
-            config.policies = declared.policies;
-            config.functions = declared.functions;
-            config.functions_dir = declared.functions_dir;
-            config.triggers = declared.triggers;
+            adopt_logic(config, config_from(&config.data_dir, &text));
         },
         Router::new(),
     )
