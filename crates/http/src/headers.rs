@@ -1,8 +1,12 @@
 use axum::extract::Request;
 use axum::response::Response;
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, MapOk};
 use http::header::{self, HeaderName};
 use http::{HeaderValue, Method, request::Parts};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
 use crate::CorsPolicy;
 
@@ -137,9 +141,14 @@ pub fn origin_allowed(policy: &CorsPolicy, origin: &HeaderValue) -> bool {
     }
 }
 
-/// CORS from an explicit list. Credentials are allowed only because the origins
-/// are explicit: a wildcard never reaches this point.
-pub fn cors(policy: &CorsPolicy) -> CorsLayer {
+/// CORS from an explicit list, for requests that name an origin. Credentials
+/// are allowed only because the origins are explicit: a wildcard never reaches
+/// this point.
+pub fn cors(policy: &CorsPolicy) -> OnlyWithOrigin {
+    OnlyWithOrigin(cors_layer(policy))
+}
+
+fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
     let origins = match policy {
         CorsPolicy::Deny => return CorsLayer::new(),
         CorsPolicy::Loopback => {
@@ -169,6 +178,69 @@ pub fn cors(policy: &CorsPolicy) -> CorsLayer {
         .allow_headers(names(ALLOWED_HEADERS))
         .expose_headers(names(EXPOSED_HEADERS))
         .max_age(std::time::Duration::from_secs(600))
+}
+
+/// CORS answers only a browser, and a browser names the page's origin on every
+/// cross-origin request. Without an `Origin` there is no one to answer, so the
+/// request skips the CORS layer and its response carries only `Vary: Origin` (a
+/// cache must not hand this answer to a browser that does send one) instead of
+/// the allow-credentials and expose-headers lists: about a quarter of a point
+/// read's bytes.
+#[derive(Clone)]
+pub struct OnlyWithOrigin(CorsLayer);
+
+impl<S: Clone> Layer<S> for OnlyWithOrigin {
+    type Service = OriginGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OriginGate {
+            cors: self.0.layer(inner.clone()),
+            plain: inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OriginGate<S> {
+    cors: Cors<S>,
+    plain: S,
+}
+
+type Plain<F, B> = MapOk<F, fn(http::Response<B>) -> http::Response<B>>;
+
+fn vary_origin<B>(mut response: http::Response<B>) -> http::Response<B> {
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for OriginGate<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future =
+        Either<<Cors<S> as Service<http::Request<ReqBody>>>::Future, Plain<S::Future, ResBody>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both hold a clone of the same stack, which axum keeps always ready.
+        match self.plain.poll_ready(context) {
+            Poll::Ready(Ok(())) => self.cors.poll_ready(context),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if request.headers().contains_key(header::ORIGIN) {
+            Either::Left(self.cors.call(request))
+        } else {
+            let vary: fn(http::Response<ResBody>) -> http::Response<ResBody> = vary_origin;
+            Either::Right(self.plain.call(request).map_ok(vary))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -163,6 +163,38 @@ async fn cors_admits_listed_origins_only_and_never_a_wildcard() {
 }
 
 #[tokio::test]
+async fn cors_headers_answer_only_requests_that_name_an_origin() {
+    let server = kit::start().await;
+    let from_page = server
+        .get("/health")
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    let headers = from_page.headers();
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    assert!(
+        headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("content-range")
+    );
+    assert_eq!(headers["vary"], "origin");
+
+    let without = server.get("/health").send().await.unwrap();
+    let headers = without.headers();
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+    ] {
+        assert!(headers.get(name).is_none(), "{name}");
+    }
+    assert_eq!(headers["vary"], "origin");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
 async fn development_admits_loopback_front_ends() {
     let server = kit::start().await;
     let local = preflight(&server, "http://localhost:5173").await;
