@@ -16,12 +16,14 @@
 
 mod data;
 mod fetch;
+mod jobs;
 mod rows;
 mod sandbox;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gatehouse_db::Transaction;
@@ -139,6 +141,8 @@ pub struct Functions {
     /// file is reported once rather than at every look.
     failed: std::sync::Mutex<HashMap<String, String>>,
     triggers: Triggers,
+    /// `ctx.jobs`, once the server has a job queue for the functions.
+    jobs: Option<Arc<jobs::Queueing>>,
 }
 
 /// How long a call's transaction may hold its writes open, by default.
@@ -280,7 +284,28 @@ impl Functions {
             data,
             running: tokio::sync::Semaphore::new(MAX_RUNNING),
             failed: std::sync::Mutex::new(HashMap::new()),
+            jobs: None,
         })
+    }
+
+    /// Gives the functions `ctx.jobs` over the queues of `settings`; `wake`
+    /// tells this instance's workers that a call committed new jobs.
+    pub fn with_jobs(
+        mut self,
+        settings: gatehouse_jobs::Settings,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        let handlers = self
+            .declared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.jobs = Some(Arc::new(jobs::Queueing {
+            settings,
+            handlers,
+            wake,
+        }));
+        self
     }
 
     fn function(&self, name: &str) -> Result<Arc<Declared>, CallError> {
@@ -383,6 +408,21 @@ impl Functions {
         args: Json,
         request: Option<Json>,
     ) -> Result<Json, CallError> {
+        let mut context = json!({ "user": user(caller) });
+        if let Some(request) = request {
+            context["request"] = request;
+        }
+        self.invoke(caller, (name, request_id), args, context).await
+    }
+
+    /// A call with `context` as the code's `ctx` (before its doors are added).
+    async fn invoke(
+        &self,
+        caller: &Caller,
+        (name, request_id): (&str, &str),
+        args: Json,
+        context: Json,
+    ) -> Result<Json, CallError> {
         let function = self.function(name)?;
         let allowed = match caller.role() {
             Ok(None) => true,
@@ -393,25 +433,31 @@ impl Functions {
             return Err(CallError::Denied(name.to_owned()));
         }
         let args = checked(&function, args)?;
-        let mut context = json!({ "user": user(caller) });
-        if let Some(request) = request {
-            context["request"] = request;
-        }
         // Every query of the call runs in one transaction, committed when the
         // function returns and rolled back when it throws.
         let transaction = self.data.db.begin(function.write_limit);
+        let enqueued = Arc::new(AtomicBool::new(false));
         let ran = self
             .run(
                 (name, &function),
                 caller,
                 request_id,
                 (args, context),
-                &transaction,
+                (&transaction, &enqueued),
             )
             .await;
         match ran {
             Ok(value) => match transaction.commit().await {
-                Ok(()) => Ok(value),
+                Ok(()) => {
+                    if let Some(jobs) = self
+                        .jobs
+                        .as_ref()
+                        .filter(|_| enqueued.load(Ordering::Acquire))
+                    {
+                        jobs.wake.notify_waiters();
+                    }
+                    Ok(value)
+                }
                 Err(gatehouse_db::DbError::TransactionExpired) => Err(CallError::WriteExpired),
                 Err(error) => Err(CallError::Commit(error)),
             },
@@ -432,7 +478,7 @@ impl Functions {
         caller: &Caller,
         request_id: &str,
         (args, context): (Json, Json),
-        transaction: &Transaction,
+        (transaction, enqueued): (&Transaction, &Arc<AtomicBool>),
     ) -> Result<Json, Failure> {
         let depth = DEPTH.get();
         if depth >= MAX_DEPTH {
@@ -466,6 +512,12 @@ impl Functions {
                         .get(&name)
                         .map(|value| value.expose_secret().to_owned())
                 })
+            },
+            jobs: match &self.jobs {
+                Some(jobs) => jobs.door(runtime.clone(), transaction.clone(), enqueued.clone()),
+                None => {
+                    Arc::new(|_| json!({ "error": "this server runs no job queue" }).to_string())
+                }
             },
         };
         let _turn = if depth == 0 {
@@ -558,7 +610,9 @@ impl BeforeWrite for Functions {
                         caller,
                         "",
                         (json!({}), context),
-                        transaction,
+                        // Jobs a trigger enqueues commit with the write; the
+                        // workers find them at their next look.
+                        (transaction, &Arc::new(AtomicBool::new(false))),
                     )
                     .await;
                 match ran {

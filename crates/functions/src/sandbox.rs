@@ -195,12 +195,22 @@ pub struct Doors {
     pub fetch: Reader,
     /// `ctx.secrets.get(name)`: a declared secret's value, or none.
     pub secret: SecretReader,
+    /// `ctx.jobs.enqueue`'s host side: the job's JSON in, `{id}` or `{error}` out.
+    pub jobs: Reader,
 }
 
 pub type SecretReader = std::sync::Arc<dyn Fn(String) -> Option<String> + Send + Sync>;
 
 /// `ctx.secrets`, over the host's reader.
 const SECRETS: &str = "(secret) => Object.freeze({ get: (name) => secret(String(name)) ?? null })";
+
+/// `ctx.jobs`, over the host's enqueue: `enqueue(name, payload, { runAt, key,
+/// queue, attempts })` resolves to `{ id }` (`id` null when the key was used).
+const JOBS: &str = "(enqueue) => Object.freeze({ enqueue: (name, payload = {}, options = {}) => { \
+    const runAt = options.runAt instanceof Date ? options.runAt.toISOString() : options.runAt; \
+    const answer = JSON.parse(enqueue(JSON.stringify({ name: String(name), payload, \
+      runAt, key: options.key, queue: options.queue, attempts: options.attempts }))); \
+    return answer.error ? Promise.reject(new Error(answer.error)) : Promise.resolve({ id: answer.id }); } })";
 
 /// `ctx.log`, over the host's logger: lines with their fields as JSON.
 const LOG: &str = "(log) => { \
@@ -236,6 +246,7 @@ fn install<'js>(
         log,
         fetch,
         secret,
+        jobs,
     } = doors;
     let made = (|| {
         lazy(object, "db", move |ctx| database(&ctx, db.clone()))?;
@@ -263,6 +274,11 @@ fn install<'js>(
             let secret = secret.clone();
             let host = Function::new(ctx.clone(), move |name: String| secret(name))?;
             wrap(&ctx, SECRETS, host)
+        })?;
+        lazy(object, "jobs", move |ctx| {
+            let jobs = jobs.clone();
+            let host = Function::new(ctx.clone(), move |job: String| jobs(job))?;
+            wrap(&ctx, JOBS, host)
         })
     })();
     made.catch(ctx).map_err(|e| failure(e))
@@ -520,6 +536,7 @@ mod tests {
                 }),
                 fetch: std::sync::Arc::new(|_| String::new()),
                 secret: std::sync::Arc::new(|_| None),
+                jobs: std::sync::Arc::new(|_| String::new()),
             };
             sandbox.call(
                 ("t.js", source),

@@ -108,6 +108,8 @@ pub struct Config {
     pub triggers: Vec<(String, TriggerDecl)>,
     /// `functions/` beside the configuration file.
     pub functions_dir: PathBuf,
+    /// `[jobs]`: the background job queues and their timings.
+    pub jobs: gatehouse_jobs::Settings,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -171,6 +173,55 @@ struct FileConfig {
     tables: IndexMap<String, TableDecl>,
     #[serde(default)]
     functions: IndexMap<String, FunctionDecl>,
+    #[serde(default)]
+    jobs: JobsSection,
+}
+
+/// `[jobs]`: timings, and `queues.<name> = { concurrency = n }` (per instance).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct JobsSection {
+    poll_ms: Option<Bounded<10, 60_000>>,
+    lease_secs: Option<Bounded<1, 86_400>>,
+    backoff_ms: Option<Bounded<1, 3_600_000>>,
+    backoff_cap_secs: Option<Bounded<1, 604_800>>,
+    max_attempts: Option<Bounded<1, 100>>,
+    #[serde(default)]
+    queues: IndexMap<String, QueueDecl>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueDecl {
+    concurrency: Bounded<1, 256>,
+}
+
+impl JobsSection {
+    fn settings(&self) -> gatehouse_jobs::Settings {
+        let defaults = gatehouse_jobs::Settings::default();
+        let mut queues = defaults.queues.clone();
+        for (name, queue) in &self.queues {
+            queues.insert(name.clone(), queue.concurrency.0 as usize);
+        }
+        gatehouse_jobs::Settings {
+            queues,
+            poll: self
+                .poll_ms
+                .map_or(defaults.poll, |b| Duration::from_millis(b.0)),
+            lease: self
+                .lease_secs
+                .map_or(defaults.lease, |b| Duration::from_secs(b.0)),
+            backoff: self
+                .backoff_ms
+                .map_or(defaults.backoff, |b| Duration::from_millis(b.0)),
+            backoff_cap: self
+                .backoff_cap_secs
+                .map_or(defaults.backoff_cap, |b| Duration::from_secs(b.0)),
+            max_attempts: self
+                .max_attempts
+                .map_or(defaults.max_attempts, |b| b.0 as u32),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -743,6 +794,7 @@ impl Config {
                 .collect(),
             functions: file.functions,
             functions_dir: PathBuf::from("functions"),
+            jobs: file.jobs.settings(),
         })
     }
 

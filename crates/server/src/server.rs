@@ -7,6 +7,7 @@ use gatehouse_auth::Auth;
 use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_functions::{Data, Functions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
+use gatehouse_jobs::Workers;
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
 use gatehouse_rest::{Caller, Rest, RestSettings};
@@ -30,6 +31,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
     mail_sender: Option<JoinHandle<()>>,
+    job_workers: Option<Workers>,
     grace: Duration,
 }
 
@@ -95,12 +97,16 @@ pub async fn start(
         db: db.clone(),
         service: Caller::holding(secrets.service),
     };
-    let functions = Arc::new(Functions::load(
-        (&config.functions, &config.triggers),
-        &config.functions_dir,
-        data,
-        &secrets.function_secrets,
-    )?);
+    let jobs_wake = Arc::new(Notify::new());
+    let functions = Arc::new(
+        Functions::load(
+            (&config.functions, &config.triggers),
+            &config.functions_dir,
+            data,
+            &secrets.function_secrets,
+        )?
+        .with_jobs(config.jobs.clone(), jobs_wake.clone()),
+    );
     let triggers: std::sync::Weak<Functions> = Arc::downgrade(&functions);
     rest.set_triggers(triggers);
     let token_rules = TokenRules {
@@ -133,6 +139,18 @@ pub async fn start(
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
+    // Jobs run declared functions: without any, nothing can be enqueued.
+    let job_workers = (!config.functions.is_empty()).then(|| {
+        Workers::spawn(
+            state.db().clone(),
+            config.jobs.clone(),
+            (
+                functions.clone() as Arc<dyn gatehouse_jobs::Runner>,
+                jobs_wake,
+            ),
+            stopped.clone(),
+        )
+    });
     if config.mode == Mode::Development && !config.functions.is_empty() {
         tokio::spawn(reload_functions(functions, stopped.clone()));
     }
@@ -178,6 +196,7 @@ pub async fn start(
         stop,
         listeners,
         mail_sender,
+        job_workers,
         grace: config.shutdown_grace,
     })
 }
@@ -310,6 +329,11 @@ impl Running {
                     tracing::warn!("grace period over; dropping the requests still running");
                 }
             }
+        }
+        if let Some(workers) = self.job_workers {
+            // The loops stop claiming; a job still running when the process
+            // ends runs again after its lease.
+            let _ = tokio::time::timeout(Duration::from_secs(5), workers.join()).await;
         }
         if let Some(sender) = self.mail_sender {
             // It stops between messages; an unsent one stays in the outbox.

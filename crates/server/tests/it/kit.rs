@@ -123,6 +123,7 @@ fn adopt_logic(config: &mut Config, declared: Config) {
     config.functions = declared.functions;
     config.functions_dir = declared.functions_dir;
     config.triggers = declared.triggers;
+    config.jobs = declared.jobs;
 }
 
 /// The example shop (examples/shop: tables, policies, storage policies and

@@ -13,6 +13,7 @@ mod errors;
 mod function_writes;
 mod functions;
 mod idempotency;
+mod jobs;
 mod keys;
 mod kit;
 mod limits;

@@ -1,0 +1,132 @@
+//! Background jobs from the functions' side: `ctx.jobs.enqueue`, which writes
+//! the job in the call's own transaction (a call that throws leaves no job),
+//! and the [`Runner`] that runs a claimed job as its declared function.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gatehouse_db::Transaction;
+use gatehouse_jobs::{Job, NewJob, Runner, Running, Settings};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Notify;
+
+use crate::{Declared, Functions, checked};
+
+/// What enqueueing needs: the queues, the functions that may handle a job
+/// (their arguments check the payload when it is enqueued, not only when it
+/// runs), and how to wake this instance's workers after a commit.
+pub(crate) struct Queueing {
+    pub(crate) settings: Settings,
+    pub(crate) handlers: HashMap<String, Arc<Declared>>,
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// `ctx.jobs.enqueue(name, payload, options)` as the door sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Request {
+    name: String,
+    #[serde(default)]
+    payload: Option<Json>,
+    run_at: Option<String>,
+    key: Option<String>,
+    queue: Option<String>,
+    attempts: Option<u32>,
+}
+
+impl Queueing {
+    /// The door's host side for one call: enqueues inside `transaction` and
+    /// marks `enqueued`, so the call wakes the workers once it commits.
+    pub(crate) fn door(
+        self: &Arc<Self>,
+        runtime: tokio::runtime::Handle,
+        transaction: Transaction,
+        enqueued: Arc<AtomicBool>,
+    ) -> crate::sandbox::Reader {
+        let queueing = self.clone();
+        Arc::new(move |request| {
+            let answer = queueing
+                .job(&request)
+                .and_then(|statement| {
+                    runtime
+                        .block_on(transaction.transaction_if(vec![statement], |_| true))
+                        .map_err(|error| {
+                            tracing::error!(target: "gatehouse::function", %error, "a job could not be enqueued");
+                            "the job could not be enqueued".to_owned()
+                        })
+                })
+                .map(|rows| {
+                    enqueued.store(true, Ordering::Release);
+                    let id = rows
+                        .and_then(|mut rows| rows.pop())
+                        .and_then(|rows| rows.first().and_then(|row| row.text(0).ok().map(str::to_owned)));
+                    json!({ "id": id })
+                });
+            match answer {
+                Ok(answer) => answer,
+                Err(error) => json!({ "error": error }),
+            }
+            .to_string()
+        })
+    }
+
+    fn job(&self, request: &str) -> Result<gatehouse_db::Statement, String> {
+        let request: Request = serde_json::from_str(request)
+            .map_err(|_| "enqueue(name, payload, { runAt, key, queue, attempts })".to_owned())?;
+        let handler = self
+            .handlers
+            .get(&request.name)
+            .ok_or_else(|| format!("no function {:?} is declared to handle it", request.name))?;
+        let payload = checked(handler, request.payload.unwrap_or_else(|| json!({})))
+            .map_err(|error| format!("job {}: {error}", request.name))?;
+        let run_at = request
+            .run_at
+            .map(|at| {
+                OffsetDateTime::parse(&at, &Rfc3339)
+                    .map_err(|_| format!("runAt {at:?} is not an RFC 3339 time"))
+            })
+            .transpose()?;
+        let job = NewJob {
+            queue: request
+                .queue
+                .unwrap_or_else(|| gatehouse_jobs::DEFAULT_QUEUE.to_owned()),
+            run_at,
+            key: request.key,
+            max_attempts: request.attempts,
+            ..NewJob::new(&request.name, payload)
+        };
+        gatehouse_jobs::enqueue(&self.settings, &job).map_err(|error| error.to_string())
+    }
+}
+
+/// A job runs as its function with the secret key's rights (`ctx.db` is
+/// open, as for the server's own work), its payload as the arguments and
+/// `ctx.job` saying which job and attempt this is.
+impl Runner for Functions {
+    fn run(&self, job: Job) -> Running<'_> {
+        Box::pin(async move {
+            let context = json!({
+                "user": null,
+                "job": {
+                    "id": job.id,
+                    "queue": job.queue,
+                    "attempt": job.attempt,
+                    "maxAttempts": job.max_attempts,
+                },
+            });
+            self.invoke(
+                &self.data.service,
+                (&job.function, &job.id),
+                job.payload,
+                context,
+            )
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+        })
+    }
+}

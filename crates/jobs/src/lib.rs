@@ -1,0 +1,384 @@
+//! Durable background jobs. A job is a row of `gatehouse_jobs` written by the
+//! same transaction as the change that causes it ([`enqueue`] gives the
+//! statement), so a rolled-back write leaves no job and a committed one cannot
+//! lose it. Workers in every instance claim due jobs with a lease (`FOR UPDATE
+//! SKIP LOCKED` on PostgreSQL; the one writer on SQLite), run them through a
+//! [`Runner`] (the server's declared functions), and record the outcome only
+//! while they still hold the lease. A failure is retried after an exponential
+//! backoff with jitter until the job's attempts are spent; then it is dead,
+//! kept with its last error for inspection. A lease that runs out (its
+//! instance died, or the run outlived it) makes the job claimable again, and
+//! that counts as an attempt: delivery is at least once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use gatehouse_db::{Database, DbError, Sql, Statement, Value, timestamp};
+use serde_json::Value as Json;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// The queue a job joins when it names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A payload's size at most, as JSON text.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+const MAX_KEY_BYTES: usize = 200;
+
+/// How jobs run: the queues with how many of each run at once per instance,
+/// and the timings. `[jobs]` in gatehouse.toml.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub queues: BTreeMap<String, usize>,
+    /// How long a claimed job is its worker's before another may take it:
+    /// longer than any handler may run.
+    pub lease: Duration,
+    /// How often an idle worker looks for due jobs (enqueued by another
+    /// instance, or due later); this instance's own commits wake it at once.
+    pub poll: Duration,
+    /// The first retry's delay; each later one doubles it, up to `backoff_cap`.
+    pub backoff: Duration,
+    pub backoff_cap: Duration,
+    /// Attempts a job gets when it names no limit of its own.
+    pub max_attempts: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            queues: BTreeMap::from([(DEFAULT_QUEUE.to_owned(), 4)]),
+            lease: Duration::from_secs(300),
+            poll: Duration::from_secs(1),
+            backoff: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(3600),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Why a job could not be enqueued, in words for the code that asked.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum JobError {
+    #[error("there is no queue {0:?} (declare it under [jobs.queues])")]
+    Queue(String),
+    #[error("a job's payload is a JSON object of at most {MAX_PAYLOAD_BYTES} bytes")]
+    Payload,
+    #[error("a job's key is 1 to {MAX_KEY_BYTES} bytes")]
+    Key,
+    #[error("a job's attempts are 1 to 100")]
+    Attempts,
+}
+
+/// A job to enqueue: the declared function that runs it and its arguments.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub function: String,
+    pub payload: Json,
+    pub queue: String,
+    /// Not before this moment; now when absent.
+    pub run_at: Option<OffsetDateTime>,
+    /// A second job with the same function and key is not enqueued.
+    pub key: Option<String>,
+    pub max_attempts: Option<u32>,
+}
+
+impl NewJob {
+    pub fn new(function: &str, payload: Json) -> Self {
+        Self {
+            function: function.to_owned(),
+            payload,
+            queue: DEFAULT_QUEUE.to_owned(),
+            run_at: None,
+            key: None,
+            max_attempts: None,
+        }
+    }
+}
+
+const ENQUEUE: Sql = Sql::both(
+    "INSERT INTO gatehouse_jobs (id, queue, function, payload, unique_key, state, max_attempts, run_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8) \
+     ON CONFLICT (function, unique_key) DO NOTHING RETURNING id",
+);
+
+/// The statement that enqueues `job`, checked against `settings`; run it in the
+/// transaction whose commit should cause the job. It returns the new job's id,
+/// or no row when the job's key was already used.
+pub fn enqueue(settings: &Settings, job: &NewJob) -> Result<Statement, JobError> {
+    if !settings.queues.contains_key(&job.queue) {
+        return Err(JobError::Queue(job.queue.clone()));
+    }
+    let payload = match &job.payload {
+        Json::Object(_) => job.payload.to_string(),
+        _ => return Err(JobError::Payload),
+    };
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(JobError::Payload);
+    }
+    if job
+        .key
+        .as_ref()
+        .is_some_and(|key| key.is_empty() || key.len() > MAX_KEY_BYTES)
+    {
+        return Err(JobError::Key);
+    }
+    let attempts = job.max_attempts.unwrap_or(settings.max_attempts);
+    if !(1..=100).contains(&attempts) {
+        return Err(JobError::Attempts);
+    }
+    let now = OffsetDateTime::now_utc();
+    Ok(Statement::new(
+        &ENQUEUE,
+        vec![
+            uuid::Uuid::now_v7().to_string().into(),
+            job.queue.clone().into(),
+            job.function.clone().into(),
+            payload.into(),
+            job.key.clone().map_or(Value::Null, Value::Text),
+            i64::from(attempts).into(),
+            timestamp(job.run_at.unwrap_or(now)).into(),
+            timestamp(now).into(),
+        ],
+    ))
+}
+
+/// A claimed job, as its runner sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    pub function: String,
+    pub payload: Json,
+    /// 1 on the first run.
+    pub attempt: i64,
+    pub max_attempts: i64,
+}
+
+/// What runs a job: `Err` carries the failure to record (it is kept in the
+/// database and shown to operators, so it must not hold secrets).
+pub trait Runner: Send + Sync + 'static {
+    fn run(&self, job: Job) -> Running<'_>;
+}
+
+pub type Running<'a> = BoxFuture<'a, Result<(), String>>;
+
+/// Takes the oldest due job of queue `$1` (waiting and due, or running with
+/// its lease run out), leasing it to `$3` until `$4`.
+const CLAIM: Sql = Sql {
+    sqlite: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = ?3, run_at = ?4 \
+             WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = ?1 AND state IN ('waiting', 'running') \
+             AND run_at <= ?2 ORDER BY run_at LIMIT 1) \
+             RETURNING id, function, payload, attempts, max_attempts",
+    postgres: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = $3, run_at = $4 \
+               WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = $1 AND state IN ('waiting', 'running') \
+               AND run_at <= $2 ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+               AND state IN ('waiting', 'running') AND run_at <= $2 \
+               RETURNING id, function, payload, attempts, max_attempts",
+};
+
+/// Each outcome is recorded only by the worker still holding the lease.
+const DONE: Sql = Sql::both(
+    "UPDATE gatehouse_jobs SET state = 'done', lease_id = NULL, finished_at = $3, last_error = NULL \
+     WHERE id = $1 AND lease_id = $2",
+);
+
+const RETRY: Sql = Sql::both(
+    "UPDATE gatehouse_jobs SET state = 'waiting', lease_id = NULL, run_at = $3, last_error = $4 \
+     WHERE id = $1 AND lease_id = $2",
+);
+
+const DEAD: Sql = Sql::both(
+    "UPDATE gatehouse_jobs SET state = 'dead', lease_id = NULL, finished_at = $3, last_error = $4 \
+     WHERE id = $1 AND lease_id = $2",
+);
+
+/// Failures are recorded cut to this many bytes.
+const MAX_ERROR_BYTES: usize = 2048;
+
+/// The delay before the attempt after `attempt` (1-based): `base` doubled per
+/// attempt, capped, then "equal jitter" (a random point in its upper half) so
+/// jobs that failed together do not retry together.
+pub fn backoff(settings: &Settings, attempt: i64) -> Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(30);
+    let full = settings
+        .backoff
+        .saturating_mul(1 << doublings)
+        .min(settings.backoff_cap);
+    let unit = f64::from(getrandom::u32().unwrap_or(0)) / f64::from(u32::MAX);
+    full.mul_f64(0.5 + unit / 2.0)
+}
+
+/// Claims one due job of `queue` for a lease named `lease_id`.
+async fn claim(
+    db: &Database,
+    settings: &Settings,
+    queue: &str,
+    lease_id: &str,
+) -> Result<Option<Job>, DbError> {
+    let now = OffsetDateTime::now_utc();
+    let claimed = db
+        .transaction(vec![Statement::new(
+            &CLAIM,
+            vec![
+                queue.into(),
+                timestamp(now).into(),
+                lease_id.into(),
+                timestamp(now + settings.lease).into(),
+            ],
+        )])
+        .await?;
+    let Some(row) = claimed.first().and_then(|rows| rows.first()) else {
+        return Ok(None);
+    };
+    Ok(Some(Job {
+        id: row.text(0)?.to_owned(),
+        queue: queue.to_owned(),
+        function: row.text(1)?.to_owned(),
+        payload: serde_json::from_str(row.text(2)?).unwrap_or(Json::Null),
+        attempt: row.integer(3)?,
+        max_attempts: row.integer(4)?,
+    }))
+}
+
+/// Records how `job`'s run under `lease_id` ended.
+async fn record(
+    db: &Database,
+    settings: &Settings,
+    (job, lease_id): (&Job, &str),
+    outcome: Result<(), String>,
+) -> Result<(), DbError> {
+    let now = OffsetDateTime::now_utc();
+    let key = [Value::from(job.id.as_str()), lease_id.into()];
+    let statement = match outcome {
+        Ok(()) => Statement::new(&DONE, [&key[..], &[timestamp(now).into()]].concat()),
+        Err(mut error) => {
+            if error.len() > MAX_ERROR_BYTES {
+                let mut end = MAX_ERROR_BYTES;
+                while !error.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error.truncate(end);
+            }
+            let dead = job.attempt >= job.max_attempts;
+            tracing::warn!(job = %job.id, function = %job.function, attempt = job.attempt, dead, %error, "a job failed");
+            if dead {
+                Statement::new(
+                    &DEAD,
+                    [&key[..], &[timestamp(now).into(), error.into()]].concat(),
+                )
+            } else {
+                let retry_at = now + backoff(settings, job.attempt);
+                Statement::new(
+                    &RETRY,
+                    [&key[..], &[timestamp(retry_at).into(), error.into()]].concat(),
+                )
+            }
+        }
+    };
+    db.transaction(vec![statement]).await.map(drop)
+}
+
+/// The workers of this instance: one loop per queue, each running up to the
+/// queue's concurrency of jobs at once.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the workers, which also look at once whenever `wake` is
+    /// notified (after a commit that enqueued); they stop when `stop` turns
+    /// true (jobs running then finish or, if the process ends first, run again
+    /// after their lease).
+    pub fn spawn(
+        db: Database,
+        settings: Settings,
+        (runner, wake): (Arc<dyn Runner>, Arc<Notify>),
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let settings = Arc::new(settings);
+        let handles = settings
+            .queues
+            .iter()
+            .map(|(queue, concurrency)| {
+                let worker = Worker {
+                    db: db.clone(),
+                    settings: settings.clone(),
+                    runner: runner.clone(),
+                    queue: queue.clone(),
+                    slots: Arc::new(Semaphore::new((*concurrency).max(1))),
+                    wake: wake.clone(),
+                };
+                tokio::spawn(worker.serve(stop.clone()))
+            })
+            .collect();
+        Self { handles }
+    }
+
+    /// Waits for every worker loop to end (after `stop`).
+    pub async fn join(self) {
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+struct Worker {
+    db: Database,
+    settings: Arc<Settings>,
+    runner: Arc<dyn Runner>,
+    queue: String,
+    slots: Arc<Semaphore>,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    async fn serve(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let woken = self.wake.notified();
+            // Claim while there are free slots and due jobs.
+            loop {
+                let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let lease_id = uuid::Uuid::new_v4().to_string();
+                match claim(&self.db, &self.settings, &self.queue, &lease_id).await {
+                    Ok(Some(job)) => {
+                        let (db, settings, runner) =
+                            (self.db.clone(), self.settings.clone(), self.runner.clone());
+                        tokio::spawn(async move {
+                            // A lease that ran out on the last attempt: spent.
+                            let outcome = if job.attempt > job.max_attempts {
+                                Err("its last attempt ended without an outcome (lease expired)"
+                                    .to_owned())
+                            } else {
+                                runner.run(job.clone()).await
+                            };
+                            if let Err(error) =
+                                record(&db, &settings, (&job, &lease_id), outcome).await
+                            {
+                                tracing::error!(job = %job.id, %error, "a job's outcome could not be recorded; it will run again after its lease");
+                            }
+                            drop(slot);
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::error!(queue = %self.queue, %error, "the job queue could not be read");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(self.settings.poll) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+        }
+    }
+}

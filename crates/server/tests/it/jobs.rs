@@ -1,0 +1,175 @@
+//! Background jobs through the server: `ctx.jobs.enqueue` writes the job in
+//! the call's transaction (a call that throws leaves none), the workers run it
+//! as its declared function with the secret key's rights, a failed attempt is
+//! retried, and a handler nobody may call from outside stays unreachable.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_db::testing::TestDatabase;
+use serde_json::{Value, json};
+
+use crate::functions::rpc;
+use crate::kit::{self, TestServer, json};
+
+const ALICE: &str = "0190c2a4-7e5b-7000-8000-00000000a11c";
+
+const DECLARED: &str = r#"
+[tables.orders]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns.item = { type = "text", not_null = true }
+
+[[tables.orders.policies]]
+name = "owners"
+for = "all"
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+
+# No policy: only the server's own work (a job's handler) reaches it.
+[tables.confirmations]
+columns.id = { type = "bigint", primary_key = true }
+columns.order_id = { type = "bigint", not_null = true }
+columns.attempt = { type = "integer", not_null = true }
+
+[functions.place]
+module = "place.js"
+roles = ["authenticated"]
+args.item = { type = "text", not_null = true }
+args.fail = { type = "boolean", default = false }
+args.handler = { type = "text", default = "confirm" }
+args.payload = { type = "jsonb" }
+
+# Roles absent: no client may call it; the queue runs it.
+[functions.confirm]
+module = "confirm.js"
+args.order_id = { type = "bigint", not_null = true }
+args.flaky = { type = "boolean", default = false }
+
+[jobs]
+poll_ms = 50
+backoff_ms = 20
+"#;
+
+const MODULES: [(&str, &str); 2] = [
+    (
+        "place.js",
+        "export default async ({ item, fail, handler, payload }, ctx) => {
+           const { data: order } = await ctx.db.from('orders').insert({ item }).select('id').single();
+           const first = await ctx.jobs.enqueue(handler, payload ?? { order_id: order.id, flaky: item === 'flaky' },
+             { key: `order-${order.id}` });
+           const again = await ctx.jobs.enqueue(handler, { order_id: order.id }, { key: `order-${order.id}` });
+           if (fail) throw new Error('payment declined');
+           return { order: order.id, job: first.id, again: again.id };
+         }",
+    ),
+    (
+        "confirm.js",
+        "export default async ({ order_id, flaky }, ctx) => {
+           if (flaky && ctx.job.attempt === 1) throw new Error('the mail relay is down');
+           const { error } = await ctx.db.from('confirmations')
+             .insert({ id: order_id, order_id, attempt: ctx.job.attempt });
+           if (error) throw new Error(error.message);
+           return null;
+         }",
+    ),
+];
+
+async fn confirmations(server: &TestServer) -> Value {
+    let response = server
+        .client
+        .get(format!(
+            "{}/rest/v1/confirmations?select=order_id,attempt&order=order_id",
+            server.url
+        ))
+        .header("apikey", &server.secret)
+        .bearer_auth(&server.secret)
+        .send()
+        .await
+        .unwrap();
+    json(response).await
+}
+
+async fn until_confirmed(server: &TestServer, count: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = confirmations(server).await;
+        if rows.as_array().is_some_and(|rows| rows.len() >= count) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "confirmations so far: {rows}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_runs_after_its_call_commits_and_never_after_it_throws() {
+    for database in TestDatabase::all() {
+        let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+        let (status, declined) = rpc(
+            &server,
+            Some(ALICE),
+            "place",
+            json!({"item": "lamp", "fail": true}),
+        )
+        .await;
+        assert_eq!(status, 400, "{declined}");
+        let (status, placed) = rpc(&server, Some(ALICE), "place", json!({"item": "desk"})).await;
+        assert_eq!(status, 200, "{placed}");
+        assert!(placed["job"].is_string(), "{placed}");
+        assert_eq!(placed["again"], Value::Null, "a used key enqueues nothing");
+
+        let order = placed["order"].clone();
+        assert_eq!(
+            until_confirmed(&server, 1).await,
+            json!([{"order_id": order, "attempt": 1}])
+        );
+        // The declined call's job was rolled back with its order: it never runs.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(confirmations(&server).await.as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let (status, placed) = rpc(&server, Some(ALICE), "place", json!({"item": "flaky"})).await;
+    assert_eq!(status, 200, "{placed}");
+    assert_eq!(
+        until_confirmed(&server, 1).await,
+        json!([{"order_id": placed["order"], "attempt": 2}])
+    );
+}
+
+#[tokio::test]
+async fn enqueueing_refuses_what_no_handler_takes_and_handlers_stay_private() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let (status, body) = rpc(
+        &server,
+        Some(ALICE),
+        "place",
+        json!({"item": "a", "handler": "nobody"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("no function"),
+        "{body}"
+    );
+    let (status, body) = rpc(
+        &server,
+        Some(ALICE),
+        "place",
+        json!({"item": "a", "payload": {"order_id": "seven"}}),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "the payload is checked as the handler's arguments: {body}"
+    );
+    // The handler is not callable by a client: no role lists it.
+    let (status, _) = rpc(&server, Some(ALICE), "confirm", json!({"order_id": 1})).await;
+    assert_eq!(status, 403);
+}
