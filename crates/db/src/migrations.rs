@@ -338,6 +338,10 @@ const MIGRATIONS: &[Migration] = &[
             Sql::both(
                 "CREATE INDEX IF NOT EXISTS gatehouse_jobs_due ON gatehouse_jobs (queue, state, run_at)",
             ),
+            // Each cron schedule's next tick, moved on by the instance that takes it.
+            Sql::both(
+                "CREATE TABLE IF NOT EXISTS gatehouse_cron (name TEXT PRIMARY KEY, next_at TEXT NOT NULL)",
+            ),
         ],
     },
 ];

@@ -116,6 +116,7 @@ impl Runner for Functions {
                     "queue": job.queue,
                     "attempt": job.attempt,
                     "maxAttempts": job.max_attempts,
+                    "key": job.key,
                 },
             });
             self.invoke(

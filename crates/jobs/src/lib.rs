@@ -10,6 +10,8 @@
 //! instance died, or the run outlived it) makes the job claimable again, and
 //! that counts as an attempt: delivery is at least once.
 
+pub mod cron;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,6 +158,8 @@ pub struct Job {
     /// 1 on the first run.
     pub attempt: i64,
     pub max_attempts: i64,
+    /// The key it was enqueued with (a cron job's names its tick).
+    pub key: Option<String>,
 }
 
 /// What runs a job: `Err` carries the failure to record (it is kept in the
@@ -172,12 +176,12 @@ const CLAIM: Sql = Sql {
     sqlite: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = ?3, run_at = ?4 \
              WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = ?1 AND state IN ('waiting', 'running') \
              AND run_at <= ?2 ORDER BY run_at LIMIT 1) \
-             RETURNING id, function, payload, attempts, max_attempts",
+             RETURNING id, function, payload, attempts, max_attempts, unique_key",
     postgres: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = $3, run_at = $4 \
                WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = $1 AND state IN ('waiting', 'running') \
                AND run_at <= $2 ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
                AND state IN ('waiting', 'running') AND run_at <= $2 \
-               RETURNING id, function, payload, attempts, max_attempts",
+               RETURNING id, function, payload, attempts, max_attempts, unique_key",
 };
 
 /// Each outcome is recorded only by the worker still holding the lease.
@@ -243,6 +247,7 @@ async fn claim(
         payload: serde_json::from_str(row.text(2)?).unwrap_or(Json::Null),
         attempt: row.integer(3)?,
         max_attempts: row.integer(4)?,
+        key: row.optional_text(5)?.map(str::to_owned),
     }))
 }
 

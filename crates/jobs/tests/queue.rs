@@ -248,6 +248,9 @@ async fn a_lease_that_runs_out_hands_the_job_to_another_worker() {
         });
         let (first, stop_first) = start(&db, settings.clone(), stuck.clone());
         until("the first claim", async || stuck.count() == 1).await;
+        // It dies: it claims nothing more, and its run never reports.
+        stop_first.send(true).unwrap();
+        first.join().await;
         let healthy = Arc::new(Recorder::default());
         let (second, stop_second) = start(&db, settings, healthy.clone());
         until("the takeover", async || states(&db).await[0].0 == "done").await;
@@ -258,10 +261,7 @@ async fn a_lease_that_runs_out_hands_the_job_to_another_worker() {
         );
         assert_eq!(healthy.count(), 1);
         assert_eq!(healthy.runs.lock().unwrap()[0].1, 2);
-        for stop in [stop_first, stop_second] {
-            stop.send(true).unwrap();
-        }
-        first.join().await;
+        stop_second.send(true).unwrap();
         second.join().await;
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use gatehouse_auth::{AuthSettings, HashParams};
 use gatehouse_functions::FunctionDecl;
 use gatehouse_http::{CorsPolicy, RateLimits};
+use gatehouse_jobs::cron::Schedule;
 use gatehouse_limits::Policy;
 use gatehouse_policy::{Policies, TablePolicies};
 use gatehouse_schema::declaration::{PolicyDecl, TableDecl, TriggerDecl};
@@ -110,6 +111,8 @@ pub struct Config {
     pub functions_dir: PathBuf,
     /// `[jobs]`: the background job queues and their timings.
     pub jobs: gatehouse_jobs::Settings,
+    /// `[[cron]]`: schedules, each enqueueing its function's job at every tick.
+    pub cron: Vec<Schedule>,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -175,6 +178,75 @@ struct FileConfig {
     functions: IndexMap<String, FunctionDecl>,
     #[serde(default)]
     jobs: JobsSection,
+    #[serde(default)]
+    cron: Vec<CronEntry>,
+}
+
+/// `[[cron]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CronDecl {
+    name: String,
+    /// Five fields (a sixth, leading one for seconds), or `@hourly`-style.
+    schedule: String,
+    /// An IANA zone the fields are read in; UTC when absent.
+    time_zone: Option<String>,
+    function: String,
+    queue: Option<String>,
+}
+
+/// A `[[cron]]` entry whose schedule and zone parsed (an error points at it).
+#[derive(Deserialize)]
+#[serde(try_from = "CronDecl")]
+struct CronEntry(Schedule);
+
+impl TryFrom<CronDecl> for CronEntry {
+    type Error = String;
+
+    fn try_from(decl: CronDecl) -> Result<Self, String> {
+        Schedule::new(
+            &decl.name,
+            (&decl.schedule, decl.time_zone.as_deref().unwrap_or("UTC")),
+            &decl.function,
+            decl.queue
+                .as_deref()
+                .unwrap_or(gatehouse_jobs::DEFAULT_QUEUE),
+        )
+        .map(Self)
+    }
+}
+
+/// Each schedule names a declared function and queue, under a name of its own.
+fn cron_schedules(
+    entries: Vec<CronEntry>,
+    functions: &IndexMap<String, FunctionDecl>,
+    jobs: &gatehouse_jobs::Settings,
+) -> Result<Vec<Schedule>, ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    entries
+        .into_iter()
+        .map(|CronEntry(schedule)| {
+            let problem = if !names.insert(schedule.name.clone()) {
+                Some("another [[cron]] entry has this name".to_owned())
+            } else if !functions.contains_key(&schedule.function) {
+                Some(format!("no function {:?} is declared", schedule.function))
+            } else if !jobs.queues.contains_key(&schedule.queue) {
+                Some(format!(
+                    "no queue {:?} is declared under [jobs.queues]",
+                    schedule.queue
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(message) => Err(ConfigError::Env {
+                    variable: format!("[[cron]] {}", schedule.name),
+                    message,
+                }),
+                None => Ok(schedule),
+            }
+        })
+        .collect()
 }
 
 /// `[jobs]`: timings, and `queues.<name> = { concurrency = n }` (per instance).
@@ -666,6 +738,7 @@ impl Config {
                 }
             };
         let server = file.server;
+        let jobs = file.jobs.settings();
         let listen = match overrides.listen {
             Some(listen) => listen,
             None => match env_parsed(
@@ -792,9 +865,10 @@ impl Config {
                         .map(move |trigger| (table.clone(), trigger.clone()))
                 })
                 .collect(),
+            cron: cron_schedules(file.cron, &file.functions, &jobs)?,
             functions: file.functions,
             functions_dir: PathBuf::from("functions"),
-            jobs: file.jobs.settings(),
+            jobs,
         })
     }
 
@@ -964,6 +1038,41 @@ mod tests {
     fn the_starter_file_is_valid() {
         let config = parse(STARTER).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn cron_entries_name_what_is_wrong_with_them() {
+        let declared = "[functions.cleanup]\nmodule = \"cleanup.js\"\n[jobs.queues]\nslow = { concurrency = 1 }\n";
+        let entry = |fields: &str| format!("{declared}[[cron]]\nname = \"nightly\"\n{fields}\n");
+        let config = parse(&entry(
+            "schedule = \"0 3 * * *\"\ntime_zone = \"Europe/Paris\"\nfunction = \"cleanup\"\nqueue = \"slow\"",
+        ))
+        .unwrap();
+        assert_eq!(config.cron.len(), 1);
+        assert_eq!(config.cron[0].queue, "slow");
+        assert_eq!(config.jobs.queues["slow"], 1);
+
+        let bad_schedule = error_of(&entry("schedule = \"0 25 * * *\"\nfunction = \"cleanup\""));
+        assert!(
+            bad_schedule.starts_with("gatehouse.toml:"),
+            "{bad_schedule}"
+        );
+        assert!(bad_schedule.contains("cron nightly"), "{bad_schedule}");
+        let bad_zone = error_of(&entry(
+            "schedule = \"@daily\"\ntime_zone = \"Paris\"\nfunction = \"cleanup\"",
+        ));
+        assert!(bad_zone.contains("\"Paris\""), "{bad_zone}");
+        let unknown = error_of(&entry("schedule = \"@daily\"\nfunction = \"sweep\""));
+        assert!(unknown.contains("no function \"sweep\""), "{unknown}");
+        let no_queue = error_of(&entry(
+            "schedule = \"@daily\"\nfunction = \"cleanup\"\nqueue = \"fast\"",
+        ));
+        assert!(no_queue.contains("no queue \"fast\""), "{no_queue}");
+        let twice = format!(
+            "{}[[cron]]\nname = \"nightly\"\nschedule = \"@hourly\"\nfunction = \"cleanup\"\n",
+            entry("schedule = \"@daily\"\nfunction = \"cleanup\"")
+        );
+        assert!(error_of(&twice).contains("another [[cron]] entry"));
     }
 
     #[test]

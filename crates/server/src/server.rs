@@ -141,6 +141,14 @@ pub async fn start(
     tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
     // Jobs run declared functions: without any, nothing can be enqueued.
     let job_workers = (!config.functions.is_empty()).then(|| {
+        if !config.cron.is_empty() {
+            gatehouse_jobs::cron::spawn(
+                state.db().clone(),
+                (config.cron.clone(), Arc::new(config.jobs.clone())),
+                jobs_wake.clone(),
+                stopped.clone(),
+            );
+        }
         Workers::spawn(
             state.db().clone(),
             config.jobs.clone(),

@@ -173,3 +173,51 @@ async fn enqueueing_refuses_what_no_handler_takes_and_handlers_stay_private() {
     let (status, _) = rpc(&server, Some(ALICE), "confirm", json!({"order_id": 1})).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn cron_runs_its_function_at_each_tick() {
+    let declared = r#"
+[tables.ticks]
+columns.tick = { type = "text", primary_key = true }
+
+[functions.pulse]
+module = "pulse.js"
+
+[[cron]]
+name = "pulse"
+schedule = "* * * * * *"
+function = "pulse"
+
+[jobs]
+poll_ms = 50
+"#;
+    let pulse = "export default async (args, ctx) => {
+       const { error } = await ctx.db.from('ticks').insert({ tick: ctx.job.key });
+       if (error) throw new Error(error.message);
+     }";
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(declared, &[("pulse.js", pulse)], &database).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ticks = loop {
+        let response = server
+            .client
+            .get(format!(
+                "{}/rest/v1/ticks?select=tick&order=tick",
+                server.url
+            ))
+            .header("apikey", &server.secret)
+            .bearer_auth(&server.secret)
+            .send()
+            .await
+            .unwrap();
+        let ticks = json(response).await;
+        if ticks.as_array().unwrap().len() >= 2 {
+            break ticks;
+        }
+        assert!(Instant::now() < deadline, "ticks so far: {ticks}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let first = ticks[0]["tick"].as_str().unwrap();
+    assert!(first.starts_with("cron:pulse:"), "{ticks}");
+    assert_ne!(ticks[0], ticks[1]);
+}

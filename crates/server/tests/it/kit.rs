@@ -124,6 +124,7 @@ fn adopt_logic(config: &mut Config, declared: Config) {
     config.functions_dir = declared.functions_dir;
     config.triggers = declared.triggers;
     config.jobs = declared.jobs;
+    config.cron = declared.cron;
 }
 
 /// The example shop (examples/shop: tables, policies, storage policies and
