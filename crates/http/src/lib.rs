@@ -128,6 +128,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             "/functions/v1/{name}",
             axum::routing::any(routes::functions::invoke),
         )
+        .route(
+            "/hooks/v1/{name}",
+            axum::routing::post(routes::hooks::receive),
+        )
         .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod functions;
 pub mod health;
+pub mod hooks;
 pub mod jwks;
 pub mod metrics;
 pub mod ready;

@@ -5,6 +5,7 @@ use gatehouse_auth::Auth;
 use gatehouse_auth::audit::AuditLog;
 use gatehouse_db::Database;
 use gatehouse_functions::Functions;
+use gatehouse_jobs::inbound::Inbound;
 use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
 use gatehouse_limits::Limiter;
 use gatehouse_rest::Rest;
@@ -62,6 +63,7 @@ struct Shared {
     buckets: Buckets,
     objects: Objects,
     functions: Arc<Functions>,
+    inbound: Arc<Inbound>,
     metrics: PrometheusHandle,
     series: crate::access_log::Series,
 }
@@ -80,6 +82,8 @@ pub struct Parts {
     pub limiter: Option<Arc<Limiter>>,
     pub objects: Objects,
     pub functions: Arc<Functions>,
+    /// The declared inbound webhooks.
+    pub inbound: Arc<Inbound>,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -104,6 +108,7 @@ impl AppState {
             limiter: parts.limiter,
             objects: parts.objects,
             functions: parts.functions,
+            inbound: parts.inbound,
             metrics: metrics_handle(),
             series: crate::access_log::Series::default(),
         }))
@@ -152,6 +157,10 @@ impl AppState {
 
     pub fn functions(&self) -> &Functions {
         &self.0.functions
+    }
+
+    pub fn inbound(&self) -> &Inbound {
+        &self.0.inbound
     }
 
     pub fn audit(&self) -> &AuditLog {

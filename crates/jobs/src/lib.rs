@@ -11,6 +11,7 @@
 //! that counts as an attempt: delivery is at least once.
 
 pub mod cron;
+pub mod inbound;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

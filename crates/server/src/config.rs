@@ -113,6 +113,21 @@ pub struct Config {
     pub jobs: gatehouse_jobs::Settings,
     /// `[[cron]]`: schedules, each enqueueing its function's job at every tick.
     pub cron: Vec<Schedule>,
+    /// `[hooks.<name>]`: inbound webhooks at `/hooks/v1/<name>`.
+    pub hooks: IndexMap<String, HookDecl>,
+}
+
+/// `[hooks.<name>]`, checked: its secret is `GATEHOUSE_HOOK_SECRET_<NAME>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookDecl {
+    /// `standard` (Standard Webhooks) or `stripe`.
+    pub scheme: String,
+    /// A declared function with an `event` argument.
+    pub function: String,
+    pub queue: Option<String>,
+    /// How far a delivery's signed time may be from ours; 300 by default.
+    pub tolerance_secs: Option<u64>,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -180,6 +195,57 @@ struct FileConfig {
     jobs: JobsSection,
     #[serde(default)]
     cron: Vec<CronEntry>,
+    #[serde(default)]
+    hooks: IndexMap<String, HookDecl>,
+}
+
+/// Each hook has a URL-safe name, a known scheme, a declared queue, and a
+/// declared function taking the event as its `event` argument.
+fn checked_hooks(
+    hooks: IndexMap<String, HookDecl>,
+    functions: &IndexMap<String, FunctionDecl>,
+    jobs: &gatehouse_jobs::Settings,
+) -> Result<IndexMap<String, HookDecl>, ConfigError> {
+    for (name, hook) in &hooks {
+        let problem = if name.is_empty()
+            || name.len() > 63
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            Some("a hook's name is 1 to 63 of a-z, 0-9, _ and -".to_owned())
+        } else if gatehouse_jobs::inbound::Scheme::parse(&hook.scheme).is_none() {
+            Some(format!("scheme {:?}: standard or stripe", hook.scheme))
+        } else if !functions
+            .get(&hook.function)
+            .is_some_and(|function| function.args.contains_key("event"))
+        {
+            Some(format!(
+                "function {:?} must be declared with an `event` argument (args.event = {{ type = \"jsonb\" }})",
+                hook.function
+            ))
+        } else if !jobs.queues.contains_key(
+            hook.queue
+                .as_deref()
+                .unwrap_or(gatehouse_jobs::DEFAULT_QUEUE),
+        ) {
+            Some("its queue is not declared under [jobs.queues]".to_owned())
+        } else if hook
+            .tolerance_secs
+            .is_some_and(|secs| !(1..=3600).contains(&secs))
+        {
+            Some("tolerance_secs is 1 to 3600".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            return Err(ConfigError::Env {
+                variable: format!("[hooks.{name}]"),
+                message,
+            });
+        }
+    }
+    Ok(hooks)
 }
 
 /// `[[cron]]` as written.
@@ -866,6 +932,7 @@ impl Config {
                 })
                 .collect(),
             cron: cron_schedules(file.cron, &file.functions, &jobs)?,
+            hooks: checked_hooks(file.hooks, &file.functions, &jobs)?,
             functions: file.functions,
             functions_dir: PathBuf::from("functions"),
             jobs,

@@ -44,6 +44,36 @@ pub struct Secrets {
     /// The values of the secrets functions declare (`secrets = ["NAME"]`), from
     /// `GATEHOUSE_FUNCTION_SECRET_<NAME>` or its `_FILE`.
     pub function_secrets: HashMap<String, SecretString>,
+    /// Each inbound hook's secret, from `GATEHOUSE_HOOK_SECRET_<NAME>` (the
+    /// name upper-cased, `-` as `_`) or its `_FILE`.
+    pub hook_secrets: HashMap<String, SecretString>,
+}
+
+/// Every declared hook's secret. A hook cannot verify anything without one,
+/// so a missing secret refuses the start in production; in development the
+/// hook refuses every delivery and the log says why.
+fn hook_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, SecretString>> {
+    let mut found = HashMap::new();
+    for name in config.hooks.keys() {
+        let variable = format!(
+            "HOOK_SECRET_{}",
+            name.to_ascii_uppercase().replace('-', "_")
+        );
+        match read_secret(env, &variable)? {
+            Some(value) => {
+                found.insert(name.clone(), value);
+            }
+            None if config.mode == Mode::Production => {
+                bail!(
+                    "production mode refuses to start: missing GATEHOUSE_{variable} (hook {name})"
+                )
+            }
+            None => {
+                tracing::warn!(hook = %name, "GATEHOUSE_{variable} is not set: the hook refuses every delivery");
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Every secret a declared function names. Missing ones refuse a production
@@ -210,6 +240,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         s3_keys: s3_keys(env)?,
         secret_key_source,
         function_secrets: function_secrets(config, env)?,
+        hook_secrets: hook_secrets(config, env)?,
     })
 }
 
@@ -333,6 +364,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 s3_keys,
                 secret_key_source: source_of(env, "SECRET_KEY"),
                 function_secrets: function_secrets(config, env)?,
+                hook_secrets: hook_secrets(config, env)?,
             })
         }
         _ => bail!(

@@ -8,10 +8,12 @@ use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_functions::{Data, Functions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_jobs::Workers;
+use gatehouse_jobs::inbound::{Hook, Inbound, Scheme};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
 use gatehouse_rest::{Caller, Rest, RestSettings};
 use gatehouse_storage::{BlobConfig, Blobs, ObjectSettings, Objects, UrlSigner};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -107,6 +109,12 @@ pub async fn start(
         )?
         .with_jobs(config.jobs.clone(), jobs_wake.clone()),
     );
+    let inbound = Arc::new(Inbound::new(
+        inbound_hooks(config, &secrets)?,
+        config.jobs.clone(),
+        db.clone(),
+        jobs_wake.clone(),
+    ));
     let triggers: std::sync::Weak<Functions> = Arc::downgrade(&functions);
     rest.set_triggers(triggers);
     let token_rules = TokenRules {
@@ -136,6 +144,7 @@ pub async fn start(
         limiter: limiter.clone(),
         objects,
         functions: functions.clone(),
+        inbound,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
@@ -207,6 +216,26 @@ pub async fn start(
         job_workers,
         grace: config.shutdown_grace,
     })
+}
+
+/// The hooks whose secret is set (development starts without one, warning).
+fn inbound_hooks(config: &Config, secrets: &Secrets) -> anyhow::Result<HashMap<String, Hook>> {
+    let mut hooks = HashMap::new();
+    for (name, decl) in &config.hooks {
+        let Some(secret) = secrets.hook_secrets.get(name) else {
+            continue;
+        };
+        let scheme = Scheme::parse(&decl.scheme).context("a hook's scheme")?;
+        let queue = decl
+            .queue
+            .as_deref()
+            .unwrap_or(gatehouse_jobs::DEFAULT_QUEUE);
+        let tolerance = Duration::from_secs(decl.tolerance_secs.unwrap_or(300));
+        let hook = Hook::new(scheme, secret, tolerance, (&decl.function, queue))
+            .map_err(|message| anyhow::anyhow!("hook {name}: {message}"))?;
+        hooks.insert(name.clone(), hook);
+    }
+    Ok(hooks)
 }
 
 fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Result<Objects> {

@@ -216,3 +216,103 @@ poll_ms = 50
     assert!(first.starts_with("cron:pulse:"), "{ticks}");
     assert_ne!(ticks[0], ticks[1]);
 }
+
+const STRIPE_SECRET: &str = "whsec_test_0123456789abcdefghijkl";
+
+const HOOKED: &str = r#"
+[tables.payments]
+columns.event = { type = "text", primary_key = true }
+columns.kind = { type = "text", not_null = true }
+
+[functions.paid]
+module = "paid.js"
+args.event = { type = "jsonb", not_null = true }
+
+[hooks.stripe]
+scheme = "stripe"
+function = "paid"
+
+[jobs]
+poll_ms = 50
+"#;
+
+const PAID: &str = "export default async ({ event }, ctx) => {
+   const { error } = await ctx.db.from('payments').insert({ event: event.id, kind: event.type });
+   if (error) throw new Error(error.message);
+ }";
+
+/// Stripe's `Stripe-Signature` for `body` at `at` (unix seconds) under `secret`.
+fn stripe_signature(secret: &str, at: u64, body: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, format!("{at}.{body}").as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={at},v1={hex}")
+}
+
+#[tokio::test]
+async fn a_verified_webhook_event_runs_once_and_a_forged_one_never() {
+    for database in TestDatabase::all() {
+        let server = kit::start_functions_with(
+            HOOKED,
+            &[("paid.js", PAID)],
+            &[("GATEHOUSE_HOOK_SECRET_STRIPE", STRIPE_SECRET)],
+            &database,
+        )
+        .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let deliver = |body: &'static str, signature: String| {
+            server
+                .post("/hooks/v1/stripe")
+                .header("stripe-signature", signature)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let body = r#"{"id":"evt_1","type":"checkout.session.completed"}"#;
+        for _ in 0..2 {
+            let response = deliver(body, stripe_signature(STRIPE_SECRET, now, body))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "a redelivery is answered the same");
+        }
+        let forged = r#"{"id":"evt_2","type":"checkout.session.completed"}"#;
+        for signature in [
+            stripe_signature("whsec_another_secret_of_some_length", now, forged),
+            stripe_signature(STRIPE_SECRET, now - 600, forged),
+            stripe_signature(STRIPE_SECRET, now, body),
+            String::new(),
+        ] {
+            let response = deliver(forged, signature).await.unwrap();
+            assert_eq!(response.status(), 400);
+            let refusal = json(response).await;
+            assert_eq!(refusal["code"], "invalid_signature", "{refusal}");
+        }
+        let unknown = server
+            .post("/hooks/v1/paypal")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let payments = all_rows(&server, "payments?select=event,kind").await;
+            if payments.as_array().unwrap().len() == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "payments so far: {payments}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            all_rows(&server, "payments?select=event,kind").await,
+            json!([{"event": "evt_1", "kind": "checkout.session.completed"}]),
+            "the redelivery ran nothing and the forgeries nothing"
+        );
+    }
+}

@@ -83,7 +83,7 @@ pub async fn start_sharing(
     configure: impl FnOnce(&mut Config),
     custom: Router<AppState>,
 ) -> TestServer {
-    start_full(database, redis, None, configure, custom).await
+    start_full(database, redis, None, configure, custom, &[]).await
 }
 
 /// The S3-compatible server object tests also run against: `GATEHOUSE_TEST_S3_URL`
@@ -112,6 +112,7 @@ pub async fn start_storage(text: &str, database: &TestDatabase, s3: Option<&str>
             config.storage = declared.storage;
         },
         Router::new(),
+        &[],
     )
     .await
 }
@@ -125,6 +126,7 @@ fn adopt_logic(config: &mut Config, declared: Config) {
     config.triggers = declared.triggers;
     config.jobs = declared.jobs;
     config.cron = declared.cron;
+    config.hooks = declared.hooks;
 }
 
 /// The example shop (examples/shop: tables, policies, storage policies and
@@ -152,6 +154,7 @@ pub async fn start_shop(database: &TestDatabase) -> TestServer {
             adopt_logic(config, shop);
         },
         Router::new(),
+        &[],
     )
     .await
 }
@@ -161,6 +164,16 @@ pub async fn start_shop(database: &TestDatabase) -> TestServer {
 pub async fn start_functions(
     text: &str,
     modules: &[(&str, &str)],
+    database: &TestDatabase,
+) -> TestServer {
+    start_functions_with(text, modules, &[], database).await
+}
+
+/// The same, with `env` as its environment (the secrets it reads).
+pub async fn start_functions_with(
+    text: &str,
+    modules: &[(&str, &str)],
+    env: &[(&str, &str)],
     database: &TestDatabase,
 ) -> TestServer {
     let text = text.to_owned();
@@ -181,6 +194,7 @@ pub async fn start_functions(
             adopt_logic(config, config_from(&config.data_dir, &text));
         },
         Router::new(),
+        env,
     )
     .await
 }
@@ -191,11 +205,17 @@ async fn start_full(
     s3: Option<&str>,
     configure: impl FnOnce(&mut Config),
     custom: Router<AppState>,
+    env: &[(&str, &str)],
 ) -> TestServer {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = config(data_dir.path());
     configure(&mut config);
-    let mut secrets = gatehouse_server::secrets::resolve(&config, &no_env).unwrap();
+    let from_env = |name: &str| {
+        env.iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| (*value).to_owned())
+    };
+    let mut secrets = gatehouse_server::secrets::resolve(&config, &from_env).unwrap();
     if let Some(database) = database {
         secrets.database = database.location();
     }
