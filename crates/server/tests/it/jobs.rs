@@ -316,3 +316,130 @@ async fn a_verified_webhook_event_runs_once_and_a_forged_one_never() {
         );
     }
 }
+
+const DURABLE: &str = r#"
+[tables.done]
+columns.id = { type = "text", primary_key = true }
+columns.attempt = { type = "integer", not_null = true }
+
+[functions.later]
+module = "later.js"
+args.handler = { type = "text", not_null = true }
+args.delay_ms = { type = "integer", not_null = true }
+
+[functions.mark]
+module = "mark.js"
+args.spin_ms = { type = "integer", default = 0 }
+
+[jobs]
+poll_ms = 100
+lease_secs = 2
+"#;
+
+const LATER: &str = "export default async ({ handler, delay_ms }, ctx) =>
+   ctx.jobs.enqueue(handler, { spin_ms: delay_ms === 0 ? 1500 : 0 },
+     { runAt: new Date(Date.now() + delay_ms) });";
+
+/// Idempotent by the job's id: a second run of the same job changes nothing.
+const MARK: &str = "export default async ({ spin_ms }, ctx) => {
+   const until = Date.now() + spin_ms;
+   while (Date.now() < until) {}
+   const { error } = await ctx.db.from('done')
+     .upsert({ id: ctx.job.id, attempt: ctx.job.attempt }, { ignoreDuplicates: true });
+   if (error) throw new Error(error.message);
+ }";
+
+/// The real binary in `dir` on `database`, and its secret key.
+fn serve(dir: &std::path::Path, database: &TestDatabase) -> (kit::Process, String) {
+    let url = match database.location() {
+        gatehouse_db::Location::Postgres(url) => {
+            Some(secrecy::ExposeSecret::expose_secret(&url).to_owned())
+        }
+        gatehouse_db::Location::Sqlite(_) => None,
+    };
+    let env: Vec<(&str, &str)> = url
+        .iter()
+        .map(|url| ("GATEHOUSE_DATABASE_URL", url.as_str()))
+        .collect();
+    let process = kit::Process::serve(dir, &[], &env);
+    let secret = std::fs::read_to_string(dir.join("gatehouse-data/secret.key")).unwrap();
+    (process, secret.trim().to_owned())
+}
+
+async fn call(
+    process: &kit::Process,
+    secret: &str,
+    name: &str,
+    body: Value,
+) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{}/rest/v1/rpc/{name}", process.url))
+        .header("apikey", secret)
+        .bearer_auth(secret)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn done_rows(process: &kit::Process, secret: &str, at_least: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = reqwest::Client::new()
+            .get(format!("{}/rest/v1/done?select=id,attempt", process.url))
+            .header("apikey", secret)
+            .bearer_auth(secret)
+            .send()
+            .await
+            .unwrap();
+        let rows = json(response).await;
+        if rows.as_array().unwrap().len() >= at_least {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "rows so far: {rows}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// kill -9 between the commit and the job's end loses nothing: a job not yet
+/// started runs after the restart, and one cut off mid-run runs again once its
+/// lease is over, each leaving one row (the handler is idempotent by job id).
+#[tokio::test]
+async fn a_committed_job_survives_kill_9() {
+    for database in TestDatabase::all() {
+        for (delay_ms, cut_after_ms) in [(1500, 0), (0, 700)] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("gatehouse.toml"), DURABLE).unwrap();
+            std::fs::create_dir_all(dir.path().join("functions")).unwrap();
+            std::fs::write(dir.path().join("functions/later.js"), LATER).unwrap();
+            std::fs::write(dir.path().join("functions/mark.js"), MARK).unwrap();
+            let (mut first, secret) = serve(dir.path(), &database);
+            let status = call(
+                &first,
+                &secret,
+                "later",
+                json!({"handler": "mark", "delay_ms": delay_ms}),
+            )
+            .await;
+            assert_eq!(status, 200);
+            tokio::time::sleep(Duration::from_millis(cut_after_ms)).await;
+            first.child.kill().unwrap();
+            first.child.wait().unwrap();
+
+            let (second, _) = serve(dir.path(), &database);
+            let rows = done_rows(&second, &secret, 1).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(
+                done_rows(&second, &secret, 1)
+                    .await
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                1,
+                "run once to its end: {rows}"
+            );
+            second.terminate();
+        }
+    }
+}
