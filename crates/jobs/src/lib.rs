@@ -10,6 +10,7 @@
 //! instance died, or the run outlived it) makes the job claimable again, and
 //! that counts as an attempt: delivery is at least once.
 
+pub mod admin;
 pub mod cron;
 pub mod inbound;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use gatehouse_db::testing::TestDatabase;
 use gatehouse_db::{Database, PoolOptions, Sql, Statement};
-use gatehouse_jobs::{Job, NewJob, Runner, Settings, Workers, enqueue};
+use gatehouse_jobs::{Job, NewJob, Runner, Settings, Workers, admin, enqueue};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -313,5 +313,76 @@ async fn two_instances_run_every_job_once() {
         }
         first.join().await;
         second.join().await;
+    }
+}
+
+#[tokio::test]
+async fn operators_retry_cancel_and_purge() {
+    for database in TestDatabase::all() {
+        let db = open(&database).await;
+        let settings = Settings {
+            max_attempts: 1,
+            ..quick()
+        };
+        for n in 0..2 {
+            db.transaction(vec![enqueue(&settings, &job(n)).unwrap()])
+                .await
+                .unwrap();
+        }
+        let listed = admin::list(&db, (Some("waiting"), None), 10).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        let (newest, oldest) = (
+            listed[0]["id"].as_str().unwrap(),
+            listed[1]["id"].as_str().unwrap(),
+        );
+        assert_eq!(listed[1]["payload"], json!({"n": 0}), "newest first");
+        assert!(admin::cancel(&db, newest).await.unwrap());
+        assert!(
+            !admin::cancel(&db, newest).await.unwrap(),
+            "already cancelled"
+        );
+
+        let failing = Arc::new(Recorder {
+            fail: true,
+            ..Recorder::default()
+        });
+        let (workers, stop) = start(&db, settings.clone(), failing.clone());
+        until("the dead letter", async || {
+            admin::show(&db, oldest).await.unwrap().unwrap()["state"] == "dead"
+        })
+        .await;
+        stop.send(true).unwrap();
+        workers.join().await;
+        assert_eq!(failing.count(), 1, "the cancelled job never ran");
+        let dead = admin::show(&db, oldest).await.unwrap().unwrap();
+        assert_eq!(dead["last_error"], "attempt 1 failed");
+
+        assert!(admin::retry(&db, oldest).await.unwrap());
+        let healthy = Arc::new(Recorder::default());
+        let (workers, stop) = start(&db, settings, healthy.clone());
+        until("the retried job", async || {
+            admin::show(&db, oldest).await.unwrap().unwrap()["state"] == "done"
+        })
+        .await;
+        stop.send(true).unwrap();
+        workers.join().await;
+        assert_eq!(healthy.count(), 1);
+
+        assert_eq!(
+            admin::purge(&db, "done", Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0,
+            "it finished just now"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(admin::purge(&db, "done", Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(
+            admin::purge(&db, "cancelled", Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(admin::list(&db, (None, None), 10).await.unwrap().is_empty());
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gatehouse_db::MigrateOptions;
 use gatehouse_keys::{ApiRole, SigningAlgorithm};
-use gatehouse_server::commands::{audit, init, keys, migrate, policy_test, serve};
+use gatehouse_server::commands::{audit, init, jobs, keys, migrate, policy_test, serve};
 use gatehouse_server::config::{Config, Overrides};
 
 // mimalloc: a request allocates and frees many small objects across threads, where
@@ -60,6 +60,9 @@ enum Command {
     /// Manage signing keys and API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect and operate the background job queue.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Print the security audit log, newest first, one JSON object per line.
     Audit {
         /// Only this action (sign_in, sign_out, password_change, admin_user_deleted, ...).
@@ -92,6 +95,35 @@ enum Algorithm {
 enum ApiKeyKind {
     Publishable,
     Secret,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Jobs newest first, one JSON object per line.
+    List {
+        /// Only this state: waiting, running, done, dead or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One job, with its payload and last error.
+    Show { id: String },
+    /// Run a dead, cancelled or waiting job again now, with its attempts renewed.
+    Retry { id: String },
+    /// Stop a waiting or running job from running (again).
+    Cancel { id: String },
+    /// Remove finished jobs.
+    Purge {
+        /// done, dead or cancelled.
+        #[arg(long, default_value = "done")]
+        state: String,
+        /// Only those finished longer ago than this.
+        #[arg(long, default_value_t = 24)]
+        older_than_hours: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +247,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_key_change(&overrides, "signing_key_retired", &kid)
                 }
             }
+        }
+        Command::Jobs(command) => {
+            let config = Config::load(&overrides, &env)?;
+            let action = match command {
+                JobsCommand::List {
+                    state,
+                    queue,
+                    limit,
+                } => jobs::Action::List {
+                    state,
+                    queue,
+                    limit: limit.clamp(1, 10_000),
+                },
+                JobsCommand::Show { id } => jobs::Action::Show(id),
+                JobsCommand::Retry { id } => jobs::Action::Retry(id),
+                JobsCommand::Cancel { id } => jobs::Action::Cancel(id),
+                JobsCommand::Purge {
+                    state,
+                    older_than_hours,
+                } => jobs::Action::Purge {
+                    state,
+                    older_than_hours,
+                },
+            };
+            tokio::runtime::Runtime::new()?.block_on(jobs::run(config, action))
         }
         Command::Audit {
             action,

@@ -443,3 +443,43 @@ async fn a_committed_job_survives_kill_9() {
         }
     }
 }
+
+#[tokio::test]
+async fn operators_list_cancel_and_purge_from_the_command_line() {
+    let database = TestDatabase::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gatehouse.toml"), DURABLE).unwrap();
+    std::fs::create_dir_all(dir.path().join("functions")).unwrap();
+    std::fs::write(dir.path().join("functions/later.js"), LATER).unwrap();
+    std::fs::write(dir.path().join("functions/mark.js"), MARK).unwrap();
+    let (server, secret) = serve(dir.path(), &database);
+    let body = json!({"handler": "mark", "delay_ms": 3_600_000});
+    assert_eq!(call(&server, &secret, "later", body).await, 200);
+    server.terminate();
+
+    let jobs = |args: &[&str]| {
+        let output = kit::gatehouse(dir.path(), &[&["jobs"], args].concat(), &[])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = jobs(&["list", "--state", "waiting"]);
+    let job: Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(
+        (job["function"].as_str(), job["attempts"].as_i64()),
+        (Some("mark"), Some(0))
+    );
+    let id = job["id"].as_str().unwrap();
+    assert!(jobs(&["show", id]).contains("\"spin_ms\":0"));
+    assert!(jobs(&["cancel", id]).contains("cancelled"));
+    assert!(jobs(&["list", "--state", "waiting"]).trim().is_empty());
+    assert!(
+        jobs(&["purge", "--state", "cancelled", "--older-than-hours", "0"]).contains("removed 1")
+    );
+    assert!(jobs(&["list"]).trim().is_empty());
+}
