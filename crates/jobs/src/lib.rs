@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use gatehouse_db::{Database, DbError, Sql, Statement, Value, timestamp};
 use serde_json::Value as Json;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -309,7 +310,7 @@ impl Workers {
         stop: watch::Receiver<bool>,
     ) -> Self {
         let settings = Arc::new(settings);
-        let handles = settings
+        let mut handles = settings
             .queues
             .iter()
             .map(|(queue, concurrency)| {
@@ -323,7 +324,19 @@ impl Workers {
                 };
                 tokio::spawn(worker.serve(stop.clone()))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let (mut stop, gauged) = (stop, settings);
+        handles.push(tokio::spawn(async move {
+            loop {
+                if let Err(error) = gauge(&db, &gauged).await {
+                    tracing::warn!(%error, "the job queue's figures could not be read");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(GAUGE_EVERY) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+            }
+        }));
         Self { handles }
     }
 
@@ -334,6 +347,58 @@ impl Workers {
         }
     }
 }
+
+/// Each run's time and outcome, per queue.
+fn observe(job: &Job, outcome: &Result<(), String>, took: Duration) {
+    let queue = job.queue.clone();
+    metrics::histogram!("gatehouse_job_run_seconds", "queue" => queue.clone())
+        .record(took.as_secs_f64());
+    let ended = match outcome {
+        Ok(()) => "done",
+        Err(_) if job.attempt >= job.max_attempts => "dead",
+        Err(_) => "retry",
+    };
+    metrics::counter!("gatehouse_job_runs_total", "queue" => queue, "outcome" => ended)
+        .increment(1);
+}
+
+/// How many jobs each queue holds per state, and its oldest due job's time.
+const STANDING: Sql = Sql::both(
+    "SELECT queue, state, COUNT(*), MIN(run_at) FROM gatehouse_jobs \
+     WHERE state IN ('waiting', 'running', 'dead') GROUP BY queue, state",
+);
+
+const GAUGED: [&str; 3] = ["waiting", "running", "dead"];
+
+/// Sets the queue gauges from the database (every instance sees every
+/// instance's jobs, so any one's figures are the whole queue's).
+async fn gauge(db: &Database, settings: &Settings) -> Result<(), DbError> {
+    let rows = db.query(Statement::new(&STANDING, vec![])).await?;
+    let find = |queue: &str, state: &str| {
+        rows.iter().find(|row| {
+            row.text(0).is_ok_and(|q| q == queue) && row.text(1).is_ok_and(|s| s == state)
+        })
+    };
+    let now = OffsetDateTime::now_utc();
+    for queue in settings.queues.keys() {
+        for state in GAUGED {
+            let count = find(queue, state).map_or(Ok(0), |row| row.integer(2))?;
+            metrics::gauge!("gatehouse_jobs", "queue" => queue.clone(), "state" => state)
+                .set(count as f64);
+        }
+        let oldest_due = find(queue, "waiting")
+            .map(|row| row.text(3))
+            .transpose()?
+            .and_then(|due| OffsetDateTime::parse(due, &Rfc3339).ok())
+            .filter(|due| *due <= now)
+            .map_or(0.0, |due| (now - due).as_seconds_f64());
+        metrics::gauge!("gatehouse_jobs_oldest_due_seconds", "queue" => queue.clone())
+            .set(oldest_due);
+    }
+    Ok(())
+}
+
+const GAUGE_EVERY: Duration = Duration::from_secs(10);
 
 struct Worker {
     db: Database,
@@ -359,6 +424,7 @@ impl Worker {
                         let (db, settings, runner) =
                             (self.db.clone(), self.settings.clone(), self.runner.clone());
                         tokio::spawn(async move {
+                            let started = std::time::Instant::now();
                             // A lease that ran out on the last attempt: spent.
                             let outcome = if job.attempt > job.max_attempts {
                                 Err("its last attempt ended without an outcome (lease expired)"
@@ -366,6 +432,7 @@ impl Worker {
                             } else {
                                 runner.run(job.clone()).await
                             };
+                            observe(&job, &outcome, started.elapsed());
                             if let Err(error) =
                                 record(&db, &settings, (&job, &lease_id), outcome).await
                             {

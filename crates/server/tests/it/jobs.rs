@@ -146,6 +146,16 @@ async fn a_failed_attempt_is_retried() {
         until_confirmed(&server, 1).await,
         json!([{"order_id": placed["order"], "attempt": 2}])
     );
+    let metrics = server.metrics().await;
+    for series in [
+        r#"gatehouse_job_runs_total{queue="default",outcome="retry"}"#,
+        r#"gatehouse_job_runs_total{queue="default",outcome="done"}"#,
+        r#"gatehouse_job_run_seconds_count{queue="default"}"#,
+        r#"gatehouse_jobs{queue="default",state="dead"}"#,
+        r#"gatehouse_jobs_oldest_due_seconds{queue="default"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
 }
 
 #[tokio::test]

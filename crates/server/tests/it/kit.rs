@@ -291,6 +291,20 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// What `/metrics` shows, read with the secret key.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .header("apikey", &self.secret)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
 /// Reads a JSON body, failing the test with the text when it is not JSON.
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     let text = response.text().await.unwrap();

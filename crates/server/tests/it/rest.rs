@@ -1184,15 +1184,7 @@ async fn concurrent_inserts_share_commits_and_all_land() {
     }
     let rows = list(&server, "select=title&limit=100", Some(ALICE)).await;
     assert_eq!(rows.as_array().unwrap().len(), 64);
-    let metrics = server
-        .get("/metrics")
-        .header("apikey", &server.secret)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let counter = |name: &str| -> f64 {
         metrics
             .lines()
