@@ -130,6 +130,16 @@ CHECKOUT = ('[functions.checkout]\nmodule = "checkout.js"\nroles = ["authenticat
             'write_ms = 1000\nargs.items = { type = "jsonb", not_null = true }\n')
 
 
+# The job queue: `enqueue_jobs` queues `count` jobs of `noop` (an empty handler) in
+# its one transaction; eight run at once.
+JOBS = ('[functions.enqueue_jobs]\nmodule = "enqueue_jobs.js"\nargs.count = { type = "integer", not_null = true }\n'
+        '[functions.noop]\nmodule = "noop.js"\n'
+        '[jobs]\npoll_ms = 100\nqueues.default = { concurrency = 8 }\n')
+ENQUEUE_JOBS = ("export default async ({ count }, ctx) => {\n"
+                "  for (let i = 0; i < count; i++) await ctx.jobs.enqueue('noop', {});\n"
+                "  return count;\n};\n")
+
+
 class Gatehouse:
     """A Gatehouse on 127.0.0.1 with its own data folder and `config` (toml text);
     `restart` starts it again on the same folder and port."""
@@ -140,10 +150,14 @@ class Gatehouse:
         self.data = os.path.join(work, "gatehouse")
         self.config = os.path.join(work, "gatehouse.toml")
         with open(self.config, "w") as out:
-            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config + PING + CHECKOUT)
+            out.write(f'schema_files = ["{ROOT}/examples/shop/tables.toml"]\n' + config + PING + CHECKOUT + JOBS)
         os.makedirs(os.path.join(work, "functions"), exist_ok=True)
         with open(os.path.join(work, "functions", "ping.js"), "w") as out:
             out.write("export default () => ({ ok: true });\n")
+        with open(os.path.join(work, "functions", "noop.js"), "w") as out:
+            out.write("export default () => null;\n")
+        with open(os.path.join(work, "functions", "enqueue_jobs.js"), "w") as out:
+            out.write(ENQUEUE_JOBS)
         shutil.copy(os.path.join(ROOT, "examples", "shop", "functions", "checkout.js"), os.path.join(work, "functions"))
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = self.restart("gatehouse")
@@ -184,6 +198,55 @@ def seed_gatehouse(base, secret, users):
     # Two products that never run out, for (h) and (i).
     http("POST", f"{base}/rest/v1/products", [{"id": n, "name": f"product {n}", "price_cents": 100 * n, "stock": 2_000_000_000} for n in (1, 2)], admin)
     return tokens, ids
+
+
+JOBS_TRICKLE = 200
+JOBS_BURST = 5000
+
+
+def measure_jobs(gatehouse):
+    """The job queue on SQLite: enqueue-to-start latency of jobs enqueued one at a
+    time (20 a second, an idle queue), then jobs per second through the empty
+    handler for a burst enqueued 100 per call; times from gatehouse_jobs."""
+    admin = {"apikey": gatehouse.secret, "authorization": f"Bearer {gatehouse.secret}"}
+    database = f"file:{os.path.join(gatehouse.data, 'gatehouse.db')}?mode=ro"
+
+    def rows(sql):
+        with sqlite3.connect(database, uri=True) as db:
+            return db.execute(sql).fetchall()
+
+    def wait_done(count, seconds):
+        deadline = time.time() + seconds
+        while rows("SELECT COUNT(*) FROM gatehouse_jobs WHERE state = 'done'")[0][0] < count:
+            if time.time() > deadline:
+                sys.exit(f"jobs: fewer than {count} done after {seconds} s")
+            time.sleep(0.2)
+
+    def enqueue(count):
+        http("POST", f"{gatehouse.base}/rest/v1/rpc/enqueue_jobs", {"count": count}, admin)
+
+    for _ in range(JOBS_TRICKLE):
+        enqueue(1)
+        time.sleep(0.05)
+    wait_done(JOBS_TRICKLE, 60)
+    for _ in range(JOBS_BURST // 100):
+        enqueue(100)
+    wait_done(JOBS_TRICKLE + JOBS_BURST, 300)
+    at = datetime.datetime.fromisoformat
+    jobs = [(at(c), at(s), at(f)) for c, s, f in rows(
+        "SELECT created_at, started_at, finished_at FROM gatehouse_jobs ORDER BY created_at, id")]
+    waits = sorted((s - c).total_seconds() * 1000 for c, s, _ in jobs[:JOBS_TRICKLE])
+    burst = jobs[JOBS_TRICKLE:]
+    span = (max(f for _, _, f in burst) - min(c for c, _, _ in burst)).total_seconds()
+    result = {
+        "jobs_per_s": len(burst) / span,
+        "start_p50_ms": waits[len(waits) // 2],
+        "start_p99_ms": waits[int(len(waits) * 0.99) - 1],
+        "rss_mb": rss_mb(gatehouse.server.process.pid),
+    }
+    print(f"  gatehouse  j jobs           {result['jobs_per_s']:10.0f} jobs/s  start p50 {result['start_p50_ms']:.1f} ms  "
+          f"p99 {result['start_p99_ms']:.1f} ms  rss {result['rss_mb']:.0f} MB", flush=True)
+    return result
 
 
 def seeded_rows(gatehouse, work):
@@ -489,6 +552,8 @@ def main():
             base = gatehouse.base
             print("seeding gatehouse", flush=True)
             path = seeded_rows(gatehouse, work)
+            if not profile:
+                report["jobs"] = measure_jobs(gatehouse)
             report["servers"]["gatehouse"] = run_server("gatehouse", gatehouse.server, base, path, args.seconds, args.repeats, profile)
             if profile:
                 return

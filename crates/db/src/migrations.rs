@@ -319,19 +319,20 @@ const MIGRATIONS: &[Migration] = &[
             // A background job: which declared function runs it, with what, when,
             // and where it stands. `unique_key` makes enqueueing idempotent per
             // function. A running job's `lease_id` names the worker holding it and
-            // its `run_at` is when the lease ends and another worker may take it.
+            // its `run_at` is when the lease ends and another worker may take it;
+            // `started_at` is when its latest attempt began.
             Sql {
                 sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_jobs (id TEXT PRIMARY KEY, \
                          queue TEXT NOT NULL, function TEXT NOT NULL, payload TEXT NOT NULL, \
                          unique_key TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, \
                          max_attempts INTEGER NOT NULL, run_at TEXT NOT NULL, lease_id TEXT, \
-                         last_error TEXT, created_at TEXT NOT NULL, finished_at TEXT, \
+                         last_error TEXT, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, \
                          UNIQUE (function, unique_key))",
                 postgres: "CREATE TABLE IF NOT EXISTS gatehouse_jobs (id TEXT PRIMARY KEY, \
                            queue TEXT NOT NULL, function TEXT NOT NULL, payload TEXT NOT NULL, \
                            unique_key TEXT, state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, \
                            max_attempts BIGINT NOT NULL, run_at TEXT NOT NULL, lease_id TEXT, \
-                           last_error TEXT, created_at TEXT NOT NULL, finished_at TEXT, \
+                           last_error TEXT, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, \
                            UNIQUE (function, unique_key))",
             },
             // What a worker looks for: the due jobs of one queue, oldest first.

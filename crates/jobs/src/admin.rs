@@ -7,14 +7,14 @@ use time::OffsetDateTime;
 
 const LIST: Sql = Sql::both(
     "SELECT id, queue, function, payload, unique_key, state, attempts, max_attempts, run_at, \
-     last_error, created_at, finished_at FROM gatehouse_jobs \
+     last_error, created_at, started_at, finished_at FROM gatehouse_jobs \
      WHERE ($1 = '' OR state = $1) AND ($2 = '' OR queue = $2) \
      ORDER BY created_at DESC, id DESC LIMIT $3",
 );
 
 const SHOW: Sql = Sql::both(
     "SELECT id, queue, function, payload, unique_key, state, attempts, max_attempts, run_at, \
-     last_error, created_at, finished_at FROM gatehouse_jobs WHERE id = $1",
+     last_error, created_at, started_at, finished_at FROM gatehouse_jobs WHERE id = $1",
 );
 
 /// A dead, cancelled or waiting job runs again now with its attempts renewed.
@@ -53,7 +53,8 @@ fn record(row: &Row) -> Result<Json, DbError> {
         "run_at": row.text(8)?,
         "last_error": text(9)?,
         "created_at": row.text(10)?,
-        "finished_at": text(11)?,
+        "started_at": text(11)?,
+        "finished_at": text(12)?,
     }))
 }
 

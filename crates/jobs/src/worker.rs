@@ -16,11 +16,11 @@ use crate::{Job, Runner, Settings, backoff};
 /// Takes the oldest due job of queue `$1` (waiting and due, or running with
 /// its lease run out), leasing it to `$3` until `$4`.
 const CLAIM: Sql = Sql {
-    sqlite: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = ?3, run_at = ?4 \
+    sqlite: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = ?3, run_at = ?4, started_at = ?2 \
              WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = ?1 AND state IN ('waiting', 'running') \
              AND run_at <= ?2 ORDER BY run_at LIMIT 1) \
              RETURNING id, function, payload, attempts, max_attempts, unique_key",
-    postgres: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = $3, run_at = $4 \
+    postgres: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = $3, run_at = $4, started_at = $2 \
                WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = $1 AND state IN ('waiting', 'running') \
                AND run_at <= $2 ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
                AND state IN ('waiting', 'running') AND run_at <= $2 \

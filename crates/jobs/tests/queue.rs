@@ -356,6 +356,10 @@ async fn operators_retry_cancel_and_purge() {
         assert_eq!(failing.count(), 1, "the cancelled job never ran");
         let dead = admin::show(&db, oldest).await.unwrap().unwrap();
         assert_eq!(dead["last_error"], "attempt 1 failed");
+        assert!(
+            dead["started_at"].as_str() >= dead["created_at"].as_str(),
+            "{dead}"
+        );
 
         assert!(admin::retry(&db, oldest).await.unwrap());
         let healthy = Arc::new(Recorder::default());
