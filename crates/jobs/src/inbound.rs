@@ -23,20 +23,12 @@ use tokio::sync::Notify;
 
 use crate::{NewJob, Settings, enqueue};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a provider signs: `standard` (Standard Webhooks) or `stripe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scheme {
     Standard,
     Stripe,
-}
-
-impl Scheme {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "standard" => Some(Self::Standard),
-            "stripe" => Some(Self::Stripe),
-            _ => None,
-        }
-    }
 }
 
 /// One declared hook.

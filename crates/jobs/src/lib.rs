@@ -164,6 +164,13 @@ pub struct Job {
     pub key: Option<String>,
 }
 
+impl Job {
+    /// Whether a failure now leaves the job dead.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+}
+
 /// What runs a job: `Err` carries the failure to record (it is kept in the
 /// database and shown to operators, so it must not hold secrets).
 pub trait Runner: Send + Sync + 'static {

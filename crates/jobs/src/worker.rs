@@ -98,7 +98,7 @@ async fn record(
                 }
                 error.truncate(end);
             }
-            let dead = job.attempt >= job.max_attempts;
+            let dead = job.is_last_attempt();
             tracing::warn!(job = %job.id, function = %job.function, attempt = job.attempt, dead, %error, "a job failed");
             if dead {
                 Statement::new(
@@ -150,10 +150,10 @@ impl Workers {
                 tokio::spawn(worker.serve(stop.clone()))
             })
             .collect::<Vec<_>>();
-        let (mut stop, gauged) = (stop, settings);
+        let mut stop = stop;
         handles.push(tokio::spawn(async move {
             loop {
-                if let Err(error) = gauge(&db, &gauged).await {
+                if let Err(error) = gauge(&db, &settings).await {
                     tracing::warn!(%error, "the job queue's figures could not be read");
                 }
                 tokio::select! {
@@ -180,7 +180,7 @@ fn observe(job: &Job, outcome: &Result<(), String>, took: Duration) {
         .record(took.as_secs_f64());
     let ended = match outcome {
         Ok(()) => "done",
-        Err(_) if job.attempt >= job.max_attempts => "dead",
+        Err(_) if job.is_last_attempt() => "dead",
         Err(_) => "retry",
     };
     metrics::counter!("gatehouse_job_runs_total", "queue" => queue, "outcome" => ended)

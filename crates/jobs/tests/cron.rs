@@ -4,22 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
 
+mod common;
+
+use common::open;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_db::testing::TestDatabase;
-use gatehouse_db::{Database, PoolOptions, Sql, Statement};
+use gatehouse_db::{Database, Sql, Statement};
 use gatehouse_jobs::Settings;
 use gatehouse_jobs::cron::{Schedule, spawn, tick};
 use tokio::sync::{Notify, watch};
-
-async fn open(database: &TestDatabase) -> Database {
-    let options = PoolOptions {
-        max_connections: 4,
-        ..PoolOptions::default()
-    };
-    Database::open(&database.location(), options).await.unwrap()
-}
 
 fn every_second() -> Schedule {
     Schedule::new("pulse", ("* * * * * *", "UTC"), "pulse", "default").unwrap()

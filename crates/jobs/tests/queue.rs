@@ -5,24 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers fail loudly by design.
 
+mod common;
+
+use common::open;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use gatehouse_db::testing::TestDatabase;
-use gatehouse_db::{Database, PoolOptions, Sql, Statement};
+use gatehouse_db::{Database, Sql, Statement};
 use gatehouse_jobs::{Job, NewJob, Runner, Settings, Workers, admin, enqueue};
 use serde_json::json;
 use tokio::sync::watch;
-
-async fn open(database: &TestDatabase) -> Database {
-    let options = PoolOptions {
-        max_connections: 4,
-        ..PoolOptions::default()
-    };
-    Database::open(&database.location(), options).await.unwrap()
-}
 
 fn quick() -> Settings {
     Settings {

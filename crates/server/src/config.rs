@@ -11,6 +11,7 @@ use gatehouse_auth::{AuthSettings, HashParams};
 use gatehouse_functions::FunctionDecl;
 use gatehouse_http::{CorsPolicy, RateLimits};
 use gatehouse_jobs::cron::Schedule;
+use gatehouse_jobs::inbound::Scheme;
 use gatehouse_limits::Policy;
 use gatehouse_policy::{Policies, TablePolicies};
 use gatehouse_schema::declaration::{PolicyDecl, TableDecl, TriggerDecl};
@@ -114,20 +115,30 @@ pub struct Config {
     /// `[[cron]]`: schedules, each enqueueing its function's job at every tick.
     pub cron: Vec<Schedule>,
     /// `[hooks.<name>]`: inbound webhooks at `/hooks/v1/<name>`.
-    pub hooks: IndexMap<String, HookDecl>,
+    pub hooks: IndexMap<String, HookConfig>,
 }
 
-/// `[hooks.<name>]`, checked: its secret is `GATEHOUSE_HOOK_SECRET_<NAME>`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HookDecl {
-    /// `standard` (Standard Webhooks) or `stripe`.
-    pub scheme: String,
+/// `[hooks.<name>]`, checked; its secret is `GATEHOUSE_HOOK_SECRET_<NAME>`.
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub scheme: Scheme,
     /// A declared function with an `event` argument.
     pub function: String,
-    pub queue: Option<String>,
-    /// How far a delivery's signed time may be from ours; 300 by default.
-    pub tolerance_secs: Option<u64>,
+    pub queue: String,
+    /// How far a delivery's signed time may be from ours.
+    pub tolerance: Duration,
+}
+
+/// `[hooks.<name>]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookDecl {
+    /// `standard` (Standard Webhooks) or `stripe`.
+    scheme: Scheme,
+    function: String,
+    queue: Option<String>,
+    /// 300 when absent.
+    tolerance_secs: Option<Bounded<1, 3600>>,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -199,53 +210,55 @@ struct FileConfig {
     hooks: IndexMap<String, HookDecl>,
 }
 
-/// Each hook has a URL-safe name, a known scheme, a declared queue, and a
-/// declared function taking the event as its `event` argument.
+/// Each hook has a URL-safe name, a declared queue, and a declared function
+/// taking the event as its `event` argument.
 fn checked_hooks(
     hooks: IndexMap<String, HookDecl>,
     functions: &IndexMap<String, FunctionDecl>,
     jobs: &gatehouse_jobs::Settings,
-) -> Result<IndexMap<String, HookDecl>, ConfigError> {
-    for (name, hook) in &hooks {
-        let problem = if name.is_empty()
-            || name.len() > 63
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        {
-            Some("a hook's name is 1 to 63 of a-z, 0-9, _ and -".to_owned())
-        } else if gatehouse_jobs::inbound::Scheme::parse(&hook.scheme).is_none() {
-            Some(format!("scheme {:?}: standard or stripe", hook.scheme))
-        } else if !functions
-            .get(&hook.function)
-            .is_some_and(|function| function.args.contains_key("event"))
-        {
-            Some(format!(
-                "function {:?} must be declared with an `event` argument (args.event = {{ type = \"jsonb\" }})",
-                hook.function
-            ))
-        } else if !jobs.queues.contains_key(
-            hook.queue
-                .as_deref()
-                .unwrap_or(gatehouse_jobs::DEFAULT_QUEUE),
-        ) {
-            Some("its queue is not declared under [jobs.queues]".to_owned())
-        } else if hook
-            .tolerance_secs
-            .is_some_and(|secs| !(1..=3600).contains(&secs))
-        {
-            Some("tolerance_secs is 1 to 3600".to_owned())
-        } else {
-            None
-        };
-        if let Some(message) = problem {
-            return Err(ConfigError::Env {
-                variable: format!("[hooks.{name}]"),
-                message,
-            });
-        }
-    }
-    Ok(hooks)
+) -> Result<IndexMap<String, HookConfig>, ConfigError> {
+    hooks
+        .into_iter()
+        .map(|(name, hook)| {
+            let queue = hook
+                .queue
+                .unwrap_or_else(|| gatehouse_jobs::DEFAULT_QUEUE.to_owned());
+            let problem = if name.is_empty()
+                || name.len() > 63
+                || !name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                }) {
+                Some("a hook's name is 1 to 63 of a-z, 0-9, _ and -".to_owned())
+            } else if !functions
+                .get(&hook.function)
+                .is_some_and(|function| function.args.contains_key("event"))
+            {
+                Some(format!(
+                    "function {:?} must be declared with an `event` argument (args.event = {{ type = \"jsonb\" }})",
+                    hook.function
+                ))
+            } else if !jobs.queues.contains_key(&queue) {
+                Some("its queue is not declared under [jobs.queues]".to_owned())
+            } else {
+                None
+            };
+            match problem {
+                Some(message) => Err(ConfigError::Env {
+                    variable: format!("[hooks.{name}]"),
+                    message,
+                }),
+                None => Ok((
+                    name,
+                    HookConfig {
+                        scheme: hook.scheme,
+                        function: hook.function,
+                        queue,
+                        tolerance: Duration::from_secs(hook.tolerance_secs.map_or(300, |b| b.0)),
+                    },
+                )),
+            }
+        })
+        .collect()
 }
 
 /// `[[cron]]` as written.

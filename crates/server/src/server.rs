@@ -8,7 +8,7 @@ use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_functions::{Data, Functions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_jobs::Workers;
-use gatehouse_jobs::inbound::{Hook, Inbound, Scheme};
+use gatehouse_jobs::inbound::{Hook, Inbound};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
 use gatehouse_rest::{Caller, Rest, RestSettings};
@@ -225,14 +225,13 @@ fn inbound_hooks(config: &Config, secrets: &Secrets) -> anyhow::Result<HashMap<S
         let Some(secret) = secrets.hook_secrets.get(name) else {
             continue;
         };
-        let scheme = Scheme::parse(&decl.scheme).context("a hook's scheme")?;
-        let queue = decl
-            .queue
-            .as_deref()
-            .unwrap_or(gatehouse_jobs::DEFAULT_QUEUE);
-        let tolerance = Duration::from_secs(decl.tolerance_secs.unwrap_or(300));
-        let hook = Hook::new(scheme, secret, tolerance, (&decl.function, queue))
-            .map_err(|message| anyhow::anyhow!("hook {name}: {message}"))?;
+        let hook = Hook::new(
+            decl.scheme,
+            secret,
+            decl.tolerance,
+            (&decl.function, &decl.queue),
+        )
+        .map_err(|message| anyhow::anyhow!("hook {name}: {message}"))?;
         hooks.insert(name.clone(), hook);
     }
     Ok(hooks)
