@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use gatehouse_db::Transaction;
-use gatehouse_jobs::{Job, NewJob, Runner, Running, Settings};
+use gatehouse_jobs::{Handler, Job, NewJob, Runner, Running, Settings};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use time::OffsetDateTime;
@@ -105,11 +105,30 @@ impl Queueing {
 
 /// A job runs as its function with the secret key's rights (`ctx.db` is
 /// open, as for the server's own work), its payload as the arguments and
-/// `ctx.job` saying which job and attempt this is.
+/// `ctx.job` saying which job and attempt this is. An after trigger's job
+/// runs its function with no arguments and the change it follows as
+/// `ctx.trigger`, as a before trigger sees one.
 impl Runner for Functions {
     fn run(&self, job: Job) -> Running<'_> {
         Box::pin(async move {
-            let context = json!({
+            let (function, args, trigger) = match job.handler() {
+                Handler::Function(name) => (name.to_owned(), job.payload.clone(), Json::Null),
+                Handler::AfterTrigger(name) => {
+                    let change = &job.payload;
+                    let trigger = json!({
+                        "table": change["table"],
+                        "event": change["type"],
+                        "when": "AFTER",
+                        "new": change["record"],
+                        "old": change["old_record"],
+                    });
+                    (name.to_owned(), json!({}), trigger)
+                }
+                Handler::Webhook(_) => {
+                    return Err(format!("{} is not a function's job", job.function));
+                }
+            };
+            let mut context = json!({
                 "user": null,
                 "job": {
                     "id": job.id,
@@ -119,15 +138,13 @@ impl Runner for Functions {
                     "key": job.key,
                 },
             });
-            self.invoke(
-                &self.data.service,
-                (&job.function, &job.id),
-                job.payload,
-                context,
-            )
-            .await
-            .map(drop)
-            .map_err(|error| error.to_string())
+            if !trigger.is_null() {
+                context["trigger"] = trigger;
+            }
+            self.invoke(&self.data.service, (&function, &job.id), args, context)
+                .await
+                .map(drop)
+                .map_err(|error| error.to_string())
         })
     }
 }

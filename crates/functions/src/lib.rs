@@ -141,6 +141,8 @@ pub struct Functions {
     /// file is reported once rather than at every look.
     failed: std::sync::Mutex<HashMap<String, String>>,
     triggers: Triggers,
+    /// The after triggers, which run as jobs once a write commits.
+    after: Vec<gatehouse_jobs::changes::Watch>,
     /// `ctx.jobs`, once the server has a job queue for the functions.
     jobs: Option<Arc<jobs::Queueing>>,
 }
@@ -276,9 +278,10 @@ impl Functions {
                 }),
             );
         }
-        let triggers = before_triggers(triggers, &declared)?;
+        let (triggers, after) = checked_triggers(triggers, &declared)?;
         Ok(Self {
             triggers,
+            after,
             declared: std::sync::RwLock::new(declared),
             sandbox,
             data,
@@ -286,6 +289,11 @@ impl Functions {
             failed: std::sync::Mutex::new(HashMap::new()),
             jobs: None,
         })
+    }
+
+    /// The after triggers: what follows the tables' changes once they commit.
+    pub fn after_triggers(&self) -> &[gatehouse_jobs::changes::Watch] {
+        &self.after
     }
 
     /// Gives the functions `ctx.jobs` over the queues of `settings`; `wake`
@@ -635,27 +643,25 @@ impl BeforeWrite for Functions {
 /// Per table, per event, the functions its before triggers run, in order.
 type Triggers = HashMap<String, Vec<(Event, Vec<String>)>>;
 
-/// The before triggers by table and event, each naming a declared function
-/// that takes no arguments.
-fn before_triggers(
+/// The before triggers by table and event, and the after triggers as what
+/// follows a table's changes; each names a declared function that takes no
+/// arguments.
+fn checked_triggers(
     decls: &[(String, TriggerDecl)],
     declared: &HashMap<String, Arc<Declared>>,
-) -> Result<Triggers, LoadError> {
+) -> Result<(Triggers, Vec<gatehouse_jobs::changes::Watch>), LoadError> {
     let mut triggers = Triggers::new();
+    let mut after = Vec::new();
     for (table, decl) in decls {
         let invalid = |message: String| LoadError::Declaration {
             name: decl.function.clone(),
             message: format!("trigger on {table}: {message}"),
         };
-        match decl.when.as_str() {
-            "before" => {}
-            "after" => {
-                return Err(invalid(
-                    "after triggers run from the background job queue, which this version does not have yet".into(),
-                ));
-            }
+        let before = match decl.when.as_str() {
+            "before" => true,
+            "after" => false,
             other => return Err(invalid(format!("when {other:?}: before or after"))),
-        }
+        };
         let function = declared
             .get(&decl.function)
             .ok_or_else(|| invalid("no function of that name is declared".into()))?;
@@ -664,17 +670,27 @@ fn before_triggers(
                 "a trigger's function takes no arguments (it reads ctx.trigger)".into(),
             ));
         }
-        for event in decl.events.items() {
-            let event = match event {
-                "insert" => Event::Insert,
-                "update" => Event::Update,
-                "delete" => Event::Delete,
-                other => {
-                    return Err(invalid(format!(
-                        "event {other:?}: insert, update or delete"
-                    )));
-                }
-            };
+        let events = decl
+            .events
+            .items()
+            .into_iter()
+            .map(|event| {
+                Event::declared(event)
+                    .ok_or_else(|| invalid(format!("event {event:?}: insert, update or delete")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !before {
+            after.push(gatehouse_jobs::changes::Watch {
+                table: table.clone(),
+                events,
+                follower: gatehouse_jobs::changes::Follower::Trigger {
+                    function: decl.function.clone(),
+                },
+                queue: gatehouse_jobs::DEFAULT_QUEUE.to_owned(),
+            });
+            continue;
+        }
+        for event in events {
             let events = triggers.entry(table.clone()).or_default();
             match events.iter_mut().find(|(on, _)| *on == event) {
                 Some((_, functions)) => functions.push(decl.function.clone()),
@@ -682,7 +698,7 @@ fn before_triggers(
             }
         }
     }
-    Ok(triggers)
+    Ok((triggers, after))
 }
 
 /// Lines one call may log, and the bytes of a line's message and fields.

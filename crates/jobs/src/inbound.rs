@@ -49,21 +49,19 @@ impl Hook {
         tolerance: Duration,
         (function, queue): (&str, &str),
     ) -> Result<Self, String> {
-        let secret = secret.expose_secret();
         let key = match scheme {
-            Scheme::Standard => STANDARD
-                .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-                .map_err(|_| {
-                    "a Standard Webhooks secret is whsec_ followed by base64".to_owned()
-                })?,
-            Scheme::Stripe => secret.as_bytes().to_vec(),
+            Scheme::Standard => standard_key(secret)?,
+            Scheme::Stripe => {
+                let secret = secret.expose_secret().as_bytes();
+                if secret.len() < 16 {
+                    return Err("the secret is shorter than 16 bytes".into());
+                }
+                hmac::Key::new(hmac::HMAC_SHA256, secret)
+            }
         };
-        if key.len() < 16 {
-            return Err("the secret is shorter than 16 bytes".into());
-        }
         Ok(Self {
             scheme,
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            key,
             tolerance,
             function: function.to_owned(),
             queue: queue.to_owned(),
@@ -124,6 +122,19 @@ impl Hook {
             }
         }
     }
+}
+
+/// A Standard Webhooks secret (`whsec_` and base64, at least 16 bytes) as
+/// its HMAC key; one that does not decode is refused, at start.
+pub(crate) fn standard_key(secret: &SecretString) -> Result<hmac::Key, String> {
+    let secret = secret.expose_secret();
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .map_err(|_| "a Standard Webhooks secret is whsec_ followed by base64".to_owned())?;
+    if key.len() < 16 {
+        return Err("the secret is shorter than 16 bytes".into());
+    }
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &key))
 }
 
 /// How a delivery ended, for the edge to answer.

@@ -11,8 +11,10 @@
 //! that counts as an attempt: delivery is at least once.
 
 pub mod admin;
+pub mod changes;
 pub mod cron;
 pub mod inbound;
+pub mod outbound;
 mod worker;
 
 pub use worker::Workers;
@@ -28,8 +30,12 @@ use time::OffsetDateTime;
 /// The queue a job joins when it names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
-/// A payload's size at most, as JSON text.
+/// A payload's size at most, as JSON text, for jobs the app's code enqueues.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// A table change's payload at most: two rows the data API accepted (each
+/// within its request body limit), which must not fail the write they follow.
+const MAX_CHANGE_PAYLOAD_BYTES: usize = 16 << 20;
 
 const MAX_KEY_BYTES: usize = 200;
 
@@ -113,6 +119,14 @@ const ENQUEUE: Sql = Sql::both(
 /// transaction whose commit should cause the job. It returns the new job's id,
 /// or no row when the job's key was already used.
 pub fn enqueue(settings: &Settings, job: &NewJob) -> Result<Statement, JobError> {
+    enqueue_within(settings, job, MAX_PAYLOAD_BYTES)
+}
+
+fn enqueue_within(
+    settings: &Settings,
+    job: &NewJob,
+    max_payload_bytes: usize,
+) -> Result<Statement, JobError> {
     if !settings.queues.contains_key(&job.queue) {
         return Err(JobError::Queue(job.queue.clone()));
     }
@@ -120,7 +134,7 @@ pub fn enqueue(settings: &Settings, job: &NewJob) -> Result<Statement, JobError>
         Json::Object(_) => job.payload.to_string(),
         _ => return Err(JobError::Payload),
     };
-    if payload.len() > MAX_PAYLOAD_BYTES {
+    if payload.len() > max_payload_bytes {
         return Err(JobError::Payload);
     }
     if job
@@ -164,7 +178,41 @@ pub struct Job {
     pub key: Option<String>,
 }
 
+/// What runs a job, as its `function` column names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler<'a> {
+    /// A declared function, the payload its arguments.
+    Function(&'a str),
+    /// A declared function as an after trigger (`trigger:<name>`), the
+    /// payload the change it follows.
+    AfterTrigger(&'a str),
+    /// An outbound webhook's delivery (`webhook:<name>`), the payload its body.
+    Webhook(&'a str),
+}
+
+impl Handler<'_> {
+    /// As the `function` column holds it. Declared functions' names are
+    /// identifiers, so the prefixed forms cannot be enqueued by the app's code.
+    pub fn column(self) -> String {
+        match self {
+            Handler::Function(name) => name.to_owned(),
+            Handler::AfterTrigger(name) => format!("trigger:{name}"),
+            Handler::Webhook(name) => format!("webhook:{name}"),
+        }
+    }
+}
+
 impl Job {
+    pub fn handler(&self) -> Handler<'_> {
+        if let Some(name) = self.function.strip_prefix("trigger:") {
+            Handler::AfterTrigger(name)
+        } else if let Some(name) = self.function.strip_prefix("webhook:") {
+            Handler::Webhook(name)
+        } else {
+            Handler::Function(&self.function)
+        }
+    }
+
     /// Whether a failure now leaves the job dead.
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.max_attempts

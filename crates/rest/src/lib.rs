@@ -36,7 +36,7 @@ pub use error::RestError;
 pub use gatehouse_search::SearchError;
 pub use read::{Count, ReadOptions, ReadResult};
 pub use sql::{Decided, StatementBuilder, Undecided};
-pub use triggers::{BeforeWrite, Event, Pending, RowChange};
+pub use triggers::{AfterWrite, BeforeWrite, Event, Pending, RowChange};
 pub use values::{from_json as checked_value, text_to_json};
 pub use write::{Resolution, WriteOptions, WriteResult};
 
@@ -73,6 +73,8 @@ pub struct Rest {
     /// The app's before triggers, set once the functions that run them exist
     /// (they hold this `Rest` in turn, hence weak).
     triggers: std::sync::OnceLock<std::sync::Weak<dyn BeforeWrite>>,
+    /// What follows a commit (after triggers, outbound webhooks), set once.
+    after_write: std::sync::OnceLock<Arc<dyn AfterWrite>>,
 }
 
 /// One table as one caller may use it for one command.
@@ -107,6 +109,7 @@ impl Rest {
             settings,
             patterns,
             triggers: std::sync::OnceLock::new(),
+            after_write: std::sync::OnceLock::new(),
         }
     }
 
@@ -115,10 +118,24 @@ impl Rest {
         let _ = self.triggers.set(triggers);
     }
 
-    /// The triggers to run for `event` on `table`, if it has any.
-    pub(crate) fn triggers(&self, table: &str, event: Event) -> Option<Arc<dyn BeforeWrite>> {
-        let triggers = self.triggers.get()?.upgrade()?;
-        triggers.applies(table, event).then_some(triggers)
+    /// Installs what follows a commit (once; later calls change nothing).
+    pub fn set_after_write(&self, after: Arc<dyn AfterWrite>) {
+        let _ = self.after_write.set(after);
+    }
+
+    /// The app's code around `event` on `table`.
+    pub(crate) fn hooks(&self, table: &str, event: Event) -> write::Hooks {
+        let before = self
+            .triggers
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .filter(|triggers| triggers.applies(table, event));
+        let after = self
+            .after_write
+            .get()
+            .filter(|after| after.watches(table, event))
+            .cloned();
+        write::Hooks { before, after }
     }
 
     /// The table, if the caller may run `command` on it at all. A table nobody

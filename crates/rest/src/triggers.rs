@@ -1,9 +1,16 @@
-//! Before-write triggers: the app's own code (declared functions, which the
-//! `functions` crate runs) sees each row a write is about to make or remove,
-//! inside the write's transaction, and may change the new row or refuse the
-//! write. Rest knows them only through [`BeforeWrite`], so it runs no code of
-//! its own here; the row policies, grants aside, and the column checks apply to
-//! what the triggers leave, as PostgreSQL applies them after BEFORE triggers.
+//! The app's code around a write, which rest knows only through two traits
+//! and so runs none of here.
+//!
+//! [`BeforeWrite`]: before triggers (declared functions, which the `functions`
+//! crate runs) see each row a write is about to make or remove, inside the
+//! write's transaction, and may change the new row or refuse the write; the
+//! row policies, grants aside, and the column checks apply to what the
+//! triggers leave, as PostgreSQL applies them after BEFORE triggers.
+//!
+//! [`AfterWrite`]: after triggers and outbound webhooks are handed every row a
+//! write made or removed, in full, and answer with the statements that record
+//! the work to do (jobs, in the `jobs` crate); rest runs them in the write's
+//! own transaction, so the work exists exactly when the write commits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +18,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use gatehouse_core::Identifier;
-use gatehouse_db::{Row, Transaction, Value};
+use gatehouse_db::{Row, Statement, Transaction, Value};
 use gatehouse_schema::Table;
 use serde_json::{Map, Value as Json};
 
@@ -26,6 +33,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// As a declaration writes it: `insert`, `update` or `delete`.
+    pub fn declared(name: &str) -> Option<Self> {
+        match name {
+            "insert" => Some(Event::Insert),
+            "update" => Some(Event::Update),
+            "delete" => Some(Event::Delete),
+            _ => None,
+        }
+    }
+
     /// As PostgreSQL's `TG_OP` names it.
     pub fn name(self) -> &'static str {
         match self {
@@ -72,6 +89,20 @@ pub trait BeforeWrite: Send + Sync {
     ) -> Pending<'a>;
 }
 
+/// What is done after a table's changes commit, as the data API hands them on.
+pub trait AfterWrite: Send + Sync {
+    /// Whether anything follows `event` on `table`: writes without take the
+    /// plain path.
+    fn watches(&self, table: &str, event: Event) -> bool;
+
+    /// The statements recording what follows `changes` (every row one write
+    /// made or removed, every column), to run in the write's transaction.
+    fn after(&self, changes: &[RowChange<'_>]) -> Result<Vec<Statement>, RestError>;
+
+    /// A write whose `after` statements ran has committed.
+    fn committed(&self);
+}
+
 /// A row as the triggers see it: every column, by name, as JSON.
 pub(crate) fn row_json(table: &Table, row: &HashMap<Identifier, Value>) -> Map<String, Json> {
     table
@@ -91,5 +122,17 @@ pub(crate) fn by_column(table: &Table, row: Row) -> HashMap<Identifier, Value> {
         .iter()
         .map(|column| column.name.clone())
         .zip(row.0)
+        .collect()
+}
+
+/// The row at the end of a write's RETURNING list, every column of it (see
+/// `Rest::returning`), as the after-commit work sees it.
+pub(crate) fn returned_row(table: &Table, row: &Row) -> Map<String, Json> {
+    let start = row.0.len().saturating_sub(table.columns.len());
+    table
+        .columns
+        .iter()
+        .zip(&row.0[start..])
+        .map(|(column, value)| (column.name.to_string(), to_json(column.ty, value)))
         .collect()
 }

@@ -2,6 +2,8 @@
 //! on the new row inside the statement; if any row fails it, nothing is kept.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use gatehouse_core::Identifier;
 use gatehouse_db::{Dialect, Executor, Row, Statement, Transaction, Value};
@@ -13,9 +15,56 @@ use serde_json::{Map, Value as Json};
 use crate::output::Output;
 use crate::read::{row_object, selected, where_clause};
 use crate::sql::{Decided, StatementBuilder, Undecided};
-use crate::triggers::{BeforeWrite, Event, RowChange, by_column, row_json};
+use crate::triggers::{
+    AfterWrite, BeforeWrite, Event, RowChange, by_column, returned_row, row_json,
+};
 use crate::values::{canonical_time, from_json, from_text};
 use crate::{Access, Caller, Rest, RestError};
+
+/// The app's code around one write: before triggers for each row, and the
+/// after-commit work the written rows are handed to. A write with either runs
+/// in a transaction of its own (or the caller's), row by row where the before
+/// triggers or the old rows need it.
+pub(crate) struct Hooks {
+    pub before: Option<Arc<dyn BeforeWrite>>,
+    pub after: Option<Arc<dyn AfterWrite>>,
+}
+
+/// How long a write whose only hooks are after-commit ones may hold its
+/// transaction's writes: its own statements and the jobs they enqueue.
+const AFTER_ONLY_WRITE_LIMIT: Duration = Duration::from_millis(250);
+
+impl Hooks {
+    fn any(&self) -> bool {
+        self.before.is_some() || self.after.is_some()
+    }
+
+    fn write_limit(&self) -> Duration {
+        self.before
+            .as_ref()
+            .map_or(AFTER_ONLY_WRITE_LIMIT, |before| before.write_limit())
+    }
+
+    /// Hands the rows a write made or removed to the after-commit work and
+    /// runs the statements recording it in the write's transaction.
+    async fn hand_over(
+        &self,
+        db: Executor<'_>,
+        changes: Vec<RowChange<'_>>,
+    ) -> Result<(), RestError> {
+        let Some(after) = &self.after else {
+            return Ok(());
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let statements = after.after(&changes)?;
+        if !statements.is_empty() {
+            db.transaction(statements).await?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteOptions {
@@ -168,22 +217,27 @@ impl Rest {
     }
 
     /// RETURNING the representation's columns, or just the key: the rows coming
-    /// back is how a write learns how many rows it touched.
+    /// back is how a write learns how many rows it touched. With `every_column`
+    /// the whole row follows, for the after-commit work (see `returned_row`).
     fn returning(
         sql: &mut StatementBuilder<Decided>,
-        outputs: &[Output<'_>],
-        key: &Column,
+        (outputs, table): (&[Output<'_>], &Table),
+        every_column: bool,
     ) -> Result<(), RestError> {
         sql.push(" RETURNING ");
         if outputs.is_empty() {
-            sql.output(None, key);
-            return Ok(());
+            sql.output(None, table.primary_key());
         }
         for (i, output) in outputs.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
             sql.output_of(None, output)?;
+        }
+        if every_column {
+            for column in &table.columns {
+                sql.push(", ").output(None, column);
+            }
         }
         Ok(())
     }
@@ -240,12 +294,12 @@ impl Rest {
     ) -> Result<WriteResult, RestError> {
         refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Insert, caller)?;
-        let triggers = self.triggers(table, Event::Insert);
-        if let (Some(triggers), Executor::Pool(database)) = (&triggers, db) {
-            let transaction = database.begin(triggers.write_limit());
+        let hooks = self.hooks(table, Event::Insert);
+        if let (true, Executor::Pool(database)) = (hooks.any(), db) {
+            let transaction = database.begin(hooks.write_limit());
             let written =
                 Box::pin(self.insert((&transaction).into(), caller, table, request, body, options));
-            return settle(&transaction, written.await).await;
+            return settle(&transaction, written.await, &hooks).await;
         }
         let objects: Vec<&Map<String, Json>> = match body {
             Json::Object(object) => vec![object],
@@ -292,7 +346,7 @@ impl Rest {
             .filter(|key| key.ty.is_integral());
         for object in objects {
             let mut row = self.new_row(&access, caller, object)?;
-            if let (Some(triggers), Executor::Transaction(transaction)) = (&triggers, db) {
+            if let (Some(triggers), Executor::Transaction(transaction)) = (&hooks.before, db) {
                 row = self
                     .triggered((triggers.as_ref(), transaction), &access, row, None)
                     .await?;
@@ -327,7 +381,7 @@ impl Rest {
             if let Some((target, update)) = &upsert {
                 self.on_conflict(&mut sql, target, update.as_ref(), object, &row)?;
             }
-            Self::returning(&mut sql, &returned, access.table.primary_key())?;
+            Self::returning(&mut sql, (&returned, access.table), hooks.after.is_some())?;
             statements.push(sql.finish());
         }
         let accept = match options.resolution {
@@ -341,6 +395,18 @@ impl Rest {
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
         let rows: Vec<&Row> = written.iter().flatten().collect();
+        // An upsert's merged rows are handed on as inserts: which rows
+        // existed before is not known here.
+        let changes = rows
+            .iter()
+            .map(|row| RowChange {
+                table,
+                event: Event::Insert,
+                new: Some(returned_row(access.table, row)),
+                old: None,
+            })
+            .collect();
+        hooks.hand_over(db, changes).await?;
         Ok(answer(&returned, rows.into_iter(), options))
     }
 
@@ -401,12 +467,12 @@ impl Rest {
     ) -> Result<WriteResult, RestError> {
         refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Update, caller)?;
-        let triggers = self.triggers(table, Event::Update);
-        if let (Some(triggers), Executor::Pool(database)) = (&triggers, db) {
-            let transaction = database.begin(triggers.write_limit());
+        let hooks = self.hooks(table, Event::Update);
+        if let (true, Executor::Pool(database)) = (hooks.any(), db) {
+            let transaction = database.begin(hooks.write_limit());
             let written =
                 Box::pin(self.update((&transaction).into(), caller, table, request, body, options));
-            return settle(&transaction, written.await).await;
+            return settle(&transaction, written.await, &hooks).await;
         }
         let object = body.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
             RestError::Body("the body must be a JSON object with the columns to change".into())
@@ -436,16 +502,9 @@ impl Rest {
             ordered.push(column);
         }
         let returned = returned(&access, request, options)?;
-        if let (Some(triggers), Executor::Transaction(transaction)) = (&triggers, db) {
+        if let (true, Executor::Transaction(transaction)) = (hooks.any(), db) {
             let rows = self
-                .update_each(
-                    triggers.as_ref(),
-                    transaction,
-                    &access,
-                    request,
-                    &changes,
-                    &returned,
-                )
+                .update_each((&hooks, transaction), &access, request, &changes, &returned)
                 .await?;
             return Ok(answer(&returned, rows.iter(), options));
         }
@@ -473,7 +532,7 @@ impl Rest {
         update_set(&mut update, access.table, &ordered, &changes);
         let mut update = where_clause(update, &access, request)?;
         update.and_also(&access.with_check(), "t0", Some(&changes));
-        Self::returning(&mut update, &returned, access.table.primary_key())?;
+        Self::returning(&mut update, (&returned, access.table), false)?;
         let results = db
             .transaction_if(
                 vec![count.finish(), update.finish()],
@@ -498,26 +557,23 @@ impl Rest {
         if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
             return Err(RestError::Unfiltered("DELETE"));
         }
-        let triggers = self.triggers(table, Event::Delete);
-        match (&triggers, db) {
-            (Some(triggers), Executor::Pool(database)) => {
-                let transaction = database.begin(triggers.write_limit());
-                let written =
-                    Box::pin(self.delete((&transaction).into(), caller, table, request, options));
-                return settle(&transaction, written.await).await;
+        let hooks = self.hooks(table, Event::Delete);
+        if let (true, Executor::Pool(database)) = (hooks.any(), db) {
+            let transaction = database.begin(hooks.write_limit());
+            let written =
+                Box::pin(self.delete((&transaction).into(), caller, table, request, options));
+            return settle(&transaction, written.await, &hooks).await;
+        }
+        if let (Some(triggers), Executor::Transaction(transaction)) = (&hooks.before, db) {
+            for old in self.locked_rows(db, &access, request).await? {
+                let change = RowChange {
+                    table,
+                    event: Event::Delete,
+                    new: None,
+                    old: Some(row_json(access.table, &by_column(access.table, old))),
+                };
+                triggers.before(transaction, caller, change).await?;
             }
-            (Some(triggers), Executor::Transaction(transaction)) => {
-                for old in self.locked_rows(db, &access, request).await? {
-                    let change = RowChange {
-                        table,
-                        event: Event::Delete,
-                        new: None,
-                        old: Some(row_json(access.table, &by_column(access.table, old))),
-                    };
-                    triggers.before(transaction, caller, change).await?;
-                }
-            }
-            _ => {}
         }
         let returned = returned(&access, request, options)?;
         let mut sql = StatementBuilder::new(db.dialect());
@@ -525,9 +581,19 @@ impl Rest {
             .raw(&access.table.name.quoted())
             .push(" AS \"t0\"");
         let mut sql = where_clause(sql, &access, request)?;
-        Self::returning(&mut sql, &returned, access.table.primary_key())?;
+        Self::returning(&mut sql, (&returned, access.table), hooks.after.is_some())?;
         let statement: Statement = sql.finish();
         let rows = db.transaction(vec![statement]).await?.remove(0);
+        let changes = rows
+            .iter()
+            .map(|row| RowChange {
+                table,
+                event: Event::Delete,
+                new: None,
+                old: Some(returned_row(access.table, row)),
+            })
+            .collect();
+        hooks.hand_over(db, changes).await?;
         Ok(answer(&returned, rows.iter(), options))
     }
 }
@@ -613,13 +679,13 @@ impl Rest {
         Ok(rows.pop().unwrap_or_default())
     }
 
-    /// An update with before triggers: each row its filters and policy select
-    /// is changed, shown to the triggers with its old self, and written back by
-    /// its key under the update policy's `using` and `with check`.
+    /// An update with hooks: each row its filters and policy select is
+    /// changed, shown to the before triggers with its old self, written back by
+    /// its key under the update policy's `using` and `with check`, and handed
+    /// with its old self to the after-commit work.
     async fn update_each(
         &self,
-        triggers: &dyn BeforeWrite,
-        transaction: &Transaction,
+        (hooks, transaction): (&Hooks, &Transaction),
         access: &Access<'_>,
         request: &Request,
         changes: &HashMap<Identifier, Value>,
@@ -628,6 +694,7 @@ impl Rest {
         let db = Executor::Transaction(transaction);
         let table = access.table;
         let mut statements = Vec::new();
+        let mut olds = Vec::new();
         for old in self.locked_rows(db, access, request).await? {
             let old = by_column(table, old);
             let mut new = old.clone();
@@ -636,9 +703,13 @@ impl Rest {
                     .iter()
                     .map(|(name, value)| (name.clone(), value.clone())),
             );
-            let new = self
-                .triggered((triggers, transaction), access, new, Some(&old))
-                .await?;
+            let new = match &hooks.before {
+                Some(triggers) => {
+                    self.triggered((triggers.as_ref(), transaction), access, new, Some(&old))
+                        .await?
+                }
+                None => new,
+            };
             let changed: HashMap<Identifier, Value> = new
                 .into_iter()
                 .filter(|(name, value)| old.get(name) != Some(value))
@@ -657,17 +728,32 @@ impl Rest {
             }
             let mut sql = sql.and_decision(access.using(), "t0", None);
             sql.and_also(&access.with_check(), "t0", Some(&changed));
-            Self::returning(&mut sql, returned, table.primary_key())?;
+            Self::returning(&mut sql, (returned, table), hooks.after.is_some())?;
             statements.push(sql.finish());
+            olds.push(old);
         }
         if statements.is_empty() {
             return Ok(Vec::new());
         }
-        let written = db
+        let written: Vec<Row> = db
             .transaction_if(statements, exactly_one_row_each)
             .await?
-            .ok_or_else(|| RestError::CheckFailed(table.name.to_string()))?;
-        Ok(written.into_iter().flatten().collect())
+            .ok_or_else(|| RestError::CheckFailed(table.name.to_string()))?
+            .into_iter()
+            .flatten()
+            .collect();
+        let handed = written
+            .iter()
+            .zip(&olds)
+            .map(|(new, old)| RowChange {
+                table: table.name.as_str(),
+                event: Event::Update,
+                new: Some(returned_row(table, new)),
+                old: Some(row_json(table, old)),
+            })
+            .collect();
+        hooks.hand_over(db, handed).await?;
+        Ok(written)
     }
 }
 
@@ -695,15 +781,19 @@ fn update_set(
     }
 }
 
-/// Commits a write made in a transaction of its own (for its triggers), or
+/// Commits a write made in a transaction of its own (for its hooks), or
 /// rolls it back when the write failed.
 async fn settle(
     transaction: &Transaction,
     written: Result<WriteResult, RestError>,
+    hooks: &Hooks,
 ) -> Result<WriteResult, RestError> {
     match written {
         Ok(result) => {
             transaction.commit().await?;
+            if let Some(after) = &hooks.after {
+                after.committed();
+            }
             Ok(result)
         }
         Err(error) => {

@@ -11,7 +11,6 @@ use gatehouse_auth::{AuthSettings, HashParams};
 use gatehouse_functions::FunctionDecl;
 use gatehouse_http::{CorsPolicy, RateLimits};
 use gatehouse_jobs::cron::Schedule;
-use gatehouse_jobs::inbound::Scheme;
 use gatehouse_limits::Policy;
 use gatehouse_policy::{Policies, TablePolicies};
 use gatehouse_schema::declaration::{PolicyDecl, TableDecl, TriggerDecl};
@@ -21,6 +20,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::listener::ConnectionLimits;
+
+mod background;
+
+use background::{
+    CronEntry, HookDecl, JobsSection, WebhookDecl, checked_hooks, checked_webhooks, cron_schedules,
+};
+pub use background::{HookConfig, WebhookConfig};
 
 pub const DEFAULT_FILE: &str = "gatehouse.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:54321";
@@ -116,29 +122,8 @@ pub struct Config {
     pub cron: Vec<Schedule>,
     /// `[hooks.<name>]`: inbound webhooks at `/hooks/v1/<name>`.
     pub hooks: IndexMap<String, HookConfig>,
-}
-
-/// `[hooks.<name>]`, checked; its secret is `GATEHOUSE_HOOK_SECRET_<NAME>`.
-#[derive(Debug, Clone)]
-pub struct HookConfig {
-    pub scheme: Scheme,
-    /// A declared function with an `event` argument.
-    pub function: String,
-    pub queue: String,
-    /// How far a delivery's signed time may be from ours.
-    pub tolerance: Duration,
-}
-
-/// `[hooks.<name>]` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HookDecl {
-    /// `standard` (Standard Webhooks) or `stripe`.
-    scheme: Scheme,
-    function: String,
-    queue: Option<String>,
-    /// 300 when absent.
-    tolerance_secs: Option<Bounded<1, 3600>>,
+    /// `[[webhooks]]`: table changes delivered, signed, to a URL.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -208,171 +193,8 @@ struct FileConfig {
     cron: Vec<CronEntry>,
     #[serde(default)]
     hooks: IndexMap<String, HookDecl>,
-}
-
-/// Each hook has a URL-safe name, a declared queue, and a declared function
-/// taking the event as its `event` argument.
-fn checked_hooks(
-    hooks: IndexMap<String, HookDecl>,
-    functions: &IndexMap<String, FunctionDecl>,
-    jobs: &gatehouse_jobs::Settings,
-) -> Result<IndexMap<String, HookConfig>, ConfigError> {
-    hooks
-        .into_iter()
-        .map(|(name, hook)| {
-            let queue = hook
-                .queue
-                .unwrap_or_else(|| gatehouse_jobs::DEFAULT_QUEUE.to_owned());
-            let problem = if name.is_empty()
-                || name.len() > 63
-                || !name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                }) {
-                Some("a hook's name is 1 to 63 of a-z, 0-9, _ and -".to_owned())
-            } else if !functions
-                .get(&hook.function)
-                .is_some_and(|function| function.args.contains_key("event"))
-            {
-                Some(format!(
-                    "function {:?} must be declared with an `event` argument (args.event = {{ type = \"jsonb\" }})",
-                    hook.function
-                ))
-            } else if !jobs.queues.contains_key(&queue) {
-                Some("its queue is not declared under [jobs.queues]".to_owned())
-            } else {
-                None
-            };
-            match problem {
-                Some(message) => Err(ConfigError::Env {
-                    variable: format!("[hooks.{name}]"),
-                    message,
-                }),
-                None => Ok((
-                    name,
-                    HookConfig {
-                        scheme: hook.scheme,
-                        function: hook.function,
-                        queue,
-                        tolerance: Duration::from_secs(hook.tolerance_secs.map_or(300, |b| b.0)),
-                    },
-                )),
-            }
-        })
-        .collect()
-}
-
-/// `[[cron]]` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CronDecl {
-    name: String,
-    /// Five fields (a sixth, leading one for seconds), or `@hourly`-style.
-    schedule: String,
-    /// An IANA zone the fields are read in; UTC when absent.
-    time_zone: Option<String>,
-    function: String,
-    queue: Option<String>,
-}
-
-/// A `[[cron]]` entry whose schedule and zone parsed (an error points at it).
-#[derive(Deserialize)]
-#[serde(try_from = "CronDecl")]
-struct CronEntry(Schedule);
-
-impl TryFrom<CronDecl> for CronEntry {
-    type Error = String;
-
-    fn try_from(decl: CronDecl) -> Result<Self, String> {
-        Schedule::new(
-            &decl.name,
-            (&decl.schedule, decl.time_zone.as_deref().unwrap_or("UTC")),
-            &decl.function,
-            decl.queue
-                .as_deref()
-                .unwrap_or(gatehouse_jobs::DEFAULT_QUEUE),
-        )
-        .map(Self)
-    }
-}
-
-/// Each schedule names a declared function and queue, under a name of its own.
-fn cron_schedules(
-    entries: Vec<CronEntry>,
-    functions: &IndexMap<String, FunctionDecl>,
-    jobs: &gatehouse_jobs::Settings,
-) -> Result<Vec<Schedule>, ConfigError> {
-    let mut names = std::collections::HashSet::new();
-    entries
-        .into_iter()
-        .map(|CronEntry(schedule)| {
-            let problem = if !names.insert(schedule.name.clone()) {
-                Some("another [[cron]] entry has this name".to_owned())
-            } else if !functions.contains_key(&schedule.function) {
-                Some(format!("no function {:?} is declared", schedule.function))
-            } else if !jobs.queues.contains_key(&schedule.queue) {
-                Some(format!(
-                    "no queue {:?} is declared under [jobs.queues]",
-                    schedule.queue
-                ))
-            } else {
-                None
-            };
-            match problem {
-                Some(message) => Err(ConfigError::Env {
-                    variable: format!("[[cron]] {}", schedule.name),
-                    message,
-                }),
-                None => Ok(schedule),
-            }
-        })
-        .collect()
-}
-
-/// `[jobs]`: timings, and `queues.<name> = { concurrency = n }` (per instance).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct JobsSection {
-    poll_ms: Option<Bounded<10, 60_000>>,
-    lease_secs: Option<Bounded<1, 86_400>>,
-    backoff_ms: Option<Bounded<1, 3_600_000>>,
-    backoff_cap_secs: Option<Bounded<1, 604_800>>,
-    max_attempts: Option<Bounded<1, 100>>,
     #[serde(default)]
-    queues: IndexMap<String, QueueDecl>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueueDecl {
-    concurrency: Bounded<1, 256>,
-}
-
-impl JobsSection {
-    fn settings(&self) -> gatehouse_jobs::Settings {
-        let defaults = gatehouse_jobs::Settings::default();
-        let mut queues = defaults.queues.clone();
-        for (name, queue) in &self.queues {
-            queues.insert(name.clone(), queue.concurrency.0 as usize);
-        }
-        gatehouse_jobs::Settings {
-            queues,
-            poll: self
-                .poll_ms
-                .map_or(defaults.poll, |b| Duration::from_millis(b.0)),
-            lease: self
-                .lease_secs
-                .map_or(defaults.lease, |b| Duration::from_secs(b.0)),
-            backoff: self
-                .backoff_ms
-                .map_or(defaults.backoff, |b| Duration::from_millis(b.0)),
-            backoff_cap: self
-                .backoff_cap_secs
-                .map_or(defaults.backoff_cap, |b| Duration::from_secs(b.0)),
-            max_attempts: self
-                .max_attempts
-                .map_or(defaults.max_attempts, |b| b.0 as u32),
-        }
-    }
+    webhooks: Vec<WebhookDecl>,
 }
 
 #[derive(Deserialize, Default)]
@@ -818,6 +640,7 @@ impl Config {
             };
         let server = file.server;
         let jobs = file.jobs.settings();
+        let webhooks = checked_webhooks(file.webhooks, &schema, &jobs)?;
         let listen = match overrides.listen {
             Some(listen) => listen,
             None => match env_parsed(
@@ -946,6 +769,7 @@ impl Config {
                 .collect(),
             cron: cron_schedules(file.cron, &file.functions, &jobs)?,
             hooks: checked_hooks(file.hooks, &file.functions, &jobs)?,
+            webhooks,
             functions: file.functions,
             functions_dir: PathBuf::from("functions"),
             jobs,

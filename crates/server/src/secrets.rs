@@ -47,33 +47,59 @@ pub struct Secrets {
     /// Each inbound hook's secret, from `GATEHOUSE_HOOK_SECRET_<NAME>` (the
     /// name upper-cased, `-` as `_`) or its `_FILE`.
     pub hook_secrets: HashMap<String, SecretString>,
+    /// Each outbound webhook's signing secret, from
+    /// `GATEHOUSE_WEBHOOK_SECRET_<NAME>` or its `_FILE`.
+    pub webhook_secrets: HashMap<String, SecretString>,
 }
 
-/// Every declared hook's secret. A hook cannot verify anything without one,
-/// so a missing secret refuses the start in production; in development the
-/// hook refuses every delivery and the log says why.
-fn hook_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, SecretString>> {
+/// Every declared hook's and webhook's secret, by name: `GATEHOUSE_<KIND>_SECRET_<NAME>`
+/// (the name upper-cased, `-` as `_`). Nothing can be verified or signed
+/// without one, so a missing secret refuses the start in production; in
+/// development the log says so, and the hook refuses every delivery or the
+/// webhook sends nothing.
+fn named_secrets<'a>(
+    (kind, unset): (&str, &str),
+    names: impl Iterator<Item = &'a String>,
+    (mode, env): (Mode, Env),
+) -> anyhow::Result<HashMap<String, SecretString>> {
     let mut found = HashMap::new();
-    for name in config.hooks.keys() {
+    for name in names {
         let variable = format!(
-            "HOOK_SECRET_{}",
+            "{}_SECRET_{}",
+            kind.to_ascii_uppercase(),
             name.to_ascii_uppercase().replace('-', "_")
         );
         match read_secret(env, &variable)? {
             Some(value) => {
                 found.insert(name.clone(), value);
             }
-            None if config.mode == Mode::Production => {
+            None if mode == Mode::Production => {
                 bail!(
-                    "production mode refuses to start: missing GATEHOUSE_{variable} (hook {name})"
+                    "production mode refuses to start: missing GATEHOUSE_{variable} ({kind} {name})"
                 )
             }
             None => {
-                tracing::warn!(hook = %name, "GATEHOUSE_{variable} is not set: the hook refuses every delivery");
+                tracing::warn!("GATEHOUSE_{variable} is not set: {kind} {name} {unset}");
             }
         }
     }
     Ok(found)
+}
+
+fn hook_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, SecretString>> {
+    named_secrets(
+        ("hook", "refuses every delivery"),
+        config.hooks.keys(),
+        (config.mode, env),
+    )
+}
+
+fn webhook_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, SecretString>> {
+    named_secrets(
+        ("webhook", "sends nothing"),
+        config.webhooks.iter().map(|webhook| &webhook.name),
+        (config.mode, env),
+    )
 }
 
 /// Every secret a declared function names. Missing ones refuse a production
@@ -241,6 +267,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         secret_key_source,
         function_secrets: function_secrets(config, env)?,
         hook_secrets: hook_secrets(config, env)?,
+        webhook_secrets: webhook_secrets(config, env)?,
     })
 }
 
@@ -365,6 +392,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 secret_key_source: source_of(env, "SECRET_KEY"),
                 function_secrets: function_secrets(config, env)?,
                 hook_secrets: hook_secrets(config, env)?,
+                webhook_secrets: webhook_secrets(config, env)?,
             })
         }
         _ => bail!(

@@ -8,7 +8,9 @@ use gatehouse_db::{Database, MigrateOptions, PoolOptions};
 use gatehouse_functions::{Data, Functions};
 use gatehouse_http::{AppState, HttpSettings, Parts};
 use gatehouse_jobs::Workers;
+use gatehouse_jobs::changes::Changes;
 use gatehouse_jobs::inbound::{Hook, Inbound};
+use gatehouse_jobs::outbound::{Delivering, Webhook};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
 use gatehouse_rest::{Caller, Rest, RestSettings};
@@ -117,6 +119,27 @@ pub async fn start(
     ));
     let triggers: std::sync::Weak<Functions> = Arc::downgrade(&functions);
     rest.set_triggers(triggers);
+    let webhooks = outbound_webhooks(config, &secrets)?;
+    let watches: Vec<_> = functions
+        .after_triggers()
+        .iter()
+        .cloned()
+        .chain(
+            config
+                .webhooks
+                .iter()
+                .filter(|webhook| webhooks.contains_key(&webhook.name))
+                .map(|webhook| webhook.watch.clone()),
+        )
+        .collect();
+    if !watches.is_empty() {
+        rest.set_after_write(Arc::new(Changes::new(
+            watches,
+            config.jobs.clone(),
+            jobs_wake.clone(),
+        )));
+    }
+    let runner = Arc::new(Delivering::new(webhooks, functions.clone()));
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
         audience: "authenticated".into(),
@@ -148,8 +171,9 @@ pub async fn start(
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
-    // Jobs run declared functions: without any, nothing can be enqueued.
-    let job_workers = (!config.functions.is_empty()).then(|| {
+    // Jobs run declared functions or deliver webhooks: without either,
+    // nothing can be enqueued.
+    let job_workers = (!config.functions.is_empty() || !config.webhooks.is_empty()).then(|| {
         if !config.cron.is_empty() {
             gatehouse_jobs::cron::spawn(
                 state.db().clone(),
@@ -161,10 +185,7 @@ pub async fn start(
         Workers::spawn(
             state.db().clone(),
             config.jobs.clone(),
-            (
-                functions.clone() as Arc<dyn gatehouse_jobs::Runner>,
-                jobs_wake,
-            ),
+            (runner as Arc<dyn gatehouse_jobs::Runner>, jobs_wake),
             stopped.clone(),
         )
     });
@@ -235,6 +256,23 @@ fn inbound_hooks(config: &Config, secrets: &Secrets) -> anyhow::Result<HashMap<S
         hooks.insert(name.clone(), hook);
     }
     Ok(hooks)
+}
+
+/// The webhooks whose secret is set (development starts without one, warning).
+fn outbound_webhooks(
+    config: &Config,
+    secrets: &Secrets,
+) -> anyhow::Result<HashMap<String, Webhook>> {
+    let mut webhooks = HashMap::new();
+    for decl in &config.webhooks {
+        let Some(secret) = secrets.webhook_secrets.get(&decl.name) else {
+            continue;
+        };
+        let webhook = Webhook::new(&decl.url, secret, decl.allow_private_addresses)
+            .map_err(|message| anyhow::anyhow!("webhook {}: {message}", decl.name))?;
+        webhooks.insert(decl.name.clone(), webhook);
+    }
+    Ok(webhooks)
 }
 
 fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Result<Objects> {

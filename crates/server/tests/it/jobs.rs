@@ -75,25 +75,10 @@ const MODULES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Rows read with the secret key (the tables here have no client policies).
-async fn all_rows(server: &TestServer, query: &str) -> Value {
-    let response = server
-        .client
-        .get(format!("{}/rest/v1/{query}", server.url))
-        .header("apikey", &server.secret)
-        .bearer_auth(&server.secret)
-        .send()
-        .await
-        .unwrap();
-    json(response).await
-}
-
 async fn confirmations(server: &TestServer) -> Value {
-    all_rows(
-        server,
-        "confirmations?select=order_id,attempt&order=order_id",
-    )
-    .await
+    server
+        .all_rows("confirmations?select=order_id,attempt&order=order_id")
+        .await
 }
 
 async fn until_confirmed(server: &TestServer, count: usize) -> Value {
@@ -215,7 +200,7 @@ poll_ms = 50
     let server = kit::start_functions(declared, &[("pulse.js", pulse)], &database).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let ticks = loop {
-        let ticks = all_rows(&server, "ticks?select=tick&order=tick").await;
+        let ticks = server.all_rows("ticks?select=tick&order=tick").await;
         if ticks.as_array().unwrap().len() >= 2 {
             break ticks;
         }
@@ -311,7 +296,7 @@ async fn a_verified_webhook_event_runs_once_and_a_forged_one_never() {
 
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let payments = all_rows(&server, "payments?select=event,kind").await;
+            let payments = server.all_rows("payments?select=event,kind").await;
             if payments.as_array().unwrap().len() == 1 {
                 break;
             }
@@ -320,7 +305,7 @@ async fn a_verified_webhook_event_runs_once_and_a_forged_one_never() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
-            all_rows(&server, "payments?select=event,kind").await,
+            server.all_rows("payments?select=event,kind").await,
             json!([{"event": "evt_1", "kind": "checkout.session.completed"}]),
             "the redelivery ran nothing and the forgeries nothing"
         );

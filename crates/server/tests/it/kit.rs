@@ -127,6 +127,7 @@ fn adopt_logic(config: &mut Config, declared: Config) {
     config.jobs = declared.jobs;
     config.cron = declared.cron;
     config.hooks = declared.hooks;
+    config.webhooks = declared.webhooks;
 }
 
 /// The example shop (examples/shop: tables, policies, storage policies and
@@ -292,6 +293,20 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Rows read through the data API with the secret key (the server's own
+    /// standing: tables without client policies too).
+    pub async fn all_rows(&self, query: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(format!("{}/rest/v1/{query}", self.url))
+            .header("apikey", &self.secret)
+            .bearer_auth(&self.secret)
+            .send()
+            .await
+            .unwrap();
+        json(response).await
+    }
+
     /// What `/metrics` shows, read with the secret key.
     pub async fn metrics(&self) -> String {
         self.get("/metrics")

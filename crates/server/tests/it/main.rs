@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod bola;
 mod bounds;
+mod changes;
 mod errors;
 mod function_writes;
 mod functions;

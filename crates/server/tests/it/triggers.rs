@@ -315,8 +315,8 @@ fn a_wrong_trigger_declaration_stops_the_start() {
             "no function of that name",
         ),
         (
-            "when = \"after\"\nevents = \"insert\"\nfunction = \"t\"",
-            "background job queue",
+            "when = \"later\"\nevents = \"insert\"\nfunction = \"t\"",
+            "before or after",
         ),
         (
             "when = \"before\"\nevents = \"upsert\"\nfunction = \"t\"",
