@@ -345,6 +345,28 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 13,
+        name: "job attempts",
+        steps: &[
+            // Each finished attempt of a job, with its error, kept for
+            // `[jobs] keep_attempts_hours` after it ended.
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_job_attempts (id TEXT PRIMARY KEY, \
+                         job_id TEXT NOT NULL, attempt INTEGER NOT NULL, started_at TEXT, \
+                         finished_at TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_job_attempts (id TEXT PRIMARY KEY, \
+                           job_id TEXT NOT NULL, attempt BIGINT NOT NULL, started_at TEXT, \
+                           finished_at TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT)",
+            },
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_job_attempts_job ON gatehouse_job_attempts (job_id)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_job_attempts_finished ON gatehouse_job_attempts (finished_at)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

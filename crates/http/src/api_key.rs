@@ -101,6 +101,27 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for ApiCaller {
     }
 }
 
+/// The secret key: the admin APIs' only credential (`/auth/v1/admin/*`,
+/// `/admin/v1/*`).
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ApiCaller(key) =
+            <ApiCaller as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        match key.role() {
+            gatehouse_keys::ApiRole::Service => Ok(Admin),
+            gatehouse_keys::ApiRole::Anon => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_admin",
+                "User not allowed: the admin API needs the secret key",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::needs_key;

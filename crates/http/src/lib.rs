@@ -132,6 +132,22 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             "/hooks/v1/{name}",
             axum::routing::post(routes::hooks::receive),
         )
+        .route(
+            "/admin/v1/jobs",
+            axum::routing::get(routes::admin_jobs::list).delete(routes::admin_jobs::purge),
+        )
+        .route(
+            "/admin/v1/jobs/{id}",
+            axum::routing::get(routes::admin_jobs::show),
+        )
+        .route(
+            "/admin/v1/jobs/{id}/retry",
+            axum::routing::post(routes::admin_jobs::retry),
+        )
+        .route(
+            "/admin/v1/jobs/{id}/cancel",
+            axum::routing::post(routes::admin_jobs::cancel),
+        )
         .route("/rest/v1/", axum::routing::get(routes::rest_root::get))
         .route("/rest/v1", axum::routing::get(routes::rest_root::get))
         .route(

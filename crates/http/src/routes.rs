@@ -1,5 +1,6 @@
 //! One file per endpoint, named after its route.
 
+pub mod admin_jobs;
 pub mod auth;
 pub mod functions;
 pub mod health;

@@ -55,6 +55,8 @@ pub struct Settings {
     pub backoff_cap: Duration,
     /// Attempts a job gets when it names no limit of its own.
     pub max_attempts: u32,
+    /// How long finished jobs and their attempts are kept for inspection.
+    pub keep_finished: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             backoff: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(3600),
             max_attempts: 5,
+            keep_finished: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -188,6 +191,8 @@ pub enum Handler<'a> {
     AfterTrigger(&'a str),
     /// An outbound webhook's delivery (`webhook:<name>`), the payload its body.
     Webhook(&'a str),
+    /// One of Gatehouse's own upkeep tasks (`gatehouse:<task>`).
+    Upkeep(&'a str),
 }
 
 impl Handler<'_> {
@@ -198,6 +203,7 @@ impl Handler<'_> {
             Handler::Function(name) => name.to_owned(),
             Handler::AfterTrigger(name) => format!("trigger:{name}"),
             Handler::Webhook(name) => format!("webhook:{name}"),
+            Handler::Upkeep(task) => format!("gatehouse:{task}"),
         }
     }
 }
@@ -208,6 +214,8 @@ impl Job {
             Handler::AfterTrigger(name)
         } else if let Some(name) = self.function.strip_prefix("webhook:") {
             Handler::Webhook(name)
+        } else if let Some(task) = self.function.strip_prefix("gatehouse:") {
+            Handler::Upkeep(task)
         } else {
             Handler::Function(&self.function)
         }

@@ -43,6 +43,13 @@ const DEAD: Sql = Sql::both(
      WHERE id = $1 AND lease_id = $2",
 );
 
+/// The attempt that just ended, kept with its outcome; written before the
+/// outcome (which drops the lease) and only while the lease is held.
+const ATTEMPT: Sql = Sql::both(
+    "INSERT INTO gatehouse_job_attempts (id, job_id, attempt, started_at, finished_at, outcome, error) \
+     SELECT $3, id, attempts, started_at, $4, $5, $6 FROM gatehouse_jobs WHERE id = $1 AND lease_id = $2",
+);
+
 /// Failures are recorded cut to this many bytes.
 const MAX_ERROR_BYTES: usize = 2048;
 
@@ -88,8 +95,20 @@ async fn record(
 ) -> Result<(), DbError> {
     let now = OffsetDateTime::now_utc();
     let key = [Value::from(job.id.as_str()), lease_id.into()];
-    let statement = match outcome {
-        Ok(()) => Statement::new(&DONE, [&key[..], &[timestamp(now).into()]].concat()),
+    let attempt = |outcome: &str, error: Option<&str>| {
+        let params = [
+            uuid::Uuid::now_v7().to_string().into(),
+            timestamp(now).into(),
+            outcome.into(),
+            error.map_or(Value::Null, Value::from),
+        ];
+        Statement::new(&ATTEMPT, [&key[..], &params[..]].concat())
+    };
+    let statements = match outcome {
+        Ok(()) => vec![
+            attempt("done", None),
+            Statement::new(&DONE, [&key[..], &[timestamp(now).into()]].concat()),
+        ],
         Err(mut error) => {
             if error.len() > MAX_ERROR_BYTES {
                 let mut end = MAX_ERROR_BYTES;
@@ -100,7 +119,8 @@ async fn record(
             }
             let dead = job.is_last_attempt();
             tracing::warn!(job = %job.id, function = %job.function, attempt = job.attempt, dead, %error, "a job failed");
-            if dead {
+            let recorded = attempt("failed", Some(&error));
+            let outcome = if dead {
                 Statement::new(
                     &DEAD,
                     [&key[..], &[timestamp(now).into(), error.into()]].concat(),
@@ -111,10 +131,11 @@ async fn record(
                     &RETRY,
                     [&key[..], &[timestamp(retry_at).into(), error.into()]].concat(),
                 )
-            }
+            };
+            vec![recorded, outcome]
         }
     };
-    db.transaction(vec![statement]).await.map(drop)
+    db.transaction(statements).await.map(drop)
 }
 
 /// The workers of this instance: one loop per queue, each running up to the

@@ -223,6 +223,38 @@ async fn failures_back_off_then_the_job_is_dead() {
         workers.join().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(runner.count(), 3, "a dead job is not run again");
+
+        // Each attempt is kept with its error, until the retention passes.
+        let id = admin::list(&db, (None, None), 1).await.unwrap()[0]
+            .id
+            .clone();
+        let history = admin::show(&db, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .history
+            .unwrap();
+        let kept: Vec<(i64, &str, Option<&str>)> = history
+            .iter()
+            .map(|a| (a.attempt, a.outcome.as_str(), a.error.as_deref()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (1, "failed", Some("attempt 1 failed")),
+                (2, "failed", Some("attempt 2 failed")),
+                (3, "failed", Some("attempt 3 failed")),
+            ]
+        );
+        assert!(history.iter().all(|a| a.started_at.is_some()));
+        assert_eq!(
+            admin::prune(&db, Duration::from_secs(3600)).await.unwrap(),
+            (0, 0),
+            "within the retention"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(admin::prune(&db, Duration::ZERO).await.unwrap(), (1, 0));
+        assert!(admin::show(&db, &id).await.unwrap().is_none());
     }
 }
 
@@ -327,11 +359,8 @@ async fn operators_retry_cancel_and_purge() {
         }
         let listed = admin::list(&db, (Some("waiting"), None), 10).await.unwrap();
         assert_eq!(listed.len(), 2);
-        let (newest, oldest) = (
-            listed[0]["id"].as_str().unwrap(),
-            listed[1]["id"].as_str().unwrap(),
-        );
-        assert_eq!(listed[1]["payload"], json!({"n": 0}), "newest first");
+        let (newest, oldest) = (listed[0].id.as_str(), listed[1].id.as_str());
+        assert_eq!(listed[1].payload, json!({"n": 0}), "newest first");
         assert!(admin::cancel(&db, newest).await.unwrap());
         assert!(
             !admin::cancel(&db, newest).await.unwrap(),
@@ -344,24 +373,24 @@ async fn operators_retry_cancel_and_purge() {
         });
         let (workers, stop) = start(&db, settings.clone(), failing.clone());
         until("the dead letter", async || {
-            admin::show(&db, oldest).await.unwrap().unwrap()["state"] == "dead"
+            admin::show(&db, oldest).await.unwrap().unwrap().state == "dead"
         })
         .await;
         stop.send(true).unwrap();
         workers.join().await;
         assert_eq!(failing.count(), 1, "the cancelled job never ran");
         let dead = admin::show(&db, oldest).await.unwrap().unwrap();
-        assert_eq!(dead["last_error"], "attempt 1 failed");
+        assert_eq!(dead.last_error.as_deref(), Some("attempt 1 failed"));
         assert!(
-            dead["started_at"].as_str() >= dead["created_at"].as_str(),
-            "{dead}"
+            dead.started_at.as_deref() >= Some(dead.created_at.as_str()),
+            "{dead:?}"
         );
 
         assert!(admin::retry(&db, oldest).await.unwrap());
         let healthy = Arc::new(Recorder::default());
         let (workers, stop) = start(&db, settings, healthy.clone());
         until("the retried job", async || {
-            admin::show(&db, oldest).await.unwrap().unwrap()["state"] == "done"
+            admin::show(&db, oldest).await.unwrap().unwrap().state == "done"
         })
         .await;
         stop.send(true).unwrap();

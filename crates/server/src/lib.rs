@@ -9,5 +9,6 @@ pub mod listener;
 pub mod logging;
 pub mod secrets;
 pub mod server;
+mod upkeep;
 
 pub use gatehouse_http::{ApiCaller, ApiError, AppState, RateLimits, RequestId};

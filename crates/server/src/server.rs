@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, Mode};
 use crate::listener::ConnectionLimits;
 use crate::secrets::Secrets;
+use crate::upkeep::{self, Upkeep};
 
 /// A started server: its bound addresses and the means to stop it gracefully.
 pub struct Running {
@@ -35,7 +36,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
     mail_sender: Option<JoinHandle<()>>,
-    job_workers: Option<Workers>,
+    job_workers: Workers,
     grace: Duration,
 }
 
@@ -139,7 +140,7 @@ pub async fn start(
             jobs_wake.clone(),
         )));
     }
-    let runner = Arc::new(Delivering::new(webhooks, functions.clone()));
+    let app_runner = Arc::new(Delivering::new(webhooks, functions.clone()));
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
         audience: "authenticated".into(),
@@ -170,25 +171,29 @@ pub async fn start(
         inbound,
     });
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(housekeeping(state.clone(), limiter, stopped.clone()));
-    // Jobs run declared functions or deliver webhooks: without either,
-    // nothing can be enqueued.
-    let job_workers = (!config.functions.is_empty() || !config.webhooks.is_empty()).then(|| {
-        if !config.cron.is_empty() {
-            gatehouse_jobs::cron::spawn(
-                state.db().clone(),
-                (config.cron.clone(), Arc::new(config.jobs.clone())),
-                jobs_wake.clone(),
-                stopped.clone(),
-            );
-        }
-        Workers::spawn(
-            state.db().clone(),
-            config.jobs.clone(),
-            (runner as Arc<dyn gatehouse_jobs::Runner>, jobs_wake),
-            stopped.clone(),
-        )
-    });
+    tokio::spawn(upkeep::per_instance(
+        state.clone(),
+        limiter,
+        stopped.clone(),
+    ));
+    // Gatehouse's own upkeep runs as jobs too, on a queue of its own.
+    let mut jobs = config.jobs.clone();
+    jobs.queues.insert(upkeep::QUEUE.to_owned(), 1);
+    let mut schedules = upkeep::schedules().map_err(anyhow::Error::msg)?;
+    schedules.extend(config.cron.iter().cloned());
+    gatehouse_jobs::cron::spawn(
+        state.db().clone(),
+        (schedules, Arc::new(jobs.clone())),
+        jobs_wake.clone(),
+        stopped.clone(),
+    );
+    let runner = Upkeep::new(state.clone(), config.jobs.keep_finished, app_runner);
+    let job_workers = Workers::spawn(
+        state.db().clone(),
+        jobs,
+        (Arc::new(runner), jobs_wake),
+        stopped.clone(),
+    );
     if config.mode == Mode::Development && !config.functions.is_empty() {
         tokio::spawn(reload_functions(functions, stopped.clone()));
     }
@@ -318,48 +323,6 @@ fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Re
 
 /// Removes object bytes no row names and no live upload writes (interrupted
 /// uploads, replaced versions whose deletion was cut short).
-async fn sweep_blobs(state: &AppState) {
-    match state.objects().sweep().await {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(removed, "removed unreferenced object bytes"),
-        Err(error) => tracing::warn!(%error, "could not sweep unreferenced object bytes"),
-    }
-}
-
-/// Ticks between sweeps of the object store (a listing of every blob).
-const SWEEP_EVERY_TICKS: u32 = 10;
-
-/// At start, the object store's sweep; then once a minute: drop rate-limit state
-/// of clients that went quiet, idempotency records past their 24 hours, finished
-/// sign-in counts and audit entries past their retention, so none of them grows
-/// without bound; every ten minutes the sweep again.
-async fn housekeeping(
-    state: AppState,
-    limiter: Option<Arc<Limiter>>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    sweep_blobs(&state).await;
-    let mut ticks = 0u32;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {
-                ticks += 1;
-                if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
-                    sweep_blobs(&state).await;
-                }
-                if let Some(limiter) = &limiter {
-                    limiter.forget_idle();
-                }
-                gatehouse_http::prune_idempotency_keys(&state).await;
-                if let Err(error) = state.auth().prune().await {
-                    tracing::warn!(%error, "expired sign-in counts and audit entries not pruned");
-                }
-            }
-            _ = stopped.changed() => return,
-        }
-    }
-}
-
 pub async fn open_database(
     config: &Config,
     location: &gatehouse_db::Location,
@@ -404,11 +367,9 @@ impl Running {
                 }
             }
         }
-        if let Some(workers) = self.job_workers {
-            // The loops stop claiming; a job still running when the process
-            // ends runs again after its lease.
-            let _ = tokio::time::timeout(Duration::from_secs(5), workers.join()).await;
-        }
+        // The loops stop claiming; a job still running when the process ends
+        // runs again after its lease.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.job_workers.join()).await;
         if let Some(sender) = self.mail_sender {
             // It stops between messages; an unsent one stays in the outbox.
             let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;

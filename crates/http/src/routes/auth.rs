@@ -15,15 +15,12 @@ pub mod user;
 pub mod verify;
 
 use axum::Extension;
-use axum::extract::FromRequestParts;
 
 use crate::ClientIp;
 use gatehouse_auth::{AuthError, Client};
-use gatehouse_keys::ApiRole;
-use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
 
-use crate::{ApiCaller, ApiError, AppState};
+use crate::ApiError;
 
 pub fn auth_error(error: AuthError) -> ApiError {
     let status = match &error {
@@ -83,24 +80,7 @@ pub struct Redirect {
 
 pub use crate::identity::SignedIn;
 
-/// The secret key: the admin API's only credential.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ApiCaller(key) = ApiCaller::from_request_parts(parts, state).await?;
-        match key.role() {
-            ApiRole::Service => Ok(Admin),
-            ApiRole::Anon => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_admin",
-                "User not allowed: the admin API needs the secret key",
-            )),
-        }
-    }
-}
+pub use crate::api_key::Admin;
 
 /// The user agent and address recorded on a session.
 pub fn client(headers: &HeaderMap, Extension(ClientIp(ip)): Extension<ClientIp>) -> Client {

@@ -38,11 +38,11 @@ pub async fn run(config: Config, action: Action) -> anyhow::Result<()> {
             limit,
         } => {
             for job in admin::list(&db, (state.as_deref(), queue.as_deref()), limit).await? {
-                println!("{job}");
+                println!("{}", serde_json::to_string(&job)?);
             }
         }
         Action::Show(id) => match admin::show(&db, &id).await? {
-            Some(job) => println!("{job}"),
+            Some(job) => println!("{}", serde_json::to_string(&job)?),
             None => anyhow::bail!("no job {id}"),
         },
         Action::Retry(id) => {

@@ -132,6 +132,8 @@ pub(super) fn cron_schedules(
         .map(|CronEntry(schedule)| {
             let problem = if !names.insert(schedule.name.clone()) {
                 Some("another [[cron]] entry has this name".to_owned())
+            } else if schedule.name.starts_with("gatehouse:") {
+                Some("names starting with gatehouse: are Gatehouse's own schedules".to_owned())
             } else if !functions.contains_key(&schedule.function) {
                 Some(format!("no function {:?} is declared", schedule.function))
             } else if !jobs.queues.contains_key(&schedule.queue) {
@@ -162,6 +164,7 @@ pub(super) struct JobsSection {
     backoff_ms: Option<Bounded<1, 3_600_000>>,
     backoff_cap_secs: Option<Bounded<1, 604_800>>,
     max_attempts: Option<Bounded<1, 100>>,
+    keep_finished_hours: Option<Bounded<1, 87_600>>,
     #[serde(default)]
     queues: IndexMap<String, QueueDecl>,
 }
@@ -196,6 +199,9 @@ impl JobsSection {
             max_attempts: self
                 .max_attempts
                 .map_or(defaults.max_attempts, |b| b.0 as u32),
+            keep_finished: self
+                .keep_finished_hours
+                .map_or(defaults.keep_finished, |b| Duration::from_secs(b.0 * 3600)),
         }
     }
 }

@@ -135,14 +135,17 @@ async fn after_triggers_run_once_per_committed_change_and_never_for_a_rolled_bac
             "{on}"
         );
         // The rolled-back insert left no job: every job ran, and none for it.
-        let jobs = gatehouse_jobs::admin::list(server.running.state.db(), (None, None), 50)
+        let jobs: Vec<_> = gatehouse_jobs::admin::list(server.running.state.db(), (None, None), 50)
             .await
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            .filter(|job| !job.function.starts_with("gatehouse:"))
+            .collect();
         assert_eq!(jobs.len(), 3, "{on}: {jobs:?}");
-        assert!(jobs.iter().all(|job| job["state"] == "done"), "{jobs:?}");
+        assert!(jobs.iter().all(|job| job.state == "done"), "{jobs:?}");
         assert!(
             jobs.iter()
-                .all(|job| job["function"] == "trigger:record_change")
+                .all(|job| job.function == "trigger:record_change")
         );
     }
 }
@@ -289,8 +292,8 @@ async fn webhooks_deliver_signed_changes_and_refuse_private_addresses_and_redire
     .await;
     let error_of = |name: &str| {
         dead.iter()
-            .find(|job| job["function"] == format!("webhook:{name}"))
-            .map(|job| job["last_error"].as_str().unwrap().to_owned())
+            .find(|job| job.function == format!("webhook:{name}"))
+            .and_then(|job| job.last_error.clone())
             .unwrap()
     };
     assert!(
@@ -307,7 +310,7 @@ async fn webhooks_deliver_signed_changes_and_refuse_private_addresses_and_redire
     );
     assert!(error_of("redirecting").contains("redirect"), "{dead:?}");
     assert!(
-        dead.iter().all(|job| job["attempts"] == 2),
+        dead.iter().all(|job| job.attempts == 2),
         "retried, then dead: {dead:?}"
     );
     assert!(

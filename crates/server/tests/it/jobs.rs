@@ -143,6 +143,157 @@ async fn a_failed_attempt_is_retried() {
     }
 }
 
+/// `/admin/v1/jobs` with `key` as the API key.
+fn admin(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+) -> reqwest::RequestBuilder {
+    server
+        .client
+        .request(method, format!("{}/admin/v1/jobs{path}", server.url))
+        .header("apikey", key)
+}
+
+#[tokio::test]
+async fn operators_see_each_attempt_and_steer_the_queue_over_http_with_the_secret_key() {
+    use reqwest::Method;
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let (_, placed) = rpc(&server, Some(ALICE), "place", json!({"item": "flaky"})).await;
+    until_confirmed(&server, 1).await;
+    let id = placed["job"].as_str().unwrap();
+
+    let refused = server
+        .client
+        .get(format!("{}/admin/v1/jobs", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let publishable = admin(&server, Method::GET, "", &server.publishable);
+    assert_eq!(publishable.send().await.unwrap().status(), 403);
+
+    // The handler's writes commit before the worker records the outcome.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let shown = json(
+            admin(&server, Method::GET, &format!("/{id}"), &server.secret)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if shown["state"] == "done" {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let history: Vec<(Value, Value, Value)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].clone(),
+                a["outcome"].clone(),
+                a["error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (json!(1), json!("failed"), json!("the mail relay is down")),
+            (json!(2), json!("done"), Value::Null),
+        ]
+    );
+    let done = json(
+        admin(
+            &server,
+            Method::GET,
+            "?state=done&queue=default",
+            &server.secret,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(
+        done.as_array().unwrap().iter().any(|job| job["id"] == id),
+        "{done}"
+    );
+    let cancelled = admin(
+        &server,
+        Method::POST,
+        &format!("/{id}/cancel"),
+        &server.secret,
+    );
+    assert_eq!(cancelled.send().await.unwrap().status(), 404, "a done job");
+    let purged = json(
+        admin(
+            &server,
+            Method::DELETE,
+            "?state=done&older_than_hours=0",
+            &server.secret,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(purged["removed"].as_u64().unwrap() >= 1, "{purged}");
+    let gone = admin(&server, Method::GET, &format!("/{id}"), &server.secret);
+    assert_eq!(gone.send().await.unwrap().status(), 404);
+    let wrong = admin(
+        &server,
+        Method::DELETE,
+        "?state=waiting&older_than_hours=0",
+        &server.secret,
+    );
+    assert_eq!(wrong.send().await.unwrap().status(), 400);
+}
+
+/// Gatehouse's own upkeep is scheduled as cron and runs as a job.
+#[tokio::test]
+async fn upkeep_runs_from_the_queue() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let db = server.running.state.db();
+    let job = gatehouse_jobs::NewJob {
+        queue: "gatehouse".into(),
+        ..gatehouse_jobs::NewJob::new("gatehouse:prune", json!({}))
+    };
+    let mut settings = gatehouse_jobs::Settings::default();
+    settings.queues.insert("gatehouse".into(), 1);
+    let queued = db
+        .transaction(vec![gatehouse_jobs::enqueue(&settings, &job).unwrap()])
+        .await
+        .unwrap();
+    let id = queued[0][0].text(0).unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = gatehouse_jobs::admin::show(db, &id).await.unwrap().unwrap();
+        if shown.state == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let schedules = db
+        .query(gatehouse_db::Statement::new(
+            &gatehouse_db::Sql::both("SELECT name FROM gatehouse_cron ORDER BY name"),
+            vec![],
+        ))
+        .await
+        .unwrap();
+    let names: Vec<&str> = schedules.iter().map(|row| row.text(0).unwrap()).collect();
+    assert_eq!(names, ["gatehouse:prune", "gatehouse:sweep"]);
+}
+
 #[tokio::test]
 async fn enqueueing_refuses_what_no_handler_takes_and_handlers_stay_private() {
     let database = TestDatabase::sqlite();
