@@ -629,3 +629,72 @@ async fn operators_list_cancel_and_purge_from_the_command_line() {
     );
     assert!(jobs(&["list"]).trim().is_empty());
 }
+
+const EVERY_SECOND: &str = r#"
+[tables.ticks]
+columns.id = { type = "bigint", primary_key = true }
+columns.tick = { type = "text", not_null = true }
+columns.job = { type = "text", not_null = true }
+
+[functions.tick]
+module = "tick.js"
+
+[[cron]]
+name = "heartbeat"
+schedule = "* * * * * *"
+function = "tick"
+
+[jobs]
+poll_ms = 100
+"#;
+
+/// Records each run: a tick run twice would leave two rows.
+const TICK: &str = "export default async (_args, ctx) => {
+   const { error } = await ctx.db.from('ticks').insert({ tick: ctx.job.key, job: ctx.job.id });
+   if (error) throw new Error(error.message);
+ }";
+
+/// Two real binaries on one PostgreSQL database, a schedule firing every
+/// second for 30 seconds: each tick runs once, whichever instance takes it.
+#[tokio::test]
+async fn two_binaries_run_each_cron_tick_once() {
+    let Some(database) = TestDatabase::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gatehouse.toml"), EVERY_SECOND).unwrap();
+    std::fs::create_dir_all(dir.path().join("functions")).unwrap();
+    std::fs::write(dir.path().join("functions/tick.js"), TICK).unwrap();
+    let (first, secret) = serve(dir.path(), &database);
+    let (second, _) = serve(dir.path(), &database);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    first.terminate();
+    second.terminate();
+    let ran = started.elapsed().as_secs();
+
+    let (third, _) = serve(dir.path(), &database);
+    let response = reqwest::Client::new()
+        .get(format!("{}/rest/v1/ticks?select=tick,job", third.url))
+        .header("apikey", &secret)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    let rows = json(response).await;
+    third.terminate();
+    let ticks: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["tick"].as_str().unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<&&str> = ticks.iter().collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick ran twice: {rows}");
+    // Every second of the run fired, give or take the starts and stops.
+    let fired = u64::try_from(ticks.len()).unwrap();
+    assert!(
+        (ran.saturating_sub(4)..=ran + 2).contains(&fired),
+        "{fired} ticks in {ran} s: {rows}"
+    );
+}
