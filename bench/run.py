@@ -144,9 +144,11 @@ class Gatehouse:
     """A Gatehouse on 127.0.0.1 with its own data folder and `config` (toml text);
     `restart` starts it again on the same folder and port."""
 
-    def __init__(self, work, config, build="release"):
+    def __init__(self, work, config, build="release", env=None):
         self.binary = os.path.join(TARGET, build, "gatehouse")
         self.port = free_port()
+        self.env = {"GATEHOUSE_LOG": "warn", **(env or {})}
+        os.makedirs(work, exist_ok=True)
         self.data = os.path.join(work, "gatehouse")
         self.config = os.path.join(work, "gatehouse.toml")
         with open(self.config, "w") as out:
@@ -166,7 +168,7 @@ class Gatehouse:
 
     def restart(self, name):
         argv = [self.binary, "--config", self.config, "--data-dir", self.data, "serve", "--listen", f"127.0.0.1:{self.port}"]
-        self.server = Server(name, argv, {"GATEHOUSE_LOG": "warn"})
+        self.server = Server(name, argv, self.env)
         wait_until_up(f"{self.base}/health")
         return self.server
 
@@ -204,20 +206,33 @@ JOBS_TRICKLE = 200
 JOBS_BURST = 5000
 
 
-def measure_jobs(gatehouse):
-    """The job queue on SQLite: enqueue-to-start latency of jobs enqueued one at a
-    time (20 a second, an idle queue), then jobs per second through the empty
-    handler for a burst enqueued 100 per call; times from gatehouse_jobs."""
-    admin = {"apikey": gatehouse.secret, "authorization": f"Bearer {gatehouse.secret}"}
+def sqlite_rows(gatehouse):
+    """A reader of Gatehouse's SQLite file (read-only, beside the server)."""
     database = f"file:{os.path.join(gatehouse.data, 'gatehouse.db')}?mode=ro"
 
     def rows(sql):
         with sqlite3.connect(database, uri=True) as db:
             return db.execute(sql).fetchall()
+    return rows
+
+
+def postgres_rows(url):
+    """A reader of a PostgreSQL database through psql: rows of text fields."""
+    def rows(sql):
+        out = subprocess.run(["psql", url, "-AtF", "\t", "-c", sql], capture_output=True, text=True, check=True).stdout
+        return [tuple(int(f) if f.isdigit() else f for f in line.split("\t")) for line in out.splitlines()]
+    return rows
+
+
+def measure_jobs(gatehouse, rows, label):
+    """The job queue: enqueue-to-start latency of jobs enqueued one at a time (20
+    a second, an idle queue), then jobs per second through the empty handler for a
+    burst enqueued 100 per call; times from gatehouse_jobs, read through `rows`."""
+    admin = {"apikey": gatehouse.secret, "authorization": f"Bearer {gatehouse.secret}"}
 
     def wait_done(count, seconds):
         deadline = time.time() + seconds
-        while rows("SELECT COUNT(*) FROM gatehouse_jobs WHERE state = 'done'")[0][0] < count:
+        while rows("SELECT COUNT(*) FROM gatehouse_jobs WHERE state = 'done' AND function = 'noop'")[0][0] < count:
             if time.time() > deadline:
                 sys.exit(f"jobs: fewer than {count} done after {seconds} s")
             time.sleep(0.2)
@@ -234,7 +249,7 @@ def measure_jobs(gatehouse):
     wait_done(JOBS_TRICKLE + JOBS_BURST, 300)
     at = datetime.datetime.fromisoformat
     jobs = [(at(c), at(s), at(f)) for c, s, f in rows(
-        "SELECT created_at, started_at, finished_at FROM gatehouse_jobs ORDER BY created_at, id")]
+        "SELECT created_at, started_at, finished_at FROM gatehouse_jobs WHERE function = 'noop' ORDER BY created_at, id")]
     waits = sorted((s - c).total_seconds() * 1000 for c, s, _ in jobs[:JOBS_TRICKLE])
     burst = jobs[JOBS_TRICKLE:]
     span = (max(f for _, _, f in burst) - min(c for c, _, _ in burst)).total_seconds()
@@ -244,9 +259,29 @@ def measure_jobs(gatehouse):
         "start_p99_ms": waits[int(len(waits) * 0.99) - 1],
         "rss_mb": rss_mb(gatehouse.server.process.pid),
     }
-    print(f"  gatehouse  j jobs           {result['jobs_per_s']:10.0f} jobs/s  start p50 {result['start_p50_ms']:.1f} ms  "
+    print(f"  gatehouse  j jobs {label:12} {result['jobs_per_s']:10.0f} jobs/s  start p50 {result['start_p50_ms']:.1f} ms  "
           f"p99 {result['start_p99_ms']:.1f} ms  rss {result['rss_mb']:.0f} MB", flush=True)
     return result
+
+
+def measure_jobs_on_postgres(work, build, server_url):
+    """(j) again with Gatehouse on a fresh database of `server_url`, dropped after."""
+    name = f"gatehouse_bench_jobs_{os.getpid()}"
+    admin = server_url
+    try:
+        subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"  (j) on PostgreSQL skipped: cannot create a database at {server_url}: {error}", flush=True)
+        return None
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    gatehouse = None
+    try:
+        gatehouse = Gatehouse(os.path.join(work, "postgres"), gatehouse_config(), build, {"GATEHOUSE_DATABASE_URL": url})
+        return measure_jobs(gatehouse, postgres_rows(url), "postgres")
+    finally:
+        if gatehouse:
+            gatehouse.server.stop()
+        subprocess.run(["psql", admin, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
 
 
 def seeded_rows(gatehouse, work):
@@ -532,6 +567,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", help="comma-separated: gatehouse,pocketbase,baseline")
     parser.add_argument("--skip-large", action="store_true", help="skip the 1,000,000-row run of (a) and (b)")
+    parser.add_argument("--postgres", default=os.environ.get("GATEHOUSE_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres"),
+                        help="a PostgreSQL server for (j) on PostgreSQL (a database is made there and dropped)")
     parser.add_argument("--profile", help="comma-separated workload letters (a,b,...): profile Gatehouse on these with perf, write flame graphs to bench/profiles/ and no results")
     args = parser.parse_args()
     only = set((args.only or "gatehouse,pocketbase,baseline").split(","))
@@ -561,7 +598,8 @@ def main():
             print("seeding gatehouse", flush=True)
             path = seeded_rows(gatehouse, work)
             if not profile:
-                report["jobs"] = measure_jobs(gatehouse)
+                report["jobs"] = measure_jobs(gatehouse, sqlite_rows(gatehouse), "sqlite")
+                report["jobs_postgres"] = measure_jobs_on_postgres(work, build, args.postgres)
             report["servers"]["gatehouse"] = run_server("gatehouse", gatehouse.server, base, path, args.seconds, args.repeats, profile)
             if profile:
                 return
