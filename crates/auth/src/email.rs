@@ -1,6 +1,8 @@
 //! The emails auth sends: each with a plain-text part and an HTML part in which
 //! every interpolated value is escaped.
 
+use gatehouse_db::Statement;
+use gatehouse_jobs::{EMAIL_QUEUE, Handler, NewJob};
 use gatehouse_mail::Message;
 
 /// What an email asks the reader to do.
@@ -10,6 +12,20 @@ pub enum Purpose {
     Recover,
     MagicLink,
     ChangeEmail,
+}
+
+/// Attempts an email gets before its job is dead, as the outbox gave it.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// The statement that queues `message` for sending: a `gatehouse:email` job,
+/// to run in the transaction of the change that causes the email.
+pub fn queued(message: &Message) -> Statement {
+    let payload = serde_json::to_value(message).unwrap_or_default();
+    gatehouse_jobs::enqueue_own(&NewJob {
+        queue: EMAIL_QUEUE.to_owned(),
+        max_attempts: Some(MAX_ATTEMPTS),
+        ..NewJob::new(&Handler::Own("email").column(), payload)
+    })
 }
 
 fn escape(text: &str) -> String {

@@ -311,7 +311,7 @@ pub struct Auth {
     settings: AuthSettings,
     hasher: Hasher,
     issuer: String,
-    /// Tells the mail sender there is something in the outbox.
+    /// Tells the job workers an email was queued.
     wake: Arc<Notify>,
     live_sessions: Arc<LiveSessions>,
     throttle: throttle::Throttle,
@@ -439,7 +439,7 @@ impl Auth {
         match self.db.transaction(statements).await {
             Ok(_) => {
                 if sends_mail {
-                    self.wake.notify_one();
+                    self.wake.notify_waiters();
                 }
                 self.user(&id).await
             }
@@ -894,7 +894,7 @@ impl Auth {
                     ),
                 ],
             );
-            self.send(vec![gatehouse_mail::enqueue(&notice)]).await?;
+            self.send(vec![crate::email::queued(&notice)]).await?;
         }
         Ok(updated)
     }

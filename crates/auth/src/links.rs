@@ -206,7 +206,7 @@ impl Auth {
         let link = self.new_link(user_id, email, kind, redirect_to)?;
         Ok(vec![
             link.statement,
-            gatehouse_mail::enqueue(&message(kind.purpose(), email, &link.url, &link.code)),
+            crate::email::queued(&message(kind.purpose(), email, &link.url, &link.code)),
         ])
     }
 
@@ -252,7 +252,7 @@ impl Auth {
 
     pub(crate) async fn send(&self, statements: Vec<Statement>) -> Result<()> {
         self.db.transaction(statements).await?;
-        self.wake.notify_one();
+        self.wake.notify_waiters();
         Ok(())
     }
 
@@ -551,7 +551,7 @@ impl Auth {
             statements.extend([
                 confirm.statement,
                 cancel.statement,
-                gatehouse_mail::enqueue(&mail),
+                crate::email::queued(&mail),
             ]);
         }
         let taken = self
@@ -570,7 +570,7 @@ impl Auth {
                     Part::Text("If it was you, sign in to your existing account instead."),
                 ],
             );
-            statements.push(gatehouse_mail::enqueue(&notice));
+            statements.push(crate::email::queued(&notice));
         } else {
             statements.extend(self.link_statements(
                 &user.id,
@@ -656,7 +656,7 @@ impl Auth {
                 ),
             ],
         );
-        self.send(vec![link.statement, gatehouse_mail::enqueue(&mail)])
+        self.send(vec![link.statement, crate::email::queued(&mail)])
             .await
     }
 

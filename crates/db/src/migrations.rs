@@ -367,6 +367,29 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 14,
+        name: "outbox into the job queue",
+        steps: &[
+            // Auth's emails are jobs now (`gatehouse:email` on the
+            // `gatehouse_email` queue): the unsent ones move, due at once with
+            // fresh attempts; `gatehouse_outbox` stays as the record of what
+            // was sent before.
+            Sql {
+                sqlite: "INSERT INTO gatehouse_jobs (id, queue, function, payload, state, attempts, \
+                         max_attempts, run_at, created_at) SELECT id, 'gatehouse_email', 'gatehouse:email', \
+                         json_object('to', recipient, 'subject', subject, 'text', text_body, 'html', html_body), \
+                         'waiting', 0, 10, created_at, created_at FROM gatehouse_outbox WHERE sent_at IS NULL",
+                postgres: "INSERT INTO gatehouse_jobs (id, queue, function, payload, state, attempts, \
+                           max_attempts, run_at, created_at) SELECT id, 'gatehouse_email', 'gatehouse:email', \
+                           json_build_object('to', recipient, 'subject', subject, 'text', text_body, 'html', html_body)::text, \
+                           'waiting', 0, 10, created_at, created_at FROM gatehouse_outbox WHERE sent_at IS NULL",
+            },
+            Sql::both(
+                "UPDATE gatehouse_outbox SET sent_at = 'moved to gatehouse_jobs' WHERE sent_at IS NULL",
+            ),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

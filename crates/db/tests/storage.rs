@@ -37,6 +37,50 @@ async fn opening_migrates_once_and_again_is_harmless() {
     }
 }
 
+/// Migration 14: emails still waiting in the old outbox become jobs of the
+/// email queue, due at once; sent ones stay where they were.
+#[tokio::test]
+async fn unsent_outbox_emails_move_into_the_job_queue() {
+    const OUTBOX: Sql = Sql::both(
+        "INSERT INTO gatehouse_outbox (id, recipient, subject, text_body, html_body, created_at, \
+         next_attempt_at, sent_at) VALUES ($1, 'pat@example.com', 'Confirm', 'text', '<p>html</p>', \
+         '2026-12-01T00:00:00.000000Z', '2026-12-01T00:00:00.000000Z', $2)",
+    );
+    const FORGET: Sql = Sql::both("DELETE FROM gatehouse_migrations WHERE version = 14");
+    const JOBS: Sql = Sql::both(
+        "SELECT id, queue, function, payload, state, run_at FROM gatehouse_jobs ORDER BY id",
+    );
+    for backend in TestDatabase::all() {
+        let location = backend.location();
+        let db = Database::open(&location, options()).await.unwrap();
+        db.transaction(vec![
+            Statement::new(&OUTBOX, vec!["waiting".into(), gatehouse_db::Value::Null]),
+            Statement::new(
+                &OUTBOX,
+                vec!["sent".into(), "2026-12-01T00:00:01.000000Z".into()],
+            ),
+            Statement::new(&FORGET, vec![]),
+        ])
+        .await
+        .unwrap();
+        drop(db);
+        let db = Database::open(&location, options()).await.unwrap();
+        let jobs = db.query(Statement::new(&JOBS, vec![])).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!(job.text(0).unwrap(), "waiting");
+        assert_eq!(job.text(1).unwrap(), "gatehouse_email");
+        assert_eq!(job.text(2).unwrap(), "gatehouse:email");
+        let payload: serde_json::Value = serde_json::from_str(job.text(3).unwrap()).unwrap();
+        assert_eq!(
+            payload,
+            serde_json::json!({"to": "pat@example.com", "subject": "Confirm", "text": "text", "html": "<p>html</p>"})
+        );
+        assert_eq!(job.text(4).unwrap(), "waiting");
+        assert_eq!(job.text(5).unwrap(), "2026-12-01T00:00:00.000000Z");
+    }
+}
+
 #[tokio::test]
 async fn meta_round_trips_and_overwrites() {
     for backend in TestDatabase::all() {

@@ -124,7 +124,7 @@ impl Runner for Functions {
                     });
                     (name.to_owned(), json!({}), trigger)
                 }
-                Handler::Webhook(_) | Handler::Upkeep(_) => {
+                Handler::Webhook(_) | Handler::Own(_) => {
                     return Err(format!("{} is not a function's job", job.function));
                 }
             };

@@ -30,6 +30,12 @@ use time::OffsetDateTime;
 /// The queue a job joins when it names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// Gatehouse's own queues: its upkeep, one job at a time per instance so the
+/// app's jobs never hold it back; and auth's email, whose workers run only when
+/// SMTP is configured (without it, emails wait, as in an outbox).
+pub const OWN_QUEUE: &str = "gatehouse";
+pub const EMAIL_QUEUE: &str = "gatehouse_email";
+
 /// A payload's size at most, as JSON text, for jobs the app's code enqueues.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
@@ -151,8 +157,20 @@ fn enqueue_within(
     if !(1..=100).contains(&attempts) {
         return Err(JobError::Attempts);
     }
+    Ok(insert(job, payload, attempts))
+}
+
+/// The statement that enqueues one of Gatehouse's own jobs (`job.function` a
+/// [`Handler::Own`] column, `job.queue` one of its own queues); nothing of it
+/// comes from the app, so it is not checked.
+pub fn enqueue_own(job: &NewJob) -> Statement {
+    let attempts = job.max_attempts.unwrap_or(Settings::default().max_attempts);
+    insert(job, job.payload.to_string(), attempts)
+}
+
+fn insert(job: &NewJob, payload: String, attempts: u32) -> Statement {
     let now = OffsetDateTime::now_utc();
-    Ok(Statement::new(
+    Statement::new(
         &ENQUEUE,
         vec![
             uuid::Uuid::now_v7().to_string().into(),
@@ -164,7 +182,7 @@ fn enqueue_within(
             timestamp(job.run_at.unwrap_or(now)).into(),
             timestamp(now).into(),
         ],
-    ))
+    )
 }
 
 /// A claimed job, as its runner sees it.
@@ -191,8 +209,8 @@ pub enum Handler<'a> {
     AfterTrigger(&'a str),
     /// An outbound webhook's delivery (`webhook:<name>`), the payload its body.
     Webhook(&'a str),
-    /// One of Gatehouse's own upkeep tasks (`gatehouse:<task>`).
-    Upkeep(&'a str),
+    /// One of Gatehouse's own tasks (`gatehouse:<task>`): its upkeep, auth's email.
+    Own(&'a str),
 }
 
 impl Handler<'_> {
@@ -203,7 +221,7 @@ impl Handler<'_> {
             Handler::Function(name) => name.to_owned(),
             Handler::AfterTrigger(name) => format!("trigger:{name}"),
             Handler::Webhook(name) => format!("webhook:{name}"),
-            Handler::Upkeep(task) => format!("gatehouse:{task}"),
+            Handler::Own(task) => format!("gatehouse:{task}"),
         }
     }
 }
@@ -215,7 +233,7 @@ impl Job {
         } else if let Some(name) = self.function.strip_prefix("webhook:") {
             Handler::Webhook(name)
         } else if let Some(task) = self.function.strip_prefix("gatehouse:") {
-            Handler::Upkeep(task)
+            Handler::Own(task)
         } else {
             Handler::Function(&self.function)
         }

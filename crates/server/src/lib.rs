@@ -7,8 +7,8 @@ pub mod commands;
 pub mod config;
 pub mod listener;
 pub mod logging;
+mod own_jobs;
 pub mod secrets;
 pub mod server;
-mod upkeep;
 
 pub use gatehouse_http::{ApiCaller, ApiError, AppState, RateLimits, RequestId};

@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Mode};
 use crate::listener::ConnectionLimits;
+use crate::own_jobs::{self, OwnJobs};
 use crate::secrets::Secrets;
-use crate::upkeep::{self, Upkeep};
 
 /// A started server: its bound addresses and the means to stop it gracefully.
 pub struct Running {
@@ -35,7 +35,6 @@ pub struct Running {
     pub state: AppState,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
-    mail_sender: Option<JoinHandle<()>>,
     job_workers: Workers,
     grace: Duration,
 }
@@ -146,12 +145,11 @@ pub async fn start(
         audience: "authenticated".into(),
         leeway: 30,
     };
-    let wake = Arc::new(Notify::new());
     let auth = Auth::new(
         db.clone(),
         config.auth.clone(),
         token_rules.issuer.clone(),
-        wake.clone(),
+        jobs_wake.clone(),
         secrets
             .api_keys
             .derive_key("gatehouse refresh token successors v1"),
@@ -171,15 +169,29 @@ pub async fn start(
         inbound,
     });
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(upkeep::per_instance(
+    tokio::spawn(own_jobs::per_instance(
         state.clone(),
         limiter,
         stopped.clone(),
     ));
-    // Gatehouse's own upkeep runs as jobs too, on a queue of its own.
+    // Gatehouse's own jobs run on queues of their own: the upkeep, and auth's
+    // email once there is a relay to send it (until then it waits).
     let mut jobs = config.jobs.clone();
-    jobs.queues.insert(upkeep::QUEUE.to_owned(), 1);
-    let mut schedules = upkeep::schedules().map_err(anyhow::Error::msg)?;
+    jobs.queues.insert(gatehouse_jobs::OWN_QUEUE.to_owned(), 1);
+    let smtp = match &secrets.smtp {
+        Some(url) => {
+            jobs.queues
+                .insert(gatehouse_jobs::EMAIL_QUEUE.to_owned(), 1);
+            Some(gatehouse_mail::Smtp::new(url, &config.email_from)?)
+        }
+        None => {
+            tracing::warn!(
+                "no GATEHOUSE_SMTP_URL: auth emails wait in the job queue until one is configured"
+            );
+            None
+        }
+    };
+    let mut schedules = own_jobs::schedules().map_err(anyhow::Error::msg)?;
     schedules.extend(config.cron.iter().cloned());
     gatehouse_jobs::cron::spawn(
         state.db().clone(),
@@ -187,7 +199,7 @@ pub async fn start(
         jobs_wake.clone(),
         stopped.clone(),
     );
-    let runner = Upkeep::new(state.clone(), config.jobs.keep_finished, app_runner);
+    let runner = OwnJobs::new((state.clone(), smtp), config.jobs.keep_finished, app_runner);
     let job_workers = Workers::spawn(
         state.db().clone(),
         jobs,
@@ -197,23 +209,6 @@ pub async fn start(
     if config.mode == Mode::Development && !config.functions.is_empty() {
         tokio::spawn(reload_functions(functions, stopped.clone()));
     }
-    let mail_sender = match &secrets.smtp {
-        Some(url) => {
-            let smtp = gatehouse_mail::Smtp::new(url, &config.email_from)?;
-            Some(gatehouse_mail::spawn_sender(
-                state.db().clone(),
-                smtp,
-                wake,
-                stopped.clone(),
-            ))
-        }
-        None => {
-            tracing::warn!(
-                "no GATEHOUSE_SMTP_URL: auth emails wait in the outbox until one is configured"
-            );
-            None
-        }
-    };
     let mut listeners = vec![serve(
         listener,
         gatehouse_http::app(state.clone(), custom),
@@ -238,7 +233,6 @@ pub async fn start(
         state,
         stop,
         listeners,
-        mail_sender,
         job_workers,
         grace: config.shutdown_grace,
     })
@@ -370,10 +364,6 @@ impl Running {
         // The loops stop claiming; a job still running when the process ends
         // runs again after its lease.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.job_workers.join()).await;
-        if let Some(sender) = self.mail_sender {
-            // It stops between messages; an unsent one stays in the outbox.
-            let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
-        }
         Ok(())
     }
 }

@@ -641,25 +641,22 @@ async fn unknown_emails_cost_as_much_as_wrong_passwords() {
     assert!((0.5..2.0).contains(&ratio), "ratio {ratio}");
 }
 
-/// The emails waiting in the outbox: (recipient, subject, text).
+/// The emails auth queued: (recipient, subject, text).
 async fn outbox(server: &TestServer) -> Vec<(String, String, String)> {
-    let sql = "SELECT recipient, subject, text_body FROM gatehouse_outbox ORDER BY created_at";
-    let rows = server
-        .running
-        .state
-        .db()
-        .query(gatehouse_db::Statement::compiled(sql.into(), vec![]))
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|row| {
-            (
-                row.text(0).unwrap().to_owned(),
-                row.text(1).unwrap().to_owned(),
-                row.text(2).unwrap().to_owned(),
-            )
-        })
-        .collect()
+    gatehouse_jobs::admin::list(
+        server.running.state.db(),
+        (None, Some("gatehouse_email")),
+        1000,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .rev()
+    .map(|job| {
+        let field = |name: &str| job.payload[name].as_str().unwrap().to_owned();
+        (field("to"), field("subject"), field("text"))
+    })
+    .collect()
 }
 
 fn link_and_code(text: &str) -> (String, String) {

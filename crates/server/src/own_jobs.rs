@@ -1,22 +1,25 @@
-//! Gatehouse's own upkeep. What lives in the database (expired idempotency
-//! records, finished sign-in counts and audit entries past their retention,
-//! finished jobs and attempts past theirs, unreferenced object bytes) is
-//! cleaned by cron jobs, so each tick runs once across all instances and a
-//! failure is retried and visible in `gatehouse jobs`. What lives in one
-//! instance's memory (idle rate-limit keys) is cleaned by that instance.
+//! Gatehouse's own jobs (`gatehouse:<task>`): auth's email, and the upkeep.
+//!
+//! Email: each message auth queued is handed to the SMTP relay; the email
+//! queue has workers only when `GATEHOUSE_SMTP_URL` is set, so without one the
+//! messages wait.
+//!
+//! Upkeep: what lives in the database (expired idempotency records, finished
+//! sign-in counts and audit entries past their retention, finished jobs and
+//! attempts past theirs, unreferenced object bytes) is cleaned by cron jobs, so
+//! each tick runs once across all instances and a failure is retried and
+//! visible in `gatehouse jobs`. What lives in one instance's memory (idle
+//! rate-limit keys) is cleaned by that instance.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_http::AppState;
 use gatehouse_jobs::cron::Schedule;
-use gatehouse_jobs::{Handler, Job, Runner, Running};
+use gatehouse_jobs::{Handler, Job, OWN_QUEUE, Runner, Running};
 use gatehouse_limits::Limiter;
+use gatehouse_mail::{Message, Smtp};
 use tokio::sync::watch;
-
-/// The queue the upkeep runs on, one job at a time per instance, so the app's
-/// own jobs never hold it back.
-pub const QUEUE: &str = "gatehouse";
 
 /// `gatehouse:prune` every minute, `gatehouse:sweep` (a listing of every
 /// stored blob) every ten.
@@ -30,27 +33,43 @@ pub fn schedules() -> Result<Vec<Schedule>, String> {
         Schedule::new(
             name,
             (pattern, "UTC"),
-            &Handler::Upkeep(task).column(),
-            QUEUE,
+            &Handler::Own(task).column(),
+            OWN_QUEUE,
         )
     })
     .collect()
 }
 
-/// The runner in front of the app's: upkeep jobs run here, the rest go on.
-pub struct Upkeep {
+/// The runner in front of the app's: Gatehouse's own jobs run here, the rest
+/// go on to `next`.
+pub struct OwnJobs {
     state: AppState,
+    smtp: Option<Smtp>,
     keep_finished_jobs: Duration,
     next: Arc<dyn Runner>,
 }
 
-impl Upkeep {
-    pub fn new(state: AppState, keep_finished_jobs: Duration, next: Arc<dyn Runner>) -> Self {
+impl OwnJobs {
+    pub fn new(
+        (state, smtp): (AppState, Option<Smtp>),
+        keep_finished_jobs: Duration,
+        next: Arc<dyn Runner>,
+    ) -> Self {
         Self {
             state,
+            smtp,
             keep_finished_jobs,
             next,
         }
+    }
+
+    async fn email(&self, job: &Job) -> Result<(), String> {
+        let Some(smtp) = &self.smtp else {
+            return Err("no GATEHOUSE_SMTP_URL: the email cannot be sent".into());
+        };
+        let message: Message = serde_json::from_value(job.payload.clone())
+            .map_err(|_| "the queued email is malformed".to_owned())?;
+        smtp.send(&message).await
     }
 
     async fn prune(&self) -> Result<(), String> {
@@ -75,14 +94,15 @@ impl Upkeep {
     }
 }
 
-impl Runner for Upkeep {
+impl Runner for OwnJobs {
     fn run(&self, job: Job) -> Running<'_> {
-        let Handler::Upkeep(task) = job.handler() else {
+        let Handler::Own(task) = job.handler() else {
             return self.next.run(job);
         };
         let task = task.to_owned();
         Box::pin(async move {
             match task.as_str() {
+                "email" => self.email(&job).await,
                 "prune" => self.prune().await,
                 "sweep" => sweep_blobs(&self.state).await,
                 other => Err(format!("there is no upkeep task {other}")),
