@@ -266,6 +266,18 @@ pub struct Changes {
 
 pub use gatehouse_db::timestamp;
 
+/// How long sessions and one-time links are kept past their end.
+const EXPIRED_KEPT: time::Duration = time::Duration::days(1);
+
+const EXPIRED_REFRESH_TOKENS: gatehouse_db::Sql = gatehouse_db::Sql::both(
+    "DELETE FROM gatehouse_refresh_tokens WHERE session_id IN \
+     (SELECT id FROM gatehouse_sessions WHERE not_after < $1)",
+);
+const EXPIRED_SESSIONS: gatehouse_db::Sql =
+    gatehouse_db::Sql::both("DELETE FROM gatehouse_sessions WHERE not_after < $1");
+const EXPIRED_LINKS: gatehouse_db::Sql =
+    gatehouse_db::Sql::both("DELETE FROM gatehouse_one_time_tokens WHERE expires_at < $1");
+
 pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
@@ -350,10 +362,21 @@ impl Auth {
         &self.settings
     }
 
-    /// Drops sign-in counts whose window and lock are over and audit entries past
-    /// their retention, so neither table grows without bound.
+    /// Drops sign-in counts whose window and lock are over, audit entries past
+    /// their retention, and sessions (with their refresh tokens) and one-time
+    /// links past their end, so none of these tables grows without bound.
+    /// Expired ones are kept a day first: a link used just too late still
+    /// answers "expired", not "invalid".
     pub async fn prune(&self) -> Result<()> {
         self.throttle.prune().await?;
+        let before = gatehouse_db::timestamp(now() - EXPIRED_KEPT);
+        self.db
+            .transaction(vec![
+                Statement::new(&EXPIRED_REFRESH_TOKENS, vec![before.clone().into()]),
+                Statement::new(&EXPIRED_SESSIONS, vec![before.clone().into()]),
+                Statement::new(&EXPIRED_LINKS, vec![before.into()]),
+            ])
+            .await?;
         audit::AuditLog::new(self.db.clone())
             .prune(self.settings.audit_retention)
             .await

@@ -1676,3 +1676,67 @@ async fn an_anonymous_users_address_waits_for_confirmation_when_asked() {
         200
     );
 }
+
+/// The upkeep drops sessions and one-time links a day past their end, and
+/// keeps live ones.
+#[tokio::test]
+async fn expired_sessions_and_links_are_pruned() {
+    let server = start(|_| {}).await;
+    for email in ["old@example.com", "live@example.com"] {
+        sign_up(&server, email, PASSWORD).await;
+        assert_eq!(sign_in(&server, email, PASSWORD).await.status(), 200);
+        let recovery = auth(&server, Method::POST, "recover")
+            .json(&json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(recovery.status(), 200);
+    }
+    let db = server.running.state.db();
+    let statement = |sql: &str| gatehouse_db::Statement::compiled(sql.to_owned(), vec![]);
+    db.transaction(vec![
+        statement(
+            "UPDATE gatehouse_sessions SET not_after = '2026-01-01T00:00:00.000000Z' WHERE user_id = \
+             (SELECT id FROM gatehouse_users WHERE email = 'old@example.com')",
+        ),
+        statement(
+            "UPDATE gatehouse_one_time_tokens SET expires_at = '2026-01-01T00:00:00.000000Z' \
+             WHERE email = 'old@example.com'",
+        ),
+    ])
+    .await
+    .unwrap();
+    let count = async |sql: &str| {
+        db.query(statement(sql)).await.unwrap()[0]
+            .integer(0)
+            .unwrap()
+    };
+    let of = |table: &str, email: &str| {
+        let owner = if table == "gatehouse_refresh_tokens" {
+            "session_id IN (SELECT s.id FROM gatehouse_sessions AS s JOIN gatehouse_users AS u \
+             ON u.id = s.user_id WHERE u.email = "
+        } else if table == "gatehouse_sessions" {
+            "user_id IN (SELECT id FROM gatehouse_users WHERE email = "
+        } else {
+            "(email = "
+        };
+        format!("SELECT COUNT(*) FROM {table} WHERE {owner}'{email}')")
+    };
+    let tables = [
+        "gatehouse_sessions",
+        "gatehouse_refresh_tokens",
+        "gatehouse_one_time_tokens",
+    ];
+    for table in tables {
+        assert!(count(&of(table, "old@example.com")).await >= 1, "{table}");
+    }
+    let refresh_all = "SELECT COUNT(*) FROM gatehouse_refresh_tokens";
+    let refresh_before = count(refresh_all).await;
+
+    server.running.state.auth().prune().await.unwrap();
+    for table in tables {
+        assert_eq!(count(&of(table, "old@example.com")).await, 0, "{table}");
+        assert!(count(&of(table, "live@example.com")).await >= 1, "{table}");
+    }
+    assert!(count(refresh_all).await < refresh_before);
+}
