@@ -208,13 +208,16 @@ fn observe(job: &Job, outcome: &Result<(), String>, took: Duration) {
         .increment(1);
 }
 
-/// How many jobs each queue holds per state, and its oldest due job's time.
+/// How many jobs each queue holds per standing, and its oldest due job's
+/// time; `failed` is a waiting job whose last attempt failed (it waits for its
+/// retry), `waiting` one that has not failed yet.
 const STANDING: Sql = Sql::both(
-    "SELECT queue, state, COUNT(*), MIN(run_at) FROM gatehouse_jobs \
-     WHERE state IN ('waiting', 'running', 'dead') GROUP BY queue, state",
+    "SELECT queue, CASE WHEN state = 'waiting' AND last_error IS NOT NULL THEN 'failed' ELSE state END \
+     AS standing, COUNT(*), MIN(run_at) FROM gatehouse_jobs \
+     WHERE state IN ('waiting', 'running', 'dead') GROUP BY queue, standing",
 );
 
-const GAUGED: [&str; 3] = ["waiting", "running", "dead"];
+const GAUGED: [&str; 4] = ["waiting", "failed", "running", "dead"];
 
 /// Sets the queue gauges from the database (every instance sees every
 /// instance's jobs, so any one's figures are the whole queue's).
@@ -232,12 +235,17 @@ async fn gauge(db: &Database, settings: &Settings) -> Result<(), DbError> {
             metrics::gauge!("gatehouse_jobs", "queue" => queue.clone(), "state" => state)
                 .set(count as f64);
         }
-        let oldest_due = find(queue, "waiting")
-            .map(|row| row.text(3))
-            .transpose()?
-            .and_then(|due| OffsetDateTime::parse(due, &Rfc3339).ok())
-            .filter(|due| *due <= now)
-            .map_or(0.0, |due| (now - due).as_seconds_f64());
+        let mut oldest_due = 0.0_f64;
+        for standing in ["waiting", "failed"] {
+            let due = find(queue, standing)
+                .map(|row| row.text(3))
+                .transpose()?
+                .and_then(|due| OffsetDateTime::parse(due, &Rfc3339).ok())
+                .filter(|due| *due <= now);
+            if let Some(due) = due {
+                oldest_due = oldest_due.max((now - due).as_seconds_f64());
+            }
+        }
         metrics::gauge!("gatehouse_jobs_oldest_due_seconds", "queue" => queue.clone())
             .set(oldest_due);
     }

@@ -137,6 +137,7 @@ async fn a_failed_attempt_is_retried() {
         r#"gatehouse_job_runs_total{queue="default",outcome="done"}"#,
         r#"gatehouse_job_run_seconds_count{queue="default"}"#,
         r#"gatehouse_jobs{queue="default",state="dead"}"#,
+        r#"gatehouse_jobs{queue="default",state="failed"}"#,
         r#"gatehouse_jobs_oldest_due_seconds{queue="default"}"#,
     ] {
         assert!(metrics.contains(series), "{series} in {metrics}");
