@@ -390,6 +390,15 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 15,
+        name: "who queued a job",
+        // `{ role, user_id }` of the verified caller whose code queued the job,
+        // for handlers declared to run with their rights.
+        steps: &[Sql::both(
+            "ALTER TABLE gatehouse_jobs ADD COLUMN enqueued_by TEXT",
+        )],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

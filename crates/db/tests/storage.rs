@@ -46,7 +46,9 @@ async fn unsent_outbox_emails_move_into_the_job_queue() {
          next_attempt_at, sent_at) VALUES ($1, 'pat@example.com', 'Confirm', 'text', '<p>html</p>', \
          '2026-12-01T00:00:00.000000Z', '2026-12-01T00:00:00.000000Z', $2)",
     );
-    const FORGET: Sql = Sql::both("DELETE FROM gatehouse_migrations WHERE version = 14");
+    // Back to version 13: the ledger forgets 14 and later, 15's column goes.
+    const FORGET: Sql = Sql::both("DELETE FROM gatehouse_migrations WHERE version >= 14");
+    const UNDO_15: Sql = Sql::both("ALTER TABLE gatehouse_jobs DROP COLUMN enqueued_by");
     const JOBS: Sql = Sql::both(
         "SELECT id, queue, function, payload, state, run_at FROM gatehouse_jobs ORDER BY id",
     );
@@ -60,6 +62,7 @@ async fn unsent_outbox_emails_move_into_the_job_queue() {
                 vec!["sent".into(), "2026-12-01T00:00:01.000000Z".into()],
             ),
             Statement::new(&FORGET, vec![]),
+            Statement::new(&UNDO_15, vec![]),
         ])
         .await
         .unwrap();

@@ -223,7 +223,12 @@ const CALLER_MAKERS: &[(&str, &[&str])] = &[
     ),
     (
         "Caller::delegated(",
-        &["crates/storage/src/objects/signing.rs"],
+        &[
+            "crates/storage/src/objects/signing.rs",
+            // A job run with its enqueuer's rights: the role and id the door
+            // recorded from the verified caller that queued it.
+            "crates/functions/src/jobs.rs",
+        ],
     ),
     (
         "LocalKeys::",

@@ -14,7 +14,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
 
-use crate::{Declared, Functions, checked};
+use gatehouse_policy::Role;
+use gatehouse_rest::Caller;
+
+use crate::{Declared, Functions, checked, user};
 
 /// What enqueueing needs: the queues, the functions that may handle a job
 /// (their arguments check the payload when it is enqueued, not only when it
@@ -44,13 +47,14 @@ impl Queueing {
     pub(crate) fn door(
         self: &Arc<Self>,
         runtime: tokio::runtime::Handle,
-        transaction: Transaction,
+        (transaction, caller): (Transaction, &Caller),
         enqueued: Arc<AtomicBool>,
     ) -> crate::sandbox::Reader {
         let queueing = self.clone();
+        let enqueuer = enqueuer(caller);
         Arc::new(move |request| {
             let answer = queueing
-                .job(&request)
+                .job(&request, &enqueuer)
                 .and_then(|statement| {
                     runtime
                         .block_on(transaction.transaction_if(vec![statement], |_| true))
@@ -74,7 +78,7 @@ impl Queueing {
         })
     }
 
-    fn job(&self, request: &str) -> Result<gatehouse_db::Statement, String> {
+    fn job(&self, request: &str, enqueuer: &Json) -> Result<gatehouse_db::Statement, String> {
         let request: Request = serde_json::from_str(request)
             .map_err(|_| "enqueue(name, payload, { runAt, key, queue, attempts })".to_owned())?;
         let handler = self
@@ -97,17 +101,41 @@ impl Queueing {
             run_at,
             key: request.key,
             max_attempts: request.attempts,
+            enqueued_by: Some(enqueuer.clone()),
             ..NewJob::new(&request.name, payload)
         };
         gatehouse_jobs::enqueue(&self.settings, &job).map_err(|error| error.to_string())
     }
 }
 
-/// A job runs as its function with the secret key's rights (`ctx.db` is
-/// open, as for the server's own work), its payload as the arguments and
-/// `ctx.job` saying which job and attempt this is. An after trigger's job
-/// runs its function with no arguments and the change it follows as
-/// `ctx.trigger`, as a before trigger sees one.
+/// Who queued a job, as the verified caller of the code that queued it.
+fn enqueuer(caller: &Caller) -> Json {
+    json!({ "role": caller.role_name(), "user_id": caller.user_id() })
+}
+
+/// The caller a job of `function` runs as: the secret key's standing, or
+/// (`job_rights = "enqueuer"`) the role and user id of whoever queued it, as
+/// a signed URL carries a signer (their token's other claims read null); anon
+/// when nobody's code queued it (cron, hooks, triggers).
+fn job_caller(function: &Declared, job: &Job, service: &Caller) -> Caller {
+    if !function.jobs_as_enqueuer {
+        return service.clone();
+    }
+    let Some(who) = &job.enqueued_by else {
+        return Caller::anon();
+    };
+    let user_id = who["user_id"].as_str().map(str::to_owned);
+    match who["role"].as_str() {
+        Some("service_role") => service.clone(),
+        Some("authenticated") => Caller::delegated(Role::Authenticated, user_id),
+        _ => Caller::anon(),
+    }
+}
+
+/// A job runs as its function, with the rights `job_caller` gives it, its
+/// payload as the arguments and `ctx.job` saying which job and attempt this
+/// is. An after trigger's job runs its function with no arguments and the
+/// change it follows as `ctx.trigger`, as a before trigger sees one.
 impl Runner for Functions {
     fn run(&self, job: Job) -> Running<'_> {
         Box::pin(async move {
@@ -128,8 +156,13 @@ impl Runner for Functions {
                     return Err(format!("{} is not a function's job", job.function));
                 }
             };
+            let declared = self
+                .function(&function)
+                .map_err(|error| error.to_string())?;
+            let caller = job_caller(&declared, &job, &self.data.service);
             let mut context = json!({
-                "user": null,
+                // The server's own standing is nobody in particular.
+                "user": if caller.is_service() { Json::Null } else { user(&caller) },
                 "job": {
                     "id": job.id,
                     "queue": job.queue,
@@ -141,7 +174,7 @@ impl Runner for Functions {
             if !trigger.is_null() {
                 context["trigger"] = trigger;
             }
-            self.invoke(&self.data.service, (&function, &job.id), args, context)
+            self.invoke(&caller, (&function, &job.id), args, context)
                 .await
                 .map(drop)
                 .map_err(|error| error.to_string())

@@ -61,6 +61,11 @@ pub struct FunctionDecl {
     /// `invoker` (the default: `ctx.db` acts as the caller) or `definer` (the
     /// function also gets `ctx.admin.db`, with the secret key's rights).
     pub security: Option<String>,
+    /// Whose rights the function's jobs run with: `secret` (the default, the
+    /// server's own work) or `enqueuer` (the verified caller whose
+    /// `ctx.jobs.enqueue` queued the job: their role and user id; jobs queued
+    /// by cron, hooks or triggers then run as anon).
+    pub job_rights: Option<String>,
     /// Hosts `ctx.fetch` may reach (`host` or `host:port`); none when absent.
     #[serde(default)]
     pub fetch: Vec<String>,
@@ -125,6 +130,8 @@ struct Declared {
     limits: Limits,
     write_limit: Duration,
     definer: bool,
+    /// Its jobs run as whoever queued them (`job_rights = "enqueuer"`).
+    jobs_as_enqueuer: bool,
     outbound: fetch::Outbound,
     secrets: Arc<HashMap<String, SecretString>>,
 }
@@ -242,6 +249,13 @@ impl Functions {
             if definer {
                 tracing::warn!(function = %name, "function {name} is security = \"definer\": its ctx.admin.db bypasses every row policy");
             }
+            let jobs_as_enqueuer = match decl.job_rights.as_deref() {
+                None | Some("secret") => false,
+                Some("enqueuer") => true,
+                Some(other) => {
+                    return Err(invalid(format!("job_rights {other:?}: secret or enqueuer")));
+                }
+            };
             let defaults = Limits::default();
             let limits = Limits {
                 memory_bytes: decl.memory_mb.map_or(defaults.memory_bytes, |mb| {
@@ -266,6 +280,7 @@ impl Functions {
                         Duration::from_millis(u64::from(ms.clamp(1, 5_000)))
                     }),
                     definer,
+                    jobs_as_enqueuer,
                     outbound: fetch::Outbound::new(&decl.fetch, decl.fetch_private_addresses),
                     secrets: Arc::new(
                         decl.secrets
@@ -416,6 +431,14 @@ impl Functions {
         args: Json,
         request: Option<Json>,
     ) -> Result<Json, CallError> {
+        let allowed = match caller.role() {
+            Ok(None) => true,
+            Ok(Some(role)) => self.function(name)?.roles.contains(&role),
+            Err(_) => false,
+        };
+        if !allowed {
+            return Err(CallError::Denied(name.to_owned()));
+        }
         let mut context = json!({ "user": user(caller) });
         if let Some(request) = request {
             context["request"] = request;
@@ -423,7 +446,9 @@ impl Functions {
         self.invoke(caller, (name, request_id), args, context).await
     }
 
-    /// A call with `context` as the code's `ctx` (before its doors are added).
+    /// A call with `context` as the code's `ctx` (before its doors are added),
+    /// past the roles check: a client's call passed `call`'s, and a job's
+    /// function was checked to be declared when the job was queued.
     async fn invoke(
         &self,
         caller: &Caller,
@@ -432,14 +457,6 @@ impl Functions {
         context: Json,
     ) -> Result<Json, CallError> {
         let function = self.function(name)?;
-        let allowed = match caller.role() {
-            Ok(None) => true,
-            Ok(Some(role)) => function.roles.contains(&role),
-            Err(_) => false,
-        };
-        if !allowed {
-            return Err(CallError::Denied(name.to_owned()));
-        }
         let args = checked(&function, args)?;
         // Every query of the call runs in one transaction, committed when the
         // function returns and rolled back when it throws.
@@ -522,7 +539,11 @@ impl Functions {
                 })
             },
             jobs: match &self.jobs {
-                Some(jobs) => jobs.door(runtime.clone(), transaction.clone(), enqueued.clone()),
+                Some(jobs) => jobs.door(
+                    runtime.clone(),
+                    (transaction.clone(), caller),
+                    enqueued.clone(),
+                ),
                 None => {
                     Arc::new(|_| json!({ "error": "this server runs no job queue" }).to_string())
                 }

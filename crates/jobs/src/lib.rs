@@ -103,6 +103,9 @@ pub struct NewJob {
     /// A second job with the same function and key is not enqueued.
     pub key: Option<String>,
     pub max_attempts: Option<u32>,
+    /// Who queued it, as the queueing code verified them (`{ role, user_id }`),
+    /// for handlers that run with the rights of whoever queued their job.
+    pub enqueued_by: Option<Json>,
 }
 
 impl NewJob {
@@ -114,13 +117,14 @@ impl NewJob {
             run_at: None,
             key: None,
             max_attempts: None,
+            enqueued_by: None,
         }
     }
 }
 
 const ENQUEUE: Sql = Sql::both(
-    "INSERT INTO gatehouse_jobs (id, queue, function, payload, unique_key, state, max_attempts, run_at, created_at) \
-     VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8) \
+    "INSERT INTO gatehouse_jobs (id, queue, function, payload, unique_key, state, max_attempts, run_at, created_at, enqueued_by) \
+     VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9) \
      ON CONFLICT (function, unique_key) DO NOTHING RETURNING id",
 );
 
@@ -181,6 +185,9 @@ fn insert(job: &NewJob, payload: String, attempts: u32) -> Statement {
             i64::from(attempts).into(),
             timestamp(job.run_at.unwrap_or(now)).into(),
             timestamp(now).into(),
+            job.enqueued_by
+                .as_ref()
+                .map_or(Value::Null, |who| Value::Text(who.to_string())),
         ],
     )
 }
@@ -197,6 +204,8 @@ pub struct Job {
     pub max_attempts: i64,
     /// The key it was enqueued with (a cron job's names its tick).
     pub key: Option<String>,
+    /// Who queued it (see [`NewJob::enqueued_by`]).
+    pub enqueued_by: Option<Json>,
 }
 
 /// What runs a job, as its `function` column names it.

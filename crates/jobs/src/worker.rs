@@ -19,12 +19,12 @@ const CLAIM: Sql = Sql {
     sqlite: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = ?3, run_at = ?4, started_at = ?2 \
              WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = ?1 AND state IN ('waiting', 'running') \
              AND run_at <= ?2 ORDER BY run_at LIMIT 1) \
-             RETURNING id, function, payload, attempts, max_attempts, unique_key",
+             RETURNING id, function, payload, attempts, max_attempts, unique_key, enqueued_by",
     postgres: "UPDATE gatehouse_jobs SET state = 'running', attempts = attempts + 1, lease_id = $3, run_at = $4, started_at = $2 \
                WHERE id = (SELECT id FROM gatehouse_jobs WHERE queue = $1 AND state IN ('waiting', 'running') \
                AND run_at <= $2 ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
                AND state IN ('waiting', 'running') AND run_at <= $2 \
-               RETURNING id, function, payload, attempts, max_attempts, unique_key",
+               RETURNING id, function, payload, attempts, max_attempts, unique_key, enqueued_by",
 };
 
 /// Each outcome is recorded only by the worker still holding the lease.
@@ -83,6 +83,9 @@ async fn claim(
         attempt: row.integer(3)?,
         max_attempts: row.integer(4)?,
         key: row.optional_text(5)?.map(str::to_owned),
+        enqueued_by: row
+            .optional_text(6)?
+            .and_then(|who| serde_json::from_str(who).ok()),
     }))
 }
 

@@ -699,3 +699,99 @@ async fn two_binaries_run_each_cron_tick_once() {
         "{fired} ticks in {ran} s: {rows}"
     );
 }
+
+const RIGHTS: &str = r#"
+[tables.notes]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner = { type = "uuid", not_null = true, server_set = "auth.uid()" }
+columns.body = { type = "text", not_null = true }
+
+[[tables.notes.policies]]
+name = "owners"
+for = "all"
+to = "authenticated"
+using = "owner = auth.uid()"
+with_check = "owner = auth.uid()"
+
+# No policy: only the server's own rights reach it.
+[tables.seen]
+columns.handler = { type = "text", primary_key = true }
+columns.visible = { type = "integer", not_null = true }
+columns.user_id = { type = "text" }
+
+[functions.queue_both]
+module = "queue_both.js"
+roles = ["authenticated"]
+
+[functions.count_as_enqueuer]
+module = "count.js"
+job_rights = "enqueuer"
+security = "definer"
+
+[functions.count_as_server]
+module = "count.js"
+security = "definer"
+
+[jobs]
+poll_ms = 50
+"#;
+
+const COUNT: &str = "export default async (_args, ctx) => {
+   const { count } = await ctx.db.from('notes').select('*', { count: 'exact', head: true });
+   const handler = ctx.user ? 'enqueuer' : 'server';
+   await ctx.admin.db.from('seen').insert({ handler, visible: count, user_id: ctx.user?.id ?? null })
+     .throwOnError();
+ }";
+
+/// `job_rights = "enqueuer"`: the job sees what the user who queued it sees;
+/// by default a job has the server's own rights.
+#[tokio::test]
+async fn a_job_runs_with_its_enqueuers_rights_when_declared() {
+    use reqwest::Method;
+    const BOB: &str = "0190c2a4-7e5b-7000-8000-000000000b0b";
+    let database = TestDatabase::sqlite();
+    let modules = [
+        (
+            "queue_both.js",
+            "export default async (_args, ctx) => {
+               await ctx.jobs.enqueue('count_as_enqueuer', {});
+               await ctx.jobs.enqueue('count_as_server', {});
+             }",
+        ),
+        ("count.js", COUNT),
+    ];
+    let server = kit::start_functions(RIGHTS, &modules, &database).await;
+    for (id, user) in [(1, ALICE), (2, BOB)] {
+        let written = server
+            .rest(Method::POST, "notes", Some(user))
+            .json(&json!({ "id": id, "body": "mine" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(written.status(), 201);
+    }
+    let (status, body) = rpc(&server, Some(ALICE), "queue_both", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let seen = server
+            .all_rows("seen?select=handler,visible,user_id&order=handler")
+            .await;
+        if seen.as_array().unwrap().len() == 2 {
+            break seen;
+        }
+        if Instant::now() > deadline {
+            let jobs =
+                gatehouse_jobs::admin::list(server.running.state.db(), (None, None), 10).await;
+            panic!("{seen}: {jobs:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(
+        seen,
+        json!([
+            { "handler": "enqueuer", "visible": 1, "user_id": ALICE },
+            { "handler": "server", "visible": 2, "user_id": null },
+        ])
+    );
+}
