@@ -339,6 +339,9 @@ impl Rest {
             }
         };
         let mut statements = Vec::with_capacity(objects.len());
+        // With after-commit work, an upsert's rows that already exist are
+        // handed on as updates with their old selves.
+        let mut existing = Vec::with_capacity(objects.len());
         // An identity key left out is the database's to fill: not in the INSERT.
         let identity = access
             .table
@@ -350,6 +353,9 @@ impl Rest {
                 row = self
                     .triggered((triggers.as_ref(), transaction), &access, row, None)
                     .await?;
+            }
+            if let (Some(_), Some((target, _))) = (&hooks.after, &upsert) {
+                existing.push(self.existing_row(db, access.table, target, &row).await?);
             }
             let columns: Vec<&Column> = access
                 .table
@@ -395,18 +401,24 @@ impl Rest {
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
         let rows: Vec<&Row> = written.iter().flatten().collect();
-        // An upsert's merged rows are handed on as inserts: which rows
-        // existed before is not known here.
-        let changes = rows
-            .iter()
-            .map(|row| RowChange {
-                table,
-                event: Event::Insert,
-                new: Some(returned_row(access.table, row)),
-                old: None,
-            })
-            .collect();
-        hooks.hand_over(db, changes).await?;
+        if hooks.after.is_some() {
+            let changes = written
+                .iter()
+                .enumerate()
+                .filter_map(|(i, rows)| Some((rows.first()?, existing.get(i).cloned().flatten())))
+                .map(|(row, old)| RowChange {
+                    table,
+                    event: if old.is_some() {
+                        Event::Update
+                    } else {
+                        Event::Insert
+                    },
+                    new: Some(returned_row(access.table, row)),
+                    old,
+                })
+                .collect();
+            hooks.hand_over(db, changes).await?;
+        }
         Ok(answer(&returned, rows.into_iter(), options))
     }
 
@@ -648,6 +660,42 @@ impl Rest {
             row.insert(column.name.clone(), value);
         }
         Ok(row)
+    }
+
+    /// The row an upsert would merge into (by its conflict target), every
+    /// column, read in the write's transaction before the write; not shown to
+    /// the caller, only to the after-commit work, which then sees an update.
+    async fn existing_row(
+        &self,
+        db: Executor<'_>,
+        table: &Table,
+        target: &[&Column],
+        row: &HashMap<Identifier, Value>,
+    ) -> Result<Option<Map<String, Json>>, RestError> {
+        let mut select = StatementBuilder::without_policy(
+            db.dialect(),
+            "an upsert's existing row, for the after-commit work only",
+        );
+        select.push("SELECT ");
+        for (i, column) in table.columns.iter().enumerate() {
+            if i > 0 {
+                select.push(", ");
+            }
+            select.output(None, column);
+        }
+        select
+            .push(" FROM ")
+            .raw(&table.name.quoted())
+            .push(" AS \"t0\" WHERE (1 = 1)");
+        for column in target {
+            select.push(" AND ").column("t0", &column.name).push(" = ");
+            select.param(row[&column.name].clone(), Some(column.ty));
+        }
+        let mut found = db.transaction(vec![select.finish()]).await?;
+        Ok(found
+            .pop()
+            .and_then(|mut rows| rows.pop())
+            .map(|old| row_json(table, &by_column(table, old))))
     }
 
     /// The rows a write's filters and policy select, every column, read inside

@@ -111,6 +111,15 @@ async fn after_triggers_run_once_per_committed_change_and_never_for_a_rolled_bac
             .await
             .unwrap();
         assert_eq!(changed.status(), 204);
+        // An upsert that merges into an existing row is an update.
+        let merged = server
+            .rest(Method::POST, "notes", Some(ALICE))
+            .header("Prefer", "resolution=merge-duplicates")
+            .json(&json!({ "id": id, "body": "third" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(merged.status(), 201);
         let removed = server
             .rest(Method::DELETE, &format!("notes?id=eq.{id}"), Some(ALICE))
             .send()
@@ -118,20 +127,21 @@ async fn after_triggers_run_once_per_committed_change_and_never_for_a_rolled_bac
             .unwrap();
         assert_eq!(removed.status(), 204);
 
-        let recorded = until("three changes", async || {
+        let recorded = until("four changes", async || {
             let rows = server
                 // Jobs of one queue run side by side: their order is not the writes'.
-                .all_rows("changes?select=event,body,old_body&order=event")
+                .all_rows("changes?select=event,body,old_body&order=event,body")
                 .await;
-            (rows.as_array().unwrap().len() >= 3).then_some(rows)
+            (rows.as_array().unwrap().len() >= 4).then_some(rows)
         })
         .await;
         assert_eq!(
             recorded,
             json!([
-                { "event": "DELETE", "body": null, "old_body": "second" },
+                { "event": "DELETE", "body": null, "old_body": "third" },
                 { "event": "INSERT", "body": "first", "old_body": null },
                 { "event": "UPDATE", "body": "second", "old_body": "first" },
+                { "event": "UPDATE", "body": "third", "old_body": "second" },
             ]),
             "{on}"
         );
@@ -142,7 +152,7 @@ async fn after_triggers_run_once_per_committed_change_and_never_for_a_rolled_bac
             .into_iter()
             .filter(|job| !job.function.starts_with("gatehouse:"))
             .collect();
-        assert_eq!(jobs.len(), 3, "{on}: {jobs:?}");
+        assert_eq!(jobs.len(), 4, "{on}: {jobs:?}");
         assert!(jobs.iter().all(|job| job.state == "done"), "{jobs:?}");
         assert!(
             jobs.iter()
