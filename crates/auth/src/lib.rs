@@ -16,6 +16,7 @@ mod live_sessions;
 mod password;
 mod store;
 mod throttle;
+pub mod totp;
 mod user;
 
 use std::time::Duration;
