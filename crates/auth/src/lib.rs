@@ -14,6 +14,7 @@ mod email;
 mod links;
 mod live_sessions;
 mod password;
+pub mod sealing;
 mod store;
 mod throttle;
 pub mod totp;
