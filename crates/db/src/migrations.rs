@@ -350,7 +350,7 @@ const MIGRATIONS: &[Migration] = &[
         name: "job attempts",
         steps: &[
             // Each finished attempt of a job, with its error, kept for
-            // `[jobs] keep_attempts_hours` after it ended.
+            // `[jobs] keep_finished_hours` after it ended.
             Sql {
                 sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_job_attempts (id TEXT PRIMARY KEY, \
                          job_id TEXT NOT NULL, attempt INTEGER NOT NULL, started_at TEXT, \

@@ -101,10 +101,13 @@ impl Egress {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
-            .await
-            .map_err(|_| Refused::Unresolved(host.clone()))?
-            .collect();
+        let lookup =
+            tokio::time::timeout(self.timeout, tokio::net::lookup_host((bare.as_str(), port)));
+        let addresses: Vec<SocketAddr> = match lookup.await {
+            Ok(Ok(found)) => found.collect(),
+            Ok(Err(_)) => return Err(Refused::Unresolved(host)),
+            Err(_) => return Err(Refused::TimedOut),
+        };
         if addresses.is_empty() {
             return Err(Refused::Unresolved(host));
         }
@@ -172,11 +175,14 @@ impl Egress {
 
 /// An address on the public internet: not loopback, private, link-local
 /// (169.254.169.254, the cloud metadata service, among them), shared,
-/// unspecified, broadcast or multicast, in either family or mapped into IPv6.
+/// protocol-assignment, benchmarking, reserved, unspecified, broadcast or
+/// multicast; in IPv6 also not unique-local or site-local, and an IPv4
+/// address carried inside IPv6 (mapped, compatible, NAT64, 6to4) is judged
+/// as itself.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -185,19 +191,42 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19)))
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                let [h1, h2] = high.to_be_bytes();
+                let [l1, l2] = low.to_be_bytes();
+                IpAddr::V4(std::net::Ipv4Addr::new(h1, h2, l1, l2))
+            };
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
             }
-        },
+            match segments {
+                // IPv4-compatible (deprecated), NAT64 well-known prefix.
+                [0, 0, 0, 0, 0, 0, high, low] | [0x64, 0xff9b, 0, 0, 0, 0, high, low]
+                    if high != 0 || low > 1 =>
+                {
+                    is_public(embedded(high, low))
+                }
+                // 6to4: the IPv4 address in the second and third segments.
+                [0x2002, high, low, ..] => is_public(embedded(high, low)),
+                // NAT64 local-use prefix: translated to any IPv4 address.
+                [0x64, 0xff9b, 1, ..] => false,
+                [first, ..] => {
+                    !(v6.is_loopback()
+                        || v6.is_unspecified()
+                        || v6.is_multicast()
+                        || (first & 0xfe00) == 0xfc00
+                        || (first & 0xffc0) == 0xfe80
+                        || (first & 0xffc0) == 0xfec0)
+                }
+            }
+        }
     }
 }
 
@@ -223,10 +252,26 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "fec0::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

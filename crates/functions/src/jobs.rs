@@ -108,6 +108,29 @@ impl Queueing {
     }
 }
 
+/// A user who still exists and is not banned now.
+const IN_GOOD_STANDING: gatehouse_db::Sql = gatehouse_db::Sql::both(
+    "SELECT 1 FROM gatehouse_users WHERE id = $1 AND (banned_until IS NULL OR banned_until <= $2)",
+);
+
+impl Functions {
+    /// Whether `user_id` may still act: a job run with its enqueuer's rights
+    /// does not outlive the enqueuer's deletion or ban.
+    async fn in_good_standing(&self, user_id: &str) -> Result<bool, String> {
+        let now = gatehouse_db::timestamp(OffsetDateTime::now_utc());
+        let found = self
+            .data
+            .db
+            .query(gatehouse_db::Statement::new(
+                &IN_GOOD_STANDING,
+                vec![user_id.into(), now.into()],
+            ))
+            .await
+            .map_err(|_| "the user who queued the job cannot be looked up".to_owned())?;
+        Ok(!found.is_empty())
+    }
+}
+
 /// Who queued a job, as the verified caller of the code that queued it.
 fn enqueuer(caller: &Caller) -> Json {
     json!({ "role": caller.role_name(), "user_id": caller.user_id() })
@@ -160,6 +183,11 @@ impl Runner for Functions {
                 .function(&function)
                 .map_err(|error| error.to_string())?;
             let caller = job_caller(&declared, &job, &self.data.service);
+            if let Some(user_id) = caller.user_id()
+                && !self.in_good_standing(user_id).await?
+            {
+                return Err("the user who queued the job is deleted or banned".into());
+            }
             let mut context = json!({
                 // The server's own standing is nobody in particular.
                 "user": if caller.is_service() { Json::Null } else { user(&caller) },

@@ -20,7 +20,7 @@ const SHOW: Sql = Sql::both(
 /// A dead, cancelled or waiting job runs again now with its attempts renewed.
 const RETRY: Sql = Sql::both(
     "UPDATE gatehouse_jobs SET state = 'waiting', attempts = 0, run_at = $2, lease_id = NULL, \
-     finished_at = NULL WHERE id = $1 AND state IN ('dead', 'cancelled', 'waiting') RETURNING id",
+     finished_at = NULL, last_error = NULL WHERE id = $1 AND state IN ('dead', 'cancelled', 'waiting') RETURNING id",
 );
 
 /// A waiting or running job will not run (again); a running one's outcome is

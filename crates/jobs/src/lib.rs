@@ -41,7 +41,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// A table change's payload at most: two rows the data API accepted (each
 /// within its request body limit), which must not fail the write they follow.
-const MAX_CHANGE_PAYLOAD_BYTES: usize = 16 << 20;
+pub(crate) const MAX_CHANGE_PAYLOAD_BYTES: usize = 16 << 20;
 
 const MAX_KEY_BYTES: usize = 200;
 

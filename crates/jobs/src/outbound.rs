@@ -20,7 +20,7 @@ use gatehouse_egress::{Egress, Method, Request, Url};
 use secrecy::SecretString;
 
 use crate::inbound::standard_key;
-use crate::{Handler, Job, Runner, Running};
+use crate::{Handler, Job, MAX_CHANGE_PAYLOAD_BYTES, Runner, Running};
 
 /// What a receiver's answer may hold before it is cut off: it is read only to
 /// keep the connection well-behaved, never recorded.
@@ -48,8 +48,9 @@ impl Webhook {
             egress: Egress {
                 private_addresses,
                 timeout: DELIVERY_TIMEOUT,
+                // Whatever change a job holds can be sent.
+                max_request_bytes: MAX_CHANGE_PAYLOAD_BYTES,
                 max_response_bytes: MAX_ANSWER_BYTES,
-                ..Egress::default()
             },
         })
     }

@@ -124,7 +124,13 @@ impl Rest {
     }
 
     /// The app's code around `event` on `table`.
-    pub(crate) fn hooks(&self, table: &str, event: Event) -> write::Hooks {
+    /// `also_after` names another event the write may turn out to be for the
+    /// after-commit work (an upsert that merges is an update).
+    pub(crate) fn hooks(
+        &self,
+        table: &str,
+        (event, also_after): (Event, Option<Event>),
+    ) -> write::Hooks {
         let before = self
             .triggers
             .get()
@@ -133,7 +139,10 @@ impl Rest {
         let after = self
             .after_write
             .get()
-            .filter(|after| after.watches(table, event))
+            .filter(|after| {
+                after.watches(table, event)
+                    || also_after.is_some_and(|also| after.watches(table, also))
+            })
             .cloned();
         write::Hooks { before, after }
     }

@@ -294,7 +294,8 @@ impl Rest {
     ) -> Result<WriteResult, RestError> {
         refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Insert, caller)?;
-        let hooks = self.hooks(table, Event::Insert);
+        let merges = options.resolution == Some(Resolution::MergeDuplicates);
+        let hooks = self.hooks(table, (Event::Insert, merges.then_some(Event::Update)));
         if let (true, Executor::Pool(database)) = (hooks.any(), db) {
             let transaction = database.begin(hooks.write_limit());
             let written =
@@ -342,6 +343,7 @@ impl Rest {
         // With after-commit work, an upsert's rows that already exist are
         // handed on as updates with their old selves.
         let mut existing = Vec::with_capacity(objects.len());
+        let mut keys = Vec::new();
         // An identity key left out is the database's to fill: not in the INSERT.
         let identity = access
             .table
@@ -355,6 +357,14 @@ impl Rest {
                     .await?;
             }
             if let (Some(_), Some((target, _))) = (&hooks.after, &upsert) {
+                // The old rows are read before any is written: a key named
+                // twice would report the second write against a stale row
+                // (PostgreSQL refuses it in one statement too).
+                let key: Vec<Value> = target.iter().map(|c| row[&c.name].clone()).collect();
+                if keys.contains(&key) {
+                    return Err(RestError::Body("an upsert names the same row twice".into()));
+                }
+                keys.push(key);
                 existing.push(self.existing_row(db, access.table, target, &row).await?);
             }
             let columns: Vec<&Column> = access
@@ -479,7 +489,7 @@ impl Rest {
     ) -> Result<WriteResult, RestError> {
         refuse_embeds(request, &options)?;
         let access = self.access(table, Command::Update, caller)?;
-        let hooks = self.hooks(table, Event::Update);
+        let hooks = self.hooks(table, (Event::Update, None));
         if let (true, Executor::Pool(database)) = (hooks.any(), db) {
             let transaction = database.begin(hooks.write_limit());
             let written =
@@ -514,13 +524,16 @@ impl Rest {
             ordered.push(column);
         }
         let returned = returned(&access, request, options)?;
-        if let (true, Executor::Transaction(transaction)) = (hooks.any(), db) {
+        if let (Some(_), Executor::Transaction(transaction)) = (&hooks.before, db) {
             let rows = self
                 .update_each((&hooks, transaction), &access, request, &changes, &returned)
                 .await?;
             return Ok(answer(&returned, rows.iter(), options));
         }
         let name = access.table.name.quoted();
+        // After-commit work needs each changed row's old self: the rows are
+        // then read whole rather than counted, and joined to the new ones by key.
+        let whole = hooks.after.is_some();
 
         // The rows the update may touch, counted to tell a row its new version
         // fails the `with check` on from a row that is simply not there. On
@@ -528,31 +541,49 @@ impl Rest {
         // could otherwise change one between the count and the update, which
         // would then skip it (READ COMMITTED checks the filters again) and read
         // as a failed check.
-        let mut count = StatementBuilder::new(db.dialect());
-        count
-            .push("SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM ")
-            .raw(&name)
-            .push(" AS \"t0\"");
-        let mut count = where_clause(count, &access, request)?;
-        if db.dialect() == Dialect::Postgres {
-            count.push(" FOR UPDATE");
+        let mut visible = StatementBuilder::new(db.dialect());
+        if whole {
+            visible.push("SELECT ");
+            for (i, column) in access.table.columns.iter().enumerate() {
+                if i > 0 {
+                    visible.push(", ");
+                }
+                visible.output(None, column);
+            }
+            visible.push(" FROM ");
+        } else {
+            visible.push("SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM ");
         }
-        count.push(") AS \"visible\"");
+        visible.raw(&name).push(" AS \"t0\"");
+        let mut visible = where_clause(visible, &access, request)?;
+        if db.dialect() == Dialect::Postgres {
+            visible.push(" FOR UPDATE");
+        }
+        if !whole {
+            visible.push(") AS \"visible\"");
+        }
 
         let mut update = StatementBuilder::new(db.dialect());
         // Only tolerated owner values sent make a no-op that still reports the rows.
         update_set(&mut update, access.table, &ordered, &changes);
         let mut update = where_clause(update, &access, request)?;
         update.and_also(&access.with_check(), "t0", Some(&changes));
-        Self::returning(&mut update, (&returned, access.table), false)?;
+        Self::returning(&mut update, (&returned, access.table), whole)?;
+        let passed = if whole {
+            every_read_row_written
+        } else {
+            every_visible_row_passed
+        };
         let results = db
-            .transaction_if(
-                vec![count.finish(), update.finish()],
-                every_visible_row_passed,
-            )
+            .transaction_if(vec![visible.finish(), update.finish()], passed)
             .await?
             .ok_or_else(|| RestError::CheckFailed(table.to_owned()))?;
         let rows = &results[1];
+        if whole {
+            hooks
+                .hand_over(db, updated_rows(access.table, &results[0], rows))
+                .await?;
+        }
         Ok(answer(&returned, rows.iter(), options))
     }
 
@@ -569,7 +600,7 @@ impl Rest {
         if request.filters.is_empty() && !self.settings.allow_unfiltered_writes {
             return Err(RestError::Unfiltered("DELETE"));
         }
-        let hooks = self.hooks(table, Event::Delete);
+        let hooks = self.hooks(table, (Event::Delete, None));
         if let (true, Executor::Pool(database)) = (hooks.any(), db) {
             let transaction = database.begin(hooks.write_limit());
             let written =
@@ -690,6 +721,10 @@ impl Rest {
         for column in target {
             select.push(" AND ").column("t0", &column.name).push(" = ");
             select.param(row[&column.name].clone(), Some(column.ty));
+        }
+        if db.dialect() == Dialect::Postgres {
+            // Held until the write: no other writer changes it in between.
+            select.push(" FOR UPDATE");
         }
         let mut found = db.transaction(vec![select.finish()]).await?;
         Ok(found
@@ -865,6 +900,44 @@ fn returned<'a>(
     } else {
         Vec::new()
     })
+}
+
+/// The update wrote every row its filters and `using` matched (read whole
+/// before it); a row missing means its new version failed the `with check`.
+fn every_read_row_written(results: &[Vec<Row>]) -> bool {
+    results[0].len() == results[1].len()
+}
+
+/// Each updated row (RETURNING every column at its end) with its old self,
+/// found by its primary key among the rows read before the update.
+fn updated_rows<'a>(table: &'a Table, old: &[Row], new: &[Row]) -> Vec<RowChange<'a>> {
+    let key_of = |row: &Map<String, Json>| -> String {
+        let key: Vec<&Json> = table
+            .key_columns()
+            .iter()
+            .map(|column| row.get(column.name.as_str()).unwrap_or(&Json::Null))
+            .collect();
+        Json::from(key.into_iter().cloned().collect::<Vec<_>>()).to_string()
+    };
+    let mut old: HashMap<String, Map<String, Json>> = old
+        .iter()
+        .map(|row| {
+            let old = row_json(table, &by_column(table, row.clone()));
+            (key_of(&old), old)
+        })
+        .collect();
+    new.iter()
+        .map(|row| {
+            let new = returned_row(table, row);
+            RowChange {
+                table: table.name.as_str(),
+                event: Event::Update,
+                // A row whose key the update changed has no old self here.
+                old: old.remove(&key_of(&new)),
+                new: Some(new),
+            }
+        })
+        .collect()
 }
 
 fn exactly_one_row_each(results: &[Vec<Row>]) -> bool {

@@ -639,7 +639,7 @@ impl Config {
                 }
             };
         let server = file.server;
-        let jobs = file.jobs.settings();
+        let jobs = file.jobs.settings()?;
         let webhooks = checked_webhooks(file.webhooks, &schema, &jobs)?;
         let listen = match overrides.listen {
             Some(listen) => listen,

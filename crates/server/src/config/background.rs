@@ -164,7 +164,9 @@ pub(super) struct JobsSection {
     backoff_ms: Option<Bounded<1, 3_600_000>>,
     backoff_cap_secs: Option<Bounded<1, 604_800>>,
     max_attempts: Option<Bounded<1, 100>>,
-    keep_finished_hours: Option<Bounded<1, 87_600>>,
+    /// At least three days: a finished job's key (an inbound event's id)
+    /// must outlive a provider's redeliveries (Stripe's last three days).
+    keep_finished_hours: Option<Bounded<72, 87_600>>,
     #[serde(default)]
     queues: IndexMap<String, QueueDecl>,
 }
@@ -176,13 +178,21 @@ struct QueueDecl {
 }
 
 impl JobsSection {
-    pub(super) fn settings(&self) -> gatehouse_jobs::Settings {
+    /// The settings, the declared queues added; names starting `gatehouse`
+    /// are Gatehouse's own queues (its upkeep, its email) and refused.
+    pub(super) fn settings(&self) -> Result<gatehouse_jobs::Settings, ConfigError> {
         let defaults = gatehouse_jobs::Settings::default();
         let mut queues = defaults.queues.clone();
         for (name, queue) in &self.queues {
+            if name.starts_with("gatehouse") {
+                return Err(ConfigError::Env {
+                    variable: format!("[jobs.queues] {name}"),
+                    message: "queue names starting with gatehouse are Gatehouse's own".into(),
+                });
+            }
             queues.insert(name.clone(), queue.concurrency.0 as usize);
         }
-        gatehouse_jobs::Settings {
+        Ok(gatehouse_jobs::Settings {
             queues,
             poll: self
                 .poll_ms
@@ -202,7 +212,7 @@ impl JobsSection {
             keep_finished: self
                 .keep_finished_hours
                 .map_or(defaults.keep_finished, |b| Duration::from_secs(b.0 * 3600)),
-        }
+        })
     }
 }
 

@@ -365,3 +365,55 @@ fn a_wrong_webhook_declaration_stops_the_start() {
         assert!(stderr.contains(said), "{said}: {stderr}");
     }
 }
+
+/// A webhook that follows only updates hears an upsert that merged into an
+/// existing row; an upsert naming one row twice is refused, since its second
+/// change could not be told against the right old row.
+#[tokio::test]
+async fn an_upsert_that_merges_reaches_update_only_webhooks() {
+    let database = TestDatabase::sqlite();
+    let (url, mut delivered) = receiver("HTTP/1.1 204 No Content\r\n\r\n").await;
+    let declared = format!(
+        "{NOTES}{}[jobs]\npoll_ms = 50\n",
+        webhook("updates", &url, true).replace("[\"insert\", \"update\"]", "\"update\"")
+    );
+    let env = [("GATEHOUSE_WEBHOOK_SECRET_UPDATES", SECRET)];
+    let server = kit::start_functions_with(&declared, &[], &env, &database).await;
+    let upsert = |body: Value| {
+        server
+            .rest(Method::POST, "notes", Some(ALICE))
+            .header("Prefer", "resolution=merge-duplicates")
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        upsert(json!({ "id": 5, "body": "new" }))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        upsert(json!({ "id": 5, "body": "merged" }))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let twice = upsert(json!([{ "id": 6, "body": "a" }, { "id": 6, "body": "b" }]))
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+
+    let (_, body) = tokio::time::timeout(Duration::from_secs(20), delivered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "UPDATE", "{body}");
+    assert_eq!(body["record"]["body"], "merged");
+    assert_eq!(body["old_record"]["body"], "new");
+    // The insert before it was not sent: the webhook does not follow inserts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(delivered.try_recv().is_err());
+}

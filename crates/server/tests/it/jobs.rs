@@ -761,7 +761,21 @@ async fn a_job_runs_with_its_enqueuers_rights_when_declared() {
         ("count.js", COUNT),
     ];
     let server = kit::start_functions(RIGHTS, &modules, &database).await;
-    for (id, user) in [(1, ALICE), (2, BOB)] {
+    // A real account: the job checks its enqueuer still stands when it runs.
+    let signed_up = server
+        .post("/auth/v1/signup")
+        .header("apikey", &server.publishable)
+        .json(&json!({ "email": "alice@example.com", "password": "correct horse battery staple" }))
+        .send()
+        .await
+        .unwrap();
+    let signed_up = json(signed_up).await;
+    let alice = signed_up["user"]["id"]
+        .as_str()
+        .or(signed_up["id"].as_str())
+        .unwrap_or_else(|| panic!("{signed_up}"))
+        .to_owned();
+    for (id, user) in [(1, alice.as_str()), (2, BOB)] {
         let written = server
             .rest(Method::POST, "notes", Some(user))
             .json(&json!({ "id": id, "body": "mine" }))
@@ -770,8 +784,9 @@ async fn a_job_runs_with_its_enqueuers_rights_when_declared() {
             .unwrap();
         assert_eq!(written.status(), 201);
     }
-    let (status, body) = rpc(&server, Some(ALICE), "queue_both", json!({})).await;
+    let (status, body) = rpc(&server, Some(&alice), "queue_both", json!({})).await;
     assert_eq!(status, 200, "{body}");
+    let db = server.running.state.db();
     let deadline = Instant::now() + Duration::from_secs(20);
     let seen = loop {
         let seen = server
@@ -781,8 +796,7 @@ async fn a_job_runs_with_its_enqueuers_rights_when_declared() {
             break seen;
         }
         if Instant::now() > deadline {
-            let jobs =
-                gatehouse_jobs::admin::list(server.running.state.db(), (None, None), 10).await;
+            let jobs = gatehouse_jobs::admin::list(db, (None, None), 10).await;
             panic!("{seen}: {jobs:?}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -790,8 +804,39 @@ async fn a_job_runs_with_its_enqueuers_rights_when_declared() {
     assert_eq!(
         seen,
         json!([
-            { "handler": "enqueuer", "visible": 1, "user_id": ALICE },
+            { "handler": "enqueuer", "visible": 1, "user_id": alice },
             { "handler": "server", "visible": 2, "user_id": null },
         ])
+    );
+
+    // Banned by the time the job runs (here before it is even queued, with a
+    // token that still verifies): the job no longer runs with her rights.
+    let banned = server
+        .client
+        .put(format!("{}/auth/v1/admin/users/{alice}", server.url))
+        .header("apikey", &server.secret)
+        .bearer_auth(&server.secret)
+        .json(&json!({ "ban_duration": "24h" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(banned.status(), 200);
+    let (status, _) = rpc(&server, Some(&alice), "queue_both", json!({})).await;
+    assert_eq!(status, 200);
+    let refused = loop {
+        let failed = gatehouse_jobs::admin::list(db, (None, None), 20)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|job| job.function == "count_as_enqueuer" && job.last_error.is_some());
+        if let Some(job) = failed {
+            break job;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(
+        refused.last_error.unwrap().contains("deleted or banned"),
+        "the banned user's job is refused"
     );
 }
