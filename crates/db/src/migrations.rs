@@ -399,6 +399,20 @@ const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE gatehouse_jobs ADD COLUMN enqueued_by TEXT",
         )],
     },
+    Migration {
+        version: 16,
+        name: "expiry indexes",
+        // The upkeep removes sessions and one-time links by their end every
+        // minute: found by index, not by reading the tables.
+        steps: &[
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_sessions_not_after ON gatehouse_sessions (not_after)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_one_time_tokens_expires_at ON gatehouse_one_time_tokens (expires_at)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {
