@@ -102,6 +102,20 @@ poll_ms = 50
     assert.equal(new Set(got.map(({ id }) => id)).size, 3, 'each delivery has its own webhook-id');
   });
 
+  test('an upsert that merges into a row arrives as an update', async () => {
+    const before = verified.length;
+    const created = await service.from('orders').upsert({ id: 10, status: 'pending' });
+    assert.equal(created.error, null);
+    const merged = await service.from('orders').upsert({ id: 10, status: 'paid' });
+    assert.equal(merged.error, null);
+    const got = (await deliveries(before + 2)).slice(before).map(({ payload }) => payload);
+    const insert = got.find((payload) => payload.type === 'INSERT');
+    const update = got.find((payload) => payload.type === 'UPDATE');
+    assert.deepEqual(insert.record, { id: 10, status: 'pending' });
+    assert.deepEqual(update.record, { id: 10, status: 'paid' });
+    assert.deepEqual(update.old_record, { id: 10, status: 'pending' });
+  });
+
   test('a write that fails sends nothing', async () => {
     const before = verified.length;
     const failed = await service.from('orders').insert([
