@@ -25,6 +25,8 @@ struct Shared {
     database: Database,
     limit: Duration,
     open: tokio::sync::Mutex<Option<Open>>,
+    /// What waits for the commit (see [`Transaction::on_commit`]).
+    committed: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 enum Open {
@@ -40,6 +42,7 @@ impl Database {
             database: self.clone(),
             limit,
             open: tokio::sync::Mutex::new(None),
+            committed: std::sync::Mutex::new(Vec::new()),
         }))
     }
 }
@@ -102,16 +105,38 @@ impl Transaction {
             None => Ok(()),
             Some(Open::Sqlite(open)) => open.commit().await,
             Some(Open::Postgres(open)) => open.commit().await,
+        }?;
+        for then in self.take_committed() {
+            then();
         }
+        Ok(())
     }
 
     /// Undoes every write (as dropping the transaction does, but at once,
     /// while the transaction itself may still be shared).
     pub async fn rollback(&self) {
         let open = self.0.open.lock().await.take();
+        drop(self.take_committed());
         if let Some(Open::Postgres(open)) = open {
             open.rollback().await;
         }
+    }
+
+    /// Runs `then` once this transaction has committed, and never if it
+    /// rolls back: work that must follow the commit, whoever commits (the
+    /// data API for its own write, a function for its whole call).
+    pub fn on_commit(&self, then: impl FnOnce() + Send + 'static) {
+        if let Ok(mut committed) = self.0.committed.lock() {
+            committed.push(Box::new(then));
+        }
+    }
+
+    fn take_committed(&self) -> Vec<Box<dyn FnOnce() + Send>> {
+        self.0
+            .committed
+            .lock()
+            .map(|mut committed| std::mem::take(&mut *committed))
+            .unwrap_or_default()
     }
 }
 

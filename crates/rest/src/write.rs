@@ -59,8 +59,15 @@ impl Hooks {
             return Ok(());
         }
         let statements = after.after(&changes)?;
-        if !statements.is_empty() {
-            db.transaction(statements).await?;
+        if statements.is_empty() {
+            return Ok(());
+        }
+        db.transaction(statements).await?;
+        // Whoever commits the transaction (this write, or the function whose
+        // call it is part of), the workers hear of the jobs then.
+        if let Executor::Transaction(transaction) = db {
+            let after = after.clone();
+            transaction.on_commit(move || after.committed());
         }
         Ok(())
     }
@@ -300,7 +307,7 @@ impl Rest {
             let transaction = database.begin(hooks.write_limit());
             let written =
                 Box::pin(self.insert((&transaction).into(), caller, table, request, body, options));
-            return settle(&transaction, written.await, &hooks).await;
+            return settle(&transaction, written.await).await;
         }
         let objects: Vec<&Map<String, Json>> = match body {
             Json::Object(object) => vec![object],
@@ -494,7 +501,7 @@ impl Rest {
             let transaction = database.begin(hooks.write_limit());
             let written =
                 Box::pin(self.update((&transaction).into(), caller, table, request, body, options));
-            return settle(&transaction, written.await, &hooks).await;
+            return settle(&transaction, written.await).await;
         }
         let object = body.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
             RestError::Body("the body must be a JSON object with the columns to change".into())
@@ -605,7 +612,7 @@ impl Rest {
             let transaction = database.begin(hooks.write_limit());
             let written =
                 Box::pin(self.delete((&transaction).into(), caller, table, request, options));
-            return settle(&transaction, written.await, &hooks).await;
+            return settle(&transaction, written.await).await;
         }
         if let (Some(triggers), Executor::Transaction(transaction)) = (&hooks.before, db) {
             for old in self.locked_rows(db, &access, request).await? {
@@ -869,14 +876,10 @@ fn update_set(
 async fn settle(
     transaction: &Transaction,
     written: Result<WriteResult, RestError>,
-    hooks: &Hooks,
 ) -> Result<WriteResult, RestError> {
     match written {
         Ok(result) => {
             transaction.commit().await?;
-            if let Some(after) = &hooks.after {
-                after.committed();
-            }
             Ok(result)
         }
         Err(error) => {

@@ -417,3 +417,42 @@ async fn an_upsert_that_merges_reaches_update_only_webhooks() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(delivered.try_recv().is_err());
 }
+
+/// The jobs a function's writes cause (after triggers of its `ctx.db`
+/// writes) wake the workers when the function's call commits, not at the
+/// next poll, which here is a minute away.
+#[tokio::test]
+async fn jobs_from_a_functions_writes_start_when_its_call_commits() {
+    let database = TestDatabase::sqlite();
+    let declared = format!(
+        "{NOTES}{}\n[functions.write_note]\nmodule = \"write_note.js\"\nroles = [\"authenticated\"]\n",
+        AFTER.replace("poll_ms = 50", "poll_ms = 60000")
+    );
+    let modules = [
+        MODULES[0],
+        MODULES[1],
+        (
+            "write_note.js",
+            "export default async (_args, ctx) => {
+               await ctx.db.from('notes').insert({ body: 'from a function' }).throwOnError();
+             }",
+        ),
+    ];
+    let server = kit::start_functions(&declared, &modules, &database).await;
+    let (status, body) = rpc(&server, Some(ALICE), "write_note", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    let recorded = until("the after trigger", async || {
+        let rows = server.all_rows("changes?select=event,body").await;
+        (!rows.as_array().unwrap().is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        recorded,
+        json!([{ "event": "INSERT", "body": "from a function" }])
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken, not polled"
+    );
+}
