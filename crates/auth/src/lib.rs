@@ -280,6 +280,13 @@ const EXPIRED_SESSIONS: gatehouse_db::Sql =
 const EXPIRED_LINKS: gatehouse_db::Sql =
     gatehouse_db::Sql::both("DELETE FROM gatehouse_one_time_tokens WHERE expires_at < $1");
 
+/// How surely a session's user was authenticated: the access token's `aal`
+/// and `amr`, kept with the session so that refreshing keeps them.
+struct Assurance {
+    aal: String,
+    amr: Json,
+}
+
 pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
@@ -623,6 +630,10 @@ impl Auth {
         let not_after = created + self.settings.session_lifetime;
         let refresh_token = random_token()?;
         let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+        let assurance = Assurance {
+            aal: "aal1".into(),
+            amr: json!([{ "method": method, "timestamp": created.unix_timestamp() }]),
+        };
         self.db
             .transaction(vec![
                 Statement::new(
@@ -634,6 +645,8 @@ impl Auth {
                         timestamp(not_after).into(),
                         text(&client.user_agent),
                         text(&client.ip),
+                        assurance.aal.clone().into(),
+                        assurance.amr.to_string().into(),
                     ],
                 ),
                 Statement::new(
@@ -646,15 +659,14 @@ impl Auth {
                 ),
             ])
             .await?;
-        self.session(keys, user, &session_id, method, refresh_token)
+        self.session(keys, user, (&session_id, assurance), refresh_token)
     }
 
     fn session(
         &self,
         keys: &KeySet,
         user: User,
-        session_id: &str,
-        method: &str,
+        (session_id, assurance): (&str, Assurance),
         refresh_token: String,
     ) -> Result<Session> {
         let issued = now();
@@ -666,8 +678,8 @@ impl Auth {
             "exp": expires_at.unix_timestamp(),
             "iat": issued.unix_timestamp(),
             "role": "authenticated",
-            "aal": "aal1",
-            "amr": [{"method": method, "timestamp": issued.unix_timestamp()}],
+            "aal": assurance.aal,
+            "amr": assurance.amr,
             "session_id": session_id,
             "is_anonymous": user.is_anonymous,
         });
@@ -709,6 +721,16 @@ impl Auth {
         let used_at = row.optional_text(1)?.map(str::to_owned);
         let user_id = row.text(2)?.to_owned();
         let at = now();
+        // Sessions from before their assurance was kept read as refreshed ones.
+        let assurance = Assurance {
+            aal: row.optional_text(3)?.unwrap_or("aal1").to_owned(),
+            amr: row
+                .optional_text(4)?
+                .and_then(|amr| serde_json::from_str(amr).ok())
+                .unwrap_or_else(
+                    || json!([{ "method": "token_refresh", "timestamp": at.unix_timestamp() }]),
+                ),
+        };
         if let Some(used_at) = used_at {
             let grace_ends = timestamp(
                 OffsetDateTime::parse(&used_at, &time::format_description::well_known::Rfc3339)
@@ -758,7 +780,7 @@ impl Auth {
             ])
             .await?;
         let user = self.user(&user_id).await?;
-        self.session(keys, user, &session_id, "token_refresh", next)
+        self.session(keys, user, (&session_id, assurance), next)
     }
 
     /// The refresh token that follows `token`: an HMAC of it under a key only the

@@ -50,8 +50,8 @@ pub const SIGNED_IN: Sql = Sql::both(
 pub const DELETE_USER: Sql = Sql::both("DELETE FROM gatehouse_users WHERE id = $1 RETURNING id");
 
 pub const INSERT_SESSION: Sql = Sql::both(
-    "INSERT INTO gatehouse_sessions (id, user_id, created_at, refreshed_at, not_after, user_agent, ip) \
-     VALUES ($1, $2, $3, $3, $4, $5, $6)",
+    "INSERT INTO gatehouse_sessions (id, user_id, created_at, refreshed_at, not_after, user_agent, ip, aal, amr) \
+     VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8)",
 );
 
 /// A session that exists, has not passed its absolute expiry, and whose user is
@@ -82,7 +82,7 @@ pub const INSERT_REFRESH: Sql = Sql::both(
 
 /// The token, its session, when it was spent (or NULL), and the session's user.
 pub const REFRESH_BY_HASH: Sql = Sql::both(
-    "SELECT r.session_id, r.used_at, s.user_id FROM gatehouse_refresh_tokens r \
+    "SELECT r.session_id, r.used_at, s.user_id, s.aal, s.amr FROM gatehouse_refresh_tokens r \
      JOIN gatehouse_sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
 );
 

@@ -413,6 +413,16 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 17,
+        name: "session assurance",
+        // A session's assurance level and how it was authenticated (the
+        // access token's `aal` and `amr`), kept so refreshing keeps them.
+        steps: &[
+            Sql::both("ALTER TABLE gatehouse_sessions ADD COLUMN aal TEXT"),
+            Sql::both("ALTER TABLE gatehouse_sessions ADD COLUMN amr TEXT"),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -46,9 +46,12 @@ async fn unsent_outbox_emails_move_into_the_job_queue() {
          next_attempt_at, sent_at) VALUES ($1, 'pat@example.com', 'Confirm', 'text', '<p>html</p>', \
          '2026-12-01T00:00:00.000000Z', '2026-12-01T00:00:00.000000Z', $2)",
     );
-    // Back to version 13: the ledger forgets 14 and later, 15's column goes.
+    // Back to version 13: the ledger forgets 14 and later, and what the later
+    // ones added that cannot be added twice goes (15's and 17's columns).
     const FORGET: Sql = Sql::both("DELETE FROM gatehouse_migrations WHERE version >= 14");
     const UNDO_15: Sql = Sql::both("ALTER TABLE gatehouse_jobs DROP COLUMN enqueued_by");
+    const UNDO_17_AAL: Sql = Sql::both("ALTER TABLE gatehouse_sessions DROP COLUMN aal");
+    const UNDO_17_AMR: Sql = Sql::both("ALTER TABLE gatehouse_sessions DROP COLUMN amr");
     const JOBS: Sql = Sql::both(
         "SELECT id, queue, function, payload, state, run_at FROM gatehouse_jobs ORDER BY id",
     );
@@ -63,6 +66,8 @@ async fn unsent_outbox_emails_move_into_the_job_queue() {
             ),
             Statement::new(&FORGET, vec![]),
             Statement::new(&UNDO_15, vec![]),
+            Statement::new(&UNDO_17_AAL, vec![]),
+            Statement::new(&UNDO_17_AMR, vec![]),
         ])
         .await
         .unwrap();

@@ -195,10 +195,14 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
     let newest = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(newest, old);
     let access = rotated["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        claims(&server, &access)["session_id"],
-        claims(&server, first["access_token"].as_str().unwrap())["session_id"]
+    let (before, after) = (
+        claims(&server, first["access_token"].as_str().unwrap()),
+        claims(&server, &access),
     );
+    assert_eq!(after["session_id"], before["session_id"]);
+    // Refreshing keeps how the session was authenticated, and when.
+    assert_eq!(after["aal"], "aal1");
+    assert_eq!(after["amr"], before["amr"]);
     assert_eq!(get_user(&server, &access).await.status(), 200);
 
     // The spent token again, after the grace period: the whole session ends.
