@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use gatehouse_db::Transaction;
 use gatehouse_jobs::{Handler, Job, NewJob, Runner, Running, Settings};
@@ -42,13 +41,12 @@ struct Request {
 }
 
 impl Queueing {
-    /// The door's host side for one call: enqueues inside `transaction` and
-    /// marks `enqueued`, so the call wakes the workers once it commits.
+    /// The door's host side for one call: enqueues inside `transaction`,
+    /// and wakes the workers once it commits (whoever commits it).
     pub(crate) fn door(
         self: &Arc<Self>,
         runtime: tokio::runtime::Handle,
         (transaction, caller): (Transaction, &Caller),
-        enqueued: Arc<AtomicBool>,
     ) -> crate::sandbox::Reader {
         let queueing = self.clone();
         let enqueuer = enqueuer(caller);
@@ -64,7 +62,8 @@ impl Queueing {
                         })
                 })
                 .map(|rows| {
-                    enqueued.store(true, Ordering::Release);
+                    let wake = queueing.wake.clone();
+                    transaction.on_commit(move || wake.notify_waiters());
                     let id = rows
                         .and_then(|mut rows| rows.pop())
                         .and_then(|rows| rows.first().and_then(|row| row.text(0).ok().map(str::to_owned)));

@@ -23,7 +23,6 @@ mod sandbox;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gatehouse_db::Transaction;
@@ -461,28 +460,20 @@ impl Functions {
         // Every query of the call runs in one transaction, committed when the
         // function returns and rolled back when it throws.
         let transaction = self.data.db.begin(function.write_limit);
-        let enqueued = Arc::new(AtomicBool::new(false));
         let ran = self
             .run(
                 (name, &function),
                 caller,
                 request_id,
                 (args, context),
-                (&transaction, &enqueued),
+                &transaction,
             )
             .await;
         match ran {
+            // Jobs the call enqueued wake the workers on the commit
+            // (`Transaction::on_commit`).
             Ok(value) => match transaction.commit().await {
-                Ok(()) => {
-                    if let Some(jobs) = self
-                        .jobs
-                        .as_ref()
-                        .filter(|_| enqueued.load(Ordering::Acquire))
-                    {
-                        jobs.wake.notify_waiters();
-                    }
-                    Ok(value)
-                }
+                Ok(()) => Ok(value),
                 Err(gatehouse_db::DbError::TransactionExpired) => Err(CallError::WriteExpired),
                 Err(error) => Err(CallError::Commit(error)),
             },
@@ -503,7 +494,7 @@ impl Functions {
         caller: &Caller,
         request_id: &str,
         (args, context): (Json, Json),
-        (transaction, enqueued): (&Transaction, &Arc<AtomicBool>),
+        transaction: &Transaction,
     ) -> Result<Json, Failure> {
         let depth = DEPTH.get();
         if depth >= MAX_DEPTH {
@@ -539,11 +530,7 @@ impl Functions {
                 })
             },
             jobs: match &self.jobs {
-                Some(jobs) => jobs.door(
-                    runtime.clone(),
-                    (transaction.clone(), caller),
-                    enqueued.clone(),
-                ),
+                Some(jobs) => jobs.door(runtime.clone(), (transaction.clone(), caller)),
                 None => {
                     Arc::new(|_| json!({ "error": "this server runs no job queue" }).to_string())
                 }
@@ -639,9 +626,7 @@ impl BeforeWrite for Functions {
                         caller,
                         "",
                         (json!({}), context),
-                        // Jobs a trigger enqueues commit with the write; the
-                        // workers find them at their next look.
-                        (transaction, &Arc::new(AtomicBool::new(false))),
+                        transaction,
                     )
                     .await;
                 match ran {

@@ -548,27 +548,21 @@ impl Rest {
         // could otherwise change one between the count and the update, which
         // would then skip it (READ COMMITTED checks the filters again) and read
         // as a failed check.
-        let mut visible = StatementBuilder::new(db.dialect());
-        if whole {
-            visible.push("SELECT ");
-            for (i, column) in access.table.columns.iter().enumerate() {
-                if i > 0 {
-                    visible.push(", ");
-                }
-                visible.output(None, column);
-            }
-            visible.push(" FROM ");
+        let visible = if whole {
+            locked_rows_select(db.dialect(), &access, request)?
         } else {
-            visible.push("SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM ");
-        }
-        visible.raw(&name).push(" AS \"t0\"");
-        let mut visible = where_clause(visible, &access, request)?;
-        if db.dialect() == Dialect::Postgres {
-            visible.push(" FOR UPDATE");
-        }
-        if !whole {
-            visible.push(") AS \"visible\"");
-        }
+            let mut count = StatementBuilder::new(db.dialect());
+            count
+                .push("SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM ")
+                .raw(&name)
+                .push(" AS \"t0\"");
+            let mut count = where_clause(count, &access, request)?;
+            if db.dialect() == Dialect::Postgres {
+                count.push(" FOR UPDATE");
+            }
+            count.push(") AS \"visible\"");
+            count
+        };
 
         let mut update = StatementBuilder::new(db.dialect());
         // Only tolerated owner values sent make a no-op that still reports the rows.
@@ -714,17 +708,8 @@ impl Rest {
             db.dialect(),
             "an upsert's existing row, for the after-commit work only",
         );
-        select.push("SELECT ");
-        for (i, column) in table.columns.iter().enumerate() {
-            if i > 0 {
-                select.push(", ");
-            }
-            select.output(None, column);
-        }
-        select
-            .push(" FROM ")
-            .raw(&table.name.quoted())
-            .push(" AS \"t0\" WHERE (1 = 1)");
+        every_column_of(&mut select, table);
+        select.push(" WHERE (1 = 1)");
         for column in target {
             select.push(" AND ").column("t0", &column.name).push(" = ");
             select.param(row[&column.name].clone(), Some(column.ty));
@@ -748,22 +733,7 @@ impl Rest {
         access: &Access<'_>,
         request: &Request,
     ) -> Result<Vec<Row>, RestError> {
-        let mut select = StatementBuilder::new(db.dialect());
-        select.push("SELECT ");
-        for (i, column) in access.table.columns.iter().enumerate() {
-            if i > 0 {
-                select.push(", ");
-            }
-            select.output(None, column);
-        }
-        select
-            .push(" FROM ")
-            .raw(&access.table.name.quoted())
-            .push(" AS \"t0\"");
-        let mut select = where_clause(select, access, request)?;
-        if db.dialect() == Dialect::Postgres {
-            select.push(" FOR UPDATE");
-        }
+        let select = locked_rows_select(db.dialect(), access, request)?;
         // Through the transaction's write path: its locks and its view are the write's.
         let mut rows = db.transaction(vec![select.finish()]).await?;
         Ok(rows.pop().unwrap_or_default())
@@ -793,13 +763,11 @@ impl Rest {
                     .iter()
                     .map(|(name, value)| (name.clone(), value.clone())),
             );
-            let new = match &hooks.before {
-                Some(triggers) => {
-                    self.triggered((triggers.as_ref(), transaction), access, new, Some(&old))
-                        .await?
-                }
-                None => new,
-            };
+            if let Some(triggers) = &hooks.before {
+                new = self
+                    .triggered((triggers.as_ref(), transaction), access, new, Some(&old))
+                    .await?;
+            }
             let changed: HashMap<Identifier, Value> = new
                 .into_iter()
                 .filter(|(name, value)| old.get(name) != Some(value))
@@ -845,6 +813,36 @@ impl Rest {
         hooks.hand_over(db, handed).await?;
         Ok(written)
     }
+}
+
+/// `SELECT` every column `FROM <table> AS "t0"`.
+fn every_column_of<S>(sql: &mut StatementBuilder<S>, table: &Table) {
+    sql.push("SELECT ");
+    for (i, column) in table.columns.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.output(None, column);
+    }
+    sql.push(" FROM ")
+        .raw(&table.name.quoted())
+        .push(" AS \"t0\"");
+}
+
+/// The rows a write's filters and policy select, every column, locked on
+/// PostgreSQL: what triggers and after-commit work see as the old rows.
+fn locked_rows_select(
+    dialect: Dialect,
+    access: &Access<'_>,
+    request: &Request,
+) -> Result<StatementBuilder<Decided>, RestError> {
+    let mut select = StatementBuilder::new(dialect);
+    every_column_of(&mut select, access.table);
+    let mut select = where_clause(select, access, request)?;
+    if dialect == Dialect::Postgres {
+        select.push(" FOR UPDATE");
+    }
+    Ok(select)
 }
 
 /// `UPDATE <table> AS "t0" SET` each of `columns` to its value in `values`;
