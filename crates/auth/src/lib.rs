@@ -13,6 +13,7 @@ mod cookies;
 mod email;
 mod links;
 mod live_sessions;
+pub mod mfa;
 mod password;
 pub mod sealing;
 mod store;
@@ -40,6 +41,7 @@ const LIVE_SESSIONS_REMEMBERED: usize = 100_000;
 
 pub use cookies::CookieSecrets;
 pub use links::{GeneratedLink, Kind, Proof, Side, Verified, recently_verified};
+pub use mfa::{Challenge, Enrolled, Factor};
 pub use password::{HashParams, Hasher, weakness};
 pub use throttle::ThrottleSettings;
 pub use user::User;
@@ -87,6 +89,31 @@ pub enum AuthError {
     OtpInvalid,
     #[error("The request lacks a valid CSRF token for its session cookie")]
     CsrfFailed,
+    #[error("Anonymous user not allowed to perform these actions")]
+    AnonymousNotAllowed,
+    #[error("Factor not found")]
+    FactorNotFound,
+    #[error("A factor with the friendly name {0:?} for this user already exists")]
+    FactorNameConflict(String),
+    #[error("Maximum number of enrolled factors reached, unenroll to continue")]
+    TooManyFactors,
+    #[error("AAL2 required to enroll a new factor")]
+    EnrolNeedsAal2,
+    #[error("AAL2 required to unenroll verified factor")]
+    UnenrolNeedsAal2,
+    #[error("MFA factor with the provided challenge ID not found")]
+    ChallengeNotFound,
+    #[error("Challenge and verify IP addresses mismatch.")]
+    ChallengeMismatch,
+    #[error(
+        "MFA challenge has expired, verify against another challenge or create a new challenge."
+    )]
+    ChallengeExpired,
+    #[error("Invalid TOTP code entered")]
+    FactorCodeInvalid,
+    /// Second factors need `GATEHOUSE_MFA_KEY`; the code is GoTrue's for the step.
+    #[error("{}", mfa_disabled_message(.0))]
+    MfaDisabled(&'static str),
     #[error("Too many failed sign-ins; try again later")]
     Throttled(Duration),
     /// This attempt's failure locked the account or address (answered like `Throttled`).
@@ -123,11 +150,34 @@ impl AuthError {
             AuthError::AnonymousDisabled => "anonymous_provider_disabled",
             AuthError::OtpInvalid => "otp_expired",
             AuthError::CsrfFailed => "csrf_failed",
+            AuthError::AnonymousNotAllowed => "no_authorization",
+            AuthError::FactorNotFound | AuthError::ChallengeNotFound => "mfa_factor_not_found",
+            AuthError::FactorNameConflict(_) => "mfa_factor_name_conflict",
+            AuthError::TooManyFactors => "too_many_enrolled_mfa_factors",
+            AuthError::EnrolNeedsAal2 | AuthError::UnenrolNeedsAal2 => "insufficient_aal",
+            AuthError::ChallengeMismatch => "mfa_ip_address_mismatch",
+            AuthError::ChallengeExpired => "mfa_challenge_expired",
+            AuthError::FactorCodeInvalid => "mfa_verification_failed",
+            AuthError::MfaDisabled(code) => code,
             AuthError::Throttled(_) | AuthError::Locked(_) => "over_request_rate_limit",
             AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
                 "unexpected_failure"
             }
         }
+    }
+}
+
+/// GoTrue's words for an `mfa_<kind>_<step>_not_enabled` code.
+fn mfa_disabled_message(code: &str) -> String {
+    let mut parts = code.split('_').skip(1);
+    let kind = match parts.next() {
+        Some("totp") => "TOTP",
+        Some("phone") => "Phone",
+        _ => "WebAuthn",
+    };
+    match parts.next() {
+        Some("enroll") => format!("MFA enroll is disabled for {kind}"),
+        _ => format!("MFA verification is disabled for {kind}"),
     }
 }
 
@@ -338,6 +388,8 @@ pub struct Auth {
     throttle: throttle::Throttle,
     /// Derives each refresh token's successor (see `successor`).
     successor_key: [u8; 32],
+    /// Seals second-factor secrets; without it factors are off (see `mfa`).
+    factor_key: Option<sealing::SealingKey>,
 }
 
 impl Auth {
@@ -364,6 +416,7 @@ impl Auth {
             issuer,
             wake,
             successor_key,
+            factor_key: None,
         })
     }
 
@@ -380,11 +433,16 @@ impl Auth {
         self.throttle.prune().await?;
         let before = gatehouse_db::timestamp(now() - EXPIRED_KEPT);
         self.db
-            .transaction(vec![
-                Statement::new(&EXPIRED_REFRESH_TOKENS, vec![before.clone().into()]),
-                Statement::new(&EXPIRED_SESSIONS, vec![before.clone().into()]),
-                Statement::new(&EXPIRED_LINKS, vec![before.into()]),
-            ])
+            .transaction(
+                vec![
+                    Statement::new(&EXPIRED_REFRESH_TOKENS, vec![before.clone().into()]),
+                    Statement::new(&EXPIRED_SESSIONS, vec![before.clone().into()]),
+                    Statement::new(&EXPIRED_LINKS, vec![before.into()]),
+                ]
+                .into_iter()
+                .chain(self.prune_factors())
+                .collect(),
+            )
             .await?;
         audit::AuditLog::new(self.db.clone())
             .prune(self.settings.audit_retention)
@@ -403,11 +461,15 @@ impl Auth {
             .map_err(AuthError::from)
     }
 
+    /// A user with their second factors.
     pub async fn user(&self, id: &str) -> Result<User> {
-        self.user_where(&store::USER_BY_ID, id)
+        let mut user = self
+            .user_where(&store::USER_BY_ID, id)
             .await?
             .map(|(user, _)| user)
-            .ok_or(AuthError::UserNotFound)
+            .ok_or(AuthError::UserNotFound)?;
+        user.factors = self.factors_of(id).await?;
+        Ok(user)
     }
 
     pub(crate) fn check_password(&self, password: &str) -> Result<()> {
@@ -531,6 +593,7 @@ impl Auth {
                     created_at: at.clone(),
                     updated_at: at,
                     last_sign_in_at: None,
+                    factors: Vec::new(),
                 }));
             }
             (user, _) => user?,
@@ -831,10 +894,22 @@ impl Auth {
         &self,
         statements: Vec<Statement>,
     ) -> Result<Vec<Vec<gatehouse_db::Row>>, gatehouse_db::DbError> {
+        self.end_sessions_if(statements, |_| true)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// [`Auth::end_sessions`], committed only when `accept` approves every
+    /// statement's rows (`None` when it did not).
+    async fn end_sessions_if(
+        &self,
+        statements: Vec<Statement>,
+        accept: fn(&[Vec<gatehouse_db::Row>]) -> bool,
+    ) -> Result<Option<Vec<Vec<gatehouse_db::Row>>>, gatehouse_db::DbError> {
         let db = self.db.clone();
         let live_sessions = self.live_sessions.clone();
         tokio::spawn(async move {
-            let outcome = db.transaction(statements).await;
+            let outcome = db.transaction_if(statements, accept).await;
             live_sessions.revoked();
             outcome
         })
@@ -1072,10 +1147,18 @@ impl Auth {
                 vec![to_i64(per_page), to_i64(offset)],
             ))
             .await?;
-        let users = rows
+        let mut users = rows
             .iter()
             .map(|row| User::from_row(row).map(|(user, _)| user))
             .collect::<Result<Vec<_>, _>>()?;
+        for (user_id, factor) in self
+            .factors_of_page((to_i64(per_page), to_i64(offset)))
+            .await?
+        {
+            if let Some(user) = users.iter_mut().find(|user| user.id == user_id) {
+                user.factors.push(factor);
+            }
+        }
         let total = self
             .db
             .query(Statement::new(&store::COUNT_USERS, vec![]))

@@ -14,6 +14,14 @@ use crate::{AuthError, Result};
 /// The operator's key: 32 bytes, given as base64.
 pub struct SealingKey(LessSafeKey);
 
+/// A new key, as `GATEHOUSE_MFA_KEY` holds it.
+pub fn generate_key() -> Result<SecretString> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| AuthError::Internal("random generator failed".into()))?;
+    Ok(STANDARD.encode(bytes).into())
+}
+
 impl SealingKey {
     /// From its base64 text (`GATEHOUSE_MFA_KEY`); anything but 32 bytes is refused.
     pub fn from_base64(text: &SecretString) -> std::result::Result<Self, String> {

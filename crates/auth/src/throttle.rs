@@ -38,6 +38,8 @@ pub struct ThrottleSettings {
     pub per_address: u32,
     /// Wrong codes for one email within `window` that spend its codes and lock it.
     pub per_code: u32,
+    /// Wrong codes for one second factor within `window` that lock it.
+    pub per_factor: u32,
     pub window: Duration,
     /// The first lock; each further one doubles, up to `longest_lock`.
     pub first_lock: Duration,
@@ -53,6 +55,7 @@ impl Default for ThrottleSettings {
             per_account: 100,
             per_address: 100,
             per_code: 5,
+            per_factor: 5,
             window: Duration::from_secs(15 * 60),
             first_lock: Duration::from_secs(5 * 60),
             longest_lock: Duration::from_secs(60 * 60),
@@ -188,6 +191,15 @@ pub(crate) fn code_counter(email: &str, settings: &ThrottleSettings) -> Counter 
     Counter {
         key: format!("code:{}", email_key(email)),
         most: settings.per_code,
+    }
+}
+
+/// The key for codes of one second factor: a guess at it is a guess at the
+/// account, wherever it comes from.
+pub(crate) fn factor_counter(factor_id: &str, settings: &ThrottleSettings) -> Counter {
+    Counter {
+        key: format!("factor:{factor_id}"),
+        most: settings.per_factor,
     }
 }
 

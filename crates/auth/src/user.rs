@@ -14,6 +14,8 @@ pub struct User {
     pub created_at: String,
     pub updated_at: String,
     pub last_sign_in_at: Option<String>,
+    /// Second factors, verified or not (filled by `Auth::user`).
+    pub factors: Vec<crate::Factor>,
 }
 
 impl User {
@@ -36,6 +38,7 @@ impl User {
                 created_at: row.text(7)?.to_owned(),
                 updated_at: row.text(8)?.to_owned(),
                 last_sign_in_at: text(9)?,
+                factors: Vec::new(),
             },
             text(10)?,
         ))

@@ -423,6 +423,45 @@ const MIGRATIONS: &[Migration] = &[
             Sql::both("ALTER TABLE gatehouse_sessions ADD COLUMN amr TEXT"),
         ],
     },
+    Migration {
+        version: 18,
+        name: "second factors",
+        // TOTP factors (the secret sealed under the operator's key, bound to
+        // the row; the last step a code was accepted for, so each code works
+        // once) and their challenges, each bound to the address that asked.
+        steps: &[
+            Sql {
+                sqlite: "CREATE TABLE IF NOT EXISTS gatehouse_mfa_factors (id TEXT PRIMARY KEY, \
+                         user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                         friendly_name TEXT, factor_type TEXT NOT NULL, status TEXT NOT NULL, \
+                         secret TEXT NOT NULL, last_step INTEGER, last_challenged_at TEXT, \
+                         created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+                postgres: "CREATE TABLE IF NOT EXISTS gatehouse_mfa_factors (id TEXT PRIMARY KEY, \
+                           user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                           friendly_name TEXT, factor_type TEXT NOT NULL, status TEXT NOT NULL, \
+                           secret TEXT NOT NULL, last_step BIGINT, last_challenged_at TEXT, \
+                           created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            },
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_mfa_factors_user ON gatehouse_mfa_factors (user_id)",
+            ),
+            Sql::both(
+                "CREATE UNIQUE INDEX IF NOT EXISTS gatehouse_mfa_factors_name ON gatehouse_mfa_factors \
+                 (user_id, friendly_name) WHERE friendly_name IS NOT NULL",
+            ),
+            Sql::both(
+                "CREATE TABLE IF NOT EXISTS gatehouse_mfa_challenges (id TEXT PRIMARY KEY, \
+                 factor_id TEXT NOT NULL REFERENCES gatehouse_mfa_factors (id) ON DELETE CASCADE, \
+                 ip TEXT, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, verified_at TEXT)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_mfa_challenges_factor ON gatehouse_mfa_challenges (factor_id)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_mfa_challenges_expires_at ON gatehouse_mfa_challenges (expires_at)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -61,14 +61,21 @@ impl Audit {
         actor: impl FnOnce(&T) -> Option<String>,
         detail: serde_json::Value,
     ) {
+        let actor = result.as_ref().ok().and_then(actor);
+        self.outcome_by(action, result, actor, detail).await;
+    }
+
+    /// [`Audit::outcome`] by an actor known whatever the outcome (the signed-in
+    /// user), so failures are theirs too.
+    pub async fn outcome_by<T>(
+        &self,
+        action: &'static str,
+        result: &Result<T, AuthError>,
+        actor: Option<String>,
+        detail: serde_json::Value,
+    ) {
         let event = match result {
-            Ok(value) => {
-                let event = Event::new(action, "success").with(detail);
-                match actor(value) {
-                    Some(actor) => event.by(actor),
-                    None => event,
-                }
-            }
+            Ok(_) => Event::new(action, "success").with(detail),
             Err(error) => {
                 let mut detail = detail;
                 detail["error"] = json!(error.code());
@@ -77,6 +84,10 @@ impl Audit {
                 }
                 Event::new(action, "failure").with(detail)
             }
+        };
+        let event = match actor {
+            Some(actor) => event.by(actor),
+            None => event,
         };
         self.record(event).await;
     }

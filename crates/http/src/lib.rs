@@ -101,6 +101,30 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::post(routes::auth::generate_link::post),
         )
         .route(
+            "/auth/v1/factors",
+            axum::routing::post(routes::auth::factors::enrol),
+        )
+        .route(
+            "/auth/v1/factors/{id}",
+            axum::routing::delete(routes::auth::factors::unenrol),
+        )
+        .route(
+            "/auth/v1/factors/{id}/challenge",
+            axum::routing::post(routes::auth::factors::challenge),
+        )
+        .route(
+            "/auth/v1/factors/{id}/verify",
+            axum::routing::post(routes::auth::factors::verify),
+        )
+        .route(
+            "/auth/v1/admin/users/{id}/factors",
+            axum::routing::get(routes::auth::factors::admin_list),
+        )
+        .route(
+            "/auth/v1/admin/users/{id}/factors/{factor_id}",
+            axum::routing::delete(routes::auth::factors::admin_delete),
+        )
+        .route(
             "/auth/v1/admin/users/{id}",
             axum::routing::get(routes::auth::admin_users::get)
                 .put(routes::auth::admin_users::update)

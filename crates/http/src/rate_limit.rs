@@ -68,7 +68,9 @@ impl RateLimits {
         ];
         // Changing the password costs hashes and changing the email sends mail.
         let user_update = path == "/auth/v1/user" && *method == Method::PUT;
-        if AUTH.contains(&path) || user_update {
+        // Enrolments and challenges add rows; verifications guess codes.
+        let factors = path.starts_with("/auth/v1/factors") && *method == Method::POST;
+        if AUTH.contains(&path) || user_update || factors {
             return Some((self.auth, false));
         }
         let under = |prefix: &str| {

@@ -4,7 +4,7 @@
 //! they go on the wire.
 
 use gatehouse_auth::audit::Entry;
-use gatehouse_auth::{Session, User};
+use gatehouse_auth::{Challenge, Enrolled, Factor, Session, User};
 use gatehouse_storage::{Bucket, ListEntry, ObjectRow};
 use serde_json::{Value, json};
 
@@ -22,11 +22,44 @@ pub fn user(user: &User) -> Value {
         "app_metadata": user.app_metadata,
         "user_metadata": user.user_metadata,
         "identities": [],
+        "factors": user.factors.iter().map(factor).collect::<Vec<_>>(),
         "created_at": user.created_at,
         "updated_at": user.updated_at,
         "banned_until": user.banned_until,
         "is_anonymous": user.is_anonymous,
     })
+}
+
+/// A second factor as Supabase Auth lists it in the user object.
+pub fn factor(factor: &Factor) -> Value {
+    json!({
+        "id": factor.id,
+        "friendly_name": factor.friendly_name,
+        "factor_type": factor.factor_type,
+        "status": factor.status,
+        "created_at": factor.created_at,
+        "updated_at": factor.updated_at,
+        "last_challenged_at": factor.last_challenged_at,
+    })
+}
+
+/// The answer to `mfa.enroll`: the secret is shown this once.
+pub fn enrolled(enrolled: &Enrolled) -> Value {
+    json!({
+        "id": enrolled.factor.id,
+        "type": enrolled.factor.factor_type,
+        "friendly_name": enrolled.factor.friendly_name.clone().unwrap_or_default(),
+        "totp": {
+            "qr_code": enrolled.qr_code,
+            "secret": enrolled.secret,
+            "uri": enrolled.uri,
+        },
+    })
+}
+
+/// The answer to `mfa.challenge`.
+pub fn challenge(challenge: &Challenge) -> Value {
+    json!({"id": challenge.id, "type": "totp", "expires_at": challenge.expires_at})
 }
 
 /// Supabase Auth's session, with its user.

@@ -9,6 +9,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use gatehouse_auth::sealing::SealingKey;
 use gatehouse_db::Location;
 use gatehouse_keys::{
     ApiKeys, ApiRole, KeyOrigin, KeySet, PresentedKey, SigningAlgorithm, generate_api_key, weakness,
@@ -21,6 +22,7 @@ pub const PUBLISHABLE_FILE: &str = "publishable.key";
 pub const SECRET_FILE: &str = "secret.key";
 pub const SIGNING_KEYS_FILE: &str = "signing-keys.json";
 pub const DATABASE_FILE: &str = "gatehouse.db";
+pub const FACTOR_KEY_FILE: &str = "mfa.key";
 
 const MIN_API_KEY_LEN: usize = 32;
 const MIN_DATABASE_PASSWORD_LEN: usize = 16;
@@ -50,6 +52,9 @@ pub struct Secrets {
     /// Each outbound webhook's signing secret, from
     /// `GATEHOUSE_WEBHOOK_SECRET_<NAME>` or its `_FILE`.
     pub webhook_secrets: HashMap<String, SecretString>,
+    /// `GATEHOUSE_MFA_KEY`: seals second-factor secrets; without it (possible
+    /// only in production) factors are off.
+    pub factor_key: Option<SealingKey>,
 }
 
 /// Every declared hook's and webhook's secret, by name: `GATEHOUSE_<KIND>_SECRET_<NAME>`
@@ -268,7 +273,41 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         function_secrets: function_secrets(config, env)?,
         hook_secrets: hook_secrets(config, env)?,
         webhook_secrets: webhook_secrets(config, env)?,
+        factor_key: Some(development_factor_key(config, env)?),
     })
+}
+
+/// `GATEHOUSE_MFA_KEY`, or in development the key generated once into the
+/// data folder.
+fn development_factor_key(config: &Config, env: Env) -> anyhow::Result<SealingKey> {
+    if let Some(key) = factor_key(env)? {
+        return Ok(key);
+    }
+    let path = config.data_dir.join(FACTOR_KEY_FILE);
+    let text: SecretString = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim_end().to_owned().into(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = gatehouse_auth::sealing::generate_key()?;
+            gatehouse_keys::write_private_file(&path, key.expose_secret().as_bytes())?;
+            key
+        }
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    SealingKey::from_base64(&text)
+        .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))
+}
+
+/// `GATEHOUSE_MFA_KEY` (or its `_FILE`): 32 random bytes as base64.
+fn factor_key(env: Env) -> anyhow::Result<Option<SealingKey>> {
+    read_secret(env, "MFA_KEY")?
+        .map(|text| {
+            SealingKey::from_base64(&text).map_err(|problem| {
+                anyhow::anyhow!(
+                    "GATEHOUSE_MFA_KEY: {problem}; make one with `openssl rand -base64 32`"
+                )
+            })
+        })
+        .transpose()
 }
 
 fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
@@ -365,6 +404,10 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 .into(),
         );
     }
+    let factor_key = factor_key(env).unwrap_or_else(|error| {
+        problems.push(format!("{error:#}"));
+        None
+    });
     let s3_keys = s3_keys(env)?;
     if config.storage.s3.is_some() && s3_keys.is_none() {
         problems.push(
@@ -393,6 +436,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 function_secrets: function_secrets(config, env)?,
                 hook_secrets: hook_secrets(config, env)?,
                 webhook_secrets: webhook_secrets(config, env)?,
+                factor_key,
             })
         }
         _ => bail!(

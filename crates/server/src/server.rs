@@ -53,6 +53,15 @@ pub async fn start(
             .await
             .context("cannot apply the declared schema (run `gatehouse migrate --dry-run` to see the plan)")?;
     }
+    if secrets.factor_key.is_none() {
+        if gatehouse_auth::mfa::any_factor(&db).await? {
+            anyhow::bail!(
+                "production mode refuses to start: users have second factors and GATEHOUSE_MFA_KEY, \
+                 the key their secrets are sealed with, is missing"
+            );
+        }
+        tracing::warn!("no GATEHOUSE_MFA_KEY: second factors (MFA) are off");
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -154,7 +163,8 @@ pub async fn start(
             .api_keys
             .derive_key("gatehouse refresh token successors v1"),
     )
-    .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?
+    .with_factor_key(secrets.factor_key);
     let state = AppState::new(Parts {
         db,
         signing_keys: secrets.signing_keys,

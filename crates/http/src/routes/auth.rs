@@ -4,6 +4,7 @@
 
 pub mod admin_audit;
 pub mod admin_users;
+pub mod factors;
 pub mod generate_link;
 pub mod logout;
 pub mod otp;
@@ -41,16 +42,26 @@ pub fn auth_error(error: AuthError) -> ApiError {
             .with_details(reasons);
         }
         AuthError::UserAlreadyExists
+        | AuthError::FactorNameConflict(_)
+        | AuthError::TooManyFactors
+        | AuthError::UnenrolNeedsAal2
+        | AuthError::ChallengeNotFound
+        | AuthError::ChallengeMismatch
+        | AuthError::ChallengeExpired
+        | AuthError::FactorCodeInvalid
+        | AuthError::MfaDisabled(_)
         | AuthError::EmailExists
         | AuthError::ReauthenticationInvalid
         | AuthError::PasswordTooLong
         | AuthError::SignupDisabled
         | AuthError::AnonymousDisabled => StatusCode::UNPROCESSABLE_ENTITY,
         AuthError::SessionNotFound
+        | AuthError::AnonymousNotAllowed
+        | AuthError::EnrolNeedsAal2
         | AuthError::UserBanned
         | AuthError::OtpInvalid
         | AuthError::CsrfFailed => StatusCode::FORBIDDEN,
-        AuthError::UserNotFound => StatusCode::NOT_FOUND,
+        AuthError::UserNotFound | AuthError::FactorNotFound => StatusCode::NOT_FOUND,
         AuthError::Throttled(wait) | AuthError::Locked(wait) => {
             return ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::kit::{self, TestServer, json};
 
-async fn start(configure: impl FnOnce(&mut gatehouse_server::config::Config)) -> TestServer {
+pub(crate) async fn start(
+    configure: impl FnOnce(&mut gatehouse_server::config::Config),
+) -> TestServer {
     kit::start_with(
         |config| {
             config.auth.email_confirmation = false;
@@ -21,14 +23,14 @@ async fn start(configure: impl FnOnce(&mut gatehouse_server::config::Config)) ->
     .await
 }
 
-fn auth(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn auth(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
     server
         .client
         .request(method, format!("{}/auth/v1/{path}", server.url))
         .header("apikey", &server.publishable)
 }
 
-async fn sign_up(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
+pub(crate) async fn sign_up(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
     auth(server, Method::POST, "signup")
         .json(&json!({"email": email, "password": password}))
         .send()
@@ -36,7 +38,7 @@ async fn sign_up(server: &TestServer, email: &str, password: &str) -> reqwest::R
         .unwrap()
 }
 
-async fn sign_in(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
     auth(server, Method::POST, "token?grant_type=password")
         .json(&json!({"email": email, "password": password}))
         .send()
@@ -44,7 +46,7 @@ async fn sign_in(server: &TestServer, email: &str, password: &str) -> reqwest::R
         .unwrap()
 }
 
-async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
+pub(crate) async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
     auth(server, Method::POST, "token?grant_type=refresh_token")
         .json(&json!({"refresh_token": token}))
         .send()
@@ -52,7 +54,7 @@ async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn get_user(server: &TestServer, token: &str) -> reqwest::Response {
+pub(crate) async fn get_user(server: &TestServer, token: &str) -> reqwest::Response {
     auth(server, Method::GET, "user")
         .bearer_auth(token)
         .send()

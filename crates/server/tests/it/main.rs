@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod kit;
 mod limits;
+mod mfa;
 mod middleware;
 mod migrate;
 mod objects;
