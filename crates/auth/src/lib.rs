@@ -14,6 +14,7 @@ mod email;
 mod links;
 mod live_sessions;
 pub mod mfa;
+pub mod oauth;
 mod password;
 pub mod sealing;
 mod store;
@@ -42,6 +43,7 @@ const LIVE_SESSIONS_REMEMBERED: usize = 100_000;
 pub use cookies::CookieSecrets;
 pub use links::{GeneratedLink, Kind, Proof, Side, Verified, recently_verified};
 pub use mfa::{Challenge, Enrolled, Factor};
+pub use oauth::{Arrival, Begun, Failed, Identity, Landing};
 pub use password::{HashParams, Hasher, weakness};
 pub use throttle::ThrottleSettings;
 pub use user::User;
@@ -114,6 +116,22 @@ pub enum AuthError {
     /// Second factors need `GATEHOUSE_MFA_KEY`; the code is GoTrue's for the step.
     #[error("{}", mfa_disabled_message(.0))]
     MfaDisabled(&'static str),
+    #[error("OAuth state is invalid, expired or was used already")]
+    BadOAuthState,
+    #[error("The provider did not confirm the sign-in")]
+    ProviderRefused,
+    #[error("The provider could not be reached")]
+    ProviderUnavailable,
+    #[error("Invalid or expired auth code")]
+    FlowStateInvalid,
+    #[error("code challenge does not match previously saved code verifier")]
+    CodeVerifierMismatch,
+    #[error("Identity is already linked to another user")]
+    IdentityAlreadyExists,
+    #[error("Identity doesn't exist")]
+    IdentityNotFound,
+    #[error("User must have at least 1 identity after unlinking")]
+    SingleIdentity,
     #[error("Too many failed sign-ins; try again later")]
     Throttled(Duration),
     /// This attempt's failure locked the account or address (answered like `Throttled`).
@@ -159,6 +177,14 @@ impl AuthError {
             AuthError::ChallengeExpired => "mfa_challenge_expired",
             AuthError::FactorCodeInvalid => "mfa_verification_failed",
             AuthError::MfaDisabled(code) => code,
+            AuthError::BadOAuthState => "bad_oauth_state",
+            AuthError::ProviderRefused => "bad_oauth_callback",
+            AuthError::ProviderUnavailable => "oauth_provider_unavailable",
+            AuthError::FlowStateInvalid => "flow_state_not_found",
+            AuthError::CodeVerifierMismatch => "bad_code_verifier",
+            AuthError::IdentityAlreadyExists => "identity_already_exists",
+            AuthError::IdentityNotFound => "identity_not_found",
+            AuthError::SingleIdentity => "single_identity_not_deletable",
             AuthError::Throttled(_) | AuthError::Locked(_) => "over_request_rate_limit",
             AuthError::Config(_) | AuthError::Internal(_) | AuthError::Database(_) => {
                 "unexpected_failure"
@@ -390,6 +416,8 @@ pub struct Auth {
     successor_key: [u8; 32],
     /// Seals second-factor secrets; without it factors are off (see `mfa`).
     factor_key: Option<sealing::SealingKey>,
+    /// Other identity providers users may sign in with (see `oauth`).
+    providers: Option<gatehouse_oauth::Providers>,
 }
 
 impl Auth {
@@ -417,6 +445,7 @@ impl Auth {
             wake,
             successor_key,
             factor_key: None,
+            providers: None,
         })
     }
 
@@ -441,6 +470,7 @@ impl Auth {
                 ]
                 .into_iter()
                 .chain(self.prune_factors())
+                .chain(self.prune_provider_flows())
                 .collect(),
             )
             .await?;
@@ -469,6 +499,7 @@ impl Auth {
             .map(|(user, _)| user)
             .ok_or(AuthError::UserNotFound)?;
         user.factors = self.factors_of(id).await?;
+        user.identities = self.identities_of(id).await?;
         Ok(user)
     }
 
@@ -594,6 +625,7 @@ impl Auth {
                     updated_at: at,
                     last_sign_in_at: None,
                     factors: Vec::new(),
+                    identities: Vec::new(),
                 }));
             }
             (user, _) => user?,
@@ -1157,6 +1189,14 @@ impl Auth {
         {
             if let Some(user) = users.iter_mut().find(|user| user.id == user_id) {
                 user.factors.push(factor);
+            }
+        }
+        for identity in self
+            .identities_of_page((to_i64(per_page), to_i64(offset)))
+            .await?
+        {
+            if let Some(user) = users.iter_mut().find(|user| user.id == identity.user_id) {
+                user.identities.push(identity);
             }
         }
         let total = self

@@ -16,6 +16,8 @@ pub struct User {
     pub last_sign_in_at: Option<String>,
     /// Second factors, verified or not (filled by `Auth::user`).
     pub factors: Vec<crate::Factor>,
+    /// Accounts at other providers linked to this one (filled by `Auth::user`).
+    pub identities: Vec<crate::Identity>,
 }
 
 impl User {
@@ -39,6 +41,7 @@ impl User {
                 updated_at: row.text(8)?.to_owned(),
                 last_sign_in_at: text(9)?,
                 factors: Vec::new(),
+                identities: Vec::new(),
             },
             text(10)?,
         ))

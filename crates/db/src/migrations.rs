@@ -462,6 +462,45 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 19,
+        name: "identities and provider sign-in",
+        // Accounts at other providers linked to users (one per provider
+        // account), the flows under way to a provider (keyed by the state's
+        // hash, spent once, bound to the browser that began them), and the
+        // codes a PKCE client exchanges for its session.
+        steps: &[
+            Sql::both(
+                "CREATE TABLE IF NOT EXISTS gatehouse_identities (id TEXT PRIMARY KEY, \
+                 user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                 provider TEXT NOT NULL, provider_id TEXT NOT NULL, email TEXT, \
+                 identity_data TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, \
+                 last_sign_in_at TEXT, UNIQUE (provider, provider_id))",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_identities_user ON gatehouse_identities (user_id)",
+            ),
+            Sql::both(
+                "CREATE TABLE IF NOT EXISTS gatehouse_oauth_flows (state_hash TEXT PRIMARY KEY, \
+                 provider TEXT NOT NULL, browser_hash TEXT, redirect_to TEXT NOT NULL, \
+                 pkce_verifier TEXT NOT NULL, nonce TEXT NOT NULL, code_challenge TEXT, \
+                 code_challenge_method TEXT, link_user_id TEXT, created_at TEXT NOT NULL, \
+                 expires_at TEXT NOT NULL)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_oauth_flows_expires_at ON gatehouse_oauth_flows (expires_at)",
+            ),
+            Sql::both(
+                "CREATE TABLE IF NOT EXISTS gatehouse_auth_codes (code_hash TEXT PRIMARY KEY, \
+                 user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
+                 method TEXT NOT NULL, code_challenge TEXT NOT NULL, code_challenge_method TEXT NOT NULL, \
+                 created_at TEXT NOT NULL, expires_at TEXT NOT NULL)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_auth_codes_expires_at ON gatehouse_auth_codes (expires_at)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -12,8 +12,14 @@ use http::request::Parts;
 
 use crate::{ApiError, AppState, Surface};
 
-/// Paths under the keyed prefixes that anyone may read.
-const PUBLIC: &[&str] = &["/auth/v1/.well-known/jwks.json", "/auth/v1/verify"];
+/// Paths under the keyed prefixes that anyone may read: browsers navigate to
+/// the email links and the provider sign-in legs without headers of their own.
+const PUBLIC: &[&str] = &[
+    "/auth/v1/.well-known/jwks.json",
+    "/auth/v1/verify",
+    "/auth/v1/authorize",
+    "/auth/v1/callback",
+];
 
 /// The request's API key, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +145,8 @@ mod tests {
         for path in [
             "/health",
             "/auth/v1/.well-known/jwks.json",
+            "/auth/v1/authorize",
+            "/auth/v1/callback",
             "/rest/v10",
             "/",
             "/storage/v1/object/public/avatars/a.png",

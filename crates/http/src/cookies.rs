@@ -14,6 +14,8 @@ use crate::{ApiError, headers};
 
 pub const SESSION: &str = "__Host-gh-session";
 pub const CSRF: &str = "__Host-gh-csrf";
+/// Binds a provider sign-in to the browser that began it, for its ten minutes.
+pub const OAUTH_FLOW: &str = "__Host-gh-oauth";
 
 /// The client asked for a cookie session, and they are on.
 pub fn wanted(state: &AppState, request: &HeaderMap) -> bool {
@@ -47,12 +49,30 @@ pub fn clear(response: &mut HeaderMap) {
 
 /// The session cookie's value, if the request carries one.
 pub fn session(request: &HeaderMap) -> Option<&str> {
+    named(request, SESSION)
+}
+
+fn named<'a>(request: &'a HeaderMap, name: &str) -> Option<&'a str> {
     request
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(SESSION)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Sets (or with `None`, clears) the provider sign-in's browser binding.
+pub fn set_oauth_flow(response: &mut HeaderMap, secret: Option<&str>) {
+    let max_age = if secret.is_some() { 600 } else { 0 };
+    response.extend(
+        cookie(OAUTH_FLOW, secret.unwrap_or_default(), true, Some(max_age))
+            .map(|v| (header::SET_COOKIE, v)),
+    );
+}
+
+/// The provider sign-in's browser binding, if the request carries it.
+pub fn oauth_flow(request: &HeaderMap) -> Option<&str> {
+    named(request, OAUTH_FLOW)
 }
 
 fn is_unsafe(method: &Method) -> bool {

@@ -101,6 +101,23 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::post(routes::auth::generate_link::post),
         )
         .route(
+            "/auth/v1/authorize",
+            axum::routing::get(routes::auth::identities::authorize),
+        )
+        .route(
+            "/auth/v1/callback",
+            axum::routing::get(routes::auth::identities::callback_get)
+                .post(routes::auth::identities::callback_post),
+        )
+        .route(
+            "/auth/v1/user/identities/authorize",
+            axum::routing::get(routes::auth::identities::link),
+        )
+        .route(
+            "/auth/v1/user/identities/{id}",
+            axum::routing::delete(routes::auth::identities::unlink),
+        )
+        .route(
             "/auth/v1/factors",
             axum::routing::post(routes::auth::factors::enrol),
         )

@@ -65,6 +65,9 @@ impl RateLimits {
             "/auth/v1/verify",
             "/auth/v1/resend",
             "/auth/v1/reauthenticate",
+            "/auth/v1/authorize",
+            "/auth/v1/callback",
+            "/auth/v1/user/identities/authorize",
         ];
         // Changing the password costs hashes and changing the email sends mail.
         let user_update = path == "/auth/v1/user" && *method == Method::PUT;

@@ -4,7 +4,7 @@
 //! they go on the wire.
 
 use gatehouse_auth::audit::Entry;
-use gatehouse_auth::{Challenge, Enrolled, Factor, Session, User};
+use gatehouse_auth::{Challenge, Enrolled, Factor, Identity, Session, User};
 use gatehouse_storage::{Bucket, ListEntry, ObjectRow};
 use serde_json::{Value, json};
 
@@ -21,12 +21,60 @@ pub fn user(user: &User) -> Value {
         "last_sign_in_at": user.last_sign_in_at,
         "app_metadata": user.app_metadata,
         "user_metadata": user.user_metadata,
-        "identities": [],
+        "identities": identities(user),
         "factors": user.factors.iter().map(factor).collect::<Vec<_>>(),
         "created_at": user.created_at,
         "updated_at": user.updated_at,
         "banned_until": user.banned_until,
         "is_anonymous": user.is_anonymous,
+    })
+}
+
+/// The user's identities as GoTrue lists them: an account that signed up
+/// with its email has the `email` identity, then each linked provider's.
+fn identities(user: &User) -> Vec<Value> {
+    let signed_up_by_email = user.app_metadata["providers"]
+        .as_array()
+        .is_some_and(|providers| providers.iter().any(|p| p == "email"));
+    let email = user
+        .email
+        .as_ref()
+        .filter(|_| signed_up_by_email)
+        .map(|email| {
+            json!({
+                "identity_id": user.id,
+                "id": user.id,
+                "user_id": user.id,
+                "identity_data": {
+                    "sub": user.id,
+                    "email": email,
+                    "email_verified": user.email_confirmed_at.is_some(),
+                    "phone_verified": false,
+                },
+                "provider": "email",
+                "email": email,
+                "last_sign_in_at": user.last_sign_in_at,
+                "created_at": user.created_at,
+                "updated_at": user.updated_at,
+            })
+        });
+    email
+        .into_iter()
+        .chain(user.identities.iter().map(identity))
+        .collect()
+}
+
+fn identity(identity: &Identity) -> Value {
+    json!({
+        "identity_id": identity.id,
+        "id": identity.provider_id,
+        "user_id": identity.user_id,
+        "identity_data": identity.identity_data,
+        "provider": identity.provider,
+        "email": identity.email,
+        "last_sign_in_at": identity.last_sign_in_at,
+        "created_at": identity.created_at,
+        "updated_at": identity.updated_at,
     })
 }
 

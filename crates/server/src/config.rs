@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::listener::ConnectionLimits;
 
 mod background;
+mod providers;
 
 use background::{
     CronEntry, HookDecl, JobsSection, WebhookDecl, checked_hooks, checked_webhooks, cron_schedules,
@@ -124,6 +125,9 @@ pub struct Config {
     pub hooks: IndexMap<String, HookConfig>,
     /// `[[webhooks]]`: table changes delivered, signed, to a URL.
     pub webhooks: Vec<WebhookConfig>,
+    /// `[auth.providers.<name>]`: sign-in through other identity providers
+    /// (secrets filled in from `GATEHOUSE_OAUTH_SECRET_<NAME>` at start).
+    pub providers: Vec<gatehouse_oauth::ProviderConfig>,
 }
 
 /// `[storage]`: where object bytes live, their bounds, and the storage policies.
@@ -288,6 +292,8 @@ struct AuthSection {
     /// How long this instance trusts its own finding that a session is live.
     session_check_secs: Option<Bounded<0, 60>>,
     audit_retention_days: Option<Bounded<1, 3650>>,
+    #[serde(default)]
+    providers: IndexMap<String, providers::ProviderDecl>,
 }
 
 #[derive(Deserialize, Default)]
@@ -622,7 +628,7 @@ impl Config {
     }
 
     fn assemble(
-        file: FileConfig,
+        mut file: FileConfig,
         (schema, policies, storage_policies): Compiled,
         overrides: &Overrides,
         env: Env,
@@ -733,6 +739,7 @@ impl Config {
             schema,
             policies,
             auth: auth_settings(&file.auth),
+            providers: providers::checked_providers(std::mem::take(&mut file.auth.providers))?,
             email_from: file
                 .auth
                 .email_from

@@ -55,6 +55,9 @@ pub struct Secrets {
     /// `GATEHOUSE_MFA_KEY`: seals second-factor secrets; without it (possible
     /// only in production) factors are off.
     pub factor_key: Option<SealingKey>,
+    /// Each identity provider's client secret, from
+    /// `GATEHOUSE_OAUTH_SECRET_<NAME>` or its `_FILE`.
+    pub oauth_secrets: HashMap<String, SecretString>,
 }
 
 /// Every declared hook's and webhook's secret, by name: `GATEHOUSE_<KIND>_SECRET_<NAME>`
@@ -95,6 +98,17 @@ fn hook_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, Sec
     named_secrets(
         ("hook", "refuses every delivery"),
         config.hooks.keys(),
+        (config.mode, env),
+    )
+}
+
+fn oauth_secrets(config: &Config, env: Env) -> anyhow::Result<HashMap<String, SecretString>> {
+    named_secrets(
+        (
+            "oauth",
+            "signs in as a public client, which most providers refuse",
+        ),
+        config.providers.iter().map(|provider| &provider.name),
         (config.mode, env),
     )
 }
@@ -274,6 +288,7 @@ fn development(config: &Config, env: Env) -> anyhow::Result<Secrets> {
         hook_secrets: hook_secrets(config, env)?,
         webhook_secrets: webhook_secrets(config, env)?,
         factor_key: Some(development_factor_key(config, env)?),
+        oauth_secrets: oauth_secrets(config, env)?,
     })
 }
 
@@ -437,6 +452,7 @@ fn production(config: &Config, env: Env) -> anyhow::Result<Secrets> {
                 hook_secrets: hook_secrets(config, env)?,
                 webhook_secrets: webhook_secrets(config, env)?,
                 factor_key,
+                oauth_secrets: oauth_secrets(config, env)?,
             })
         }
         _ => bail!(

@@ -27,6 +27,22 @@ use crate::listener::ConnectionLimits;
 use crate::own_jobs::{self, OwnJobs};
 use crate::secrets::Secrets;
 
+/// The configured identity providers, each with its client secret.
+fn identity_providers(
+    config: &Config,
+    secrets: &HashMap<String, secrecy::SecretString>,
+) -> anyhow::Result<gatehouse_oauth::Providers> {
+    let configs = config
+        .providers
+        .iter()
+        .map(|provider| gatehouse_oauth::ProviderConfig {
+            client_secret: secrets.get(&provider.name).cloned(),
+            ..provider.clone()
+        })
+        .collect();
+    gatehouse_oauth::Providers::new(configs).map_err(|e| anyhow::anyhow!("identity providers: {e}"))
+}
+
 /// A started server: its bound addresses and the means to stop it gracefully.
 pub struct Running {
     pub addr: SocketAddr,
@@ -164,7 +180,8 @@ pub async fn start(
             .derive_key("gatehouse refresh token successors v1"),
     )
     .map_err(|e| anyhow::anyhow!("auth settings: {e}"))?
-    .with_factor_key(secrets.factor_key);
+    .with_factor_key(secrets.factor_key)
+    .with_providers(identity_providers(config, &secrets.oauth_secrets)?);
     let state = AppState::new(Parts {
         db,
         signing_keys: secrets.signing_keys,

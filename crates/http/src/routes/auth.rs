@@ -6,6 +6,7 @@ pub mod admin_audit;
 pub mod admin_users;
 pub mod factors;
 pub mod generate_link;
+pub mod identities;
 pub mod logout;
 pub mod otp;
 pub mod recover;
@@ -31,7 +32,12 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::RefreshTokenNotFound
         | AuthError::RefreshTokenAlreadyUsed
         | AuthError::CurrentPasswordRequired
-        | AuthError::CurrentPasswordInvalid => StatusCode::BAD_REQUEST,
+        | AuthError::CurrentPasswordInvalid
+        | AuthError::BadOAuthState
+        | AuthError::ProviderRefused
+        | AuthError::FlowStateInvalid
+        | AuthError::CodeVerifierMismatch => StatusCode::BAD_REQUEST,
+        AuthError::ProviderUnavailable => StatusCode::BAD_GATEWAY,
         AuthError::WeakPassword(reason, _) => {
             let reasons = serde_json::json!({"weak_password": {"reasons": [reason]}});
             return ApiError::new(
@@ -45,6 +51,8 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::FactorNameConflict(_)
         | AuthError::TooManyFactors
         | AuthError::UnenrolNeedsAal2
+        | AuthError::IdentityAlreadyExists
+        | AuthError::SingleIdentity
         | AuthError::ChallengeNotFound
         | AuthError::ChallengeMismatch
         | AuthError::ChallengeExpired
@@ -61,7 +69,9 @@ pub fn auth_error(error: AuthError) -> ApiError {
         | AuthError::UserBanned
         | AuthError::OtpInvalid
         | AuthError::CsrfFailed => StatusCode::FORBIDDEN,
-        AuthError::UserNotFound | AuthError::FactorNotFound => StatusCode::NOT_FOUND,
+        AuthError::UserNotFound | AuthError::FactorNotFound | AuthError::IdentityNotFound => {
+            StatusCode::NOT_FOUND
+        }
         AuthError::Throttled(wait) | AuthError::Locked(wait) => {
             return ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -81,6 +91,41 @@ pub fn auth_error(error: AuthError) -> ApiError {
 /// 401 for a missing or unacceptable token, with the RFC 6750 challenge.
 pub fn invalid_token(message: &'static str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", message).with_challenge()
+}
+
+/// The URL fragment that hands a session to the app (the implicit flow).
+pub fn session_fragment(session: &gatehouse_auth::Session, kind: Option<&str>) -> String {
+    let mut fragment = form_urlencoded::Serializer::new(String::new());
+    fragment
+        .append_pair("access_token", &session.access_token)
+        .append_pair("expires_at", &session.expires_at.to_string())
+        .append_pair("expires_in", &session.expires_in.to_string())
+        .append_pair("refresh_token", &session.refresh_token)
+        .append_pair("token_type", "bearer");
+    if let Some(kind) = kind {
+        fragment.append_pair("type", kind);
+    }
+    fragment.finish()
+}
+
+/// The URL fragment that tells the app a redirect flow failed.
+pub fn error_fragment(error: &AuthError) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("error", "access_denied")
+        .append_pair("error_code", error.code())
+        .append_pair("error_description", &error.to_string())
+        .finish()
+}
+
+/// A redirect back to the app; a target that cannot be a header (stored
+/// before redirects were checked) falls back to the site.
+pub fn back_to_app(state: &crate::AppState, location: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let location = match http::HeaderValue::from_str(&location) {
+        Ok(_) => location,
+        Err(_) => state.auth().settings().site_url.clone(),
+    };
+    axum::response::Redirect::to(&location).into_response()
 }
 
 /// `?redirect_to=` on the endpoints that send links.

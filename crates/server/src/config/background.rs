@@ -245,7 +245,7 @@ pub struct WebhookConfig {
 }
 
 /// A name for a hook or webhook: it is part of a URL or a variable's name.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

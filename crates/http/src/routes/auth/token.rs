@@ -22,9 +22,16 @@ pub struct Body {
     email: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    /// `grant_type=pkce`.
+    auth_code: Option<String>,
+    code_verifier: Option<String>,
+    /// `grant_type=id_token`.
+    provider: Option<String>,
+    id_token: Option<String>,
+    nonce: Option<String>,
 }
 
-/// `POST /auth/v1/token?grant_type=password|refresh_token`.
+/// `POST /auth/v1/token?grant_type=password|refresh_token|pkce|id_token`.
 pub async fn post(
     State(state): State<AppState>,
     _: ApiCaller,
@@ -78,7 +85,53 @@ pub async fn post(
                 .await;
             session
         }
-        ("password" | "refresh_token", _) => Err(AuthError::Validation(
+        (
+            "pkce",
+            Body {
+                auth_code: Some(code),
+                code_verifier: Some(verifier),
+                ..
+            },
+        ) => {
+            let session = state
+                .auth()
+                .exchange_code(keys, (&code, &verifier), &client)
+                .await;
+            audit
+                .outcome(
+                    "pkce_exchange",
+                    &session,
+                    |s| Some(s.user.id.clone()),
+                    json!({}),
+                )
+                .await;
+            session
+        }
+        (
+            "id_token",
+            Body {
+                provider: Some(provider),
+                id_token: Some(id_token),
+                nonce,
+                ..
+            },
+        ) => {
+            let session = state
+                .auth()
+                .sign_in_with_id_token(keys, (&provider, &id_token, nonce.as_deref()), &client)
+                .await;
+            let provider: String = provider.chars().take(64).collect();
+            audit
+                .outcome(
+                    "id_token_sign_in",
+                    &session,
+                    |s| Some(s.user.id.clone()),
+                    json!({"provider": provider}),
+                )
+                .await;
+            session
+        }
+        ("password" | "refresh_token" | "pkce" | "id_token", _) => Err(AuthError::Validation(
             "missing credentials for this grant".into(),
         )),
         (other, _) => Err(AuthError::Validation(format!(

@@ -7,13 +7,13 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use crate::ClientIp;
-use axum::response::{IntoResponse, Redirect as Redirection, Response};
+use axum::response::{IntoResponse, Response};
 use gatehouse_auth::{AuthError, Kind, Proof, Verified};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth_error, client};
+use super::{auth_error, back_to_app, client, error_fragment, session_fragment};
 use crate::{ApiCaller, ApiError, AppState, Audit};
 
 fn kind(name: &str) -> Result<Kind, ApiError> {
@@ -151,34 +151,13 @@ pub async fn get(
             session,
             redirect_to,
             ..
-        }) => {
-            let fragment = form_urlencoded::Serializer::new(String::new())
-                .append_pair("access_token", &session.access_token)
-                .append_pair("expires_at", &session.expires_at.to_string())
-                .append_pair("expires_in", &session.expires_in.to_string())
-                .append_pair("refresh_token", &session.refresh_token)
-                .append_pair("token_type", "bearer")
-                .append_pair("type", &link.kind)
-                .finish();
-            (redirect_to, fragment)
-        }
+        }) => (redirect_to, session_fragment(&session, Some(&link.kind))),
         Ok(Verified::EmailChangePending { redirect_to, .. }) => message(redirect_to, OTHER_ADDRESS),
         Ok(Verified::EmailChangeCancelled { redirect_to, .. }) => message(redirect_to, CANCELLED),
-        Err(error) => {
-            let fragment = form_urlencoded::Serializer::new(String::new())
-                .append_pair("error", "access_denied")
-                .append_pair("error_code", error.code())
-                .append_pair("error_description", &error.to_string())
-                .finish();
-            (state.auth().settings().site_url.clone(), fragment)
-        }
+        Err(error) => (
+            state.auth().settings().site_url.clone(),
+            error_fragment(&error),
+        ),
     };
-    // Redirects are checked when their link is made; one stored before that
-    // check existed falls back to the site rather than failing after the spend.
-    let location = format!("{target}#{fragment}");
-    let location = match http::HeaderValue::from_str(&location) {
-        Ok(_) => location,
-        Err(_) => state.auth().settings().site_url.clone(),
-    };
-    Ok(Redirection::to(&location).into_response())
+    Ok(back_to_app(&state, format!("{target}#{fragment}")))
 }
