@@ -223,6 +223,7 @@ authorize_url = "${github}/login/oauth/authorize"
 token_url = "${github}/login/oauth/access_token"
 api_url = "${github}/api"
 allow_private_addresses = true
+provider_tokens = true
 `);
     server = await startGatehouse(config, {
       GATEHOUSE_OAUTH_SECRET_CORP: CLIENT_SECRET,
@@ -267,6 +268,7 @@ allow_private_addresses = true
   test('implicit flow: the session arrives in the fragment, with the identity', async () => {
     const flow = await signIn('ada');
     assert.ok(flow.landed.startsWith(`${APP}/welcome#`), flow.landed);
+    assert.equal(fragment(flow.landed).provider_token, undefined, 'not configured: not handed on');
     const { user, session } = await sessionOf(flow);
     assert.equal(user.email, 'ada@example.com');
     assert.ok(user.email_confirmed_at, 'a verified provider email is confirmed');
@@ -416,8 +418,9 @@ allow_private_addresses = true
 
   test('GitHub: the preset signs in with its verified primary email', async () => {
     const flow = await signIn('unused', { provider: 'github', flowType: 'pkce' });
-    const { user, error } = await sessionOf(flow);
+    const { user, session, error } = await sessionOf(flow);
     assert.equal(error, undefined);
+    assert.equal(session.provider_token, 'gho_suite', 'configured: handed on with the session');
     assert.equal(user.email, 'octocat@example.com');
     const github = user.identities.find((i) => i.provider === 'github');
     assert.equal(github.id, '4242');

@@ -305,6 +305,9 @@ pub struct Session {
     pub expires_in: u64,
     pub expires_at: i64,
     pub user: User,
+    /// The identity provider's own tokens, for a provider configured to hand
+    /// them on (GoTrue's `provider_token`, `provider_refresh_token`).
+    pub provider_tokens: Option<gatehouse_oauth::ProviderTokens>,
 }
 
 /// The outcome of a sign-up.
@@ -793,6 +796,7 @@ impl Auth {
             expires_in: self.settings.access_token_ttl.as_secs(),
             expires_at: expires_at.unix_timestamp(),
             user,
+            provider_tokens: None,
         })
     }
 

@@ -13,7 +13,8 @@
 //! of the challenge it was issued for; an identity joins an existing account
 //! by email only when the provider says the email is verified, and when that
 //! account never confirmed its address, the password someone set on it is
-//! dropped; provider tokens are neither stored nor logged.
+//! dropped; provider tokens are never logged, and kept only by a provider
+//! configured to hand them on, with a PKCE code until it is exchanged.
 
 use gatehouse_db::{Row, Sql, Statement, Value};
 use gatehouse_keys::{KeySet, VerifiedClaims};
@@ -144,13 +145,15 @@ const SET_APP_METADATA: Sql =
 
 const INSERT_CODE: Sql = Sql::both(
     "INSERT INTO gatehouse_auth_codes (code_hash, user_id, method, code_challenge, \
-     code_challenge_method, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+     code_challenge_method, provider_token, provider_refresh_token, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 );
 
 /// Spends a live code once, whatever the verifier turns out to be.
 const SPEND_CODE: Sql = Sql::both(
     "DELETE FROM gatehouse_auth_codes WHERE code_hash = $1 AND expires_at > $2 \
-     RETURNING user_id, method, code_challenge, code_challenge_method",
+     RETURNING user_id, method, code_challenge, code_challenge_method, provider_token, \
+     provider_refresh_token",
 );
 
 const EXPIRED_FLOWS: Sql = Sql::both("DELETE FROM gatehouse_oauth_flows WHERE expires_at < $1");
@@ -354,17 +357,21 @@ impl Auth {
             .await
             .map_err(&failed)?;
         let user_id = user.id.clone();
+        let tokens = identity.tokens;
         let arrival = match challenge {
             Some((code_challenge, method)) => Arrival::Code(
-                self.issue_code(&user.id, &code_challenge, &method)
+                self.issue_code(&user.id, (&code_challenge, &method), tokens.as_ref())
                     .await
                     .map_err(&failed)?,
             ),
-            None => Arrival::Session(Box::new(
-                self.start_session(keys, user, "oauth", client)
+            None => {
+                let mut session = self
+                    .start_session(keys, user, "oauth", client)
                     .await
-                    .map_err(&failed)?,
-            )),
+                    .map_err(&failed)?;
+                session.provider_tokens = tokens;
+                Arrival::Session(Box::new(session))
+            }
         };
         Ok(Landing {
             redirect_to,
@@ -375,9 +382,17 @@ impl Auth {
         })
     }
 
-    async fn issue_code(&self, user_id: &str, challenge: &str, method: &str) -> Result<String> {
+    /// A code for the app's PKCE exchange; the provider's tokens, when it
+    /// hands them on, wait with it (five minutes at most).
+    async fn issue_code(
+        &self,
+        user_id: &str,
+        (challenge, method): (&str, &str),
+        tokens: Option<&gatehouse_oauth::ProviderTokens>,
+    ) -> Result<String> {
         let code = uuid::Uuid::new_v4().to_string();
         let at = now();
+        let text = |v: Option<&String>| v.cloned().map_or(Value::Null, Value::Text);
         self.db
             .transaction(vec![Statement::new(
                 &INSERT_CODE,
@@ -387,6 +402,8 @@ impl Auth {
                     "oauth".into(),
                     challenge.into(),
                     method.into(),
+                    text(tokens.map(|t| &t.access_token)),
+                    text(tokens.and_then(|t| t.refresh_token.as_ref())),
                     timestamp(at).into(),
                     timestamp(at + CODE_LIFETIME).into(),
                 ],
@@ -417,6 +434,15 @@ impl Auth {
             .ok_or_else(invalid)?;
         let (user_id, method) = (row.text(0)?.to_owned(), row.text(1)?.to_owned());
         let (challenge, challenge_method) = (row.text(2)?, row.text(3)?);
+        let provider_tokens = row
+            .optional_text(4)?
+            .map(|access_token| -> Result<_> {
+                Ok(gatehouse_oauth::ProviderTokens {
+                    access_token: access_token.to_owned(),
+                    refresh_token: row.optional_text(5)?.map(str::to_owned),
+                })
+            })
+            .transpose()?;
         if !pkce_text(code_verifier) {
             return Err(AuthError::CodeVerifierMismatch);
         }
@@ -436,7 +462,9 @@ impl Auth {
         if user.is_banned(&timestamp(now())) {
             return Err(AuthError::UserBanned);
         }
-        self.start_session(keys, user, &method, client).await
+        let mut session = self.start_session(keys, user, &method, client).await?;
+        session.provider_tokens = provider_tokens;
+        Ok(session)
     }
 
     /// `POST /token?grant_type=id_token`: an ID token a native app holds.
@@ -452,7 +480,9 @@ impl Auth {
             .await
             .map_err(provider_failed)?;
         let (user, _) = self.user_for_identity(&identity, None).await?;
-        self.start_session(keys, user, "oauth", client).await
+        let mut session = self.start_session(keys, user, "oauth", client).await?;
+        session.provider_tokens = identity.tokens;
+        Ok(session)
     }
 
     /// The account the provider's identity belongs to: the one it is linked

@@ -494,6 +494,7 @@ const MIGRATIONS: &[Migration] = &[
                 "CREATE TABLE IF NOT EXISTS gatehouse_auth_codes (code_hash TEXT PRIMARY KEY, \
                  user_id TEXT NOT NULL REFERENCES gatehouse_users (id) ON DELETE CASCADE, \
                  method TEXT NOT NULL, code_challenge TEXT NOT NULL, code_challenge_method TEXT NOT NULL, \
+                 provider_token TEXT, provider_refresh_token TEXT, \
                  created_at TEXT NOT NULL, expires_at TEXT NOT NULL)",
             ),
             Sql::both(

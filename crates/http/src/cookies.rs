@@ -62,10 +62,18 @@ fn named<'a>(request: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Sets (or with `None`, clears) the provider sign-in's browser binding.
+/// `SameSite=None`: providers answering with `response_mode=form_post`
+/// (Apple) come back by a cross-site POST, which a Lax cookie would miss; it
+/// proves nothing alone (only with its flow's state), so it needs no more.
 pub fn set_oauth_flow(response: &mut HeaderMap, secret: Option<&str>) {
     let max_age = if secret.is_some() { 600 } else { 0 };
+    let text = format!(
+        "{OAUTH_FLOW}={}; Path=/; Secure; SameSite=None; HttpOnly; Max-Age={max_age}",
+        secret.unwrap_or_default()
+    );
     response.extend(
-        cookie(OAUTH_FLOW, secret.unwrap_or_default(), true, Some(max_age))
+        HeaderValue::from_str(&text)
+            .ok()
             .map(|v| (header::SET_COOKIE, v)),
     );
 }

@@ -112,14 +112,21 @@ pub fn challenge(challenge: &Challenge) -> Value {
 
 /// Supabase Auth's session, with its user.
 pub fn session(session: &Session) -> Value {
-    json!({
+    let mut json = json!({
         "access_token": session.access_token,
         "token_type": "bearer",
         "expires_in": session.expires_in,
         "expires_at": session.expires_at,
         "refresh_token": session.refresh_token,
         "user": user(&session.user),
-    })
+    });
+    if let Some(tokens) = &session.provider_tokens {
+        json["provider_token"] = json!(tokens.access_token);
+        if let Some(refresh) = &tokens.refresh_token {
+            json["provider_refresh_token"] = json!(refresh);
+        }
+    }
+    json
 }
 
 /// An entry of the admin audit log.

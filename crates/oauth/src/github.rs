@@ -106,7 +106,14 @@ impl GitHub {
             .http
             .get_json(&format!("{}/user/emails", self.api_url), &headers)
             .await?;
-        self.identity(&user, &emails)
+        let mut identity = self.identity(&user, &emails)?;
+        if self.config.provider_tokens {
+            identity.tokens = Some(crate::ProviderTokens {
+                access_token: token.access_token().secret().clone(),
+                refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+            });
+        }
+        Ok(identity)
     }
 
     /// The account, and its primary address when GitHub verified it (else a
@@ -154,6 +161,7 @@ impl GitHub {
             email,
             email_verified,
             data,
+            tokens: None,
         })
     }
 }
@@ -176,6 +184,8 @@ mod tests {
             client_secret: None,
             scopes: Vec::new(),
             private_addresses: false,
+            form_post: false,
+            provider_tokens: false,
         };
         GitHub::new(
             config,

@@ -65,6 +65,12 @@ pub struct ProviderConfig {
     /// May its endpoints be on loopback or private addresses (a provider on
     /// the operator's own network)? Off: they must be public.
     pub private_addresses: bool,
+    /// Ask for the answer by a POST to the callback (`response_mode=form_post`),
+    /// as Apple requires when the name or email is asked for.
+    pub form_post: bool,
+    /// Hand the provider's access and refresh tokens to the app with its
+    /// session (`provider_token`), for calling the provider's own API.
+    pub provider_tokens: bool,
 }
 
 impl ProviderConfig {
@@ -97,6 +103,22 @@ pub struct ProviderIdentity {
     /// Profile claims as GoTrue keeps them in `identity_data`
     /// (`sub`, `email`, `email_verified`, `name`, `picture`, …).
     pub data: BTreeMap<String, Json>,
+    /// The provider's tokens, only for a provider configured to hand them on.
+    pub tokens: Option<ProviderTokens>,
+}
+
+/// The provider's own tokens for its API: kept no longer than it takes to
+/// hand them to the app, never logged.
+#[derive(Clone, PartialEq)]
+pub struct ProviderTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderTokens(redacted)")
+    }
 }
 
 /// The secrets one authorization request carries, kept by the caller until

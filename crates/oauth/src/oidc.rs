@@ -11,7 +11,7 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IdTokenClaims, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -109,6 +109,9 @@ impl Oidc {
                 move || sent_nonce,
             )
             .set_pkce_challenge(challenge);
+        if self.config.form_post {
+            request = request.add_extra_param("response_mode", "form_post");
+        }
         // `openid` is always sent.
         for scope in self.config.scopes(requested) {
             if scope != "openid" {
@@ -149,7 +152,14 @@ impl Oidc {
         let claims = id_token
             .claims(&verifier, &Nonce::new(nonce.to_owned()))
             .map_err(|error| OAuthError::Rejected(format!("the ID token is refused: {error}")))?;
-        Ok(self.identity(claims))
+        let mut identity = self.identity(claims);
+        if self.config.provider_tokens {
+            identity.tokens = Some(crate::ProviderTokens {
+                access_token: token.access_token().secret().clone(),
+                refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+            });
+        }
+        Ok(identity)
     }
 
     pub(crate) async fn verify_id_token(
@@ -210,6 +220,7 @@ impl Oidc {
             email,
             email_verified,
             data,
+            tokens: None,
         }
     }
 }

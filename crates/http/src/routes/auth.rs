@@ -102,6 +102,12 @@ pub fn session_fragment(session: &gatehouse_auth::Session, kind: Option<&str>) -
         .append_pair("expires_in", &session.expires_in.to_string())
         .append_pair("refresh_token", &session.refresh_token)
         .append_pair("token_type", "bearer");
+    if let Some(tokens) = &session.provider_tokens {
+        fragment.append_pair("provider_token", &tokens.access_token);
+        if let Some(refresh) = &tokens.refresh_token {
+            fragment.append_pair("provider_refresh_token", refresh);
+        }
+    }
     if let Some(kind) = kind {
         fragment.append_pair("type", kind);
     }

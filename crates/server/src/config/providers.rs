@@ -30,6 +30,10 @@ pub(super) struct ProviderDecl {
     /// A provider on the operator's own network (loopback or private addresses).
     #[serde(default)]
     allow_private_addresses: bool,
+    /// Hand the provider's tokens to the app with its session (off: they are
+    /// dropped once the sign-in is done).
+    #[serde(default)]
+    provider_tokens: bool,
 }
 
 fn secure(url: &str, private: bool) -> bool {
@@ -111,6 +115,8 @@ pub(super) fn checked_providers(
                 client_secret: None,
                 scopes: decl.scopes,
                 private_addresses: decl.allow_private_addresses,
+                form_post: preset == "apple",
+                provider_tokens: decl.provider_tokens,
             })
         })
         .collect()
