@@ -697,3 +697,165 @@ impl Auth {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use gatehouse_db::Database;
+    use gatehouse_db::testing::TestDatabase;
+    use gatehouse_keys::{KeyOrigin, SigningAlgorithm};
+
+    use super::*;
+    use crate::{AuthSettings, SignUp};
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    async fn auth(settings: AuthSettings) -> (TestDatabase, Auth) {
+        let database = TestDatabase::sqlite();
+        let db = Database::open(&database.location(), Default::default())
+            .await
+            .unwrap();
+        let auth = Auth::new(
+            db,
+            settings,
+            "http://gatehouse.test/auth/v1".into(),
+            Arc::default(),
+            [7; 32],
+        )
+        .unwrap();
+        (database, auth)
+    }
+
+    fn keys() -> KeySet {
+        KeySet::generate(SigningAlgorithm::Es256, KeyOrigin::Development).unwrap()
+    }
+
+    fn identity(subject: &str, email: &str, email_verified: bool) -> ProviderIdentity {
+        ProviderIdentity {
+            provider: "corp".into(),
+            subject: subject.into(),
+            email: Some(email.into()),
+            email_verified,
+            data: BTreeMap::new(),
+            tokens: None,
+        }
+    }
+
+    /// Someone registered the victim's address with a password and never
+    /// confirmed it.
+    async fn squatted(auth: &Auth) -> User {
+        let signed_up = auth
+            .sign_up(
+                &keys(),
+                "victim@example.com",
+                PASSWORD,
+                None,
+                None,
+                &Client::default(),
+            )
+            .await
+            .unwrap();
+        match signed_up {
+            SignUp::Unconfirmed(user) => user,
+            SignUp::SignedIn(_) => panic!("confirmation is on"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unverified_address_makes_a_separate_account_without_it() {
+        let (_database, auth) = auth(AuthSettings::default()).await;
+        let victim = squatted(&auth).await;
+        let (user, linked) = auth
+            .user_for_identity(&identity("eve", "victim@example.com", false), None)
+            .await
+            .unwrap();
+        assert_ne!(user.id, victim.id);
+        assert_eq!(user.email, None);
+        assert!(!linked);
+        assert!(auth.user(&victim.id).await.unwrap().identities.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_verified_address_links_and_drops_an_unconfirmed_password() {
+        let (_database, auth) = auth(AuthSettings::default()).await;
+        let victim = squatted(&auth).await;
+        let (user, linked) = auth
+            .user_for_identity(&identity("vic", "victim@example.com", true), None)
+            .await
+            .unwrap();
+        assert_eq!(user.id, victim.id);
+        assert!(linked);
+        assert!(user.email_confirmed_at.is_some());
+        let (_, password) = auth
+            .user_where(&store::USER_BY_ID, &victim.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(password, None, "the squatter's password is gone");
+        // Signing in again finds the same account through the identity.
+        let (again, linked) = auth
+            .user_for_identity(&identity("vic", "victim@example.com", true), None)
+            .await
+            .unwrap();
+        assert_eq!((again.id, linked), (victim.id.clone(), false));
+        // The identity is that account's: linking it to another is refused.
+        let (other, _) = auth
+            .user_for_identity(&identity("someone", "someone@example.com", true), None)
+            .await
+            .unwrap();
+        let refused = auth
+            .user_for_identity(
+                &identity("vic", "victim@example.com", true),
+                Some(&other.id),
+            )
+            .await;
+        assert!(matches!(refused, Err(AuthError::IdentityAlreadyExists)));
+    }
+
+    #[tokio::test]
+    async fn a_code_needs_its_verifier_and_is_spent_by_any_attempt() {
+        let (_database, auth) = auth(AuthSettings::default()).await;
+        let (user, _) = auth
+            .user_for_identity(&identity("ada", "ada@example.com", true), None)
+            .await
+            .unwrap();
+        let verifier = "v".repeat(50);
+        let challenge = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                verifier.as_bytes(),
+            ))
+        };
+        let keys = keys();
+        let client = Client::default();
+        let code = auth
+            .issue_code(&user.id, (&challenge, "s256"), None)
+            .await
+            .unwrap();
+        let wrong = auth
+            .exchange_code(&keys, (&code, &"w".repeat(50)), &client)
+            .await;
+        assert!(matches!(wrong, Err(AuthError::CodeVerifierMismatch)));
+        let spent = auth.exchange_code(&keys, (&code, &verifier), &client).await;
+        assert!(matches!(spent, Err(AuthError::FlowStateInvalid)));
+        let code = auth
+            .issue_code(&user.id, (&challenge, "s256"), None)
+            .await
+            .unwrap();
+        let session = auth
+            .exchange_code(&keys, (&code, &verifier), &client)
+            .await
+            .unwrap();
+        assert_eq!(session.user.id, user.id);
+        let again = auth.exchange_code(&keys, (&code, &verifier), &client).await;
+        assert!(
+            matches!(again, Err(AuthError::FlowStateInvalid)),
+            "once only"
+        );
+    }
+}
