@@ -154,6 +154,31 @@ describe('sign-in through providers with supabase-js', () => {
     return error ? { error } : { session: data.session, user: data.user };
   }
 
+  const signingJwk = (key, keyId) => ({ ...key.export({ format: 'jwk' }), kid: keyId, alg: 'RS256', use: 'sig' });
+
+  /// (Re)starts the provider behind the same address, publishing `keys`.
+  function publish(keys) {
+    const provider = new Provider(issuer, {
+      clients: [{
+        client_id: 'gatehouse',
+        client_secret: CLIENT_SECRET,
+        redirect_uris: [`${server.url}/auth/v1/callback`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+      }],
+      jwks: { keys },
+      claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+      conformIdTokenClaims: false,
+      pkce: { required: () => true },
+      async findAccount(_, id) {
+        const account = accounts[id];
+        if (!account) return undefined;
+        return { accountId: id, claims: () => ({ sub: id, ...account }) };
+      },
+    });
+    oidcServer.handler = provider.callback();
+  }
+
   before(async () => {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     providerKey = privateKey;
@@ -230,26 +255,7 @@ provider_tokens = true
       GATEHOUSE_OAUTH_SECRET_GITHUB: 'github-secret',
     });
 
-    const jwk = { ...providerKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' };
-    const provider = new Provider(issuer, {
-      clients: [{
-        client_id: 'gatehouse',
-        client_secret: CLIENT_SECRET,
-        redirect_uris: [`${server.url}/auth/v1/callback`],
-        grant_types: ['authorization_code'],
-        response_types: ['code'],
-      }],
-      jwks: { keys: [jwk] },
-      claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
-      conformIdTokenClaims: false,
-      pkce: { required: () => true },
-      async findAccount(_, id) {
-        const account = accounts[id];
-        if (!account) return undefined;
-        return { accountId: id, claims: () => ({ sub: id, ...account }) };
-      },
-    });
-    oidcServer.handler = provider.callback();
+    publish([signingJwk(providerKey, kid)]);
   });
 
   after(async () => {
@@ -414,6 +420,19 @@ provider_tokens = true
       assert.ok(refused, `refused: ${why}`);
       assert.equal(refused.status, 400, why);
     }
+  });
+
+  test('after the provider rotates its keys, tokens from the new key verify', async () => {
+    const { privateKey: rotated } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    publish([signingJwk(rotated, 'rotated'), signingJwk(providerKey, kid)]);
+    // Gatehouse sends for the keys again when a token names one it lacks, at
+    // most every five seconds.
+    await new Promise((resolve) => setTimeout(resolve, 5500));
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: issuer, sub: 'rotated-1', aud: 'gatehouse', iat: now, exp: now + 300, email: 'rot@example.com', email_verified: true };
+    const { data, error } = await client().auth.signInWithIdToken({ provider: 'corp', token: jwt(claims, rotated, 'rotated') });
+    assert.equal(error, null);
+    assert.equal(data.user.email, 'rot@example.com');
   });
 
   test('GitHub: the preset signs in with its verified primary email', async () => {

@@ -10,8 +10,9 @@ use openidconnect::core::{
     CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IdTokenClaims, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IdTokenClaims,
+    IssuerUrl, Nonce, NonceVerifier, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -22,6 +23,8 @@ use crate::{Flow, OAuthError, ProviderConfig, ProviderIdentity, Result};
 
 /// How long a discovery document (and its key set) is trusted.
 const DISCOVERY_KEPT: Duration = Duration::from_secs(600);
+/// A token signed by no key kept sends for the keys again, at most this often.
+const REDISCOVER_AFTER: Duration = Duration::from_secs(5);
 
 /// The signatures accepted on ID tokens: asymmetric only, so nobody holding
 /// the client secret can mint one.
@@ -57,9 +60,14 @@ impl Oidc {
 
     /// The provider's metadata and keys, discovered at most every ten minutes.
     async fn metadata(&self) -> Result<CoreProviderMetadata> {
+        self.discover(DISCOVERY_KEPT).await
+    }
+
+    /// The metadata, discovered again unless the copy kept is younger than `kept`.
+    async fn discover(&self, kept: Duration) -> Result<CoreProviderMetadata> {
         let mut discovered = self.discovered.lock().await;
         if let Some((at, metadata)) = discovered.as_ref()
-            && at.elapsed() < DISCOVERY_KEPT
+            && at.elapsed() < kept
         {
             return Ok(metadata.clone());
         }
@@ -74,6 +82,32 @@ impl Oidc {
             })?;
         *discovered = Some((Instant::now(), metadata.clone()));
         Ok(metadata)
+    }
+
+    /// The ID token's claims, checked against the keys kept; when none of them
+    /// signed it (the provider rotated its keys), against the keys published
+    /// now, fetched at most every five seconds.
+    async fn verified(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: impl NonceVerifier + Copy,
+    ) -> Result<ProviderIdentity> {
+        let check = |metadata: CoreProviderMetadata| {
+            let client = CoreClient::from_provider_metadata(metadata, self.client_id(), None);
+            let verifier = client.id_token_verifier().set_allowed_algs(ALGORITHMS);
+            id_token
+                .claims(&verifier, nonce)
+                .map(|claims| self.identity(claims))
+        };
+        let refused = |error: ClaimsVerificationError| {
+            OAuthError::Rejected(format!("the ID token is refused: {error}"))
+        };
+        match check(self.metadata().await?) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => check(self.discover(REDISCOVER_AFTER).await?).map_err(refused),
+            other => other.map_err(refused),
+        }
     }
 
     fn client_id(&self) -> ClientId {
@@ -148,11 +182,8 @@ impl Oidc {
         let id_token = token
             .id_token()
             .ok_or_else(|| OAuthError::Rejected("the provider sent no ID token".into()))?;
-        let verifier = client.id_token_verifier().set_allowed_algs(ALGORITHMS);
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|error| OAuthError::Rejected(format!("the ID token is refused: {error}")))?;
-        let mut identity = self.identity(claims);
+        let nonce = Nonce::new(nonce.to_owned());
+        let mut identity = self.verified(id_token, &nonce).await?;
         if self.config.provider_tokens {
             identity.tokens = Some(crate::ProviderTokens {
                 access_token: token.access_token().secret().clone(),
@@ -169,9 +200,6 @@ impl Oidc {
     ) -> Result<ProviderIdentity> {
         let token = CoreIdToken::from_str(id_token)
             .map_err(|_| OAuthError::Rejected("the ID token is not a JWT".into()))?;
-        let client =
-            CoreClient::from_provider_metadata(self.metadata().await?, self.client_id(), None);
-        let verifier = client.id_token_verifier().set_allowed_algs(ALGORITHMS);
         // As GoTrue: the token carries the SHA-256 of the nonce the app keeps.
         let expected = nonce.map(sha256_hex);
         let check_nonce = |found: Option<&Nonce>| match (found, &expected) {
@@ -181,10 +209,7 @@ impl Oidc {
             (None, Some(_)) => Err("the ID token carries no nonce".to_owned()),
             (Some(_), None) => Err("the ID token carries a nonce; pass it".to_owned()),
         };
-        let claims = token
-            .claims(&verifier, check_nonce)
-            .map_err(|error| OAuthError::Rejected(format!("the ID token is refused: {error}")))?;
-        Ok(self.identity(claims))
+        self.verified(&token, check_nonce).await
     }
 
     fn identity(&self, claims: &Claims) -> ProviderIdentity {
