@@ -323,10 +323,9 @@ provider_tokens = true
 
   /// Drives a sign-in up to the provider's redirect back to Gatehouse, and
   /// stops there: the browser, and the callback URL it was sent to.
-  async function toCallback(login) {
+  async function toCallback(login, browser = new Browser()) {
     const supabase = client();
     const { data } = await supabase.auth.signInWithOAuth({ provider: 'corp', options: { redirectTo: `${APP}/welcome`, skipBrowserRedirect: true } });
-    const browser = new Browser();
     let next = browserUrl(data.url);
     for (let hop = 0; hop < 20; hop++) {
       if (next.startsWith(`${server.url}/auth/v1/callback`)) return { browser, callback: next };
@@ -367,6 +366,16 @@ provider_tokens = true
     const location = wrong.headers.get('location');
     assert.ok(location.startsWith(APP), location);
     assert.equal(fragment(location).error_code, 'bad_oauth_state');
+  });
+
+  test('flows begun in two tabs of one browser both finish', async () => {
+    const browser = new Browser();
+    const first = await toCallback('ada', browser);
+    const second = await toCallback('ada', browser);
+    for (const { callback } of [first, second]) {
+      const landed = await browser.request(callback);
+      assert.ok(fragment(landed.headers.get('location')).access_token, landed.headers.get('location'));
+    }
   });
 
   test('a foreign redirect_to is refused before the provider is involved', async () => {

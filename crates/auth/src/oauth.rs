@@ -49,6 +49,15 @@ pub struct Identity {
 pub struct Begun {
     pub provider_url: String,
     pub browser_secret: Option<String>,
+    /// Names this flow's cookie ([`flow_key`]), so flows begun in several
+    /// tabs of one browser each keep their own.
+    pub flow_key: String,
+}
+
+/// A short name for the flow of `state`, public (it is derived from the state
+/// the provider sends back anyway) and the same at both legs.
+pub fn flow_key(state: &str) -> String {
+    token_hash(state).chars().take(16).collect()
 }
 
 /// A finished flow, and how it lands back at the app.
@@ -289,6 +298,7 @@ impl Auth {
         Ok(Begun {
             provider_url: flow.authorize_url,
             browser_secret,
+            flow_key: flow_key(&state),
         })
     }
 

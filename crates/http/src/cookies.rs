@@ -14,8 +14,9 @@ use crate::{ApiError, headers};
 
 pub const SESSION: &str = "__Host-gh-session";
 pub const CSRF: &str = "__Host-gh-csrf";
-/// Binds a provider sign-in to the browser that began it, for its ten minutes.
-pub const OAUTH_FLOW: &str = "__Host-gh-oauth";
+/// Binds a provider sign-in to the browser that began it, for its ten
+/// minutes: `__Host-gh-oauth-<flow key>`, one per flow.
+const OAUTH_FLOW: &str = "__Host-gh-oauth-";
 
 /// The client asked for a cookie session, and they are on.
 pub fn wanted(state: &AppState, request: &HeaderMap) -> bool {
@@ -65,10 +66,10 @@ fn named<'a>(request: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `SameSite=None`: providers answering with `response_mode=form_post`
 /// (Apple) come back by a cross-site POST, which a Lax cookie would miss; it
 /// proves nothing alone (only with its flow's state), so it needs no more.
-pub fn set_oauth_flow(response: &mut HeaderMap, secret: Option<&str>) {
+pub fn set_oauth_flow(response: &mut HeaderMap, flow_key: &str, secret: Option<&str>) {
     let max_age = if secret.is_some() { 600 } else { 0 };
     let text = format!(
-        "{OAUTH_FLOW}={}; Path=/; Secure; SameSite=None; HttpOnly; Max-Age={max_age}",
+        "{OAUTH_FLOW}{flow_key}={}; Path=/; Secure; SameSite=None; HttpOnly; Max-Age={max_age}",
         secret.unwrap_or_default()
     );
     response.extend(
@@ -78,9 +79,9 @@ pub fn set_oauth_flow(response: &mut HeaderMap, secret: Option<&str>) {
     );
 }
 
-/// The provider sign-in's browser binding, if the request carries it.
-pub fn oauth_flow(request: &HeaderMap) -> Option<&str> {
-    named(request, OAUTH_FLOW)
+/// The browser binding of the flow `flow_key` names, if the request carries it.
+pub fn oauth_flow<'a>(request: &'a HeaderMap, flow_key: &str) -> Option<&'a str> {
+    named(request, &format!("{OAUTH_FLOW}{flow_key}"))
 }
 
 fn is_unsafe(method: &Method) -> bool {

@@ -65,7 +65,11 @@ pub async fn authorize(
 ) -> Result<Response, ApiError> {
     let begun = begin(&state, &query, None).await?;
     let mut headers = HeaderMap::new();
-    crate::cookies::set_oauth_flow(&mut headers, begun.browser_secret.as_deref());
+    crate::cookies::set_oauth_flow(
+        &mut headers,
+        &begun.flow_key,
+        begun.browser_secret.as_deref(),
+    );
     if query.skip_http_redirect == Some(true) {
         return Ok((headers, Json(json!({"url": begun.provider_url}))).into_response());
     }
@@ -112,6 +116,8 @@ async fn land(
     callback: Callback,
 ) -> Response {
     let client = client(&headers, peer);
+    let state_text = callback.state.as_deref().unwrap_or_default();
+    let flow_key = gatehouse_auth::oauth::flow_key(state_text);
     let code = match (&callback.code, &callback.error) {
         (Some(code), None) => Ok(code.as_str()),
         _ => {
@@ -130,16 +136,13 @@ async fn land(
         .auth()
         .finish_provider_sign_in(
             state.signing_keys(),
-            (
-                callback.state.as_deref().unwrap_or_default(),
-                crate::cookies::oauth_flow(&headers),
-            ),
+            (state_text, crate::cookies::oauth_flow(&headers, &flow_key)),
             code,
             (&callback_url(&state), &client),
         )
         .await;
     let mut cleared = HeaderMap::new();
-    crate::cookies::set_oauth_flow(&mut cleared, None);
+    crate::cookies::set_oauth_flow(&mut cleared, &flow_key, None);
     let location = match finished {
         Ok(landing) => {
             let action = if landing.linked {
