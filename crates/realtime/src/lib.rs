@@ -3,4 +3,5 @@
 //! The sockets, channels, broadcast, presence and row changes follow (issue 19);
 //! `../shared/reference/realtime-wire.md` is the protocol brief they follow.
 
+pub mod hub;
 pub mod protocol;
