@@ -110,15 +110,19 @@ impl Hub {
         id
     }
 
-    /// Leaves `topic`, untracking the member's presence first.
+    /// Leaves `topic`; the others hear that its presence left (it does not:
+    /// it is gone).
     pub fn leave(&self, topic: &str, member: MemberId) {
-        self.untrack(topic, member);
         let mut topics = self.topics();
-        if let Some(entry) = topics.get_mut(topic) {
-            entry.members.remove(&member);
-            if entry.members.is_empty() {
-                topics.remove(topic);
-            }
+        let Some(entry) = topics.get_mut(topic) else {
+            return;
+        };
+        entry.members.remove(&member);
+        if let Some((key, meta)) = remove_presence(entry, member) {
+            announce(topic, entry, json!({}), json!({ key: {"metas": [meta]} }));
+        }
+        if entry.members.is_empty() {
+            topics.remove(topic);
         }
     }
 

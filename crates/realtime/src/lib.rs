@@ -3,5 +3,6 @@
 //! The sockets, channels, broadcast, presence and row changes follow (issue 19);
 //! `../shared/reference/realtime-wire.md` is the protocol brief they follow.
 
+pub mod connection;
 pub mod hub;
 pub mod protocol;
