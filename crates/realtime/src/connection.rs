@@ -346,6 +346,19 @@ mod tests {
         out
     }
 
+    type Joined = (Connection, mpsc::Receiver<Frame>);
+
+    /// Ada and Bo joined to `realtime:room`, what they were sent so far read.
+    fn both_joined(hub: &Arc<Hub>) -> (Joined, Joined) {
+        let (mut ada, mut ada_frames) = connect(hub);
+        let (mut bo, mut bo_frames) = connect(hub);
+        send(&mut ada, JOIN);
+        send(&mut bo, &JOIN.replace("\"ada\"", "\"bo\""));
+        sent(&mut ada_frames);
+        sent(&mut bo_frames);
+        ((ada, ada_frames), (bo, bo_frames))
+    }
+
     const JOIN: &str = r#"["1","1","realtime:room","phx_join",{"config":{"broadcast":{"self":false,"ack":true},"presence":{"key":"ada","enabled":true},"postgres_changes":[],"private":false},"access_token":"sb_publishable_x"}]"#;
 
     #[test]
@@ -402,12 +415,7 @@ mod tests {
     #[test]
     fn binary_broadcasts_reach_the_others_with_an_ack_to_the_sender() {
         let hub = Hub::new();
-        let (mut ada, mut ada_frames) = connect(&hub);
-        let (mut bo, mut bo_frames) = connect(&hub);
-        send(&mut ada, JOIN);
-        send(&mut bo, &JOIN.replace("\"ada\"", "\"bo\""));
-        sent(&mut ada_frames);
-        sent(&mut bo_frames);
+        let ((mut ada, mut ada_frames), (_bo, mut bo_frames)) = both_joined(&hub);
         let mut push = vec![3, 1, 1, 13, 6, 0, 1];
         push.extend_from_slice(b"12realtime:roomcursor{\"x\":3}");
         ada.receive(decode_binary(&push).unwrap());
@@ -425,10 +433,7 @@ mod tests {
     #[test]
     fn presence_and_leaving_reach_the_others() {
         let hub = Hub::new();
-        let (mut ada, mut ada_frames) = connect(&hub);
-        let (mut bo, mut bo_frames) = connect(&hub);
-        send(&mut ada, JOIN);
-        send(&mut bo, &JOIN.replace("\"ada\"", "\"bo\""));
+        let ((mut ada, mut ada_frames), (mut bo, mut bo_frames)) = both_joined(&hub);
         send(
             &mut ada,
             r#"["1","5","realtime:room","presence",{"type":"presence","event":"track","payload":{"online_at":1}}]"#,
