@@ -101,6 +101,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::post(routes::auth::generate_link::post),
         )
         .route(
+            "/realtime/v1/websocket",
+            axum::routing::get(routes::realtime::socket),
+        )
+        .route(
             "/auth/v1/authorize",
             axum::routing::get(routes::auth::identities::authorize),
         )

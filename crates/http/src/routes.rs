@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod jwks;
 pub mod metrics;
 pub mod ready;
+pub mod realtime;
 pub mod rest_root;
 pub mod rest_table;
 pub mod rpc;

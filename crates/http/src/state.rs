@@ -66,6 +66,8 @@ struct Shared {
     inbound: Arc<Inbound>,
     metrics: PrometheusHandle,
     series: crate::access_log::Series,
+    /// This instance's realtime topics.
+    realtime: Arc<gatehouse_realtime::hub::Hub>,
 }
 
 /// What the state is built from.
@@ -111,6 +113,7 @@ impl AppState {
             inbound: parts.inbound,
             metrics: metrics_handle(),
             series: crate::access_log::Series::default(),
+            realtime: gatehouse_realtime::hub::Hub::new(),
         }))
     }
 
@@ -137,6 +140,10 @@ impl AppState {
 
     pub fn signing_keys(&self) -> &KeySet {
         self.0.tokens.keys()
+    }
+
+    pub fn realtime(&self) -> &Arc<gatehouse_realtime::hub::Hub> {
+        &self.0.realtime
     }
 
     pub fn api_keys(&self) -> &ApiKeys {

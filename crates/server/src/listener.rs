@@ -13,7 +13,6 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -114,7 +113,7 @@ pub async fn serve(
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let open: Open = Arc::default();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -163,14 +162,26 @@ pub async fn serve(
                     .insert(ConnectInfo::<SocketAddr>(peer));
                 request
             });
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = watched.await;
+        // With upgrades: a WebSocket (realtime) leaves the connection and
+        // lives in its own task; the connection's end releases the slot.
+        let connection = http
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+            .with_upgrades();
+        let mut stopping = stopped.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop_requested(&mut stopping) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
             drop(slot);
         });
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    graceful.shutdown().await;
+    while connections.join_next().await.is_some() {}
     Ok(())
 }

@@ -1,0 +1,112 @@
+//! `/realtime/v1/websocket`: a WebSocket speaking Supabase Realtime's protocol
+//! (`gatehouse-realtime`), for supabase-js's `channel()`. The socket needs an
+//! API key (`apikey` in the query, as realtime-js sends it); the tokens joins
+//! present are checked as every other surface checks them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use gatehouse_realtime::connection::{Connection, Verify};
+use gatehouse_realtime::hub::Outbox;
+use gatehouse_realtime::protocol::{Frame, Vsn, decode_binary, decode_text};
+use http::StatusCode;
+use serde::Deserialize;
+
+use crate::{ApiError, AppState};
+
+/// Frames a socket may have waiting; a client that falls this far behind is
+/// cut off with a reason rather than buffered without limit.
+const OUTBOX_FRAMES: usize = 1024;
+/// A socket silent this long is closed (realtime-js beats every 25 s).
+const SILENT_FOR: Duration = Duration::from_secs(60);
+/// Largest frame accepted from a client.
+const MOST_FRAME_BYTES: usize = 1 << 20;
+
+#[derive(Deserialize)]
+pub struct Connect {
+    apikey: Option<String>,
+    vsn: Option<String>,
+}
+
+/// A join's token, checked like a bearer token anywhere else.
+struct Tokens(AppState);
+
+impl Verify for Tokens {
+    fn verify(&self, token: &str) -> Result<(), String> {
+        self.0
+            .verify_access_token(token)
+            .map(|_| ())
+            .map_err(|error| format!("InvalidJWTToken: {error}"))
+    }
+}
+
+pub async fn socket(
+    State(state): State<AppState>,
+    Query(connect): Query<Connect>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let api_key = connect.apikey.unwrap_or_default();
+    if state.api_keys().identify(&api_key).is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_api_key",
+            "API key is missing or not valid",
+        ));
+    }
+    let vsn = Vsn::parse(connect.vsn.as_deref()).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            error.to_string(),
+        )
+    })?;
+    Ok(upgrade
+        .max_message_size(MOST_FRAME_BYTES)
+        .on_upgrade(move |socket| serve(state, socket, (vsn, api_key))))
+}
+
+fn outgoing(frame: Frame) -> WsMessage {
+    match frame {
+        Frame::Text(text) => WsMessage::Text(text.into()),
+        Frame::Binary(bytes) => WsMessage::Binary(bytes.into()),
+    }
+}
+
+async fn serve(state: AppState, mut socket: WebSocket, (vsn, api_key): (Vsn, String)) {
+    let (outbox, mut frames, cut) = Outbox::new(vsn, OUTBOX_FRAMES);
+    let verify: Arc<dyn Verify> = Arc::new(Tokens(state.clone()));
+    let mut connection = Connection::new(state.realtime().clone(), outbox, verify, api_key);
+    let mut heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            received = socket.recv() => {
+                heard = tokio::time::Instant::now();
+                let decoded = match received {
+                    Some(Ok(WsMessage::Text(text))) => decode_text(vsn, text.as_str()),
+                    Some(Ok(WsMessage::Binary(bytes))) => decode_binary(&bytes),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
+                };
+                match decoded {
+                    Ok(incoming) => connection.receive(incoming),
+                    Err(error) => tracing::debug!(%error, "a realtime frame was not understood"),
+                }
+            }
+            Some(frame) = frames.recv() => {
+                if socket.send(outgoing(frame)).await.is_err() {
+                    break;
+                }
+            }
+            () = cut.notified() => {
+                let close = CloseFrame { code: 1008, reason: "the client did not keep up with its messages".into() };
+                let _ = socket.send(WsMessage::Close(Some(close))).await;
+                break;
+            }
+            () = tokio::time::sleep_until(heard + SILENT_FOR) => break,
+        }
+    }
+    connection.close();
+}
