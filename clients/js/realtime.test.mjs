@@ -72,6 +72,23 @@ describe('realtime channels through supabase-js', () => {
     });
   }
 
+  test('the server broadcasts with the secret key; the publishable key may not', async () => {
+    const listener = client();
+    const channel = listener.channel('news');
+    const headline = next((done) => channel.on('broadcast', { event: 'headline' }, done));
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    const service = createClient(server.url, server.secretKey, {
+      auth: { persistSession: false, autoRefreshToken: false },
+      realtime: { transport: ws },
+    });
+    // Not joined: supabase-js sends through POST /realtime/v1/api/broadcast.
+    const sent = await service.channel('news').send({ type: 'broadcast', event: 'headline', payload: { title: 'Open' } });
+    assert.equal(sent, 'ok');
+    assert.deepEqual((await headline).payload, { title: 'Open' });
+    const refused = await client().channel('news').send({ type: 'broadcast', event: 'headline', payload: {} });
+    assert.equal(refused, 'error');
+  });
+
   test('presence: track, sync, and leave', async () => {
     const ada = client();
     const bo = client();

@@ -105,6 +105,10 @@ pub fn app(state: AppState, custom: Router<AppState>) -> Router {
             axum::routing::get(routes::realtime::socket),
         )
         .route(
+            "/realtime/v1/api/broadcast",
+            axum::routing::post(routes::realtime::broadcast),
+        )
+        .route(
             "/auth/v1/authorize",
             axum::routing::get(routes::auth::identities::authorize),
         )

@@ -1,7 +1,8 @@
 //! `/realtime/v1/websocket`: a WebSocket speaking Supabase Realtime's protocol
 //! (`gatehouse-realtime`), for supabase-js's `channel()`. The socket needs an
 //! API key (`apikey` in the query, as realtime-js sends it); the tokens joins
-//! present are checked as every other surface checks them.
+//! present are checked as every other surface checks them. And
+//! `/realtime/v1/api/broadcast`, the server's own broadcasts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use gatehouse_realtime::connection::{Connection, Verify};
 use gatehouse_realtime::hub::Outbox;
-use gatehouse_realtime::protocol::{Frame, Vsn, decode_binary, decode_text};
+use gatehouse_realtime::protocol::{Frame, Payload, Vsn, decode_binary, decode_text};
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -109,4 +110,51 @@ async fn serve(state: AppState, mut socket: WebSocket, (vsn, api_key): (Vsn, Str
         }
     }
     connection.close();
+}
+
+/// Messages one call may broadcast.
+const MOST_MESSAGES: usize = 100;
+
+#[derive(Deserialize)]
+pub struct Broadcasts {
+    messages: Vec<ServerMessage>,
+}
+
+#[derive(Deserialize)]
+struct ServerMessage {
+    /// The channel's name, without `realtime:`.
+    topic: String,
+    event: String,
+    #[serde(default)]
+    payload: serde_json::Value,
+    #[serde(default)]
+    private: bool,
+}
+
+/// `POST /realtime/v1/api/broadcast`: the server's own broadcasts (the secret
+/// key), as supabase-js sends them from a channel it has not joined.
+pub async fn broadcast(
+    State(state): State<AppState>,
+    _: crate::api_key::Admin,
+    axum::Json(body): axum::Json<Broadcasts>,
+) -> Result<StatusCode, ApiError> {
+    if body.messages.len() > MOST_MESSAGES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!("Too many messages to broadcast: at most {MOST_MESSAGES} per call"),
+        ));
+    }
+    for message in body.messages {
+        // Private channels cannot be joined yet: nobody could receive these.
+        if message.private {
+            continue;
+        }
+        state.realtime().broadcast(
+            &format!("realtime:{}", message.topic),
+            None,
+            (&message.event, &Payload::Json(message.payload)),
+        );
+    }
+    Ok(StatusCode::ACCEPTED)
 }
