@@ -79,12 +79,13 @@ export async function startGatehouse(configFile, extraEnv = {}) {
     url,
     publishableKey: read('publishable.key'),
     secretKey: read('secret.key'),
-    tokenFor(userId) {
+    /// An access token for `userId`, valid for `lifetime` seconds.
+    tokenFor(userId, lifetime = 600) {
       const now = Math.floor(Date.now() / 1000);
       const header = b64({ alg: 'ES256', typ: 'JWT', kid: current.kid });
       const claims = b64({
         sub: userId, role: 'authenticated', aud: 'authenticated',
-        iss: `${url}/auth/v1`, iat: now, exp: now + 600,
+        iss: `${url}/auth/v1`, iat: now, exp: now + lifetime,
       });
       const signature = sign('sha256', Buffer.from(`${header}.${claims}`), {
         key: privateKey,

@@ -1,12 +1,14 @@
 // supabase-js v2 channels against a real Gatehouse: broadcast between two
 // clients (self and ack honoured) and presence, over vsn 2.0.0 (the default,
-// binary broadcasts) and 1.0.0. Row changes and private channels come later.
+// binary broadcasts) and 1.0.0; row changes under each subscriber's select
+// policy and column grants, with token expiry and refresh.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createClient } from '@supabase/supabase-js';
 import ws from 'ws';
-import { startGatehouse } from './gatehouse.mjs';
+import { randomUUID } from 'node:crypto';
+import { clientsOf, startGatehouse } from './gatehouse.mjs';
 
 const shop = fileURLToPath(new URL('./shop.toml', import.meta.url));
 
@@ -129,5 +131,147 @@ describe('realtime channels through supabase-js', () => {
       socket.on('open', () => resolve('opened'));
     });
     assert.equal(status, 401);
+  });
+});
+
+/// Every payload `channel` receives for `table`, as it arrives.
+function collect(channel, table, filter) {
+  const received = [];
+  channel.on('postgres_changes', { event: '*', schema: 'public', table, ...(filter ? { filter } : {}) },
+    (payload) => received.push(payload));
+  return received;
+}
+
+/// Waits until `received` holds `count` payloads (5 s at most).
+async function until(received, count) {
+  const deadline = Date.now() + 5000;
+  while (received.length < count) {
+    if (Date.now() > deadline) throw new Error(`${received.length} of ${count} changes arrived`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('row changes through supabase-js', () => {
+  let server;
+  let clients;
+  const made = [];
+  const signedIn = (user, lifetime) => {
+    const client = createClient(server.url, server.publishableKey, {
+      auth: { persistSession: false, autoRefreshToken: false },
+      accessToken: async () => server.tokenFor(user, lifetime),
+      realtime: { transport: ws },
+    });
+    made.push(client);
+    return client;
+  };
+
+  before(async () => {
+    server = await startGatehouse(shop);
+    clients = clientsOf(server);
+    made.push(clients.service, clients.anon);
+  });
+  after(async () => {
+    for (const client of made) await client.removeAllChannels();
+    await server?.stop();
+  });
+
+  test("subscribers receive their own orders' changes and never another user's", async () => {
+    const adaId = randomUUID();
+    const boId = randomUUID();
+    const ada = signedIn(adaId);
+    const bo = signedIn(boId);
+    const adaChannel = ada.channel('ada-orders');
+    const adaSees = collect(adaChannel, 'orders');
+    const boChannel = bo.channel('bo-orders');
+    const boSees = collect(boChannel, 'orders');
+    // A filter naming Ada's id does not widen what Bo may see.
+    const boSpies = collect(boChannel, 'orders', `user_id=eq.${adaId}`);
+    assert.equal(await subscribed(adaChannel), 'SUBSCRIBED');
+    assert.equal(await subscribed(boChannel), 'SUBSCRIBED');
+
+    const { data: order, error } = await ada.from('orders').insert({ total_cents: 1200, note: 'gift' }).select().single();
+    assert.equal(error, null);
+    await ada.from('orders').update({ note: 'wrapped' }).eq('id', order.id);
+    await clients.service.from('orders').delete().eq('id', order.id);
+    await until(adaSees, 3);
+    const [inserted, updated, deleted] = adaSees;
+    assert.equal(inserted.eventType, 'INSERT');
+    assert.equal(inserted.schema, 'public');
+    assert.equal(inserted.table, 'orders');
+    assert.deepEqual(inserted.new, order, 'the row as the data API shows it');
+    assert.ok(!Number.isNaN(Date.parse(inserted.commit_timestamp)));
+    assert.equal(updated.eventType, 'UPDATE');
+    assert.equal(updated.new.note, 'wrapped');
+    assert.deepEqual(updated.old, { id: order.id }, 'the old row carries its key alone');
+    assert.equal(deleted.eventType, 'DELETE');
+    assert.deepEqual(deleted.old, { id: order.id });
+
+    // Bo's own order is the first change he hears of: Ada's three never came.
+    const { data: his } = await bo.from('orders').insert({ total_cents: 5 }).select().single();
+    await until(boSees, 1);
+    await pause(200);
+    assert.deepEqual(boSees.map((change) => change.new.id), [his.id]);
+    assert.equal(boSpies.length, 0);
+    assert.equal(adaSees.length, 3, 'nor does Ada hear of his');
+  });
+
+  test('filters choose among the rows a subscriber may see', async () => {
+    const adaId = randomUUID();
+    const ada = signedIn(adaId);
+    const channel = ada.channel('big-orders');
+    const big = collect(channel, 'orders', 'total_cents=gte.1000');
+    const some = collect(channel, 'orders', 'total_cents=in.(1,2,3)');
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    await ada.from('orders').insert([{ total_cents: 999 }, { total_cents: 1000 }, { total_cents: 2 }]);
+    await until(big, 1);
+    await until(some, 1);
+    await pause(200);
+    assert.deepEqual(big.map((change) => change.new.total_cents), [1000]);
+    assert.deepEqual(some.map((change) => change.new.total_cents), [2]);
+  });
+
+  test('a table the caller may not select cannot be subscribed to', async () => {
+    const user = signedIn(randomUUID());
+    // The token is at hand before the join (as after a sign-in): the join carries it.
+    await user.realtime.setAuth(server.tokenFor(randomUUID()));
+    const channel = user.channel('teams');
+    collect(channel, 'teams');
+    const status = await subscribed(channel);
+    assert.match(status, /CHANNEL_ERROR: Unable to subscribe to changes/);
+    assert.match(status, /permission denied for table teams/);
+  });
+
+  test('column grants trim what a subscriber receives; writes through triggers publish', async () => {
+    const channel = clients.anon.channel('public-profiles');
+    const seen = collect(channel, 'profiles');
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    const ada = signedIn(randomUUID());
+    const { error } = await ada.from('profiles').insert({ display_name: '  Ada  ', bio: 'private bio' });
+    assert.equal(error, null);
+    await until(seen, 1);
+    assert.deepEqual(Object.keys(seen[0].new).sort(), ['display_name', 'id']);
+    assert.equal(seen[0].new.display_name, 'Ada', 'as the before trigger left it');
+  });
+
+  test('an expired token stops delivery; a refreshed one resumes it', async () => {
+    const adaId = randomUUID();
+    const writer = signedIn(adaId);
+    const watcher = signedIn(adaId, 3);
+    const channel = watcher.channel('expiring');
+    const seen = collect(channel, 'orders');
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    await writer.from('orders').insert({ total_cents: 1 });
+    await until(seen, 1);
+    await pause(3500);
+    await writer.from('orders').insert({ total_cents: 2 });
+    await pause(500);
+    assert.equal(seen.length, 1, 'nothing after the token expired');
+    await watcher.realtime.setAuth(server.tokenFor(adaId));
+    await pause(200);
+    await writer.from('orders').insert({ total_cents: 3 });
+    await until(seen, 2);
+    assert.deepEqual(seen.map((change) => change.new.total_cents), [1, 3]);
   });
 });

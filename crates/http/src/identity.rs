@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use gatehouse_auth::AuthError;
 use gatehouse_keys::{TokenError, VerifiedClaims};
+use gatehouse_realtime::connection::{Verified, Verify, Verifying};
 use gatehouse_rest::Caller;
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
@@ -176,4 +177,35 @@ impl FromRequestParts<AppState> for SignedIn {
             Err(Refusal::Cookie(error)) => Err(error),
         }
     }
+}
+
+/// The tokens a realtime socket's joins and refreshes present, checked as a
+/// bearer token is: signature, expiry, and the session it names still live.
+pub(crate) struct SocketTokens(pub AppState);
+
+impl Verify for SocketTokens {
+    fn verify<'a>(&'a self, token: &'a str) -> Verifying<'a> {
+        Box::pin(async move {
+            let claims = self
+                .0
+                .verify_access_token(token)
+                .map_err(|error| format!("InvalidJWTToken: {error}"))?;
+            if claims.claim_text("session_id").is_some() {
+                self.0
+                    .auth()
+                    .check_session(&claims)
+                    .await
+                    .map_err(|_| "InvalidJWTToken: the session has ended".to_owned())?;
+            }
+            Ok(Verified {
+                expires_at: claims.expires_at(),
+                caller: Caller::signed_in(claims),
+            })
+        })
+    }
+}
+
+/// What a realtime socket's API key (checked at the upgrade) makes its caller.
+pub(crate) fn key_caller(key: gatehouse_keys::PresentedKey) -> Caller {
+    Caller::holding(key)
 }

@@ -68,6 +68,8 @@ struct Shared {
     series: crate::access_log::Series,
     /// This instance's realtime topics.
     realtime: Arc<gatehouse_realtime::hub::Hub>,
+    /// This instance's row-change subscriptions.
+    feed: Arc<gatehouse_realtime::feed::Feed>,
 }
 
 /// What the state is built from.
@@ -86,6 +88,8 @@ pub struct Parts {
     pub functions: Arc<Functions>,
     /// The declared inbound webhooks.
     pub inbound: Arc<Inbound>,
+    /// Row changes to realtime subscribers (a follower of `rest`'s writes).
+    pub realtime: Arc<gatehouse_realtime::feed::Feed>,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -114,6 +118,7 @@ impl AppState {
             metrics: metrics_handle(),
             series: crate::access_log::Series::default(),
             realtime: gatehouse_realtime::hub::Hub::new(),
+            feed: parts.realtime,
         }))
     }
 
@@ -144,6 +149,10 @@ impl AppState {
 
     pub fn realtime(&self) -> &Arc<gatehouse_realtime::hub::Hub> {
         &self.0.realtime
+    }
+
+    pub fn feed(&self) -> &Arc<gatehouse_realtime::feed::Feed> {
+        &self.0.feed
     }
 
     pub fn api_keys(&self) -> &ApiKeys {

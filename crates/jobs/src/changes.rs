@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_db::Statement;
-use gatehouse_rest::{AfterWrite, Event, RestError, RowChange};
+use gatehouse_rest::{AfterWrite, Event, Followed, RestError, RowChange};
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::Notify;
 
@@ -88,7 +87,7 @@ impl AfterWrite for Changes {
             .any(|watch| watch.table == table && watch.events.contains(&event))
     }
 
-    fn after(&self, changes: &[RowChange<'_>]) -> Result<Vec<Statement>, RestError> {
+    fn after(&self, changes: &[RowChange<'_>]) -> Result<Followed, RestError> {
         let mut statements = Vec::new();
         for change in changes {
             for watch in &self.watches {
@@ -106,11 +105,17 @@ impl AfterWrite for Changes {
                 statements.push(statement);
             }
         }
-        Ok(statements)
-    }
-
-    fn committed(&self) {
-        self.wake.notify_waiters();
+        // The workers hear of the jobs once they exist.
+        let wake = self.wake.clone();
+        let on_commit: Vec<Box<dyn FnOnce() + Send>> = if statements.is_empty() {
+            Vec::new()
+        } else {
+            vec![Box::new(move || wake.notify_waiters())]
+        };
+        Ok(Followed {
+            statements,
+            on_commit,
+        })
     }
 }
 
@@ -199,6 +204,7 @@ mod tests {
             new: Some(Map::new()),
             old: Some(Map::new()),
         };
-        assert!(changes.after(&[update]).unwrap().is_empty());
+        let followed = changes.after(&[update]).unwrap();
+        assert!(followed.statements.is_empty() && followed.on_commit.is_empty());
     }
 }

@@ -1,23 +1,40 @@
 //! One socket's side of the protocol: heartbeats, joining and leaving
-//! channels, broadcasts and presence on them. The socket's task feeds it each
-//! frame; everything it answers goes out through the socket's outbox.
+//! channels, broadcasts and presence on them, and row-change subscriptions.
+//! The socket's task feeds it each frame; everything it answers goes out
+//! through the socket's outbox.
 //!
 //! Invariants: a channel is reached only after its `phx_join` succeeded on
 //! this socket; private channels are refused until realtime policies exist
-//! (deny by default); a token a join presents is verified before it counts.
+//! (deny by default); a token a join presents is verified before it counts,
+//! and a channel's row changes are decided for the caller it names (else the
+//! socket's API key) by the data API's own `select` decision.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use gatehouse_rest::{Caller, Event, Sight};
 use serde_json::{Value as Json, json};
 
+use crate::feed::{Binding, Feed, Filter, Refused, Subscribe, Subscription};
 use crate::hub::{Hub, MemberId, Outbox};
 use crate::protocol::{Incoming, Message, Payload};
 
-/// Checks a token a client presents (a join's `access_token`).
+/// A token a client presented, verified: who it makes the caller, and until when.
+pub struct Verified {
+    pub caller: Caller,
+    /// Seconds since the epoch.
+    pub expires_at: Option<u64>,
+}
+
+pub type Verifying<'a> = Pin<Box<dyn Future<Output = Result<Verified, String>> + Send + 'a>>;
+
+/// Checks a token a client presents (a join's or a refresh's `access_token`)
+/// as every other surface checks it: signature, expiry, and a live session.
 pub trait Verify: Send + Sync {
     /// `Err` carries the reason in Realtime's words (`InvalidJWTToken: …`).
-    fn verify(&self, token: &str) -> Result<(), String>;
+    fn verify<'a>(&'a self, token: &'a str) -> Verifying<'a>;
 }
 
 /// The most channels one socket may join (Supabase's default).
@@ -28,15 +45,28 @@ struct Joined {
     member: MemberId,
     ack: bool,
     presence_key: String,
+    /// The row-change bindings the join asked for, made again for each token.
+    requested: Vec<Json>,
+    subscriptions: Vec<Arc<Subscription>>,
+}
+
+/// A join's bindings, by table: what the caller sees of it, and the bindings.
+type Wanted = BTreeMap<String, (Sight, Vec<Binding>)>;
+
+/// The socket's own standing: the API key it connected with (a join
+/// presenting it, as supabase-js does before sign-in, needs no further
+/// check) and the caller that key makes.
+pub struct Keyed {
+    pub api_key: String,
+    pub caller: Caller,
 }
 
 pub struct Connection {
     hub: Arc<Hub>,
+    feed: Arc<Feed>,
     outbox: Outbox,
     verify: Arc<dyn Verify>,
-    /// The API key the socket connected with: a join presenting it (as
-    /// supabase-js does before sign-in) needs no further check.
-    api_key: String,
+    keyed: Keyed,
     channels: HashMap<String, Joined>,
 }
 
@@ -55,18 +85,87 @@ fn flag(value: &Json) -> bool {
     matches!(value, Json::Bool(true)) || value.as_str() == Some("true")
 }
 
+/// The bindings a join asks for, by table, each with its id (its place in
+/// the request, from 1), or why they cannot be had.
+fn bindings(
+    requested: &[Json],
+    sight_of: &dyn Fn(&str) -> Result<Sight, Refused>,
+    tables: &[&str],
+) -> Result<Wanted, Refused> {
+    let mut by_table = Wanted::new();
+    for (at, request) in requested.iter().enumerate() {
+        let event = match request["event"].as_str() {
+            Some("*") => None,
+            Some("INSERT") => Some(Event::Insert),
+            Some("UPDATE") => Some(Event::Update),
+            Some("DELETE") => Some(Event::Delete),
+            other => {
+                return Err(Refused::Invalid(format!(
+                    "invalid event: {}",
+                    other.unwrap_or("none")
+                )));
+            }
+        };
+        if !matches!(request["schema"].as_str(), Some("public" | "*")) {
+            return Err(Refused::Invalid(format!(
+                "unknown schema: {}",
+                request["schema"]
+            )));
+        }
+        let table = request["table"].as_str().filter(|table| *table != "*");
+        let every_table = table.is_none();
+        let named: Vec<&str> = table.map_or_else(|| tables.to_vec(), |table| vec![table]);
+        let filter = request["filter"].as_str().filter(|f| !f.is_empty());
+        for table in named {
+            let sight = match by_table.get(table) {
+                Some((sight, _)) => sight.clone(),
+                None => match sight_of(table) {
+                    Ok(sight) => sight,
+                    // Every table: those the caller may not read are not among them.
+                    Err(_) if every_table => continue,
+                    Err(reason) => return Err(reason),
+                },
+            };
+            let filter = filter.map(|f| Filter::parse(f, &sight)).transpose()?;
+            let entry = by_table
+                .entry(table.to_owned())
+                .or_insert_with(|| (sight, Vec::new()));
+            entry.1.push(Binding {
+                id: at as u64 + 1,
+                event,
+                filter,
+            });
+        }
+    }
+    Ok(by_table)
+}
+
+/// A join's reason for bindings that cannot be had.
+fn unsubscribable(refused: &Refused) -> String {
+    format!(
+        "Unable to subscribe to changes with given parameters: {}",
+        refused.reason()
+    )
+}
+
 impl Connection {
-    pub fn new(hub: Arc<Hub>, outbox: Outbox, verify: Arc<dyn Verify>, api_key: String) -> Self {
+    pub fn new(
+        (hub, feed): (Arc<Hub>, Arc<Feed>),
+        outbox: Outbox,
+        verify: Arc<dyn Verify>,
+        keyed: Keyed,
+    ) -> Self {
         Self {
             hub,
+            feed,
             outbox,
             verify,
-            api_key,
+            keyed,
             channels: HashMap::new(),
         }
     }
 
-    pub fn receive(&mut self, incoming: Incoming) {
+    pub async fn receive(&mut self, incoming: Incoming) {
         match incoming {
             Incoming::Broadcast {
                 join_ref,
@@ -85,17 +184,17 @@ impl Connection {
                 &event,
                 &payload,
             ),
-            Incoming::Message(message) => self.message(message),
+            Incoming::Message(message) => self.message(message).await,
         }
     }
 
-    fn message(&mut self, message: Message) {
+    async fn message(&mut self, message: Message) {
         match (message.topic.as_str(), message.event.as_str()) {
             ("phoenix", "heartbeat") => self.outbox.message(&reply(&message, "ok", json!({}))),
-            (_, "phx_join") => self.join(message),
+            (_, "phx_join") => self.join(message).await,
             (_, "phx_leave") => self.leave(&message),
             (_, "presence") => self.presence(&message),
-            (_, "access_token") => self.refresh_token(&message),
+            (_, "access_token") => self.refresh_token(&message).await,
             _ => self.unmatched(&message),
         }
     }
@@ -113,7 +212,19 @@ impl Connection {
             .message(&reply(message, "error", json!({"reason": reason})));
     }
 
-    fn join(&mut self, message: Message) {
+    /// Who a token makes the caller: the socket's key's caller for none (or
+    /// the key itself), else the verified token's.
+    async fn caller(&self, token: Option<&str>) -> Result<Verified, String> {
+        match token {
+            Some(token) if token != self.keyed.api_key => self.verify.verify(token).await,
+            _ => Ok(Verified {
+                caller: self.keyed.caller.clone(),
+                expires_at: None,
+            }),
+        }
+    }
+
+    async fn join(&mut self, message: Message) {
         let Some(name) = message
             .topic
             .strip_prefix("realtime:")
@@ -133,15 +244,27 @@ impl Connection {
                 ),
             );
         }
-        if let Some(token) = message.payload["access_token"].as_str()
-            && token != self.api_key
-            && let Err(reason) = self.verify.verify(token)
-        {
-            return self.refuse_join(&message, reason);
-        }
+        let token = message.payload["access_token"].as_str();
+        let verified = match self.caller(token).await {
+            Ok(verified) => verified,
+            Err(reason) => return self.refuse_join(&message, reason),
+        };
+        let requested = config["postgres_changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let wanted = match self.wanted(&requested, &verified.caller) {
+            Ok(wanted) => wanted,
+            // Joined on the API key alone (supabase-js may join before its
+            // token is at hand): the changes wait for a token that may read them.
+            Err(Refused::Denied(_)) if token.is_none_or(|t| t == self.keyed.api_key) => {
+                Wanted::new()
+            }
+            Err(refused) => return self.refuse_join(&message, unsubscribable(&refused)),
+        };
         // A join again replaces the earlier one, as Phoenix does.
         if let Some(earlier) = self.channels.remove(&message.topic) {
-            self.hub.leave(&message.topic, earlier.member);
+            self.part(&message.topic, earlier);
         }
         if self.channels.len() >= MOST_CHANNELS {
             return self.refuse_join(
@@ -160,6 +283,11 @@ impl Connection {
             .as_str()
             .filter(|key| !key.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let subscriptions = self.subscribe(
+            (&message.topic, &message.join_ref),
+            wanted,
+            verified.expires_at,
+        );
         self.channels.insert(
             message.topic.clone(),
             Joined {
@@ -167,13 +295,13 @@ impl Connection {
                 member,
                 ack: flag(&broadcast["ack"]),
                 presence_key,
+                requested: requested.clone(),
+                subscriptions,
             },
         );
-        // Each requested row-change binding is echoed with its id, in order.
-        let changes: Vec<Json> = config["postgres_changes"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        // Each requested binding is echoed with its id, in order, as the
+        // client matches them.
+        let echoed: Vec<Json> = requested
             .iter()
             .enumerate()
             .map(|(at, binding)| {
@@ -182,25 +310,16 @@ impl Connection {
                 binding
             })
             .collect();
-        let wants_changes = !changes.is_empty();
         self.outbox
-            .message(&reply(&message, "ok", json!({"postgres_changes": changes})));
-        if wants_changes {
-            self.outbox.message(&Message {
-                join_ref: message.join_ref.clone(),
-                reference: None,
-                topic: message.topic.clone(),
-                event: "system".into(),
-                payload: json!({
-                    "extension": "postgres_changes",
-                    "status": "error",
-                    "message": "Row changes are not delivered by this server yet",
-                    "channel": name,
-                }),
-            });
+            .message(&reply(&message, "ok", json!({"postgres_changes": echoed})));
+        if !requested.is_empty() {
+            self.system(
+                (&message.topic, message.join_ref.clone()),
+                "postgres_changes",
+                ("ok", "Subscribed to PostgreSQL"),
+            );
         }
-        let presence_wanted = flag(&presence["enabled"]);
-        if presence_wanted {
+        if flag(&presence["enabled"]) {
             self.outbox.message(&Message {
                 join_ref: message.join_ref.clone(),
                 reference: None,
@@ -211,16 +330,79 @@ impl Connection {
         }
     }
 
+    /// The bindings `requested` for `caller`.
+    fn wanted(&self, requested: &[Json], caller: &Caller) -> Result<Wanted, Refused> {
+        let rest = self.feed.rest();
+        let tables: Vec<&str> = rest.tables().collect();
+        let sight_of = |table: &str| rest.sight(caller, table).map_err(Refused::from);
+        bindings(requested, &sight_of, &tables)
+    }
+
+    fn subscribe(
+        &self,
+        (topic, join_ref): (&str, &Option<String>),
+        wanted: Wanted,
+        expires_at: Option<u64>,
+    ) -> Vec<Arc<Subscription>> {
+        wanted
+            .into_iter()
+            .map(|(table, (sight, bindings))| {
+                self.feed.subscribe(Subscribe {
+                    table,
+                    topic: topic.to_owned(),
+                    join_ref: join_ref.clone(),
+                    outbox: self.outbox.clone(),
+                    bindings,
+                    sight,
+                    expires_at,
+                })
+            })
+            .collect()
+    }
+
+    fn system(
+        &self,
+        (topic, join_ref): (&str, Option<String>),
+        extension: &str,
+        (status, text): (&str, &str),
+    ) {
+        self.outbox.message(&Message {
+            join_ref,
+            reference: None,
+            topic: topic.to_owned(),
+            event: "system".into(),
+            payload: json!({
+                "extension": extension,
+                "status": status,
+                "message": text,
+                "channel": topic.trim_start_matches("realtime:"),
+            }),
+        });
+    }
+
+    /// Leaves a channel's topic and its row changes.
+    fn part(&self, topic: &str, joined: Joined) {
+        self.hub.leave(topic, joined.member);
+        for subscription in &joined.subscriptions {
+            self.feed.unsubscribe(subscription);
+        }
+    }
+
     fn leave(&mut self, message: &Message) {
         let Some(joined) = self.channels.remove(&message.topic) else {
             return self.unmatched(message);
         };
-        self.hub.leave(&message.topic, joined.member);
+        let join_ref = joined.join_ref.clone();
+        self.part(&message.topic, joined);
         self.outbox.message(&reply(message, "ok", json!({})));
+        self.closed(&message.topic, join_ref);
+    }
+
+    fn closed(&self, topic: &str, join_ref: Option<String>) {
         self.outbox.message(&Message {
-            join_ref: joined.join_ref.clone(),
-            reference: joined.join_ref,
-            topic: message.topic.clone(),
+            join_ref: join_ref.clone(),
+            reference: join_ref,
+            topic: topic.to_owned(),
             event: "phx_close".into(),
             payload: json!({}),
         });
@@ -260,41 +442,64 @@ impl Connection {
         self.outbox.message(&reply(message, "ok", json!({})));
     }
 
-    /// A refreshed token for a channel: checked; one that fails closes the
-    /// channel with a `system` message, as Realtime does. No reply either way.
-    fn refresh_token(&mut self, message: &Message) {
+    /// A refreshed token for a channel: checked, and the channel's row
+    /// changes decided for its caller from then on (resuming delivery a
+    /// token's expiry stopped). One that fails, or whose caller may not read
+    /// what the channel watches, closes the channel with a `system` message,
+    /// as Realtime does. No reply either way.
+    async fn refresh_token(&mut self, message: &Message) {
         let Some(token) = message.payload["access_token"].as_str() else {
             return;
         };
-        if token == self.api_key || !self.channels.contains_key(&message.topic) {
+        let Some(requested) = self
+            .channels
+            .get(&message.topic)
+            .map(|joined| joined.requested.clone())
+        else {
             return;
-        }
-        if let Err(reason) = self.verify.verify(token)
-            && let Some(joined) = self.channels.remove(&message.topic)
-        {
-            self.hub.leave(&message.topic, joined.member);
-            let name = message.topic.trim_start_matches("realtime:");
-            self.outbox.message(&Message {
-                join_ref: joined.join_ref.clone(),
-                reference: None,
-                topic: message.topic.clone(),
-                event: "system".into(),
-                payload: json!({"extension": "system", "status": "error", "message": reason, "channel": name}),
-            });
-            self.outbox.message(&Message {
-                join_ref: joined.join_ref.clone(),
-                reference: joined.join_ref,
-                topic: message.topic.clone(),
-                event: "phx_close".into(),
-                payload: json!({}),
-            });
+        };
+        let renewed = match self.caller(Some(token)).await {
+            Ok(verified) => self
+                .wanted(&requested, &verified.caller)
+                .map(|wanted| (wanted, verified.expires_at))
+                .map_err(|refused| unsubscribable(&refused)),
+            Err(reason) => Err(reason),
+        };
+        let Some(joined) = self.channels.get_mut(&message.topic) else {
+            return;
+        };
+        match renewed {
+            Ok((wanted, expires_at)) => {
+                let earlier = std::mem::take(&mut joined.subscriptions);
+                let join_ref = joined.join_ref.clone();
+                for subscription in &earlier {
+                    self.feed.unsubscribe(subscription);
+                }
+                let subscriptions = self.subscribe((&message.topic, &join_ref), wanted, expires_at);
+                if let Some(joined) = self.channels.get_mut(&message.topic) {
+                    joined.subscriptions = subscriptions;
+                }
+            }
+            Err(reason) => {
+                let Some(joined) = self.channels.remove(&message.topic) else {
+                    return;
+                };
+                let join_ref = joined.join_ref.clone();
+                self.part(&message.topic, joined);
+                self.system(
+                    (&message.topic, join_ref.clone()),
+                    "system",
+                    ("error", &reason),
+                );
+                self.closed(&message.topic, join_ref);
+            }
         }
     }
 
     /// The socket closed: every channel is left.
     pub fn close(&mut self) {
-        for (topic, joined) in self.channels.drain() {
-            self.hub.leave(&topic, joined.member);
+        for (topic, joined) in std::mem::take(&mut self.channels) {
+            self.part(&topic, joined);
         }
     }
 }
@@ -305,34 +510,95 @@ mod tests {
 
     use tokio::sync::mpsc;
 
+    use gatehouse_db::testing::TestDatabase;
+    use gatehouse_db::{Database, MigrateOptions, PoolOptions};
+    use gatehouse_policy::Role;
+    use gatehouse_rest::{AfterWrite, RowChange};
+    use serde_json::Map;
+
     use super::*;
     use crate::protocol::{Frame, Vsn, decode_binary, decode_text};
 
     struct Tokens;
 
+    const ADA: &str = "00000000-0000-4000-8000-00000000000a";
+    const BO: &str = "00000000-0000-4000-8000-00000000000b";
+
     impl Verify for Tokens {
-        fn verify(&self, token: &str) -> Result<(), String> {
-            match token {
-                "good" => Ok(()),
-                _ => Err("InvalidJWTToken: Token has expired 5 seconds ago".into()),
-            }
+        fn verify<'a>(&'a self, token: &'a str) -> Verifying<'a> {
+            let user = match token {
+                "ada" => Some(ADA),
+                "bo" => Some(BO),
+                _ => None,
+            };
+            Box::pin(async move {
+                user.map(|id| Verified {
+                    caller: Caller::delegated(Role::Authenticated, Some(id.into())),
+                    expires_at: None,
+                })
+                .ok_or_else(|| "InvalidJWTToken: Token has expired 5 seconds ago".into())
+            })
         }
     }
 
+    const TABLES: &str = r#"
+[tables.orders]
+columns.id = { type = "bigint", primary_key = true }
+columns.owner_id = { type = "uuid", not_null = true }
+columns.note = { type = "text" }
+columns.total = { type = "integer" }
+grants.authenticated.select = ["id", "owner_id", "total"]
+
+[[tables.orders.policies]]
+name = "own orders"
+for = "select"
+to = ["authenticated"]
+using = "owner_id = auth.uid()"
+
+[tables.secrets]
+columns.id = { type = "bigint", primary_key = true }
+"#;
+
+    /// A hub and a feed over a fresh SQLite database holding [`TABLES`].
+    async fn realtime() -> (Arc<Hub>, Arc<Feed>, TestDatabase) {
+        let test_db = TestDatabase::sqlite();
+        let db = Database::open(&test_db.location(), PoolOptions::default())
+            .await
+            .unwrap();
+        let declaration = gatehouse_schema::declaration::parse(TABLES).unwrap();
+        let schema = gatehouse_schema::Schema::from_declaration(&declaration).unwrap();
+        db.migrate_schema(&schema, MigrateOptions::default())
+            .await
+            .unwrap();
+        let policies = gatehouse_policy::Policies::compile(&declaration, &schema).unwrap();
+        let rest = Arc::new(gatehouse_rest::Rest::new(
+            schema,
+            policies,
+            gatehouse_rest::RestSettings::default(),
+        ));
+        let feed = Feed::start(rest, db, std::collections::HashSet::new());
+        (Hub::new(), feed, test_db)
+    }
+
     /// A connection on `hub` (2.0.0), and what it sends.
-    fn connect(hub: &Arc<Hub>) -> (Connection, mpsc::Receiver<Frame>) {
+    fn connect((hub, feed): (&Arc<Hub>, &Arc<Feed>)) -> (Connection, mpsc::Receiver<Frame>) {
         let (outbox, frames, _cut) = Outbox::new(Vsn::V2, 64);
         let connection = Connection::new(
-            hub.clone(),
+            (hub.clone(), feed.clone()),
             outbox,
             Arc::new(Tokens),
-            "sb_publishable_x".into(),
+            Keyed {
+                api_key: "sb_publishable_x".into(),
+                caller: Caller::anon(),
+            },
         );
         (connection, frames)
     }
 
-    fn send(connection: &mut Connection, frame: &str) {
-        connection.receive(decode_text(Vsn::V2, frame).unwrap());
+    async fn send(connection: &mut Connection, frame: &str) {
+        connection
+            .receive(decode_text(Vsn::V2, frame).unwrap())
+            .await;
     }
 
     fn sent(frames: &mut mpsc::Receiver<Frame>) -> Vec<Json> {
@@ -348,12 +614,21 @@ mod tests {
 
     type Joined = (Connection, mpsc::Receiver<Frame>);
 
+    /// The reason of the `system` error that closed a channel, followed by its `phx_close`.
+    fn closed_with_reason(frames: &mut mpsc::Receiver<Frame>) -> String {
+        let out = sent(frames);
+        assert_eq!(out[0][3], "system");
+        assert_eq!(out[0][4]["status"], "error");
+        assert_eq!(out[1][3], "phx_close");
+        out[0][4]["message"].as_str().unwrap().to_owned()
+    }
+
     /// Ada and Bo joined to `realtime:room`, what they were sent so far read.
-    fn both_joined(hub: &Arc<Hub>) -> (Joined, Joined) {
-        let (mut ada, mut ada_frames) = connect(hub);
-        let (mut bo, mut bo_frames) = connect(hub);
-        send(&mut ada, JOIN);
-        send(&mut bo, &JOIN.replace("\"ada\"", "\"bo\""));
+    async fn both_joined(hub: &Arc<Hub>, feed: &Arc<Feed>) -> (Joined, Joined) {
+        let (mut ada, mut ada_frames) = connect((hub, feed));
+        let (mut bo, mut bo_frames) = connect((hub, feed));
+        send(&mut ada, JOIN).await;
+        send(&mut bo, &JOIN.replace("\"ada\"", "\"bo\"")).await;
         sent(&mut ada_frames);
         sent(&mut bo_frames);
         ((ada, ada_frames), (bo, bo_frames))
@@ -361,12 +636,12 @@ mod tests {
 
     const JOIN: &str = r#"["1","1","realtime:room","phx_join",{"config":{"broadcast":{"self":false,"ack":true},"presence":{"key":"ada","enabled":true},"postgres_changes":[],"private":false},"access_token":"sb_publishable_x"}]"#;
 
-    #[test]
-    fn heartbeat_and_join_are_answered_as_realtime_does() {
-        let hub = Hub::new();
-        let (mut ada, mut frames) = connect(&hub);
-        send(&mut ada, r#"[null,"7","phoenix","heartbeat",{}]"#);
-        send(&mut ada, JOIN);
+    #[tokio::test]
+    async fn heartbeat_and_join_are_answered_as_realtime_does() {
+        let (hub, feed, _db) = realtime().await;
+        let (mut ada, mut frames) = connect((&hub, &feed));
+        send(&mut ada, r#"[null,"7","phoenix","heartbeat",{}]"#).await;
+        send(&mut ada, JOIN).await;
         let out = sent(&mut frames);
         assert_eq!(
             out[0],
@@ -382,26 +657,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn refused_joins_say_why() {
-        let hub = Hub::new();
-        let (mut ada, mut frames) = connect(&hub);
+    #[tokio::test]
+    async fn refused_joins_say_why() {
+        let (hub, feed, _db) = realtime().await;
+        let (mut ada, mut frames) = connect((&hub, &feed));
         send(
             &mut ada,
             r#"["1","1","realtime:secret","phx_join",{"config":{"private":true}}]"#,
-        );
+        )
+        .await;
         send(
             &mut ada,
             r#"["2","2","realtime:room","phx_join",{"config":{},"access_token":"stale"}]"#,
-        );
+        )
+        .await;
         send(
             &mut ada,
             r#"["3","3","realtime:","phx_join",{"config":{}}]"#,
-        );
+        )
+        .await;
         send(
             &mut ada,
             r#"[null,"4","realtime:never","presence",{"type":"presence","event":"track","payload":{}}]"#,
-        );
+        ).await;
         let reasons: Vec<String> = sent(&mut frames)
             .iter()
             .map(|frame| frame[4]["response"]["reason"].as_str().unwrap().to_owned())
@@ -412,13 +690,13 @@ mod tests {
         assert_eq!(reasons[3], "unmatched topic");
     }
 
-    #[test]
-    fn binary_broadcasts_reach_the_others_with_an_ack_to_the_sender() {
-        let hub = Hub::new();
-        let ((mut ada, mut ada_frames), (_bo, mut bo_frames)) = both_joined(&hub);
+    #[tokio::test]
+    async fn binary_broadcasts_reach_the_others_with_an_ack_to_the_sender() {
+        let (hub, feed, _db) = realtime().await;
+        let ((mut ada, mut ada_frames), (_bo, mut bo_frames)) = both_joined(&hub, &feed).await;
         let mut push = vec![3, 1, 1, 13, 6, 0, 1];
         push.extend_from_slice(b"12realtime:roomcursor{\"x\":3}");
-        ada.receive(decode_binary(&push).unwrap());
+        ada.receive(decode_binary(&push).unwrap()).await;
         assert_eq!(
             sent(&mut ada_frames),
             vec![json!(["1", "2", "realtime:room", "phx_reply", {"status": "ok", "response": {}}])],
@@ -430,20 +708,20 @@ mod tests {
         assert_eq!(received, vec![json!({"binary": expected})]);
     }
 
-    #[test]
-    fn presence_and_leaving_reach_the_others() {
-        let hub = Hub::new();
-        let ((mut ada, mut ada_frames), (mut bo, mut bo_frames)) = both_joined(&hub);
+    #[tokio::test]
+    async fn presence_and_leaving_reach_the_others() {
+        let (hub, feed, _db) = realtime().await;
+        let ((mut ada, mut ada_frames), (mut bo, mut bo_frames)) = both_joined(&hub, &feed).await;
         send(
             &mut ada,
             r#"["1","5","realtime:room","presence",{"type":"presence","event":"track","payload":{"online_at":1}}]"#,
-        );
+        ).await;
         let to_bo = sent(&mut bo_frames);
         let diff = to_bo.last().unwrap();
         assert_eq!(diff[3], "presence_diff");
         assert_eq!(diff[4]["joins"]["ada"]["metas"][0]["online_at"], 1);
         sent(&mut ada_frames);
-        send(&mut ada, r#"["1","6","realtime:room","phx_leave",{}]"#);
+        send(&mut ada, r#"["1","6","realtime:room","phx_leave",{}]"#).await;
         let to_ada = sent(&mut ada_frames);
         assert_eq!(to_ada[0][4]["status"], "ok");
         assert_eq!(to_ada[1][3], "phx_close");
@@ -455,30 +733,170 @@ mod tests {
         send(
             &mut bo,
             r#"["1","7","realtime:room","access_token",{"access_token":"stale"}]"#,
-        );
-        let to_bo = sent(&mut bo_frames);
-        assert_eq!(to_bo[0][3], "system");
-        assert_eq!(to_bo[0][4]["status"], "error");
-        assert_eq!(to_bo[1][3], "phx_close");
+        )
+        .await;
+        assert!(closed_with_reason(&mut bo_frames).starts_with("InvalidJWTToken"));
         bo.close();
         assert_eq!(hub.presence_state("realtime:room"), json!({}));
     }
 
-    #[test]
-    fn row_change_bindings_are_echoed_with_ids_and_told_they_are_not_served() {
-        let hub = Hub::new();
-        let (mut ada, mut frames) = connect(&hub);
-        send(
-            &mut ada,
-            r#"["1","1","realtime:db","phx_join",{"config":{"postgres_changes":[{"event":"*","schema":"public","table":"orders"}]}}]"#,
-        );
-        let out = sent(&mut frames);
+    const WATCH: &str = r#"["1","1","realtime:db","phx_join",{"config":{"postgres_changes":[{"event":"*","schema":"public","table":"orders"},{"event":"DELETE","schema":"public","table":"orders","filter":"total=gte.10"}]},"access_token":"TOKEN"}]"#;
+
+    fn order(id: i64, owner: &str, total: i64) -> Map<String, Json> {
+        json!({"id": id, "owner_id": owner, "note": "private", "total": total})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    /// Hands `change` to the feed as a committed write would.
+    fn commit(feed: &Feed, change: RowChange<'_>) {
+        assert!(feed.watches(change.table, change.event));
+        for then in feed.after(&[change]).unwrap().on_commit {
+            then();
+        }
+    }
+
+    /// The next frame within a second.
+    async fn next(frames: &mut mpsc::Receiver<Frame>) -> Json {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(1), frames.recv())
+            .await
+            .expect("a frame arrived")
+            .unwrap();
+        match frame {
+            Frame::Text(text) => serde_json::from_str(&text).unwrap(),
+            Frame::Binary(_) => panic!("a text frame"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_reaches_only_subscribers_whose_select_policy_holds() {
+        let (hub, feed, _db) = realtime().await;
+        let (mut ada, mut ada_frames) = connect((&hub, &feed));
+        let (mut bo, mut bo_frames) = connect((&hub, &feed));
+        send(&mut ada, &WATCH.replace("TOKEN", "ada")).await;
+        send(&mut bo, &WATCH.replace("TOKEN", "bo")).await;
+        let joined = sent(&mut ada_frames);
         assert_eq!(
-            out[0][4]["response"]["postgres_changes"],
-            json!([{"event": "*", "schema": "public", "table": "orders", "id": 1}])
+            joined[0][4]["response"]["postgres_changes"][1],
+            json!({"event": "DELETE", "schema": "public", "table": "orders", "filter": "total=gte.10", "id": 2})
         );
-        assert_eq!(out[1][3], "system");
-        assert_eq!(out[1][4]["extension"], "postgres_changes");
-        assert_eq!(out[1][4]["status"], "error");
+        assert_eq!(joined[1][3], "system");
+        assert_eq!(joined[1][4]["status"], "ok");
+        sent(&mut bo_frames);
+
+        commit(
+            &feed,
+            RowChange {
+                table: "orders",
+                event: Event::Insert,
+                new: Some(order(1, ADA, 5)),
+                old: None,
+            },
+        );
+        commit(
+            &feed,
+            RowChange {
+                table: "orders",
+                event: Event::Delete,
+                new: None,
+                old: Some(order(2, BO, 50)),
+            },
+        );
+        let to_ada = next(&mut ada_frames).await;
+        assert_eq!(to_ada[3], "postgres_changes");
+        let data = &to_ada[4]["data"];
+        assert_eq!(to_ada[4]["ids"], json!([1]));
+        assert_eq!(data["type"], "INSERT");
+        assert_eq!(
+            data["record"],
+            json!({"id": 1, "owner_id": ADA, "total": 5}),
+            "grants trim"
+        );
+        assert!(
+            data["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["name"] != "note")
+        );
+        // Bo's first delivery is his own delete: Ada's insert never reached him.
+        let to_bo = next(&mut bo_frames).await;
+        assert_eq!(to_bo[4]["data"]["type"], "DELETE");
+        assert_eq!(to_bo[4]["ids"], json!([1, 2]), "both bindings match");
+        assert_eq!(
+            to_bo[4]["data"]["old_record"],
+            json!({"id": 2}),
+            "the key alone"
+        );
+        assert!(sent(&mut ada_frames).is_empty(), "Ada never sees Bo's row");
+
+        // Leaving ends the subscription: the table is no longer watched.
+        send(&mut ada, r#"["1","2","realtime:db","phx_leave",{}]"#).await;
+        send(&mut bo, r#"["1","2","realtime:db","phx_leave",{}]"#).await;
+        assert!(!feed.watches("orders", Event::Insert));
+    }
+
+    fn join_to(table: &str, filter: &str, token: &str) -> String {
+        format!(
+            r#"["1","1","realtime:db","phx_join",{{"config":{{"postgres_changes":[{{"event":"*","schema":"public","table":"{table}","filter":"{filter}"}}]}},"access_token":"{token}"}}]"#
+        )
+    }
+
+    #[tokio::test]
+    async fn joins_on_tables_or_columns_the_caller_may_not_read_are_refused() {
+        let (hub, feed, _db) = realtime().await;
+        let (mut client, mut frames) = connect((&hub, &feed));
+        // Nobody has a policy on secrets; the note column is not granted (a
+        // filter on a hidden column is an oracle); nowhere does not exist.
+        for (table, filter, token) in [
+            ("secrets", "", "ada"),
+            ("orders", "note=eq.x", "ada"),
+            ("orders", "total=eq.many", "ada"),
+            ("nowhere", "", "sb_publishable_x"),
+        ] {
+            send(&mut client, &join_to(table, filter, token)).await;
+            let reply = sent(&mut frames).remove(0);
+            assert_eq!(reply[4]["status"], "error", "{table} {filter}");
+            assert!(
+                reply[4]["response"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Unable to subscribe to changes with given parameters"),
+                "{reply}"
+            );
+        }
+        assert!(!feed.watches("orders", Event::Insert));
+    }
+
+    #[tokio::test]
+    async fn a_join_on_the_key_alone_waits_for_a_token_that_may_read() {
+        let (hub, feed, _db) = realtime().await;
+        let (mut client, mut frames) = connect((&hub, &feed));
+        send(&mut client, &join_to("orders", "", "sb_publishable_x")).await;
+        assert_eq!(sent(&mut frames)[0][4]["status"], "ok");
+        assert!(
+            !feed.watches("orders", Event::Insert),
+            "anon may not read orders"
+        );
+        send(
+            &mut client,
+            r#"["1","2","realtime:db","access_token",{"access_token":"ada"}]"#,
+        )
+        .await;
+        assert!(feed.watches("orders", Event::Insert), "Ada may");
+        // A token whose caller may not read what the channel watches closes it.
+        send(
+            &mut client,
+            &join_to("secrets", "", "sb_publishable_x").replace("realtime:db", "realtime:vault"),
+        )
+        .await;
+        sent(&mut frames);
+        send(
+            &mut client,
+            r#"["1","3","realtime:vault","access_token",{"access_token":"ada"}]"#,
+        )
+        .await;
+        assert!(closed_with_reason(&mut frames).contains("permission denied for table secrets"));
     }
 }

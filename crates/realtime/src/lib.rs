@@ -5,5 +5,6 @@
 //! `../shared/reference/realtime-wire.md` is the protocol brief they follow.
 
 pub mod connection;
+pub mod feed;
 pub mod hub;
 pub mod protocol;

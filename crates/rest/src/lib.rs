@@ -17,6 +17,7 @@ mod error;
 mod openapi;
 mod output;
 mod read;
+mod sight;
 mod sql;
 mod triggers;
 mod values;
@@ -35,8 +36,9 @@ pub use caller::{Caller, UnknownRole};
 pub use error::RestError;
 pub use gatehouse_search::SearchError;
 pub use read::{Count, ReadOptions, ReadResult};
+pub use sight::Sight;
 pub use sql::{Decided, StatementBuilder, Undecided};
-pub use triggers::{AfterWrite, BeforeWrite, Event, Pending, RowChange};
+pub use triggers::{AfterWrite, BeforeWrite, Event, Followed, Followers, Pending, RowChange};
 pub use values::{from_json as checked_value, text_to_json};
 pub use write::{Resolution, WriteOptions, WriteResult};
 
@@ -111,6 +113,11 @@ impl Rest {
             triggers: std::sync::OnceLock::new(),
             after_write: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The declared tables' names.
+    pub fn tables(&self) -> impl Iterator<Item = &str> {
+        self.schema.tables.iter().map(|table| table.name.as_str())
     }
 
     /// Installs the before triggers (once; later calls change nothing).

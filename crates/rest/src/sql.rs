@@ -83,6 +83,29 @@ impl StatementBuilder<Undecided> {
     }
 }
 
+impl StatementBuilder<Undecided> {
+    /// `SELECT` of one column per decision: 1 where it holds for the row
+    /// `values` (every column of the decision's table, read as those values
+    /// rather than through `alias`), else 0.
+    pub(crate) fn deciding_each(
+        mut self,
+        decisions: &[&Decision],
+        alias: &str,
+        values: &HashMap<Identifier, Value>,
+    ) -> Statement {
+        self.push("SELECT ");
+        for (at, decision) in decisions.iter().enumerate() {
+            if at > 0 {
+                self.push(", ");
+            }
+            self.push("CASE WHEN (1 = 1");
+            self.policy(decision, alias, Some(values));
+            self.push(") THEN 1 ELSE 0 END");
+        }
+        Statement::compiled(self.text, self.params)
+    }
+}
+
 impl StatementBuilder<Decided> {
     /// A statement that runs without any caller's policy: Gatehouse's own
     /// bookkeeping (upload records, sweeps, its own tables) or a capability

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::Identifier;
@@ -89,18 +90,52 @@ pub trait BeforeWrite: Send + Sync {
     ) -> Pending<'a>;
 }
 
+/// What follows one write's changes: the statements recording the work to do,
+/// run in the write's transaction, and what is done once it commits (never
+/// if it rolls back).
+#[derive(Default)]
+pub struct Followed {
+    pub statements: Vec<Statement>,
+    pub on_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
 /// What is done after a table's changes commit, as the data API hands them on.
 pub trait AfterWrite: Send + Sync {
     /// Whether anything follows `event` on `table`: writes without take the
     /// plain path.
     fn watches(&self, table: &str, event: Event) -> bool;
 
-    /// The statements recording what follows `changes` (every row one write
-    /// made or removed, every column), to run in the write's transaction.
-    fn after(&self, changes: &[RowChange<'_>]) -> Result<Vec<Statement>, RestError>;
+    /// What follows `changes` (every row one write made or removed, every
+    /// column).
+    fn after(&self, changes: &[RowChange<'_>]) -> Result<Followed, RestError>;
+}
 
-    /// A write whose `after` statements ran has committed.
-    fn committed(&self);
+/// Several followers of the same writes (after triggers and webhooks,
+/// realtime), each handed what it watches.
+pub struct Followers(pub Vec<Arc<dyn AfterWrite>>);
+
+impl AfterWrite for Followers {
+    fn watches(&self, table: &str, event: Event) -> bool {
+        self.0.iter().any(|follower| follower.watches(table, event))
+    }
+
+    fn after(&self, changes: &[RowChange<'_>]) -> Result<Followed, RestError> {
+        let mut all = Followed::default();
+        for follower in &self.0 {
+            let watched: Vec<RowChange<'_>> = changes
+                .iter()
+                .filter(|change| follower.watches(change.table, change.event))
+                .cloned()
+                .collect();
+            if watched.is_empty() {
+                continue;
+            }
+            let followed = follower.after(&watched)?;
+            all.statements.extend(followed.statements);
+            all.on_commit.extend(followed.on_commit);
+        }
+        Ok(all)
+    }
 }
 
 /// A row as the triggers see it: every column, by name, as JSON.

@@ -58,16 +58,17 @@ impl Hooks {
         if changes.is_empty() {
             return Ok(());
         }
-        let statements = after.after(&changes)?;
-        if statements.is_empty() {
-            return Ok(());
+        let followed = after.after(&changes)?;
+        if !followed.statements.is_empty() {
+            db.transaction(followed.statements).await?;
         }
-        db.transaction(statements).await?;
         // Whoever commits the transaction (this write, or the function whose
-        // call it is part of), the workers hear of the jobs then.
-        if let Executor::Transaction(transaction) = db {
-            let after = after.clone();
-            transaction.on_commit(move || after.committed());
+        // call it is part of), what follows the commit runs then.
+        for then in followed.on_commit {
+            match db {
+                Executor::Transaction(transaction) => transaction.on_commit(then),
+                Executor::Pool(_) => then(),
+            }
         }
         Ok(())
     }

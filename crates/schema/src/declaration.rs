@@ -51,6 +51,19 @@ pub struct TableDecl {
     /// (no DDL), read and run by the functions crate.
     #[serde(default)]
     pub triggers: Vec<TriggerDecl>,
+    /// What realtime subscribers see of an updated or deleted row's old
+    /// version: its primary key (`default`) or every column they may read
+    /// (`full`), as PostgreSQL's `REPLICA IDENTITY` decides for Supabase.
+    #[serde(default)]
+    pub replica_identity: ReplicaIdentity,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaIdentity {
+    #[default]
+    Default,
+    Full,
 }
 
 /// `[[tables.<name>.triggers]]`: a declared function run on each row a write

@@ -13,7 +13,7 @@ use gatehouse_http::{CorsPolicy, RateLimits};
 use gatehouse_jobs::cron::Schedule;
 use gatehouse_limits::Policy;
 use gatehouse_policy::{Policies, TablePolicies};
-use gatehouse_schema::declaration::{PolicyDecl, TableDecl, TriggerDecl};
+use gatehouse_schema::declaration::{PolicyDecl, ReplicaIdentity, TableDecl, TriggerDecl};
 use gatehouse_schema::{Schema, SchemaError};
 use indexmap::IndexMap;
 use ipnet::IpNet;
@@ -115,6 +115,8 @@ pub struct Config {
     pub functions: IndexMap<String, FunctionDecl>,
     /// Each table's `[[tables.<t>.triggers]]`, in declaration order.
     pub triggers: Vec<(String, TriggerDecl)>,
+    /// Tables whose old rows realtime sends whole (`replica_identity = "full"`).
+    pub full_old_rows: std::collections::HashSet<String>,
     /// `functions/` beside the configuration file.
     pub functions_dir: PathBuf,
     /// `[jobs]`: the background job queues and their timings.
@@ -773,6 +775,12 @@ impl Config {
                         .iter()
                         .map(move |trigger| (table.clone(), trigger.clone()))
                 })
+                .collect(),
+            full_old_rows: file
+                .tables
+                .iter()
+                .filter(|(_, decl)| decl.replica_identity == ReplicaIdentity::Full)
+                .map(|(table, _)| table.clone())
                 .collect(),
             cron: cron_schedules(file.cron, &file.functions, &jobs)?,
             hooks: checked_hooks(file.hooks, &file.functions, &jobs)?,

@@ -13,7 +13,8 @@ use gatehouse_jobs::inbound::{Hook, Inbound};
 use gatehouse_jobs::outbound::{Delivering, Webhook};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
-use gatehouse_rest::{Caller, Rest, RestSettings};
+use gatehouse_realtime::feed::Feed;
+use gatehouse_rest::{AfterWrite, Caller, Followers, Rest, RestSettings};
 use gatehouse_storage::{BlobConfig, Blobs, ObjectSettings, Objects, UrlSigner};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,13 +158,16 @@ pub async fn start(
                 .map(|webhook| webhook.watch.clone()),
         )
         .collect();
+    let realtime = Feed::start(rest.clone(), db.clone(), config.full_old_rows.clone());
+    let mut followers: Vec<Arc<dyn AfterWrite>> = vec![realtime.clone()];
     if !watches.is_empty() {
-        rest.set_after_write(Arc::new(Changes::new(
+        followers.push(Arc::new(Changes::new(
             watches,
             config.jobs.clone(),
             jobs_wake.clone(),
         )));
     }
+    rest.set_after_write(Arc::new(Followers(followers)));
     let app_runner = Arc::new(Delivering::new(webhooks, functions.clone()));
     let token_rules = TokenRules {
         issuer: format!("{public_url}/auth/v1"),
@@ -194,6 +198,7 @@ pub async fn start(
         objects,
         functions: functions.clone(),
         inbound,
+        realtime,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(own_jobs::per_instance(

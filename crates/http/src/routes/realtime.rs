@@ -10,12 +10,13 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use gatehouse_realtime::connection::{Connection, Verify};
+use gatehouse_realtime::connection::{Connection, Keyed, Verify};
 use gatehouse_realtime::hub::Outbox;
 use gatehouse_realtime::protocol::{Frame, Payload, Vsn, decode_binary, decode_text};
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::identity::SocketTokens;
 use crate::{ApiError, AppState};
 
 /// Frames a socket may have waiting; a client that falls this far behind is
@@ -32,31 +33,23 @@ pub struct Connect {
     vsn: Option<String>,
 }
 
-/// A join's token, checked like a bearer token anywhere else.
-struct Tokens(AppState);
-
-impl Verify for Tokens {
-    fn verify(&self, token: &str) -> Result<(), String> {
-        self.0
-            .verify_access_token(token)
-            .map(|_| ())
-            .map_err(|error| format!("InvalidJWTToken: {error}"))
-    }
-}
-
 pub async fn socket(
     State(state): State<AppState>,
     Query(connect): Query<Connect>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let api_key = connect.apikey.unwrap_or_default();
-    if state.api_keys().identify(&api_key).is_none() {
+    let Some(key) = state.api_keys().identify(&api_key) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "no_api_key",
             "API key is missing or not valid",
         ));
-    }
+    };
+    let keyed = Keyed {
+        api_key,
+        caller: crate::identity::key_caller(key),
+    };
     let vsn = Vsn::parse(connect.vsn.as_deref()).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -66,7 +59,7 @@ pub async fn socket(
     })?;
     Ok(upgrade
         .max_message_size(MOST_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(state, socket, (vsn, api_key))))
+        .on_upgrade(move |socket| serve(state, socket, (vsn, keyed))))
 }
 
 fn outgoing(frame: Frame) -> WsMessage {
@@ -76,10 +69,15 @@ fn outgoing(frame: Frame) -> WsMessage {
     }
 }
 
-async fn serve(state: AppState, mut socket: WebSocket, (vsn, api_key): (Vsn, String)) {
+async fn serve(state: AppState, mut socket: WebSocket, (vsn, keyed): (Vsn, Keyed)) {
     let (outbox, mut frames, cut) = Outbox::new(vsn, OUTBOX_FRAMES);
-    let verify: Arc<dyn Verify> = Arc::new(Tokens(state.clone()));
-    let mut connection = Connection::new(state.realtime().clone(), outbox, verify, api_key);
+    let verify: Arc<dyn Verify> = Arc::new(SocketTokens(state.clone()));
+    let mut connection = Connection::new(
+        (state.realtime().clone(), state.feed().clone()),
+        outbox,
+        verify,
+        keyed,
+    );
     let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -92,7 +90,7 @@ async fn serve(state: AppState, mut socket: WebSocket, (vsn, api_key): (Vsn, Str
                     Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
                 };
                 match decoded {
-                    Ok(incoming) => connection.receive(incoming),
+                    Ok(incoming) => connection.receive(incoming).await,
                     Err(error) => tracing::debug!(%error, "a realtime frame was not understood"),
                 }
             }
