@@ -217,6 +217,24 @@ describe('row changes through supabase-js', () => {
     assert.equal(adaSees.length, 3, 'nor does Ada hear of his');
   });
 
+  test('a membership policy (exists) is decided per subscriber and per row', async () => {
+    const { data: product } = await clients.service.from('products')
+      .insert({ name: 'Kettle', price_cents: 2999 }).select().single();
+    const ada = signedIn(randomUUID());
+    const bo = signedIn(randomUUID());
+    const channel = ada.channel('ada-lines');
+    const lines = collect(channel, 'order_items');
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    const { data: hisOrder } = await bo.from('orders').insert({}).select().single();
+    const { error: hisError } = await bo.from('order_items').insert({ order_id: hisOrder.id, product_id: product.id, quantity: 1 });
+    assert.equal(hisError, null);
+    const { data: herOrder } = await ada.from('orders').insert({}).select().single();
+    await ada.from('order_items').insert({ order_id: herOrder.id, product_id: product.id, quantity: 2 });
+    await until(lines, 1);
+    await pause(200);
+    assert.deepEqual(lines.map((change) => change.new.order_id), [herOrder.id]);
+  });
+
   test('filters choose among the rows a subscriber may see', async () => {
     const adaId = randomUUID();
     const ada = signedIn(adaId);
