@@ -1,8 +1,8 @@
 //! Realtime as supabase-js's `channel()` speaks it (the Phoenix channel
-//! protocol of Supabase Realtime): the frames, this instance's topics, and
-//! one socket's side (joins, broadcast, presence). Row changes under the row
-//! policies, private channels and sharing across instances follow (issue 19);
-//! `../shared/reference/realtime-wire.md` is the protocol brief they follow.
+//! protocol of Supabase Realtime): the frames, this instance's topics, one
+//! socket's side (joins, broadcast, presence), and row changes delivered under
+//! each subscriber's own `select` decision. Private channels and sharing
+//! across instances follow (issue 19).
 
 pub mod connection;
 pub mod feed;
