@@ -273,6 +273,36 @@ describe('row changes through supabase-js', () => {
     assert.equal(seen[0].new.display_name, 'Ada', 'as the before trigger left it');
   });
 
+  test("a signed-out user's channels are closed", async () => {
+    const email = `rt-${randomUUID()}@example.com`;
+    const password = 'correct horse battery staple 42';
+    const tab = (name) => {
+      const client = createClient(server.url, server.publishableKey, {
+        auth: { persistSession: false, autoRefreshToken: false, storageKey: name },
+        realtime: { transport: ws },
+      });
+      made.push(client);
+      return client;
+    };
+    const first = tab('first');
+    const { error } = await first.auth.signUp({ email, password });
+    assert.equal(error, null);
+    const second = tab('second');
+    assert.equal((await second.auth.signInWithPassword({ email, password })).error, null);
+    const channel = first.channel('my-orders-live');
+    collect(channel, 'orders');
+    const statuses = [];
+    const closed = next((done) => channel.subscribe((status) => {
+      statuses.push(status);
+      if (status === 'CLOSED') done(status);
+    }));
+    await until(statuses, 1);
+    assert.equal(statuses[0], 'SUBSCRIBED');
+    // Signing out everywhere from the other tab ends the first tab's session too.
+    assert.equal((await second.auth.signOut({ scope: 'global' })).error, null);
+    assert.equal(await closed, 'CLOSED');
+  });
+
   test('an expired token stops delivery; a refreshed one resumes it', async () => {
     const adaId = randomUUID();
     const writer = signedIn(adaId);
@@ -291,5 +321,68 @@ describe('row changes through supabase-js', () => {
     await writer.from('orders').insert({ total_cents: 3 });
     await until(seen, 2);
     assert.deepEqual(seen.map((change) => change.new.total_cents), [1, 3]);
+  });
+});
+
+/// A raw realtime socket (vsn 1.0.0 JSON) and what it receives.
+function rawSocket(server) {
+  const url = `${server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${server.publishableKey}&vsn=1.0.0`;
+  const socket = new ws(url);
+  // A refused upgrade surfaces as an error too: the test reads the status instead.
+  socket.on('error', () => {});
+  const received = [];
+  socket.on('message', (data) => received.push(JSON.parse(data.toString())));
+  const opened = new Promise((resolve) => {
+    socket.on('open', () => resolve(200));
+    socket.on('unexpected-response', (_, response) => resolve(response.statusCode));
+  });
+  const push = (topic, event, payload, ref) =>
+    socket.send(JSON.stringify({ topic, event, payload, ref, join_ref: ref }));
+  return { socket, received, opened, push };
+}
+
+describe('realtime bounds', () => {
+  let server;
+  const sockets = [];
+  const open = () => {
+    const made = rawSocket(server);
+    sockets.push(made.socket);
+    return made;
+  };
+
+  before(async () => {
+    server = await startGatehouse(fileURLToPath(new URL('./realtime-bounds.toml', import.meta.url)));
+  });
+  after(async () => {
+    for (const socket of sockets) socket.terminate();
+    await server?.stop();
+  });
+
+  test('connections per address, channels per connection, message size and rate', async () => {
+    const first = open();
+    const second = open();
+    assert.equal(await first.opened, 200);
+    assert.equal(await second.opened, 200);
+    const third = open();
+    assert.equal(await third.opened, 429, 'a third socket from one address');
+
+    for (const name of ['a', 'b', 'c']) first.push(`realtime:${name}`, 'phx_join', { config: {} }, name);
+    await until(first.received, 3);
+    const refused = first.received.find((message) => message.topic === 'realtime:c');
+    assert.equal(refused.payload.status, 'error');
+    assert.match(refused.payload.response.reason, /^ChannelRateLimitReached/);
+
+    first.received.length = 0;
+    for (let at = 0; at < 10; at += 1) {
+      first.push('realtime:a', 'broadcast', { type: 'broadcast', event: 'tick', payload: {} }, `t${at}`);
+    }
+    await until(first.received, 1);
+    await pause(300);
+    const limited = first.received.filter((message) => /MessagePerSecondRateLimitReached/.test(message.payload?.response?.reason ?? ''));
+    assert.ok(limited.length >= 5, `${limited.length} of 10 were refused`);
+
+    const closedWith = new Promise((resolve) => second.socket.on('close', (code) => resolve(code)));
+    second.push('realtime:a', 'phx_join', { config: {}, padding: 'x'.repeat(4096) }, '1');
+    assert.equal(await closedWith, 1009, 'a frame over the size limit closes the socket');
   });
 });

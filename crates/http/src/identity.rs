@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use gatehouse_auth::AuthError;
 use gatehouse_keys::{TokenError, VerifiedClaims};
-use gatehouse_realtime::connection::{Verified, Verify, Verifying};
+use gatehouse_realtime::connection::{Session, Verified, Verify, Verifying};
 use gatehouse_rest::Caller;
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
@@ -190,18 +190,40 @@ impl Verify for SocketTokens {
                 .0
                 .verify_access_token(token)
                 .map_err(|error| format!("InvalidJWTToken: {error}"))?;
-            if claims.claim_text("session_id").is_some() {
-                self.0
-                    .auth()
-                    .check_session(&claims)
-                    .await
-                    .map_err(|_| "InvalidJWTToken: the session has ended".to_owned())?;
-            }
+            let session = match claims.claim_text("session_id") {
+                Some(_) => {
+                    self.0
+                        .auth()
+                        .check_session(&claims)
+                        .await
+                        .map_err(|_| "InvalidJWTToken: the session has ended".to_owned())?;
+                    let live: Arc<dyn Session> = Arc::new(SocketSession {
+                        state: self.0.clone(),
+                        claims: claims.clone(),
+                    });
+                    Some(live)
+                }
+                None => None,
+            };
             Ok(Verified {
                 expires_at: claims.expires_at(),
                 caller: Caller::signed_in(claims),
+                session,
             })
         })
+    }
+}
+
+/// The session behind a realtime channel's token, checked again by the same
+/// rule as every request's.
+struct SocketSession {
+    state: AppState,
+    claims: Arc<VerifiedClaims>,
+}
+
+impl Session for SocketSession {
+    fn live(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move { self.state.auth().check_session(&self.claims).await.is_ok() })
     }
 }
 

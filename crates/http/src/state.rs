@@ -8,6 +8,7 @@ use gatehouse_functions::Functions;
 use gatehouse_jobs::inbound::Inbound;
 use gatehouse_keys::{ApiKeys, KeySet, TokenError, TokenRules, TokenVerifier, VerifiedClaims};
 use gatehouse_limits::Limiter;
+use gatehouse_realtime::Realtime;
 use gatehouse_rest::Rest;
 use gatehouse_storage::{Buckets, Objects};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -66,10 +67,7 @@ struct Shared {
     inbound: Arc<Inbound>,
     metrics: PrometheusHandle,
     series: crate::access_log::Series,
-    /// This instance's realtime topics.
-    realtime: Arc<gatehouse_realtime::hub::Hub>,
-    /// This instance's row-change subscriptions.
-    feed: Arc<gatehouse_realtime::feed::Feed>,
+    realtime: Arc<Realtime>,
 }
 
 /// What the state is built from.
@@ -88,8 +86,9 @@ pub struct Parts {
     pub functions: Arc<Functions>,
     /// The declared inbound webhooks.
     pub inbound: Arc<Inbound>,
-    /// Row changes to realtime subscribers (a follower of `rest`'s writes).
-    pub realtime: Arc<gatehouse_realtime::feed::Feed>,
+    /// This instance's realtime: topics, the row-change feed (a follower of
+    /// `rest`'s writes), and its bounds.
+    pub realtime: Arc<Realtime>,
 }
 
 /// What every handler may reach; cheap to clone.
@@ -117,8 +116,7 @@ impl AppState {
             inbound: parts.inbound,
             metrics: metrics_handle(),
             series: crate::access_log::Series::default(),
-            realtime: gatehouse_realtime::hub::Hub::new(),
-            feed: parts.realtime,
+            realtime: parts.realtime,
         }))
     }
 
@@ -147,12 +145,8 @@ impl AppState {
         self.0.tokens.keys()
     }
 
-    pub fn realtime(&self) -> &Arc<gatehouse_realtime::hub::Hub> {
+    pub fn realtime(&self) -> &Arc<Realtime> {
         &self.0.realtime
-    }
-
-    pub fn feed(&self) -> &Arc<gatehouse_realtime::feed::Feed> {
-        &self.0.feed
     }
 
     pub fn api_keys(&self) -> &ApiKeys {

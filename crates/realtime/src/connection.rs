@@ -17,15 +17,26 @@ use std::sync::Arc;
 use gatehouse_rest::{Caller, Event, Sight};
 use serde_json::{Value as Json, json};
 
+use crate::Realtime;
 use crate::feed::{Binding, Feed, Filter, Refused, Subscribe, Subscription};
 use crate::hub::{Hub, MemberId, Outbox};
+use crate::limits::{Admitted, Rate};
 use crate::protocol::{Incoming, Message, Payload};
 
-/// A token a client presented, verified: who it makes the caller, and until when.
+/// A token a client presented, verified: who it makes the caller, until
+/// when, and the session it stands for, if any.
 pub struct Verified {
     pub caller: Caller,
     /// Seconds since the epoch.
     pub expires_at: Option<u64>,
+    pub session: Option<Arc<dyn Session>>,
+}
+
+/// The sign-in session behind a token, checked again while its channels
+/// stay open.
+pub trait Session: Send + Sync {
+    /// Whether it still stands (not signed out, its user neither banned nor deleted).
+    fn live(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
 
 pub type Verifying<'a> = Pin<Box<dyn Future<Output = Result<Verified, String>> + Send + 'a>>;
@@ -37,9 +48,6 @@ pub trait Verify: Send + Sync {
     fn verify<'a>(&'a self, token: &'a str) -> Verifying<'a>;
 }
 
-/// The most channels one socket may join (Supabase's default).
-pub const MOST_CHANNELS: usize = 100;
-
 struct Joined {
     join_ref: Option<String>,
     member: MemberId,
@@ -48,6 +56,8 @@ struct Joined {
     /// The row-change bindings the join asked for, made again for each token.
     requested: Vec<Json>,
     subscriptions: Vec<Arc<Subscription>>,
+    /// The session of the token the channel holds, checked again from time to time.
+    session: Option<Arc<dyn Session>>,
 }
 
 /// A join's bindings, by table: what the caller sees of it, and the bindings.
@@ -62,12 +72,16 @@ pub struct Keyed {
 }
 
 pub struct Connection {
+    realtime: Arc<Realtime>,
     hub: Arc<Hub>,
     feed: Arc<Feed>,
     outbox: Outbox,
     verify: Arc<dyn Verify>,
     keyed: Keyed,
     channels: HashMap<String, Joined>,
+    /// The users this socket holds channels for, each counted once.
+    users: HashMap<String, Admitted>,
+    rate: Rate,
 }
 
 fn reply(message: &Message, status: &str, response: Json) -> Message {
@@ -150,22 +164,49 @@ fn unsubscribable(refused: &Refused) -> String {
 
 impl Connection {
     pub fn new(
-        (hub, feed): (Arc<Hub>, Arc<Feed>),
+        realtime: Arc<Realtime>,
         outbox: Outbox,
         verify: Arc<dyn Verify>,
         keyed: Keyed,
     ) -> Self {
         Self {
-            hub,
-            feed,
+            hub: realtime.hub.clone(),
+            feed: realtime.feed.clone(),
+            rate: Rate::new(realtime.limits.messages_per_second),
+            realtime,
             outbox,
             verify,
             keyed,
             channels: HashMap::new(),
+            users: HashMap::new(),
         }
     }
 
     pub async fn receive(&mut self, incoming: Incoming) {
+        let heartbeat = matches!(&incoming, Incoming::Message(m) if m.topic == "phoenix");
+        if !heartbeat && !self.rate.allows() {
+            let (join_ref, reference, topic) = match &incoming {
+                Incoming::Message(message) => {
+                    (&message.join_ref, &message.reference, &message.topic)
+                }
+                Incoming::Broadcast {
+                    join_ref,
+                    reference,
+                    topic,
+                    ..
+                } => (join_ref, reference, topic),
+            };
+            if reference.is_some() {
+                self.outbox.message(&Message {
+                    join_ref: join_ref.clone(),
+                    reference: reference.clone(),
+                    topic: topic.clone(),
+                    event: "phx_reply".into(),
+                    payload: json!({"status": "error", "response": {"reason": "MessagePerSecondRateLimitReached: Too many messages per second"}}),
+                });
+            }
+            return;
+        }
         match incoming {
             Incoming::Broadcast {
                 join_ref,
@@ -220,6 +261,7 @@ impl Connection {
             _ => Ok(Verified {
                 caller: self.keyed.caller.clone(),
                 expires_at: None,
+                session: None,
             }),
         }
     }
@@ -266,11 +308,23 @@ impl Connection {
         if let Some(earlier) = self.channels.remove(&message.topic) {
             self.part(&message.topic, earlier);
         }
-        if self.channels.len() >= MOST_CHANNELS {
+        if self.channels.len() >= self.realtime.limits.channels_per_connection {
             return self.refuse_join(
                 &message,
                 "ChannelRateLimitReached: Too many channels".into(),
             );
+        }
+        if let Some(user) = verified.caller.user_id()
+            && !self.users.contains_key(user)
+        {
+            let most = self.realtime.limits.connections_per_user;
+            let Some(admitted) = self.realtime.admission.user(user, most) else {
+                return self.refuse_join(
+                    &message,
+                    "ConnectionRateLimitReached: Too many connected users".into(),
+                );
+            };
+            self.users.insert(user.to_owned(), admitted);
         }
         let broadcast = &config["broadcast"];
         let member = self.hub.join(
@@ -297,6 +351,7 @@ impl Connection {
                 presence_key,
                 requested: requested.clone(),
                 subscriptions,
+                session: verified.session,
             },
         );
         // Each requested binding is echoed with its id, in order, as the
@@ -461,7 +516,7 @@ impl Connection {
         let renewed = match self.caller(Some(token)).await {
             Ok(verified) => self
                 .wanted(&requested, &verified.caller)
-                .map(|wanted| (wanted, verified.expires_at))
+                .map(|wanted| (wanted, verified))
                 .map_err(|refused| unsubscribable(&refused)),
             Err(reason) => Err(reason),
         };
@@ -469,30 +524,47 @@ impl Connection {
             return;
         };
         match renewed {
-            Ok((wanted, expires_at)) => {
+            Ok((wanted, verified)) => {
                 let earlier = std::mem::take(&mut joined.subscriptions);
+                joined.session = verified.session;
                 let join_ref = joined.join_ref.clone();
                 for subscription in &earlier {
                     self.feed.unsubscribe(subscription);
                 }
-                let subscriptions = self.subscribe((&message.topic, &join_ref), wanted, expires_at);
+                let subscriptions =
+                    self.subscribe((&message.topic, &join_ref), wanted, verified.expires_at);
                 if let Some(joined) = self.channels.get_mut(&message.topic) {
                     joined.subscriptions = subscriptions;
                 }
             }
-            Err(reason) => {
-                let Some(joined) = self.channels.remove(&message.topic) else {
-                    return;
-                };
-                let join_ref = joined.join_ref.clone();
-                self.part(&message.topic, joined);
-                self.system(
-                    (&message.topic, join_ref.clone()),
-                    "system",
-                    ("error", &reason),
-                );
-                self.closed(&message.topic, join_ref);
+            Err(reason) => self.close_channel(&message.topic, &reason),
+        }
+    }
+
+    /// Leaves `topic` for the client, telling it why with a `system` error.
+    fn close_channel(&mut self, topic: &str, reason: &str) {
+        let Some(joined) = self.channels.remove(topic) else {
+            return;
+        };
+        let join_ref = joined.join_ref.clone();
+        self.part(topic, joined);
+        self.system((topic, join_ref.clone()), "system", ("error", reason));
+        self.closed(topic, join_ref);
+    }
+
+    /// Checks again the sessions behind the channels: those whose session
+    /// has ended (signed out, the user banned or deleted) are closed.
+    pub async fn recheck_sessions(&mut self) {
+        let mut ended = Vec::new();
+        for (topic, joined) in &self.channels {
+            if let Some(session) = &joined.session
+                && !session.live().await
+            {
+                ended.push(topic.clone());
             }
+        }
+        for topic in ended {
+            self.close_channel(&topic, "InvalidJWTToken: the session has ended");
         }
     }
 
@@ -535,6 +607,7 @@ mod tests {
                 user.map(|id| Verified {
                     caller: Caller::delegated(Role::Authenticated, Some(id.into())),
                     expires_at: None,
+                    session: None,
                 })
                 .ok_or_else(|| "InvalidJWTToken: Token has expired 5 seconds ago".into())
             })
@@ -583,8 +656,14 @@ columns.id = { type = "bigint", primary_key = true }
     /// A connection on `hub` (2.0.0), and what it sends.
     fn connect((hub, feed): (&Arc<Hub>, &Arc<Feed>)) -> (Connection, mpsc::Receiver<Frame>) {
         let (outbox, frames, _cut) = Outbox::new(Vsn::V2, 64);
+        let realtime = Arc::new(Realtime {
+            hub: hub.clone(),
+            feed: feed.clone(),
+            admission: crate::limits::Admission::default(),
+            limits: crate::limits::Limits::default(),
+        });
         let connection = Connection::new(
-            (hub.clone(), feed.clone()),
+            realtime,
             outbox,
             Arc::new(Tokens),
             Keyed {

@@ -7,4 +7,16 @@
 pub mod connection;
 pub mod feed;
 pub mod hub;
+pub mod limits;
 pub mod protocol;
+
+use std::sync::Arc;
+
+/// One instance's realtime: its topics, its row-change feed, who holds its
+/// sockets, and its bounds.
+pub struct Realtime {
+    pub hub: Arc<hub::Hub>,
+    pub feed: Arc<feed::Feed>,
+    pub admission: limits::Admission,
+    pub limits: limits::Limits,
+}

@@ -115,6 +115,8 @@ pub struct Config {
     pub functions: IndexMap<String, FunctionDecl>,
     /// Each table's `[[tables.<t>.triggers]]`, in declaration order.
     pub triggers: Vec<(String, TriggerDecl)>,
+    /// `[realtime]`: the bounds of realtime's sockets.
+    pub realtime: gatehouse_realtime::limits::Limits,
     /// Tables whose old rows realtime sends whole (`replica_identity = "full"`).
     pub full_old_rows: std::collections::HashSet<String>,
     /// `functions/` beside the configuration file.
@@ -184,6 +186,8 @@ struct FileConfig {
     rate_limits: RateLimitsSection,
     #[serde(default)]
     storage: StorageSection,
+    #[serde(default)]
+    realtime: RealtimeSection,
     /// Files holding more `[tables.*]` declarations, relative to this one.
     #[serde(default)]
     schema_files: Vec<PathBuf>,
@@ -220,6 +224,53 @@ struct ServerSection {
     max_connections_per_ip: Option<Bounded<1, 1_000_000>>,
     max_url_bytes: Option<Bounded<256, 65_536>>,
     max_json_depth: Option<Bounded<2, 128>>,
+}
+
+/// `[realtime]`; each bound absent keeps its default (see `Limits`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RealtimeSection {
+    max_connections_per_address: Option<Bounded<1, 1_000_000>>,
+    max_connections_per_user: Option<Bounded<1, 100_000>>,
+    max_channels_per_connection: Option<Bounded<1, 10_000>>,
+    max_message_bytes: Option<Bounded<1024, { 16 << 20 }>>,
+    max_messages_per_second: Option<Bounded<1, 100_000>>,
+    max_queued_messages: Option<Bounded<16, 1_000_000>>,
+    session_check_secs: Option<Bounded<1, 3600>>,
+}
+
+impl RealtimeSection {
+    fn limits(&self) -> gatehouse_realtime::limits::Limits {
+        let given = gatehouse_realtime::limits::Limits::default();
+        gatehouse_realtime::limits::Limits {
+            connections_per_address: count(
+                self.max_connections_per_address,
+                given.connections_per_address,
+            ),
+            connections_per_user: count(self.max_connections_per_user, given.connections_per_user),
+            channels_per_connection: count(
+                self.max_channels_per_connection,
+                given.channels_per_connection,
+            ),
+            message_bytes: count(self.max_message_bytes, given.message_bytes),
+            messages_per_second: self
+                .max_messages_per_second
+                .map_or(given.messages_per_second, |b| b.0 as u32),
+            outbox_frames: count(self.max_queued_messages, given.outbox_frames),
+            session_check: self
+                .session_check_secs
+                .map_or(given.session_check, |b| Duration::from_secs(b.0)),
+            silence: given.silence,
+        }
+    }
+}
+
+/// A bounded count as given, else `default`.
+fn count<const MIN: i64, const MAX: i64>(
+    given: Option<Bounded<MIN, MAX>>,
+    default: usize,
+) -> usize {
+    given.map_or(default, |b| b.0 as usize)
 }
 
 #[derive(Deserialize, Default)]
@@ -776,6 +827,7 @@ impl Config {
                         .map(move |trigger| (table.clone(), trigger.clone()))
                 })
                 .collect(),
+            realtime: file.realtime.limits(),
             full_old_rows: file
                 .tables
                 .iter()

@@ -13,7 +13,10 @@ use gatehouse_jobs::inbound::{Hook, Inbound};
 use gatehouse_jobs::outbound::{Delivering, Webhook};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
+use gatehouse_realtime::Realtime;
 use gatehouse_realtime::feed::Feed;
+use gatehouse_realtime::hub::Hub;
+use gatehouse_realtime::limits::Admission;
 use gatehouse_rest::{AfterWrite, Caller, Followers, Rest, RestSettings};
 use gatehouse_storage::{BlobConfig, Blobs, ObjectSettings, Objects, UrlSigner};
 use std::collections::HashMap;
@@ -158,8 +161,8 @@ pub async fn start(
                 .map(|webhook| webhook.watch.clone()),
         )
         .collect();
-    let realtime = Feed::start(rest.clone(), db.clone(), config.full_old_rows.clone());
-    let mut followers: Vec<Arc<dyn AfterWrite>> = vec![realtime.clone()];
+    let feed = Feed::start(rest.clone(), db.clone(), config.full_old_rows.clone());
+    let mut followers: Vec<Arc<dyn AfterWrite>> = vec![feed.clone()];
     if !watches.is_empty() {
         followers.push(Arc::new(Changes::new(
             watches,
@@ -198,7 +201,12 @@ pub async fn start(
         objects,
         functions: functions.clone(),
         inbound,
-        realtime,
+        realtime: Arc::new(Realtime {
+            hub: Hub::new(),
+            feed,
+            admission: Admission::default(),
+            limits: config.realtime.clone(),
+        }),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(own_jobs::per_instance(

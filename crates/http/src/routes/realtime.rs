@@ -5,8 +5,8 @@
 //! `/realtime/v1/api/broadcast`, the server's own broadcasts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -17,15 +17,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::identity::SocketTokens;
-use crate::{ApiError, AppState};
-
-/// Frames a socket may have waiting; a client that falls this far behind is
-/// cut off with a reason rather than buffered without limit.
-const OUTBOX_FRAMES: usize = 1024;
-/// A socket silent this long is closed (realtime-js beats every 25 s).
-const SILENT_FOR: Duration = Duration::from_secs(60);
-/// Largest frame accepted from a client.
-const MOST_FRAME_BYTES: usize = 1 << 20;
+use crate::{ApiError, AppState, ClientIp};
 
 #[derive(Deserialize)]
 pub struct Connect {
@@ -35,6 +27,7 @@ pub struct Connect {
 
 pub async fn socket(
     State(state): State<AppState>,
+    address: Option<Extension<ClientIp>>,
     Query(connect): Query<Connect>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -57,9 +50,43 @@ pub async fn socket(
             error.to_string(),
         )
     })?;
+    let realtime = state.realtime();
+    // Without a peer address (no listener in front), all share one count.
+    let address = address.map_or(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        |Extension(ClientIp(ip))| ip,
+    );
+    let most = realtime.limits.connections_per_address;
+    let Some(admitted) = realtime.admission.address(address, most) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "ConnectionRateLimitReached: Too many connections from this address",
+        ));
+    };
     Ok(upgrade
-        .max_message_size(MOST_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(state, socket, (vsn, keyed))))
+        .max_message_size(realtime.limits.message_bytes)
+        .on_upgrade(move |socket| async move {
+            serve(state, socket, (vsn, keyed)).await;
+            drop(admitted);
+        }))
+}
+
+/// How a socket whose frame could not be read is closed: 1009 for one over
+/// the size limit (the library says so only in its message), else 1002.
+fn refusal(error: &axum::Error) -> CloseFrame {
+    let text = error.to_string();
+    if text.contains("too long") || text.contains("limit") {
+        CloseFrame {
+            code: 1009,
+            reason: "the frame is larger than this server accepts".into(),
+        }
+    } else {
+        CloseFrame {
+            code: 1002,
+            reason: "the frame could not be read".into(),
+        }
+    }
 }
 
 fn outgoing(frame: Frame) -> WsMessage {
@@ -70,24 +97,28 @@ fn outgoing(frame: Frame) -> WsMessage {
 }
 
 async fn serve(state: AppState, mut socket: WebSocket, (vsn, keyed): (Vsn, Keyed)) {
-    let (outbox, mut frames, cut) = Outbox::new(vsn, OUTBOX_FRAMES);
+    let realtime = state.realtime().clone();
+    let limits = realtime.limits.clone();
+    let (outbox, mut frames, cut) = Outbox::new(vsn, limits.outbox_frames);
     let verify: Arc<dyn Verify> = Arc::new(SocketTokens(state.clone()));
-    let mut connection = Connection::new(
-        (state.realtime().clone(), state.feed().clone()),
-        outbox,
-        verify,
-        keyed,
-    );
+    let mut connection = Connection::new(realtime, outbox, verify, keyed);
     let mut heard = tokio::time::Instant::now();
+    let mut recheck = tokio::time::interval(limits.session_check);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = recheck.tick() => connection.recheck_sessions().await,
             received = socket.recv() => {
                 heard = tokio::time::Instant::now();
                 let decoded = match received {
                     Some(Ok(WsMessage::Text(text))) => decode_text(vsn, text.as_str()),
                     Some(Ok(WsMessage::Binary(bytes))) => decode_binary(&bytes),
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-                    Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
+                    Some(Ok(WsMessage::Close(_))) | None => break,
+                    Some(Err(error)) => {
+                        let _ = socket.send(WsMessage::Close(Some(refusal(&error)))).await;
+                        break;
+                    }
                 };
                 match decoded {
                     Ok(incoming) => connection.receive(incoming).await,
@@ -104,7 +135,7 @@ async fn serve(state: AppState, mut socket: WebSocket, (vsn, keyed): (Vsn, Keyed
                 let _ = socket.send(WsMessage::Close(Some(close))).await;
                 break;
             }
-            () = tokio::time::sleep_until(heard + SILENT_FOR) => break,
+            () = tokio::time::sleep_until(heard + limits.silence) => break,
         }
     }
     connection.close();
@@ -148,7 +179,7 @@ pub async fn broadcast(
         if message.private {
             continue;
         }
-        state.realtime().broadcast(
+        state.realtime().hub.broadcast(
             &format!("realtime:{}", message.topic),
             None,
             (&message.event, &Payload::Json(message.payload)),
