@@ -115,12 +115,42 @@ describe('realtime channels through supabase-js', () => {
     assert.deepEqual(boChannel.presenceState(), {});
   });
 
-  test('a private channel is refused until realtime policies exist', async () => {
+  test('private channels follow the realtime policies', async () => {
+    const signedIn = async () => {
+      const user = client();
+      await user.realtime.setAuth(server.tokenFor(randomUUID()));
+      return user;
+    };
     const eve = client();
-    const channel = eve.channel('vault', { config: { private: true } });
-    const status = await subscribed(channel);
-    assert.match(status, /Unauthorized/);
-    await eve.removeChannel(channel);
+    const refused = eve.channel('lobby', { config: { private: true } });
+    assert.match(await subscribed(refused), /Unauthorized/, 'anon has no policy');
+
+    const ada = await signedIn();
+    const bo = await signedIn();
+    assert.match(await subscribed(ada.channel('vault', { config: { private: true } })), /Unauthorized/);
+    const adaLobby = ada.channel('lobby', { config: { private: true, broadcast: { ack: true } } });
+    const boLobby = bo.channel('lobby', { config: { private: true } });
+    const publicLobby = client().channel('lobby');
+    const overheard = [];
+    publicLobby.on('broadcast', { event: 'hello' }, (message) => overheard.push(message));
+    const toBo = next((done) => boLobby.on('broadcast', { event: 'hello' }, done));
+    for (const channel of [adaLobby, boLobby, publicLobby]) assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    assert.equal(await adaLobby.send({ type: 'broadcast', event: 'hello', payload: { from: 'ada' } }), 'ok');
+    assert.deepEqual((await toBo).payload, { from: 'ada' });
+    // The policies allow no presence: tracking is refused.
+    assert.notEqual(await adaLobby.track({ here: true }), 'ok');
+    // The server reaches the private channel with the secret key.
+    const service = createClient(server.url, server.secretKey, {
+      auth: { persistSession: false, autoRefreshToken: false },
+      realtime: { transport: ws },
+    });
+    const fromServer = next((done) => boLobby.on('broadcast', { event: 'notice' }, done));
+    const sent = await service.channel('lobby', { config: { private: true } })
+      .send({ type: 'broadcast', event: 'notice', payload: { n: 1 } });
+    assert.equal(sent, 'ok');
+    assert.deepEqual((await fromServer).payload, { n: 1 });
+    await pause(200);
+    assert.equal(overheard.length, 0, 'the public channel of the same name heard nothing');
   });
 
   test('a socket without an API key is refused', async () => {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use gatehouse_core::Identifier;
 use gatehouse_schema::declaration::{GrantDecl, PolicyDecl, TableDecl};
-use gatehouse_schema::{Schema, Table, storage_objects};
+use gatehouse_schema::{Schema, Table, realtime_messages, storage_objects};
 use indexmap::IndexMap;
 
 pub use condition::{CmpOp, Condition, ContextValue, PathPart, Term};
@@ -210,6 +210,16 @@ impl Policies {
         schema: &Schema,
     ) -> Result<TablePolicies, PolicyError> {
         compile_rules("storage.objects", policies, &storage_objects(), schema)
+    }
+
+    /// The realtime policies (`[[realtime.policies]]`), over Supabase's
+    /// `realtime.messages` columns (`topic`, `extension`): `select` lets a
+    /// caller join a private channel and hear it, `insert` send or track on it.
+    pub fn compile_messages(
+        policies: &[PolicyDecl],
+        schema: &Schema,
+    ) -> Result<TablePolicies, PolicyError> {
+        compile_rules("realtime.messages", policies, &realtime_messages(), schema)
     }
 
     /// Every column some policy reads, with its table: the columns to index so

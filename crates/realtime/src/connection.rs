@@ -14,12 +14,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use gatehouse_rest::{Caller, Event, Sight};
+use gatehouse_core::Identifier;
+use gatehouse_db::Value;
+use gatehouse_policy::Command;
+use gatehouse_rest::{Caller, Event, RestError, Rows, Sight, decide, holds};
 use serde_json::{Value as Json, json};
 
 use crate::Realtime;
 use crate::feed::{Binding, Feed, Filter, Refused, Subscribe, Subscription};
-use crate::hub::{Hub, MemberId, Outbox};
+use crate::hub::{Hub, Joining, MemberId, Outbox, topic_key};
 use crate::limits::{Admitted, Rate};
 use crate::protocol::{Incoming, Message, Payload};
 
@@ -58,6 +61,35 @@ struct Joined {
     subscriptions: Vec<Arc<Subscription>>,
     /// The session of the token the channel holds, checked again from time to time.
     session: Option<Arc<dyn Session>>,
+    /// The topic's key in the hub (a private channel's differs from a public
+    /// one's of the same name).
+    key: String,
+    rights: Rights,
+}
+
+/// What a caller may do on a channel: everything on a public one; on a
+/// private one, what the realtime policies allow.
+#[derive(Debug, Clone, Copy)]
+struct Rights {
+    private: bool,
+    hear_broadcast: bool,
+    hear_presence: bool,
+    send: bool,
+    track: bool,
+}
+
+impl Rights {
+    const PUBLIC: Rights = Rights {
+        private: false,
+        hear_broadcast: true,
+        hear_presence: true,
+        send: true,
+        track: true,
+    };
+
+    fn key(&self, topic: &str) -> String {
+        topic_key(topic, self.private)
+    }
 }
 
 /// A join's bindings, by table: what the caller sees of it, and the bindings.
@@ -154,12 +186,30 @@ fn bindings(
     Ok(by_table)
 }
 
+/// Why a send or track on a private channel is refused, in Realtime's words.
+fn unwritable(topic: &str) -> String {
+    format!(
+        "Unauthorized: You do not have permissions to write to this Channel topic: {}",
+        topic.trim_start_matches("realtime:")
+    )
+}
+
 /// A join's reason for bindings that cannot be had.
 fn unsubscribable(refused: &Refused) -> String {
     format!(
         "Unable to subscribe to changes with given parameters: {}",
         refused.reason()
     )
+}
+
+/// The `realtime.messages` row the realtime policies judge.
+fn message_row(topic: &str, extension: &str) -> HashMap<Identifier, Value> {
+    let column =
+        |name: &str| Identifier::new(name).unwrap_or_else(|_| unreachable!("a fixed column name"));
+    HashMap::from([
+        (column("topic"), Value::Text(topic.to_owned())),
+        (column("extension"), Value::Text(extension.to_owned())),
+    ])
 }
 
 impl Connection {
@@ -278,18 +328,32 @@ impl Connection {
             );
         };
         let config = &message.payload["config"];
-        if flag(&config["private"]) {
-            return self.refuse_join(
-                &message,
-                format!(
-                    "Unauthorized: You do not have permissions to read from this Channel topic: {name}"
-                ),
-            );
-        }
         let token = message.payload["access_token"].as_str();
         let verified = match self.caller(token).await {
             Ok(verified) => verified,
             Err(reason) => return self.refuse_join(&message, reason),
+        };
+        let rights = if flag(&config["private"]) {
+            match self.rights(&verified.caller, name).await {
+                Ok(rights) if rights.hear_broadcast => rights,
+                Ok(_) => {
+                    return self.refuse_join(
+                        &message,
+                        format!(
+                            "Unauthorized: You do not have permissions to read from this Channel topic: {name}"
+                        ),
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a private channel's policies could not be decided");
+                    return self.refuse_join(
+                        &message,
+                        "Unauthorized: the channel's policies could not be decided".into(),
+                    );
+                }
+            }
+        } else {
+            Rights::PUBLIC
         };
         let requested = config["postgres_changes"]
             .as_array()
@@ -306,7 +370,7 @@ impl Connection {
         };
         // A join again replaces the earlier one, as Phoenix does.
         if let Some(earlier) = self.channels.remove(&message.topic) {
-            self.part(&message.topic, earlier);
+            self.part(earlier);
         }
         if self.channels.len() >= self.realtime.limits.channels_per_connection {
             return self.refuse_join(
@@ -327,10 +391,14 @@ impl Connection {
             self.users.insert(user.to_owned(), admitted);
         }
         let broadcast = &config["broadcast"];
+        let key = rights.key(&message.topic);
         let member = self.hub.join(
-            &message.topic,
-            self.outbox.clone(),
-            flag(&broadcast["self"]),
+            (&key, &message.topic),
+            Joining {
+                outbox: self.outbox.clone(),
+                receives_own: flag(&broadcast["self"]),
+                hears_presence: rights.hear_presence,
+            },
         );
         let presence = &config["presence"];
         let presence_key = presence["key"]
@@ -352,6 +420,8 @@ impl Connection {
                 requested: requested.clone(),
                 subscriptions,
                 session: verified.session,
+                key: key.clone(),
+                rights,
             },
         );
         // Each requested binding is echoed with its id, in order, as the
@@ -374,15 +444,39 @@ impl Connection {
                 ("ok", "Subscribed to PostgreSQL"),
             );
         }
-        if flag(&presence["enabled"]) {
+        if flag(&presence["enabled"]) && rights.hear_presence {
             self.outbox.message(&Message {
                 join_ref: message.join_ref.clone(),
                 reference: None,
                 topic: message.topic.clone(),
                 event: "presence_state".into(),
-                payload: self.hub.presence_state(&message.topic),
+                payload: self.hub.presence_state(&key),
             });
         }
+    }
+
+    /// What `caller` may do on the private channel `name`, by the realtime
+    /// policies (`select` to hear, `insert` to send or track), decided by the
+    /// database for broadcast and for presence.
+    async fn rights(&self, caller: &Caller, name: &str) -> Result<Rights, RestError> {
+        let policies = Some(&self.realtime.private);
+        let hear = decide(caller, policies, Command::Select, Rows::Existing);
+        let speak = decide(caller, policies, Command::Insert, Rows::Written);
+        let keys = [hear.key(), speak.key()];
+        let keys = [keys[0].as_str(), keys[1].as_str()];
+        let mut decided = [[false; 2]; 2];
+        for (at, extension) in ["broadcast", "presence"].into_iter().enumerate() {
+            let values = message_row(name, extension);
+            let both = holds(self.feed.db(), (&[&hear, &speak], &keys), &values).await?;
+            decided[at] = [both[0], both[1]];
+        }
+        Ok(Rights {
+            private: true,
+            hear_broadcast: decided[0][0],
+            send: decided[0][1],
+            hear_presence: decided[1][0],
+            track: decided[1][1],
+        })
     }
 
     /// The bindings `requested` for `caller`.
@@ -436,8 +530,8 @@ impl Connection {
     }
 
     /// Leaves a channel's topic and its row changes.
-    fn part(&self, topic: &str, joined: Joined) {
-        self.hub.leave(topic, joined.member);
+    fn part(&self, joined: Joined) {
+        self.hub.leave(&joined.key, joined.member);
         for subscription in &joined.subscriptions {
             self.feed.unsubscribe(subscription);
         }
@@ -448,7 +542,7 @@ impl Connection {
             return self.unmatched(message);
         };
         let join_ref = joined.join_ref.clone();
-        self.part(&message.topic, joined);
+        self.part(joined);
         self.outbox.message(&reply(message, "ok", json!({})));
         self.closed(&message.topic, join_ref);
     }
@@ -467,8 +561,15 @@ impl Connection {
         let Some(joined) = self.channels.get(&message.topic) else {
             return self.unmatched(&message);
         };
+        if !joined.rights.send {
+            return self.outbox.message(&reply(
+                &message,
+                "error",
+                json!({"reason": unwritable(&message.topic)}),
+            ));
+        }
         self.hub
-            .broadcast(&message.topic, Some(joined.member), (event, payload));
+            .broadcast(&joined.key, Some(joined.member), (event, payload));
         if joined.ack {
             self.outbox.message(&reply(&message, "ok", json!({})));
         }
@@ -479,6 +580,13 @@ impl Connection {
             return self.unmatched(message);
         };
         match message.payload["event"].as_str() {
+            Some("track") if !joined.rights.track => {
+                return self.outbox.message(&reply(
+                    message,
+                    "error",
+                    json!({"reason": unwritable(&message.topic)}),
+                ));
+            }
             Some("track") => {
                 let meta = &message.payload["payload"];
                 if !meta.is_object() {
@@ -489,9 +597,9 @@ impl Connection {
                     ));
                 }
                 self.hub
-                    .track(&message.topic, joined.member, &joined.presence_key, meta);
+                    .track(&joined.key, joined.member, &joined.presence_key, meta);
             }
-            Some("untrack") => self.hub.untrack(&message.topic, joined.member),
+            Some("untrack") => self.hub.untrack(&joined.key, joined.member),
             _ => return self.outbox.message(&reply(message, "error", json!({}))),
         }
         self.outbox.message(&reply(message, "ok", json!({})));
@@ -547,7 +655,7 @@ impl Connection {
             return;
         };
         let join_ref = joined.join_ref.clone();
-        self.part(topic, joined);
+        self.part(joined);
         self.system((topic, join_ref.clone()), "system", ("error", reason));
         self.closed(topic, join_ref);
     }
@@ -570,8 +678,8 @@ impl Connection {
 
     /// The socket closed: every channel is left.
     pub fn close(&mut self) {
-        for (topic, joined) in std::mem::take(&mut self.channels) {
-            self.part(&topic, joined);
+        for joined in std::mem::take(&mut self.channels).into_values() {
+            self.part(joined);
         }
     }
 }
@@ -630,15 +738,32 @@ using = "owner_id = auth.uid()"
 
 [tables.secrets]
 columns.id = { type = "bigint", primary_key = true }
+
+# Not a table: the realtime policies, read from here by the tests.
+[tables.lobby]
+columns.id = { type = "bigint", primary_key = true }
+
+[[tables.lobby.policies]]
+name = "signed-in users hear the lobby"
+for = "select"
+to = "authenticated"
+using = "topic = 'lobby'"
+
+[[tables.lobby.policies]]
+name = "and speak in it, without tracking"
+for = "insert"
+to = "authenticated"
+with_check = "topic = 'lobby' and extension = 'broadcast'"
 "#;
 
-    /// A hub and a feed over a fresh SQLite database holding [`TABLES`].
+    /// A hub and a feed over a fresh SQLite database holding [`TABLES`], and
+    /// the realtime policies.
     async fn realtime() -> (Arc<Hub>, Arc<Feed>, TestDatabase) {
         let test_db = TestDatabase::sqlite();
         let db = Database::open(&test_db.location(), PoolOptions::default())
             .await
             .unwrap();
-        let declaration = gatehouse_schema::declaration::parse(TABLES).unwrap();
+        let (declaration, _) = declared();
         let schema = gatehouse_schema::Schema::from_declaration(&declaration).unwrap();
         db.migrate_schema(&schema, MigrateOptions::default())
             .await
@@ -653,6 +778,22 @@ columns.id = { type = "bigint", primary_key = true }
         (Hub::new(), feed, test_db)
     }
 
+    /// The tables, and the lobby's policies apart from them.
+    fn declared() -> (
+        indexmap::IndexMap<String, gatehouse_schema::declaration::TableDecl>,
+        Vec<gatehouse_schema::declaration::PolicyDecl>,
+    ) {
+        let mut declaration = gatehouse_schema::declaration::parse(TABLES).unwrap();
+        let lobby = declaration.shift_remove("lobby").unwrap();
+        (declaration, lobby.policies)
+    }
+
+    fn private_policies() -> gatehouse_policy::TablePolicies {
+        let (declaration, lobby) = declared();
+        let schema = gatehouse_schema::Schema::from_declaration(&declaration).unwrap();
+        gatehouse_policy::Policies::compile_messages(&lobby, &schema).unwrap()
+    }
+
     /// A connection on `hub` (2.0.0), and what it sends.
     fn connect((hub, feed): (&Arc<Hub>, &Arc<Feed>)) -> (Connection, mpsc::Receiver<Frame>) {
         let (outbox, frames, _cut) = Outbox::new(Vsn::V2, 64);
@@ -661,6 +802,7 @@ columns.id = { type = "bigint", primary_key = true }
             feed: feed.clone(),
             admission: crate::limits::Admission::default(),
             limits: crate::limits::Limits::default(),
+            private: private_policies(),
         });
         let connection = Connection::new(
             realtime,
@@ -977,5 +1119,64 @@ columns.id = { type = "bigint", primary_key = true }
         )
         .await;
         assert!(closed_with_reason(&mut frames).contains("permission denied for table secrets"));
+    }
+
+    #[tokio::test]
+    async fn private_channels_follow_the_realtime_policies() {
+        let (hub, feed, _db) = realtime().await;
+        let (mut anon, mut anon_frames) = connect((&hub, &feed));
+        let (mut ada, mut ada_frames) = connect((&hub, &feed));
+        let (mut bo, mut bo_frames) = connect((&hub, &feed));
+        let private = |topic: &str, token: &str| {
+            format!(
+                r#"["1","1","realtime:{topic}","phx_join",{{"config":{{"private":true,"broadcast":{{"ack":true}}}},"access_token":"{token}"}}]"#
+            )
+        };
+        send(&mut anon, &private("lobby", "sb_publishable_x")).await;
+        send(&mut ada, &private("vault", "ada")).await;
+        for frames in [&mut anon_frames, &mut ada_frames] {
+            let reply = sent(frames).remove(0);
+            assert!(
+                reply[4]["response"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Unauthorized: ")
+            );
+        }
+        send(&mut ada, &private("lobby", "ada")).await;
+        assert_eq!(sent(&mut ada_frames)[0][4]["status"], "ok");
+        // Bo joins the public channel of the same name: another topic.
+        send(
+            &mut bo,
+            r#"["1","1","realtime:lobby","phx_join",{"config":{}}]"#,
+        )
+        .await;
+        sent(&mut bo_frames);
+        send(
+            &mut ada,
+            r#"["1","2","realtime:lobby","broadcast",{"type":"broadcast","event":"hi","payload":{}}]"#,
+        )
+        .await;
+        assert_eq!(
+            sent(&mut ada_frames)[0][4]["status"],
+            "ok",
+            "sending is allowed"
+        );
+        assert!(
+            sent(&mut bo_frames).is_empty(),
+            "the public channel hears nothing"
+        );
+        send(
+            &mut ada,
+            r#"["1","3","realtime:lobby","presence",{"type":"presence","event":"track","payload":{}}]"#,
+        )
+        .await;
+        let refused = sent(&mut ada_frames).remove(0);
+        assert!(
+            refused[4]["response"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("permissions to write")
+        );
     }
 }

@@ -257,6 +257,11 @@ impl Feed {
         &self.rest
     }
 
+    /// The database the decisions are made by.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
     pub fn subscribe(&self, subscribe: Subscribe) -> Arc<Subscription> {
         let subscription = Arc::new(Subscription {
             table: subscribe.table,

@@ -57,6 +57,16 @@ impl Outbox {
     }
 }
 
+/// The hub's key for the channel named `wire` (`realtime:<name>`): a private
+/// channel is another topic than the public one of the same name.
+pub fn topic_key(wire: &str, private: bool) -> String {
+    if private {
+        format!("private:{wire}")
+    } else {
+        wire.to_owned()
+    }
+}
+
 /// One socket's membership of one topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId(u64);
@@ -65,10 +75,23 @@ struct Member {
     outbox: Outbox,
     /// `broadcast.self`: whether its own broadcasts come back to it.
     receives_own: bool,
+    /// Whether it hears who is present (a private channel's policy may say not).
+    hears_presence: bool,
+}
+
+/// How a socket joins a topic.
+pub struct Joining {
+    pub outbox: Outbox,
+    pub receives_own: bool,
+    pub hears_presence: bool,
 }
 
 #[derive(Default)]
 struct Topic {
+    /// The topic as its members' messages name it (`realtime:<name>`): a
+    /// private channel and a public one of the same name are two topics
+    /// under one wire name.
+    wire: String,
     members: HashMap<MemberId, Member>,
     /// Presence key → (member, meta) in the order they were tracked.
     presences: BTreeMap<String, Vec<(MemberId, Json)>>,
@@ -93,20 +116,23 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Joins `topic`; the id names this membership until it leaves.
-    pub fn join(&self, topic: &str, outbox: Outbox, receives_own: bool) -> MemberId {
+    /// Joins the topic `key`, whose messages are named `wire`; the id names
+    /// this membership until it leaves.
+    pub fn join(&self, (key, wire): (&str, &str), joining: Joining) -> MemberId {
         let id = MemberId(self.next.fetch_add(1, Ordering::Relaxed));
-        self.topics()
-            .entry(topic.to_owned())
-            .or_default()
-            .members
-            .insert(
-                id,
-                Member {
-                    outbox,
-                    receives_own,
-                },
-            );
+        let mut topics = self.topics();
+        let entry = topics.entry(key.to_owned()).or_insert_with(|| Topic {
+            wire: wire.to_owned(),
+            ..Topic::default()
+        });
+        entry.members.insert(
+            id,
+            Member {
+                outbox: joining.outbox,
+                receives_own: joining.receives_own,
+                hears_presence: joining.hears_presence,
+            },
+        );
         id
     }
 
@@ -119,7 +145,7 @@ impl Hub {
         };
         entry.members.remove(&member);
         if let Some((key, meta)) = remove_presence(entry, member) {
-            announce(topic, entry, json!({}), json!({ key: {"metas": [meta]} }));
+            announce(entry, json!({}), json!({ key: {"metas": [meta]} }));
         }
         if entry.members.is_empty() {
             topics.remove(topic);
@@ -143,7 +169,8 @@ impl Hub {
             if Some(*id) == from && !member.receives_own {
                 continue;
             }
-            if let Some(frame) = encode_broadcast(member.outbox.vsn(), topic, event, payload, None)
+            if let Some(frame) =
+                encode_broadcast(member.outbox.vsn(), &entry.wire, event, payload, None)
             {
                 member.outbox.send(frame);
                 reached += 1;
@@ -179,7 +206,7 @@ impl Hub {
             Some((old_key, old)) => json!({ old_key: {"metas": [old]} }),
             None => json!({}),
         };
-        announce(topic, entry, joins, leaves);
+        announce(entry, joins, leaves);
     }
 
     /// Stops tracking `member`'s presence, if it had one.
@@ -189,7 +216,7 @@ impl Hub {
             return;
         };
         if let Some((key, meta)) = remove_presence(entry, member) {
-            announce(topic, entry, json!({}), json!({ key: {"metas": [meta]} }));
+            announce(entry, json!({}), json!({ key: {"metas": [meta]} }));
         }
     }
 
@@ -220,15 +247,19 @@ fn remove_presence(entry: &mut Topic, member: MemberId) -> Option<(String, Json)
     found
 }
 
-fn announce(topic: &str, entry: &Topic, joins: Json, leaves: Json) {
+fn announce(entry: &Topic, joins: Json, leaves: Json) {
     let diff = Message {
         join_ref: None,
         reference: None,
-        topic: topic.to_owned(),
+        topic: entry.wire.clone(),
         event: "presence_diff".into(),
         payload: json!({"joins": joins, "leaves": leaves}),
     };
-    for member in entry.members.values() {
+    for member in entry
+        .members
+        .values()
+        .filter(|member| member.hears_presence)
+    {
         member.outbox.message(&diff);
     }
 }
@@ -243,6 +274,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    const ROOM: (&str, &str) = ("realtime:room", "realtime:room");
+
+    fn joining(outbox: Outbox, receives_own: bool) -> Joining {
+        Joining {
+            outbox,
+            receives_own,
+            hears_presence: true,
+        }
+    }
 
     fn texts(receiver: &mut mpsc::Receiver<Frame>) -> Vec<Json> {
         let mut out = Vec::new();
@@ -260,8 +301,8 @@ mod tests {
         let hub = Hub::new();
         let (quiet, mut quiet_frames, _) = Outbox::new(Vsn::V1, 8);
         let (echo, mut echo_frames, _) = Outbox::new(Vsn::V1, 8);
-        let quiet = hub.join("realtime:room", quiet, false);
-        let echo = hub.join("realtime:room", echo, true);
+        let quiet = hub.join(ROOM, joining(quiet, false));
+        let echo = hub.join(ROOM, joining(echo, true));
         let payload = Payload::Json(json!({"x": 1}));
         assert_eq!(
             hub.broadcast("realtime:room", Some(quiet), ("cursor", &payload)),
@@ -284,8 +325,8 @@ mod tests {
         let hub = Hub::new();
         let (a, mut a_frames, _) = Outbox::new(Vsn::V2, 16);
         let (b, mut b_frames, _) = Outbox::new(Vsn::V2, 16);
-        let a = hub.join("realtime:room", a, false);
-        let b = hub.join("realtime:room", b, false);
+        let a = hub.join(ROOM, joining(a, false));
+        let b = hub.join(ROOM, joining(b, false));
         hub.track("realtime:room", a, "ada", &json!({"status": "online"}));
         let diff = &texts(&mut b_frames)[0];
         assert_eq!(diff[3], "presence_diff");
@@ -316,7 +357,7 @@ mod tests {
     async fn a_socket_that_cannot_keep_up_is_cut_off() {
         let hub = Hub::new();
         let (slow, _frames, cut) = Outbox::new(Vsn::V1, 2);
-        hub.join("realtime:room", slow, true);
+        hub.join(ROOM, joining(slow, true));
         let payload = Payload::Json(json!(1));
         for _ in 0..3 {
             hub.broadcast("realtime:room", None, ("tick", &payload));

@@ -13,10 +13,12 @@ pub mod protocol;
 use std::sync::Arc;
 
 /// One instance's realtime: its topics, its row-change feed, who holds its
-/// sockets, and its bounds.
+/// sockets, its bounds, and the policies of its private channels.
 pub struct Realtime {
     pub hub: Arc<hub::Hub>,
     pub feed: Arc<feed::Feed>,
     pub admission: limits::Admission,
     pub limits: limits::Limits,
+    /// `[[realtime.policies]]`, over `realtime.messages`: none, none joins.
+    pub private: gatehouse_policy::TablePolicies,
 }

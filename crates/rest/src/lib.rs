@@ -36,7 +36,7 @@ pub use caller::{Caller, UnknownRole};
 pub use error::RestError;
 pub use gatehouse_search::SearchError;
 pub use read::{Count, ReadOptions, ReadResult};
-pub use sight::Sight;
+pub use sight::{Sight, holds};
 pub use sql::{Decided, StatementBuilder, Undecided};
 pub use triggers::{AfterWrite, BeforeWrite, Event, Followed, Followers, Pending, RowChange};
 pub use values::{from_json as checked_value, text_to_json};

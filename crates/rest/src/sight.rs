@@ -41,7 +41,7 @@ impl Rest {
         let access = self.access(table, Command::Select, caller)?;
         let decision = access.using().clone();
         Ok(Sight {
-            key: format!("{:?}", decision.0),
+            key: decision.key(),
             columns: access
                 .readable_columns()
                 .into_iter()
@@ -58,8 +58,7 @@ impl Rest {
     }
 
     /// For each of `sights` (all on `table`), whether it sees `row` (every
-    /// column, as JSON): one statement decides every distinct condition that
-    /// needs the database; the others are known already.
+    /// column, as JSON).
     pub async fn seen_by(
         &self,
         db: &Database,
@@ -67,54 +66,10 @@ impl Rest {
         row: &Map<String, Json>,
         sights: &[&Sight],
     ) -> Result<Vec<bool>, RestError> {
-        let mut verdicts: Vec<Option<bool>> = sights
-            .iter()
-            .map(|sight| match &sight.decision.0 {
-                Verdict::Open => Some(true),
-                Verdict::Closed => Some(false),
-                Verdict::Only(gatehouse_policy::Condition::Const(known)) => Some(*known),
-                Verdict::Only(_) => None,
-            })
-            .collect();
-        let mut distinct: Vec<&Decision> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let asks: Vec<Option<usize>> = sights
-            .iter()
-            .zip(&verdicts)
-            .map(|(sight, known)| {
-                known.is_none().then(|| {
-                    *index.entry(sight.key.as_str()).or_insert_with(|| {
-                        distinct.push(&sight.decision);
-                        distinct.len() - 1
-                    })
-                })
-            })
-            .collect();
-        if distinct.is_empty() {
-            return Ok(verdicts
-                .into_iter()
-                .map(Option::unwrap_or_default)
-                .collect());
-        }
         let values = self.row_values(table, row)?;
-        let mut answers = Vec::with_capacity(distinct.len());
-        for chunk in distinct.chunks(CONDITIONS_PER_STATEMENT) {
-            let statement =
-                StatementBuilder::new(db.dialect()).deciding_each(chunk, "seen", &values);
-            let rows = db.query(statement).await?;
-            let row = rows.into_iter().next().map(|row| row.0).unwrap_or_default();
-            answers
-                .extend((0..chunk.len()).map(|at| matches!(row.get(at), Some(Value::Integer(1)))));
-        }
-        for (verdict, ask) in verdicts.iter_mut().zip(asks) {
-            if let Some(at) = ask {
-                *verdict = answers.get(at).copied();
-            }
-        }
-        Ok(verdicts
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect())
+        let decisions: Vec<&Decision> = sights.iter().map(|sight| &sight.decision).collect();
+        let keys: Vec<&str> = sights.iter().map(|sight| sight.key.as_str()).collect();
+        holds(db, (&decisions, &keys), &values).await
     }
 
     /// `row` as the database takes each of `table`'s columns.
@@ -145,6 +100,64 @@ impl Rest {
                 Ok((column.name.clone(), value))
             })
             .collect()
+    }
+}
+
+/// For each of `decisions`, whether it holds for the row `values` (every
+/// column of the decision's table): one statement decides every distinct
+/// condition that needs the database (`keys` tell which are alike); the
+/// others are known already.
+pub async fn holds(
+    db: &Database,
+    (decisions, keys): (&[&Decision], &[&str]),
+    values: &HashMap<Identifier, Value>,
+) -> Result<Vec<bool>, RestError> {
+    let mut verdicts: Vec<Option<bool>> = decisions
+        .iter()
+        .map(|decision| match &decision.0 {
+            Verdict::Open => Some(true),
+            Verdict::Closed => Some(false),
+            Verdict::Only(gatehouse_policy::Condition::Const(known)) => Some(*known),
+            Verdict::Only(_) => None,
+        })
+        .collect();
+    let mut distinct: Vec<&Decision> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let asks: Vec<Option<usize>> = decisions
+        .iter()
+        .zip(keys)
+        .zip(&verdicts)
+        .map(|((decision, key), known)| {
+            known.is_none().then(|| {
+                *index.entry(key).or_insert_with(|| {
+                    distinct.push(decision);
+                    distinct.len() - 1
+                })
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(distinct.len());
+    for chunk in distinct.chunks(CONDITIONS_PER_STATEMENT) {
+        let statement = StatementBuilder::new(db.dialect()).deciding_each(chunk, "seen", values);
+        let rows = db.query(statement).await?;
+        let row = rows.into_iter().next().map(|row| row.0).unwrap_or_default();
+        answers.extend((0..chunk.len()).map(|at| matches!(row.get(at), Some(Value::Integer(1)))));
+    }
+    for (verdict, ask) in verdicts.iter_mut().zip(asks) {
+        if let Some(at) = ask {
+            *verdict = answers.get(at).copied();
+        }
+    }
+    Ok(verdicts
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect())
+}
+
+impl Decision {
+    /// The decision's text: decisions alike have the same.
+    pub fn key(&self) -> String {
+        format!("{:?}", self.0)
     }
 }
 

@@ -8,17 +8,17 @@
 
 mod ddl;
 pub mod declaration;
+mod fixed_tables;
 mod model;
 mod plan;
-mod storage_objects;
 
 pub use ddl::{create_statements, search_table};
+pub use fixed_tables::{realtime_messages, storage_objects};
 pub use model::{
     Check, Column, ColumnType, Element, ForeignKey, Index, Literal, OnDelete, Schema, ServerValue,
     Table,
 };
 pub use plan::{Plan, Step, plan};
-pub use storage_objects::storage_objects;
 
 /// A declaration that cannot become a schema, or a change that cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

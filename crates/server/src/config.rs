@@ -117,6 +117,8 @@ pub struct Config {
     pub triggers: Vec<(String, TriggerDecl)>,
     /// `[realtime]`: the bounds of realtime's sockets.
     pub realtime: gatehouse_realtime::limits::Limits,
+    /// `[[realtime.policies]]`, over `realtime.messages`: none, no private channel.
+    pub realtime_policies: TablePolicies,
     /// Tables whose old rows realtime sends whole (`replica_identity = "full"`).
     pub full_old_rows: std::collections::HashSet<String>,
     /// `functions/` beside the configuration file.
@@ -237,6 +239,9 @@ struct RealtimeSection {
     max_messages_per_second: Option<Bounded<1, 100_000>>,
     max_queued_messages: Option<Bounded<16, 1_000_000>>,
     session_check_secs: Option<Bounded<1, 3600>>,
+    /// `[[realtime.policies]]`: who may join, send and track on private channels.
+    #[serde(default)]
+    policies: Vec<PolicyDecl>,
 }
 
 impl RealtimeSection {
@@ -697,6 +702,11 @@ impl Config {
                     });
                 }
             };
+        let realtime_policies = Policies::compile_messages(&file.realtime.policies, &schema)
+            .map_err(|error| ConfigError::Env {
+                variable: "[realtime]".into(),
+                message: error.to_string(),
+            })?;
         let server = file.server;
         let jobs = file.jobs.settings()?;
         let webhooks = checked_webhooks(file.webhooks, &schema, &jobs)?;
@@ -828,6 +838,7 @@ impl Config {
                 })
                 .collect(),
             realtime: file.realtime.limits(),
+            realtime_policies,
             full_old_rows: file
                 .tables
                 .iter()

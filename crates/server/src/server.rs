@@ -206,6 +206,7 @@ pub async fn start(
             feed,
             admission: Admission::default(),
             limits: config.realtime.clone(),
+            private: config.realtime_policies.clone(),
         }),
     });
     let (stop, stopped) = watch::channel(false);

@@ -11,7 +11,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::extract::{Query, State};
 use axum::response::Response;
 use gatehouse_realtime::connection::{Connection, Keyed, Verify};
-use gatehouse_realtime::hub::Outbox;
+use gatehouse_realtime::hub::{Outbox, topic_key};
 use gatehouse_realtime::protocol::{Frame, Payload, Vsn, decode_binary, decode_text};
 use http::StatusCode;
 use serde::Deserialize;
@@ -175,12 +175,9 @@ pub async fn broadcast(
         ));
     }
     for message in body.messages {
-        // Private channels cannot be joined yet: nobody could receive these.
-        if message.private {
-            continue;
-        }
+        let wire = format!("realtime:{}", message.topic);
         state.realtime().hub.broadcast(
-            &format!("realtime:{}", message.topic),
+            &topic_key(&wire, message.private),
             None,
             (&message.event, &Payload::Json(message.payload)),
         );
