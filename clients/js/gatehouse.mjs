@@ -32,27 +32,21 @@ function freshDatabase() {
   };
 }
 
-export async function startGatehouse(configFile, extraEnv = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-js-'));
-  const database = freshDatabase();
+/// Runs the binary on `dataDir` until it says where it listens; resolves with
+/// the child and its URL.
+async function launch(configFile, dataDir, env, listen) {
   const child = spawn(
     binary,
-    ['--config', configFile, '--data-dir', dataDir, 'serve', '--listen', '127.0.0.1:0'],
+    ['--config', configFile, '--data-dir', dataDir, 'serve', '--listen', listen],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
       // Only what the suite chooses: PostgreSQL when GATEHOUSE_DATABASE_URL names one.
       env: Object.fromEntries(
-        Object.entries({
-          PATH: process.env.PATH,
-          ...database.env,
-          ...extraEnv,
-        })
+        Object.entries({ PATH: process.env.PATH, ...env })
           .filter(([, value]) => value !== undefined),
       ),
     },
   );
-  // The database goes with the server, however it ends.
-  child.once('exit', () => database.drop());
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('gatehouse did not start in 20 s')), 20_000);
     const said = [];
@@ -66,6 +60,27 @@ export async function startGatehouse(configFile, extraEnv = {}) {
       }
     });
   });
+  return { child, url };
+}
+
+async function ended(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await new Promise((resolve) => child.once('exit', resolve));
+}
+
+export async function startGatehouse(configFile, extraEnv = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-js-'));
+  const database = freshDatabase();
+  const env = { ...database.env, ...extraEnv };
+  let child;
+  let url;
+  try {
+    ({ child, url } = await launch(configFile, dataDir, env, '127.0.0.1:0'));
+  } catch (error) {
+    database.drop();
+    throw error;
+  }
   const read = (file) => readFileSync(join(dataDir, file), 'utf8').trim();
   const keySet = JSON.parse(read('signing-keys.json'));
   const current = keySet.keys.find((key) => key.kid === keySet.current);
@@ -93,9 +108,14 @@ export async function startGatehouse(configFile, extraEnv = {}) {
       }).toString('base64url');
       return `${header}.${claims}.${signature}`;
     },
+    /// Stops the server and starts it again on the same address, data and database.
+    async restart() {
+      await ended(child);
+      ({ child } = await launch(configFile, dataDir, env, new URL(url).host));
+    },
     async stop() {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await ended(child);
+      database.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -153,6 +153,29 @@ describe('realtime channels through supabase-js', () => {
     assert.equal(overheard.length, 0, 'the public channel of the same name heard nothing');
   });
 
+  test('a client reconnects and rejoins after the server restarts', async () => {
+    const listener = client();
+    const channel = listener.channel('restart-room');
+    const heard = [];
+    channel.on('broadcast', { event: 'ping' }, (message) => heard.push(message.payload));
+    const statuses = [];
+    channel.subscribe((status) => statuses.push(status));
+    await until(statuses, 1);
+    assert.equal(statuses[0], 'SUBSCRIBED');
+    await server.restart();
+    // realtime-js notices the closed socket, reconnects with backoff and rejoins.
+    const deadline = Date.now() + 20_000;
+    while (channel.state !== 'joined' || !listener.realtime.isConnected() || statuses.length < 2) {
+      if (Date.now() > deadline) throw new Error(`not rejoined: ${statuses.join(', ')}`);
+      await pause(100);
+    }
+    const speaker = client().channel('restart-room');
+    assert.equal(await subscribed(speaker), 'SUBSCRIBED');
+    await speaker.send({ type: 'broadcast', event: 'ping', payload: { after: 'restart' } });
+    await until(heard, 1);
+    assert.deepEqual(heard, [{ after: 'restart' }]);
+  });
+
   test('a socket without an API key is refused', async () => {
     const url = `${server.url.replace('http', 'ws')}/realtime/v1/websocket?vsn=2.0.0`;
     const status = await new Promise((resolve) => {
