@@ -92,6 +92,10 @@ export async function startGatehouse(configFile, extraEnv = {}) {
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   return {
     url,
+    /// The server process's id (it changes at a restart).
+    get pid() {
+      return child.pid;
+    },
     publishableKey: read('publishable.key'),
     secretKey: read('secret.key'),
     /// An access token for `userId`, valid for `lifetime` seconds.

@@ -19,6 +19,9 @@ use serde::Deserialize;
 use crate::identity::SocketTokens;
 use crate::{ApiError, AppState, ClientIp};
 
+/// Each socket's read and write buffer.
+const SOCKET_BUFFER_BYTES: usize = 4096;
+
 #[derive(Deserialize)]
 pub struct Connect {
     apikey: Option<String>,
@@ -65,6 +68,10 @@ pub async fn socket(
         ));
     };
     Ok(upgrade
+        // Small buffers: an idle socket should cost little (the library's
+        // defaults reserve 128 KiB for reading alone); they grow for a large frame.
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(realtime.limits.message_bytes)
         .on_upgrade(move |socket| async move {
             serve(state, socket, (vsn, keyed)).await;
