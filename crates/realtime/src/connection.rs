@@ -759,6 +759,11 @@ with_check = "topic = 'lobby' and extension = 'broadcast'"
     /// A hub and a feed over a fresh SQLite database holding [`TABLES`], and
     /// the realtime policies.
     async fn realtime() -> (Arc<Hub>, Arc<Feed>, TestDatabase) {
+        realtime_keeping(&[]).await
+    }
+
+    /// [`realtime`], with the old rows of the `full` tables sent whole.
+    async fn realtime_keeping(full: &[&str]) -> (Arc<Hub>, Arc<Feed>, TestDatabase) {
         let test_db = TestDatabase::sqlite();
         let db = Database::open(&test_db.location(), PoolOptions::default())
             .await
@@ -774,7 +779,8 @@ with_check = "topic = 'lobby' and extension = 'broadcast'"
             policies,
             gatehouse_rest::RestSettings::default(),
         ));
-        let feed = Feed::start(rest, db, std::collections::HashSet::new());
+        let full = full.iter().map(|table| (*table).to_owned()).collect();
+        let feed = Feed::start(rest, db, full);
         (Hub::new(), feed, test_db)
     }
 
@@ -1178,5 +1184,29 @@ with_check = "topic = 'lobby' and extension = 'broadcast'"
                 .unwrap()
                 .contains("permissions to write")
         );
+    }
+
+    #[tokio::test]
+    async fn a_table_keeping_full_old_rows_sends_them_trimmed_by_grants() {
+        let (hub, feed, _db) = realtime_keeping(&["orders"]).await;
+        let (mut ada, mut frames) = connect((&hub, &feed));
+        send(&mut ada, &WATCH.replace("TOKEN", "ada")).await;
+        sent(&mut frames);
+        commit(
+            &feed,
+            RowChange {
+                table: "orders",
+                event: Event::Update,
+                new: Some(order(1, ADA, 7)),
+                old: Some(order(1, ADA, 5)),
+            },
+        );
+        let data = &next(&mut frames).await[4]["data"];
+        assert_eq!(data["type"], "UPDATE");
+        assert_eq!(
+            data["old_record"],
+            json!({"id": 1, "owner_id": ADA, "total": 5})
+        );
+        assert_eq!(data["record"]["total"], 7);
     }
 }
