@@ -1023,6 +1023,36 @@ mod tests {
     }
 
     #[test]
+    fn realtime_bounds_and_policies_are_read_and_checked() {
+        let policy = |using: &str| {
+            format!(
+                "[realtime]\nmax_channels_per_connection = 5\nsession_check_secs = 2\n\
+                 [[realtime.policies]]\nname = \"lobby\"\nfor = \"select\"\nto = \"authenticated\"\nusing = \"{using}\"\n"
+            )
+        };
+        let config = parse(&policy("topic = 'lobby'")).unwrap();
+        assert_eq!(config.realtime.channels_per_connection, 5);
+        assert_eq!(config.realtime.session_check, Duration::from_secs(2));
+        assert_eq!(config.realtime.connections_per_user, 20, "the default");
+        assert!(
+            config
+                .realtime_policies
+                .using(
+                    gatehouse_policy::Command::Select,
+                    gatehouse_policy::Role::Authenticated
+                )
+                .is_some()
+        );
+        let unknown = error_of(&policy("room = 'lobby'"));
+        assert!(
+            unknown.contains("[realtime]") && unknown.contains("unknown column room"),
+            "{unknown}"
+        );
+        let zero = error_of("[realtime]\nmax_channels_per_connection = 0\n");
+        assert!(zero.contains("0 is out of range: use 1 to 10000"), "{zero}");
+    }
+
+    #[test]
     fn cron_entries_name_what_is_wrong_with_them() {
         let declared = "[functions.cleanup]\nmodule = \"cleanup.js\"\n[jobs.queues]\nslow = { concurrency = 1 }\n";
         let entry = |fields: &str| format!("{declared}[[cron]]\nname = \"nightly\"\n{fields}\n");
