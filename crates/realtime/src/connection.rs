@@ -4,8 +4,9 @@
 //! through the socket's outbox.
 //!
 //! Invariants: a channel is reached only after its `phx_join` succeeded on
-//! this socket; private channels are refused until realtime policies exist
-//! (deny by default); a token a join presents is verified before it counts,
+//! this socket; a private channel is joined, heard, sent and tracked on only
+//! as the realtime policies allow (none: deny); a token a join presents is
+//! verified before it counts,
 //! and a channel's row changes are decided for the caller it names (else the
 //! socket's API key) by the data API's own `select` decision.
 
@@ -21,8 +22,8 @@ use gatehouse_rest::{Caller, Event, RestError, Rows, Sight, decide, holds};
 use serde_json::{Value as Json, json};
 
 use crate::Realtime;
-use crate::feed::{Binding, Feed, Filter, Refused, Subscribe, Subscription};
-use crate::hub::{Hub, Joining, MemberId, Outbox, topic_key};
+use crate::feed::{Binding, Filter, Refused, Subscription};
+use crate::hub::{Member, MemberId, Outbox, topic_key};
 use crate::limits::{Admitted, Rate};
 use crate::protocol::{Incoming, Message, Payload};
 
@@ -105,8 +106,6 @@ pub struct Keyed {
 
 pub struct Connection {
     realtime: Arc<Realtime>,
-    hub: Arc<Hub>,
-    feed: Arc<Feed>,
     outbox: Outbox,
     verify: Arc<dyn Verify>,
     keyed: Keyed,
@@ -117,10 +116,23 @@ pub struct Connection {
 }
 
 fn reply(message: &Message, status: &str, response: Json) -> Message {
+    reply_to(
+        (&message.join_ref, &message.reference, &message.topic),
+        status,
+        response,
+    )
+}
+
+/// The `phx_reply` to the push naming `(join_ref, reference, topic)`.
+fn reply_to(
+    (join_ref, reference, topic): (&Option<String>, &Option<String>, &str),
+    status: &str,
+    response: Json,
+) -> Message {
     Message {
-        join_ref: message.join_ref.clone(),
-        reference: message.reference.clone(),
-        topic: message.topic.clone(),
+        join_ref: join_ref.clone(),
+        reference: reference.clone(),
+        topic: topic.to_owned(),
         event: "phx_reply".into(),
         payload: json!({"status": status, "response": response}),
     }
@@ -131,6 +143,9 @@ fn flag(value: &Json) -> bool {
     matches!(value, Json::Bool(true)) || value.as_str() == Some("true")
 }
 
+/// Row-change bindings one channel may ask for.
+const MOST_BINDINGS: usize = 100;
+
 /// The bindings a join asks for, by table, each with its id (its place in
 /// the request, from 1), or why they cannot be had.
 fn bindings(
@@ -138,6 +153,11 @@ fn bindings(
     sight_of: &dyn Fn(&str) -> Result<Sight, Refused>,
     tables: &[&str],
 ) -> Result<Wanted, Refused> {
+    if requested.len() > MOST_BINDINGS {
+        return Err(Refused::Invalid(format!(
+            "a channel asks for at most {MOST_BINDINGS} row-change bindings"
+        )));
+    }
     let mut by_table = Wanted::new();
     for (at, request) in requested.iter().enumerate() {
         let event = match request["event"].as_str() {
@@ -220,8 +240,6 @@ impl Connection {
         keyed: Keyed,
     ) -> Self {
         Self {
-            hub: realtime.hub.clone(),
-            feed: realtime.feed.clone(),
             rate: Rate::new(realtime.limits.messages_per_second),
             realtime,
             outbox,
@@ -247,13 +265,11 @@ impl Connection {
                 } => (join_ref, reference, topic),
             };
             if reference.is_some() {
-                self.outbox.message(&Message {
-                    join_ref: join_ref.clone(),
-                    reference: reference.clone(),
-                    topic: topic.clone(),
-                    event: "phx_reply".into(),
-                    payload: json!({"status": "error", "response": {"reason": "MessagePerSecondRateLimitReached: Too many messages per second"}}),
-                });
+                self.outbox.message(&reply_to(
+                    (join_ref, reference, topic),
+                    "error",
+                    json!({"reason": "MessagePerSecondRateLimitReached: Too many messages per second"}),
+                ));
             }
             return;
         }
@@ -392,9 +408,9 @@ impl Connection {
         }
         let broadcast = &config["broadcast"];
         let key = rights.key(&message.topic);
-        let member = self.hub.join(
+        let member = self.realtime.hub.join(
             (&key, &message.topic),
-            Joining {
+            Member {
                 outbox: self.outbox.clone(),
                 receives_own: flag(&broadcast["self"]),
                 hears_presence: rights.hear_presence,
@@ -450,7 +466,7 @@ impl Connection {
                 reference: None,
                 topic: message.topic.clone(),
                 event: "presence_state".into(),
-                payload: self.hub.presence_state(&key),
+                payload: self.realtime.hub.presence_state(&key),
             });
         }
     }
@@ -467,7 +483,7 @@ impl Connection {
         let mut decided = [[false; 2]; 2];
         for (at, extension) in ["broadcast", "presence"].into_iter().enumerate() {
             let values = message_row(name, extension);
-            let both = holds(self.feed.db(), (&[&hear, &speak], &keys), &values).await?;
+            let both = holds(self.realtime.feed.db(), (&[&hear, &speak], &keys), &values).await?;
             decided[at] = [both[0], both[1]];
         }
         Ok(Rights {
@@ -481,7 +497,7 @@ impl Connection {
 
     /// The bindings `requested` for `caller`.
     fn wanted(&self, requested: &[Json], caller: &Caller) -> Result<Wanted, Refused> {
-        let rest = self.feed.rest();
+        let rest = self.realtime.feed.rest();
         let tables: Vec<&str> = rest.tables().collect();
         let sight_of = |table: &str| rest.sight(caller, table).map_err(Refused::from);
         bindings(requested, &sight_of, &tables)
@@ -496,7 +512,7 @@ impl Connection {
         wanted
             .into_iter()
             .map(|(table, (sight, bindings))| {
-                self.feed.subscribe(Subscribe {
+                self.realtime.feed.subscribe(Subscription {
                     table,
                     topic: topic.to_owned(),
                     join_ref: join_ref.clone(),
@@ -531,9 +547,9 @@ impl Connection {
 
     /// Leaves a channel's topic and its row changes.
     fn part(&self, joined: Joined) {
-        self.hub.leave(&joined.key, joined.member);
+        self.realtime.hub.leave(&joined.key, joined.member);
         for subscription in &joined.subscriptions {
-            self.feed.unsubscribe(subscription);
+            self.realtime.feed.unsubscribe(subscription);
         }
     }
 
@@ -568,7 +584,8 @@ impl Connection {
                 json!({"reason": unwritable(&message.topic)}),
             ));
         }
-        self.hub
+        self.realtime
+            .hub
             .broadcast(&joined.key, Some(joined.member), (event, payload));
         if joined.ack {
             self.outbox.message(&reply(&message, "ok", json!({})));
@@ -596,10 +613,11 @@ impl Connection {
                         json!({"reason": "Presence track payload must be a map"}),
                     ));
                 }
-                self.hub
+                self.realtime
+                    .hub
                     .track(&joined.key, joined.member, &joined.presence_key, meta);
             }
-            Some("untrack") => self.hub.untrack(&joined.key, joined.member),
+            Some("untrack") => self.realtime.hub.untrack(&joined.key, joined.member),
             _ => return self.outbox.message(&reply(message, "error", json!({}))),
         }
         self.outbox.message(&reply(message, "ok", json!({})));
@@ -637,7 +655,7 @@ impl Connection {
                 joined.session = verified.session;
                 let join_ref = joined.join_ref.clone();
                 for subscription in &earlier {
-                    self.feed.unsubscribe(subscription);
+                    self.realtime.feed.unsubscribe(subscription);
                 }
                 let subscriptions =
                     self.subscribe((&message.topic, &join_ref), wanted, verified.expires_at);
@@ -697,6 +715,8 @@ mod tests {
     use serde_json::Map;
 
     use super::*;
+    use crate::feed::Feed;
+    use crate::hub::Hub;
     use crate::protocol::{Frame, Vsn, decode_binary, decode_text};
 
     struct Tokens;
@@ -1093,6 +1113,17 @@ with_check = "topic = 'lobby' and extension = 'broadcast'"
                 "{reply}"
             );
         }
+        // Bindings are bounded.
+        let binding = r#"{"event":"*","schema":"public","table":"orders"}"#;
+        let many = vec![binding; MOST_BINDINGS + 1].join(",");
+        send(
+            &mut client,
+            &format!(
+                r#"["1","1","realtime:db","phx_join",{{"config":{{"postgres_changes":[{many}]}},"access_token":"ada"}}]"#
+            ),
+        )
+        .await;
+        assert_eq!(sent(&mut frames)[0][4]["status"], "error");
         assert!(!feed.watches("orders", Event::Insert));
     }
 

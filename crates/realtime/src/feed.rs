@@ -196,34 +196,23 @@ impl Binding {
 /// One channel's bindings on one table, delivered as one caller until its
 /// token expires (a refreshed token replaces the subscription).
 pub struct Subscription {
-    table: String,
-    topic: String,
-    join_ref: Option<String>,
-    outbox: Outbox,
-    bindings: Vec<Binding>,
-    sight: Arc<Sight>,
-    /// Seconds since the epoch from which the token no longer counts.
-    expires_at: Option<u64>,
-}
-
-impl Subscription {
-    /// Its sight, unless its token has expired by `now`.
-    fn current(&self, now: u64) -> Option<Arc<Sight>> {
-        self.expires_at
-            .is_none_or(|at| now < at)
-            .then(|| self.sight.clone())
-    }
-}
-
-/// What a new subscription is made of.
-pub struct Subscribe {
     pub table: String,
     pub topic: String,
     pub join_ref: Option<String>,
     pub outbox: Outbox,
     pub bindings: Vec<Binding>,
     pub sight: Sight,
+    /// Seconds since the epoch from which the token no longer counts.
     pub expires_at: Option<u64>,
+}
+
+impl Subscription {
+    /// Its sight, unless its token has expired by `now`.
+    fn current(&self, now: u64) -> Option<&Sight> {
+        self.expires_at
+            .is_none_or(|at| now < at)
+            .then_some(&self.sight)
+    }
 }
 
 /// This instance's row-change subscriptions and the task delivering to them.
@@ -262,16 +251,8 @@ impl Feed {
         &self.db
     }
 
-    pub fn subscribe(&self, subscribe: Subscribe) -> Arc<Subscription> {
-        let subscription = Arc::new(Subscription {
-            table: subscribe.table,
-            topic: subscribe.topic,
-            join_ref: subscribe.join_ref,
-            outbox: subscribe.outbox,
-            bindings: subscribe.bindings,
-            sight: Arc::new(subscribe.sight),
-            expires_at: subscribe.expires_at,
-        });
+    pub fn subscribe(&self, subscription: Subscription) -> Arc<Subscription> {
+        let subscription = Arc::new(subscription);
         self.write()
             .entry(subscription.table.clone())
             .or_default()
@@ -311,8 +292,9 @@ impl Feed {
             return;
         };
         let now = unix_now();
+        let subscribers = self.subscribers(&change.table);
         let mut candidates = Vec::new();
-        for subscription in self.subscribers(&change.table) {
+        for subscription in &subscribers {
             let ids: Vec<u64> = subscription
                 .bindings
                 .iter()
@@ -329,14 +311,17 @@ impl Feed {
         if candidates.is_empty() {
             return;
         }
-        let sights: Vec<&Sight> = candidates.iter().map(|(_, _, sight)| &**sight).collect();
+        let sights: Vec<&Sight> = candidates.iter().map(|(_, _, sight)| *sight).collect();
         let seen = match self
             .rest
             .seen_by(&self.db, &change.table, row, &sights)
             .await
         {
             Ok(seen) => seen,
-            Err(error) => return log_undelivered(&change, &error),
+            Err(error) => {
+                tracing::error!(table = %change.table, %error, "a row change could not be delivered");
+                return;
+            }
         };
         let full_old = self.full_old_rows.contains(&change.table);
         for ((subscription, ids, sight), seen) in candidates.iter().zip(seen) {
@@ -350,10 +335,6 @@ impl Feed {
             }
         }
     }
-}
-
-fn log_undelivered(change: &Change, error: &RestError) {
-    tracing::error!(table = %change.table, %error, "a row change could not be delivered");
 }
 
 /// The `postgres_changes` message for one subscription, in Realtime's shape.

@@ -71,18 +71,12 @@ pub fn topic_key(wire: &str, private: bool) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId(u64);
 
-struct Member {
-    outbox: Outbox,
-    /// `broadcast.self`: whether its own broadcasts come back to it.
-    receives_own: bool,
-    /// Whether it hears who is present (a private channel's policy may say not).
-    hears_presence: bool,
-}
-
-/// How a socket joins a topic.
-pub struct Joining {
+/// A socket joined to a topic.
+pub struct Member {
     pub outbox: Outbox,
+    /// `broadcast.self`: whether its own broadcasts come back to it.
     pub receives_own: bool,
+    /// Whether it hears who is present (a private channel's policy may say not).
     pub hears_presence: bool,
 }
 
@@ -118,21 +112,14 @@ impl Hub {
 
     /// Joins the topic `key`, whose messages are named `wire`; the id names
     /// this membership until it leaves.
-    pub fn join(&self, (key, wire): (&str, &str), joining: Joining) -> MemberId {
+    pub fn join(&self, (key, wire): (&str, &str), member: Member) -> MemberId {
         let id = MemberId(self.next.fetch_add(1, Ordering::Relaxed));
         let mut topics = self.topics();
         let entry = topics.entry(key.to_owned()).or_insert_with(|| Topic {
             wire: wire.to_owned(),
             ..Topic::default()
         });
-        entry.members.insert(
-            id,
-            Member {
-                outbox: joining.outbox,
-                receives_own: joining.receives_own,
-                hears_presence: joining.hears_presence,
-            },
-        );
+        entry.members.insert(id, member);
         id
     }
 
@@ -277,8 +264,8 @@ mod tests {
 
     const ROOM: (&str, &str) = ("realtime:room", "realtime:room");
 
-    fn joining(outbox: Outbox, receives_own: bool) -> Joining {
-        Joining {
+    fn joining(outbox: Outbox, receives_own: bool) -> Member {
+        Member {
             outbox,
             receives_own,
             hears_presence: true,

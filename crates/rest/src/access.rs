@@ -76,6 +76,12 @@ impl Decision {
         matches!(self.0, Verdict::Closed)
     }
 
+    /// The decision's text: decisions alike have the same (to ask the
+    /// database once for many callers deciding alike).
+    pub fn key(&self) -> String {
+        format!("{:?}", self.0)
+    }
+
     /// The decision for a row not fully known yet (a check before the body
     /// arrives, a signed upload URL): whatever reads a term `unknown` touches
     /// is assumed to pass, for the check when the row is written decides it.

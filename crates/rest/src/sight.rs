@@ -154,13 +154,6 @@ pub async fn holds(
         .collect())
 }
 
-impl Decision {
-    /// The decision's text: decisions alike have the same.
-    pub fn key(&self) -> String {
-        format!("{:?}", self.0)
-    }
-}
-
 impl Sight {
     /// `row` with only the columns this subscriber may read; with `key_only`,
     /// only those of the primary key among them.
