@@ -2,7 +2,7 @@
 // development key, as the auth endpoints will once they land.
 import { execFileSync, spawn } from 'node:child_process';
 import { createPrivateKey, sign } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -82,6 +82,7 @@ export async function startGatehouse(configFile, extraEnv = {}) {
     throw error;
   }
   const read = (file) => readFileSync(join(dataDir, file), 'utf8').trim();
+  const twins = [];
   const keySet = JSON.parse(read('signing-keys.json'));
   const current = keySet.keys.find((key) => key.kid === keySet.current);
   const privateKey = createPrivateKey({
@@ -112,12 +113,33 @@ export async function startGatehouse(configFile, extraEnv = {}) {
       }).toString('base64url');
       return `${header}.${claims}.${signature}`;
     },
+    /// A second instance of the same deployment: the same database and keys
+    /// (copied), a data directory and address of its own, `moreEnv` added.
+    /// Stopped by this server's `stop` at the latest.
+    async twin(moreEnv = {}) {
+      const twinDir = mkdtempSync(join(tmpdir(), 'gatehouse-js-'));
+      for (const file of readdirSync(dataDir)) {
+        if (file.endsWith('.key') || file === 'signing-keys.json') {
+          copyFileSync(join(dataDir, file), join(twinDir, file));
+        }
+      }
+      // Behind one address, as a load balancer would put them: tokens name it.
+      const twinEnv = { ...env, GATEHOUSE_PUBLIC_URL: url, ...moreEnv };
+      const twin = await launch(configFile, twinDir, twinEnv, '127.0.0.1:0');
+      const stopTwin = async () => {
+        await ended(twin.child);
+        rmSync(twinDir, { recursive: true, force: true });
+      };
+      twins.push(stopTwin);
+      return { url: twin.url, stop: stopTwin };
+    },
     /// Stops the server and starts it again on the same address, data and database.
     async restart() {
       await ended(child);
       ({ child } = await launch(configFile, dataDir, env, new URL(url).host));
     },
     async stop() {
+      for (const stopTwin of twins) await stopTwin();
       await ended(child);
       database.drop();
       rmSync(dataDir, { recursive: true, force: true });

@@ -439,3 +439,131 @@ describe('realtime bounds', () => {
     assert.equal(await closedWith, 1009, 'a frame over the size limit closes the socket');
   });
 });
+
+// Instances share one PostgreSQL database; they hear each other through it
+// (LISTEN/NOTIFY) or, with GATEHOUSE_REDIS_URL, through Redis pub/sub.
+const sharedDatabase = process.env.GATEHOUSE_DATABASE_URL;
+const redisUrl = process.env.GATEHOUSE_TEST_REDIS_URL;
+for (const via of ['PostgreSQL', 'Redis']) {
+  const missing = !sharedDatabase
+    ? 'several instances need PostgreSQL (GATEHOUSE_DATABASE_URL): one SQLite file serves one instance'
+    : via === 'Redis' && !redisUrl && 'GATEHOUSE_TEST_REDIS_URL is not set';
+  if (missing && process.env.CI === 'true' && sharedDatabase) throw new Error(missing);
+  describe(`two instances through ${via}`, { skip: missing }, () => {
+    let server;
+    let twin;
+    const made = [];
+    const at = (url, user) => {
+      const client = createClient(url, server.publishableKey, {
+        auth: { persistSession: false, autoRefreshToken: false },
+        ...(user ? { accessToken: async () => server.tokenFor(user) } : {}),
+        realtime: { transport: ws },
+      });
+      made.push(client);
+      return client;
+    };
+
+    before(async () => {
+      const env = via === 'Redis' ? { GATEHOUSE_REDIS_URL: redisUrl } : {};
+      server = await startGatehouse(shop, env);
+      twin = await server.twin(env);
+    });
+    after(async () => {
+      for (const client of made) await client.removeAllChannels();
+      await server?.stop();
+    });
+
+    test('a write on one instance reaches subscribers on the other, under their policies', async () => {
+      const adaId = randomUUID();
+      const boId = randomUUID();
+      const adaThere = at(twin.url, adaId);
+      const boThere = at(twin.url, boId);
+      const adaChannel = adaThere.channel('ada-orders');
+      const adaSees = collect(adaChannel, 'orders');
+      const boChannel = boThere.channel('bo-orders');
+      const boSees = collect(boChannel, 'orders');
+      assert.equal(await subscribed(adaChannel), 'SUBSCRIBED');
+      assert.equal(await subscribed(boChannel), 'SUBSCRIBED');
+
+      const adaHere = at(server.url, adaId);
+      const { data: order, error } = await adaHere.from('orders').insert({ total_cents: 700 }).select().single();
+      assert.equal(error, null);
+      await adaHere.from('orders').update({ note: 'twice' }).eq('id', order.id);
+      await until(adaSees, 2);
+      assert.deepEqual(adaSees.map((change) => change.eventType), ['INSERT', 'UPDATE']);
+      assert.deepEqual(adaSees[0].new, order);
+
+      // And the other way: Bo listens here, writes there.
+      const boHereChannel = at(server.url, boId).channel('bo-here');
+      const boHereSees = collect(boHereChannel, 'orders');
+      assert.equal(await subscribed(boHereChannel), 'SUBSCRIBED');
+      const { data: his } = await boThere.from('orders').insert({ total_cents: 9 }).select().single();
+      await until(boHereSees, 1);
+      await until(boSees, 1);
+      await pause(200);
+      assert.deepEqual(boHereSees.map((change) => change.new.id), [his.id]);
+      assert.deepEqual(boSees.map((change) => change.new.id), [his.id], "never Ada's");
+      assert.equal(adaSees.length, 2, "nor does Ada hear of Bo's");
+    });
+
+    test('broadcasts cross instances, from clients and from the server', async () => {
+      const room = `room-${via}`;
+      const here = at(server.url).channel(room, { config: { broadcast: { ack: true } } });
+      const there = at(twin.url).channel(room);
+      const heard = [];
+      there.on('broadcast', { event: 'cursor' }, ({ payload }) => heard.push(payload));
+      assert.equal(await subscribed(here), 'SUBSCRIBED');
+      assert.equal(await subscribed(there), 'SUBSCRIBED');
+      assert.equal(await here.send({ type: 'broadcast', event: 'cursor', payload: { x: 1 } }), 'ok');
+      await until(heard, 1);
+      assert.deepEqual(heard, [{ x: 1 }]);
+
+      // The REST broadcast lands on one instance; a subscriber of the other hears it.
+      const service = createClient(server.url, server.secretKey, {
+        auth: { persistSession: false, autoRefreshToken: false },
+        realtime: { transport: ws },
+      });
+      assert.equal(await service.channel(room).send({ type: 'broadcast', event: 'cursor', payload: { x: 2 } }), 'ok');
+      await until(heard, 2);
+      assert.deepEqual(heard[1], { x: 2 });
+
+      // Longer than a PostgreSQL notification carries: it travels stored.
+      const long = { text: 'x'.repeat(20_000) };
+      assert.equal(await here.send({ type: 'broadcast', event: 'cursor', payload: long }), 'ok');
+      await until(heard, 3);
+      assert.deepEqual(heard[2], long);
+    });
+
+    test('presence is one state across instances', async () => {
+      const lobby = `lobby-${via}`;
+      const adaChannel = at(server.url).channel(lobby, { config: { presence: { key: 'ada' } } });
+      const boChannel = at(twin.url).channel(lobby, { config: { presence: { key: 'bo' } } });
+      const adaJoined = next((done) => boChannel.on('presence', { event: 'join' }, ({ key }) => {
+        if (key === 'ada') done(key);
+      }));
+      const adaLeft = next((done) => boChannel.on('presence', { event: 'leave' }, ({ key }) => {
+        if (key === 'ada') done(key);
+      }));
+      assert.equal(await subscribed(adaChannel), 'SUBSCRIBED');
+      assert.equal(await subscribed(boChannel), 'SUBSCRIBED');
+      assert.equal(await adaChannel.track({ status: 'online' }), 'ok');
+      assert.equal(await adaJoined, 'ada');
+      assert.equal(await boChannel.track({ status: 'away' }), 'ok');
+
+      // A latecomer on either instance is told of both at once.
+      const late = at(twin.url).channel(lobby, { config: { presence: { key: 'cy' } } });
+      const synced = next((done) => late.on('presence', { event: 'sync' }, () => {
+        if (Object.keys(late.presenceState()).length === 2) done(late.presenceState());
+      }));
+      assert.equal(await subscribed(late), 'SUBSCRIBED');
+      const state = await synced;
+      assert.deepEqual(Object.keys(state).sort(), ['ada', 'bo']);
+      assert.equal(state.ada[0].status, 'online');
+
+      await adaChannel.unsubscribe();
+      assert.equal(await adaLeft, 'ada');
+      await pause(200);
+      assert.deepEqual(Object.keys(late.presenceState()), ['bo']);
+    });
+  });
+}

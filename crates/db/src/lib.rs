@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use declared::{MigrateOptions, Migration};
+pub use postgres::Listener;
 pub use statement::{Row, Sql, Statement, Value};
 pub use transaction::{Executor, Transaction};
 
@@ -255,6 +256,15 @@ impl Database {
         rows.iter()
             .map(|row| row.text(detail_column).map(str::to_owned))
             .collect()
+    }
+
+    /// Notifications on `channel` (`LISTEN`/`NOTIFY`), where the database has
+    /// them: PostgreSQL does, an embedded SQLite (one instance) does not.
+    pub async fn listen(&self, channel: &'static str) -> Result<Option<Listener>> {
+        match self {
+            Database::Sqlite(_) => Ok(None),
+            Database::Postgres(pool) => pool.listen(channel).await.map(Some),
+        }
     }
 
     /// Answers whether the database serves queries and carries Gatehouse's tables.

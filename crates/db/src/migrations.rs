@@ -502,6 +502,22 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 20,
+        name: "realtime notes too long to notify",
+        // What one instance tells the others through PostgreSQL's NOTIFY is
+        // bounded (8,000 bytes); a longer note is stored here, in the same
+        // transaction, and the notification names it. Swept after minutes.
+        steps: &[
+            Sql::both(
+                "CREATE TABLE IF NOT EXISTS gatehouse_realtime_notes (id TEXT PRIMARY KEY, \
+                 note TEXT NOT NULL, created_at TEXT NOT NULL)",
+            ),
+            Sql::both(
+                "CREATE INDEX IF NOT EXISTS gatehouse_realtime_notes_created_at ON gatehouse_realtime_notes (created_at)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_LEDGER: Sql = Sql {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{GenericClient, NoTls};
@@ -17,7 +18,29 @@ use crate::{DbError, Dialect, PoolOptions, Result, Row, Statement, Value};
 #[derive(Clone)]
 pub struct PgPool {
     pool: Pool,
+    /// How to open a connection of its own (a listener holds one apart from
+    /// the pool for as long as it listens).
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
+
+/// Notifications on one channel (`LISTEN`), over a connection of their own.
+/// [`Listener::next`] answers `None` once that connection has ended: the
+/// owner reconnects, knowing it may have missed notifications meanwhile.
+pub struct Listener {
+    // Dropping the client closes the connection, which ends the task below.
+    _client: tokio_postgres::Client,
+    payloads: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl Listener {
+    pub async fn next(&mut self) -> Option<String> {
+        self.payloads.recv().await
+    }
+}
+
+/// Notifications read ahead of their reader before the connection stops
+/// reading (PostgreSQL then keeps them in its own bounded queue).
+const LISTENED_AHEAD: usize = 1024;
 
 impl PgPool {
     pub async fn open(url: &SecretString, options: PoolOptions) -> Result<Self> {
@@ -30,7 +53,7 @@ impl PgPool {
         config.application_name("gatehouse");
         config.connect_timeout(options.acquire_timeout);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -43,10 +66,48 @@ impl PgPool {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|error| DbError::Pool(error.to_string()))?;
-        let pool = Self { pool };
+        let pool = Self {
+            pool,
+            config: config.into(),
+        };
         // Fail at start-up, not on the first request, when the server is unreachable.
         drop(pool.client().await?);
         Ok(pool)
+    }
+
+    /// Listens on `channel` (a fixed name, written in the code).
+    pub async fn listen(&self, channel: &'static str) -> Result<Listener> {
+        if channel.is_empty() || !channel.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(DbError::Pool(format!("not a channel name: {channel}")));
+        }
+        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (sender, payloads) = tokio::sync::mpsc::channel(LISTENED_AHEAD);
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(notification)) => {
+                        if sender
+                            .send(notification.payload().to_owned())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "a listening connection to PostgreSQL ended");
+                        return;
+                    }
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok(Listener {
+            _client: client,
+            payloads,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {

@@ -426,6 +426,9 @@ impl Connection {
             wanted,
             verified.expires_at,
         );
+        if !subscriptions.is_empty() {
+            self.realtime.feed.until_announced().await;
+        }
         self.channels.insert(
             message.topic.clone(),
             Joined {
@@ -584,9 +587,11 @@ impl Connection {
                 json!({"reason": unwritable(&message.topic)}),
             ));
         }
-        self.realtime
-            .hub
-            .broadcast(&joined.key, Some(joined.member), (event, payload));
+        self.realtime.hub.broadcast(
+            (&joined.key, &message.topic),
+            Some(joined.member),
+            (event, payload),
+        );
         if joined.ack {
             self.outbox.message(&reply(&message, "ok", json!({})));
         }
@@ -800,7 +805,7 @@ with_check = "topic = 'lobby' and extension = 'broadcast'"
             gatehouse_rest::RestSettings::default(),
         ));
         let full = full.iter().map(|table| (*table).to_owned()).collect();
-        let feed = Feed::start(rest, db, full);
+        let feed = Feed::start((rest, db), full, crate::feed::Publish::Here);
         (Hub::new(), feed, test_db)
     }
 

@@ -23,26 +23,62 @@ use gatehouse_rest::{
     AfterWrite, Event, Followed, Rest, RestError, RowChange, Sight, text_to_json,
 };
 use gatehouse_schema::ColumnType;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use crate::bus::{News, Peers, Relay};
 use crate::hub::Outbox;
 use crate::protocol::Message;
 
 /// Changes that may wait between their commits and their delivery.
 const QUEUED_CHANGES: usize = 4096;
+/// The longest a join waits for the other instances to learn of its table.
+const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Values an `in` filter may list (Realtime's own bound).
 const MOST_IN_VALUES: usize = 100;
 
 /// One committed change of one row, every column of it.
-#[derive(Debug, Clone)]
-struct Change {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
     table: String,
+    #[serde(with = "event_name")]
     event: Event,
     new: Option<Map<String, Json>>,
     old: Option<Map<String, Json>>,
-    /// When its commit was heard, as Realtime writes `commit_timestamp`.
+    /// When its commit was heard, as Realtime writes `commit_timestamp`
+    /// (empty until it is).
+    #[serde(default)]
     committed_at: String,
+}
+
+/// An event as PostgreSQL's `TG_OP` names it, between instances.
+mod event_name {
+    use gatehouse_rest::Event;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(event: &Event, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(event.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Event, D::Error> {
+        let name = String::deserialize(from)?;
+        [Event::Insert, Event::Update, Event::Delete]
+            .into_iter()
+            .find(|event| event.name() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("no event {name}")))
+    }
+}
+
+/// How the changes of this instance's writes reach the delivering tasks.
+pub enum Publish {
+    /// Straight to this instance's own (it is alone).
+    Here,
+    /// Notified to every instance from inside the write's transaction
+    /// (PostgreSQL's NOTIFY: in commit order, never for a rollback).
+    InTransaction(Relay),
+    /// Relayed to every instance once the write commits (Redis).
+    AfterCommit(Relay),
 }
 
 /// Why row-change bindings cannot be had.
@@ -223,12 +259,23 @@ pub struct Feed {
     full_old_rows: HashSet<String>,
     subscriptions: RwLock<HashMap<String, Vec<Arc<Subscription>>>>,
     queue: mpsc::Sender<Change>,
+    publish: Publish,
+    /// The other instances, whose subscribers' tables count as watched here.
+    peers: Arc<Peers>,
+    /// Bumped whenever the set of tables watched here changes …
+    interest: watch::Sender<u64>,
+    /// … and set to that count once the other instances have been told.
+    announced: watch::Sender<u64>,
 }
 
 impl Feed {
     /// The feed, with its delivering task started on the current runtime; the
     /// task ends when the feed is dropped.
-    pub fn start(rest: Arc<Rest>, db: Database, full_old_rows: HashSet<String>) -> Arc<Self> {
+    pub fn start(
+        (rest, db): (Arc<Rest>, Database),
+        full_old_rows: HashSet<String>,
+        publish: Publish,
+    ) -> Arc<Self> {
         let (queue, changes) = mpsc::channel(QUEUED_CHANGES);
         let feed = Arc::new(Self {
             rest,
@@ -236,6 +283,10 @@ impl Feed {
             full_old_rows,
             subscriptions: RwLock::default(),
             queue,
+            publish,
+            peers: Arc::default(),
+            interest: watch::Sender::new(0),
+            announced: watch::Sender::new(0),
         });
         tokio::spawn(deliver_all(Arc::downgrade(&feed), changes));
         feed
@@ -253,10 +304,12 @@ impl Feed {
 
     pub fn subscribe(&self, subscription: Subscription) -> Arc<Subscription> {
         let subscription = Arc::new(subscription);
-        self.write()
-            .entry(subscription.table.clone())
-            .or_default()
-            .push(subscription.clone());
+        let mut tables = self.write();
+        let list = tables.entry(subscription.table.clone()).or_default();
+        if list.is_empty() {
+            self.interest.send_modify(|count| *count += 1);
+        }
+        list.push(subscription.clone());
         subscription
     }
 
@@ -266,8 +319,63 @@ impl Feed {
             list.retain(|other| !Arc::ptr_eq(other, subscription));
             if list.is_empty() {
                 tables.remove(&subscription.table);
+                self.interest.send_modify(|count| *count += 1);
             }
         }
+    }
+
+    /// The tables someone here watches.
+    pub fn tables(&self) -> Vec<String> {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Follows changes of the tables watched here (see [`Feed::announced`]).
+    pub fn interest(&self) -> watch::Receiver<u64> {
+        self.interest.subscribe()
+    }
+
+    /// The other instances have been told of the tables watched here as of
+    /// `generation` of [`Feed::interest`].
+    pub fn announced(&self, generation: u64) {
+        self.announced.send_if_modified(|told| {
+            let newer = generation > *told;
+            if newer {
+                *told = generation;
+            }
+            newer
+        });
+    }
+
+    /// Waits (briefly) until the other instances know what is watched here,
+    /// so that a subscriber told it is subscribed hears a write made on
+    /// another instance right after.
+    pub async fn until_announced(&self) {
+        if matches!(self.publish, Publish::Here) {
+            return;
+        }
+        let wanted = *self.interest.borrow();
+        let mut told = self.announced.subscribe();
+        let waited = tokio::time::timeout(ANNOUNCE_WAIT, told.wait_for(|told| *told >= wanted));
+        if waited.await.is_err() {
+            tracing::warn!("the other realtime instances were not told of a subscription in time");
+        }
+    }
+
+    /// A change heard from the bus (this instance's writes' too).
+    pub fn hear(&self, mut change: Change) {
+        if change.committed_at.is_empty() {
+            change.committed_at = timestamp_now();
+        }
+        enqueue(&self.queue, change);
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Arc<Subscription>>>> {
@@ -408,6 +516,13 @@ async fn deliver_all(feed: Weak<Feed>, mut changes: mpsc::Receiver<Change>) {
     }
 }
 
+/// Hands `change` to the delivering task, unless its queue is full.
+fn enqueue(queue: &mpsc::Sender<Change>, change: Change) {
+    if queue.try_send(change).is_err() {
+        tracing::warn!("the realtime queue is full: a row change was not delivered");
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -422,6 +537,54 @@ fn timestamp_now() -> String {
 
 impl AfterWrite for Feed {
     fn watches(&self, table: &str, event: Event) -> bool {
+        self.peers.want(table) || self.watched_here(table, event)
+    }
+
+    fn after(&self, changes: &[RowChange<'_>]) -> Result<Followed, RestError> {
+        let changes: Vec<Change> = changes
+            .iter()
+            .map(|change| Change {
+                table: change.table.to_owned(),
+                event: change.event,
+                new: change.new.clone(),
+                old: change.old.clone(),
+                committed_at: String::new(),
+            })
+            .collect();
+        let mut followed = Followed::default();
+        match &self.publish {
+            Publish::Here => {
+                let queue = self.queue.clone();
+                followed.on_commit.push(Box::new(move || {
+                    let committed_at = timestamp_now();
+                    for mut change in changes {
+                        change.committed_at.clone_from(&committed_at);
+                        enqueue(&queue, change);
+                    }
+                }));
+            }
+            Publish::InTransaction(relay) => {
+                for change in changes {
+                    followed
+                        .statements
+                        .extend(relay.notifying(News::Change(change)));
+                }
+            }
+            Publish::AfterCommit(relay) => {
+                let relay = relay.clone();
+                followed.on_commit.push(Box::new(move || {
+                    for change in changes {
+                        relay.tell(News::Change(change));
+                    }
+                }));
+            }
+        }
+        Ok(followed)
+    }
+}
+
+impl Feed {
+    fn watched_here(&self, table: &str, event: Event) -> bool {
         self.subscriptions
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -434,32 +597,5 @@ impl AfterWrite for Feed {
                         .any(|binding| binding.event.is_none_or(|wanted| wanted == event))
                 })
             })
-    }
-
-    fn after(&self, changes: &[RowChange<'_>]) -> Result<Followed, RestError> {
-        let queue = self.queue.clone();
-        let changes: Vec<Change> = changes
-            .iter()
-            .map(|change| Change {
-                table: change.table.to_owned(),
-                event: change.event,
-                new: change.new.clone(),
-                old: change.old.clone(),
-                committed_at: String::new(),
-            })
-            .collect();
-        let publish = move || {
-            let committed_at = timestamp_now();
-            for mut change in changes {
-                change.committed_at.clone_from(&committed_at);
-                if queue.try_send(change).is_err() {
-                    tracing::warn!("the realtime queue is full: a row change was not delivered");
-                }
-            }
-        };
-        Ok(Followed {
-            statements: Vec::new(),
-            on_commit: vec![Box::new(publish)],
-        })
     }
 }

@@ -13,10 +13,7 @@ use gatehouse_jobs::inbound::{Hook, Inbound};
 use gatehouse_jobs::outbound::{Delivering, Webhook};
 use gatehouse_keys::TokenRules;
 use gatehouse_limits::Limiter;
-use gatehouse_realtime::Realtime;
-use gatehouse_realtime::feed::Feed;
-use gatehouse_realtime::hub::Hub;
-use gatehouse_realtime::limits::Admission;
+use gatehouse_realtime::{Realtime, Sharing};
 use gatehouse_rest::{AfterWrite, Caller, Followers, Rest, RestSettings};
 use gatehouse_storage::{BlobConfig, Blobs, ObjectSettings, Objects, UrlSigner};
 use std::collections::HashMap;
@@ -161,8 +158,13 @@ pub async fn start(
                 .map(|webhook| webhook.watch.clone()),
         )
         .collect();
-    let feed = Feed::start(rest.clone(), db.clone(), config.full_old_rows.clone());
-    let mut followers: Vec<Arc<dyn AfterWrite>> = vec![feed.clone()];
+    let realtime = Arc::new(Realtime::start(
+        (rest.clone(), db.clone()),
+        config.full_old_rows.clone(),
+        realtime_sharing(&db, &secrets)?,
+        (config.realtime.clone(), config.realtime_policies.clone()),
+    ));
+    let mut followers: Vec<Arc<dyn AfterWrite>> = vec![realtime.feed.clone()];
     if !watches.is_empty() {
         followers.push(Arc::new(Changes::new(
             watches,
@@ -201,13 +203,7 @@ pub async fn start(
         objects,
         functions: functions.clone(),
         inbound,
-        realtime: Arc::new(Realtime {
-            hub: Hub::new(),
-            feed,
-            admission: Admission::default(),
-            limits: config.realtime.clone(),
-            private: config.realtime_policies.clone(),
-        }),
+        realtime,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(own_jobs::per_instance(
@@ -313,6 +309,23 @@ fn outbound_webhooks(
         webhooks.insert(decl.name.clone(), webhook);
     }
     Ok(webhooks)
+}
+
+/// How realtime reaches the other instances: Redis pub/sub when
+/// `GATEHOUSE_REDIS_URL` is set, else PostgreSQL's `LISTEN`/`NOTIFY`; an
+/// instance on SQLite is alone.
+fn realtime_sharing(db: &Database, secrets: &Secrets) -> anyhow::Result<Sharing> {
+    Ok(match (&secrets.redis, db) {
+        (Some(url), _) => {
+            // The instances of one deployment share its keys: a name derived
+            // from them is theirs alone, and says nothing of the keys.
+            let deployment = secrets.api_keys.derive_key("gatehouse realtime channel v1");
+            Sharing::redis(url, &hex::encode(&deployment[..8]))
+                .map_err(|error| anyhow::anyhow!(error))?
+        }
+        (None, Database::Postgres(_)) => Sharing::Postgres,
+        (None, Database::Sqlite(_)) => Sharing::Alone,
+    })
 }
 
 fn open_objects(config: &Config, secrets: &Secrets, db: &Database) -> anyhow::Result<Objects> {

@@ -1,0 +1,488 @@
+//! The instances of one deployment telling each other what their sockets must
+//! hear: row changes, broadcasts, presence, and which tables anyone watches.
+//! On PostgreSQL the notes travel by `LISTEN`/`NOTIFY` on the deployment's
+//! own database; with `GATEHOUSE_REDIS_URL` set, by Redis pub/sub.
+//!
+//! Invariants: every instance hears row changes only from the bus, its own
+//! included, so all of them deliver one table's changes in one order (on
+//! PostgreSQL the notification is part of the write's transaction: the order
+//! of the commits, and nothing for a write rolled back). Broadcasts and
+//! presence are delivered on their own instance at once and relayed to the
+//! others, which ignore their own. An instance not heard from for
+//! [`PEER_LIFETIME`] is gone: its presences leave. Nothing waits on another
+//! instance: the relay is a bounded queue, and a note that finds it full is
+//! dropped and logged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use gatehouse_db::{Database, Sql, Statement, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+
+use crate::feed::{Change, Feed};
+use crate::hub::Hub;
+
+/// The channel every instance listens on (PostgreSQL's are the database's own).
+const CHANNEL: &str = "gatehouse_realtime";
+/// How often an instance says it is alive (and which tables it watches).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Silence after which an instance is taken to be gone.
+pub const PEER_LIFETIME: Duration = Duration::from_secs(15);
+/// Notes waiting to be sent to the other instances.
+const RELAYED_AHEAD: usize = 4096;
+/// The longest note NOTIFY carries itself (PostgreSQL refuses 8,000 bytes);
+/// a longer one is stored and the notification names it.
+const LONGEST_NOTIFIED: usize = 7000;
+/// How long a stored note is kept for the instances to read.
+const STORED_NOTE_LIFETIME: time::Duration = time::Duration::minutes(5);
+/// Waits between attempts to listen again after the bus was lost.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+// pg_notify answers `void`, which no row reader takes: count it instead.
+const NOTIFY: Sql = Sql::both("SELECT count(*) FROM (SELECT pg_notify($1, $2)) AS notified");
+const STORE_NOTE: Sql =
+    Sql::both("INSERT INTO gatehouse_realtime_notes (id, note, created_at) VALUES ($1, $2, $3)");
+const STORED_NOTE: Sql = Sql::both("SELECT note FROM gatehouse_realtime_notes WHERE id = $1");
+const SWEEP_NOTES: Sql = Sql::both("DELETE FROM gatehouse_realtime_notes WHERE created_at < $1");
+
+/// What one instance tells the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Note {
+    /// The instance it comes from.
+    pub from: String,
+    pub news: News,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum News {
+    /// A committed change of a row (every instance delivers it, its writer's too).
+    Change(Change),
+    /// A broadcast on the topic keyed `topic` (see `hub::topic_key`).
+    Broadcast {
+        topic: String,
+        wire: String,
+        event: String,
+        payload: Json,
+        /// The payload is binary, written as base64 in `payload`.
+        #[serde(default)]
+        binary: bool,
+    },
+    /// A change of the sender's presences on a topic.
+    Presence {
+        topic: String,
+        wire: String,
+        joins: Json,
+        leaves: Json,
+    },
+    /// All the sender's presences on a topic, replacing what was known.
+    PresenceState {
+        topic: String,
+        wire: String,
+        state: Json,
+    },
+    /// The sender lives and watches these tables.
+    Alive { tables: Vec<String> },
+    /// The sender has just started listening: the others tell it what they hold.
+    Hello,
+    /// The note is stored under `id` (it was too long to notify).
+    Stored { id: String },
+}
+
+/// This instance's side of the bus: its name and its way out.
+#[derive(Clone)]
+pub struct Relay {
+    instance: Arc<str>,
+    outgoing: mpsc::Sender<News>,
+}
+
+impl Relay {
+    /// A relay under a fresh instance name, and the queue the bus drains.
+    pub fn new() -> (Self, mpsc::Receiver<News>) {
+        let (outgoing, queue) = mpsc::channel(RELAYED_AHEAD);
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..12].into();
+        (Self { instance, outgoing }, queue)
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Sends `news` to the other instances, unless the queue is full.
+    pub fn tell(&self, news: News) {
+        if self.outgoing.try_send(news).is_err() {
+            tracing::warn!("the realtime relay is full: a note to the other instances was dropped");
+        }
+    }
+
+    fn note(&self, news: News) -> Note {
+        Note {
+            from: self.instance.to_string(),
+            news,
+        }
+    }
+
+    /// The statements that notify the others of `news` from inside a
+    /// transaction (PostgreSQL): delivered once it commits, in commit order.
+    pub fn notifying(&self, news: News) -> Vec<Statement> {
+        notify_statements(&self.note(news))
+    }
+}
+
+fn notify_statements(note: &Note) -> Vec<Statement> {
+    let text = serde_json::to_string(note).unwrap_or_default();
+    if text.len() <= LONGEST_NOTIFIED {
+        return vec![Statement::new(&NOTIFY, vec![CHANNEL.into(), text.into()])];
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let pointer = Note {
+        from: note.from.clone(),
+        news: News::Stored { id: id.clone() },
+    };
+    let pointer = serde_json::to_string(&pointer).unwrap_or_default();
+    let now = gatehouse_db::timestamp(time::OffsetDateTime::now_utc());
+    vec![
+        Statement::new(&STORE_NOTE, vec![id.into(), text.into(), now.into()]),
+        Statement::new(&NOTIFY, vec![CHANNEL.into(), pointer.into()]),
+    ]
+}
+
+/// How notes travel between instances.
+pub enum Transport {
+    /// `LISTEN`/`NOTIFY` on the deployment's PostgreSQL database.
+    Postgres(Database),
+    /// Redis pub/sub on the named channel.
+    Redis(redis::Client, String),
+}
+
+impl Transport {
+    async fn publish(&self, note: &Note, redis: &mut Option<redis::aio::MultiplexedConnection>) {
+        let sent = match self {
+            Transport::Postgres(db) => db
+                .transaction(notify_statements(note))
+                .await
+                .map(drop)
+                .map_err(|error| error.to_string()),
+            Transport::Redis(client, channel) => {
+                publish_redis((client, channel), redis, note).await
+            }
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%error, "a note to the other realtime instances was not sent");
+        }
+    }
+}
+
+async fn publish_redis(
+    (client, channel): (&redis::Client, &str),
+    connection: &mut Option<redis::aio::MultiplexedConnection>,
+    note: &Note,
+) -> Result<(), String> {
+    if connection.is_none() {
+        *connection = Some(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|error| error.to_string())?,
+        );
+    }
+    let Some(open) = connection.as_mut() else {
+        return Err("no connection".into());
+    };
+    let text = serde_json::to_string(note).map_err(|error| error.to_string())?;
+    let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(text)
+        .query_async(open)
+        .await;
+    sent.map_err(|error| {
+        // Connect again on the next note.
+        *connection = None;
+        error.to_string()
+    })
+}
+
+/// The other instances as heard: when last, and which tables they watch.
+#[derive(Default)]
+pub struct Peers(RwLock<HashMap<String, Peer>>);
+
+struct Peer {
+    seen: Instant,
+    tables: HashSet<String>,
+}
+
+impl Peers {
+    /// Whether another instance watches `table`.
+    pub fn want(&self, table: &str) -> bool {
+        self.read().values().any(|peer| peer.tables.contains(table))
+    }
+
+    fn saw(&self, from: &str, tables: Option<Vec<String>>) {
+        let mut peers = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peer = peers.entry(from.to_owned()).or_insert_with(|| Peer {
+            seen: Instant::now(),
+            tables: HashSet::new(),
+        });
+        peer.seen = Instant::now();
+        if let Some(tables) = tables {
+            peer.tables = tables.into_iter().collect();
+        }
+    }
+
+    /// Takes out the instances silent for longer than [`PEER_LIFETIME`].
+    fn gone(&self) -> Vec<String> {
+        let mut peers = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<String> = peers
+            .iter()
+            .filter(|(_, peer)| peer.seen.elapsed() > PEER_LIFETIME)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            peers.remove(name);
+        }
+        gone
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Peer>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Starts the bus's two tasks on the current runtime: one sends this
+/// instance's notes (and says it is alive), one hears the others'.
+pub fn start(
+    transport: Transport,
+    (relay, outgoing): (Relay, mpsc::Receiver<News>),
+    hub: Arc<Hub>,
+    feed: Arc<Feed>,
+) {
+    let transport = Arc::new(transport);
+    tokio::spawn(send_all(
+        transport.clone(),
+        relay.clone(),
+        outgoing,
+        feed.clone(),
+    ));
+    tokio::spawn(hear_all(transport, relay, hub, feed));
+}
+
+async fn send_all(
+    transport: Arc<Transport>,
+    relay: Relay,
+    mut outgoing: mpsc::Receiver<News>,
+    feed: Arc<Feed>,
+) {
+    let mut redis = None;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut interest = feed.interest();
+    loop {
+        let news = tokio::select! {
+            news = outgoing.recv() => match news {
+                Some(news) => news,
+                None => return,
+            },
+            _ = heartbeat.tick() => {
+                if let Transport::Postgres(db) = &*transport {
+                    sweep_stored_notes(db).await;
+                }
+                News::Alive { tables: feed.tables() }
+            }
+            changed = interest.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let generation = *interest.borrow_and_update();
+                transport
+                    .publish(&relay.note(News::Alive { tables: feed.tables() }), &mut redis)
+                    .await;
+                feed.announced(generation);
+                continue;
+            }
+        };
+        transport.publish(&relay.note(news), &mut redis).await;
+    }
+}
+
+async fn sweep_stored_notes(db: &Database) {
+    let before = gatehouse_db::timestamp(time::OffsetDateTime::now_utc() - STORED_NOTE_LIFETIME);
+    if let Err(error) = db
+        .transaction(vec![Statement::new(&SWEEP_NOTES, vec![before.into()])])
+        .await
+    {
+        tracing::warn!(%error, "stored realtime notes could not be swept");
+    }
+}
+
+/// Hears the bus for as long as the instance runs, listening again whenever
+/// it is lost (and saying hello again: what was missed meanwhile is gone,
+/// but presence is resent whole).
+async fn hear_all(transport: Arc<Transport>, relay: Relay, hub: Arc<Hub>, feed: Arc<Feed>) {
+    let peers = feed.peers().clone();
+    loop {
+        let heard = match &*transport {
+            Transport::Postgres(db) => hear_postgres(db, &relay, (&hub, &feed, &peers)).await,
+            Transport::Redis(client, channel) => {
+                hear_redis((client, channel), &relay, (&hub, &feed, &peers)).await
+            }
+        };
+        if let Err(error) = heard {
+            tracing::warn!(%error, "the realtime bus was lost; listening again");
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+type Listeners<'a> = (&'a Arc<Hub>, &'a Arc<Feed>, &'a Arc<Peers>);
+
+async fn hear_postgres(db: &Database, relay: &Relay, to: Listeners<'_>) -> Result<(), String> {
+    let Some(mut listener) = db.listen(CHANNEL).await.map_err(|e| e.to_string())? else {
+        return Err("this database carries no notifications".into());
+    };
+    relay.tell(News::Hello);
+    let mut sweep = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            text = listener.next() => match text {
+                Some(text) => {
+                    if let Some(note) = read_note(db, &text).await {
+                        heard(note, relay, to);
+                    }
+                }
+                None => return Err("the listening connection ended".into()),
+            },
+            _ = sweep.tick() => forget_gone(to),
+        }
+    }
+}
+
+async fn hear_redis(
+    (client, channel): (&redis::Client, &str),
+    relay: &Relay,
+    to: Listeners<'_>,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .map_err(|error| error.to_string())?;
+    pubsub
+        .subscribe(channel)
+        .await
+        .map_err(|error| error.to_string())?;
+    relay.tell(News::Hello);
+    let mut messages = pubsub.on_message();
+    let mut sweep = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => {
+                    let text: String = message.get_payload().map_err(|error| error.to_string())?;
+                    match serde_json::from_str(&text) {
+                        Ok(note) => heard(note, relay, to),
+                        Err(error) => tracing::warn!(%error, "an unreadable realtime note"),
+                    }
+                }
+                None => return Err("the subscription ended".into()),
+            },
+            _ = sweep.tick() => forget_gone(to),
+        }
+    }
+}
+
+/// The note `text` names: itself, or the one it says is stored.
+async fn read_note(db: &Database, text: &str) -> Option<Note> {
+    let note: Note = serde_json::from_str(text)
+        .map_err(|error| tracing::warn!(%error, "an unreadable realtime note"))
+        .ok()?;
+    let News::Stored { id } = &note.news else {
+        return Some(note);
+    };
+    let rows = db
+        .query(Statement::new(&STORED_NOTE, vec![Value::from(id.as_str())]))
+        .await
+        .map_err(|error| tracing::warn!(%error, "a stored realtime note could not be read"))
+        .ok()?;
+    let text = rows.first()?.text(0).ok()?;
+    serde_json::from_str(text)
+        .map_err(|error| tracing::warn!(%error, "an unreadable stored realtime note"))
+        .ok()
+}
+
+fn heard(note: Note, relay: &Relay, (hub, feed, peers): Listeners<'_>) {
+    if let News::Change(change) = note.news {
+        // Row changes come only this way, this instance's own included.
+        return feed.hear(change);
+    }
+    if note.from == relay.instance() {
+        return;
+    }
+    match note.news {
+        News::Alive { tables } => peers.saw(&note.from, Some(tables)),
+        News::Hello => {
+            peers.saw(&note.from, None);
+            relay.tell(News::Alive {
+                tables: feed.tables(),
+            });
+            for state in hub.presence_held() {
+                relay.tell(state);
+            }
+        }
+        other => {
+            peers.saw(&note.from, None);
+            hub.hear(&note.from, other);
+        }
+    }
+}
+
+fn forget_gone((hub, _, peers): Listeners<'_>) {
+    for peer in peers.gone() {
+        tracing::info!(%peer, "a realtime instance went silent; its presences leave");
+        hub.forget(&peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_note_too_long_to_notify_is_stored_and_named() {
+        let (relay, _queue) = Relay::new();
+        let short = relay.notifying(News::Alive {
+            tables: vec!["orders".into()],
+        });
+        assert_eq!(short.len(), 1, "a short note is notified whole");
+        let long = relay.notifying(News::Alive {
+            tables: vec!["t".repeat(100); 100],
+        });
+        assert_eq!(long.len(), 2, "stored, then named by the notification");
+    }
+
+    #[test]
+    fn peers_are_known_by_what_they_watch_until_they_go_silent() {
+        let peers = Peers::default();
+        peers.saw("a", Some(vec!["orders".into()]));
+        assert!(peers.want("orders"));
+        assert!(!peers.want("items"));
+        peers.saw("a", None);
+        assert!(peers.want("orders"), "a note without tables keeps them");
+        assert!(peers.gone().is_empty());
+        peers.0.write().unwrap().get_mut("a").unwrap().seen =
+            Instant::now().checked_sub(PEER_LIFETIME * 2).unwrap();
+        assert_eq!(peers.gone(), vec!["a".to_owned()]);
+        assert!(!peers.want("orders"));
+    }
+}
