@@ -288,6 +288,20 @@ describe('row changes through supabase-js', () => {
     assert.deepEqual(lines.map((change) => change.new.order_id), [herOrder.id]);
   });
 
+  test("one table's changes arrive in the order they committed", async () => {
+    const ada = signedIn(randomUUID());
+    const channel = ada.channel('ada-racing');
+    const seen = collect(channel, 'orders');
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    const { data: order } = await ada.from('orders').insert({ total_cents: 1 }).select().single();
+    // Racing writes of one row: whichever committed last is what the table holds.
+    await Promise.all(Array.from({ length: 20 }, (_, n) =>
+      ada.from('orders').update({ note: `take ${n}` }).eq('id', order.id)));
+    const { data: final } = await ada.from('orders').select('note').eq('id', order.id).single();
+    await until(seen, 21);
+    assert.equal(seen.at(-1).new.note, final.note, 'the last change heard is the last committed');
+  });
+
   test('filters choose among the rows a subscriber may see', async () => {
     const adaId = randomUUID();
     const ada = signedIn(adaId);

@@ -282,10 +282,13 @@ impl OpenTransaction {
         outcome.await.map_err(|_| DbError::TransactionExpired)?
     }
 
-    pub async fn commit(self) -> Result<()> {
+    /// Commits, then runs `then` on the writer before the next write
+    /// commits: what follows one commit (realtime's changes among it) is
+    /// done in the order of the commits.
+    pub async fn commit(self, then: Vec<OnCommit>) -> Result<()> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         self.steps
-            .send(Step::Commit { reply })
+            .send(Step::Commit { reply, then })
             .map_err(|_| DbError::TransactionExpired)?;
         outcome.await.map_err(|_| DbError::TransactionExpired)?
     }
@@ -315,8 +318,15 @@ enum Step {
     },
     Commit {
         reply: tokio::sync::oneshot::Sender<Result<()>>,
+        then: Vec<OnCommit>,
     },
 }
+
+/// Work that follows a commit (and never a rollback).
+pub type OnCommit = Box<dyn FnOnce() + Send>;
+
+/// An open transaction's commit, owed its answer once the group commits.
+type CommitOwed = (tokio::sync::oneshot::Sender<Result<()>>, Vec<OnCommit>);
 
 /// The writer thread: until every pool handle is gone, takes what is queued
 /// (writes and open transactions, in order) and commits it as one group.
@@ -357,7 +367,7 @@ fn serve_open(
     transaction: &mut rusqlite::Transaction<'_>,
     (deadline, timeout): (&Deadline, Duration),
     opening: Opening,
-) -> Option<tokio::sync::oneshot::Sender<Result<()>>> {
+) -> Option<CommitOwed> {
     let mut savepoint = match transaction.savepoint() {
         Ok(savepoint) => savepoint,
         Err(error) => {
@@ -392,9 +402,9 @@ fn serve_open(
                     return None;
                 }
             }
-            Ok(Step::Commit { reply }) => {
+            Ok(Step::Commit { reply, then }) => {
                 return match savepoint.commit() {
-                    Ok(()) => Some(reply),
+                    Ok(()) => Some((reply, then)),
                     Err(error) => {
                         let _ = reply.send(Err(error.into()));
                         None
@@ -457,7 +467,7 @@ fn commit_alone(writer: &mut Writer, statements: &[Statement], accept: Accept) -
 enum Owed {
     Write(Write, Outcome),
     /// An open transaction that asked to commit.
-    Commit(tokio::sync::oneshot::Sender<Result<()>>),
+    Commit(CommitOwed),
 }
 
 /// Runs each job of the group in its own savepoint of one transaction and
@@ -483,9 +493,10 @@ fn commit_group(writer: &mut Writer, group: Vec<Job>) -> Result<(), (DbError, Ve
                     owed.push(Owed::Write(write, outcome.map_err(timed_out)));
                 }
                 Job::Open(opening) => {
-                    if let Some(reply) = serve_open(&mut transaction, (&deadline, timeout), opening)
+                    if let Some(commit) =
+                        serve_open(&mut transaction, (&deadline, timeout), opening)
                     {
-                        owed.push(Owed::Commit(reply));
+                        owed.push(Owed::Commit(commit));
                     }
                 }
             }
@@ -512,7 +523,12 @@ fn commit_group(writer: &mut Writer, group: Vec<Job>) -> Result<(), (DbError, Ve
                 // A caller that stopped waiting does not need the answer.
                 match owed {
                     Owed::Write(write, outcome) => drop(write.reply.send(outcome)),
-                    Owed::Commit(reply) => drop(reply.send(Ok(()))),
+                    Owed::Commit((reply, then)) => {
+                        for then in then {
+                            then();
+                        }
+                        drop(reply.send(Ok(())));
+                    }
                 }
             }
             Ok(())
@@ -523,7 +539,7 @@ fn commit_group(writer: &mut Writer, group: Vec<Job>) -> Result<(), (DbError, Ve
                 match owed {
                     Owed::Write(write, _) => writes.push(write),
                     // Its steps ran in the lost transaction: it cannot run again.
-                    Owed::Commit(reply) => {
+                    Owed::Commit((reply, _)) => {
                         let lost = DbError::Pool("the group's transaction was lost".into());
                         let _ = reply.send(Err(lost));
                     }

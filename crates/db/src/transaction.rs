@@ -101,12 +101,14 @@ impl Transaction {
     /// write would begin a new transaction.
     pub async fn commit(&self) -> Result<()> {
         let open = self.0.open.lock().await.take();
+        let then = self.take_committed();
         match open {
-            None => Ok(()),
-            Some(Open::Sqlite(open)) => open.commit().await,
-            Some(Open::Postgres(open)) => open.commit().await,
-        }?;
-        for then in self.take_committed() {
+            // The writer runs them, before any later commit.
+            Some(Open::Sqlite(open)) => return open.commit(then).await,
+            Some(Open::Postgres(open)) => open.commit().await?,
+            None => {}
+        }
+        for then in then {
             then();
         }
         Ok(())

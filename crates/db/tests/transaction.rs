@@ -162,3 +162,45 @@ async fn past_its_limit_it_is_rolled_back_and_other_writers_go_on() {
         assert_eq!(notes(&db).await, 1, "{:?}", db.dialect());
     }
 }
+
+/// What follows a commit is done in the order of the commits: on SQLite the
+/// writer runs it before the next write commits (realtime delivers one
+/// table's changes in commit order by it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_follows_commits_runs_in_commit_order() {
+    let database = TestDatabase::sqlite();
+    let db = open(&database).await;
+    let followed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let (db, followed) = (db.clone(), followed.clone());
+        writers.spawn(async move {
+            let transaction = db.begin(LIMIT);
+            let rows = transaction
+                .transaction_if(vec![insert(&format!("note {n}"))], |_| true)
+                .await
+                .unwrap()
+                .unwrap();
+            let id = rows[0][0].integer(0).unwrap();
+            transaction.on_commit(move || {
+                let writer = std::thread::current().name().map(str::to_owned);
+                followed.lock().unwrap().push((id, writer));
+            });
+            transaction.commit().await.unwrap();
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let followed = followed.lock().unwrap();
+    let ids: Vec<i64> = followed.iter().map(|(id, _)| *id).collect();
+    let mut in_order = ids.clone();
+    in_order.sort_unstable();
+    assert_eq!(ids, in_order, "ids are given in commit order");
+    assert!(
+        followed
+            .iter()
+            .all(|(_, thread)| thread.as_deref() == Some("gatehouse-sqlite-writer")),
+        "run by the writer, before it commits anything else"
+    );
+}
