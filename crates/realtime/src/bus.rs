@@ -349,7 +349,7 @@ async fn hear_postgres(db: &Database, relay: &Relay, to: Listeners<'_>) -> Resul
     let Some(mut listener) = db.listen(CHANNEL).await.map_err(|e| e.to_string())? else {
         return Err("this database carries no notifications".into());
     };
-    relay.tell(News::Hello);
+    greet(relay, to.0);
     let mut sweep = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
@@ -380,7 +380,7 @@ async fn hear_redis(
         .subscribe(channel)
         .await
         .map_err(|error| error.to_string())?;
-    relay.tell(News::Hello);
+    greet(relay, to.0);
     let mut messages = pubsub.on_message();
     let mut sweep = tokio::time::interval(HEARTBEAT);
     loop {
@@ -397,6 +397,20 @@ async fn hear_redis(
             },
             _ = sweep.tick() => forget_gone(to),
         }
+    }
+}
+
+/// Says hello on a new listen, asking the others for what they hold, and
+/// tells them what this instance holds: either side may have missed notes
+/// while this one was not listening.
+fn greet(relay: &Relay, hub: &Hub) {
+    relay.tell(News::Hello);
+    share_presence(relay, hub);
+}
+
+fn share_presence(relay: &Relay, hub: &Hub) {
+    for state in hub.presence_held() {
+        relay.tell(state);
     }
 }
 
@@ -431,12 +445,13 @@ fn heard(note: Note, relay: &Relay, (hub, feed, peers): Listeners<'_>) {
         News::Alive { tables } => peers.saw(&note.from, Some(tables)),
         News::Hello => {
             peers.saw(&note.from, None);
+            // What was known of it may be stale (it was not listening): it
+            // sends its whole presence after this.
+            hub.forget(&note.from);
             relay.tell(News::Alive {
                 tables: feed.tables(),
             });
-            for state in hub.presence_held() {
-                relay.tell(state);
-            }
+            share_presence(relay, hub);
         }
         other => {
             peers.saw(&note.from, None);
