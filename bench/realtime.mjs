@@ -11,6 +11,9 @@
 // against the arrival; the broadcasts' send time for the baseline), deliveries
 // per second, the server's resident memory per 1,000 idle connections, and the
 // deliveries to clients not entitled (must be 0). Writes bench/realtime.json.
+// With ACROSS=1 (PostgreSQL only) the sockets hold on a second instance of the
+// same deployment while the writes and broadcasts go to the first: the figures
+// are then across instances.
 // Bounded: a fixed number of sockets and messages; everything on 127.0.0.1.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -51,10 +54,12 @@ if (!process.env.SKIP_BUILD) {
 }
 const server = await startGatehouse(config);
 try {
+  const across = Boolean(process.env.ACROSS);
+  const front = across ? await server.twin() : server;
   await pause(500);
-  const idleBefore = rssKb(server.pid);
+  const idleBefore = rssKb(front.pid);
   const writer = randomUUID();
-  const url = `${server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${server.publishableKey}&vsn=1.0.0`;
+  const url = `${front.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${server.publishableKey}&vsn=1.0.0`;
   const sockets = [];
   const latencies = { changes: [], broadcast: [] };
   let leaks = 0;
@@ -93,7 +98,7 @@ try {
     for (const socket of sockets) socket.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: 'beat' }));
   }, 20_000);
   await pause(1000);
-  const idleWith = rssKb(server.pid);
+  const idleWith = rssKb(front.pid);
 
   const paced = async (send) => {
     const started = Date.now();
@@ -119,6 +124,7 @@ try {
   clearInterval(beat);
   const expected = MESSAGES * (SOCKETS / 2);
   const report = {
+    across_instances: across,
     sockets: SOCKETS,
     inserts: MESSAGES,
     inserts_per_second: PER_SECOND,

@@ -131,7 +131,7 @@ export async function startGatehouse(configFile, extraEnv = {}) {
         rmSync(twinDir, { recursive: true, force: true });
       };
       twins.push(stopTwin);
-      return { url: twin.url, stop: stopTwin };
+      return { url: twin.url, pid: twin.child.pid, stop: stopTwin };
     },
     /// Stops the server and starts it again on the same address, data and database.
     async restart() {
