@@ -302,6 +302,18 @@ describe('row changes through supabase-js', () => {
     assert.equal(seen.at(-1).new.note, final.note, 'the last change heard is the last committed');
   });
 
+  test('a write of many rows is one note, and every row arrives', async () => {
+    const ada = signedIn(randomUUID());
+    const channel = ada.channel('ada-bulk');
+    const seen = collect(channel, 'orders');
+    assert.equal(await subscribed(channel), 'SUBSCRIBED');
+    const rows = Array.from({ length: 300 }, (_, n) => ({ total_cents: n }));
+    const { error } = await ada.from('orders').insert(rows);
+    assert.equal(error, null);
+    await until(seen, 300);
+    assert.deepEqual(seen.map((change) => change.new.total_cents), rows.map((row) => row.total_cents));
+  });
+
   test('filters choose among the rows a subscriber may see', async () => {
     const adaId = randomUUID();
     const ada = signedIn(adaId);

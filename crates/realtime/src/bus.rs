@@ -17,10 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use gatehouse_db::{Database, Sql, Statement, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::feed::{Change, Feed};
 use crate::hub::Hub;
@@ -53,14 +54,19 @@ const SWEEP_NOTES: Sql = Sql::both("DELETE FROM gatehouse_realtime_notes WHERE c
 pub struct Note {
     /// The instance it comes from.
     pub from: String,
+    /// Its place among that instance's notes (PostgreSQL folds identical
+    /// notifications of one transaction into one: no two notes are identical).
+    #[serde(default)]
+    pub serial: u64,
     pub news: News,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum News {
-    /// A committed change of a row (every instance delivers it, its writer's too).
-    Change(Change),
+    /// The committed changes of one write (every instance delivers them, its
+    /// writer's too).
+    Changes { changes: Vec<Change> },
     /// A broadcast on the topic keyed `topic` (see `hub::topic_key`).
     Broadcast {
         topic: String,
@@ -84,8 +90,14 @@ pub enum News {
         wire: String,
         state: Json,
     },
-    /// The sender lives and watches these tables.
-    Alive { tables: Vec<String> },
+    /// The sender lives and watches these tables, as of the `generation`th
+    /// change of what it watches.
+    Alive {
+        tables: Vec<String>,
+        generation: u64,
+    },
+    /// `to` is told its `generation` of watched tables has been heard.
+    Heard { to: String, generation: u64 },
     /// The sender has just started listening: the others tell it what they hold.
     Hello,
     /// The note is stored under `id` (it was too long to notify).
@@ -97,6 +109,7 @@ pub enum News {
 pub struct Relay {
     instance: Arc<str>,
     outgoing: mpsc::Sender<News>,
+    serial: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Relay {
@@ -104,7 +117,15 @@ impl Relay {
     pub fn new() -> (Self, mpsc::Receiver<News>) {
         let (outgoing, queue) = mpsc::channel(RELAYED_AHEAD);
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].into();
-        (Self { instance, outgoing }, queue)
+        let serial = Arc::default();
+        (
+            Self {
+                instance,
+                outgoing,
+                serial,
+            },
+            queue,
+        )
     }
 
     pub fn instance(&self) -> &str {
@@ -121,6 +142,9 @@ impl Relay {
     fn note(&self, news: News) -> Note {
         Note {
             from: self.instance.to_string(),
+            serial: self
+                .serial
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             news,
         }
     }
@@ -133,16 +157,26 @@ impl Relay {
 }
 
 fn notify_statements(note: &Note) -> Vec<Statement> {
-    let text = serde_json::to_string(note).unwrap_or_default();
+    // Every note is plain data; were one not to serialise, nothing is sent
+    // (an empty notification would only be dropped by every listener).
+    let text = match serde_json::to_string(note) {
+        Ok(text) => text,
+        Err(error) => {
+            tracing::error!(%error, "a realtime note could not be written");
+            return Vec::new();
+        }
+    };
     if text.len() <= LONGEST_NOTIFIED {
         return vec![Statement::new(&NOTIFY, vec![CHANNEL.into(), text.into()])];
     }
     let id = uuid::Uuid::new_v4().to_string();
     let pointer = Note {
         from: note.from.clone(),
+        serial: note.serial,
         news: News::Stored { id: id.clone() },
     };
     let pointer = serde_json::to_string(&pointer).unwrap_or_default();
+    debug_assert!(!pointer.is_empty(), "a stored note's pointer is plain data");
     let now = gatehouse_db::timestamp(time::OffsetDateTime::now_utc());
     vec![
         Statement::new(&STORE_NOTE, vec![id.into(), text.into(), now.into()]),
@@ -205,13 +239,31 @@ async fn publish_redis(
     })
 }
 
-/// The other instances as heard: when last, and which tables they watch.
-#[derive(Default)]
-pub struct Peers(RwLock<HashMap<String, Peer>>);
+/// The other instances as heard: when last, which tables they watch, and
+/// how much of what this one watches they have acknowledged.
+pub struct Peers {
+    known: RwLock<HashMap<String, Peer>>,
+    /// Signalled when a peer acknowledges, or goes.
+    acknowledged: watch::Sender<()>,
+}
 
+impl Default for Peers {
+    fn default() -> Self {
+        Self {
+            known: RwLock::default(),
+            acknowledged: watch::Sender::new(()),
+        }
+    }
+}
+
+#[derive(Default)]
 struct Peer {
-    seen: Instant,
+    seen: Option<Instant>,
     tables: HashSet<String>,
+    /// The last generation of its watched tables heard from it.
+    generation: u64,
+    /// The last generation of this instance's watched tables it acknowledged.
+    acknowledged: u64,
 }
 
 impl Peers {
@@ -220,41 +272,72 @@ impl Peers {
         self.read().values().any(|peer| peer.tables.contains(table))
     }
 
-    fn saw(&self, from: &str, tables: Option<Vec<String>>) {
-        let mut peers = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let peer = peers.entry(from.to_owned()).or_insert_with(|| Peer {
-            seen: Instant::now(),
-            tables: HashSet::new(),
-        });
-        peer.seen = Instant::now();
-        if let Some(tables) = tables {
-            peer.tables = tables.into_iter().collect();
+    /// Whether every instance known has acknowledged `generation` of the
+    /// tables watched here.
+    pub fn all_acknowledged(&self, generation: u64) -> bool {
+        self.read()
+            .values()
+            .all(|peer| peer.acknowledged >= generation)
+    }
+
+    pub fn acknowledgements(&self) -> watch::Receiver<()> {
+        self.acknowledged.subscribe()
+    }
+
+    /// Notes that `from` spoke; answers whether it was not known.
+    fn saw(&self, from: &str) -> bool {
+        let mut peers = self.write();
+        let peer = peers.entry(from.to_owned()).or_default();
+        let new = peer.seen.is_none();
+        peer.seen = Some(Instant::now());
+        new
+    }
+
+    /// `from` watches `tables` as of its `generation`; answers whether that
+    /// generation is news (to be acknowledged).
+    fn watches(&self, from: &str, tables: Vec<String>, generation: u64) -> bool {
+        let mut peers = self.write();
+        let peer = peers.entry(from.to_owned()).or_default();
+        peer.tables = tables.into_iter().collect();
+        let news = generation > peer.generation;
+        peer.generation = peer.generation.max(generation);
+        news
+    }
+
+    fn acknowledge(&self, from: &str, generation: u64) {
+        if let Some(peer) = self.write().get_mut(from) {
+            peer.acknowledged = peer.acknowledged.max(generation);
         }
+        self.acknowledged.send_replace(());
     }
 
     /// Takes out the instances silent for longer than [`PEER_LIFETIME`].
     fn gone(&self) -> Vec<String> {
-        let mut peers = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut peers = self.write();
         let gone: Vec<String> = peers
             .iter()
-            .filter(|(_, peer)| peer.seen.elapsed() > PEER_LIFETIME)
+            .filter(|(_, peer)| peer.seen.is_none_or(|seen| seen.elapsed() > PEER_LIFETIME))
             .map(|(name, _)| name.clone())
             .collect();
         for name in &gone {
             peers.remove(name);
         }
+        drop(peers);
+        if !gone.is_empty() {
+            self.acknowledged.send_replace(());
+        }
         gone
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Peer>> {
-        self.0
+        self.known
             .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Peer>> {
+        self.known
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -296,18 +379,16 @@ async fn send_all(
                 if let Transport::Postgres(db) = &*transport {
                     sweep_stored_notes(db).await;
                 }
-                News::Alive { tables: feed.tables() }
+                News::Alive { tables: feed.tables(), generation: *interest.borrow() }
             }
+            // What is watched here changed: the others hear of it at once
+            // (and a join waits for their acknowledgements).
             changed = interest.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 let generation = *interest.borrow_and_update();
-                transport
-                    .publish(&relay.note(News::Alive { tables: feed.tables() }), &mut redis)
-                    .await;
-                feed.announced(generation);
-                continue;
+                News::Alive { tables: feed.tables(), generation }
             }
         };
         transport.publish(&relay.note(news), &mut redis).await;
@@ -346,24 +427,14 @@ async fn hear_all(transport: Arc<Transport>, relay: Relay, hub: Arc<Hub>, feed: 
 type Listeners<'a> = (&'a Arc<Hub>, &'a Arc<Feed>, &'a Arc<Peers>);
 
 async fn hear_postgres(db: &Database, relay: &Relay, to: Listeners<'_>) -> Result<(), String> {
-    let Some(mut listener) = db.listen(CHANNEL).await.map_err(|e| e.to_string())? else {
+    let Some(listener) = db.listen(CHANNEL).await.map_err(|e| e.to_string())? else {
         return Err("this database carries no notifications".into());
     };
-    greet(relay, to.0);
-    let mut sweep = tokio::time::interval(HEARTBEAT);
-    loop {
-        tokio::select! {
-            text = listener.next() => match text {
-                Some(text) => {
-                    if let Some(note) = read_note(db, &text).await {
-                        heard(note, relay, to);
-                    }
-                }
-                None => return Err("the listening connection ended".into()),
-            },
-            _ = sweep.tick() => forget_gone(to),
-        }
-    }
+    let notes = futures_util::stream::unfold(listener, move |mut listener| async move {
+        let text = listener.next().await?;
+        Some((read_note(db, &text).await, listener))
+    });
+    hear(notes, relay, to).await
 }
 
 async fn hear_redis(
@@ -371,7 +442,6 @@ async fn hear_redis(
     relay: &Relay,
     to: Listeners<'_>,
 ) -> Result<(), String> {
-    use futures_util::StreamExt;
     let mut pubsub = client
         .get_async_pubsub()
         .await
@@ -380,22 +450,50 @@ async fn hear_redis(
         .subscribe(channel)
         .await
         .map_err(|error| error.to_string())?;
+    let notes = pubsub.on_message().map(|message| {
+        let text: String = message.get_payload().ok()?;
+        serde_json::from_str(&text)
+            .map_err(|error| tracing::warn!(%error, "an unreadable realtime note"))
+            .ok()
+    });
+    hear(notes, relay, to).await
+}
+
+/// Hears `notes` until they end, or until this instance stops hearing its
+/// own (a connection gone deaf, or a transaction pooler between Gatehouse
+/// and PostgreSQL, which drops notifications): either way it listens again.
+async fn hear(
+    notes: impl futures_util::Stream<Item = Option<Note>>,
+    relay: &Relay,
+    to: Listeners<'_>,
+) -> Result<(), String> {
     greet(relay, to.0);
-    let mut messages = pubsub.on_message();
+    let mut notes = std::pin::pin!(notes);
     let mut sweep = tokio::time::interval(HEARTBEAT);
+    sweep.tick().await;
+    let mut own_heard = Instant::now();
     loop {
         tokio::select! {
-            message = messages.next() => match message {
-                Some(message) => {
-                    let text: String = message.get_payload().map_err(|error| error.to_string())?;
-                    match serde_json::from_str(&text) {
-                        Ok(note) => heard(note, relay, to),
-                        Err(error) => tracing::warn!(%error, "an unreadable realtime note"),
+            note = notes.next() => match note {
+                Some(Some(note)) => {
+                    if note.from == relay.instance() {
+                        own_heard = Instant::now();
                     }
+                    heard(note, relay, to);
                 }
-                None => return Err("the subscription ended".into()),
+                Some(None) => {}
+                None => return Err("the listening connection ended".into()),
             },
-            _ = sweep.tick() => forget_gone(to),
+            _ = sweep.tick() => {
+                forget_gone(to);
+                if own_heard.elapsed() > PEER_LIFETIME {
+                    return Err(format!(
+                        "this instance has not heard its own notes for {} s (is a transaction \
+                         pooler between it and PostgreSQL?)",
+                        PEER_LIFETIME.as_secs()
+                    ));
+                }
+            }
         }
     }
 }
@@ -404,6 +502,9 @@ async fn hear_redis(
 /// tells them what this instance holds: either side may have missed notes
 /// while this one was not listening.
 fn greet(relay: &Relay, hub: &Hub) {
+    // Leaves missed meanwhile would never be heard: the others' presence is
+    // known again from what they send in answer.
+    hub.forget_all();
     relay.tell(News::Hello);
     share_presence(relay, hub);
 }
@@ -434,29 +535,47 @@ async fn read_note(db: &Database, text: &str) -> Option<Note> {
 }
 
 fn heard(note: Note, relay: &Relay, (hub, feed, peers): Listeners<'_>) {
-    if let News::Change(change) = note.news {
+    if let News::Changes { changes } = note.news {
         // Row changes come only this way, this instance's own included.
-        return feed.hear(change);
+        for change in changes {
+            feed.hear(change);
+        }
+        return;
     }
     if note.from == relay.instance() {
         return;
     }
+    if peers.saw(&note.from) && !matches!(note.news, News::Hello) {
+        // An instance not known (new, or taken for gone while it was only
+        // slow): everyone's whole presence is sent again, its included.
+        relay.tell(News::Hello);
+        share_presence(relay, hub);
+    }
     match note.news {
-        News::Alive { tables } => peers.saw(&note.from, Some(tables)),
+        News::Alive { tables, generation } => {
+            if peers.watches(&note.from, tables, generation) {
+                relay.tell(News::Heard {
+                    to: note.from,
+                    generation,
+                });
+            }
+        }
+        News::Heard { to, generation } => {
+            if to == relay.instance() {
+                peers.acknowledge(&note.from, generation);
+            }
+        }
         News::Hello => {
-            peers.saw(&note.from, None);
             // What was known of it may be stale (it was not listening): it
             // sends its whole presence after this.
             hub.forget(&note.from);
             relay.tell(News::Alive {
                 tables: feed.tables(),
+                generation: feed.generation(),
             });
             share_presence(relay, hub);
         }
-        other => {
-            peers.saw(&note.from, None);
-            hub.hear(&note.from, other);
-        }
+        other => hub.hear(&note.from, other),
     }
 }
 
@@ -474,14 +593,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_of_note_reads_back_as_written() {
+        let change: Change = serde_json::from_value(serde_json::json!({
+            "table": "orders", "event": "INSERT", "new": {"id": 1}, "old": null,
+        }))
+        .unwrap();
+        let topic = || ("realtime:room".to_owned(), "realtime:room".to_owned());
+        let all = [
+            News::Changes {
+                changes: vec![change.clone(), change],
+            },
+            News::Broadcast {
+                topic: topic().0,
+                wire: topic().1,
+                event: "tick".into(),
+                payload: serde_json::json!({"x": 1}),
+                binary: false,
+            },
+            News::Presence {
+                topic: topic().0,
+                wire: topic().1,
+                joins: serde_json::json!({}),
+                leaves: serde_json::json!({}),
+            },
+            News::PresenceState {
+                topic: topic().0,
+                wire: topic().1,
+                state: serde_json::json!({}),
+            },
+            News::Alive {
+                tables: vec!["orders".into()],
+                generation: 3,
+            },
+            News::Heard {
+                to: "a".into(),
+                generation: 3,
+            },
+            News::Hello,
+            News::Stored { id: "x".into() },
+        ];
+        let (relay, _queue) = Relay::new();
+        for news in all {
+            let written = serde_json::to_string(&relay.note(news.clone())).unwrap();
+            let read: Note = serde_json::from_str(&written).unwrap();
+            assert_eq!(format!("{:?}", read.news), format!("{news:?}"));
+        }
+    }
+
+    #[test]
     fn a_note_too_long_to_notify_is_stored_and_named() {
         let (relay, _queue) = Relay::new();
         let short = relay.notifying(News::Alive {
             tables: vec!["orders".into()],
+            generation: 1,
         });
         assert_eq!(short.len(), 1, "a short note is notified whole");
         let long = relay.notifying(News::Alive {
             tables: vec!["t".repeat(100); 100],
+            generation: 1,
         });
         assert_eq!(long.len(), 2, "stored, then named by the notification");
     }
@@ -489,15 +658,25 @@ mod tests {
     #[test]
     fn peers_are_known_by_what_they_watch_until_they_go_silent() {
         let peers = Peers::default();
-        peers.saw("a", Some(vec!["orders".into()]));
+        assert!(peers.saw("a"), "a new instance");
+        assert!(
+            peers.watches("a", vec!["orders".into()], 1),
+            "news: acknowledged"
+        );
+        assert!(
+            !peers.watches("a", vec!["orders".into()], 1),
+            "heard before"
+        );
         assert!(peers.want("orders"));
         assert!(!peers.want("items"));
-        peers.saw("a", None);
-        assert!(peers.want("orders"), "a note without tables keeps them");
+        assert!(!peers.all_acknowledged(1));
+        peers.acknowledge("a", 1);
+        assert!(peers.all_acknowledged(1));
+        assert!(!peers.saw("a"), "known");
         assert!(peers.gone().is_empty());
-        peers.0.write().unwrap().get_mut("a").unwrap().seen =
-            Instant::now().checked_sub(PEER_LIFETIME * 2).unwrap();
+        peers.write().get_mut("a").unwrap().seen = Instant::now().checked_sub(PEER_LIFETIME * 2);
         assert_eq!(peers.gone(), vec!["a".to_owned()]);
         assert!(!peers.want("orders"));
+        assert!(peers.all_acknowledged(5), "no one left to wait for");
     }
 }

@@ -262,10 +262,9 @@ pub struct Feed {
     publish: Publish,
     /// The other instances, whose subscribers' tables count as watched here.
     peers: Arc<Peers>,
-    /// Bumped whenever the set of tables watched here changes …
+    /// Bumped whenever the set of tables watched here changes (the other
+    /// instances acknowledge each count they hear).
     interest: watch::Sender<u64>,
-    /// … and set to that count once the other instances have been told.
-    announced: watch::Sender<u64>,
 }
 
 impl Feed {
@@ -286,7 +285,6 @@ impl Feed {
             publish,
             peers: Arc::default(),
             interest: watch::Sender::new(0),
-            announced: watch::Sender::new(0),
         });
         tokio::spawn(deliver_all(Arc::downgrade(&feed), changes));
         feed
@@ -338,35 +336,37 @@ impl Feed {
         &self.peers
     }
 
-    /// Follows changes of the tables watched here (see [`Feed::announced`]).
+    /// Follows changes of the tables watched here.
     pub fn interest(&self) -> watch::Receiver<u64> {
         self.interest.subscribe()
     }
 
-    /// The other instances have been told of the tables watched here as of
-    /// `generation` of [`Feed::interest`].
-    pub fn announced(&self, generation: u64) {
-        self.announced.send_if_modified(|told| {
-            let newer = generation > *told;
-            if newer {
-                *told = generation;
-            }
-            newer
-        });
+    /// How many times the tables watched here have changed.
+    pub fn generation(&self) -> u64 {
+        *self.interest.borrow()
     }
 
-    /// Waits (briefly) until the other instances know what is watched here,
-    /// so that a subscriber told it is subscribed hears a write made on
+    /// Waits (briefly) until every other instance has acknowledged the
+    /// tables watched here: from then on each of them publishes their
+    /// changes, so a subscriber told it is subscribed hears a write made on
     /// another instance right after.
     pub async fn until_announced(&self) {
         if matches!(self.publish, Publish::Here) {
             return;
         }
-        let wanted = *self.interest.borrow();
-        let mut told = self.announced.subscribe();
-        let waited = tokio::time::timeout(ANNOUNCE_WAIT, told.wait_for(|told| *told >= wanted));
-        if waited.await.is_err() {
-            tracing::warn!("the other realtime instances were not told of a subscription in time");
+        let wanted = self.generation();
+        let mut acknowledgements = self.peers.acknowledgements();
+        let all = async {
+            while !self.peers.all_acknowledged(wanted) {
+                if acknowledgements.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(ANNOUNCE_WAIT, all).await.is_err() {
+            tracing::warn!(
+                "the other realtime instances did not acknowledge a subscription in time"
+            );
         }
     }
 
@@ -563,20 +563,18 @@ impl AfterWrite for Feed {
                     }
                 }));
             }
+            // One note for the whole write: one statement more in its
+            // transaction, however many rows it changed.
             Publish::InTransaction(relay) => {
-                for change in changes {
-                    followed
-                        .statements
-                        .extend(relay.notifying(News::Change(change)));
-                }
+                followed
+                    .statements
+                    .extend(relay.notifying(News::Changes { changes }));
             }
             Publish::AfterCommit(relay) => {
                 let relay = relay.clone();
-                followed.on_commit.push(Box::new(move || {
-                    for change in changes {
-                        relay.tell(News::Change(change));
-                    }
-                }));
+                followed
+                    .on_commit
+                    .push(Box::new(move || relay.tell(News::Changes { changes })));
             }
         }
         Ok(followed)

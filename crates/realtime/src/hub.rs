@@ -371,7 +371,7 @@ impl Hub {
                         .or_default()
                         .push(meta.clone());
                 }
-                tracked.retain(|_, metas| !metas.is_empty());
+                tidy(&mut state, &topic, from);
                 if let Some(entry) = state.topics.get(&topic) {
                     announce(entry, &joins, &leaves);
                 }
@@ -389,11 +389,27 @@ impl Hub {
                         .push(meta.clone());
                 }
                 let (joins, leaves) = (difference(tracked, &before), difference(&before, tracked));
-                if let Some(entry) = state.topics.get(&topic) {
+                tidy(&mut state, &topic, from);
+                let changed = joins != json!({}) || leaves != json!({});
+                if let (true, Some(entry)) = (changed, state.topics.get(&topic)) {
                     announce(entry, &joins, &leaves);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Every other instance's presences leave (this one lost track of them).
+    pub fn forget_all(&self) {
+        let peers: std::collections::HashSet<String> = self
+            .state()
+            .remote
+            .values()
+            .flat_map(HashMap::keys)
+            .cloned()
+            .collect();
+        for peer in peers {
+            self.forget(&peer);
         }
     }
 
@@ -419,6 +435,23 @@ impl Hub {
             Some(relay) => format!("F{}{serial:x}", relay.instance()),
             None => format!("F{serial:x}"),
         }
+    }
+}
+
+/// Drops what is known of `peer` on `topic` once nothing is, and the topic
+/// once no other instance tracks anything there.
+fn tidy(state: &mut State, topic: &str, peer: &str) {
+    let Some(by_peer) = state.remote.get_mut(topic) else {
+        return;
+    };
+    if let Some(tracked) = by_peer.get_mut(peer) {
+        tracked.retain(|_, metas| !metas.is_empty());
+        if tracked.is_empty() {
+            by_peer.remove(peer);
+        }
+    }
+    if by_peer.is_empty() {
+        state.remote.remove(topic);
     }
 }
 
