@@ -110,6 +110,8 @@ pub struct Relay {
     instance: Arc<str>,
     outgoing: mpsc::Sender<News>,
     serial: Arc<std::sync::atomic::AtomicU64>,
+    /// The other instances as heard.
+    peers: Arc<Peers>,
 }
 
 impl Relay {
@@ -117,12 +119,13 @@ impl Relay {
     pub fn new() -> (Self, mpsc::Receiver<News>) {
         let (outgoing, queue) = mpsc::channel(RELAYED_AHEAD);
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].into();
-        let serial = Arc::default();
+        let (serial, peers) = (Arc::default(), Arc::default());
         (
             Self {
                 instance,
                 outgoing,
                 serial,
+                peers,
             },
             queue,
         )
@@ -130,6 +133,19 @@ impl Relay {
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Sends what this instance's sockets did (a broadcast, a presence
+    /// change) to the other instances, when there are any: one alone does
+    /// not spend the bus on them (a newcomer is sent the presence whole).
+    pub fn share(&self, news: impl FnOnce() -> News) {
+        if !self.peers.read().is_empty() {
+            self.tell(news());
+        }
     }
 
     /// Sends `news` to the other instances, unless the queue is full.
@@ -285,7 +301,7 @@ impl Peers {
     }
 
     /// Notes that `from` spoke; answers whether it was not known.
-    fn saw(&self, from: &str) -> bool {
+    pub(crate) fn saw(&self, from: &str) -> bool {
         let mut peers = self.write();
         let peer = peers.entry(from.to_owned()).or_default();
         let new = peer.seen.is_none();

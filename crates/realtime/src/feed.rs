@@ -276,6 +276,10 @@ impl Feed {
         publish: Publish,
     ) -> Arc<Self> {
         let (queue, changes) = mpsc::channel(QUEUED_CHANGES);
+        let peers = match &publish {
+            Publish::Here => Arc::default(),
+            Publish::InTransaction(relay) | Publish::AfterCommit(relay) => relay.peers().clone(),
+        };
         let feed = Arc::new(Self {
             rest,
             db,
@@ -283,7 +287,7 @@ impl Feed {
             subscriptions: RwLock::default(),
             queue,
             publish,
-            peers: Arc::default(),
+            peers,
             interest: watch::Sender::new(0),
         });
         tokio::spawn(deliver_all(Arc::downgrade(&feed), changes));

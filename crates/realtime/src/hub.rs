@@ -139,7 +139,7 @@ impl Hub {
 
     fn tell(&self, news: impl FnOnce() -> News) {
         if let Some(relay) = &self.relay {
-            relay.tell(news());
+            relay.share(news);
         }
     }
 
@@ -664,7 +664,15 @@ mod tests {
     #[test]
     fn what_happens_here_is_relayed_and_what_others_broadcast_is_heard() {
         let (relay, mut relayed) = Relay::new();
-        let hub = Hub::relaying(relay);
+        let hub = Hub::relaying(relay.clone());
+        let (alone, _, _) = Outbox::new(Vsn::V2, 16);
+        let alone = hub.join(("realtime:alone", "realtime:alone"), joining(alone, false));
+        hub.track("realtime:alone", alone, "ada", &json!({}));
+        assert!(
+            relayed.try_recv().is_err(),
+            "no other instance: nothing relayed"
+        );
+        relay.peers().saw("peer");
         let (here, mut frames, _) = Outbox::new(Vsn::V2, 16);
         let here = hub.join(ROOM, joining(here, false));
         hub.track("realtime:room", here, "ada", &json!({}));
@@ -674,7 +682,7 @@ mod tests {
         assert!(joins["ada"]["metas"][0]["phx_ref"].is_string());
         assert!(matches!(
             hub.presence_held()[..],
-            [News::PresenceState { .. }]
+            [News::PresenceState { .. }, News::PresenceState { .. }]
         ));
 
         hub.broadcast(ROOM, Some(here), ("cursor", &Payload::Binary(vec![1, 2])));
