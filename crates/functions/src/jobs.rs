@@ -201,7 +201,7 @@ impl Runner for Functions {
             if !trigger.is_null() {
                 context["trigger"] = trigger;
             }
-            self.invoke(&caller, (&function, &job.id), args, context)
+            self.invoke(&caller, (&function, &job.id), args, (context, None))
                 .await
                 .map(drop)
                 .map_err(|error| error.to_string())

@@ -57,6 +57,9 @@ pub struct FunctionDecl {
     /// How long the call's transaction may stay open from its first write to
     /// its commit (on SQLite every other write waits that long at most).
     pub write_ms: Option<u32>,
+    /// How long a client's call waits for a turn among the calls running at
+    /// once before it is refused as busy (jobs and triggers wait theirs).
+    pub wait_ms: Option<u32>,
     /// `invoker` (the default: `ctx.db` acts as the caller) or `definer` (the
     /// function also gets `ctx.admin.db`, with the secret key's rights).
     pub security: Option<String>,
@@ -128,6 +131,8 @@ struct Declared {
     stable: bool,
     limits: Limits,
     write_limit: Duration,
+    /// How long a client's call waits for a turn.
+    turn_wait: Duration,
     definer: bool,
     /// Its jobs run as whoever queued them (`job_rights = "enqueuer"`).
     jobs_as_enqueuer: bool,
@@ -155,6 +160,8 @@ pub struct Functions {
 
 /// How long a call's transaction may hold its writes open, by default.
 pub const DEFAULT_WRITE_LIMIT: Duration = Duration::from_millis(250);
+/// How long a client's call waits for a turn, by default.
+pub const DEFAULT_TURN_WAIT: Duration = Duration::from_secs(5);
 
 /// Calls running at once, by default; more wait their turn (within the
 /// request's time limit).
@@ -277,6 +284,9 @@ impl Functions {
                     limits,
                     write_limit: decl.write_ms.map_or(DEFAULT_WRITE_LIMIT, |ms| {
                         Duration::from_millis(u64::from(ms.clamp(1, 5_000)))
+                    }),
+                    turn_wait: decl.wait_ms.map_or(DEFAULT_TURN_WAIT, |ms| {
+                        Duration::from_millis(u64::from(ms.clamp(1, 30_000)))
                     }),
                     definer,
                     jobs_as_enqueuer,
@@ -442,7 +452,9 @@ impl Functions {
         if let Some(request) = request {
             context["request"] = request;
         }
-        self.invoke(caller, (name, request_id), args, context).await
+        let wait = self.function(name)?.turn_wait;
+        self.invoke(caller, (name, request_id), args, (context, Some(wait)))
+            .await
     }
 
     /// A call with `context` as the code's `ctx` (before its doors are added),
@@ -453,7 +465,7 @@ impl Functions {
         caller: &Caller,
         (name, request_id): (&str, &str),
         args: Json,
-        context: Json,
+        (context, wait): (Json, Option<Duration>),
     ) -> Result<Json, CallError> {
         let function = self.function(name)?;
         let args = checked(&function, args)?;
@@ -466,7 +478,7 @@ impl Functions {
                 caller,
                 request_id,
                 (args, context),
-                &transaction,
+                (&transaction, wait),
             )
             .await;
         match ran {
@@ -485,16 +497,17 @@ impl Functions {
     }
 
     /// Runs one function in the sandbox, its `ctx.db` inside `transaction`,
-    /// on a blocking thread. A call made from inside another (a trigger of a
-    /// write the code made) runs without waiting for a turn, which the outer
-    /// call already holds, and only so deep.
+    /// on a blocking thread, once it has a turn (waiting at most `wait`,
+    /// when given). A call made from inside another (a trigger of a write the
+    /// code made) runs without waiting for a turn, which the outer call
+    /// already holds, and only so deep.
     async fn run(
         &self,
         (name, function): (&str, &Declared),
         caller: &Caller,
         request_id: &str,
         (args, context): (Json, Json),
-        transaction: &Transaction,
+        (transaction, wait): (&Transaction, Option<Duration>),
     ) -> Result<Json, Failure> {
         let depth = DEPTH.get();
         if depth >= MAX_DEPTH {
@@ -537,7 +550,12 @@ impl Functions {
             },
         };
         let _turn = if depth == 0 {
-            let turn = self.running.acquire().await;
+            let turn = match wait {
+                Some(wait) => tokio::time::timeout(wait, self.running.acquire())
+                    .await
+                    .map_err(|_| Failure::Busy)?,
+                None => self.running.acquire().await,
+            };
             Some(turn.map_err(|_| Failure::Thrown("the server is stopping".into()))?)
         } else {
             None
@@ -626,7 +644,7 @@ impl BeforeWrite for Functions {
                         caller,
                         "",
                         (json!({}), context),
-                        transaction,
+                        (transaction, None),
                     )
                     .await;
                 match ran {

@@ -40,6 +40,9 @@ pub enum Failure {
     Thrown(String),
     #[error("the function ran past its time limit")]
     TimedOut,
+    /// No turn came within the call's wait: as many calls run as may.
+    #[error("the server runs as many functions as it may")]
+    Busy,
     #[error("the function ran out of memory")]
     OutOfMemory,
     /// The module does not compile, or has no default export function.

@@ -130,6 +130,12 @@ pub(crate) fn call_error(error: CallError, caller: &Caller, name: &str) -> ApiEr
                     "57014",
                     "The function ran past its time limit.",
                 ),
+                Failure::Busy => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "PGRST003",
+                    "Too many function calls at once; try again shortly.",
+                )
+                .with_retry_after(std::time::Duration::from_secs(1)),
                 Failure::OutOfMemory => ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "53200",

@@ -31,6 +31,16 @@ module = "spin.js"
 roles = ["authenticated"]
 time_ms = 200
 
+[functions.spin_long]
+module = "spin.js"
+roles = ["authenticated"]
+time_ms = 1500
+
+[functions.impatient]
+module = "whoami.js"
+roles = ["authenticated"]
+wait_ms = 100
+
 [functions.hog]
 module = "hog.js"
 roles = ["authenticated"]
@@ -213,6 +223,49 @@ async fn the_sandbox_stops_runaway_code_and_forgets_between_calls() {
         rpc(&server, Some(ALICE), "add", json!({"a": 1})).await,
         (200, json!({"sum": 1}))
     );
+}
+
+/// Calls wait a bounded time for a turn among the calls running at once
+/// (eight): past their `wait_ms` they are refused as busy, with a time to
+/// retry after, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_cannot_get_a_turn_in_time_is_refused_as_busy() {
+    let database = TestDatabase::sqlite();
+    let server = kit::start_functions(DECLARED, &MODULES, &database).await;
+    let spin = || rpc(&server, Some(ALICE), "spin_long", json!({}));
+    let impatient = async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let response = server
+            .rest(Method::POST, "rpc/impatient", Some(ALICE))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = response.headers().get("retry-after").cloned();
+        (
+            response.status().as_u16(),
+            retry_after,
+            json(response).await,
+        )
+    };
+    let (a, b, c, d, e, f, g, h, (status, retry_after, body)) = tokio::join!(
+        spin(),
+        spin(),
+        spin(),
+        spin(),
+        spin(),
+        spin(),
+        spin(),
+        spin(),
+        impatient
+    );
+    assert_eq!((status, &body["code"]), (503, &json!("PGRST003")), "{body}");
+    assert_eq!(retry_after.unwrap(), "1");
+    for (status, _) in [a, b, c, d, e, f, g, h] {
+        assert_eq!(status, 504, "each spin ran to its time limit");
+    }
+    let (status, _) = rpc(&server, Some(ALICE), "impatient", json!({})).await;
+    assert_eq!(status, 200, "turns free again");
 }
 
 /// A module that does not compile stops the start, naming where.
