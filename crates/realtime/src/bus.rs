@@ -31,7 +31,7 @@ const CHANNEL: &str = "gatehouse_realtime";
 /// How often an instance says it is alive (and which tables it watches).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Silence after which an instance is taken to be gone.
-pub const PEER_LIFETIME: Duration = Duration::from_secs(15);
+const PEER_LIFETIME: Duration = Duration::from_secs(15);
 /// Notes waiting to be sent to the other instances.
 const RELAYED_AHEAD: usize = 4096;
 /// The longest note NOTIFY carries itself (PostgreSQL refuses 8,000 bytes);
@@ -39,6 +39,8 @@ const RELAYED_AHEAD: usize = 4096;
 const LONGEST_NOTIFIED: usize = 7000;
 /// How long a stored note is kept for the instances to read.
 const STORED_NOTE_LIFETIME: time::Duration = time::Duration::minutes(5);
+/// How often stored notes past their lifetime are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Waits between attempts to listen again after the bus was lost.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -67,10 +69,10 @@ pub enum News {
     /// The committed changes of one write (every instance delivers them, its
     /// writer's too).
     Changes { changes: Vec<Change> },
-    /// A broadcast on the topic keyed `topic` (see `hub::topic_key`).
+    /// A broadcast on the topic keyed `topic` (see `hub::topic_key`; each
+    /// instance names it to its sockets as they joined it).
     Broadcast {
         topic: String,
-        wire: String,
         event: String,
         payload: Json,
         /// The payload is binary, written as base64 in `payload`.
@@ -80,16 +82,11 @@ pub enum News {
     /// A change of the sender's presences on a topic.
     Presence {
         topic: String,
-        wire: String,
         joins: Json,
         leaves: Json,
     },
     /// All the sender's presences on a topic, replacing what was known.
-    PresenceState {
-        topic: String,
-        wire: String,
-        state: Json,
-    },
+    PresenceState { topic: String, state: Json },
     /// The sender lives and watches these tables, as of the `generation`th
     /// change of what it watches.
     Alive {
@@ -384,6 +381,7 @@ async fn send_all(
 ) {
     let mut redis = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut interest = feed.interest();
     loop {
         let news = tokio::select! {
@@ -392,10 +390,13 @@ async fn send_all(
                 None => return,
             },
             _ = heartbeat.tick() => {
+                News::Alive { tables: feed.tables(), generation: *interest.borrow() }
+            }
+            _ = sweep.tick() => {
                 if let Transport::Postgres(db) = &*transport {
                     sweep_stored_notes(db).await;
                 }
-                News::Alive { tables: feed.tables(), generation: *interest.borrow() }
+                continue;
             }
             // What is watched here changed: the others hear of it at once
             // (and a join waits for their acknowledgements).
@@ -425,12 +426,11 @@ async fn sweep_stored_notes(db: &Database) {
 /// it is lost (and saying hello again: what was missed meanwhile is gone,
 /// but presence is resent whole).
 async fn hear_all(transport: Arc<Transport>, relay: Relay, hub: Arc<Hub>, feed: Arc<Feed>) {
-    let peers = feed.peers().clone();
     loop {
         let heard = match &*transport {
-            Transport::Postgres(db) => hear_postgres(db, &relay, (&hub, &feed, &peers)).await,
+            Transport::Postgres(db) => hear_postgres(db, &relay, (&hub, &feed)).await,
             Transport::Redis(client, channel) => {
-                hear_redis((client, channel), &relay, (&hub, &feed, &peers)).await
+                hear_redis((client, channel), &relay, (&hub, &feed)).await
             }
         };
         if let Err(error) = heard {
@@ -440,7 +440,7 @@ async fn hear_all(transport: Arc<Transport>, relay: Relay, hub: Arc<Hub>, feed: 
     }
 }
 
-type Listeners<'a> = (&'a Arc<Hub>, &'a Arc<Feed>, &'a Arc<Peers>);
+type Listeners<'a> = (&'a Arc<Hub>, &'a Arc<Feed>);
 
 async fn hear_postgres(db: &Database, relay: &Relay, to: Listeners<'_>) -> Result<(), String> {
     let Some(listener) = db.listen(CHANNEL).await.map_err(|e| e.to_string())? else {
@@ -484,6 +484,7 @@ async fn hear(
     to: Listeners<'_>,
 ) -> Result<(), String> {
     greet(relay, to.0);
+    let greeted = Instant::now();
     let mut notes = std::pin::pin!(notes);
     let mut sweep = tokio::time::interval(HEARTBEAT);
     sweep.tick().await;
@@ -495,13 +496,16 @@ async fn hear(
                     if note.from == relay.instance() {
                         own_heard = Instant::now();
                     }
-                    heard(note, relay, to);
+                    // Instances first heard soon after the greeting are
+                    // answering it; one first heard later was taken for gone.
+                    let asking = greeted.elapsed() > PEER_LIFETIME;
+                    heard(note, (relay, asking), to);
                 }
                 Some(None) => {}
                 None => return Err("the listening connection ended".into()),
             },
             _ = sweep.tick() => {
-                forget_gone(to);
+                forget_gone(relay, to.0);
                 if own_heard.elapsed() > PEER_LIFETIME {
                     return Err(format!(
                         "this instance has not heard its own notes for {} s (is a transaction \
@@ -550,7 +554,8 @@ async fn read_note(db: &Database, text: &str) -> Option<Note> {
         .ok()
 }
 
-fn heard(note: Note, relay: &Relay, (hub, feed, peers): Listeners<'_>) {
+fn heard(note: Note, (relay, asking): (&Relay, bool), (hub, feed): Listeners<'_>) {
+    let peers = relay.peers();
     if let News::Changes { changes } = note.news {
         // Row changes come only this way, this instance's own included.
         for change in changes {
@@ -561,9 +566,9 @@ fn heard(note: Note, relay: &Relay, (hub, feed, peers): Listeners<'_>) {
     if note.from == relay.instance() {
         return;
     }
-    if peers.saw(&note.from) && !matches!(note.news, News::Hello) {
-        // An instance not known (new, or taken for gone while it was only
-        // slow): everyone's whole presence is sent again, its included.
+    if peers.saw(&note.from) && asking && !matches!(note.news, News::Hello) {
+        // An instance taken for gone while it was only slow: everyone's
+        // whole presence is sent again, its included.
         relay.tell(News::Hello);
         share_presence(relay, hub);
     }
@@ -595,8 +600,8 @@ fn heard(note: Note, relay: &Relay, (hub, feed, peers): Listeners<'_>) {
     }
 }
 
-fn forget_gone((hub, _, peers): Listeners<'_>) {
-    for peer in peers.gone() {
+fn forget_gone(relay: &Relay, hub: &Hub) {
+    for peer in relay.peers().gone() {
         tracing::info!(%peer, "a realtime instance went silent; its presences leave");
         hub.forget(&peer);
     }
@@ -614,27 +619,24 @@ mod tests {
             "table": "orders", "event": "INSERT", "new": {"id": 1}, "old": null,
         }))
         .unwrap();
-        let topic = || ("realtime:room".to_owned(), "realtime:room".to_owned());
+        let topic = || "realtime:room".to_owned();
         let all = [
             News::Changes {
                 changes: vec![change.clone(), change],
             },
             News::Broadcast {
-                topic: topic().0,
-                wire: topic().1,
+                topic: topic(),
                 event: "tick".into(),
                 payload: serde_json::json!({"x": 1}),
                 binary: false,
             },
             News::Presence {
-                topic: topic().0,
-                wire: topic().1,
+                topic: topic(),
                 joins: serde_json::json!({}),
                 leaves: serde_json::json!({}),
             },
             News::PresenceState {
-                topic: topic().0,
-                wire: topic().1,
+                topic: topic(),
                 state: serde_json::json!({}),
             },
             News::Alive {

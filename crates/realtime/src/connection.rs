@@ -587,11 +587,9 @@ impl Connection {
                 json!({"reason": unwritable(&message.topic)}),
             ));
         }
-        self.realtime.hub.broadcast(
-            (&joined.key, &message.topic),
-            Some(joined.member),
-            (event, payload),
-        );
+        self.realtime
+            .hub
+            .broadcast(&joined.key, Some(joined.member), (event, payload));
         if joined.ack {
             self.outbox.message(&reply(&message, "ok", json!({})));
         }

@@ -336,10 +336,6 @@ impl Feed {
             .collect()
     }
 
-    pub fn peers(&self) -> &Arc<Peers> {
-        &self.peers
-    }
-
     /// Follows changes of the tables watched here.
     pub fn interest(&self) -> watch::Receiver<u64> {
         self.interest.subscribe()
@@ -355,9 +351,7 @@ impl Feed {
     /// changes, so a subscriber told it is subscribed hears a write made on
     /// another instance right after.
     pub async fn until_announced(&self) {
-        if matches!(self.publish, Publish::Here) {
-            return;
-        }
+        // Alone, no one is known: nothing to wait for.
         let wanted = self.generation();
         let mut acknowledgements = self.peers.acknowledgements();
         let all = async {

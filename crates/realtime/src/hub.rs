@@ -177,7 +177,7 @@ impl Hub {
     /// sockets here it reached.
     pub fn broadcast(
         &self,
-        (key, wire): (&str, &str),
+        key: &str,
         from: Option<MemberId>,
         (event, payload): (&str, &Payload),
     ) -> usize {
@@ -189,7 +189,6 @@ impl Hub {
             };
             News::Broadcast {
                 topic: key.to_owned(),
-                wire: wire.to_owned(),
                 event: event.to_owned(),
                 payload,
                 binary,
@@ -269,7 +268,6 @@ impl Hub {
         announce(entry, &joins, &leaves);
         self.tell(|| News::Presence {
             topic: topic.to_owned(),
-            wire: entry.wire.clone(),
             joins,
             leaves,
         });
@@ -323,7 +321,6 @@ impl Hub {
                     .collect();
                 News::PresenceState {
                     topic: topic.clone(),
-                    wire: entry.wire.clone(),
                     state: Json::Object(held),
                 }
             })
@@ -339,7 +336,6 @@ impl Hub {
                 event,
                 payload,
                 binary,
-                ..
             } => {
                 let payload = if binary {
                     let Some(bytes) = payload.as_str().and_then(|text| BASE64.decode(text).ok())
@@ -356,7 +352,6 @@ impl Hub {
                 topic,
                 joins,
                 leaves,
-                ..
             } => {
                 let mut state = self.state();
                 let tracked = tracked_by(&mut state, &topic, from);
@@ -376,9 +371,7 @@ impl Hub {
                     announce(entry, &joins, &leaves);
                 }
             }
-            News::PresenceState {
-                topic, state: held, ..
-            } => {
+            News::PresenceState { topic, state: held } => {
                 let mut state = self.state();
                 let tracked = tracked_by(&mut state, &topic, from);
                 let before = std::mem::take(tracked);
@@ -401,29 +394,28 @@ impl Hub {
 
     /// Every other instance's presences leave (this one lost track of them).
     pub fn forget_all(&self) {
-        let peers: std::collections::HashSet<String> = self
-            .state()
-            .remote
-            .values()
-            .flat_map(HashMap::keys)
-            .cloned()
-            .collect();
-        for peer in peers {
-            self.forget(&peer);
-        }
+        self.forget_where(|_| true);
     }
 
     /// Another instance is gone: everything it tracked leaves.
     pub fn forget(&self, peer: &str) {
+        self.forget_where(|known| known == peer);
+    }
+
+    fn forget_where(&self, gone: impl Fn(&str) -> bool) {
         let mut state = self.state();
         let State { topics, remote } = &mut *state;
         for (topic, by_peer) in remote.iter_mut() {
-            let Some(tracked) = by_peer.remove(peer) else {
-                continue;
-            };
-            if let Some(entry) = topics.get(topic) {
-                announce(entry, &json!({}), &difference(&tracked, &Tracked::new()));
-            }
+            let entry = topics.get(topic);
+            by_peer.retain(|peer, tracked| {
+                if !gone(peer) {
+                    return true;
+                }
+                if let Some(entry) = entry {
+                    announce(entry, &json!({}), &difference(tracked, &Tracked::new()));
+                }
+                false
+            });
         }
         remote.retain(|_, by_peer| !by_peer.is_empty());
     }
@@ -564,16 +556,12 @@ mod tests {
         let quiet = hub.join(ROOM, joining(quiet, false));
         let echo = hub.join(ROOM, joining(echo, true));
         let payload = Payload::Json(json!({"x": 1}));
-        assert_eq!(hub.broadcast(ROOM, Some(quiet), ("cursor", &payload)), 1);
-        assert_eq!(hub.broadcast(ROOM, Some(echo), ("cursor", &payload)), 2);
+        assert_eq!(hub.broadcast(ROOM.0, Some(quiet), ("cursor", &payload)), 1);
+        assert_eq!(hub.broadcast(ROOM.0, Some(echo), ("cursor", &payload)), 2);
         assert_eq!(texts(&mut quiet_frames).len(), 1, "only the other's");
         assert_eq!(texts(&mut echo_frames).len(), 2, "the other's and its own");
         assert_eq!(
-            hub.broadcast(
-                ("realtime:elsewhere", "realtime:elsewhere"),
-                None,
-                ("cursor", &payload)
-            ),
+            hub.broadcast("realtime:elsewhere", None, ("cursor", &payload)),
             0
         );
     }
@@ -622,7 +610,6 @@ mod tests {
             "peer",
             News::Presence {
                 topic: "realtime:room".into(),
-                wire: "realtime:room".into(),
                 joins: json!({"bo": {"metas": [{"phx_ref": "Fp1", "status": "away"}]}}),
                 leaves: json!({}),
             },
@@ -642,7 +629,6 @@ mod tests {
             "peer",
             News::PresenceState {
                 topic: "realtime:room".into(),
-                wire: "realtime:room".into(),
                 state: json!({"cy": {"metas": [{"phx_ref": "Fp2"}]}}),
             },
         );
@@ -685,7 +671,7 @@ mod tests {
             [News::PresenceState { .. }, News::PresenceState { .. }]
         ));
 
-        hub.broadcast(ROOM, Some(here), ("cursor", &Payload::Binary(vec![1, 2])));
+        hub.broadcast(ROOM.0, Some(here), ("cursor", &Payload::Binary(vec![1, 2])));
         let Ok(News::Broadcast {
             payload, binary, ..
         }) = relayed.try_recv()
@@ -698,7 +684,6 @@ mod tests {
             "peer",
             News::Broadcast {
                 topic: "realtime:room".into(),
-                wire: "realtime:room".into(),
                 event: "cursor".into(),
                 payload,
                 binary,
@@ -722,7 +707,7 @@ mod tests {
         hub.join(ROOM, joining(slow, true));
         let payload = Payload::Json(json!(1));
         for _ in 0..3 {
-            hub.broadcast(ROOM, None, ("tick", &payload));
+            hub.broadcast(ROOM.0, None, ("tick", &payload));
         }
         // The third found the queue full: the cut is signalled (a stored permit).
         tokio::time::timeout(std::time::Duration::from_millis(50), cut.notified())

@@ -79,7 +79,7 @@ async fn next_event(
 async fn crosses(from: &Realtime, frames: &mut mpsc::Receiver<Frame>, n: u64) -> bool {
     for _ in 0..50 {
         from.hub
-            .broadcast(ROOM, None, ("tick", &Payload::Json(json!({ "n": n }))));
+            .broadcast(ROOM.0, None, ("tick", &Payload::Json(json!({ "n": n }))));
         if let Some(message) = next_event(frames, "broadcast", Duration::from_millis(200)).await {
             assert_eq!(message["payload"]["payload"]["n"], n);
             return true;

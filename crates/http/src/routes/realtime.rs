@@ -184,7 +184,7 @@ pub async fn broadcast(
     for message in body.messages {
         let wire = format!("realtime:{}", message.topic);
         state.realtime().hub.broadcast(
-            (&topic_key(&wire, message.private), &wire),
+            &topic_key(&wire, message.private),
             None,
             (&message.event, &Payload::Json(message.payload)),
         );
