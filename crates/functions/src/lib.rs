@@ -23,6 +23,7 @@ mod sandbox;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gatehouse_db::Transaction;
@@ -37,6 +38,7 @@ use serde_json::{Map, Value as Json, json};
 
 pub use data::Data;
 pub use rows::{ShapeError, Shaped, asks_anything, shape};
+use sandbox::Inline;
 use sandbox::Sandbox;
 pub use sandbox::{Failure, Limits};
 
@@ -134,6 +136,9 @@ struct Declared {
     /// How long a client's call waits for a turn.
     turn_wait: Duration,
     definer: bool,
+    /// Whether its calls are first tried on the request's own thread: true
+    /// until one reaches for a door of `ctx` or outgrows the budget.
+    inline: Arc<AtomicBool>,
     /// Its jobs run as whoever queued them (`job_rights = "enqueuer"`).
     jobs_as_enqueuer: bool,
     outbound: fetch::Outbound,
@@ -162,6 +167,10 @@ pub struct Functions {
 pub const DEFAULT_WRITE_LIMIT: Duration = Duration::from_millis(250);
 /// How long a client's call waits for a turn, by default.
 pub const DEFAULT_TURN_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a call is tried on the request's own thread (a worker of the
+/// async runtime) before it is made again on a thread of its own.
+const INLINE_BUDGET: Duration = Duration::from_micros(500);
 
 /// Calls running at once, by default; more wait their turn (within the
 /// request's time limit).
@@ -289,6 +298,7 @@ impl Functions {
                         Duration::from_millis(u64::from(ms.clamp(1, 30_000)))
                     }),
                     definer,
+                    inline: Arc::new(AtomicBool::new(true)),
                     jobs_as_enqueuer,
                     outbound: fetch::Outbound::new(&decl.fetch, decl.fetch_private_addresses),
                     secrets: Arc::new(
@@ -384,6 +394,7 @@ impl Functions {
             drop(failed);
             let changed = Declared {
                 source: source.into(),
+                inline: Arc::new(AtomicBool::new(true)),
                 ..(*function).clone()
             };
             let mut declared = self.declared.write().unwrap_or_else(|e| e.into_inner());
@@ -498,9 +509,10 @@ impl Functions {
 
     /// Runs one function in the sandbox, its `ctx.db` inside `transaction`,
     /// on a blocking thread, once it has a turn (waiting at most `wait`,
-    /// when given). A call made from inside another (a trigger of a write the
-    /// code made) runs without waiting for a turn, which the outer call
-    /// already holds, and only so deep.
+    /// when given). A function whose calls have so far needed none of `ctx`'s
+    /// doors is first tried right here (`Sandbox::call_inline`). A call made
+    /// from inside another (a trigger of a write the code made) runs without
+    /// waiting for a turn, which the outer call already holds, and only so deep.
     async fn run(
         &self,
         (name, function): (&str, &Declared),
@@ -514,6 +526,19 @@ impl Functions {
             return Err(Failure::Thrown(format!(
                 "triggers nested more than {MAX_DEPTH} deep"
             )));
+        }
+        if depth == 0 && function.inline.load(Ordering::Relaxed) {
+            let module = (function.file.as_str(), &*function.source);
+            match self.sandbox.call_inline(
+                module,
+                &args,
+                &context,
+                (function.limits, INLINE_BUDGET),
+            ) {
+                Inline::Answered(outcome) => return outcome,
+                Inline::Outgrown => function.inline.store(false, Ordering::Relaxed),
+                Inline::NoIdleRealm => {}
+            }
         }
         let sandbox = self.sandbox.clone();
         let (file, source, limits) = (

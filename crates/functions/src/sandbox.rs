@@ -1,16 +1,27 @@
-//! The sandbox: QuickJS (through rquickjs) with a memory limit, a time limit
-//! enforced by the engine's interrupt hook, and a fresh context for every
-//! call, so nothing one call leaves in the global scope reaches the next.
-//! QuickJS alone has no filesystem, environment, network or timers (those live
-//! in its `std`/`os` modules, which are never loaded), and no module loader is
-//! installed, so `import` reaches nothing: the only door out is the context
-//! object the caller hands in.
+//! The sandbox: QuickJS (through rquickjs) with a memory limit and a time
+//! limit enforced by the engine's interrupt hook. QuickJS alone has no
+//! filesystem, environment, network or timers (those live in its `std`/`os`
+//! modules, which are never loaded), and the module loader refuses every
+//! name, so `import` reaches nothing: the only door out is the context object
+//! the caller hands in.
+//!
+//! Calls share a realm (an engine and one context) rather than pay for a
+//! fresh context each (which costs ten times the call): `lockdown.js` freezes
+//! every built-in once, each call evaluates its module anew (its top-level
+//! state is its own), and what a call adds to the global object is deleted
+//! after it. A realm that cannot be swept clean, was stopped at a limit, has
+//! work left queued or has kept too much memory is dropped, not reused.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rquickjs::context::intrinsic;
-use rquickjs::{CatchResultExt, CaughtError, Context, Function, Module, Promise, Runtime, Value};
+use rquickjs::loader::{BuiltinLoader, BuiltinResolver};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Function, Module, Object, Promise, Runtime, Value,
+};
 use serde_json::Value as Json;
 
 /// Bounds of one call.
@@ -66,20 +77,118 @@ type Intrinsics = (
     intrinsic::WeakRef,
 );
 
-/// Engines ready for the next call; one is made when none is idle.
+/// Realms ready for the next call; one is made when none is idle.
 pub struct Sandbox {
-    idle: Mutex<Vec<Runtime>>,
+    idle: Mutex<Vec<Realm>>,
+    /// What one evaluation of each module keeps until its realm goes (its
+    /// compiled code and top-level values), measured when it is checked.
+    keeps: Mutex<HashMap<String, usize>>,
 }
 
-/// Idle engines kept; more are dropped after their call.
+/// Idle realms kept; more are dropped after their call.
 const MAX_IDLE: usize = 8;
 /// The native stack the engine may use (deep recursion is an error, not a crash).
 const STACK_BYTES: usize = 256 << 10;
+/// Calls one realm serves before it is renewed.
+const MAX_SERVED: u32 = 1_000;
+/// How often a realm's memory is measured (measuring walks every object).
+const MEASURE_EVERY: u32 = 256;
+/// What earlier calls may leave held in a realm (each call's module stays
+/// loaded until the realm goes) before it is renewed.
+const MAX_RETAINED: usize = 4 << 20;
+/// What a module not yet measured is taken to keep.
+const UNMEASURED_KEEPS: usize = 64 << 10;
+
+/// An engine and the one context its calls share, locked down.
+struct Realm {
+    runtime: Runtime,
+    context: Context,
+    /// Set when a call reaches for a door its context object does not have
+    /// (`Sandbox::call_inline`).
+    reached: Arc<AtomicBool>,
+    served: u32,
+    /// The engine's memory once locked down, and at the last measure.
+    baseline: usize,
+    in_use: usize,
+}
+
+impl Realm {
+    fn new() -> Result<Self, Failure> {
+        let runtime = Runtime::new().map_err(|_| Failure::OutOfMemory)?;
+        runtime.set_max_stack_size(STACK_BYTES);
+        // Refuses every name before the engine looks among the modules it has
+        // loaded (earlier calls' instances, with their state).
+        runtime.set_loader(BuiltinResolver::default(), BuiltinLoader::default());
+        let context = Context::custom::<Intrinsics>(&runtime).map_err(|_| Failure::OutOfMemory)?;
+        let reached = Arc::new(AtomicBool::new(false));
+        context.with(|ctx| {
+            lockdown(&ctx, reached.clone())
+                .catch(&ctx)
+                .map_err(|e| failure(e))
+        })?;
+        let in_use = measure(&runtime);
+        Ok(Self {
+            runtime,
+            context,
+            reached,
+            served: 0,
+            baseline: in_use,
+            in_use,
+        })
+    }
+
+    /// Whether the realm may serve another call after one that kept about
+    /// `kept` bytes; the estimate is corrected by a measure now and then.
+    fn reusable(&mut self, kept: usize) -> bool {
+        self.served += 1;
+        self.in_use = if self.served.is_multiple_of(MEASURE_EVERY) {
+            measure(&self.runtime)
+        } else {
+            self.in_use.saturating_add(kept)
+        };
+        self.served < MAX_SERVED && self.in_use.saturating_sub(self.baseline) < MAX_RETAINED
+    }
+}
+
+fn measure(runtime: &Runtime) -> usize {
+    usize::try_from(runtime.memory_usage().malloc_size).unwrap_or(usize::MAX)
+}
+
+/// Freezes the realm's built-ins and leaves the kit (`lockdown.js`).
+fn lockdown<'js>(ctx: &rquickjs::Ctx<'js>, reached: Arc<AtomicBool>) -> rquickjs::Result<()> {
+    let doors = Object::new(ctx.clone())?;
+    for (name, source) in [
+        ("db", crate::data::BUILDER),
+        ("log", LOG),
+        ("fetch", FETCH),
+        ("secrets", SECRETS),
+        ("jobs", JOBS),
+    ] {
+        doors.set(name, ctx.eval::<Function, _>(source)?)?;
+    }
+    let reached = Function::new(ctx.clone(), move || reached.store(true, Ordering::Relaxed))?;
+    let lockdown: Function = ctx.eval(include_str!("lockdown.js"))?;
+    lockdown.call((doors, reached))
+}
+
+/// The realm's kit: `sweep` and the doors' makers.
+fn kit<'js>(ctx: &rquickjs::Ctx<'js>) -> rquickjs::Result<Object<'js>> {
+    ctx.globals().get("__gatehouse")
+}
+
+/// Deletes what the call added to the global object: false when it cannot.
+fn sweep(ctx: &rquickjs::Ctx<'_>) -> bool {
+    kit(ctx)
+        .and_then(|kit| kit.get::<_, Function>("sweep"))
+        .and_then(|sweep| sweep.call::<_, bool>(()))
+        .unwrap_or(false)
+}
 
 impl Default for Sandbox {
     fn default() -> Self {
         Self {
             idle: Mutex::new(Vec::new()),
+            keeps: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -87,7 +196,8 @@ impl Default for Sandbox {
 impl Sandbox {
     /// Whether `source` compiles as a module with a default export, or where it does not.
     pub fn check(&self, name: &str, source: &str) -> Result<(), Failure> {
-        self.with_context(Limits::default(), |ctx| {
+        let realm = self.take()?;
+        self.with_context(realm, (name, true), Limits::default(), |ctx| {
             default_export(&ctx, name, source).map(|_| ())
         })
     }
@@ -97,88 +207,164 @@ impl Sandbox {
     /// gives back what it returned (awaited), as JSON.
     pub fn call(
         &self,
-        (name, source): (&str, &str),
+        module: (&str, &str),
         args: &Json,
         context: &Json,
         (limits, doors): (Limits, Option<Doors>),
     ) -> Result<Json, Failure> {
-        self.with_context(limits, |ctx| {
-            let function = default_export(&ctx, name, source)?;
-            let json = |value: &Json| {
-                ctx.json_parse(value.to_string())
-                    .catch(&ctx)
-                    .map_err(|e| failure(e))
-            };
-            let (args, context) = (json(args)?, json(context)?);
-            if let Some(doors) = doors {
-                install(&ctx, &context, doors)?;
-            }
-            let returned: Value = function
-                .call((args, context))
-                .catch(&ctx)
-                .map_err(|e| failure(e))?;
-            let value = match returned.as_promise() {
-                Some(promise) => settle(&ctx, promise.clone())?,
-                None => returned,
-            };
-            to_json(&ctx, value)
+        let realm = self.take()?;
+        let reach = doors.map_or(Reach::Nothing, Reach::Doors);
+        self.with_context(realm, (module.0, false), limits, |ctx| {
+            run(&ctx, module, (args, context), reach)
         })
     }
 
-    /// Runs `work` in a fresh context of a pooled engine under `limits`.
+    /// Tries the call right here, on the caller's own thread, for at most
+    /// `budget` and without its doors: a call that computes its answer from
+    /// its arguments alone costs no hand-off to a thread of its own. When it
+    /// cannot finish so, nothing it did went out, and it is to be made again
+    /// with its doors and whole limits.
+    pub fn call_inline(
+        &self,
+        module: (&str, &str),
+        args: &Json,
+        context: &Json,
+        (limits, budget): (Limits, Duration),
+    ) -> Inline {
+        let Some(realm) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            return Inline::NoIdleRealm;
+        };
+        let reached = realm.reached.clone();
+        reached.store(false, Ordering::Relaxed);
+        let limits = Limits {
+            time: limits.time.min(budget),
+            ..limits
+        };
+        let outcome = self.with_context(realm, (module.0, false), limits, |ctx| {
+            run(&ctx, module, (args, context), Reach::Tripwire)
+        });
+        match outcome {
+            _ if reached.load(Ordering::Relaxed) => Inline::Outgrown,
+            Err(Failure::TimedOut) => Inline::Outgrown,
+            outcome => Inline::Answered(outcome),
+        }
+    }
+
+    /// Runs `work` (which evaluates the module `name`) in `realm`
+    /// under `limits`, then sweeps the realm; `measuring` the memory the
+    /// module keeps (when it is checked).
     fn with_context<T>(
         &self,
+        mut realm: Realm,
+        (name, measuring): (&str, bool),
         limits: Limits,
         work: impl for<'js> FnOnce(rquickjs::Ctx<'js>) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let runtime = self.take()?;
-        runtime.set_memory_limit(limits.memory_bytes);
+        let before = measuring.then(|| {
+            realm.runtime.run_gc();
+            measure(&realm.runtime)
+        });
+        // The call gets its whole limit above what the realm already holds.
+        realm
+            .runtime
+            .set_memory_limit(realm.in_use.saturating_add(limits.memory_bytes));
         let deadline = Instant::now() + limits.time;
-        runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)));
-        let outcome = match Context::custom::<Intrinsics>(&runtime) {
-            Ok(context) => {
-                let outcome = context.with(work);
-                drop(context);
-                outcome
-            }
-            Err(_) => Err(Failure::OutOfMemory),
-        };
-        runtime.set_interrupt_handler(None);
+        realm
+            .runtime
+            .set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)));
+        let (outcome, swept) = realm.context.with(|ctx| {
+            let outcome = work(ctx.clone());
+            (outcome, sweep(&ctx))
+        });
+        realm.runtime.set_interrupt_handler(None);
+        let mut keeps = self.keeps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(before) = before {
+            realm.runtime.run_gc();
+            keeps.insert(
+                name.to_owned(),
+                measure(&realm.runtime).saturating_sub(before),
+            );
+        }
+        let kept = keeps.get(name).copied().unwrap_or(UNMEASURED_KEEPS);
+        drop(keeps);
         // An engine stopped at a limit may be left inconsistent (after an
         // interrupt, QuickJS has been seen throwing null for the next call's
         // out-of-memory): it is dropped, not pooled.
-        // QuickJS frees by reference count as the context goes and collects
-        // cycles on its own schedule; a collection per call would cost more than
-        // the call.
         // Work the code queued and left behind (a promise callback after its
         // answer) holds the call's context and doors alive and would run inside
-        // the next call on this engine: such an engine is dropped with it.
-        if !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut))
-            && !runtime.is_job_pending()
+        // the next call: such a realm is dropped with it.
+        if swept
+            && !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut))
+            && !realm.runtime.is_job_pending()
+            && realm.reusable(kept)
         {
-            self.give_back(runtime);
+            self.give_back(realm);
         }
         outcome
     }
 
-    fn take(&self) -> Result<Runtime, Failure> {
+    fn take(&self) -> Result<Realm, Failure> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match pooled {
-            Some(runtime) => Ok(runtime),
-            None => {
-                let runtime = Runtime::new().map_err(|_| Failure::OutOfMemory)?;
-                runtime.set_max_stack_size(STACK_BYTES);
-                Ok(runtime)
-            }
+            Some(realm) => Ok(realm),
+            None => Realm::new(),
         }
     }
 
-    fn give_back(&self, runtime: Runtime) {
+    fn give_back(&self, realm: Realm) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(runtime);
+            idle.push(realm);
         }
     }
+}
+
+/// Evaluates the module, calls its default export with the arguments and the
+/// context object (given what `reach` allows) and gives back what it
+/// returned (awaited), as JSON.
+fn run<'js>(
+    ctx: &rquickjs::Ctx<'js>,
+    (name, source): (&str, &str),
+    (args, context): (&Json, &Json),
+    reach: Reach,
+) -> Result<Json, Failure> {
+    let function = default_export(ctx, name, source)?;
+    let json = |value: &Json| {
+        ctx.json_parse(value.to_string())
+            .catch(ctx)
+            .map_err(|e| failure(e))
+    };
+    let (args, context) = (json(args)?, json(context)?);
+    install(ctx, &context, reach)?;
+    let returned: Value = function
+        .call((args, context))
+        .catch(ctx)
+        .map_err(|e| failure(e))?;
+    let value = match returned.as_promise() {
+        Some(promise) => settle(ctx, promise.clone())?,
+        None => returned,
+    };
+    to_json(ctx, value)
+}
+
+/// How a call tried on the caller's thread ended.
+#[derive(Debug, PartialEq)]
+pub enum Inline {
+    Answered(Result<Json, Failure>),
+    /// Every realm was busy (making one here would hold the thread too long).
+    NoIdleRealm,
+    /// It reached for a door of `ctx`, or ran past the budget.
+    Outgrown,
+}
+
+/// What the context object's doors lead to.
+enum Reach {
+    Doors(Doors),
+    /// No door at all (a module's check, the sandbox's own tests).
+    Nothing,
+    /// Each door refuses and marks the call as having reached for it (the
+    /// context object inherits the kit's `tripwire`).
+    Tripwire,
 }
 
 /// A host function of JSON text: one query or request in, its answer out.
@@ -238,10 +424,21 @@ const FETCH: &str = "(fetch) => (url, init = {}) => { \
 fn install<'js>(
     ctx: &rquickjs::Ctx<'js>,
     context: &Value<'js>,
-    doors: Doors,
+    reach: Reach,
 ) -> Result<(), Failure> {
     let Some(object) = context.as_object() else {
         return Err(Failure::Invalid("the context is not an object".into()));
+    };
+    let doors = match reach {
+        Reach::Doors(doors) => doors,
+        Reach::Nothing => return Ok(()),
+        Reach::Tripwire => {
+            let tripwire = kit(ctx).and_then(|kit| kit.get::<_, Object>("tripwire"));
+            return tripwire
+                .and_then(|tripwire| object.set_prototype(Some(&tripwire)))
+                .catch(ctx)
+                .map_err(|e| failure(e));
+        }
     };
     let Doors {
         db,
@@ -266,22 +463,22 @@ fn install<'js>(
                 ctx.clone(),
                 move |level: String, message: String, fields: String| log(level, message, fields),
             )?;
-            wrap(&ctx, LOG, host)
+            wrap(&ctx, "log", host)
         })?;
         lazy(object, "fetch", move |ctx| {
             let fetch = fetch.clone();
             let host = Function::new(ctx.clone(), move |request: String| fetch(request))?;
-            wrap(&ctx, FETCH, host)
+            wrap(&ctx, "fetch", host)
         })?;
         lazy(object, "secrets", move |ctx| {
             let secret = secret.clone();
             let host = Function::new(ctx.clone(), move |name: String| secret(name))?;
-            wrap(&ctx, SECRETS, host)
+            wrap(&ctx, "secrets", host)
         })?;
         lazy(object, "jobs", move |ctx| {
             let jobs = jobs.clone();
             let host = Function::new(ctx.clone(), move |job: String| jobs(job))?;
-            wrap(&ctx, JOBS, host)
+            wrap(&ctx, "jobs", host)
         })
     })();
     made.catch(ctx).map_err(|e| failure(e))
@@ -311,21 +508,20 @@ fn lazy<'js>(
     )
 }
 
-/// A door's JavaScript (`(host) => door`) applied to its host function.
+/// A door's maker from the realm's kit (`(host) => door`) applied to its host function.
 fn wrap<'js>(
     ctx: &rquickjs::Ctx<'js>,
-    source: &str,
+    door: &str,
     host: Function<'js>,
 ) -> rquickjs::Result<Value<'js>> {
-    let make: Function = ctx.eval(source)?;
+    let make: Function = kit(ctx)?.get(door)?;
     make.call((host,))
 }
 
 /// A `ctx.db`: the builder (`db.js`) over one of the host's data doors.
 fn database<'js>(ctx: &rquickjs::Ctx<'js>, door: Reader) -> rquickjs::Result<Value<'js>> {
-    let builder: Function = ctx.eval(crate::data::BUILDER)?;
     let run = Function::new(ctx.clone(), move |query: String| door(query))?;
-    builder.call((run,))
+    wrap(ctx, "db", run)
 }
 
 fn default_export<'js>(
@@ -564,6 +760,191 @@ mod tests {
             );
         }
         assert_eq!(*seen.lock().unwrap(), Vec::<String>::new());
+    }
+
+    /// Calls on one sandbox (one realm while it stays clean), each module
+    /// under its own name.
+    fn calls() -> impl Fn(&str) -> Result<Json, Failure> {
+        let sandbox = Sandbox::default();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        move |source: &str| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sandbox.call(
+                (&format!("m{n}.js"), source),
+                &json!({}),
+                &json!({}),
+                (Limits::default(), None),
+            )
+        }
+    }
+
+    #[test]
+    fn built_ins_are_frozen_for_every_call_and_still_overridable_on_own_objects() {
+        let call = calls();
+        for pollute in [
+            "Array.prototype.polluted = 1",
+            "Object.prototype.toString = () => 'mine'",
+            "JSON.parse = () => 'mine'",
+            "globalThis.JSON = {}",
+            "Object.getPrototypeOf([].values()).next = () => ({ done: true })",
+            "Object.getPrototypeOf(function* () {}).prototype.next = null",
+            "Object.getPrototypeOf(async function () {}).constructor.x = 1",
+            "Promise.prototype.then = null",
+            "Error.prepareStackTrace = () => 'mine'",
+            "Error.stackTraceLimit = 0",
+        ] {
+            let outcome = call(&format!(
+                "export default () => {{ {pollute}; return 'changed' }}"
+            ));
+            assert!(
+                matches!(outcome, Err(Failure::Thrown(_))),
+                "{pollute}: {outcome:?}"
+            );
+        }
+        assert_eq!(
+            call(
+                "export default async () => [typeof [].polluted, String({}), JSON.parse('1'),                  [...[1, 2].values()].length, typeof Error.prepareStackTrace,                  new Error('e').stack.includes('m'), await Promise.resolve(3)]"
+            ),
+            Ok(json!([
+                "undefined",
+                "[object Object]",
+                1,
+                2,
+                "undefined",
+                true,
+                3
+            ]))
+        );
+        // The override mistake is fixed for what code commonly sets on its own objects.
+        assert_eq!(
+            call(
+                "class Problem extends Error { constructor(m) { super(m); this.name = 'Problem' } }
+                 function Legacy() {} Legacy.prototype.constructor = Legacy;
+                 const own = { toString() { return 'own' } }; own.toString = () => 'changed';
+                 export default () => [new Problem('m').name, String(new Problem('m')), String(own),                    new Legacy().constructor === Legacy]"
+            ),
+            Ok(json!(["Problem", "Problem: m", "changed", true]))
+        );
+        assert_eq!(
+            call("export default () => typeof FinalizationRegistry"),
+            Ok(json!("undefined"))
+        );
+    }
+
+    #[test]
+    fn each_call_evaluates_its_module_anew_and_cannot_import_another() {
+        let sandbox = Sandbox::default();
+        let call = |name: &str, source: &str| {
+            sandbox.call(
+                (name, source),
+                &json!({}),
+                &json!({}),
+                (Limits::default(), None),
+            )
+        };
+        let counter =
+            "let calls = 0; export const secret = 'earlier'; export default () => ++calls";
+        for _ in 0..3 {
+            assert_eq!(call("counter.js", counter), Ok(json!(1)));
+        }
+        // The engine keeps earlier calls' module instances until the realm
+        // goes: no name reaches them, relative or not.
+        let reach = "export default async () => { try { return (await import(NAME)).secret } \
+                     catch (e) { return 'refused' } }";
+        for name in ["'counter.js'", "'./counter.js'"] {
+            assert_eq!(
+                call("counter.js", &reach.replace("NAME", name)),
+                Ok(json!("refused")),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            sandbox.check(
+                "other.js",
+                "import { secret } from 'counter.js'; export default () => secret"
+            ),
+            Err(Failure::Invalid(_) | Failure::Thrown(_))
+        ));
+    }
+
+    #[test]
+    fn globals_a_call_makes_are_gone_for_the_next_even_those_it_pins() {
+        let call = calls();
+        for pin in [
+            "globalThis.left = 'earlier'",
+            "Object.defineProperty(globalThis, 'left', { value: 'earlier' })",
+            "(0, eval)('var left = \"earlier\"')",
+            "Function('left = \"earlier\"')()",
+        ] {
+            assert_eq!(
+                call(&format!("export default () => {{ {pin}; return left }}")),
+                Ok(json!("earlier")),
+                "{pin}"
+            );
+            assert_eq!(
+                call("export default () => typeof left"),
+                Ok(json!("undefined")),
+                "{pin}"
+            );
+        }
+        assert!(
+            call(
+                "export default () => { Object.freeze(globalThis); globalThis.late = 1; return 1 }"
+            )
+            .is_err()
+        );
+        assert_eq!(
+            call("export default () => { globalThis.late = 2; return late }"),
+            Ok(json!(2))
+        );
+    }
+
+    #[test]
+    fn a_call_is_answered_inline_only_when_it_needs_no_door_and_little_time() {
+        let sandbox = Sandbox::default();
+        let inline = |source: &str| {
+            sandbox.call_inline(
+                ("t.js", source),
+                &json!({"a": 2}),
+                &json!({"user": null}),
+                (Limits::default(), Duration::from_millis(50)),
+            )
+        };
+        assert_eq!(
+            inline("export default (args) => args.a * 2"),
+            Inline::NoIdleRealm
+        );
+        sandbox.check("t.js", "export default () => 1").unwrap();
+        assert_eq!(
+            inline("export default (args, ctx) => [args.a * 2, ctx.user]"),
+            Inline::Answered(Ok(json!([4, null])))
+        );
+        assert_eq!(
+            inline("export default () => { throw new Error('refused') }"),
+            Inline::Answered(Err(Failure::Thrown("refused".into())))
+        );
+        // Reaching for any door ends the attempt, even when the code catches
+        // the refusal and answers something else.
+        for door in [
+            "db.from('t')",
+            "log.info('x')",
+            "fetch('https://example.com')",
+            "secrets.get('k')",
+            "jobs",
+            "admin",
+        ] {
+            let source = format!(
+                "export default (args, ctx) => {{ try {{ ctx.{door} }} catch {{}} return 'without' }}"
+            );
+            assert_eq!(inline(&source), Inline::Outgrown, "{door}");
+        }
+        assert_eq!(
+            inline("export default () => { while (true) {} }"),
+            Inline::Outgrown
+        );
+        // A realm stopped at the budget is not reused; the next one is made
+        // on a thread of its own, never inline.
+        assert_eq!(inline("export default () => 1"), Inline::NoIdleRealm);
     }
 
     #[test]
