@@ -13,7 +13,7 @@
 // own globals or mark itself as needing its doors.
 (doors, reached) => {
   'use strict';
-  const { getPrototypeOf, freeze, defineProperty, isExtensible } = Object;
+  const { getPrototypeOf, getOwnPropertyDescriptors, freeze, defineProperty, isExtensible } = Object;
   const { ownKeys, getOwnPropertyDescriptor, deleteProperty, apply } = Reflect;
   const hasOwn = Object.hasOwn;
 
@@ -104,11 +104,12 @@
     }
   };
   const reachProperties = (object) => {
-    for (const key of ownKeys(object)) {
-      const described = getOwnPropertyDescriptor(object, key);
-      reach(described.value);
-      reach(described.get);
-      reach(described.set);
+    const described = getOwnPropertyDescriptors(object);
+    for (const key of ownKeys(described)) {
+      const { value, get, set } = described[key];
+      reach(value);
+      reach(get);
+      reach(set);
     }
   };
   reachProperties(globalThis);

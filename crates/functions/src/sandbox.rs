@@ -329,12 +329,13 @@ fn run<'js>(
     reach: Reach,
 ) -> Result<Json, Failure> {
     let function = default_export(ctx, name, source)?;
-    let json = |value: &Json| {
-        ctx.json_parse(value.to_string())
-            .catch(ctx)
-            .map_err(|e| failure(e))
-    };
-    let (args, context) = (json(args)?, json(context)?);
+    let args = ctx
+        .json_parse(args.to_string())
+        .catch(ctx)
+        .map_err(|e| failure(e))?;
+    let context = context_object(ctx, context)
+        .catch(ctx)
+        .map_err(|e| failure(e))?;
     install(ctx, &context, reach)?;
     let returned: Value = function
         .call((args, context))
@@ -345,6 +346,18 @@ fn run<'js>(
         None => returned,
     };
     to_json(ctx, value)
+}
+
+/// The context object: each of its parts (`user`, `request`, `trigger`) is
+/// made from its JSON on first read, as the doors are, since parsing them
+/// costs a small call more than its module and many calls read few of them.
+fn context_object<'js>(ctx: &rquickjs::Ctx<'js>, context: &Json) -> rquickjs::Result<Value<'js>> {
+    let object = Object::new(ctx.clone())?;
+    for (name, part) in context.as_object().into_iter().flatten() {
+        let text = part.to_string();
+        lazy(&object, name, move |ctx| ctx.json_parse(text.clone()))?;
+    }
+    Ok(object.into_value())
 }
 
 /// How a call tried on the caller's thread ended.
@@ -487,15 +500,16 @@ fn install<'js>(
 /// Defines `name` on `object` as made by `make` on first read.
 fn lazy<'js>(
     object: &rquickjs::Object<'js>,
-    name: &'static str,
+    name: &str,
     make: impl Fn(rquickjs::Ctx<'js>) -> rquickjs::Result<Value<'js>> + 'js,
 ) -> rquickjs::Result<()> {
+    let key = name.to_owned();
     let getter = move |ctx: rquickjs::Ctx<'js>,
                        this: rquickjs::function::This<rquickjs::Object<'js>>|
           -> rquickjs::Result<Value<'js>> {
         let value = make(ctx)?;
         this.0.prop(
-            name,
+            key.as_str(),
             rquickjs::object::Property::from(value.clone()).enumerable(),
         )?;
         Ok(value)
