@@ -132,10 +132,11 @@
   const builtIn = new Set(ownKeys(globalThis));
   const has = Set.prototype.has;
   // Deletes what a call added to the global object; false when it cannot
-  // (the call made a property that cannot be deleted, or froze the global
-  // object), and the realm must then be dropped.
+  // (the call made a property that cannot be deleted, froze the global
+  // object or changed its prototype), and the realm must then be dropped.
+  const globalPrototype = getPrototypeOf(globalThis);
   const sweep = () => {
-    if (!isExtensible(globalThis)) return false;
+    if (!isExtensible(globalThis) || getPrototypeOf(globalThis) !== globalPrototype) return false;
     const keys = ownKeys(globalThis);
     // Built-ins cannot be deleted: the same count means nothing was added.
     if (keys.length === builtIn.size) return true;

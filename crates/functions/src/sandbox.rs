@@ -889,6 +889,7 @@ mod tests {
             "Object.defineProperty(globalThis, 'left', { value: 'earlier' })",
             "(0, eval)('var left = \"earlier\"')",
             "Function('left = \"earlier\"')()",
+            "Object.setPrototypeOf(globalThis, { left: 'earlier' })",
         ] {
             assert_eq!(
                 call(&format!("export default () => {{ {pin}; return left }}")),
