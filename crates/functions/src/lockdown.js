@@ -10,8 +10,9 @@
 // that a call tried on the request's own thread reached for a door. The kit
 // (`sweep`, the makers and `tripwire`) is left frozen on the global object as
 // `__gatehouse`: a function reaching it can only call pure makers, sweep its
-// own globals or mark itself as needing its doors.
-(doors, reached) => {
+// own globals or mark itself as needing its doors. `random` is the host's
+// `Math.random`.
+(doors, reached, random) => {
   'use strict';
   const { getPrototypeOf, getOwnPropertyDescriptors, freeze, defineProperty, isExtensible } = Object;
   const { ownKeys, getOwnPropertyDescriptor, deleteProperty, apply } = Reflect;
@@ -24,6 +25,9 @@
   deleteProperty(Error, 'stackTraceLimit');
   // A finalizer runs when the engine collects, which may be inside a later call.
   deleteProperty(globalThis, 'FinalizationRegistry');
+  // The engine's own is one xorshift stream per context: a few results of one
+  // call would tell the state, and so the numbers of the calls after it.
+  defineProperty(Math, 'random', { value: random });
 
   // The override mistake: assigning to an own property that an object
   // inherits read-only fails, so freezing `Error.prototype` would break
@@ -58,7 +62,11 @@
   overridable(Function.prototype, ['constructor', 'toString', 'bind', 'call', 'apply']);
   overridable(Array.prototype, ['constructor', 'toString', 'push']);
   overridable(Promise.prototype, ['constructor']);
-  for (const E of [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) {
+  const errors = [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError];
+  for (const name of ['InternalError', 'SuppressedError']) {
+    if (typeof globalThis[name] === 'function') errors.push(globalThis[name]);
+  }
+  for (const E of errors) {
     overridable(E.prototype, ['constructor', 'message', 'name', 'toString']);
   }
 

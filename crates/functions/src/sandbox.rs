@@ -91,8 +91,10 @@ const MAX_IDLE: usize = 8;
 const STACK_BYTES: usize = 256 << 10;
 /// Calls one realm serves before it is renewed.
 const MAX_SERVED: u32 = 1_000;
-/// How often a realm's memory is measured (measuring walks every object).
+/// How often a realm's memory is measured (measuring walks every object)…
 const MEASURE_EVERY: u32 = 256;
+/// …and after a call that ran this long, which may have allocated that much.
+const MEASURE_AFTER: Duration = Duration::from_millis(1);
 /// What earlier calls may leave held in a realm (each call's module stays
 /// loaded until the realm goes) before it is renewed.
 const MAX_RETAINED: usize = 4 << 20;
@@ -138,10 +140,14 @@ impl Realm {
     }
 
     /// Whether the realm may serve another call after one that kept about
-    /// `kept` bytes; the estimate is corrected by a measure now and then.
-    fn reusable(&mut self, kept: usize) -> bool {
+    /// `kept` bytes and ran for `took`. The estimate is corrected by a measure
+    /// now and then, and after any call long enough to have allocated much
+    /// (a module can hoard what its calls make in its top-level variables,
+    /// which stay loaded): measuring costs a small call's run, a long call's
+    /// little.
+    fn reusable(&mut self, kept: usize, took: Duration) -> bool {
         self.served += 1;
-        self.in_use = if self.served.is_multiple_of(MEASURE_EVERY) {
+        self.in_use = if self.served.is_multiple_of(MEASURE_EVERY) || took >= MEASURE_AFTER {
             measure(&self.runtime)
         } else {
             self.in_use.saturating_add(kept)
@@ -167,8 +173,30 @@ fn lockdown<'js>(ctx: &rquickjs::Ctx<'js>, reached: Arc<AtomicBool>) -> rquickjs
         doors.set(name, ctx.eval::<Function, _>(source)?)?;
     }
     let reached = Function::new(ctx.clone(), move || reached.store(true, Ordering::Relaxed))?;
+    let random = Function::new(ctx.clone(), random_source())?;
     let lockdown: Function = ctx.eval(include_str!("lockdown.js"))?;
-    lockdown.call((doors, reached))
+    lockdown.call((doors, reached, random))
+}
+
+/// `Math.random` from the operating system's generator, drawn 4 KiB at a time,
+/// so no call can learn from its own numbers those of another.
+fn random_source() -> impl Fn() -> f64 {
+    let pool = Mutex::new(([0u8; 4096], usize::MAX));
+    move || {
+        let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, used) = &mut *pool;
+        if used.saturating_add(8) > bytes.len() {
+            // The system's generator does not fail on the platforms served;
+            // if it ever did, the numbers would repeat, not stop the call.
+            let _ = getrandom::fill(bytes);
+            *used = 0;
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[*used..*used + 8]);
+        *used += 8;
+        // 53 random bits over 2^53: uniform in [0, 1).
+        (u64::from_le_bytes(word) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// The realm's kit: `sweep` and the doors' makers.
@@ -240,11 +268,16 @@ impl Sandbox {
             time: limits.time.min(budget),
             ..limits
         };
+        // The mark is read before the realm goes back to the pool, where
+        // another thread's attempt may take it and clear the mark.
+        let tripped = std::cell::Cell::new(false);
         let outcome = self.with_context(realm, (module.0, false), limits, |ctx| {
-            run(&ctx, module, (args, context), Reach::Tripwire)
+            let outcome = run(&ctx, module, (args, context), Reach::Tripwire);
+            tripped.set(reached.swap(false, Ordering::Relaxed));
+            outcome
         });
         match outcome {
-            _ if reached.load(Ordering::Relaxed) => Inline::Outgrown,
+            _ if tripped.get() => Inline::Outgrown,
             Err(Failure::TimedOut) => Inline::Outgrown,
             outcome => Inline::Answered(outcome),
         }
@@ -268,7 +301,8 @@ impl Sandbox {
         realm
             .runtime
             .set_memory_limit(realm.in_use.saturating_add(limits.memory_bytes));
-        let deadline = Instant::now() + limits.time;
+        let started = Instant::now();
+        let deadline = started + limits.time;
         realm
             .runtime
             .set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)));
@@ -296,7 +330,7 @@ impl Sandbox {
         if swept
             && !matches!(outcome, Err(Failure::OutOfMemory | Failure::TimedOut))
             && !realm.runtime.is_job_pending()
-            && realm.reusable(kept)
+            && realm.reusable(kept, started.elapsed())
         {
             self.give_back(realm);
         }
@@ -503,20 +537,30 @@ fn lazy<'js>(
     name: &str,
     make: impl Fn(rquickjs::Ctx<'js>) -> rquickjs::Result<Value<'js>> + 'js,
 ) -> rquickjs::Result<()> {
-    let key = name.to_owned();
+    // Once made (or assigned) it is a plain property, as if it had always been.
+    fn settle<'js>(object: &Object<'js>, key: &str, value: Value<'js>) -> rquickjs::Result<()> {
+        object.prop(
+            key,
+            rquickjs::object::Property::from(value)
+                .enumerable()
+                .writable()
+                .configurable(),
+        )
+    }
+    let (get_key, set_key) = (name.to_owned(), name.to_owned());
     let getter = move |ctx: rquickjs::Ctx<'js>,
                        this: rquickjs::function::This<rquickjs::Object<'js>>|
           -> rquickjs::Result<Value<'js>> {
         let value = make(ctx)?;
-        this.0.prop(
-            key.as_str(),
-            rquickjs::object::Property::from(value.clone()).enumerable(),
-        )?;
+        settle(&this.0, &get_key, value.clone())?;
         Ok(value)
     };
+    let setter = move |this: rquickjs::function::This<rquickjs::Object<'js>>,
+                       value: Value<'js>|
+          -> rquickjs::Result<()> { settle(&this.0, &set_key, value) };
     object.prop(
         name,
-        rquickjs::object::Accessor::new_get(getter)
+        rquickjs::object::Accessor::new(getter, setter)
             .configurable()
             .enumerable(),
     )
@@ -843,6 +887,13 @@ mod tests {
             call("export default () => typeof FinalizationRegistry"),
             Ok(json!("undefined"))
         );
+        assert_eq!(
+            call(
+                "class Odd extends InternalError { constructor() { super('m'); this.name = 'Odd' } } \
+                  export default () => new Odd().name"
+            ),
+            Ok(json!("Odd"))
+        );
     }
 
     #[test]
@@ -960,6 +1011,95 @@ mod tests {
         // A realm stopped at the budget is not reused; the next one is made
         // on a thread of its own, never inline.
         assert_eq!(inline("export default () => 1"), Inline::NoIdleRealm);
+    }
+
+    #[test]
+    fn no_call_can_predict_the_numbers_of_the_next() {
+        // QuickJS's own Math.random is one xorshift64* stream per context:
+        // two results tell its state, and so the next call's number.
+        const M: u64 = 0x2545_F491_4F6C_DD1D;
+        let inverse = (0..6).fold(M, |x, _| {
+            x.wrapping_mul(2u64.wrapping_sub(M.wrapping_mul(x)))
+        });
+        let step = |mut x: u64| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x
+        };
+        let high = |r: f64| (r + 1.0).to_bits() & ((1 << 52) - 1);
+        let call = calls();
+        let drawn = call("export default () => [Math.random(), Math.random()]").unwrap();
+        let (first, second) = (
+            high(drawn[0].as_f64().unwrap()),
+            high(drawn[1].as_f64().unwrap()),
+        );
+        let predicted = (0..1u64 << 12).find_map(|low| {
+            let state = ((first << 12) | low).wrapping_mul(inverse);
+            let next = step(state);
+            (next.wrapping_mul(M) >> 12 == second).then(|| step(next).wrapping_mul(M) >> 12)
+        });
+        let next = high(
+            call("export default () => Math.random()")
+                .unwrap()
+                .as_f64()
+                .unwrap(),
+        );
+        assert_ne!(predicted, Some(next));
+        assert!(
+            call(
+                "export default () => Array.from({ length: 1000 }, Math.random).every((r) => r >= 0 && r < 1)"
+            ) == Ok(json!(true))
+        );
+    }
+
+    #[test]
+    fn the_context_s_parts_read_and_assign_as_plain_properties() {
+        let sandbox = Sandbox::default();
+        let call = |source: &str| {
+            sandbox.call(
+                ("t.js", source),
+                &json!({}),
+                &json!({"user": {"id": "u1"}, "request": {"method": "POST"}}),
+                (Limits::default(), None),
+            )
+        };
+        assert_eq!(
+            call(
+                "export default (args, ctx) => { const before = ctx.user.id; ctx.user = 'mine'; \
+                  ctx.request.method = 'GET'; return [before, ctx.user, ctx.request.method, Object.keys(ctx)] }"
+            ),
+            Ok(json!(["u1", "mine", "GET", ["user", "request"]]))
+        );
+        assert_eq!(
+            call("export default (args, ctx) => { ctx.request = 1; return JSON.stringify(ctx) }"),
+            Ok(json!(r#"{"user":{"id":"u1"},"request":1}"#))
+        );
+    }
+
+    #[test]
+    fn what_a_module_hoards_does_not_leave_the_next_call_short_of_memory() {
+        let sandbox = Sandbox::default();
+        let limits = Limits {
+            memory_bytes: 8 << 20,
+            time: Duration::from_secs(2),
+        };
+        // Each call keeps 3 MiB in the module's top level and runs a few
+        // milliseconds, as a call that allocates that much would.
+        let hoarder = "const hoard = []; export default () => { hoard.push('x'.repeat(3 << 20)); \
+                       const end = Date.now() + 3; while (Date.now() < end) {} return hoard.length }";
+        sandbox.check("hoarder.js", hoarder).unwrap();
+        for _ in 0..6 {
+            assert_eq!(
+                sandbox.call(
+                    ("hoarder.js", hoarder),
+                    &json!({}),
+                    &json!({}),
+                    (limits, None)
+                ),
+                Ok(json!(1))
+            );
+        }
     }
 
     #[test]
