@@ -531,7 +531,7 @@ fn install<'js>(
     made.catch(ctx).map_err(|e| failure(e))
 }
 
-/// Defines `name` on `object` as made by `make` on first read.
+/// Defines `name` on `object` as made by `make` on first read (or as first assigned).
 fn lazy<'js>(
     object: &rquickjs::Object<'js>,
     name: &str,

@@ -37,7 +37,7 @@ roles = ["authenticated"]
 time_ms = 1500
 
 [functions.impatient]
-module = "whoami.js"
+module = "noted.js"
 roles = ["authenticated"]
 wait_ms = 100
 
@@ -68,7 +68,7 @@ args.flag = { type = "boolean", default = false }
 args.code = { type = "text", check = { pattern = "^[a-z]+$" } }
 "#;
 
-const MODULES: [(&str, &str); 8] = [
+const MODULES: [(&str, &str); 9] = [
     (
         "menu.js",
         "export default ({ min }) => [
@@ -97,6 +97,12 @@ const MODULES: [(&str, &str); 8] = [
     (
         "hog.js",
         "export default () => { const all = []; while (true) all.push('x'.repeat(4096)) }",
+    ),
+    // A door of `ctx` makes a call wait for a turn (one that needs none may
+    // be answered on the request's own thread instead).
+    (
+        "noted.js",
+        "export default (args, ctx) => { ctx.log.info('noted'); return 'noted' }",
     ),
     (
         "remember.js",
