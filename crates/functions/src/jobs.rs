@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use gatehouse_policy::Role;
 use gatehouse_rest::Caller;
 
+use crate::sandbox::CallContext;
 use crate::{Declared, Functions, checked, user};
 
 /// What enqueueing needs: the queues, the functions that may handle a job
@@ -187,19 +188,21 @@ impl Runner for Functions {
             {
                 return Err("the user who queued the job is deleted or banned".into());
             }
-            let mut context = json!({
+            let mut context = CallContext::default()
                 // The server's own standing is nobody in particular.
-                "user": if caller.is_service() { Json::Null } else { user(&caller) },
-                "job": {
-                    "id": job.id,
-                    "queue": job.queue,
-                    "attempt": job.attempt,
-                    "maxAttempts": job.max_attempts,
-                    "key": job.key,
-                },
-            });
+                .with("user", &user(&caller).filter(|_| !caller.is_service()))
+                .with(
+                    "job",
+                    &json!({
+                        "id": job.id,
+                        "queue": job.queue,
+                        "attempt": job.attempt,
+                        "maxAttempts": job.max_attempts,
+                        "key": job.key,
+                    }),
+                );
             if !trigger.is_null() {
-                context["trigger"] = trigger;
+                context = context.with("trigger", &trigger);
             }
             self.invoke(&caller, (&function, &job.id), args, (context, None))
                 .await

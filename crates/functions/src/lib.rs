@@ -38,8 +38,8 @@ use serde_json::{Map, Value as Json, json};
 
 pub use data::Data;
 pub use rows::{ShapeError, Shaped, asks_anything, shape};
-use sandbox::Inline;
 use sandbox::Sandbox;
+use sandbox::{CallContext, Inline};
 pub use sandbox::{Failure, Limits};
 
 /// `[functions.<name>]` as written.
@@ -459,9 +459,9 @@ impl Functions {
         if !allowed {
             return Err(CallError::Denied(name.to_owned()));
         }
-        let mut context = json!({ "user": user(caller) });
+        let mut context = CallContext::default().with("user", &user(caller));
         if let Some(request) = request {
-            context["request"] = request;
+            context = context.with("request", &request);
         }
         let wait = self.function(name)?.turn_wait;
         self.invoke(caller, (name, request_id), args, (context, Some(wait)))
@@ -476,7 +476,7 @@ impl Functions {
         caller: &Caller,
         (name, request_id): (&str, &str),
         args: Json,
-        (context, wait): (Json, Option<Duration>),
+        (context, wait): (CallContext, Option<Duration>),
     ) -> Result<Json, CallError> {
         let function = self.function(name)?;
         let args = checked(&function, args)?;
@@ -518,7 +518,7 @@ impl Functions {
         (name, function): (&str, &Declared),
         caller: &Caller,
         request_id: &str,
-        (args, context): (Json, Json),
+        (args, context): (Json, CallContext),
         (transaction, wait): (&Transaction, Option<Duration>),
     ) -> Result<Json, Failure> {
         let depth = DEPTH.get();
@@ -653,16 +653,16 @@ impl BeforeWrite for Functions {
                 let function = self
                     .function(name)
                     .map_err(|error| RestError::TriggerFailed(error.to_string()))?;
-                let context = json!({
-                    "user": user(caller),
-                    "trigger": {
+                let context = CallContext::default().with("user", &user(caller)).with(
+                    "trigger",
+                    &json!({
                         "table": change.table,
                         "event": change.event.name(),
                         "when": "BEFORE",
                         "new": new,
                         "old": change.old,
-                    },
-                });
+                    }),
+                );
                 let ran = self
                     .run(
                         (name, &function),
@@ -787,15 +787,20 @@ fn log_lines(name: &str, request_id: &str) -> sandbox::Logger {
 }
 
 /// `ctx.user`: the verified caller, or null for an anonymous one.
-fn user(caller: &Caller) -> Json {
-    if caller.is_anon() {
-        return Json::Null;
-    }
-    json!({
-        "id": caller.user_id(),
-        "role": caller.role_name(),
-        "claims": caller.claims().cloned().map_or(Json::Null, Json::Object),
+fn user(caller: &Caller) -> Option<User<'_>> {
+    (!caller.is_anon()).then(|| User {
+        id: caller.user_id(),
+        role: caller.role_name(),
+        claims: caller.claims(),
     })
+}
+
+/// `ctx.user`, borrowed from the caller (serialised once, into the context).
+#[derive(serde::Serialize)]
+struct User<'a> {
+    id: Option<&'a str>,
+    role: &'a str,
+    claims: Option<&'a Map<String, Json>>,
 }
 
 /// A declared default as the JSON the argument takes (jsonb and array

@@ -139,16 +139,16 @@
   defineProperty(globalThis, '__gatehouse', { value: null, writable: true, configurable: true });
   const builtIn = new Set(ownKeys(globalThis));
   const has = Set.prototype.has;
-  // Deletes what a call added to the global object; false when it cannot
-  // (the call made a property that cannot be deleted, froze the global
-  // object or changed its prototype), and the realm must then be dropped.
+  // Deletes what a call added to the global object, which has `count` own
+  // keys (the host counts them without making an array of them); false when
+  // it cannot (the call made a property that cannot be deleted, froze the
+  // global object or changed its prototype), and the realm must then be dropped.
   const globalPrototype = getPrototypeOf(globalThis);
-  const sweep = () => {
+  const sweep = (count) => {
     if (!isExtensible(globalThis) || getPrototypeOf(globalThis) !== globalPrototype) return false;
-    const keys = ownKeys(globalThis);
     // Built-ins cannot be deleted: the same count means nothing was added.
-    if (keys.length === builtIn.size) return true;
-    for (const key of keys) {
+    if (count === builtIn.size) return true;
+    for (const key of ownKeys(globalThis)) {
       if (!apply(has, builtIn, [key]) && !deleteProperty(globalThis, key)) return false;
     }
     return true;
