@@ -266,7 +266,7 @@ impl Sandbox {
         let realm = self.take()?;
         let reach = doors.map_or(Reach::Nothing, Reach::Doors);
         self.with_context(realm, (module.0, false), limits, |ctx| {
-            run(&ctx, self.compiled.module(module), (args, context), reach)
+            run(&ctx, (&self.compiled, module), (args, context), reach)
         })
     }
 
@@ -297,7 +297,7 @@ impl Sandbox {
         let outcome = self.with_context(realm, (module.0, false), limits, |ctx| {
             let outcome = run(
                 &ctx,
-                self.compiled.module(module),
+                (&self.compiled, module),
                 (args, context),
                 Reach::Tripwire,
             );
@@ -386,7 +386,7 @@ impl Sandbox {
 /// returned (awaited), as JSON.
 fn run<'js>(
     ctx: &rquickjs::Ctx<'js>,
-    (compiled, name, source): (&Compiled, &str, &str),
+    (compiled, (name, source)): (&Compiled, (&str, &str)),
     (args, context): (&Json, &CallContext),
     reach: Reach,
 ) -> Result<Json, Failure> {
@@ -624,10 +624,6 @@ struct Compiled(Mutex<HashMap<String, Bytecode>>);
 type Bytecode = (String, Arc<[u8]>);
 
 impl Compiled {
-    fn module<'a>(&'a self, (name, source): (&'a str, &'a str)) -> (&'a Self, &'a str, &'a str) {
-        (self, name, source)
-    }
-
     fn default_export<'js>(
         &self,
         ctx: &rquickjs::Ctx<'js>,
